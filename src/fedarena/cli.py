@@ -1,0 +1,123 @@
+"""The ``fedarena`` command line: run, list, reproduce (and bench, when installed)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import ConfigError, DataNotFoundError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def user_error(msg: str) -> None:
+    """Print one line and exit with code 2 (a user error, not a crash)."""
+    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="YAML config; omitted: the built-in digits backdoor demo."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set fl.rounds=10 (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<time>-<name>)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run one experiment and write its metrics, client records, summary and curves."""
+    from .config import DEFAULT_RUN, load_config
+    from .engine.simulation import Simulation
+    from .results.writer import write_run
+
+    try:
+        cfg = load_config(config, set_, base=None if config else DEFAULT_RUN)
+        sim = Simulation(cfg)
+    except (ConfigError, DataNotFoundError) as e:
+        user_error(str(e))
+        return
+    out = out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=quiet) as bar:
+        task = bar.add_task(cfg.name, total=cfg.fl.rounds, info="")
+
+        def progress(t: int, ev: dict) -> None:
+            info = f"acc {ev['main_acc']:.3f}" if ev else ""
+            if ev and ev.get("backdoor_acc") is not None:
+                info += f"  backdoor {ev['backdoor_acc']:.3f}"
+            bar.update(task, completed=t + 1, info=info)
+
+        result = sim.run(progress)
+    write_run(result, out)
+    print_summary(result.summary, out)
+    if result.summary.get("error"):
+        console.print(f"[yellow]{result.summary['error']}[/]")
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    table = Table(title=f"summary ({out})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        if v is None:
+            continue
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    out_console.print(table)
+
+
+@app.command("list")
+def list_() -> None:
+    """Every registered dataset, partition, model, attack, defense (and stage) with its parameters."""
+    from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
+
+    for reg in (DATASETS, PARTITIONS, MODELS, ATTACKS, DEFENSES, STAGES, PAPERS):
+        table = Table(title=f"{reg.kind}s", title_justify="left", show_lines=False)
+        table.add_column("name", style="bold")
+        table.add_column("parameters (default)")
+        table.add_column("description")
+        for name in reg.names():
+            params = ", ".join(
+                f"{reg.prefix}.{p.name}={p.default!r}" for p in reg.params(name).values()
+                if p.name not in ("input_shape", "num_classes", "root", "download")
+            )
+            table.add_row(name, params, reg.summary(name))
+        out_console.print(table)
+
+
+@app.command()
+def reproduce(
+    name: str = typer.Argument(..., help="Which paper, see `fedarena list`."),
+    quick: bool = typer.Option(False, "--quick", help="The CPU-sized version (minutes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce-<name>)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key in every run (e.g. data.root=...)."),
+) -> None:
+    """Run a paper's experiments and write claims.md, claims.json and results.csv."""
+    from .reproduce.framework import run_reproduction
+
+    out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
+    try:
+        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console)
+    except (ConfigError, DataNotFoundError) as e:
+        user_error(str(e))
+        return
+    out_console.print(report.markdown_table())
+    out_console.print(f"written to {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

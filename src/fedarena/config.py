@@ -1,0 +1,254 @@
+"""The experiment configuration: pydantic models, YAML loading and dotted overrides.
+
+Key names are part of the public interface (see the README's config reference). Every
+user error becomes a :class:`~fedarena.errors.ConfigError`: one line naming the key,
+the problem and the valid values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+AUTO_MODELS = {"digits": "mlp", "synthetic": "mlp", "mnist": "cnn", "fashion-mnist": "cnn", "cifar10": "cifar-cnn"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: str = "digits"
+    root: Optional[str] = None  # default: $FEDARENA_DATA, else ~/.cache/fedarena
+    download: bool = True
+    partition: str = "iid"
+    alpha: float = Field(0.5, gt=0)
+    classes_per_client: int = Field(2, ge=1)
+    q: float = Field(0.5, ge=0, le=1)
+    synthetic: dict[str, Any] = Field(default_factory=dict)  # options of the synthetic generator
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = "auto"
+
+
+class FLConfig(_Strict):
+    algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
+    num_clients: int = Field(20, ge=1)
+    clients_per_round: Optional[int] = Field(None, ge=1)  # default: all clients
+    rounds: int = Field(30, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    local_steps: Optional[int] = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.1, gt=0)
+    lr_decay_at: list[int] = Field(default_factory=list)  # rounds at which lr *= lr_decay
+    lr_decay: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: Optional[float] = Field(None, gt=0)
+    client_momentum: float = Field(0.0, ge=0, lt=1)
+    server_lr: float = Field(1.0, gt=0)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    vectorize: bool = True  # False: train every client on the sequential path
+    chunk_size: Optional[int] = Field(None, ge=1)  # clients per vmap call (None: automatic)
+
+
+class AttackConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = "none"
+    num_malicious: int = Field(0, ge=0)
+    start_round: int = Field(0, ge=0)
+    end_round: Optional[int] = Field(None, ge=0)  # inclusive; None: until the end
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DefenseConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = "fedavg"
+    weighted: bool = False
+    f: Optional[int] = Field(None, ge=0)  # attackers the rule assumes; None: see Experiment.declared_f
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class EvalConfig(_Strict):
+    every: int = Field(1, ge=1)
+    batch_size: int = Field(1000, ge=1)
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    fl: FLConfig = Field(default_factory=FLConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "ExperimentConfig":
+        fl = self.fl
+        if fl.clients_per_round is not None and fl.clients_per_round > fl.num_clients:
+            raise ValueError(f"fl.clients_per_round|must be <= fl.num_clients = {fl.num_clients} (got {fl.clients_per_round})|1..{fl.num_clients}")
+        if self.attack.num_malicious > fl.num_clients:
+            raise ValueError(f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}")
+        if self.attack.name != "none" and self.attack.num_malicious == 0:
+            raise ValueError(f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}")
+        if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
+            raise ValueError("attack.end_round|must be >= attack.start_round|an inclusive round index >= start_round")
+        return self
+
+    @property
+    def cohort_size(self) -> int:
+        return self.fl.clients_per_round or self.fl.num_clients
+
+    @property
+    def model_name(self) -> str:
+        return AUTO_MODELS.get(self.data.dataset, "mlp") if self.model.name == "auto" else self.model.name
+
+    @property
+    def declared_f(self) -> int:
+        """``defense.f`` if set; else the expected number of attackers in a cohort,
+        ``round(cohort * num_malicious / num_clients)`` -- a fixed, declared number that
+        does not follow the per-round true count."""
+        if self.defense.f is not None:
+            return self.defense.f
+        return round(self.cohort_size * self.attack.num_malicious / self.fl.num_clients)
+
+
+# ---------------------------------------------------------------- loading
+def parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars: ``3`` -> int, ``0.1`` -> float, ``true`` -> bool,
+    ``[1,2]`` -> list, ``null`` -> None; anything else stays a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError("--set", f"expected key=value (got {assignment!r})", "e.g. --set fl.rounds=10")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(key, "is not a section", "a dotted key such as fl.rounds")
+    node[parts[-1]] = parse_value(value)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("config", f"file {str(p)!r} not found", "a path to a YAML file")
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError("config", f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError("config", f"{p} must hold a mapping at the top level")
+    return tree
+
+
+def from_tree(tree: dict[str, Any]) -> ExperimentConfig:
+    """Validate a nested dict; raise :class:`ConfigError` with the first problem."""
+    try:
+        cfg = ExperimentConfig.model_validate(tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"]
+        if msg.startswith("Value error, ") and "|" in msg:
+            field, problem, valid = msg[len("Value error, "):].split("|", 2)
+            raise ConfigError(field, problem, valid) from None
+        if err["type"] == "extra_forbidden":
+            section = _section(ExperimentConfig, err["loc"][:-1])
+            valid = ", ".join(section.model_fields) if section else None
+            raise ConfigError(loc, "unknown key", valid) from None
+        got = err.get("input")
+        raise ConfigError(loc, f"{msg} (got {got!r})" if not isinstance(got, dict) else msg, _valid_hint(err)) from None
+    validate_plugins(cfg)
+    return cfg
+
+
+def _section(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def _valid_hint(err: dict) -> Optional[str]:
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        return str(ctx["expected"])
+    for k, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if k in ctx:
+            return f"{sym} {ctx[k]}"
+    return None
+
+
+def validate_plugins(cfg: ExperimentConfig) -> None:
+    """Check names and parameters of dataset, partition, model, attack and defense."""
+    from .defenses.pipeline import COMMON_KEYS, build_pipeline
+    from .registry import ATTACKS, DATASETS, MODELS, PARTITIONS
+
+    DATASETS.get(cfg.data.dataset)
+    PARTITIONS.get(cfg.data.partition)
+    MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
+    ATTACKS.validate(cfg.attack.name, cfg.attack.params())
+    build_pipeline(defense_dict(cfg))  # validates names and parameters
+    _ = COMMON_KEYS
+
+
+def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    d = {"name": cfg.defense.name, "weighted": cfg.defense.weighted, "f": cfg.declared_f}
+    d.update(cfg.defense.params())
+    return d
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None, base: Optional[dict] = None) -> ExperimentConfig:
+    """YAML file (optional) + ``key=value`` overrides -> validated config."""
+    tree: dict[str, Any] = dict(base or {})
+    if path is not None:
+        tree = _merge(tree, load_yaml(path))
+    for o in overrides or []:
+        apply_override(tree, o)
+    return from_tree(tree)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+#: the built-in default run: digits, 20 clients, 30 rounds, 4 backdoor attackers, FedAvg
+DEFAULT_RUN: dict[str, Any] = {
+    "name": "digits-backdoor-fedavg",
+    "seed": 0,
+    "data": {"dataset": "digits", "partition": "iid"},
+    "fl": {"num_clients": 20, "rounds": 30, "local_epochs": 2, "batch_size": 16, "lr": 0.1},
+    "attack": {"name": "backdoor", "num_malicious": 4, "target": 0, "poison_frac": 0.5},
+    "defense": {"name": "fedavg"},
+    "eval": {"every": 1},
+}

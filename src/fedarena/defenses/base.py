@@ -1,0 +1,139 @@
+"""The server-side interfaces: :class:`Aggregator`, pre/post stages and the pipeline.
+
+An aggregator maps the round's update matrix ``U`` (k x d, one row per client) to one
+update vector. Stages that compose with any aggregator (norm clipping, bucketing,
+noise, RLR, ...) are :class:`PreStage` (``U -> U``) or :class:`PostStage`
+(``aggregate -> aggregate``). :class:`DefensePipeline` chains them, Optax style::
+
+    pipeline = DefensePipeline([NormClip(2.0)], Median(), [GaussianNoise(0.01)])
+    result = pipeline(U, ctx)
+
+State that lives across rounds (Centered Clipping's center, FoolsGold's history) lives
+in the aggregator object; ``reset()`` clears it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..engine.layout import ParamLayout
+
+
+@dataclass
+class RoundContext:
+    """What the server knows in a round (never the true set of malicious clients).
+
+    Attributes:
+        round: 0-based round index.
+        layout: names of the columns of ``U``.
+        client_ids: ``(k,)`` global ids of the clients whose rows are in ``U``.
+        num_samples: ``(k,)`` local dataset sizes the clients report.
+        f: the number of attackers the rule assumes (``defense.f``), declared, never the true count.
+        global_params: flat parameters of the model the clients started from.
+        prev_update: the previous round's aggregate (``None`` in round 0).
+        generator: seeded torch generator for randomized rules (bucketing, noise).
+        server_lr: the server learning rate in force this round.
+        root_gradient: optional callable ``params -> update`` computing the server's
+            own update on a root dataset (FLTrust-style rules).
+        extras: free-form per-round information for custom rules.
+    """
+
+    round: int
+    layout: ParamLayout
+    client_ids: torch.Tensor
+    num_samples: torch.Tensor
+    f: int = 0
+    global_params: Optional[torch.Tensor] = None
+    prev_update: Optional[torch.Tensor] = None
+    generator: Optional[torch.Generator] = None
+    server_lr: float = 1.0
+    root_gradient: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.client_ids.numel())
+
+
+@dataclass
+class Aggregate:
+    """An aggregator's output.
+
+    ``weights``: per-row weight used (``(k,)`` float), or an accept mask (``(k,)`` bool),
+    or ``None`` when the rule has no per-client decision (e.g. the median).
+    ``info``: diagnostics for the logs (floats, small tensors).
+    """
+
+    update: torch.Tensor
+    weights: Optional[torch.Tensor] = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Aggregator:
+    """Base class: override :meth:`aggregate`. Keyword ``__init__`` args are config params."""
+
+    def __call__(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        return self.aggregate(U, ctx)
+
+    def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:  # pragma: no cover
+        raise NotImplementedError
+
+    def validate(self, n: int, f: int) -> None:
+        """Raise :class:`~fedarena.errors.ConfigError` if ``n`` rows with ``f`` declared
+        attackers is impossible for this rule. Called once before the run starts."""
+
+    def reset(self) -> None:
+        """Forget state kept across rounds."""
+
+
+class PreStage:
+    """``U -> U`` before aggregation (clipping, bucketing, mixing)."""
+
+    def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        pass
+
+
+class PostStage:
+    """``aggregate -> aggregate`` after aggregation (noise, robust learning rate).
+
+    Sees the (pre-processed) ``U`` too, e.g. for sign votes.
+    """
+
+    def __call__(self, agg: Aggregate, U: torch.Tensor, ctx: RoundContext) -> Aggregate:  # pragma: no cover
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        pass
+
+
+def nonfinite_rows(U: torch.Tensor) -> torch.Tensor:
+    """``(k,)`` bool: rows holding a NaN or an Inf."""
+    return ~torch.isfinite(U).all(dim=1)
+
+
+class DefensePipeline:
+    """pre-stages -> aggregator -> post-stages."""
+
+    def __init__(self, pre: list[PreStage], aggregator: Aggregator, post: list[PostStage]):
+        self.pre, self.aggregator, self.post = list(pre), aggregator, list(post)
+
+    def __call__(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        for stage in self.pre:
+            U = stage(U, ctx)
+        agg = self.aggregator(U, ctx)
+        for stage in self.post:
+            agg = stage(agg, U, ctx)
+        return agg
+
+    def validate(self, n: int, f: int) -> None:
+        self.aggregator.validate(n, f)
+
+    def reset(self) -> None:
+        for s in (*self.pre, self.aggregator, *self.post):
+            s.reset()

@@ -1,0 +1,61 @@
+"""Build a :class:`DefensePipeline` from the flat ``defense.*`` config.
+
+``defense.name`` picks the aggregator. Stages compose with any aggregator and switch on
+through their trigger key: a stage class registered in ``STAGES`` under ``"clip"`` is
+added when ``defense.clip`` is set. Its keyword parameters are read from ``defense.*``;
+the remaining keys go to the aggregator. So RLR over the median with clipping and
+noise is a configuration, not new code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..registry import DEFENSES, STAGES
+from .base import DefensePipeline, PostStage, PreStage
+
+#: keys every defense accepts, consumed by the engine rather than a factory
+COMMON_KEYS = {"name", "f", "weighted"}
+
+
+def stage_keys() -> set[str]:
+    keys: set[str] = set()
+    for name in STAGES.names():
+        keys |= set(STAGES.params(name))
+    return keys
+
+
+def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
+    """``defense``: the config's defense section as a flat dict (``name`` included)."""
+    pre: list[tuple[int, PreStage]] = []
+    post: list[tuple[int, PostStage]] = []
+    used: set[str] = set()
+    for trigger in STAGES.names():
+        if not defense.get(trigger):  # None, 0 or False: off
+            continue
+        params = STAGES.params(trigger)
+        values = {k: defense[k] for k in params if k in defense and defense[k] is not None}
+        stage = STAGES.build(trigger, values)
+        used |= set(params)
+        order = getattr(stage, "order", 50)
+        (pre if isinstance(stage, PreStage) else post).append((order, stage))
+    agg_values = {k: v for k, v in defense.items() if k not in used and k not in COMMON_KEYS}
+    # a stage's params that were left at None/0 (stage off) are not the aggregator's
+    agg_values = {k: v for k, v in agg_values.items() if k not in stage_keys()}
+    name = defense.get("name", "fedavg")
+    agg_kwargs = DEFENSES.validate(name, agg_values)
+    factory = DEFENSES.get(name)
+    if "weighted" in _kwarg_names(factory) and "weighted" in defense:
+        agg_kwargs["weighted"] = defense["weighted"]
+    aggregator = factory(**agg_kwargs)
+    return DefensePipeline(
+        [s for _, s in sorted(pre, key=lambda t: t[0])],
+        aggregator,
+        [s for _, s in sorted(post, key=lambda t: t[0])],
+    )
+
+
+def _kwarg_names(factory: Any) -> set[str]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    return set(inspect.signature(target).parameters)

@@ -1,0 +1,334 @@
+"""One federated run: set-up, the round loop, evaluation and records.
+
+Each round (see DESIGN.md): schedule -> local training (vectorized per shared recipe)
+-> craft (model-poisoning attackers) -> defend (pipeline on U) -> server step ->
+evaluate -> record.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from ..attacks.base import Attack, DataInfo, RoundView, is_noop
+from ..config import ExperimentConfig, defense_dict
+from ..data.datasets import TensorDataset
+from ..defenses.base import DefensePipeline, RoundContext
+from ..defenses.pipeline import build_pipeline
+from ..errors import ConfigError
+from ..metrics import accuracy, backdoor_accuracy, class_accuracy, cosine_to, row_norms
+from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
+from .layout import ParamLayout
+from .local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
+from .recipe import TrainRecipe
+from .seeds import SeedStreams
+
+
+@dataclass
+class RunResult:
+    config: ExperimentConfig
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    clients: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("fl.device", "CUDA is not available on this machine", "cpu, auto")
+    return torch.device(name)
+
+
+def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
+    opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download}
+    if cfg.data.dataset == "synthetic":
+        opts.update(cfg.data.synthetic)
+    return DATASETS.build(cfg.data.dataset, opts)
+
+
+def build_model(cfg: ExperimentConfig, data: TensorDataset) -> torch.nn.Module:
+    params = MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
+    return MODELS.get(cfg.model_name)(data.input_shape, data.num_classes, **params)
+
+
+def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    name = cfg.data.partition
+    opts = {"dirichlet": {"alpha": cfg.data.alpha}, "shards": {"classes_per_client": cfg.data.classes_per_client},
+            "dominant-class": {"q": cfg.data.q}}.get(name, {})
+    return PARTITIONS.get(name)(labels, cfg.fl.num_clients, rng, **opts)
+
+
+class Simulation:
+    """Set up everything a run needs from a validated config; :meth:`run` plays it."""
+
+    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None):
+        self.cfg = cfg
+        self.streams = SeedStreams(cfg.seed)
+        self.device = resolve_device(cfg.fl.device)
+        self.data = (data or load_dataset(cfg)).to(self.device)
+        self.prepare = self.data.normalizer(self.device)
+        labels = self.data.y_train.cpu().numpy()
+        self.client_index = partition_data(cfg, labels, self.streams.numpy("partition"))
+
+        torch.manual_seed(self.streams.seed_of("training"))
+        self.model = build_model(cfg, self.data).to(self.device)
+        self.params = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self.buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        self.layout = ParamLayout.from_params(self.params)
+
+        self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
+        self.attack.setup(DataInfo(self.data.num_classes, self.data.input_shape), self.streams.torch("attack", 0))
+        rng = self.streams.numpy("attack", 1)
+        self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
+        self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
+        self.is_malicious[self.malicious] = True
+
+        # sample store: clean training data, then each malicious client's poisoned copy
+        self.x_store, self.y_store = self.data.x_train, self.data.y_train
+        self.poisoned_index: dict[int, np.ndarray] = {}
+        self._poison_clients()
+
+        self.pipeline: DefensePipeline = build_pipeline(defense_dict(cfg))
+        self.pipeline.validate(cfg.cohort_size, cfg.declared_f)
+        self.recipe = TrainRecipe(
+            lr=cfg.fl.lr, momentum=cfg.fl.momentum, weight_decay=cfg.fl.weight_decay, batch_size=cfg.fl.batch_size,
+            epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
+        )
+        self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
+        self.prev_update: Optional[torch.Tensor] = None
+        self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
+
+    # ------------------------------------------------------------ set-up helpers
+    def _poison_clients(self) -> None:
+        xs, ys = [self.x_store], [self.y_store]
+        offset = len(self.y_store)
+        for cid in self.malicious:
+            idx = torch.from_numpy(self.client_index[cid]).to(self.device)
+            out = self.attack.poison(self.x_store[idx].clone(), self.y_store[idx].clone(), int(cid),
+                                     self.streams.torch("attack", 2, int(cid)))
+            if out is None:
+                continue
+            px, py = out
+            xs.append(px.to(self.device))
+            ys.append(py.to(self.device))
+            self.poisoned_index[int(cid)] = np.arange(offset, offset + len(py))
+            offset += len(py)
+        if len(xs) > 1:
+            self.x_store, self.y_store = torch.cat(xs), torch.cat(ys)
+
+    @property
+    def flat_params(self) -> torch.Tensor:
+        return self.layout.flatten(self.params)
+
+    def lr_at(self, t: int) -> float:
+        return self.cfg.fl.lr * self.cfg.fl.lr_decay ** sum(1 for r in self.cfg.fl.lr_decay_at if t >= r)
+
+    def attack_active(self, t: int) -> bool:
+        a = self.cfg.attack
+        return (not is_noop(self.attack)) and t >= a.start_round and (a.end_round is None or t <= a.end_round)
+
+    # ------------------------------------------------------------ one round
+    def sample_clients(self, t: int) -> np.ndarray:
+        k = self.cfg.cohort_size
+        if k == self.cfg.fl.num_clients:
+            return np.arange(k)
+        return np.sort(self.streams.numpy("sampling", t).choice(self.cfg.fl.num_clients, k, replace=False))
+
+    def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
+        """Rows of U before crafting: each client's honest (or data-poisoned) update."""
+        cfg = self.cfg
+        recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
+        groups: dict[TrainRecipe, list[int]] = {}
+        index: list[np.ndarray] = []
+        for row, cid in enumerate(cohort):
+            cid = int(cid)
+            mal = active and self.is_malicious[cid]
+            r = (self.attack.recipe(recipe, cid) if mal else None) or recipe
+            groups.setdefault(r, []).append(row)
+            index.append(self.poisoned_index[cid] if mal and cid in self.poisoned_index else self.client_index[cid])
+        d = self.layout.dim
+        U = torch.empty(len(cohort), d, device=self.device)
+        seq_model = has_buffers(self.model) or not cfg.fl.vectorize
+        new_buffers: list[dict[str, torch.Tensor]] = []
+        for r, rows in groups.items():
+            idx = [index[i] for i in rows]
+            rngs = [self.streams.numpy("training", t, int(cohort[i])) for i in rows]
+            sched = BatchSchedule.build([len(a) for a in idx], r, rngs)
+            torch.manual_seed(self.streams.seed_of("training") + t)  # dropout masks
+            if cfg.fl.algorithm == "fedsgd":
+                G = minibatch_gradients(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
+                                        self.prepare, vectorized=r.vectorize and not seq_model)
+                U[rows] = G
+            elif r.vectorize and not seq_model:
+                U[rows] = train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
+                                           cfg.fl.chunk_size, self.prepare)
+            else:
+                rows_u, bufs = train_sequential(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
+                                                self.prepare, self.buffers)
+                U[rows] = rows_u
+                new_buffers += bufs
+        if new_buffers and self.buffers:
+            for n, b in self.buffers.items():
+                stacked = torch.stack([nb[n] for nb in new_buffers])
+                self.buffers[n] = stacked.float().mean(0).to(b.dtype) if b.is_floating_point() else stacked.max(0).values
+        if cfg.fl.algorithm == "fedsgd":
+            beta = cfg.fl.client_momentum
+            for row, cid in enumerate(cohort):
+                cid = int(cid)
+                m = self.client_momentum.get(cid)
+                m = U[row].clone() * (1 - beta) if m is None else beta * m + (1 - beta) * U[row]
+                self.client_momentum[cid] = m
+                U[row] = m
+        return U
+
+    def run_round(self, t: int) -> dict[str, Any]:
+        cfg = self.cfg
+        cohort = self.sample_clients(t)
+        active = self.attack_active(t)
+        mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
+        U = self.local_updates(t, cohort, active)
+        honest_U = U
+        if active and mal_mask.any():
+            rows = np.flatnonzero(mal_mask)
+            view = RoundView(
+                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
+                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
+                own_updates=U[rows].clone(),
+                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
+                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
+                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
+            )
+            crafted = self.attack.craft(view)
+            if crafted is not None:
+                U = U.clone()
+                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
+        ctx = RoundContext(
+            round=t, layout=self.layout, client_ids=torch.from_numpy(cohort),
+            num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
+            f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
+            generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
+            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm},
+        )
+        agg = self.pipeline(U, ctx)
+        update = agg.update
+        record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg}
+        if not torch.isfinite(update).all():
+            record["error"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
+                               "the run stopped here")
+            return record
+        step = -self.lr_at(t) * update if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr * update
+        flat = self.flat_params + step
+        self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
+        self.prev_update = update.detach()
+        return record
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of the global model on raw inputs ``x`` (batched)."""
+        self.model.eval()
+        outs = []
+        bs = self.cfg.eval.batch_size
+        for i in range(0, len(x), bs):
+            xb = x[i : i + bs]
+            if self.prepare is not None:
+                xb = self.prepare(xb)
+            outs.append(functional_call(self.model, (self.params, self.buffers), (xb,)))
+        self.model.train()
+        logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes)
+        return logits, logits.argmax(1)
+
+    def evaluate(self) -> dict[str, Any]:
+        logits, pred = self.predict(self.data.x_test)
+        loss = float(torch.nn.functional.cross_entropy(logits, self.data.y_test))
+        out: dict[str, Any] = {"main_acc": accuracy(pred, self.data.y_test), "loss": loss, "backdoor_acc": None, "base_acc": None}
+        if self.backdoor_test is not None:
+            bx, by = self.backdoor_test
+            _, bpred = self.predict(bx)
+            out["backdoor_acc"] = backdoor_accuracy(bpred, by)
+        src = self.attack.source_class
+        if src is not None:
+            out["base_acc"] = class_accuracy(pred, self.data.y_test, int(src))
+        return out
+
+    # ------------------------------------------------------------ the loop
+    def run(self, progress: Optional[Callable[[int, dict], None]] = None) -> RunResult:
+        cfg = self.cfg
+        result = RunResult(cfg)
+        start = time.perf_counter()
+        error = None
+        last_eval: dict[str, Any] = {}
+        for t in range(cfg.fl.rounds):
+            rec = self.run_round(t)
+            result.clients.extend(client_records(rec, self.is_malicious))
+            if "error" in rec:
+                error = rec["error"]
+                break
+            if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
+                ev = self.evaluate()
+                row = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
+                result.metrics.append(row)
+                last_eval = row
+            if progress:
+                progress(t, last_eval)
+        wall = time.perf_counter() - start
+        result.summary = summarize(result.metrics, cfg, wall, error)
+        return result
+
+
+def scalar_info(info: dict[str, Any]) -> dict[str, Any]:
+    """The aggregator's diagnostics that fit in a JSON line (scalars)."""
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, (int, float, bool, str)):
+            out[f"defense_{k}"] = v
+    return out
+
+
+def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[str, Any]]:
+    U, agg = rec["U"], rec["agg"]
+    norms = row_norms(U).tolist()
+    cos = cosine_to(torch.nan_to_num(U, nan=0.0, posinf=0.0, neginf=0.0),
+                    torch.nan_to_num(agg.update, nan=0.0, posinf=0.0, neginf=0.0)).tolist()
+    w = agg.weights.tolist() if agg.weights is not None else None
+    out = []
+    for i, cid in enumerate(rec["cohort"]):
+        r = {"round": rec["round"], "client": int(cid), "malicious": bool(is_malicious[cid]),
+             "attacking": bool(rec["malicious"][i]), "norm": _finite_or_none(norms[i]), "cos_to_aggregate": cos[i]}
+        if w is not None:
+            key = "accepted" if agg.weights.dtype == torch.bool else "weight"
+            r[key] = w[i]
+        out.append(r)
+    return out
+
+
+def _finite_or_none(v: float) -> Optional[float]:
+    return v if math.isfinite(v) else None
+
+
+def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Optional[str]) -> dict[str, Any]:
+    last = metrics[-1] if metrics else {}
+    bd = [m["backdoor_acc"] for m in metrics if m.get("backdoor_acc") is not None]
+    return {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "rounds": cfg.fl.rounds,
+        "rounds_completed": (last.get("round", -1) + 1) if error is None else None,
+        "final_main_acc": last.get("main_acc"),
+        "final_loss": last.get("loss"),
+        "final_backdoor_acc": last.get("backdoor_acc"),
+        "max_backdoor_acc": max(bd) if bd else None,
+        "final_base_acc": last.get("base_acc"),
+        "wall_time_s": round(wall, 3),
+        "status": "ok" if error is None else "stopped",
+        "error": error,
+    }

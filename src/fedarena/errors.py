@@ -1,0 +1,22 @@
+"""User-facing errors: one line naming the field, the problem and the valid values."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A bad configuration value. ``str(err)`` is the one line shown to the user.
+
+    >>> str(ConfigError("defense.trim", "must be < n/2 = 5", "0..4"))
+    'defense.trim: must be < n/2 = 5 (valid: 0..4)'
+    """
+
+    def __init__(self, field: str, problem: str, valid: str | None = None):
+        self.field, self.problem, self.valid = field, problem, valid
+        msg = f"{field}: {problem}"
+        if valid:
+            msg += f" (valid: {valid})"
+        super().__init__(msg)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Dataset files are missing and downloading is off or impossible."""

@@ -1,0 +1,53 @@
+"""Small models: an MLP and a LeNet-style CNN."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..registry import MODELS
+
+
+@MODELS.register("mlp")
+class MLP(nn.Module):
+    """Flatten -> Linear(hidden) -> ReLU -> ... -> Linear(num_classes)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, hidden: tuple[int, ...] = (64,)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@MODELS.register("cnn")
+class LeNet(nn.Module):
+    """LeNet-5 style CNN for 28x28 inputs (44,426 parameters with 1 channel, 10 classes):
+    Conv(C,6,5) -> ReLU -> MaxPool2 -> Conv(6,16,5) -> ReLU -> MaxPool2 -> FC 120 -> FC 84 -> FC classes.
+    Smaller inputs are padded so that the feature map stays at least 1x1."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        c, h, w = input_shape
+        pad = 2 if h < 28 else 0
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, c, h, w)).shape[1]
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

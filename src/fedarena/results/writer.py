@@ -1,0 +1,66 @@
+"""Write a run's outputs: config.yaml, metrics.jsonl, clients.jsonl, summary.json, curves.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..config import dump_config
+from ..engine.simulation import RunResult
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w") as fh:
+        for r in rows:
+            fh.write(json.dumps(_clean(r)) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_run(result: RunResult, out: str | Path, plot: bool = True) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(result.config))
+    write_jsonl(out / "metrics.jsonl", result.metrics)
+    write_jsonl(out / "clients.jsonl", result.clients)
+    (out / "summary.json").write_text(json.dumps(_clean(result.summary), indent=2) + "\n")
+    if plot:
+        plot_curves(result.metrics, out / "curves.png", title=result.config.name)
+    return out
+
+
+def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rounds = [m["round"] + 1 for m in metrics]
+    for key, label in (("main_acc", "main accuracy"), ("backdoor_acc", "backdoor accuracy"), ("base_acc", "source-class accuracy")):
+        vals = [m.get(key) for m in metrics]
+        if any(v is not None for v in vals):
+            ax.plot(rounds, [float("nan") if v is None else v for v in vals], label=label)
+    ax.set_xlabel("round")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
