@@ -112,6 +112,19 @@ def reproduce(
     out_console.print(f"written to {out}")
 
 
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="About a minute: small workloads only."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default benchmarks/results/<time>)."),
+) -> None:
+    """Measure local-training throughput, aggregator speed and end-to-end rounds/s."""
+    from .bench import run_bench
+
+    out = out or Path("benchmarks") / "results" / time.strftime("%Y%m%d-%H%M%S")
+    run_bench(quick=quick, out=out, console=console)
+    out_console.print(f"written to {out}")
+
+
 def main() -> None:
     try:
         app()

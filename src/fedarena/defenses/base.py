@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..engine.layout import ParamLayout
+from ..engine.recipe import TrainRecipe
 
 
 @dataclass
@@ -36,8 +37,9 @@ class RoundContext:
         prev_update: the previous round's aggregate (``None`` in round 0).
         generator: seeded torch generator for randomized rules (bucketing, noise).
         server_lr: the server learning rate in force this round.
-        root_gradient: optional callable ``params -> update`` computing the server's
-            own update on a root dataset (FLTrust-style rules).
+        root_gradient: for rules with ``root_size > 0``: a callable ``flat_params -> (d,)``
+            that trains the benign recipe on the server's root dataset from those
+            parameters and returns the update (FLTrust-style rules).
         extras: free-form per-round information for custom rules.
     """
 
@@ -88,18 +90,39 @@ class Aggregator:
     def reset(self) -> None:
         """Forget state kept across rounds."""
 
+    def client_recipe(self, recipe: TrainRecipe) -> TrainRecipe:
+        """Client-side part of the rule, if any (see :meth:`Stage.client_recipe`)."""
+        return recipe
 
-class PreStage:
-    """``U -> U`` before aggregation (clipping, bucketing, mixing)."""
+    #: size of the server's root dataset this rule needs (FLTrust-style); 0: none.
+    #: When > 0 the engine holds out that many training samples (the defense stream
+    #: picks them) and fills ``ctx.root_gradient``.
+    root_size: int = 0
 
-    def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+
+class Stage:
+    """Common base of pipeline stages."""
+
+    #: position in the pipeline among stages of the same kind (lower runs first)
+    order: int = 50
+
+    def client_recipe(self, recipe: TrainRecipe) -> TrainRecipe:
+        """Client-side part of the defense: change every client's local recipe (e.g.
+        projected gradient descent onto an L2 ball). Default: unchanged."""
+        return recipe
 
     def reset(self) -> None:
         pass
 
 
-class PostStage:
+class PreStage(Stage):
+    """``U -> U`` before aggregation (clipping, bucketing, mixing)."""
+
+    def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class PostStage(Stage):
     """``aggregate -> aggregate`` after aggregation (noise, robust learning rate).
 
     Sees the (pre-processed) ``U`` too, e.g. for sign votes.
@@ -107,9 +130,6 @@ class PostStage:
 
     def __call__(self, agg: Aggregate, U: torch.Tensor, ctx: RoundContext) -> Aggregate:  # pragma: no cover
         raise NotImplementedError
-
-    def reset(self) -> None:
-        pass
 
 
 def nonfinite_rows(U: torch.Tensor) -> torch.Tensor:
@@ -133,6 +153,12 @@ class DefensePipeline:
 
     def validate(self, n: int, f: int) -> None:
         self.aggregator.validate(n, f)
+
+    def client_recipe(self, recipe: TrainRecipe) -> TrainRecipe:
+        """The benign clients' recipe after every stage's client-side part."""
+        for s in (*self.pre, self.aggregator, *self.post):
+            recipe = s.client_recipe(recipe)
+        return recipe
 
     def reset(self) -> None:
         for s in (*self.pre, self.aggregator, *self.post):

@@ -101,6 +101,8 @@ class Simulation:
             lr=cfg.fl.lr, momentum=cfg.fl.momentum, weight_decay=cfg.fl.weight_decay, batch_size=cfg.fl.batch_size,
             epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
         )
+        self.recipe = self.pipeline.client_recipe(self.recipe)
+        self.root_index = self._root_index()
         self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
         self.prev_update: Optional[torch.Tensor] = None
         self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
@@ -122,6 +124,30 @@ class Simulation:
             offset += len(py)
         if len(xs) > 1:
             self.x_store, self.y_store = torch.cat(xs), torch.cat(ys)
+
+    def _root_index(self) -> Optional[np.ndarray]:
+        """Training samples held by the server for root-dataset rules (FLTrust)."""
+        size = int(getattr(self.pipeline.aggregator, "root_size", 0) or 0)
+        if size <= 0:
+            return None
+        n = len(self.data.y_train)
+        if size > n:
+            raise ConfigError("defense.root_size", f"must be <= the training set size {n} (got {size})", f"1..{n}")
+        return np.sort(self.streams.numpy("defense", 10**6).choice(n, size, replace=False))
+
+    def root_gradient(self, t: int):
+        """``flat_params -> update`` of the benign recipe on the root dataset (one client)."""
+        def fn(flat: torch.Tensor) -> torch.Tensor:
+            params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
+            recipe = self.recipe.with_(lr=self.lr_at(t)) if self.cfg.fl.algorithm == "fedavg" else self.recipe
+            sched = BatchSchedule.build([len(self.root_index)], recipe, [self.streams.numpy("defense", t, 10**6)])
+            if self.cfg.fl.algorithm == "fedsgd":
+                return minibatch_gradients(self.model, params, self.data.x_train, self.data.y_train, [self.root_index],
+                                           sched, recipe, self.prepare, vectorized=False)[0]
+            rows, _ = train_sequential(self.model, params, self.data.x_train, self.data.y_train, [self.root_index],
+                                       sched, recipe, self.prepare, self.buffers)
+            return rows[0]
+        return fn
 
     @property
     def flat_params(self) -> torch.Tensor:
@@ -150,11 +176,13 @@ class Simulation:
         for row, cid in enumerate(cohort):
             cid = int(cid)
             mal = active and self.is_malicious[cid]
+            index.append(self.poisoned_index[cid] if mal and cid in self.poisoned_index else self.client_index[cid])
+            if mal and not self.attack.trains:
+                continue  # its row is crafted; no training needed
             r = (self.attack.recipe(recipe, cid) if mal else None) or recipe
             groups.setdefault(r, []).append(row)
-            index.append(self.poisoned_index[cid] if mal and cid in self.poisoned_index else self.client_index[cid])
         d = self.layout.dim
-        U = torch.empty(len(cohort), d, device=self.device)
+        U = torch.zeros(len(cohort), d, device=self.device)
         seq_model = has_buffers(self.model) or not cfg.fl.vectorize
         new_buffers: list[dict[str, torch.Tensor]] = []
         for r, rows in groups.items():
@@ -214,6 +242,7 @@ class Simulation:
             num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
             f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
             generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
+            root_gradient=self.root_gradient(t) if self.root_index is not None else None,
             extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm},
         )
         agg = self.pipeline(U, ctx)
