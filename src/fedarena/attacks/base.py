@@ -101,6 +101,11 @@ class Attack:
         """The class whose accuracy is reported as ``base_acc`` (None: not reported)."""
         return getattr(self, "source", None)
 
+    def diagnostics(self) -> dict[str, float]:
+        """Scalars about the last crafted round (e.g. a perturbation's cosine to the
+        previous one); the engine writes them to ``rounds.jsonl`` as ``attack_<key>``."""
+        return {}
+
     def reset(self) -> None:
         """Forget state kept across rounds."""
 

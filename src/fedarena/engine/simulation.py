@@ -35,6 +35,7 @@ class RunResult:
     config: ExperimentConfig
     metrics: list[dict[str, Any]] = field(default_factory=list)
     clients: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # per-round diagnostics, every round
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -297,6 +298,7 @@ class Simulation:
         for t in range(cfg.fl.rounds):
             rec = self.run_round(t)
             result.clients.extend(client_records(rec, self.is_malicious))
+            result.rounds.append(round_record(rec, self.attack))
             if "error" in rec:
                 error = rec["error"]
                 break
@@ -320,6 +322,22 @@ def scalar_info(info: dict[str, Any]) -> dict[str, Any]:
             v = v.item()
         if isinstance(v, (int, float, bool, str)):
             out[f"defense_{k}"] = v
+    return out
+
+
+def round_record(rec: dict[str, Any], attack: Attack) -> dict[str, Any]:
+    """Norms that explain a round: benign update norm (mean, max), aggregate norm, the
+    defense's and the attack's scalar diagnostics."""
+    U, mal = rec["honest_U"], torch.from_numpy(rec["malicious"])
+    benign = U[~mal]
+    out: dict[str, Any] = {"round": rec["round"], "num_attacking": int(mal.sum())}
+    if len(benign):
+        n = row_norms(benign)
+        out.update(benign_norm_mean=float(n.mean()), benign_norm_max=float(n.max()))
+    out["aggregate_norm"] = _finite_or_none(float(torch.linalg.vector_norm(rec["agg"].update)))
+    out.update(scalar_info(rec["agg"].info))
+    if mal.any():
+        out.update({f"attack_{k}": v for k, v in attack.diagnostics().items()})
     return out
 
 

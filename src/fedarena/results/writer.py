@@ -38,6 +38,7 @@ def write_run(result: RunResult, out: str | Path, plot: bool = True) -> Path:
     (out / "config.yaml").write_text(dump_config(result.config))
     write_jsonl(out / "metrics.jsonl", result.metrics)
     write_jsonl(out / "clients.jsonl", result.clients)
+    write_jsonl(out / "rounds.jsonl", result.rounds)
     (out / "summary.json").write_text(json.dumps(_clean(result.summary), indent=2) + "\n")
     if plot:
         plot_curves(result.metrics, out / "curves.png", title=result.config.name)
