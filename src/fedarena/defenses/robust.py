@@ -198,7 +198,7 @@ def coordinate_median(U: torch.Tensor, even: str = "mean") -> torch.Tensor:
     return out
 
 
-def _zero_faulty(U: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+def zero_faulty_rows(U: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
     """``U`` with faulty rows set to 0 (a copy only when there is one), so that a weight
     of 0 on such a row contributes 0 instead of ``0 * NaN = NaN``."""
     return U.masked_fill(bad.unsqueeze(1), 0.0) if bool(bad.any()) else U
@@ -214,7 +214,7 @@ def geometric_median(U: torch.Tensor, iters: int = 3, nu: float = 0.1, alpha: Op
     """
     n, d = U.shape
     sq, bad = row_sq_norms(U)
-    clean = _zero_faulty(U, bad)
+    clean = zero_faulty_rows(U, bad)
     alpha = torch.full((n,), 1.0 / n, dtype=U.dtype, device=U.device) if alpha is None else alpha.to(U)
     alpha = alpha.masked_fill(bad, 0.0)
     z = torch.zeros(d, dtype=U.dtype, device=U.device) if init is None else init.to(U)
@@ -256,7 +256,7 @@ def centered_clip(U: torch.Tensor, center: torch.Tensor, tau: float, iterations:
     n = U.shape[0]
     _, bad = row_sq_norms(U)
     nanrow = ~torch.isfinite(U).all(dim=1) if bool(bad.any()) else bad
-    clean = _zero_faulty(U, nanrow)
+    clean = zero_faulty_rows(U, nanrow)
     v = center.to(U)
     w = torch.zeros(n, dtype=U.dtype, device=U.device)
     clipped = 0
@@ -405,7 +405,7 @@ def _mean_of(U: torch.Tensor, idx: torch.Tensor, bad: torch.Tensor) -> torch.Ten
         return torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
     w = torch.zeros(U.shape[0], dtype=U.dtype, device=U.device)
     w[keep] = 1.0 / keep.numel()
-    return w @ _zero_faulty(U, bad)
+    return w @ zero_faulty_rows(U, bad)
 
 
 @DEFENSES.register("multi-krum")
