@@ -6,8 +6,11 @@ poisoning (triggers) works on the raw pixels, as in the papers' code.
 
 Files for ``mnist``/``fashion-mnist`` are the canonical IDX gz files under
 ``<data.root>/<dataset>/``; ``cifar10`` reads the python pickle batches under
-``<data.root>/cifar10/cifar-10-batches-py/``. Missing files are downloaded (with a
-SHA-256 check) when ``data.download`` is true.
+``<data.root>/cifar10/cifar-10-batches-py/``. Missing files are downloaded from the
+canonical sources (:data:`SOURCES`) and checked against their SHA-256 when
+``data.download`` is true; otherwise :class:`~fedarena.errors.DataNotFoundError` says, in
+one line, which files to put where. Files already on disk are not re-hashed, so
+repackaged copies (e.g. an offline data directory) load as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import DataNotFoundError
+from ..errors import ConfigError, DataNotFoundError
 from ..registry import DATASETS
 
 
@@ -70,15 +73,19 @@ def default_root() -> Path:
 
 # ---------------------------------------------------------------- digits
 @DATASETS.register("digits")
-def load_digits_dataset(*, root: Optional[str] = None, download: bool = True, seed_split: int = 0) -> TensorDataset:
-    """scikit-learn's bundled 8x8 digits (1,797 images), scaled to [0, 1]; fixed stratified 80/20 split."""
+def load_digits_dataset(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images), scaled to [0, 1]; fixed stratified 80/20 split.
+
+    The split is ``train_test_split(test_size=0.2, stratify=y, random_state=0)``: the same
+    1,437 / 360 images in every run, whatever the run's seed.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
     y = d.target.astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed_split)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
     return TensorDataset("digits", torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
                          torch.from_numpy(yte), 10, (0.5,), (0.5,))
 
@@ -97,7 +104,17 @@ def load_synthetic(
     noise: float = 0.35,
     synthetic_seed: int = 0,
 ) -> TensorDataset:
-    """Generated class-conditional images: each class is a random smooth prototype plus noise, clipped to [0, 1]."""
+    """Generated class-conditional images: one random prototype per class plus Gaussian noise, clipped to [0, 1].
+
+    Options are set under ``data.synthetic`` (e.g. ``--set data.synthetic.image_size=32``).
+    Class ``c``'s prototype has i.i.d. uniform pixels; a sample is its prototype plus
+    ``noise * N(0, 1)`` per pixel. Labels are balanced (``i mod num_classes``, shuffled).
+    The data depend only on ``synthetic_seed``, not on the run's seed.
+    """
+    for key, value, low in (("num_classes", num_classes, 2), ("image_size", image_size, 1), ("channels", channels, 1),
+                            ("train_size", train_size, 1), ("test_size", test_size, 1), ("noise", noise, 0)):
+        if value < low:
+            raise ConfigError(f"data.synthetic.{key}", f"must be >= {low} (got {value!r})", f">= {low}")
     g = np.random.default_rng(synthetic_seed)
     shape = (channels, image_size, image_size)
     protos = g.uniform(0.0, 1.0, size=(num_classes, *shape)).astype(np.float32)
@@ -114,42 +131,73 @@ def load_synthetic(
 
 
 # ---------------------------------------------------------------- IDX (MNIST family)
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) into a NumPy array.
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
-    Format: 2 zero bytes, a type code (0x08 = uint8), the number of dimensions, then one
-    big-endian uint32 per dimension, then the data.
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed when the name ends in ``.gz``) into a NumPy array.
+
+    Format (LeCun et al., the MNIST page): two zero bytes, a type code (0x08 uint8,
+    0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64), the number of
+    dimensions, one big-endian uint32 per dimension, then the data in C order.
+    Raises ``ValueError`` for a bad magic number, an unknown type or a truncated file.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         raw = fh.read()
+    if len(raw) < 4:
+        raise ValueError(f"{path}: not an IDX file (only {len(raw)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0:
-        raise ValueError(f"{path}: not an IDX file (bad magic)")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if dtype_code not in dtypes:
+        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
+    if dtype_code not in _IDX_TYPES:
         raise ValueError(f"{path}: unknown IDX type code {dtype_code:#x}")
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header")
     dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
+    dtype = np.dtype(_IDX_TYPES[dtype_code])
+    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    have = len(raw) - 4 - 4 * ndim
+    if have < need:
+        raise ValueError(f"{path}: truncated IDX data ({have} of {need} bytes)")
+    data = np.frombuffer(raw, dtype=dtype, count=need // dtype.itemsize, offset=4 + 4 * ndim)
     return data.reshape(dims)
 
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+CIFAR10_TARBALL = "cifar-10-python.tar.gz"
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
-#: canonical download locations and SHA-256 of each file
+#: Canonical download locations and the SHA-256 of each file. Sources of the hashes:
+#: MNIST (PyTorch's mirror of LeCun's files, byte-identical to the originals) and
+#: Fashion-MNIST (the Zalando bucket): tensorflow_datasets' ``url_checksums/mnist.txt``
+#: (same files on the CVDF mirror: same sizes and MD5s as torchvision's ossci list) and
+#: ``url_checksums/fashion_mnist.txt``; CIFAR-10 python tarball: Keras'
+#: ``datasets/cifar10.py`` (``file_hash`` of the same URL).
 SOURCES: dict[str, dict] = {
     "mnist": {
         "url": "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "sha256": {},
+        "sha256": {
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
     },
     "fashion-mnist": {
+        # this S3 website endpoint serves http only; integrity comes from the SHA-256 check
         "url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        "sha256": {},
+        "sha256": {
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
     },
     "cifar10": {
         "url": "https://www.cs.toronto.edu/~kriz/",
-        "sha256": {"cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
+        "sha256": {CIFAR10_TARBALL: "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
     },
 }
 
@@ -162,39 +210,75 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(dataset: str, filename: str, folder: Path, download: bool) -> Path:
-    """Return ``folder/filename``, downloading and checking it if missing and allowed."""
-    path = folder / filename
-    if path.exists():
-        return path
+def dataset_folder(name: str, root: Optional[str]) -> Path:
+    """``<data.root>/<name>`` (``data.root`` defaults to :func:`default_root`)."""
+    return (Path(root).expanduser() if root else default_root()) / name
+
+
+def download(dataset: str, filename: str, folder: Path) -> Path:
+    """Download ``filename`` of ``dataset`` into ``folder`` and check its SHA-256."""
     src = SOURCES[dataset]
-    if not download:
-        raise DataNotFoundError(
-            f"data.root: {path} is missing; put the {dataset} files "
-            f"({', '.join(IDX_FILES) if dataset != 'cifar10' else 'cifar-10-python.tar.gz or cifar-10-batches-py/'}) "
-            f"under {folder} or set data.download=true"
-        )
+    url = src["url"] + filename
+    path = folder / filename
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
+    tmp = path.with_name(path.name + ".part")
+    h = hashlib.sha256()
     try:
-        urllib.request.urlretrieve(src["url"] + filename, tmp)
+        req = urllib.request.Request(url, headers={"User-Agent": "fedarena"})
+        with urllib.request.urlopen(req, timeout=60) as resp, open(tmp, "wb") as out:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
     except Exception as e:  # network errors
+        tmp.unlink(missing_ok=True)
         raise DataNotFoundError(
-            f"data.root: could not download {src['url'] + filename} ({e}); put the file at {path}"
+            f"data.download: could not download {url} ({type(e).__name__}: {e}); put the file at {path} "
+            "and set data.download=false"
         ) from None
     want = src["sha256"].get(filename)
-    got = sha256_of(tmp)
+    got = h.hexdigest()
     if want and got != want:
         tmp.unlink()
-        raise DataNotFoundError(f"data.download: {filename} has SHA-256 {got}, expected {want}")
+        raise DataNotFoundError(f"data.download: {url} has SHA-256 {got}, expected {want}; not used")
     tmp.rename(path)
     return path
 
 
+def require(dataset: str, folder: Path, files: tuple[str, ...], download_missing: bool) -> list[Path]:
+    """Paths of ``files`` under ``folder``; missing ones are downloaded when allowed, else
+    one :class:`DataNotFoundError` line names all of them and where they come from."""
+    missing = [f for f in files if not (folder / f).exists()]
+    if missing and not download_missing:
+        raise DataNotFoundError(
+            f"data.root: {dataset} files missing in {folder}: {', '.join(missing)}; put them there "
+            f"(from {SOURCES[dataset]['url']}), point data.root at the folder that holds {dataset}/, "
+            "or set data.download=true"
+        )
+    for f in missing:
+        download(dataset, f, folder)
+    return [folder / f for f in files]
+
+
+def fetch(dataset: str, filename: str, folder: Path, download: bool) -> Path:
+    """Return ``folder/filename``, downloading and checking it if missing and allowed."""
+    return require(dataset, folder, (filename,), download)[0]
+
+
+def _read_checked(path: Path) -> np.ndarray:
+    try:
+        return read_idx(path)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataNotFoundError(f"data.root: {path} is damaged ({e}); delete it and set data.download=true, "
+                                "or replace it") from None
+
+
 def _load_idx_dataset(name: str, root: Optional[str], download: bool, mean: float, std: float) -> TensorDataset:
-    folder = (Path(root).expanduser() if root else default_root()) / name
-    files = [fetch(name, f, folder, download) for f in IDX_FILES]
-    xtr, ytr, xte, yte = (read_idx(f) for f in files)
+    folder = dataset_folder(name, root)
+    files = require(name, folder, IDX_FILES, download)
+    xtr, ytr, xte, yte = (_read_checked(f) for f in files)
+    for x, y, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataNotFoundError(f"data.root: {folder}: {split} images {x.shape} and labels {y.shape} do not match")
 
     def img(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
@@ -205,27 +289,45 @@ def _load_idx_dataset(name: str, root: Optional[str], download: bool, mean: floa
 
 @DATASETS.register("mnist")
 def load_mnist(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
-    """MNIST (LeCun et al.), IDX gz files under ``<data.root>/mnist/``."""
+    """MNIST (LeCun et al. 1998), IDX gz files under ``<data.root>/mnist/``; normalised with mean 0.1307, std 0.3081."""
     return _load_idx_dataset("mnist", root, download, 0.1307, 0.3081)
 
 
 @DATASETS.register("fashion-mnist")
 def load_fashion_mnist(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
-    """Fashion-MNIST (Xiao et al. 2017), IDX gz files under ``<data.root>/fashion-mnist/``."""
+    """Fashion-MNIST (Xiao et al. 2017), IDX gz files under ``<data.root>/fashion-mnist/``; mean 0.2860, std 0.3530."""
     return _load_idx_dataset("fashion-mnist", root, download, 0.2860, 0.3530)
+
+
+def _extract(tar_path: Path, folder: Path) -> None:
+    with tarfile.open(tar_path) as t:
+        if hasattr(tarfile, "data_filter"):
+            t.extractall(folder, filter="data")
+        else:  # Python without extraction filters: refuse members that leave the folder
+            base = folder.resolve()
+            for m in t.getmembers():
+                if not (folder / m.name).resolve().is_relative_to(base) or m.issym() or m.islnk():
+                    raise DataNotFoundError(f"data.root: {tar_path} has an unsafe member {m.name!r}")
+            t.extractall(folder)
 
 
 @DATASETS.register("cifar10")
 def load_cifar10(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
-    """CIFAR-10 python pickle batches under ``<data.root>/cifar10/cifar-10-batches-py/``."""
-    folder = (Path(root).expanduser() if root else default_root()) / "cifar10"
+    """CIFAR-10 (Krizhevsky 2009), python pickle batches under ``<data.root>/cifar10/cifar-10-batches-py/``."""
+    folder = dataset_folder("cifar10", root)
     batches = folder / "cifar-10-batches-py"
-    if not batches.exists():
-        tar = fetch("cifar10", "cifar-10-python.tar.gz", folder, download)
-        with tarfile.open(tar) as t:
-            t.extractall(folder, filter="data")
+    if not all((batches / f).exists() for f in CIFAR10_BATCHES):
+        tar = folder / CIFAR10_TARBALL
+        if not tar.exists() and not download:
+            raise DataNotFoundError(
+                f"data.root: cifar10 files missing: put {CIFAR10_TARBALL} (from {SOURCES['cifar10']['url']}) in "
+                f"{folder}, or its extracted cifar-10-batches-py/ ({', '.join(CIFAR10_BATCHES)}) there, "
+                "or set data.download=true"
+            )
+        tar = fetch("cifar10", CIFAR10_TARBALL, folder, download)
+        _extract(tar, folder)
 
-    def load(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def load(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for f in files:
             with open(batches / f, "rb") as fh:
@@ -234,6 +336,6 @@ def load_cifar10(*, root: Optional[str] = None, download: bool = True) -> Tensor
             ys.append(np.asarray(d["labels"], dtype=np.int64))
         return torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0), torch.from_numpy(np.concatenate(ys))
 
-    xtr, ytr = load([f"data_batch_{i}" for i in range(1, 6)])
-    xte, yte = load(["test_batch"])
+    xtr, ytr = load(CIFAR10_BATCHES[:5])
+    xte, yte = load(CIFAR10_BATCHES[5:])
     return TensorDataset("cifar10", xtr, ytr, xte, yte, 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
