@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Literal, Optional, Union
 
 import torch
 
-from ..data.poison import Trigger, flip_labels, make_trigger
+from ..data.poison import TRIGGERS, Trigger, flip_labels, make_trigger
 from ..errors import ConfigError
 from ..registry import ATTACKS
-from .base import Attack, DataInfo
+from .base import Attack, DataInfo, RoundView
 
 
 def check_classes(attack: Attack, info: DataInfo, *keys: str) -> None:
@@ -45,41 +46,91 @@ class LabelFlip(Attack):
 
 @ATTACKS.register("backdoor")
 class Backdoor(Attack):
-    """Pixel-pattern backdoor (BadNets, Gu et al. 2017; the RLR paper's trojan setting).
+    """Trojan (pixel-pattern) backdoor (BadNets, Gu et al. 2017; the RLR paper's setting,
+    Ozdayi et al., AAAI 2021, Sec. 4), with distributed triggers and boosting.
 
-    A malicious client stamps the trigger on ``floor(poison_frac * n_source)`` of its
-    samples of the source class (default: all non-target classes) and relabels them
-    ``target``, once, in place (the RLR reference code's ``poison_dataset``). Backdoor
-    accuracy is measured on triggered test inputs of the source class (all non-target
-    classes when no source is set).
+    Poisoning (RLR paper Sec. 4 and its code's ``poison_dataset``): once, before training, a
+    malicious client stamps the trigger on ``floor(poison_frac * n_source)`` of its samples
+    of the ``source`` class (all non-target classes when ``source`` is None), chosen
+    uniformly at random, and relabels them ``target``; the other samples stay untouched and
+    the dataset size is unchanged. ``poison_frac`` is the share of the *source-class*
+    samples (the code; App. A's glossary says "of the dataset").
+
+    Evaluation: backdoor accuracy is the share of triggered test inputs of the source class
+    (all non-target classes when no source) classified as ``target``, always with the
+    full trigger; base-class accuracy is the clean accuracy on the source class.
+
+    Options:
+        trigger, trigger_size, trigger_position, trigger_value, trigger_blend: the trigger
+            (see :mod:`fedarena.data.poison`: plus, square, copyright, apple, pixel, badnets).
+        dba: distributed backdoor (Xie et al., ICLR 2020; RLR paper Table 2): the trigger is
+            split into ``dba_parts`` parts and the j-th malicious client (by sorted id)
+            stamps only part ``j mod dba_parts``.
+        boost: model replacement / boosting (Bagdasaryan et al., AISTATS 2020, Eq. 3;
+            Bhagoji et al., ICML 2019): a malicious client sends ``boost * delta`` instead
+            of its update ``delta``; ``boost = n / eta`` replaces the global model. 1: off
+            (the RLR paper uses no boosting).
+
+    >>> b = Backdoor(target=7, source=1, trigger="plus")
     """
 
     def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 poison_frac: float = 0.5, trigger_value: float = 1.0):
+                 poison_frac: float = 0.5, trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
+                 trigger_position: Optional[Union[str, tuple[int, int]]] = None,
+                 trigger_blend: Optional[Literal["replace", "add"]] = None,
+                 dba: bool = False, dba_parts: int = 4, boost: float = 1.0):
         if not 0.0 <= poison_frac <= 1.0:
             raise ConfigError("attack.poison_frac", f"must be in [0, 1] (got {poison_frac})", "0..1")
+        if trigger not in TRIGGERS:
+            raise ConfigError("attack.trigger", f"unknown trigger {trigger!r}", ", ".join(TRIGGERS))
+        if dba_parts < 1:
+            raise ConfigError("attack.dba_parts", f"must be >= 1 (got {dba_parts})", ">= 1")
+        if not math.isfinite(boost) or boost <= 0:
+            raise ConfigError("attack.boost", f"must be a finite number > 0 (got {boost})", "> 0, 1 = no boosting")
         self.target, self.source, self.trigger_name = target, source, trigger
         self.poison_frac, self.trigger_value = poison_frac, trigger_value
+        self.trigger_size, self.trigger_position, self.trigger_blend = trigger_size, trigger_position, trigger_blend
+        self.dba, self.dba_parts, self.boost = dba, dba_parts, boost
+        self.part_of: dict[int, int] = {}  # client id -> DBA part index
+        self.poisoned_counts: dict[int, int] = {}  # client id -> number of poisoned samples
 
     def setup(self, info: DataInfo, generator: torch.Generator) -> None:
         super().setup(info, generator)
         check_classes(self, info, "source", "target")
         if self.source is not None and self.source == self.target:
             raise ConfigError("attack.source", "must differ from attack.target", f"a class other than {self.target}")
-        self.trigger: Trigger = make_trigger(self.trigger_name, info.input_shape, self.trigger_value)
+        self.trigger: Trigger = make_trigger(self.trigger_name, info.input_shape, self.trigger_value,
+                                             self.trigger_size, self.trigger_position, self.trigger_blend)
+        self.parts = self.trigger.split(self.dba_parts) if self.dba else None
 
     def _eligible(self, y: torch.Tensor) -> torch.Tensor:
         return (y == self.source) if self.source is not None else (y != self.target)
 
+    def client_trigger(self, client_id: int) -> Trigger:
+        """The trigger a malicious client stamps: the full one, or its DBA part."""
+        if self.parts is None:
+            return self.trigger
+        j = self.part_of.setdefault(int(client_id), len(self.part_of))
+        return self.parts[j % len(self.parts)]
+
     def poison(self, x, y, client_id, generator):
         cand = torch.nonzero(self._eligible(y)).flatten()
-        n = int(self.poison_frac * len(cand))
+        n = int(math.floor(self.poison_frac * len(cand)))
         pick = cand[torch.randperm(len(cand), generator=generator)[:n].to(cand.device)]
         x, y = x.clone(), y.clone()
-        x[pick] = self.trigger.apply(x[pick])
+        x[pick] = self.client_trigger(client_id).apply(x[pick])
         y[pick] = self.target
+        self.poisoned_counts[int(client_id)] = n
         return x, y
+
+    def craft(self, view: RoundView) -> Optional[torch.Tensor]:
+        if self.boost == 1.0:
+            return None
+        return view.own_updates * self.boost
 
     def backdoor_testset(self, x, y):
         keep = self._eligible(y)
         return self.trigger.apply(x[keep]), torch.full_like(y[keep], self.target)
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"boost": float(self.boost)} if self.boost != 1.0 else {}
