@@ -9,7 +9,7 @@ import torch
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     """Share of ``pred == y``; NaN for an empty set."""
-    return float((pred == y).float().mean()) if y.numel() else float("nan")
+    return int((pred == y).sum()) / y.numel() if y.numel() else float("nan")
 
 
 def backdoor_accuracy(pred_triggered: torch.Tensor, target: int | torch.Tensor) -> float:
@@ -17,7 +17,7 @@ def backdoor_accuracy(pred_triggered: torch.Tensor, target: int | torch.Tensor) 
     classified as the target. The caller passes only those inputs' predictions."""
     if pred_triggered.numel() == 0:
         return float("nan")
-    return float((pred_triggered == target).float().mean())
+    return int((pred_triggered == target).sum()) / pred_triggered.numel()
 
 
 def class_accuracy(pred: torch.Tensor, y: torch.Tensor, cls: int) -> float:

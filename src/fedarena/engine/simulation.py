@@ -294,6 +294,7 @@ class Simulation:
         result = RunResult(cfg)
         start = time.perf_counter()
         error = None
+        completed = 0
         last_eval: dict[str, Any] = {}
         for t in range(cfg.fl.rounds):
             rec = self.run_round(t)
@@ -302,6 +303,7 @@ class Simulation:
             if "error" in rec:
                 error = rec["error"]
                 break
+            completed = t + 1
             if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
                 ev = self.evaluate()
                 row = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
@@ -310,7 +312,7 @@ class Simulation:
             if progress:
                 progress(t, last_eval)
         wall = time.perf_counter() - start
-        result.summary = summarize(result.metrics, cfg, wall, error)
+        result.summary = summarize(result.metrics, cfg, wall, error, completed)
         return result
 
 
@@ -362,14 +364,14 @@ def _finite_or_none(v: float) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Optional[str]) -> dict[str, Any]:
+def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Optional[str], completed: int) -> dict[str, Any]:
     last = metrics[-1] if metrics else {}
     bd = [m["backdoor_acc"] for m in metrics if m.get("backdoor_acc") is not None]
     return {
         "name": cfg.name,
         "seed": cfg.seed,
         "rounds": cfg.fl.rounds,
-        "rounds_completed": (last.get("round", -1) + 1) if error is None else None,
+        "rounds_completed": completed,
         "final_main_acc": last.get("main_acc"),
         "final_loss": last.get("loss"),
         "final_backdoor_acc": last.get("backdoor_acc"),

@@ -1,0 +1,102 @@
+"""Small end-to-end runs on the bundled digits: qualitative results, determinism, faults."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedarena.attacks.base import Attack, ThreatModel
+from fedarena.config import DEFAULT_RUN, load_config
+from fedarena.engine.simulation import Simulation
+from fedarena.results.writer import read_jsonl, write_run
+
+
+def run(overrides, base=None):
+    return Simulation(load_config(None, overrides, base=base)).run()
+
+
+def test_fedavg_without_attack_learns_digits():
+    r = run(["fl.num_clients=20", "fl.rounds=20", "fl.local_epochs=2", "fl.batch_size=16"])
+    assert r.summary["final_main_acc"] >= 0.90
+    assert r.summary["final_backdoor_acc"] is None and r.summary["status"] == "ok"
+
+
+def test_backdoor_with_20_percent_attackers_succeeds_under_fedavg():
+    r = run([], base=DEFAULT_RUN)  # 20 clients, 4 malicious, 30 rounds
+    assert r.summary["final_backdoor_acc"] >= 0.5
+    assert r.summary["final_main_acc"] >= 0.85
+
+
+def test_same_config_and_seed_give_identical_metrics():
+    over = ["fl.rounds=4", "fl.clients_per_round=5", "attack.name=backdoor", "attack.num_malicious=3"]
+    a, b = run(over), run(over)
+    assert a.metrics == b.metrics
+    assert [c["norm"] for c in a.clients] == [c["norm"] for c in b.clients]
+    c = run(over + ["seed=1"])
+    assert c.metrics != a.metrics
+
+
+def test_defense_change_keeps_partition_and_sampling():
+    over = ["fl.rounds=2", "fl.clients_per_round=5", "attack.name=label-flip", "attack.num_malicious=4"]
+    s1 = Simulation(load_config(None, over))
+    s2 = Simulation(load_config(None, over + ["defense.weighted=true"]))
+    assert all(np.array_equal(a, b) for a, b in zip(s1.client_index, s2.client_index))
+    assert np.array_equal(s1.malicious, s2.malicious)
+    assert all(np.array_equal(s1.sample_clients(t), s2.sample_clients(t)) for t in range(5))
+
+
+def test_vectorized_and_sequential_runs_agree():
+    over = ["fl.rounds=3", "fl.num_clients=6", "fl.momentum=0.9", "attack.name=backdoor", "attack.num_malicious=2"]
+    a, b = run(over), run(over + ["fl.vectorize=false"])
+    for ma, mb in zip(a.metrics, b.metrics):
+        assert ma["main_acc"] == pytest.approx(mb["main_acc"], abs=0.02)
+        assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-3)
+
+
+def test_fedsgd_runs_and_keeps_client_momentum():
+    r = run(["fl.algorithm=fedsgd", "fl.client_momentum=0.9", "fl.rounds=30", "fl.num_clients=10", "fl.lr=0.5"])
+    assert r.summary["final_main_acc"] > 0.5
+
+
+class _NaNAttack(Attack):
+    threat = ThreatModel("own")
+
+    def craft(self, view):
+        return torch.full((len(view.malicious_ids), view.layout.dim), float("nan"))
+
+
+def test_nan_update_under_fedavg_stops_with_a_message_not_a_traceback(tmp_path):
+    sim = Simulation(load_config(None, ["fl.rounds=5", "fl.num_clients=5", "attack.name=label-flip", "attack.num_malicious=1"]))
+    sim.attack = _NaNAttack()
+    r = sim.run()
+    assert r.summary["status"] == "stopped"
+    assert "not finite" in r.summary["error"] and r.summary["rounds_completed"] == 0
+    out = write_run(r, tmp_path / "run", plot=False)
+    assert json.loads((out / "summary.json").read_text())["status"] == "stopped"
+    rows = read_jsonl(out / "clients.jsonl")
+    assert [r["norm"] is None for r in rows] == [r["malicious"] for r in rows]
+
+
+def test_outputs_written(tmp_path):
+    r = run(["fl.rounds=2", "fl.num_clients=4", "attack.name=backdoor", "attack.num_malicious=1", "eval.every=1"])
+    out = write_run(r, tmp_path / "run")
+    for f in ("config.yaml", "metrics.jsonl", "clients.jsonl", "rounds.jsonl", "summary.json", "curves.png"):
+        assert (out / f).exists(), f
+    m = read_jsonl(out / "metrics.jsonl")
+    assert [row["round"] for row in m] == [0, 1]
+    assert {"main_acc", "loss", "backdoor_acc", "base_acc"} <= set(m[0])
+    c = read_jsonl(out / "clients.jsonl")
+    assert len(c) == 8 and sum(row["malicious"] for row in c) == 2
+    assert {"client", "malicious", "norm", "cos_to_aggregate", "weight"} <= set(c[0])
+    s = json.loads((out / "summary.json").read_text())
+    assert {"final_main_acc", "final_backdoor_acc", "max_backdoor_acc", "rounds", "wall_time_s", "seed"} <= set(s)
+
+
+def test_attack_window_keeps_attackers_honest_outside():
+    over = ["fl.rounds=3", "fl.num_clients=4", "attack.name=backdoor", "attack.num_malicious=2",
+            "attack.start_round=1", "attack.end_round=1"]
+    r = run(over)
+    attacking = {(c["round"], c["client"]): c["attacking"] for c in r.clients}
+    assert not any(v for (t, _), v in attacking.items() if t != 1)
+    assert sum(v for (t, _), v in attacking.items() if t == 1) == 2
