@@ -13,10 +13,10 @@ UNEVEN = np.concatenate([np.full(n, c) for c, n in enumerate([130, 70, 100, 100,
 CASES = [
     (iid, {}),
     (dirichlet, {"alpha": 0.5}),
-    (dirichlet, {"alpha": 0.5, "variant": "per-client"}),
+    (dirichlet, {"alpha": 0.5, "dirichlet_variant": "per-client"}),
     (shards, {"classes_per_client": 2}),
     (dominant_class, {"q": 0.5}),
-    (dominant_class, {"q": 0.5, "rest": "others"}),
+    (dominant_class, {"q": 0.5, "q_rest": "others"}),
 ]
 
 
@@ -73,7 +73,7 @@ def test_dominant_class_share():
     parts = dominant_class(y, 20, np.random.default_rng(1), q=1.0)
     assert all(set(np.unique(y[p])) == {i % 10} for i, p in enumerate(parts))
     # literal variant: exactly q of the samples from the main class (no class runs out here)
-    parts = dominant_class(y, 10, np.random.default_rng(1), q=0.5, rest="others")
+    parts = dominant_class(y, 10, np.random.default_rng(1), q=0.5, q_rest="others")
     shares = [np.mean(y[p] == i) for i, p in enumerate(parts)]
     assert np.mean(shares) == pytest.approx(0.5, abs=0.02)
 
@@ -85,8 +85,8 @@ def _mean_max_share(parts, labels):
 @pytest.mark.parametrize("variant", ["per-class", "per-client"])
 def test_dirichlet_alpha_controls_skew(variant):
     y = np.repeat(np.arange(10), 300)
-    skewed = _mean_max_share(dirichlet(y, 10, np.random.default_rng(0), alpha=0.05, variant=variant), y)
-    flat = _mean_max_share(dirichlet(y, 10, np.random.default_rng(0), alpha=100.0, variant=variant), y)
+    skewed = _mean_max_share(dirichlet(y, 10, np.random.default_rng(0), alpha=0.05, dirichlet_variant=variant), y)
+    flat = _mean_max_share(dirichlet(y, 10, np.random.default_rng(0), alpha=100.0, dirichlet_variant=variant), y)
     assert skewed > 0.45  # IID would give about 0.1-0.15
     assert flat < 0.2  # close to the IID 0.1 (+ sampling noise)
 
@@ -99,7 +99,7 @@ def test_dirichlet_min_size():
 
 @pytest.mark.parametrize("call,field", [
     (lambda: dirichlet(LABELS, 4, np.random.default_rng(0), alpha=0.0), "data.alpha"),
-    (lambda: dirichlet(LABELS, 4, np.random.default_rng(0), variant="lib"), "data.variant"),
+    (lambda: dirichlet(LABELS, 4, np.random.default_rng(0), dirichlet_variant="lib"), "data.dirichlet_variant"),
     (lambda: shards(LABELS, 4, np.random.default_rng(0), classes_per_client=0), "data.classes_per_client"),
     (lambda: shards(LABELS, 4, np.random.default_rng(0), classes_per_client=2), "data.classes_per_client"),
     (lambda: dominant_class(LABELS, 4, np.random.default_rng(0), q=1.5), "data.q"),

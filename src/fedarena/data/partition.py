@@ -42,16 +42,16 @@ def dirichlet(
     *,
     alpha: float = 0.5,
     min_size: int = 2,
-    variant: Literal["per-class", "per-client"] = "per-class",
+    dirichlet_variant: Literal["per-class", "per-client"] = "per-class",
 ) -> list[np.ndarray]:
     """Label-skewed Dirichlet split: smaller ``alpha`` (``data.alpha``) gives more skewed clients.
 
-    ``variant="per-class"`` (default; Hsu, Qi & Brown 2019, "Measuring the Effects of
+    ``dirichlet_variant="per-class"`` (default; Hsu, Qi & Brown 2019, "Measuring the Effects of
     Non-Identical Data Distribution"): for each class c, draw ``p_c ~ Dir(alpha * 1_K)`` over
     the K clients and cut the class's shuffled samples at the cumulative proportions, so
     every sample is used and client sizes vary.
 
-    ``variant="per-client"`` (the Fall-of-CC / ROP library's ``dirichlet_dist``, spec
+    ``dirichlet_variant="per-client"`` (the Fall-of-CC / ROP library's ``dirichlet_dist``, spec
     ``rop-centered-clipping.md`` section 1.4): draw one ``q_i ~ Dir(alpha * 1_C)`` per
     client; class c's samples go to clients in proportion ``q_ic / sum_j q_jc`` (rounded
     down); the leftovers are shuffled and handed out one at a time, cycling through the
@@ -63,13 +63,13 @@ def dirichlet(
     """
     if not alpha > 0:
         raise ConfigError("data.alpha", f"must be > 0 (got {alpha})", "alpha > 0, e.g. 0.5 or 1")
-    if variant not in ("per-class", "per-client"):
-        raise ConfigError("data.variant", f"unknown Dirichlet variant {variant!r}", "per-class, per-client")
+    if dirichlet_variant not in ("per-class", "per-client"):
+        raise ConfigError("data.dirichlet_variant", f"unknown value {dirichlet_variant!r}", "per-class, per-client")
     _check_clients(labels, num_clients, max(1, min_size))
     classes = np.unique(labels)
     by_class = [np.flatnonzero(labels == c) for c in classes]
     for _ in range(100):
-        parts = _dirichlet_draw(by_class, num_clients, rng, alpha, variant)
+        parts = _dirichlet_draw(by_class, num_clients, rng, alpha, dirichlet_variant)
         if min(len(p) for p in parts) >= min_size:
             break
     else:  # give the smallest clients samples from the largest
@@ -152,16 +152,16 @@ def dominant_class(
     rng: np.random.Generator,
     *,
     q: float = 0.5,
-    rest: Literal["all", "others"] = "all",
+    q_rest: Literal["all", "others"] = "all",
 ) -> list[np.ndarray]:
     """AutoAdapt's "1-class non-IID" with ratio ``q`` (``data.q``): each client has a main class.
 
     Client i's main class is ``classes[i mod C]``; each client gets ``N // K`` samples.
-    Default ``rest="all"`` (the spec's recommendation, ``autoadapt.md`` section 10 item 15,
+    Default ``q_rest="all"`` (the spec's recommendation, ``autoadapt.md`` section 10 item 15,
     which matches the paper's footnote 12): each sample comes from the main class with
     probability q and otherwise from a uniformly chosen class (main included), so the main
     class's expected share is ``q + (1 - q) / C``, q = 0 is IID and q = 1 a single class.
-    ``rest="others"``: the literal reading of the paper's sentence, exactly
+    ``q_rest="others"``: the literal reading of the paper's sentence, exactly
     ``round(q * N/K)`` main-class samples and the rest uniformly from the other classes.
 
     Samples are drawn without replacement; when a class runs out (possible when K is not a
@@ -169,8 +169,8 @@ def dominant_class(
     """
     if not 0.0 <= q <= 1.0:
         raise ConfigError("data.q", f"must be in [0, 1] (got {q})", "0 <= q <= 1")
-    if rest not in ("all", "others"):
-        raise ConfigError("data.rest", f"unknown value {rest!r}", "all, others")
+    if q_rest not in ("all", "others"):
+        raise ConfigError("data.q_rest", f"unknown value {q_rest!r}", "all, others")
     _check_clients(labels, num_clients)
     classes = np.unique(labels)
     C = len(classes)
@@ -179,7 +179,7 @@ def dominant_class(
     parts = []
     for i in range(num_clients):
         main = i % C
-        if rest == "all":
+        if q_rest == "all":
             p = np.full(C, (1.0 - q) / C)
             p[main] += q
             counts = rng.multinomial(per_client, p / p.sum())

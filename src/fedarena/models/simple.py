@@ -1,4 +1,4 @@
-"""Small models: an MLP and a LeNet-style CNN."""
+"""Small models: an MLP and a LeNet-style CNN (``mlp``, ``cnn``)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ class MLP(nn.Module):
 
 @MODELS.register("cnn")
 class LeNet(nn.Module):
-    """LeNet-5 style CNN for 28x28 inputs (44,426 parameters with 1 channel, 10 classes):
-    Conv(C,6,5) -> ReLU -> MaxPool2 -> Conv(6,16,5) -> ReLU -> MaxPool2 -> FC 120 -> FC 84 -> FC classes.
-    Smaller inputs are padded so that the feature map stays at least 1x1."""
+    """LeNet-5 style CNN for 28x28 inputs (44,426 parameters with 1 channel, 10 classes).
+
+    Conv(C,6,5) -> ReLU -> MaxPool2 -> Conv(6,16,5) -> ReLU -> MaxPool2 -> FC 120 -> FC 84 -> FC classes
+    (LeCun et al. 1998, with ReLU and max-pooling). Inputs smaller than 28x28 get padding 2
+    in both convolutions so that the feature map stays at least 1x1 (8x8 digits: 16x2x2)."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int):
         super().__init__()
