@@ -265,7 +265,7 @@ def test_no_benign_rows_keeps_own():
 
 
 # ------------------------------------------------------------------ end to end
-def _run(attack: dict, rounds: int = 60):
+def _run(attack: dict, rounds: int = 100):
     from fedarena.config import from_tree
     from fedarena.engine.simulation import Simulation
 
@@ -274,18 +274,24 @@ def _run(attack: dict, rounds: int = 60):
         "fl": {"algorithm": "fedsgd", "num_clients": 25, "rounds": rounds, "batch_size": 32, "lr": 0.1,
                "client_momentum": 0.99},
         "attack": {"num_malicious": 5, **attack}, "defense": {"name": "cc", "tau": 1.0},
-        "eval": {"every": rounds},
+        "eval": {"every": 25},
     }
     return Simulation(from_tree(tree)).run()
 
 
 @pytest.mark.skipif("cc" not in DEFENSES, reason="Centered Clipping aggregator not available")
-def test_rop_hurts_centered_clipping_end_to_end():
+def test_rop_slows_centered_clipping_end_to_end():
+    """CC (tau 1) with client momentum 0.99 on digits: ROP's unclipped z = 1 orthogonal push
+    slows convergence (mean accuracy over 4 evaluations in 100 rounds; about 0.54 vs 0.44
+    with seed 0, 0.1-0.18 lower over seeds 0-2), and its invariants hold every round."""
     torch.set_num_threads(1)
     clean = _run({"name": "none"})
     rop = _run({"name": "rop"})
-    acc_clean, acc_rop = clean.summary["final_main_acc"], rop.summary["final_main_acc"]
-    assert acc_rop < acc_clean - 0.1, (acc_clean, acc_rop)
+    curve = lambda r: sum(m["main_acc"] for m in r.metrics) / len(r.metrics)
+    assert curve(rop) < curve(clean) - 0.05, (curve(clean), curve(rop))
     rows = [r for r in rop.rounds if "attack_dist_ref" in r]
-    assert len(rows) == 60 and all(abs(r["attack_dist_ref"] - 1.0) < 1e-4 for r in rows)
-    assert any("attack_cos_ref_byz" in r for r in rop.rounds)
+    assert len(rows) == 100 and all(abs(r["attack_dist_ref"] - 1.0) < 1e-4 for r in rows)
+    assert all("attack_cos_ref_byz" in r and "attack_cos_ref_benign" in r for r in rows[1:])
+    # CC tau = 1 never clips the z = 1 attacker: its weight is the plain 1/n
+    mal = [c for c in rop.clients if c["attacking"]]
+    assert all(abs(c["weight"] - 1 / 25) < 1e-6 for c in mal)

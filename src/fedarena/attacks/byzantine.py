@@ -79,7 +79,8 @@ def _std(B: torch.Tensor) -> torch.Tensor:
     """Coordinate-wise unbiased standard deviation (ddof = 1; 0 with a single row)."""
     if len(B) < 2:
         return torch.zeros_like(B[0])
-    return B.std(dim=0, unbiased=True)
+    dev = B - B.mean(0)  # explicit form: several times faster than Tensor.std(dim=0) on CPU
+    return ((dev * dev).sum(0) / (len(B) - 1)).sqrt()
 
 
 def alie_z(n: int, m: int) -> float:
