@@ -23,60 +23,31 @@ from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext, nonfinite_rows
 from .invariant import sanitize, trim_slice, trimmed_mean
+from .robust import (krum_scores, lowest_scores, pairwise_cosine_distances, pairwise_sq_distances, row_sq_norms,
+                     zero_faulty_rows)
 
 
 # ---------------------------------------------------------------- shared helpers
 def _clean(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(U with bad rows zeroed, in float64; bad-row mask)``; bad = NaN/Inf or norm > 1e30."""
-    bad = nonfinite_rows(U)
-    X = torch.where(bad[:, None], torch.zeros_like(U), U).double()
-    bad = bad | (torch.linalg.vector_norm(X, dim=1) > 1e30)
-    X = torch.where(bad[:, None], torch.zeros_like(X), X)
-    return X, bad
-
-
-def sq_distances(X: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared Euclidean distances from one Gram matrix (float64, clamped at 0)."""
-    G = X @ X.T
-    sq = torch.diag(G)
-    return (sq[:, None] + sq[None, :] - 2 * G).clamp_min(0.0)
-
-
-def cosine_distances(X: torch.Tensor) -> torch.Tensor:
-    """Pairwise ``1 - cos(x_i, x_j)`` (a zero row has cosine 0 to everything)."""
-    norms = torch.linalg.vector_norm(X, dim=1)
-    Y = X / norms.clamp_min(1e-300)[:, None]
-    Y = torch.where((norms > 0)[:, None], Y, torch.zeros_like(Y))
-    return (1.0 - Y @ Y.T).clamp_min(0.0)
-
-
-def krum_scores(D: torch.Tensor, f: int, bad: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Krum score of each row (Blanchard et al. 2017, Eq. 2): the sum of its ``n - f - 2``
-    smallest distances to the other rows. Bad rows get distance +inf to everyone."""
-    n = D.shape[0]
-    D = D.clone()
-    if bad is not None and bad.any():
-        D[bad, :] = math.inf
-        D[:, bad] = math.inf
-    D.fill_diagonal_(math.inf)
-    k = max(1, n - f - 2)
-    vals = torch.sort(D, dim=1).values[:, :k]
-    return vals.sum(1)
+    """``(U with faulty rows zeroed, in float64; faulty-row mask)``; faulty = NaN/Inf or a
+    squared norm that overflows (see :func:`fedarena.defenses.robust.row_sq_norms`)."""
+    _, bad = row_sq_norms(U)  # in U's own dtype: a 1e30 row in float32 is faulty
+    bad = bad | ~torch.isfinite(U).all(dim=1)
+    return zero_faulty_rows(U.double(), bad), bad
 
 
 def multi_krum_select(D: torch.Tensor, f: int, m: int, bad: torch.Tensor) -> torch.Tensor:
-    """Indices of the ``m`` rows with the lowest Krum scores (one-shot selection); bad
-    (non-finite) rows are never selected unless every row is bad."""
-    scores = krum_scores(D, f, bad)
-    scores = torch.where(bad, torch.full_like(scores, math.inf), scores)
-    order = torch.sort(scores, stable=True).indices[:m]
+    """Indices of the ``m`` rows with the lowest Krum scores (Blanchard et al. 2017, one-shot
+    selection) under distances ``D``; faulty rows are never selected unless every row is."""
+    order = lowest_scores(krum_scores(D, f), m, bad)
     keep = ~bad[order]
     return order[keep] if keep.any() else order
 
 
-def _check_krum(n: int, f: int, m: Optional[int], field: str = "defense.f") -> int:
-    if n - f - 2 < 1:
-        raise ConfigError(field, f"Multi-Krum needs n - f - 2 >= 1 with n = {n} (got f = {f})", f"0..{max(0, n - 3)}")
+def _check_krum(n: int, f: int, m: Optional[int]) -> int:
+    if n < 2 * f + 3:
+        raise ConfigError("defense.f", f"Multi-Krum needs n >= 2f + 3 with n = {n} (got f = {f})",
+                          f"0..{max(0, (n - 3) // 2)}")
     mm = n - f if m is None else m
     if not 1 <= mm <= n:
         raise ConfigError("defense.m", f"must be in 1..{n} (got {mm})", f"1..{n}")
@@ -102,7 +73,7 @@ class MultiKrumCosine(Aggregator):
         n = U.shape[0]
         m = _check_krum(n, ctx.f, self.m)
         X, bad = _clean(U)
-        sel = multi_krum_select(cosine_distances(X), ctx.f, m, bad)
+        sel = multi_krum_select(pairwise_cosine_distances(U.double()), ctx.f, m, bad)
         accepted = torch.zeros(n, dtype=torch.bool, device=U.device)
         accepted[sel] = True
         return Aggregate(X[sel].mean(0).to(U.dtype), weights=accepted, info={"num_selected": int(len(sel))})
@@ -133,7 +104,7 @@ class MultiKrumTrimmedMean(Aggregator):
         n = U.shape[0]
         m = _check_krum(n, ctx.f, self.m)
         X, bad = _clean(U)
-        sel = multi_krum_select(sq_distances(X), ctx.f, m, bad)
+        sel = multi_krum_select(pairwise_sq_distances(U.double()), ctx.f, m, bad)
         accepted = torch.zeros(n, dtype=torch.bool, device=U.device)
         accepted[sel] = True
         agg = trimmed_mean(X[sel], self.trim_frac) if len(sel) > 2 * math.ceil(self.trim_frac * len(sel) - 1e-9) else X[sel].mean(0)
