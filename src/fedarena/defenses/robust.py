@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -48,7 +49,7 @@ from .base import Aggregate, Aggregator, RoundContext
 # ----------------------------------------------------------------------------- helpers
 
 #: columns per block in coordinate-wise kernels (sort / selection on a cache-sized block)
-CHUNK_COLS = 1 << 14
+CHUNK_COLS = 1 << 13
 
 
 def row_sq_norms(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +150,8 @@ def lowest_scores(scores: torch.Tensor, m: int, bad: Optional[torch.Tensor] = No
 
 def sanitize_nan(U: torch.Tensor) -> torch.Tensor:
     """``U`` with NaN replaced by +inf, so coordinate-wise sorts put it at the top (a
-    copy only when ``U`` holds a NaN)."""
-    if bool(torch.isnan(U).any()):
+    copy only when ``U`` holds a NaN; the check is one summation pass)."""
+    if not bool(torch.isfinite(U.sum())) and bool(torch.isnan(U).any()):
         return torch.nan_to_num(U, nan=math.inf, posinf=math.inf, neginf=-math.inf)
     return U
 
@@ -160,19 +161,35 @@ def _column_blocks(d: int, cols: int = CHUNK_COLS):
         yield slice(a, min(d, a + cols))
 
 
+def _use_numpy(U: torch.Tensor) -> bool:
+    return U.device.type == "cpu" and U.dtype in (torch.float32, torch.float64) and not U.requires_grad
+
+
 def trimmed_mean(U: torch.Tensor, trim: int) -> torch.Tensor:
     """Coordinate-wise trimmed mean along dim 0: per column, drop the ``trim`` largest
     and ``trim`` smallest values and average the other ``n - 2 trim`` (Yin et al.
     2018, Def. 2; the Fall-of-CC paper's TM with 0-based kept positions
     ``trim .. n-trim-1``). ``trim = 0`` is the mean. NaN counts as the largest value.
+
+    On CPU: two selections (``numpy.partition``, introselect) per block of columns
+    instead of a full sort (about 4x faster than ``torch.sort`` at n=100).
     """
     n = U.shape[0]
     if not 0 <= 2 * trim < n:
         raise ValueError(f"trim must satisfy 0 <= 2*trim < n (trim={trim}, n={n})")
     if trim == 0:
-        return U.mean(dim=0)
+        return mean_rows(U)
     U = sanitize_nan(U)
     out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
+    if _use_numpy(U):
+        src, dst = U.numpy(), out.numpy()
+        for cols in _column_blocks(U.shape[1]):
+            block = np.ascontiguousarray(src[:, cols].T)  # (c, n)
+            block.partition(n - trim, axis=1)  # the trim largest now sit at n-trim..n-1
+            low = block[:, : n - trim]
+            low.partition(trim, axis=1)  # the trim smallest now sit at 0..trim-1
+            dst[cols] = low[:, trim:].mean(axis=1)
+        return out
     for cols in _column_blocks(U.shape[1]):
         block = U[:, cols].T.contiguous()
         out[cols] = torch.sort(block, dim=1).values[:, trim : n - trim].mean(dim=1)
@@ -183,19 +200,40 @@ def coordinate_median(U: torch.Tensor, even: str = "mean") -> torch.Tensor:
     """Coordinate-wise median along dim 0 (Yin et al. 2018, Def. 1). For even ``n``:
     ``even="mean"`` averages the two middle values (the usual median, the CC reference
     code's), ``"lower"`` takes the lower one (``torch.median``, the RLR reference
-    code's). NaN counts as the largest value."""
+    code's). NaN counts as the largest value.
+
+    On CPU: one selection (``numpy.partition``) per block of columns, about 2x faster
+    than ``torch.median`` / ``torch.kthvalue`` at n=100.
+    """
     n = U.shape[0]
     U = sanitize_nan(U)
     lo = (n - 1) // 2
+    two = n % 2 == 0 and even == "mean"
     out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
+    if _use_numpy(U):
+        src, dst = U.numpy(), out.numpy()
+        for cols in _column_blocks(U.shape[1]):
+            block = np.ascontiguousarray(src[:, cols].T)
+            k = lo + 1 if two else lo
+            block.partition(k, axis=1)
+            if two:  # upper middle at lo+1; the lower middle is the max of what precedes it
+                dst[cols] = 0.5 * (block[:, k] + block[:, :k].max(axis=1))
+            else:
+                dst[cols] = block[:, k]
+        return out
     for cols in _column_blocks(U.shape[1]):
         block = U[:, cols].T.contiguous()
-        if n % 2 == 1 or even == "lower":
-            out[cols] = torch.kthvalue(block, lo + 1, dim=1).values
+        if two:
+            mid = torch.topk(block, n // 2 + 1, dim=1, largest=False, sorted=True).values[:, lo : lo + 2]
+            out[cols] = mid.mean(dim=1)
         else:
-            two = torch.topk(block, n // 2 + 1, dim=1, largest=False, sorted=True).values[:, lo : lo + 2]
-            out[cols] = two.mean(dim=1)
+            out[cols] = torch.kthvalue(block, lo + 1, dim=1).values
     return out
+
+
+def mean_rows(U: torch.Tensor) -> torch.Tensor:
+    """Mean of the rows as one GEMV (faster than ``U.mean(0)`` on CPU)."""
+    return torch.full((U.shape[0],), 1.0 / U.shape[0], dtype=U.dtype, device=U.device) @ U
 
 
 def zero_faulty_rows(U: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
@@ -455,26 +493,28 @@ def bulyan_select(D: torch.Tensor, f: int, theta: int, bad: Optional[torch.Tenso
 
 def closest_to_median_mean(S: torch.Tensor, beta: int) -> torch.Tensor:
     """Per coordinate, the mean of the ``beta`` values closest to the coordinate-wise
-    median (Bulyan's step 2, El Mhamdi et al. 2018). NaN counts as +inf."""
+    median (Bulyan's step 2, El Mhamdi et al. 2018). NaN counts as +inf.
+
+    The ``beta`` nearest values of a sorted column form a window ``[s, s + beta)``;
+    the window whose farther end is nearest to the median is taken (ties: the lowest
+    ``s``). Columns are sorted in blocks (``numpy.sort`` on CPU).
+    """
     S = sanitize_nan(S)
     theta = S.shape[0]
     out = torch.empty(S.shape[1], dtype=S.dtype, device=S.device)
-    lo = (theta - 1) // 2
+    lo, starts = (theta - 1) // 2, theta - beta + 1
+    offsets = torch.arange(beta, device=S.device)
     for cols in _column_blocks(S.shape[1]):
-        block = torch.sort(S[:, cols].T.contiguous(), dim=1).values  # (c, theta)
-        if theta % 2:
-            med = block[:, lo]
+        if _use_numpy(S):
+            block = torch.from_numpy(np.sort(np.ascontiguousarray(S.numpy()[:, cols].T), axis=1))
         else:
-            med = 0.5 * (block[:, lo] + block[:, lo + 1])
-        # the beta nearest values form a window block[:, s:s+beta], s in 0..theta-beta;
-        # pick the window whose farther end is nearest to the median
-        starts = theta - beta + 1
+            block = torch.sort(S[:, cols].T.contiguous(), dim=1).values  # (c, theta)
+        med = block[:, lo] if theta % 2 else 0.5 * (block[:, lo] + block[:, lo + 1])
         left = med.unsqueeze(1) - block[:, :starts]
         right = block[:, beta - 1 : beta - 1 + starts] - med.unsqueeze(1)
         cost = torch.nan_to_num(torch.maximum(left, right), nan=math.inf)
         s = torch.argmin(cost, dim=1)
-        idx = s.unsqueeze(1) + torch.arange(beta, device=S.device)
-        out[cols] = torch.gather(block, 1, idx).mean(dim=1)
+        out[cols] = torch.gather(block, 1, s.unsqueeze(1) + offsets).mean(dim=1)
     return out
 
 
@@ -577,9 +617,10 @@ class SignMajority(_RowRule):
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         self._checked(U, ctx)
+        if not bool(torch.isfinite(U.sum())):
+            U = torch.nan_to_num(U, nan=0.0)  # a NaN entry abstains; +-inf votes +-1
+        ones = torch.ones(U.shape[0], dtype=U.dtype, device=U.device)
         out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
         for cols in _column_blocks(U.shape[1], 1 << 16):
-            block = U[:, cols]
-            votes = (block > 0).sum(dim=0) - (block < 0).sum(dim=0)
-            out[cols] = torch.sign(votes).to(U.dtype)
+            out[cols] = torch.sign(ones @ torch.sign(U[:, cols]))  # exact: integer votes <= n
         return Aggregate(out, info={"tie_frac": float((out == 0).to(torch.float32).mean())})

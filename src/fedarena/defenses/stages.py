@@ -22,7 +22,7 @@ be mapped back, and :meth:`Bucketing.rows_out` gives the row count for validatio
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -33,14 +33,20 @@ from .base import PreStage, RoundContext
 from .robust import zero_faulty_rows, pairwise_sq_distances, row_sq_norms, safe_row_norms
 
 
-def clip_rows(U: torch.Tensor, bound: float) -> torch.Tensor:
+def clip_rows(U: torch.Tensor, bound: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Scale every row by ``min(1, bound / ||row||)`` (RLR paper Eq. 2,
     ``Delta / max(1, ||Delta|| / M)``). A huge finite row (1e30) is scaled to norm
-    ``bound``; a NaN/Inf row stays non-finite (the aggregator deals with it)."""
+    ``bound``; a NaN/Inf row stays non-finite (the aggregator deals with it).
+
+    Returns ``U`` itself when no row exceeds the bound; else writes into ``out`` when
+    given (same shape), else into a new tensor.
+    """
     norms = safe_row_norms(U)
-    scale = torch.where(norms > bound, bound / norms, torch.ones_like(norms))
-    scale = torch.where(torch.isnan(norms), torch.ones_like(norms), scale)
-    return U * scale.unsqueeze(1)
+    over = norms > bound
+    if not bool(over.any()):
+        return U
+    scale = torch.where(over, bound / norms, torch.ones_like(norms))
+    return torch.mul(U, scale.unsqueeze(1), out=out) if out is not None else U * scale.unsqueeze(1)
 
 
 def l2_ball_projection(bound: float) -> Callable[[Params, Params], Params]:
@@ -80,9 +86,20 @@ class NormClip(PreStage):
         if clip_at not in ("server", "client"):
             raise ConfigError("defense.clip_at", f"unknown value {clip_at!r}", "server, client")
         self.clip, self.clip_at = float(clip), clip_at
+        self._buf: Optional[torch.Tensor] = None
 
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
-        return clip_rows(U, self.clip) if self.clip_at == "server" else U
+        if self.clip_at != "server":
+            return U
+        # reuse one output buffer across rounds: a fresh (n x d) allocation costs more
+        # than the clipping itself; the result is only read within the round
+        if self._buf is None or self._buf.shape != U.shape or self._buf.dtype != U.dtype or self._buf.device != U.device:
+            self._buf = torch.empty_like(U)
+        out = clip_rows(U, self.clip, self._buf)
+        return out
+
+    def reset(self) -> None:
+        self._buf = None
 
     def client_recipe(self, recipe: TrainRecipe) -> TrainRecipe:
         if self.clip_at != "client":
