@@ -86,3 +86,59 @@ def test_fedsgd_gradients_vectorized_equals_loop():
     G1 = minibatch_gradients(model, params, x, y, index, sched, recipe, vectorized=True)
     G2 = minibatch_gradients(model, params, x, y, index, sched, recipe, vectorized=False)
     assert torch.allclose(G1, G2, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+@pytest.mark.parametrize("recipe", [
+    TrainRecipe(lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, epochs=1, grad_clip=0.5),
+    TrainRecipe(lr=0.1, batch_size=8, epochs=2, momentum=0.5),
+])
+def test_both_strategies_equal_sequential(strategy, recipe):
+    """Clients of unequal sizes (inactive clients in the last steps), chunks of 3."""
+    torch.manual_seed(0)
+    model = MLP((1, 8, 8), 10)
+    x, y, index, params = _setup(model)
+    sched = BatchSchedule.build([len(i) for i in index], recipe, [np.random.default_rng([2, i]) for i in range(4)])
+    U_vec = train_vectorized(model, params, x, y, index, sched, recipe, chunk_size=3, strategy=strategy)
+    U_seq, _ = train_sequential(model, params, x, y, index, sched, recipe)
+    assert torch.allclose(U_vec, U_seq, atol=1e-5, rtol=1e-4)
+
+
+def test_loop_strategy_cnn_and_auto_choice():
+    from fedarena.engine.local import auto_strategy
+
+    torch.manual_seed(0)
+    model = LeNet((1, 28, 28), 10)
+    assert auto_strategy(model, "cpu") == "loop" and auto_strategy(MLP((1, 8, 8), 10), "cpu") == "vmap"
+    x, y, index, params = _setup(model, (9, 20, 5), shape=(1, 28, 28))
+    recipe = TrainRecipe(lr=0.05, batch_size=8, epochs=1, momentum=0.5)
+    sched = BatchSchedule.build([len(i) for i in index], recipe, [np.random.default_rng(i) for i in range(3)])
+    U_vmap = train_vectorized(model, params, x, y, index, sched, recipe, strategy="vmap")
+    U_loop = train_vectorized(model, params, x, y, index, sched, recipe, chunk_size=2, strategy="loop")
+    assert torch.allclose(U_vmap, U_loop, atol=1e-5, rtol=1e-4)
+
+
+def test_projection_hook_vectorized_equals_sequential():
+    def project(p, g):  # L2 ball of radius 0.05 around the global model
+        diff = {k: p[k] - g[k] for k in p}
+        norm = torch.sqrt(sum((v ** 2).sum() for v in diff.values()))
+        s = torch.clamp(0.05 / (norm + 1e-12), max=1.0)
+        return {k: g[k] + s * diff[k] for k in p}
+
+    torch.manual_seed(0)
+    model = MLP((1, 8, 8), 10)
+    x, y, index, params = _setup(model)
+    recipe = TrainRecipe(lr=0.1, batch_size=8, epochs=1, project=project)
+    sched = BatchSchedule.build([len(i) for i in index], recipe, [np.random.default_rng(i) for i in range(4)])
+    U_vec = train_vectorized(model, params, x, y, index, sched, recipe)
+    U_seq, _ = train_sequential(model, params, x, y, index, sched, recipe)
+    assert torch.allclose(U_vec, U_seq, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(U_vec.norm(dim=1), torch.full((4,), 0.05), atol=1e-4)
+
+
+def test_auto_chunk_size_bounds_working_set():
+    from fedarena.engine.local import auto_chunk_size
+
+    # 1M parameters: 16 MB per client of params/grads/momentum/update -> 15 clients in 256 MB
+    assert auto_chunk_size(10**6, 32, 784) == 256_000_000 // (4 * (4 * 10**6 + 8 * 32 * 784))
+    assert auto_chunk_size(10**9, 32, 784) == 1

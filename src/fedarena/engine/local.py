@@ -95,7 +95,7 @@ def _sgd_step(params: Params, grads: Params, bufs: Params, recipe: TrainRecipe, 
 
 
 def _gather(schedule: BatchSchedule, step: int, rows: Sequence[int], index: Sequence[np.ndarray], pad_b: int):
-    """Global sample indices ``(k, B)``, sample mask ``(k, B)``, active flags ``(k,)``."""
+    """Global sample indices ``(k, B)``, sample mask ``(k, B)``, active flags ``(k,)`` of one step."""
     k = len(rows)
     idx = np.zeros((k, pad_b), dtype=np.int64)
     mask = np.zeros((k, pad_b), dtype=np.float32)
@@ -110,10 +110,108 @@ def _gather(schedule: BatchSchedule, step: int, rows: Sequence[int], index: Sequ
     return idx, mask, active
 
 
-def auto_chunk_size(num_params: int, batch_size: int, sample_numel: int, budget_bytes: float = 2e9) -> int:
-    """Clients per vmap call so that params, grads, momentum and activations fit a budget."""
+@dataclass
+class _Plan:
+    """A chunk's whole schedule as arrays, built once (no per-step Python work over clients).
+
+    ``idx``/``mask``: ``(S, k, B)`` global sample indices and real-sample flags;
+    ``active``: ``(S, k)``; ``full[s]``: every client takes a full batch at step ``s``.
+    """
+
+    idx: np.ndarray
+    mask: np.ndarray
+    active: np.ndarray
+    full: list[bool]
+
+
+def _plan(schedule: BatchSchedule, rows: Sequence[int], index: Sequence[np.ndarray], pad_b: int) -> _Plan:
+    k = len(rows)
+    steps = max((len(schedule.batches[i]) for i in rows), default=0)
+    idx = np.zeros((steps, k, pad_b), dtype=np.int64)
+    mask = np.zeros((steps, k, pad_b), dtype=np.float32)
+    if k and all(len(schedule.batches[i]) == steps and all(len(b) == pad_b for b in schedule.batches[i]) for i in rows):
+        # common case: every client takes the same number of full batches
+        idx[:] = np.stack([index[i][np.stack(schedule.batches[i])] for i in rows], axis=1)
+        mask[:] = 1.0
+        return _Plan(idx, mask, np.ones((steps, k), dtype=np.float32), [True] * steps)
+    for j, i in enumerate(rows):
+        batches = schedule.batches[i]
+        if not batches:
+            continue
+        lens = np.fromiter((len(b) for b in batches), dtype=np.int64, count=len(batches))
+        flat = index[i][np.concatenate(batches)]
+        step_of = np.repeat(np.arange(len(batches)), lens)
+        slot = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)
+        idx[step_of, j, slot] = flat
+        mask[step_of, j, slot] = 1.0
+    active = (mask.sum(-1) > 0).astype(np.float32)
+    full = [bool(m.all()) for m in mask]
+    return _Plan(idx, mask, active, full)
+
+
+def auto_chunk_size(num_params: int, batch_size: int, sample_numel: int, budget_bytes: float = 256e6) -> int:
+    """Clients per vectorized call: as many as fit a working-set budget (default 256 MB).
+
+    Per client the chunk holds parameters, gradients, momentum and the update row
+    (``4 * d`` floats) plus inputs and activations (about ``8 * B * max(sample, 64)``
+    floats). Large chunks amortise per-step overheads; beyond a few hundred MB they only
+    add memory (the 1,000-client round of a 1M-parameter model stays within U plus this
+    budget), so the budget is small on purpose. Never below 1.
+    """
     per_client = 4 * (4 * num_params + 8 * batch_size * max(sample_numel, 64))
     return max(1, int(budget_bytes // per_client))
+
+
+def auto_strategy(model: torch.nn.Module, device: torch.device | str) -> str:
+    """``"vmap"`` or ``"loop"`` for :func:`train_vectorized` (deterministic, not timed).
+
+    On CPU, ``vmap`` turns a convolution with per-client weights into one grouped
+    convolution, which oneDNN runs several times slower than the dense one (measured in
+    ``benchmarks/``: LeNet conv2 forward 5x), so convolutional models use ``"loop"``:
+    each client's forward on its own slice, one backward for the whole chunk and one
+    fused SGD step. Everything else (MLPs on CPU, any model on GPU) uses ``"vmap"``.
+    """
+    conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    return "loop" if conv and torch.device(device).type == "cpu" else "vmap"
+
+
+def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: Optional[list[torch.Tensor]],
+               recipe: TrainRecipe, active: Optional[torch.Tensor]) -> Optional[list[torch.Tensor]]:
+    """In-place :func:`_sgd_step` on stacked ``(k, ...)`` tensors (PyTorch's SGD semantics).
+
+    ``active``: ``(k,)`` flags, ``None`` when every client steps (the fused fast path:
+    a handful of ``torch._foreach_*`` calls for all parameters). Returns the momentum buffers.
+    """
+    lead = 1
+    if recipe.grad_clip is not None:
+        sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(-1) for g in grads)
+        scale = (recipe.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+        grads = [g * scale.reshape(-1, *([1] * (g.dim() - lead))) for g in grads]
+    if recipe.weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=recipe.weight_decay)
+    if recipe.momentum:
+        if bufs is None:
+            new_b = [g.clone() for g in grads] if active is None else [g * a for g, a in zip(grads, _bcast(active, grads))]
+        elif active is None:
+            torch._foreach_mul_(bufs, recipe.momentum)
+            torch._foreach_add_(bufs, grads)
+            new_b = bufs
+        else:  # inactive clients keep their buffer
+            a = _bcast(active, grads)
+            new_b = [b + ai * (b * (recipe.momentum - 1) + g) for b, g, ai in zip(bufs, grads, a)]
+        grads = new_b
+    else:
+        new_b = None
+    if active is None:
+        torch._foreach_add_(params, grads, alpha=-recipe.lr)
+    else:
+        for p, g, ai in zip(params, grads, _bcast(active, grads)):
+            p.sub_(ai * (recipe.lr * g))
+    return new_b
+
+
+def _bcast(active: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [active.reshape(-1, *([1] * (t.dim() - 1))).to(t.dtype) for t in like]
 
 
 def train_vectorized(
@@ -126,42 +224,99 @@ def train_vectorized(
     recipe: TrainRecipe,
     chunk_size: Optional[int] = None,
     prepare=None,
+    strategy: str = "auto",
 ) -> torch.Tensor:
     """Train ``len(index)`` clients from ``global_params``; return their updates ``(k, d)``.
 
     ``x``/``y`` is the sample store; ``index[i]`` holds the rows of client ``i``'s data in it
     (the schedule's batches index into ``index[i]``). ``prepare`` maps raw inputs to model inputs (normalisation).
+
+    Clients are trained in chunks of ``chunk_size`` (``None``: :func:`auto_chunk_size`).
+    Per chunk the parameters are one stacked ``(k, ...)`` leaf tensor per name; each step
+    computes every client's loss (``strategy="vmap"``: one ``torch.func.vmap`` over
+    ``functional_call``; ``"loop"``: one forward per client on its own slice, the choice
+    for convolutions on CPU, see :func:`auto_strategy`), then one ``autograd.grad`` of the
+    summed losses gives each client its own gradient (client ``i``'s parameters only
+    enter loss ``i``), and one fused SGD step updates all clients. The batch indices of
+    the whole chunk are built once (:func:`_plan`). Same arithmetic as
+    :func:`train_sequential` (tested).
     """
     k = len(index)
     names = list(global_params)
     d = sum(p.numel() for p in global_params.values())
     if chunk_size is None:
-        chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel())
-    out = torch.empty(k, d, dtype=next(iter(global_params.values())).dtype, device=x.device)
+        chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
+    if strategy == "auto":
+        strategy = auto_strategy(model, x.device)
+    if strategy not in ("vmap", "loop"):
+        raise ValueError(f"strategy must be 'auto', 'vmap' or 'loop' (got {strategy!r})")
+    dtype = next(iter(global_params.values())).dtype
+    out = torch.empty(k, d, dtype=dtype, device=x.device)
     loss = _loss_fn(model, recipe, {})
-    grad_fn = vmap(grad(loss), in_dims=(0, 0, 0, 0, None), randomness="different")
+    batched_logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
+    batched_extra = vmap(recipe.extra_loss, in_dims=(0, None)) if recipe.extra_loss is not None else None
+
+    def batched_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+        """Sum over clients of :func:`_loss_fn`; the per-sample loss runs outside vmap on ``(k*B,)``."""
+        logits = batched_logits(params, xb)
+        kc, b = yb.shape
+        per = recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(), yb.reshape(-1)).reshape(kc, b)
+        val = (per * wb).sum(1) / wb.sum(1).clamp_min(1.0)
+        if batched_extra is not None:
+            val = val + batched_extra(params, gp)
+        return val.sum()
+    gp = {n: v.detach() for n, v in global_params.items()}
     pad_b = max((len(b) for c in schedule.batches for b in c), default=1)
-    for start in range(0, k, chunk_size):
-        rows = list(range(start, min(k, start + chunk_size)))
-        kc = len(rows)
-        params = {n: global_params[n].detach().unsqueeze(0).expand(kc, *global_params[n].shape).clone() for n in names}
-        bufs: Params = {}
-        steps = max(len(schedule.batches[i]) for i in rows)
-        for s in range(steps):
-            idx, mask, active = _gather(schedule, s, rows, index, pad_b)
-            idx_t = torch.from_numpy(idx).to(x.device)
-            xb = x[idx_t]
-            if prepare is not None:
-                xb = prepare(xb)
-            yb = y[idx_t]
-            wb = torch.from_numpy(mask).to(x.device)
-            act = torch.from_numpy(active).to(x.device)
-            grads = grad_fn(params, xb, yb, wb, global_params)
-            params, bufs = _sgd_step(params, grads, bufs, recipe, act)
-            if recipe.project is not None:
-                params = vmap(recipe.project, in_dims=(0, None))(params, global_params)
-        flat = torch.cat([(params[n] - global_params[n].unsqueeze(0)).reshape(kc, -1) for n in names], dim=1)
-        out[start : start + kc] = flat.detach()
+    with torch.enable_grad():
+        for start in range(0, k, chunk_size):
+            rows = list(range(start, min(k, start + chunk_size)))
+            kc = len(rows)
+            plan = _plan(schedule, rows, index, pad_b)
+            idx_all = torch.from_numpy(plan.idx).to(x.device)
+            mask_all = torch.from_numpy(plan.mask).to(x.device)
+            act_all = torch.from_numpy(plan.active).to(x.device)
+            if strategy == "vmap":
+                params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone().requires_grad_(True) for n in names]
+            else:  # stacked storage; each client's slice is its own leaf (no O(k^2) select-backward)
+                params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone() for n in names]
+                leaves = [[p[j].requires_grad_(True) for p in params] for j in range(kc)]
+            bufs: Optional[list[torch.Tensor]] = None
+            for s in range(len(plan.full)):
+                idx_t = idx_all[s]
+                xb = x[idx_t]
+                if prepare is not None:
+                    xb = prepare(xb)
+                yb, wb = y[idx_t], mask_all[s]
+                if strategy == "vmap":
+                    total = batched_loss(dict(zip(names, params)), xb, yb, wb)
+                    grads = list(torch.autograd.grad(total, params, allow_unused=True))
+                    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+                else:
+                    live = list(range(kc)) if plan.full[s] else np.flatnonzero(plan.active[s]).tolist()
+                    total = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp) for j in live)
+                    flat_leaves = [t for j in live for t in leaves[j]]
+                    g_live = torch.autograd.grad(total, flat_leaves, allow_unused=True)
+                    nn_ = len(names)
+                    grads = []
+                    for q, p in enumerate(params):
+                        gq = [g_live[i * nn_ + q] for i in range(len(live))]
+                        gq = [torch.zeros_like(p[0]) if g is None else g for g in gq]
+                        if len(live) == kc:
+                            grads.append(torch.stack(gq))
+                        else:
+                            full = torch.zeros_like(p)
+                            full[live] = torch.stack(gq)
+                            grads.append(full)
+                with torch.no_grad():
+                    bufs = _sgd_step_(params, grads, bufs, recipe, None if plan.full[s] else act_all[s])
+                    if recipe.project is not None:
+                        projected = vmap(recipe.project, in_dims=(0, None))(
+                            {n: p.detach() for n, p in zip(names, params)}, gp)
+                        for n, p in zip(names, params):
+                            p.copy_(projected[n])
+            with torch.no_grad():
+                out[start : start + kc] = torch.cat([(p - gp[n].unsqueeze(0)).reshape(kc, -1)
+                                                     for n, p in zip(names, params)], dim=1)
     return out
 
 
@@ -257,5 +412,6 @@ __all__ = [
     "train_sequential",
     "minibatch_gradients",
     "auto_chunk_size",
+    "auto_strategy",
     "has_buffers",
 ]
