@@ -471,9 +471,10 @@ class MultiKrum(_RowRule):
         sq, bad = row_sq_norms(U)
         scores = krum_scores(pairwise_sq_distances(U, sq, bad), f)
         idx = lowest_scores(scores, m, bad)
+        idx = idx[~bad[idx]]  # a faulty row is never averaged (only picked when m > finite rows)
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(_mean_of(U, idx, bad), _bucket_map(mask, ctx), {"selected": m})
+        return Aggregate(_mean_of(U, idx, bad), _bucket_map(mask, ctx), {"selected": int(idx.numel())})
 
 
 def bulyan_select(D: torch.Tensor, f: int, theta: int, bad: Optional[torch.Tensor] = None) -> torch.Tensor:
