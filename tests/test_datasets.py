@@ -170,3 +170,68 @@ def test_synthetic_bad_option():
 
 def test_registry_names():
     assert {"digits", "synthetic", "mnist", "fashion-mnist", "cifar10"} <= set(DATASETS.names())
+
+
+def _fake_cifar_tarball(folder, per_batch=4):
+    """A cifar-10-python.tar.gz with the real layout (pickled dicts of uint8 rows and labels)."""
+    import io
+    import pickle
+    import tarfile
+
+    folder.mkdir(parents=True)
+    g = np.random.default_rng(0)
+    batches = {}
+    with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            d = {"data": g.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": list(range(per_batch))}
+            batches[name] = d
+            raw = pickle.dumps(d)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return batches
+
+
+def test_cifar10_from_local_tarball(tmp_path):
+    batches = _fake_cifar_tarball(tmp_path / "cifar10")
+    d = load_cifar10(root=str(tmp_path), download=False)  # local tarball: extracted, not re-hashed
+    assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
+    # row layout: 1024 red, 1024 green, 1024 blue values, each 32x32 row-major
+    row = batches["data_batch_2"]["data"][1]
+    assert torch.allclose(d.x_train[5, 1, 0, :], torch.from_numpy(row[1024:1056]).float() / 255)
+    assert d.y_test.tolist() == [0, 1, 2, 3] and d.mean == (0.4914, 0.4822, 0.4465)
+    assert (tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch").exists()
+
+
+class _FakeResponse:
+    def __init__(self, payload: bytes):
+        import io
+
+        self._buf = io.BytesIO(payload)
+
+    def read(self, n=-1):
+        return self._buf.read(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_download_checks_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    from fedarena.data import datasets as ds
+
+    payload = b"not the real file"
+    seen = []
+    monkeypatch.setattr(ds.urllib.request, "urlopen", lambda req, timeout: seen.append(req.full_url) or _FakeResponse(payload))
+    name = IDX_FILES[3]
+    with pytest.raises(DataNotFoundError, match=r"^data\.download: .* has SHA-256 .* expected f7ae60f9"):
+        ds.download("mnist", name, tmp_path)
+    assert seen == ["https://ossci-datasets.s3.amazonaws.com/mnist/" + name]
+    assert not any(tmp_path.iterdir())  # nothing half-written is left behind
+    monkeypatch.setitem(ds.SOURCES["mnist"]["sha256"], name, hashlib.sha256(payload).hexdigest())
+    path = ds.download("mnist", name, tmp_path)
+    assert path.read_bytes() == payload
