@@ -37,6 +37,7 @@ The engine multiplies the output by ``fl.server_lr`` (``eta``; the paper uses 1,
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -83,10 +84,11 @@ class RobustLearningRate(Aggregator):
         if base == "rlr":
             raise ConfigError("defense.base", "RLR cannot be its own base", "fedavg, median, sign, ...")
         self.theta, self.start_round, self.base_name = int(theta), int(start_round), base
+        if base not in DEFENSES:
+            valid = ", ".join(n for n in DEFENSES.names() if n != "rlr")
+            raise ConfigError("defense.base", f"unknown defense {base!r}", valid)
         kwargs = DEFENSES.validate(base, base_params)
         factory = DEFENSES.get(base)
-        import inspect
-
         target = factory.__init__ if inspect.isclass(factory) else factory
         if "weighted" in inspect.signature(target).parameters:
             kwargs["weighted"] = weighted
