@@ -40,6 +40,9 @@ def test_alie_z_formula():
     assert alie_z(10, 2) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ConfigError, match="attack.z"):
         alie_z(10, 6)  # majority malicious: the formula has no answer
+    # inside a run (sampled cohorts) it falls back to s = 1: Phi^-1((10-6-1)/4) = Phi^-1(0.75)
+    assert alie_z(10, 6, strict=False) == pytest.approx(0.6744898, abs=1e-6)
+    assert alie_z(10, 9, strict=False) == 0.0
 
 
 def test_alie_crafts_mean_minus_z_std_and_colludes():

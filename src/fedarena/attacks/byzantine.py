@@ -83,12 +83,16 @@ def _std(B: torch.Tensor) -> torch.Tensor:
     return ((dev * dev).sum(0) / (len(B) - 1)).sqrt()
 
 
-def alie_z(n: int, m: int) -> float:
+def alie_z(n: int, m: int, strict: bool = True) -> float:
     """ALIE's z^max (Baruah et al. 2019; Fall of CC, Eqs. 2-3).
 
     ``s = floor(n/2 + 1) - m`` benign "supporters" are needed, and
     ``z = Phi^-1((n - m - s) / (n - m))``. For ``n = 25, m = 5``: ``s = 8``,
     ``Phi^-1(12/20) = 0.2533``.
+
+    The formula has no answer when the attackers are a majority (``s < 1``): ``strict``
+    raises a :class:`ConfigError`; otherwise (a sampled round with many attackers) it
+    uses ``s = 1``, and ``z = 0`` when no other benign client is left.
 
     >>> round(alie_z(25, 5), 4)
     0.2533
@@ -97,8 +101,12 @@ def alie_z(n: int, m: int) -> float:
         raise ConfigError("attack.num_malicious", f"ALIE's z formula needs 0 < m < n (got m={m}, n={n})", f"1..{n - 1}")
     s = math.floor(n / 2 + 1) - m
     if s < 1:
-        raise ConfigError("attack.z", f"the ALIE formula needs fewer than half the clients malicious "
-                          f"(m={m} of n={n}); set attack.z explicitly", "a float >= 0")
+        if strict:
+            raise ConfigError("attack.z", f"the ALIE formula needs fewer than half the clients malicious "
+                              f"(m={m} of n={n}); set attack.z explicitly", "a float >= 0")
+        s = 1
+    if n - m - s <= 0:
+        return 0.0
     return float(_normal.ppf((n - m - s) / (n - m)))
 
 
@@ -111,7 +119,8 @@ class ALIE(Attack):
     coordinate-wise mean and unbiased (ddof = 1) standard deviation (Fall of CC, A8).
 
     ``z``: ``None`` (default) uses the paper's formula for the round's ``n`` clients and
-    ``m`` attackers (:func:`alie_z`; 0.2533 for n = 25, m = 5). The Fall-of-CC authors'
+    ``m`` attackers (:func:`alie_z`; 0.2533 for n = 25, m = 5; a round where the attackers
+    are a majority uses s = 1). The Fall-of-CC authors'
     code defaults to a fixed ``z = 1.2`` (``--set attack.z=1.2`` reproduces it).
     ``alternate``: flip the perturbation's sign every round (Eq. 19, Fig. 1: the
     alternating variant cannot accumulate error).
@@ -134,9 +143,10 @@ class ALIE(Attack):
         self._diag: dict[str, float] = {}
 
     def z_for(self, n: int, m: int) -> float:
-        return self.z if self.z is not None else alie_z(n, m)
+        return self.z if self.z is not None else alie_z(n, m, strict=False)
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
+        self._diag = {}
         B = _benign(view)
         if B is None:
             return None
@@ -332,6 +342,7 @@ class _OptimizedMean(Attack):
         return lo
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
+        self._diag = {}
         B = _benign(view)
         if B is None:
             return None
@@ -451,6 +462,7 @@ class ROP(Attack):
         return loc, self.z * self.direction(u)
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
+        self._diag = {}
         B = _benign(view)
         if B is None:
             return None
