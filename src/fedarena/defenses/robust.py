@@ -37,6 +37,7 @@ The helpers (``pairwise_sq_distances``, ``pairwise_cosine_distances``,
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -161,6 +162,19 @@ def _column_blocks(d: int, cols: int = CHUNK_COLS):
         yield slice(a, min(d, a + cols))
 
 
+def _for_blocks(fn, d: int, cols: int = CHUNK_COLS) -> None:
+    """Call ``fn(slice)`` on every column block, on ``torch.get_num_threads()`` threads
+    (NumPy's sort/partition release the GIL; blocks write disjoint outputs)."""
+    blocks = list(_column_blocks(d, cols))
+    workers = min(torch.get_num_threads(), len(blocks))
+    if workers <= 1:
+        for b in blocks:
+            fn(b)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(fn, blocks))
+
+
 def _use_numpy(U: torch.Tensor) -> bool:
     return U.device.type == "cpu" and U.dtype in (torch.float32, torch.float64) and not U.requires_grad
 
@@ -183,12 +197,15 @@ def trimmed_mean(U: torch.Tensor, trim: int) -> torch.Tensor:
     out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
     if _use_numpy(U):
         src, dst = U.numpy(), out.numpy()
-        for cols in _column_blocks(U.shape[1]):
+
+        def tm_block(cols: slice) -> None:
             block = np.ascontiguousarray(src[:, cols].T)  # (c, n)
             block.partition(n - trim, axis=1)  # the trim largest now sit at n-trim..n-1
             low = block[:, : n - trim]
             low.partition(trim, axis=1)  # the trim smallest now sit at 0..trim-1
             dst[cols] = low[:, trim:].mean(axis=1)
+
+        _for_blocks(tm_block, U.shape[1])
         return out
     for cols in _column_blocks(U.shape[1]):
         block = U[:, cols].T.contiguous()
@@ -212,14 +229,17 @@ def coordinate_median(U: torch.Tensor, even: str = "mean") -> torch.Tensor:
     out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
     if _use_numpy(U):
         src, dst = U.numpy(), out.numpy()
-        for cols in _column_blocks(U.shape[1]):
+        k = lo + 1 if two else lo
+
+        def median_block(cols: slice) -> None:
             block = np.ascontiguousarray(src[:, cols].T)
-            k = lo + 1 if two else lo
             block.partition(k, axis=1)
             if two:  # upper middle at lo+1; the lower middle is the max of what precedes it
                 dst[cols] = 0.5 * (block[:, k] + block[:, :k].max(axis=1))
             else:
                 dst[cols] = block[:, k]
+
+        _for_blocks(median_block, U.shape[1])
         return out
     for cols in _column_blocks(U.shape[1]):
         block = U[:, cols].T.contiguous()
@@ -312,22 +332,12 @@ def centered_clip(U: torch.Tensor, center: torch.Tensor, tau: float, iterations:
     return v, w, clipped
 
 
-def _check_f(name: str, n: int, f: int, need: int, formula: str) -> None:
-    if n < need:
-        raise ConfigError("defense.f", f"{name} needs n >= {formula} rows (n={n}, f={f})",
-                          _valid_f(n, formula))
-
-
-def _valid_f(n: int, formula: str) -> str:
-    """The range of f satisfying ``n >= a*f + b`` for a formula ``"a f+b"``."""
-    a, b = _parse_formula(formula)
-    top = (n - b) // a
-    return f"0..{top}" if top >= 0 else f"none for n={n}"
-
-
-def _parse_formula(formula: str) -> tuple[int, int]:
-    coef, _, const = formula.partition("f+")
-    return int(coef or 1), int(const or 0)
+def _check_f(name: str, n: int, f: int, a: int, b: int) -> None:
+    """Raise the one-line error when ``n < a*f + b`` (e.g. Krum: ``n >= 2f+3``)."""
+    if n < a * f + b:
+        top = (n - b) // a
+        raise ConfigError("defense.f", f"{name} needs n >= {a}f+{b} rows (n={n}, f={f})",
+                          f"0..{top}" if top >= 0 else f"none for n={n}")
 
 
 class _RowRule(Aggregator):
@@ -423,7 +433,7 @@ class Krum(_RowRule):
     """
 
     def validate(self, n: int, f: int) -> None:
-        _check_f("krum", n, f, 2 * f + 3, "2f+3")
+        _check_f("krum", n, f, 2, 3)
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n, f = self._checked(U, ctx)
@@ -461,7 +471,7 @@ class MultiKrum(_RowRule):
         self.m = m
 
     def validate(self, n: int, f: int) -> None:
-        _check_f("multi-krum", n, f, 2 * f + 3, "2f+3")
+        _check_f("multi-krum", n, f, 2, 3)
         if self.m is not None and self.m > n:
             raise ConfigError("defense.m", f"must be <= n = {n} (got {self.m})", f"1..{n}")
 
@@ -531,7 +541,7 @@ class Bulyan(_RowRule):
     """
 
     def validate(self, n: int, f: int) -> None:
-        _check_f("bulyan", n, f, 4 * f + 3, "4f+3")
+        _check_f("bulyan", n, f, 4, 3)
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n, f = self._checked(U, ctx)
