@@ -298,3 +298,24 @@ def test_rop_slows_centered_clipping_end_to_end():
     # CC tau = 1 never clips the z = 1 attacker: its weight is the plain 1/n
     mal = [c for c in rop.clients if c["attacking"]]
     assert all(abs(c["weight"] - 1 / 25) < 1e-6 for c in mal)
+
+
+@pytest.mark.skipif(not {"cc", "median"} <= set(DEFENSES.names()), reason="robust aggregators not available")
+@pytest.mark.parametrize("value", ["nan", "mixed"])
+def test_nan_attack_through_the_engine(value):
+    """Fault injection end to end: robust rules keep a finite model; FedAvg stops the run
+    with a message instead of a traceback."""
+    from fedarena.config import from_tree
+    from fedarena.engine.simulation import Simulation
+
+    def run(defense):
+        tree = {"seed": 0, "data": {"dataset": "digits"},
+                "fl": {"algorithm": "fedsgd", "num_clients": 10, "rounds": 3, "client_momentum": 0.9},
+                "attack": {"name": "nan", "num_malicious": 2, "value": value}, "defense": defense, "eval": {"every": 3}}
+        return Simulation(from_tree(tree)).run()
+
+    for defense in ({"name": "cc", "tau": 1.0}, {"name": "median"}):
+        r = run(defense)
+        assert r.summary["status"] == "ok" and r.summary["final_main_acc"] is not None, defense
+    stopped = run({"name": "fedavg"})
+    assert stopped.summary["status"] == "stopped" and "not finite" in stopped.summary["error"]
