@@ -83,10 +83,11 @@ def list_() -> None:
         table.add_column("name", style="bold")
         table.add_column("parameters (default)")
         table.add_column("description")
+        prefix = {"synthetic": "data.synthetic"}
         for name in reg.names():
             params = ", ".join(
-                f"{reg.prefix}.{p.name}={p.default!r}" for p in reg.params(name).values()
-                if p.name not in ("input_shape", "num_classes", "root", "download")
+                f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
+                if not p.required and p.name not in ("root", "download")
             )
             table.add_row(name, params, reg.summary(name))
         out_console.print(table)

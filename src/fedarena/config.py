@@ -7,6 +7,7 @@ the problem and the valid values.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -30,6 +31,9 @@ class DataConfig(_Strict):
     alpha: float = Field(0.5, gt=0)
     classes_per_client: int = Field(2, ge=1)
     q: float = Field(0.5, ge=0, le=1)
+    q_rest: Literal["all", "others"] = "all"  # dominant-class: where the other samples come from
+    dirichlet_variant: Literal["per-class", "per-client"] = "per-class"
+    min_size: int = Field(2, ge=0)  # dirichlet: redraw until every client has this many samples
     synthetic: dict[str, Any] = Field(default_factory=dict)  # options of the synthetic generator
 
 
@@ -223,7 +227,7 @@ def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None, base: Optional[dict] = None) -> ExperimentConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated config."""
-    tree: dict[str, Any] = dict(base or {})
+    tree: dict[str, Any] = copy.deepcopy(base or {})
     if path is not None:
         tree = _merge(tree, load_yaml(path))
     for o in overrides or []:

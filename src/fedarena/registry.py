@@ -30,6 +30,7 @@ class Param:
     name: str
     annotation: Any
     default: Any
+    required: bool = False  # no default: positional inputs such as a model's input_shape
 
     @property
     def type_name(self) -> str:
@@ -87,7 +88,7 @@ class Registry:
             if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             ann = hints.get(p.name, Any)
-            out[p.name] = Param(p.name, ann, None if p.default is p.empty else p.default)
+            out[p.name] = Param(p.name, ann, None if p.default is p.empty else p.default, p.default is p.empty)
         return out
 
     def accepts_extra(self, name: str) -> bool:

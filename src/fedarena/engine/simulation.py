@@ -61,8 +61,10 @@ def build_model(cfg: ExperimentConfig, data: TensorDataset) -> torch.nn.Module:
 
 def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     name = cfg.data.partition
-    opts = {"dirichlet": {"alpha": cfg.data.alpha}, "shards": {"classes_per_client": cfg.data.classes_per_client},
-            "dominant-class": {"q": cfg.data.q}}.get(name, {})
+    opts = {"dirichlet": {"alpha": cfg.data.alpha, "dirichlet_variant": cfg.data.dirichlet_variant,
+                          "min_size": cfg.data.min_size},
+            "shards": {"classes_per_client": cfg.data.classes_per_client},
+            "dominant-class": {"q": cfg.data.q, "q_rest": cfg.data.q_rest}}.get(name, {})
     return PARTITIONS.get(name)(labels, cfg.fl.num_clients, rng, **opts)
 
 
