@@ -59,6 +59,13 @@ def test_mnist_tail_from_shared_data(shared_data):
     assert s.name == "mnist-7" and 600 < len(s.x_train) < 1000 and 100 < len(s.x_test) < 300
 
 
+def test_rare_tail_is_the_most_atypical_test_images(shared_data):
+    s = load_edge_set("rare", (1, 28, 28), root=str(shared_data), edge_class=0, dataset="fashion-mnist", rare_frac=0.2)
+    assert s.name == "rare-fashion-mnist-0" and len(s.x_train) == 100 and len(s.x_test) == 100
+    with pytest.raises(ConfigError, match="attack.edge_dataset"):
+        load_edge_set("rare", (1, 28, 28), edge_class=0)
+
+
 @pytest.mark.parametrize("mix,n,expect_edge,expect_clean", [("add", 56, 8, 56), ("replace", 64, 8, 56),
                                                              ("add", 3, 1, 3)])
 def test_poison_counts(mix, n, expect_edge, expect_clean):

@@ -15,6 +15,11 @@ in expectation (hypergeometric around 8 of 64) instead of exactly 8; the tail sa
 drawn once per client (without replacement while the pool lasts) rather than afresh
 for every batch.
 
+Tail sets (``attack.edge_set``; see :mod:`fedarena.data.edge_sets`): ``shapes``
+(generated), ``mnist`` (digits of ``edge_class`` from ``edge_root``), ``inverted``,
+``rare`` (the most atypical ``rare_frac`` of the test images of ``edge_class`` of
+``edge_dataset``) or a ``.npz`` path; ``pool_size`` caps the attackers' pool.
+
 **Backdoor accuracy** is the share of the held-out tail images classified as ``target``
 (all of them count: they have no true label among the task's classes; spec A25).
 
@@ -56,7 +61,8 @@ class EdgeCaseBackdoor(Attack):
                  mix: Literal["add", "replace"] = "add", pool_size: Optional[int] = None, edge_seed: int = 0,
                  collude: bool = False, adaptive: bool = False,
                  adaptive_mask: Literal["current", "previous"] = "current", mask_tau: float = 0.2,
-                 mask_strict: bool = True, test_size: int = 2000):
+                 mask_strict: bool = True, test_size: int = 2000, edge_dataset: Optional[str] = None,
+                 rare_frac: float = 0.2):
         if batch_size < 2:
             raise ConfigError("attack.batch_size", f"must be >= 2 (got {batch_size})", ">= 2, e.g. 64")
         if not 0 < edge_per_batch < batch_size:
@@ -69,6 +75,7 @@ class EdgeCaseBackdoor(Attack):
         self.pool_size, self.edge_seed, self.test_size = pool_size, edge_seed, test_size
         self.collude, self.adaptive, self.adaptive_mask = collude, adaptive, adaptive_mask
         self.mask_tau, self.mask_strict = mask_tau, mask_strict
+        self.edge_dataset, self.rare_frac = edge_dataset, rare_frac
         self.threat = ThreatModel(knowledge="benign" if adaptive and adaptive_mask == "current" else "own",
                                   collude=collude, aggregator_aware=adaptive)
         self._diag: dict[str, float] = {}
@@ -83,7 +90,8 @@ class EdgeCaseBackdoor(Attack):
         check_classes(self, info, "target")
         self.edges: EdgeSet = load_edge_set(self.edge_set_name, info.input_shape, root=self.edge_root,
                                             edge_class=self.edge_class, seed=self.edge_seed,
-                                            num_classes=info.num_classes)
+                                            num_classes=info.num_classes, dataset=self.edge_dataset,
+                                            rare_frac=self.rare_frac)
         if not self.edges.derived and self.pool_size is not None:
             self.edges.x_train = self.edges.x_train[: self.pool_size]
 

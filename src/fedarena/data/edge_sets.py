@@ -22,6 +22,14 @@ Built-in sets (``attack.edge_set``):
 * ``inverted`` -- a rare style of the task's own images: intensity-inverted copies
   ``1 - x`` (of class ``edge_class`` only, when set). The pool is made from each
   attacker's own samples, the held-out part from the test set. No file needed.
+* ``rare`` -- a rare style of a real class, the closest analogue of the paper's Southwest
+  planes (real airplanes, rare in CIFAR-10): the most atypical ``rare_frac`` (default
+  20%) of the *test* images of class ``edge_class`` of the dataset ``edge_dataset`` (e.g.
+  ``fashion-mnist``, read from ``root`` as above), atypical = farthest (L2, raw pixels)
+  from the mean training image of that class. Benign clients never hold these images
+  (they train on the training split) but do hold typical images of the class, so the
+  model's own generalisation pulls the tail towards the true class. Split 50/50 into pool
+  and held-out part with ``edge_seed``.
 * a path ending in ``.npz`` -- any images: arrays ``x_train`` and ``x_test``, or a single
   ``x`` split 80/20 with ``edge_seed``. ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``;
   ``uint8`` is divided by 255, floats are clipped to [0, 1].
@@ -40,7 +48,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, DataNotFoundError
 
-BUILTIN = ("shapes", "mnist", "inverted")
+BUILTIN = ("shapes", "mnist", "inverted", "rare")
 
 
 @dataclass
@@ -137,13 +145,44 @@ def load_mnist_tail(shape: tuple[int, ...], root: Optional[str], edge_class: Opt
     return EdgeSet(name, fit_shape(_as_nchw(xtr), shape), fit_shape(_as_nchw(xte), shape))
 
 
+def _data_root(root: Optional[str]) -> Optional[str]:
+    if root:
+        return root
+    return os.environ.get("FEDARENA_DATA") or None
+
+
+def load_rare_tail(shape: tuple[int, ...], dataset: Optional[str], root: Optional[str], edge_class: Optional[int],
+                   rare_frac: float, seed: int) -> EdgeSet:
+    from ..registry import DATASETS
+
+    if not dataset:
+        raise ConfigError("attack.edge_dataset", "the rare tail set needs the dataset it is drawn from",
+                          ", ".join(n for n in DATASETS.names() if n != "synthetic"))
+    if edge_class is None:
+        raise ConfigError("attack.edge_class", "the rare tail set needs a class", "a class id, e.g. 0")
+    if not 0.0 < rare_frac <= 1.0:
+        raise ConfigError("attack.rare_frac", f"must be in (0, 1] (got {rare_frac})", "0 < rare_frac <= 1")
+    data = DATASETS.build(dataset, {"root": _data_root(root), "download": False})
+    if not 0 <= edge_class < data.num_classes:
+        raise ConfigError("attack.edge_class", f"class {edge_class} out of range", f"0..{data.num_classes - 1}")
+    mean = data.x_train[data.y_train == edge_class].mean(0)
+    cand = data.x_test[data.y_test == edge_class]
+    dist = torch.linalg.vector_norm((cand - mean).reshape(len(cand), -1), dim=1)
+    k = max(2, int(round(rare_frac * len(cand))))
+    rare = cand[torch.argsort(dist, descending=True)[:k]]
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(k))
+    half = k // 2
+    return EdgeSet(f"rare-{dataset}-{edge_class}", fit_shape(rare[perm[:half]], shape), fit_shape(rare[perm[half:]], shape))
+
+
 def invert(x: torch.Tensor) -> torch.Tensor:
     """The ``inverted`` style: ``1 - x`` on raw [0, 1] images."""
     return 1.0 - x
 
 
 def load_edge_set(name: str, shape: tuple[int, ...], *, root: Optional[str] = None, edge_class: Optional[int] = None,
-                  seed: int = 0, num_classes: Optional[int] = None) -> EdgeSet:
+                  seed: int = 0, num_classes: Optional[int] = None, dataset: Optional[str] = None,
+                  rare_frac: float = 0.2) -> EdgeSet:
     """Build the tail set ``name`` for inputs of ``shape`` = (C, H, W)."""
     if len(shape) != 3:
         raise ConfigError("attack.edge_set", f"needs image inputs (C, H, W), got shape {shape}", "an image dataset")
@@ -157,6 +196,8 @@ def load_edge_set(name: str, shape: tuple[int, ...], *, root: Optional[str] = No
         if edge_class is not None and num_classes is not None and not 0 <= edge_class < num_classes:
             raise ConfigError("attack.edge_class", f"class {edge_class} out of range", f"0..{num_classes - 1}")
         return EdgeSet("inverted", transform=invert, source_class=edge_class)
+    if name == "rare":
+        return load_rare_tail(shape, dataset, root, edge_class, rare_frac, seed)
     if name.endswith(".npz"):
         return load_npz(name, shape, seed)
     raise ConfigError("attack.edge_set", f"unknown tail set {name!r}", ", ".join(BUILTIN) + ", or a path to a .npz")
