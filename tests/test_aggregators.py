@@ -157,6 +157,14 @@ def test_bulyan_selection_by_hand():
     assert out.update.tolist() == [2.0]  # mean of 1, 2, 3
 
 
+@pytest.mark.parametrize("theta, beta", [(5, 3), (7, 3), (9, 2), (12, 4), (12, 10)])
+def test_closest_to_median_mean_matches_brute_force(theta, beta):
+    S = torch.randn(theta, 300, generator=torch.Generator().manual_seed(theta * beta), dtype=torch.float64)
+    med = S.quantile(0.5, dim=0)
+    nearest = torch.argsort((S - med).abs(), dim=0)[:beta]
+    assert torch.allclose(closest_to_median_mean(S, beta), S.gather(0, nearest).mean(0), atol=1e-12)
+
+
 def test_closest_to_median_mean_by_hand():
     # column [0, 1, 2, 10, 2.5]: median 2, nearest three 2, 2.5, 1 -> 5.5 / 3
     S = T([[0, 5], [1, 5], [2, 5], [10, 5], [2.5, -100]])

@@ -502,24 +502,48 @@ def bulyan_select(D: torch.Tensor, f: int, theta: int, bad: Optional[torch.Tenso
     return torch.stack(chosen)
 
 
-def closest_to_median_mean(S: torch.Tensor, beta: int) -> torch.Tensor:
+def closest_to_median_mean(S: torch.Tensor, beta: int, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per coordinate, the mean of the ``beta`` values closest to the coordinate-wise
-    median (Bulyan's step 2, El Mhamdi et al. 2018). NaN counts as +inf.
+    median of the rows ``rows`` of ``S`` (all rows by default): Bulyan's step 2
+    (El Mhamdi et al. 2018). NaN counts as +inf.
 
     The ``beta`` nearest values of a sorted column form a window ``[s, s + beta)``;
     the window whose farther end is nearest to the median is taken (ties: the lowest
-    ``s``). Columns are sorted in blocks (``numpy.sort`` on CPU).
+    ``s``). Columns are sorted in blocks (``numpy.sort`` on CPU), so the selected rows
+    are never copied as a whole.
     """
     S = sanitize_nan(S)
-    theta = S.shape[0]
+    rows = torch.arange(S.shape[0], device=S.device) if rows is None else rows.to(S.device)
+    theta = int(rows.numel())
+    if not 1 <= beta <= theta:
+        raise ValueError(f"beta must be in 1..{theta} (got {beta})")
     out = torch.empty(S.shape[1], dtype=S.dtype, device=S.device)
     lo, starts = (theta - 1) // 2, theta - beta + 1
+    if _use_numpy(S):
+        src, dst, r = S.numpy(), out.numpy(), rows.cpu().numpy()
+        edge = np.arange(starts - 1)  # when beta >= starts-1, every window holds starts-1 .. beta-1
+        pos = np.arange(theta)
+
+        def bulyan_block(cols: slice) -> None:
+            block = np.sort(np.ascontiguousarray(src[r, cols].T), axis=1)  # (c, theta)
+            med = block[:, lo] if theta % 2 else 0.5 * (block[:, lo] + block[:, lo + 1])
+            with np.errstate(invalid="ignore"):  # inf - inf when more rows are faulty than tolerated
+                cost = np.maximum(med[:, None] - block[:, :starts], block[:, beta - 1 : beta - 1 + starts] - med[:, None])
+                cost[np.isnan(cost)] = np.inf
+                s = cost.argmin(axis=1)[:, None]
+                if beta >= starts - 1:  # fixed core + the two ragged edges (fewer masked values)
+                    total = block[:, starts - 1 : beta].sum(axis=1)
+                    total += np.where(edge >= s, block[:, : starts - 1], 0).sum(axis=1)  # window start s
+                    total += np.where(edge < s, block[:, beta:], 0).sum(axis=1)  # window end s + beta
+                else:
+                    total = np.where((pos >= s) & (pos < s + beta), block, 0).sum(axis=1)
+            dst[cols] = total / beta
+
+        _for_blocks(bulyan_block, S.shape[1])
+        return out
     offsets = torch.arange(beta, device=S.device)
     for cols in _column_blocks(S.shape[1]):
-        if _use_numpy(S):
-            block = torch.from_numpy(np.sort(np.ascontiguousarray(S.numpy()[:, cols].T), axis=1))
-        else:
-            block = torch.sort(S[:, cols].T.contiguous(), dim=1).values  # (c, theta)
+        block = torch.sort(S[rows, cols].T.contiguous(), dim=1).values  # (c, theta)
         med = block[:, lo] if theta % 2 else 0.5 * (block[:, lo] + block[:, lo + 1])
         left = med.unsqueeze(1) - block[:, :starts]
         right = block[:, beta - 1 : beta - 1 + starts] - med.unsqueeze(1)
@@ -550,7 +574,7 @@ class Bulyan(_RowRule):
         idx = bulyan_select(pairwise_sq_distances(U, sq, bad), f, theta, bad)
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(closest_to_median_mean(U[idx], beta), _bucket_map(mask, ctx), {"beta": beta})
+        return Aggregate(closest_to_median_mean(U, beta, idx), _bucket_map(mask, ctx), {"beta": beta})
 
 
 @DEFENSES.register("rfa")
