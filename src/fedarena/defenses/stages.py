@@ -33,6 +33,15 @@ from .base import PreStage, RoundContext
 from .robust import zero_faulty_rows, pairwise_sq_distances, row_sq_norms, safe_row_norms
 
 
+def _reusable(buf: Optional[torch.Tensor], U: torch.Tensor) -> torch.Tensor:
+    """An output buffer like ``U``, kept by a stage across rounds: a fresh ``(n x d)``
+    allocation (page faults) costs more than clipping or mixing itself. The stage's
+    output is only read within its round, before the stage runs again."""
+    if buf is None or buf.shape != U.shape or buf.dtype != U.dtype or buf.device != U.device:
+        return torch.empty_like(U)
+    return buf
+
+
 def clip_rows(U: torch.Tensor, bound: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Scale every row by ``min(1, bound / ||row||)`` (RLR paper Eq. 2,
     ``Delta / max(1, ||Delta|| / M)``). A huge finite row (1e30) is scaled to norm
@@ -76,6 +85,8 @@ class NormClip(PreStage):
     the L2 ball of radius ``clip`` after every local step (the RLR paper's experiments
     and reference code); the server then leaves ``U`` unchanged, so attackers that do
     not follow the protocol are not clipped.
+
+    The clipped matrix lives in a buffer the stage reuses next round (copy it to keep it).
     """
 
     order = 10
@@ -91,12 +102,8 @@ class NormClip(PreStage):
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         if self.clip_at != "server":
             return U
-        # reuse one output buffer across rounds: a fresh (n x d) allocation costs more
-        # than the clipping itself; the result is only read within the round
-        if self._buf is None or self._buf.shape != U.shape or self._buf.dtype != U.dtype or self._buf.device != U.device:
-            self._buf = torch.empty_like(U)
-        out = clip_rows(U, self.clip, self._buf)
-        return out
+        self._buf = _reusable(self._buf, U)
+        return clip_rows(U, self.clip, self._buf)
 
     def reset(self) -> None:
         self._buf = None
@@ -111,12 +118,13 @@ class NormClip(PreStage):
         return recipe.with_(project=lambda p, g: mine(prior(p, g), g))
 
 
-def nearest_neighbor_mixing(U: torch.Tensor, f: int) -> torch.Tensor:
+def nearest_neighbor_mixing(U: torch.Tensor, f: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Nearest neighbour mixing (Allouah et al., "Fixing by Mixing", AISTATS 2023,
     Algorithm 1): each row is replaced by the mean of its ``n - f`` nearest rows in L2,
     itself included. Distances come from one Gram matrix and the mixing is one
-    ``(n x n) @ U`` product. A faulty (NaN/Inf/huge) row is nobody's neighbour while
-    ``n - f`` other rows remain, and is passed on unchanged."""
+    ``(n x n) @ U`` product (written into ``out`` when given). A faulty (NaN/Inf/huge)
+    row is nobody's neighbour while ``n - f`` other rows remain, and is passed on
+    unchanged."""
     n = U.shape[0]
     k = n - f
     sq, bad = row_sq_norms(U)
@@ -124,7 +132,7 @@ def nearest_neighbor_mixing(U: torch.Tensor, f: int) -> torch.Tensor:
     D.fill_diagonal_(-1.0)  # a row is always its own first neighbour, even among duplicates
     idx = torch.topk(D, k, dim=1, largest=False, sorted=False).indices
     W = torch.zeros(n, n, dtype=U.dtype, device=U.device).scatter_(1, idx, 1.0 / k)
-    out = W @ zero_faulty_rows(U, bad)
+    out = torch.mm(W, zero_faulty_rows(U, bad), out=out)
     if bool(bad.any()):
         out[bad] = U[bad]
     return out
@@ -134,18 +142,24 @@ def nearest_neighbor_mixing(U: torch.Tensor, f: int) -> torch.Tensor:
 class NNM(PreStage):
     """Nearest neighbour mixing (Allouah et al., AISTATS 2023): every row becomes the
     mean of its ``n - f`` nearest rows (itself included), ``f`` the declared
-    ``defense.f``. Switch on with ``defense.nnm: true``."""
+    ``defense.f``. Switch on with ``defense.nnm: true``. The mixed matrix lives in a
+    buffer the stage reuses next round (copy it to keep it)."""
 
     order = 30
 
     def __init__(self, *, nnm: bool = False):
         self.nnm = nnm
+        self._buf: Optional[torch.Tensor] = None
 
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         n, f = U.shape[0], int(ctx.f)
         if f >= n:
             raise ConfigError("defense.f", f"nnm mixes the n - f nearest rows, needs f < n (n={n}, f={f})", f"0..{n - 1}")
-        return nearest_neighbor_mixing(U, f)
+        self._buf = _reusable(self._buf, U)
+        return nearest_neighbor_mixing(U, f, self._buf)
+
+    def reset(self) -> None:
+        self._buf = None
 
 
 def bucket_means(U: torch.Tensor, s: int, generator: torch.Generator | None = None
