@@ -18,7 +18,8 @@ decision 18):
    the number of clients) or ``n_i / sum n`` (``weighted=True``, Eq. 3).
 
 Identical (sybil) updates get weight 0. A client whose row holds NaN/Inf gets weight 0
-and leaves its history unchanged.
+and leaves its history unchanged. When a pre-stage changes the number of rows (bucketing),
+rows are no longer clients and this round's rows are compared without history.
 
 >>> import torch
 >>> fg = FoolsGold(layers="all")
@@ -98,7 +99,7 @@ class FoolsGold(Aggregator):
         bad = nonfinite_rows(U)
         Uc = torch.where(bad.unsqueeze(1), torch.zeros((), dtype=U.dtype, device=U.device), U)
         feats = Uc[:, self._columns(ctx, d)].detach().to(torch.float64)
-        if self.history:
+        if self.history and len(ctx.client_ids) == n:
             rows = []
             for i, cid in enumerate(ctx.client_ids.tolist()):  # per-client memory
                 h = self.memory.get(cid)
