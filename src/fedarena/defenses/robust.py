@@ -355,7 +355,7 @@ class _RowRule(Aggregator):
         return n, f
 
 
-def _bucket_map(weights: Optional[torch.Tensor], ctx: RoundContext) -> Optional[torch.Tensor]:
+def weights_per_client(weights: Optional[torch.Tensor], ctx: RoundContext) -> Optional[torch.Tensor]:
     """Per-client view of per-row weights when a pre-stage merged clients into rows
     (``ctx.extras["row_of_client"]``, set by bucketing): a client gets its row's mask,
     or its row's weight divided by the row's size."""
@@ -443,7 +443,7 @@ class Krum(_RowRule):
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[best] = True
         update = U[best[0]].clone() if not bool(bad[best[0]]) else torch.zeros_like(U[0])
-        return Aggregate(update, _bucket_map(mask, ctx), {"selected": int(best[0])})
+        return Aggregate(update, weights_per_client(mask, ctx), {"selected": int(best[0])})
 
 
 def _mean_of(U: torch.Tensor, idx: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
@@ -484,7 +484,7 @@ class MultiKrum(_RowRule):
         idx = idx[~bad[idx]]  # a faulty row is never averaged (only picked when m > finite rows)
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(_mean_of(U, idx, bad), _bucket_map(mask, ctx), {"selected": int(idx.numel())})
+        return Aggregate(_mean_of(U, idx, bad), weights_per_client(mask, ctx), {"selected": int(idx.numel())})
 
 
 def bulyan_select(D: torch.Tensor, f: int, theta: int, bad: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -574,7 +574,7 @@ class Bulyan(_RowRule):
         idx = bulyan_select(pairwise_sq_distances(U, sq, bad), f, theta, bad)
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(closest_to_median_mean(U, beta, idx), _bucket_map(mask, ctx), {"beta": beta})
+        return Aggregate(closest_to_median_mean(U, beta, idx), weights_per_client(mask, ctx), {"beta": beta})
 
 
 @DEFENSES.register("rfa")
@@ -603,7 +603,7 @@ class RFA(_RowRule):
         z, w = geometric_median(U, self.iters, self.nu, alpha)
         pos = w[w > 0]
         spread = float(pos.max() / pos.min()) if pos.numel() else 0.0
-        return Aggregate(z, _bucket_map(w, ctx), {"weight_max": float(w.max()), "weight_spread": spread})
+        return Aggregate(z, weights_per_client(w, ctx), {"weight_max": float(w.max()), "weight_spread": spread})
 
 
 @DEFENSES.register("cc")
@@ -636,7 +636,7 @@ class CenteredClipping(_RowRule):
             self.center = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
         v, w, clipped = centered_clip(U, self.center, self.tau, self.iterations)
         self.center = v.detach().clone()
-        return Aggregate(v, _bucket_map(w, ctx), {"clipped": clipped, "clipped_frac": clipped / U.shape[0]})
+        return Aggregate(v, weights_per_client(w, ctx), {"clipped": clipped, "clipped_frac": clipped / U.shape[0]})
 
 
 @DEFENSES.register("sign")

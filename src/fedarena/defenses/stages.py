@@ -162,20 +162,22 @@ class NNM(PreStage):
         self._buf = None
 
 
-def bucket_means(U: torch.Tensor, s: int, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def bucket_means(U: torch.Tensor, s: int, generator: torch.Generator | None = None,
+                 out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Bucketing (Karimireddy, He, Jaggi, ICLR 2022, Algorithm 1): permute the rows at
     random and average consecutive buckets of ``s`` rows (the last bucket holds the
     ``n mod s`` remaining rows when ``s`` does not divide ``n``, and is their mean).
-    Returns ``(ceil(n/s) x d means, (n,) bucket of each input row)``."""
+    Returns ``(ceil(n/s) x d means, (n,) bucket of each input row)``; the means are
+    written into ``out`` when given (shape ``ceil(n/s) x d``)."""
     n = U.shape[0]
     perm = torch.randperm(n, generator=generator, device="cpu").to(U.device)
     row_of = torch.empty(n, dtype=torch.long, device=U.device)
     row_of[perm] = torch.arange(n, device=U.device) // s
     nb = math.ceil(n / s)
-    sums = torch.zeros(nb, U.shape[1], dtype=U.dtype, device=U.device).index_add_(0, row_of, U)
+    sums = torch.zeros(nb, U.shape[1], dtype=U.dtype, device=U.device) if out is None else out.zero_()
+    sums.index_add_(0, row_of, U)
     counts = torch.bincount(row_of, minlength=nb).to(U.dtype)
-    return sums / counts.unsqueeze(1), row_of
+    return sums.div_(counts.unsqueeze(1)), row_of
 
 
 @STAGES.register("bucketing")
@@ -183,7 +185,12 @@ class Bucketing(PreStage):
     """Bucketing (Karimireddy, He, Jaggi, ICLR 2022, Algorithm 1): the aggregator sees
     the means of ``ceil(n/s)`` random buckets of ``s = defense.bucketing`` rows.
     The permutation comes from the round's defense generator (reproducible, and the
-    same for every aggregator). ``s = 1`` leaves ``U`` unchanged."""
+    same for every aggregator). ``s = 1`` leaves ``U`` unchanged. The means live in a
+    buffer the stage reuses next round.
+
+    The aggregator's per-row weights then describe buckets;
+    :func:`fedarena.defenses.robust.weights_per_client` maps them back to clients
+    (the rules in ``robust.py`` do it themselves)."""
 
     order = 40
 
@@ -191,6 +198,10 @@ class Bucketing(PreStage):
         if bucketing < 1:
             raise ConfigError("defense.bucketing", f"bucket size must be >= 1 (got {bucketing})", "1, 2, ...")
         self.s = int(bucketing)
+        self._buf: Optional[torch.Tensor] = None
+
+    def reset(self) -> None:
+        self._buf = None
 
     def rows_out(self, n: int) -> int:
         """Rows the aggregator receives from ``n`` clients."""
@@ -202,7 +213,8 @@ class Bucketing(PreStage):
         gen = ctx.generator
         if gen is None:
             gen = torch.Generator().manual_seed(int(ctx.round))
-        means, row_of = bucket_means(U, self.s, gen)
+        self._buf = _reusable(self._buf, U[: self.rows_out(U.shape[0])])
+        means, row_of = bucket_means(U, self.s, gen, self._buf)
         prev = ctx.extras.get("row_of_client")
         ctx.extras["row_of_client"] = row_of if prev is None else row_of[prev.to(row_of.device)]
         return means
