@@ -197,6 +197,16 @@ def test_rfa_converges_to_geometric_median():
     assert z.item() == pytest.approx(1.0, abs=1e-3)  # 1-D geometric median = median
 
 
+def test_weiszfeld_distances_stay_accurate_near_the_center():
+    # rows 100 + 1e-3 noise in float32: ||u - z||^2 by the Gram formula alone would cancel
+    g = torch.Generator().manual_seed(5)
+    U = 100.0 + 1e-3 * torch.randn(8, 5000, generator=g)
+    z32, w32 = geometric_median(U, iters=2, nu=1e-9, init=U.mean(0))
+    z64, w64 = geometric_median(U.double(), iters=2, nu=1e-9, init=U.double().mean(0))
+    assert torch.allclose(w32.double(), w64, rtol=1e-3)
+    assert torch.allclose(z32.double(), z64, atol=1e-5)
+
+
 def test_cc_by_hand_and_center_persists_across_rounds():
     U = T([[3, 4], [0, 0.5]])
     rule = DEFENSES.build("cc", {"tau": 1.0})

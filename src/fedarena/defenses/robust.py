@@ -299,8 +299,18 @@ def _distances_to(U: torch.Tensor, sq: torch.Tensor, z: torch.Tensor) -> torch.T
     near = torch.isfinite(sq) & (d2 <= 1024 * tol)
     if bool(near.any()):
         d2 = d2.clone()
-        d2[near] = torch.linalg.vector_norm(U[near] - z, dim=1).square()
+        d2[near] = _exact_sq_distances(U, z, torch.nonzero(near).flatten())
     return d2.clamp_min(0.0).sqrt()
+
+
+def _exact_sq_distances(U: torch.Tensor, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``||u_i - z||^2`` for ``rows``, accumulated over column blocks (no ``n x d`` temporary)."""
+    acc = torch.zeros(rows.numel(), dtype=U.dtype, device=U.device)
+    every = rows.numel() == U.shape[0]
+    for cols in _column_blocks(U.shape[1], 1 << 16):
+        block = U[:, cols] if every else U[rows, cols]
+        acc += torch.linalg.vector_norm(block - z[cols], dim=1).square()
+    return acc
 
 
 def centered_clip(U: torch.Tensor, center: torch.Tensor, tau: float, iterations: int = 1
