@@ -137,6 +137,20 @@ def nonfinite_rows(U: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(U).all(dim=1)
 
 
+def weights_per_client(weights: Optional[torch.Tensor], ctx: RoundContext) -> Optional[torch.Tensor]:
+    """Per-client view of per-row weights when a pre-stage merged clients into rows
+    (``ctx.extras["row_of_client"]``, set by bucketing): a client gets its row's accept
+    decision, or its row's weight divided by the row's size."""
+    rows = ctx.extras.get("row_of_client") if ctx.extras else None
+    if weights is None or rows is None or weights.shape[0] == rows.shape[0]:
+        return weights
+    rows = rows.to(weights.device)
+    if weights.dtype == torch.bool:
+        return weights[rows]
+    size = torch.bincount(rows, minlength=weights.shape[0]).to(weights.dtype).clamp_min(1)
+    return (weights / size)[rows]
+
+
 class DefensePipeline:
     """pre-stages -> aggregator -> post-stages."""
 
@@ -149,9 +163,15 @@ class DefensePipeline:
         agg = self.aggregator(U, ctx)
         for stage in self.post:
             agg = stage(agg, U, ctx)
+        agg.weights = weights_per_client(agg.weights, ctx)
         return agg
 
     def validate(self, n: int, f: int) -> None:
+        """Check the aggregator against the rows it will see (after e.g. bucketing)."""
+        for stage in self.pre:
+            rows_out = getattr(stage, "rows_out", None)
+            if rows_out is not None:
+                n = rows_out(n)
         self.aggregator.validate(n, f)
 
     def client_recipe(self, recipe: TrainRecipe) -> TrainRecipe:
