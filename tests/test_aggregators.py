@@ -64,6 +64,16 @@ def test_pairwise_sq_distances_match_cdist_and_isolate_faulty_rows():
     assert torch.isfinite(D[[0, 1, 3, 5]][:, [0, 1, 3, 5]]).all()
 
 
+def test_centered_distances_keep_digits_when_rows_are_close():
+    U = torch.randn(6, 20000, generator=torch.Generator().manual_seed(2)) * 1e-3 + 100.0
+    U[2] = float("nan")
+    exact = pairwise_sq_distances(U.double())
+    ok = torch.isfinite(exact)
+    D = pairwise_sq_distances(U, center=True).double()
+    assert torch.isinf(D[~ok]).all()
+    assert torch.allclose(D[ok], exact[ok], rtol=1e-3, atol=1e-5)  # distances ~0.04, norms^2 ~2e8
+
+
 def test_row_sq_norms_flags_float32_overflow():
     U = T([[3, 4], [1e30, 0], [float("inf"), 0], [float("nan"), 1]])
     sq, bad = row_sq_norms(U)

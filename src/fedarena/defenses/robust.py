@@ -83,15 +83,25 @@ def safe_row_norms(U: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_sq_distances(U: torch.Tensor, sq: Optional[torch.Tensor] = None,
-                          bad: Optional[torch.Tensor] = None) -> torch.Tensor:
+                          bad: Optional[torch.Tensor] = None, center: bool = False) -> torch.Tensor:
     """``(n, n)`` squared Euclidean distances from one Gram matrix:
     ``||a||^2 + ||b||^2 - 2 a.b``, clamped at 0, exact 0 on the diagonal.
 
     Faulty rows (see :func:`row_sq_norms`) are at +inf from every other row, so one NaN
     or 1e30 row never turns a distance into NaN. Cost: one GEMM ``U U^T``.
+
+    Precision: the absolute error is about ``eps * (||a||^2 + ||b||^2)``, so rows whose
+    distances are tiny next to their norms (float32, distances below ~1e-3 of the norms)
+    lose digits. ``center=True`` subtracts the mean of the non-faulty rows first
+    (distances are unchanged, the error shrinks to the spread; costs an ``n x d`` copy).
     """
     if sq is None or bad is None:
         sq, bad = row_sq_norms(U)
+    if center:
+        clean = zero_faulty_rows(U, bad)
+        keep = (~bad).to(U.dtype)
+        U = clean - (keep / keep.sum().clamp_min(1)) @ clean
+        sq = torch.linalg.vector_norm(U, dim=1).square().masked_fill(bad, math.inf)
     G = U @ U.T
     D = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * G).clamp_min_(0.0)
     if bool(bad.any()):
