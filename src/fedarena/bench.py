@@ -201,7 +201,7 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
                                           {n: b for n, b in model.named_buffers()})[0]
     else:
         chunk = auto_chunk_size(d, recipe.batch_size, x[0].numel())
-        path = f"vectorized ({auto_strategy(model, device)}, chunk {min(chunk, w.clients)})"
+        path = f"vectorized ({auto_strategy(model, device, x[0])}, chunk {min(chunk, w.clients)})"
         engine = lambda: train_vectorized(model, params, x, y, index, sched, recipe)  # noqa: E731
     seq = lambda: sequential_reference(model, state, x, y, index, sched, recipe.lr)  # noqa: E731
     bat = lambda: batched_bound(model, state, x, y, index, sched, recipe.lr)  # noqa: E731
@@ -530,7 +530,8 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def to_markdown(res: dict[str, Any]) -> str:
     lines = [f"# fedarena bench ({'quick' if res['quick'] else 'full'})", "",
              f"{res['timestamp']} | {res['device']} | torch {res['torch']} | {res['threads']} threads | "
-             f"GEMM peak {res['gemm']['gflops']:.1f} GFLOP/s (n={res['gemm']['size']}) | total {res['seconds']:.0f} s", "",
+             f"GEMM peak {res['gemm']['gflops']:.1f} GFLOP/s (n={res['gemm']['size']}) | total {res['seconds']:.0f} s | "
+             f"load average at start {res.get('load_average_start')}, at end {res.get('load_average_end')}", "",
              "## Local training (client-epochs/s; best of the repetitions, variants interleaved)", "",
              "| workload | params | clients | engine | sequential loop | batched bound | speedup vs sequential "
              "| fraction of batched bound | engine GFLOP/s | fraction of GEMM peak | engine path | max abs diff |",
@@ -577,6 +578,14 @@ def to_markdown(res: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- entry
+def _loadavg() -> Optional[list[float]]:
+    """1/5/15-minute load averages: how busy the machine was (other processes skew timings)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest", console=None, *,
               scale: str = "default", device: Optional[str] = None, data_root: Optional[str] = None) -> dict[str, Any]:
     """Run the benchmark; write ``out/bench.json`` and ``out/bench.md``; return the results.
@@ -595,7 +604,7 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
         "quick": quick, "scale": scale, "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "notes": [],
+        "platform": platform.platform(), "load_average_start": _loadavg(), "notes": [],
     }
     if log:
         log("GEMM peak ...")
@@ -631,6 +640,7 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
                             "skipped (run without --quick)")
     res["targets"] = targets(res)
     res["seconds"] = time.perf_counter() - t_start
+    res["load_average_end"] = _loadavg()
     (out / "bench.json").write_text(json.dumps(res, indent=2, default=str))
     (out / "bench.md").write_text(to_markdown(res))
     return res
