@@ -379,11 +379,15 @@ def train_vectorized(
     chunk_size: Optional[int] = None,
     prepare=None,
     strategy: str = "auto",
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Train ``len(index)`` clients from ``global_params``; return their updates ``(k, d)``.
 
     ``x``/``y`` is the sample store; ``index[i]`` holds the rows of client ``i``'s data in it
     (the schedule's batches index into ``index[i]``). ``prepare`` maps raw inputs to model inputs (normalisation).
+
+    ``out``: an optional ``(k, d)`` tensor to write the updates into (e.g. the round's
+    ``U``), so that a large round holds one update matrix, not two.
 
     Clients are trained in chunks of ``chunk_size`` (``None``: :func:`auto_chunk_size`).
     Per chunk the parameters are one stacked ``(k, ...)`` leaf tensor per name; each step
@@ -406,7 +410,10 @@ def train_vectorized(
     if strategy not in ("vmap", "loop", "fold"):
         raise ValueError(f"strategy must be 'auto', 'vmap', 'loop' or 'fold' (got {strategy!r})")
     dtype = next(iter(global_params.values())).dtype
-    out = torch.empty(k, d, dtype=dtype, device=x.device)
+    if out is None:
+        out = torch.empty(k, d, dtype=dtype, device=x.device)
+    elif out.shape != (k, d):
+        raise ValueError(f"out must have shape {(k, d)} (got {tuple(out.shape)})")
     loss = _loss_fn(model, recipe, {})
     batched_logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
     batched_extra = vmap(recipe.extra_loss, in_dims=(0, None)) if recipe.extra_loss is not None else None
