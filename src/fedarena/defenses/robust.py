@@ -394,9 +394,9 @@ def weights_per_client(weights: Optional[torch.Tensor], ctx: RoundContext) -> Op
 
 @DEFENSES.register("median")
 class Median(_RowRule):
-    """Coordinate-wise median (Yin et al., ICML 2018, Def. 1).
+    """Coordinate-wise median (Yin et al., ICML 2018).
 
-    ``even``: for an even number of rows, ``"mean"`` of the two middle values (default)
+    Def. 1 of the paper. ``even``: for an even number of rows, ``"mean"`` of the two middle values (default)
     or the ``"lower"`` one (``torch.median``, as the RLR reference code). Tolerates up
     to ``ceil(n/2) - 1`` faulty rows.
 
@@ -417,8 +417,10 @@ class Median(_RowRule):
 
 @DEFENSES.register("trimmed-mean")
 class TrimmedMean(_RowRule):
-    """Coordinate-wise trimmed mean (Yin et al., ICML 2018, Def. 2): per coordinate,
-    drop the ``trim`` largest and ``trim`` smallest values and average the rest.
+    """Coordinate-wise trimmed mean, ``trim`` values dropped per side (Yin et al., ICML 2018).
+
+    Def. 2 of the paper: per coordinate, drop the ``trim`` largest and ``trim``
+    smallest values and average the rest.
 
     ``trim``: values dropped per side; default the declared ``defense.f``. Needs
     ``2 trim < n``.
@@ -444,8 +446,10 @@ class TrimmedMean(_RowRule):
 
 @DEFENSES.register("krum")
 class Krum(_RowRule):
-    """Krum (Blanchard et al., NeurIPS 2017, Sec. 4): the row with the lowest score
-    ``sum of squared distances to its n - f - 2 nearest other rows``. Needs
+    """Krum: the update closest to its n - f - 2 neighbours (Blanchard et al., NeurIPS 2017).
+
+    Sec. 4 of the paper: the row with the lowest score, the sum of squared distances to
+    its ``n - f - 2`` nearest other rows. Needs
     ``n >= 2f + 3``. ``weights``: the selection mask.
 
     Note: the CC reference code squares the (already squared) distances again; this
@@ -478,8 +482,9 @@ def _mean_of(U: torch.Tensor, idx: torch.Tensor, bad: torch.Tensor) -> torch.Ten
 
 @DEFENSES.register("multi-krum")
 class MultiKrum(_RowRule):
-    """Multi-Krum (Blanchard et al., NeurIPS 2017, Sec. 4): the mean of the ``m`` rows
-    with the lowest Krum scores. ``m`` default ``n - f``. Needs ``n >= 2f + 3``.
+    """Multi-Krum: mean of the m best Krum scores (Blanchard et al., NeurIPS 2017).
+
+    Sec. 4 of the paper: the mean of the ``m`` rows with the lowest Krum scores. ``m`` default ``n - f``. Needs ``n >= 2f + 3``.
 
     (The Fall-of-CC reference code uses ``m = n - f - 2`` and returns the *sum* of the
     selected rows; set ``defense.m`` for the former, the latter is a bug.)
@@ -575,7 +580,9 @@ def closest_to_median_mean(S: torch.Tensor, beta: int, rows: Optional[torch.Tens
 
 @DEFENSES.register("bulyan")
 class Bulyan(_RowRule):
-    """Bulyan (El Mhamdi, Guerraoui, Rouault, ICML 2018, Algorithm 1): select
+    """Bulyan: repeated Krum, then a mean around the median (El Mhamdi et al., ICML 2018).
+
+    Algorithm 1 of El Mhamdi, Guerraoui, Rouault: select
     ``theta = n - 2f`` rows by repeated Krum (each time on the rows not yet selected),
     then per coordinate average the ``beta = theta - 2f`` selected values closest to
     their median. Needs ``n >= 4f + 3``. ``weights``: the selection mask.
@@ -599,8 +606,9 @@ class Bulyan(_RowRule):
 
 @DEFENSES.register("rfa")
 class RFA(_RowRule):
-    """Robust Federated Aggregation: the geometric median by smoothed Weiszfeld
-    (Pillutla, Kakade, Harchaoui, IEEE TSP 2022, Algorithm 2), ``iters`` steps with
+    """RFA: geometric median by smoothed Weiszfeld (Pillutla et al., IEEE TSP 2022).
+
+    Algorithm 2 of Pillutla, Kakade, Harchaoui: ``iters`` steps with
     smoothing ``nu``, from 0 (the Fall-of-CC setting: 3 steps, nu = 0.1).
 
     ``weighted``: ``alpha_i`` proportional to the clients' sample counts (the paper's
@@ -628,7 +636,9 @@ class RFA(_RowRule):
 
 @DEFENSES.register("cc")
 class CenteredClipping(_RowRule):
-    """Centered Clipping (Karimireddy, He, Jaggi, ICML 2021, Eq. 2 / Algorithm 2)::
+    """Centered Clipping around the previous aggregate (Karimireddy et al., ICML 2021).
+
+    Eq. 2 / Algorithm 2 of Karimireddy, He, Jaggi::
 
         v <- v + (1/n) sum_i (u_i - v) min(1, tau / ||u_i - v||)     (l times)
 
@@ -661,8 +671,10 @@ class CenteredClipping(_RowRule):
 
 @DEFENSES.register("sign")
 class SignMajority(_RowRule):
-    """signSGD with majority vote (Bernstein et al., ICLR 2019, Algorithm 3; the RLR
-    paper's Eq. 4): ``sign(sum_i sign(u_i))``, coordinates with a tied vote get 0.
+    """signSGD majority vote: sign of the sum of signs (Bernstein et al., ICLR 2019).
+
+    Algorithm 3 of the paper (the RLR paper's Eq. 4): ``sign(sum_i sign(u_i))``,
+    coordinates with a tied vote get 0.
 
     The output has entries in {-1, 0, +1}; the step size is the server's: under
     ``fl.algorithm=fedavg`` the model moves by ``fl.server_lr * vote`` (the RLR paper

@@ -77,7 +77,9 @@ def l2_ball_projection(bound: float) -> Callable[[Params, Params], Params]:
 
 @STAGES.register("clip")
 class NormClip(PreStage):
-    """L2 norm clipping with bound ``clip`` (Ozdayi et al., AAAI 2021, Eq. 2 and Sec. 4).
+    """L2 norm clipping, on the server or by client-side PGD (Ozdayi et al., AAAI 2021).
+
+    The RLR paper's Eq. 2 and Sec. 4, bound ``clip``.
 
     ``clip_at="server"`` (default): every row of ``U`` is scaled by
     ``min(1, clip / ||row||)`` before aggregation. ``clip_at="client"``: every benign
@@ -140,8 +142,9 @@ def nearest_neighbor_mixing(U: torch.Tensor, f: int, out: Optional[torch.Tensor]
 
 @STAGES.register("nnm")
 class NNM(PreStage):
-    """Nearest neighbour mixing (Allouah et al., AISTATS 2023): every row becomes the
-    mean of its ``n - f`` nearest rows (itself included), ``f`` the declared
+    """Nearest neighbour mixing of the updates (Allouah et al., AISTATS 2023).
+
+    Every row becomes the mean of its ``n - f`` nearest rows (itself included), ``f`` the declared
     ``defense.f``. Switch on with ``defense.nnm: true``. The mixed matrix lives in a
     buffer the stage reuses next round (copy it to keep it)."""
 
@@ -182,8 +185,9 @@ def bucket_means(U: torch.Tensor, s: int, generator: torch.Generator | None = No
 
 @STAGES.register("bucketing")
 class Bucketing(PreStage):
-    """Bucketing (Karimireddy, He, Jaggi, ICLR 2022, Algorithm 1): the aggregator sees
-    the means of ``ceil(n/s)`` random buckets of ``s = defense.bucketing`` rows.
+    """Bucketing: means of random buckets of s updates (Karimireddy et al., ICLR 2022).
+
+    Algorithm 1 of Karimireddy, He, Jaggi: the aggregator sees the means of ``ceil(n/s)`` random buckets of ``s = defense.bucketing`` rows.
     The permutation comes from the round's defense generator (reproducible, and the
     same for every aggregator). ``s = 1`` leaves ``U`` unchanged. The means live in a
     buffer the stage reuses next round.
