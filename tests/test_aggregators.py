@@ -365,3 +365,12 @@ def test_median_keeps_accuracy_under_label_flipping():
     plain = Simulation(load_config(None, over)).run().summary["final_main_acc"]
     robust = Simulation(load_config(None, over + ["defense.name=median"])).run().summary["final_main_acc"]
     assert robust >= 0.9 and robust >= plain + 0.03
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_half_precision_updates_match_float32(name):
+    U = torch.randn(11, 300, generator=torch.Generator().manual_seed(4)) * 30  # squared norms overflow float16
+    ref = agg(name, U.half().float(), f=2).update
+    out = agg(name, U.half(), f=2).update
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert torch.allclose(out.float(), ref, atol=0.05 * ref.abs().max().item() + 1e-3)

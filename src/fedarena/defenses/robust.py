@@ -58,11 +58,17 @@ def row_sq_norms(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     A row is faulty when it holds a NaN/Inf or its squared norm would overflow the Gram
     arithmetic (``> finfo.max / 8``, e.g. a 1e30 row in float32). Faulty rows get a
-    squared norm of +inf. One pass over ``U``.
+    squared norm of +inf. One pass over ``U``. Half-precision rows are measured in
+    float32 (the Gram arithmetic of :func:`pairwise_sq_distances` runs in float32 too).
     """
-    sq = torch.linalg.vector_norm(U, dim=1).square()
-    bad = ~torch.isfinite(sq) | (sq > torch.finfo(U.dtype).max / 8)
+    dtype = _work_dtype(U)
+    sq = torch.linalg.vector_norm(U, dim=1, dtype=dtype).square()
+    bad = ~torch.isfinite(sq) | (sq > torch.finfo(dtype).max / 8)
     return sq.masked_fill(bad, math.inf), bad
+
+
+def _work_dtype(U: torch.Tensor) -> torch.dtype:
+    return torch.float32 if U.dtype in (torch.float16, torch.bfloat16) else U.dtype
 
 
 def safe_row_norms(U: torch.Tensor) -> torch.Tensor:
@@ -97,6 +103,7 @@ def pairwise_sq_distances(U: torch.Tensor, sq: Optional[torch.Tensor] = None,
     """
     if sq is None or bad is None:
         sq, bad = row_sq_norms(U)
+    U = U.to(_work_dtype(U))
     if center:
         clean = zero_faulty_rows(U, bad)
         keep = (~bad).to(U.dtype)
@@ -117,6 +124,7 @@ def pairwise_cosine_distances(U: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     Faulty rows are at +inf from every other row; a zero row is at distance 1 from all.
     """
     sq, bad = row_sq_norms(U)
+    U = U.to(_work_dtype(U))
     G = U @ U.T
     norms = sq.sqrt().masked_fill(bad, 1.0).clamp_min(eps)
     D = (1.0 - G / norms.unsqueeze(1) / norms.unsqueeze(0)).clamp_(0.0, 2.0)
@@ -628,7 +636,8 @@ class RFA(_RowRule):
         if self.weighted and ctx.num_samples is not None and ctx.num_samples.numel() == n:
             alpha = ctx.num_samples.to(U.dtype).to(U.device)
             alpha = alpha / alpha.sum()
-        z, w = geometric_median(U, self.iters, self.nu, alpha)
+        z, w = geometric_median(U.to(_work_dtype(U)), self.iters, self.nu, alpha)
+        z = z.to(U.dtype)
         pos = w[w > 0]
         spread = float(pos.max() / pos.min()) if pos.numel() else 0.0
         return Aggregate(z, weights_per_client(w, ctx), {"weight_max": float(w.max()), "weight_spread": spread})
@@ -662,11 +671,12 @@ class CenteredClipping(_RowRule):
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         self._checked(U, ctx)
+        work = U.to(_work_dtype(U))  # half precision: clip in float32
         if self.center is None or self.center.shape[0] != U.shape[1]:
-            self.center = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
-        v, w, clipped = centered_clip(U, self.center, self.tau, self.iterations)
+            self.center = torch.zeros(U.shape[1], dtype=work.dtype, device=U.device)
+        v, w, clipped = centered_clip(work, self.center, self.tau, self.iterations)
         self.center = v.detach().clone()
-        return Aggregate(v, weights_per_client(w, ctx), {"clipped": clipped, "clipped_frac": clipped / U.shape[0]})
+        return Aggregate(v.to(U.dtype), weights_per_client(w, ctx), {"clipped": clipped, "clipped_frac": clipped / U.shape[0]})
 
 
 @DEFENSES.register("sign")
