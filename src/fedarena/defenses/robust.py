@@ -379,22 +379,15 @@ class _RowRule(Aggregator):
         n, f = U.shape[0], int(ctx.f)
         if n == 0:
             raise ValueError("no rows to aggregate")
-        self.validate(n, f)
+        try:
+            self.validate(n, f)
+        except ConfigError as e:
+            rows = ctx.extras.get("row_of_client") if ctx.extras else None
+            if rows is None or rows.numel() == n:
+                raise
+            raise ConfigError(e.field, f"{e.problem}; the pre-stages merged {rows.numel()} clients into {n} rows",
+                              e.valid) from None
         return n, f
-
-
-def weights_per_client(weights: Optional[torch.Tensor], ctx: RoundContext) -> Optional[torch.Tensor]:
-    """Per-client view of per-row weights when a pre-stage merged clients into rows
-    (``ctx.extras["row_of_client"]``, set by bucketing): a client gets its row's mask,
-    or its row's weight divided by the row's size."""
-    rows = ctx.extras.get("row_of_client") if ctx.extras else None
-    if weights is None or rows is None or weights.shape[0] == rows.shape[0]:
-        return weights
-    rows = rows.to(weights.device)
-    if weights.dtype == torch.bool:
-        return weights[rows]
-    size = torch.bincount(rows, minlength=weights.shape[0]).to(weights.dtype).clamp_min(1)
-    return (weights / size)[rows]
 
 
 # ----------------------------------------------------------------------------- rules
@@ -475,7 +468,7 @@ class Krum(_RowRule):
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[best] = True
         update = U[best[0]].clone() if not bool(bad[best[0]]) else torch.zeros_like(U[0])
-        return Aggregate(update, weights_per_client(mask, ctx), {"selected": int(best[0])})
+        return Aggregate(update, mask, {"selected": int(best[0])})
 
 
 def _mean_of(U: torch.Tensor, idx: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
@@ -517,7 +510,7 @@ class MultiKrum(_RowRule):
         idx = idx[~bad[idx]]  # a faulty row is never averaged (only picked when m > finite rows)
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(_mean_of(U, idx, bad), weights_per_client(mask, ctx), {"selected": int(idx.numel())})
+        return Aggregate(_mean_of(U, idx, bad), mask, {"selected": int(idx.numel())})
 
 
 def bulyan_select(D: torch.Tensor, f: int, theta: int, bad: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -609,7 +602,7 @@ class Bulyan(_RowRule):
         idx = bulyan_select(pairwise_sq_distances(U, sq, bad), f, theta, bad)
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(closest_to_median_mean(U, beta, idx), weights_per_client(mask, ctx), {"beta": beta})
+        return Aggregate(closest_to_median_mean(U, beta, idx), mask, {"beta": beta})
 
 
 @DEFENSES.register("rfa")
@@ -640,7 +633,7 @@ class RFA(_RowRule):
         z = z.to(U.dtype)
         pos = w[w > 0]
         spread = float(pos.max() / pos.min()) if pos.numel() else 0.0
-        return Aggregate(z, weights_per_client(w, ctx), {"weight_max": float(w.max()), "weight_spread": spread})
+        return Aggregate(z, w, {"weight_max": float(w.max()), "weight_spread": spread})
 
 
 @DEFENSES.register("cc")
@@ -676,7 +669,7 @@ class CenteredClipping(_RowRule):
             self.center = torch.zeros(U.shape[1], dtype=work.dtype, device=U.device)
         v, w, clipped = centered_clip(work, self.center, self.tau, self.iterations)
         self.center = v.detach().clone()
-        return Aggregate(v.to(U.dtype), weights_per_client(w, ctx), {"clipped": clipped, "clipped_frac": clipped / U.shape[0]})
+        return Aggregate(v.to(U.dtype), w, {"clipped": clipped, "clipped_frac": clipped / U.shape[0]})
 
 
 @DEFENSES.register("sign")

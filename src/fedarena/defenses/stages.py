@@ -193,8 +193,8 @@ class Bucketing(PreStage):
     buffer the stage reuses next round.
 
     The aggregator's per-row weights then describe buckets;
-    :func:`fedarena.defenses.robust.weights_per_client` maps them back to clients
-    (the rules in ``robust.py`` do it themselves)."""
+    :func:`fedarena.defenses.base.weights_per_client` (called by the pipeline) maps
+    them back to clients."""
 
     order = 40
 
