@@ -58,6 +58,14 @@ def test_client_clip_leaves_U_and_projects_every_local_step():
     assert l2_ball_projection(10.0)({"w": T([3, 0])}, {"w": torch.zeros(2)})["w"].tolist() == [3, 0]
 
 
+def test_client_clip_refuses_fedsgd():
+    c = ctx(1)
+    c.extras["algorithm"] = "fedsgd"
+    with pytest.raises(ConfigError) as e:
+        NormClip(clip=1.0, clip_at="client")(T([[1.0]]), c)
+    assert e.value.field == "defense.clip_at" and e.value.valid == "server"
+
+
 def test_client_clip_bounds_every_benign_update_end_to_end():
     r = Simulation(load_config(None, ["fl.num_clients=6", "fl.rounds=2", "defense.clip=0.5",
                                       "defense.clip_at=client"])).run()

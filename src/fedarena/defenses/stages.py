@@ -103,6 +103,9 @@ class NormClip(PreStage):
 
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         if self.clip_at != "server":
+            if ctx.extras and ctx.extras.get("algorithm") == "fedsgd":
+                raise ConfigError("defense.clip_at", "client-side clipping projects local SGD steps, and "
+                                  "fl.algorithm=fedsgd takes none (the rows are gradients)", "server")
             return U
         self._buf = _reusable(self._buf, U)
         return clip_rows(U, self.clip, self._buf)
