@@ -485,7 +485,8 @@ def _mean_of(U: torch.Tensor, idx: torch.Tensor, bad: torch.Tensor) -> torch.Ten
 class MultiKrum(_RowRule):
     """Multi-Krum: mean of the m best Krum scores (Blanchard et al., NeurIPS 2017).
 
-    Sec. 4 of the paper: the mean of the ``m`` rows with the lowest Krum scores. ``m`` default ``n - f``. Needs ``n >= 2f + 3``.
+    Sec. 4 of the paper: the mean of the ``m`` rows with the lowest Krum scores.
+    ``m`` default ``n - f``. Needs ``n >= 2f + 3``.
 
     (The Fall-of-CC reference code uses ``m = n - f - 2`` and returns the *sum* of the
     selected rows; set ``defense.m`` for the former, the latter is a bug.)
@@ -554,7 +555,8 @@ def closest_to_median_mean(S: torch.Tensor, beta: int, rows: Optional[torch.Tens
             block = np.sort(np.ascontiguousarray(src[r, cols].T), axis=1)  # (c, theta)
             med = block[:, lo] if theta % 2 else 0.5 * (block[:, lo] + block[:, lo + 1])
             with np.errstate(invalid="ignore"):  # inf - inf when more rows are faulty than tolerated
-                cost = np.maximum(med[:, None] - block[:, :starts], block[:, beta - 1 : beta - 1 + starts] - med[:, None])
+                right = block[:, beta - 1 : beta - 1 + starts] - med[:, None]
+                cost = np.maximum(med[:, None] - block[:, :starts], right)
                 cost[np.isnan(cost)] = np.inf
                 s = cost.argmin(axis=1)[:, None]
                 if beta >= starts - 1:  # fixed core + the two ragged edges (fewer masked values)

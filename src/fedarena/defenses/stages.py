@@ -160,7 +160,8 @@ class NNM(PreStage):
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         n, f = U.shape[0], int(ctx.f)
         if f >= n:
-            raise ConfigError("defense.f", f"nnm mixes the n - f nearest rows, needs f < n (n={n}, f={f})", f"0..{n - 1}")
+            raise ConfigError("defense.f", f"nnm mixes the n - f nearest rows, needs f < n (n={n}, f={f})",
+                              f"0..{n - 1}")
         self._buf = _reusable(self._buf, U)
         return nearest_neighbor_mixing(U, f, self._buf)
 
@@ -190,7 +191,8 @@ def bucket_means(U: torch.Tensor, s: int, generator: torch.Generator | None = No
 class Bucketing(PreStage):
     """Bucketing: means of random buckets of s updates (Karimireddy et al., ICLR 2022).
 
-    Algorithm 1 of Karimireddy, He, Jaggi: the aggregator sees the means of ``ceil(n/s)`` random buckets of ``s = defense.bucketing`` rows.
+    Algorithm 1 of Karimireddy, He, Jaggi: the aggregator sees the means of
+    ``ceil(n/s)`` random buckets of ``s = defense.bucketing`` rows.
     The permutation comes from the round's defense generator (reproducible, and the
     same for every aggregator). ``s = 1`` leaves ``U`` unchanged. The means live in a
     buffer the stage reuses next round.
