@@ -31,6 +31,9 @@ def test_grid_follows_the_paper():
     # Table 6 scaled to 20 clients: 4 / 8 attackers, thresholds attackers + 4 (the paper: 12 / 20 for 8 / 16 of 40)
     assert full["t6/40/rlr"]["attack"]["num_malicious"] == 8 and full["t6/40/rlr"]["defense"]["theta"] == 12
     assert full["t6/20/rlr"]["defense"]["theta"] == 8 and full["t6/20/rlr"]["fl"]["num_clients"] == 20
+    assert "t2/regular/fedavg" not in full  # the same configuration as t6/20/fedavg, reused
+    dba = dict(full["t2/dba/fedavg"]["attack"])
+    assert dba.pop("dba") is True and dba == full["t6/20/fedavg"]["attack"]
     assert full["t2/dba/rlr"]["attack"]["dba"] is True and full["t2/dba/rlr"]["defense"]["theta"] == 8
     assert full["f6/late-rlr"]["defense"]["start_round"] > 0
     assert full["t1/noattack"]["attack"]["poison_frac"] == 0.0
