@@ -69,7 +69,9 @@ class Backdoor(Attack):
         boost: model replacement / boosting (Bagdasaryan et al., AISTATS 2020, Eq. 3;
             Bhagoji et al., ICML 2019): a malicious client sends ``boost * delta`` instead
             of its update ``delta``; ``boost = n / eta`` replaces the global model. 1: off
-            (the RLR paper uses no boosting).
+            (the RLR paper uses no boosting). The scaling happens after local training, so
+            client-side projection (``defense.clip_at=client``) does not bound it; server-side
+            clipping (``defense.clip_at=server``, Sun et al. 2019) does.
 
     >>> b = Backdoor(target=7, source=1, trigger="plus")
     """
