@@ -162,17 +162,25 @@ def sequential_reference(template: torch.nn.Module, state: dict, x: torch.Tensor
 
 
 def batched_bound(template: torch.nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor,
-                  index: list[np.ndarray], schedule, lr: float) -> None:
-    """One model, one SGD step per schedule step on all clients' batches stacked together."""
+                  index: list[np.ndarray], schedule, lr: float, channels_last: bool = False) -> None:
+    """One model, one SGD step per schedule step on all clients' batches stacked together.
+
+    ``channels_last``: model and inputs in channels-last memory format (the layout the
+    engine's fold strategy uses for convolutions), a second, higher ceiling for CNNs."""
     model = copy.deepcopy(template)
     model.load_state_dict(state)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     steps = [torch.from_numpy(np.concatenate([index[i][c[s]] for i, c in enumerate(schedule.batches) if s < len(c)]))
              .to(x.device) for s in range(schedule.max_steps)]
     for idx in steps:
+        xb = x[idx]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        torch.nn.functional.cross_entropy(model(xb), y[idx]).backward()
         opt.step()
 
 
@@ -203,18 +211,25 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
                                           {n: b for n, b in model.named_buffers()})[0]
     else:
         chunk = auto_chunk_size(d, recipe.batch_size, x[0].numel())
-        path = f"vectorized ({auto_strategy(model, device, x[0])}, chunk {min(chunk, w.clients)})"
+        strategy = "loop" if min(chunk, w.clients) <= 1 else auto_strategy(model, device, x[0])
+        path = f"vectorized ({strategy}, chunk {min(chunk, w.clients)})"
         engine = lambda: train_vectorized(model, params, x, y, index, sched, recipe)  # noqa: E731
     seq = lambda: sequential_reference(model, state, x, y, index, sched, recipe.lr)  # noqa: E731
     bat = lambda: batched_bound(model, state, x, y, index, sched, recipe.lr)  # noqa: E731
+    variants = [("engine", engine), ("sequential", seq), ("batched", bat)]
+    conv = x.dim() == 4 and any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    if conv:
+        variants.append(("batched_channels_last",
+                         lambda: batched_bound(model, state, x, y, index, sched, recipe.lr, channels_last=True)))
 
     # warm-up (also the correctness check), then interleaved repetitions
     _, U_engine = _timed(engine, device)
     _, U_seq = _timed(seq, device)
-    _timed(bat, device)
-    times = {"engine": [], "sequential": [], "batched": []}
+    for _, fn in variants[2:]:
+        _timed(fn, device)
+    times: dict[str, list[float]] = {k: [] for k, _ in variants}
     for _ in range(reps):
-        for key, fn in (("engine", engine), ("sequential", seq), ("batched", bat)):
+        for key, fn in variants:
             times[key].append(_timed(fn, device)[0])
     best = {k: min(v) for k, v in times.items()}
     rate = {k: w.clients / v for k, v in best.items()}
@@ -230,6 +245,9 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
         "batched": {"client_epochs_per_s": rate["batched"], "seconds": best["batched"]},
         "speedup_vs_sequential": rate["engine"] / rate["sequential"],
         "fraction_of_batched_bound": rate["engine"] / rate["batched"],
+        "batched_channels_last": ({"client_epochs_per_s": rate["batched_channels_last"],
+                                   "seconds": best["batched_channels_last"]} if conv else None),
+        "fraction_of_channels_last_bound": rate["engine"] / rate["batched_channels_last"] if conv else None,
         "flops_per_client_epoch": flops_ce,
         "engine_gflops": engine_gflops,
         "fraction_of_gemm_peak": engine_gflops / peak_gflops if peak_gflops > 0 else None,
@@ -536,15 +554,17 @@ def to_markdown(res: dict[str, Any]) -> str:
              f"load average at start {res.get('load_average_start')}, at end {res.get('load_average_end')}", "",
              "## Local training (client-epochs/s; best of the repetitions, variants interleaved)", "",
              "| workload | params | clients | engine | sequential loop | batched bound | speedup vs sequential "
-             "| fraction of batched bound | engine GFLOP/s | fraction of GEMM peak | engine path | max abs diff |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| fraction of batched bound | (channels-last bound) | engine GFLOP/s | fraction of GEMM peak | engine path "
+             "| max abs diff |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for name, t in res.get("training", {}).items():
         if "skipped" in t:
-            lines.append(f"| {name} | skipped: {t['skipped']} |||||||||||")
+            lines.append(f"| {name} | skipped: {t['skipped']} ||||||||||||")
             continue
         lines.append(f"| {name} | {t['params']:,} | {t['clients']} | {_fmt(t['engine']['client_epochs_per_s'])} | "
                      f"{_fmt(t['sequential']['client_epochs_per_s'])} | {_fmt(t['batched']['client_epochs_per_s'])} | "
                      f"{_fmt(t['speedup_vs_sequential'])} | {_fmt(t['fraction_of_batched_bound'])} | "
+                     f"{_fmt(t.get('fraction_of_channels_last_bound'))} | "
                      f"{_fmt(t['engine_gflops'])} | {_fmt(t['fraction_of_gemm_peak'])} | {t['engine']['path']} | "
                      f"{t['max_abs_diff_vs_sequential']:.1e} |")
     ag, yard = res.get("aggregators", {}), res.get("yardsticks", {})

@@ -390,13 +390,19 @@ def train_vectorized(
     ``U``), so that a large round holds one update matrix, not two.
 
     Clients are trained in chunks of ``chunk_size`` (``None``: :func:`auto_chunk_size`).
-    Per chunk the parameters are one stacked ``(k, ...)`` leaf tensor per name; each step
-    computes every client's loss (``strategy="vmap"``: one ``torch.func.vmap`` over
-    ``functional_call``; ``"loop"``: one forward per client on its own slice, the choice
-    for convolutions on CPU, see :func:`auto_strategy`), then one ``autograd.grad`` of the
-    summed losses gives each client its own gradient (client ``i``'s parameters only
-    enter loss ``i``), and one fused SGD step updates all clients. The batch indices of
-    the whole chunk are built once (:func:`_plan`). Same arithmetic as
+    Per chunk the parameters are stacked ``(k, ...)`` tensors; each step computes every
+    client's loss on its own batch, then one ``autograd.grad`` of the summed losses gives
+    each client its own gradient (client ``i``'s parameters only enter loss ``i``), and
+    one fused SGD step (``torch._foreach_*``) updates all clients. How the losses are
+    computed (``strategy``):
+
+    * ``"vmap"``: one ``torch.func.vmap`` over ``functional_call`` (MLPs; any model on GPU);
+    * ``"fold"``: clients folded into the channels (:class:`_FoldMode`; CNNs on CPU);
+    * ``"loop"``: one forward per client on its own parameter slice (models fold does
+      not support; chunks of one client);
+    * ``"auto"``: ``"loop"`` for one-client chunks, else :func:`auto_strategy`.
+
+    The batch indices of the whole chunk are built once (:func:`_plan`). Same arithmetic as
     :func:`train_sequential` (tested).
     """
     k = len(index)
@@ -404,6 +410,8 @@ def train_vectorized(
     d = sum(p.numel() for p in global_params.values())
     if chunk_size is None:
         chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
+    if strategy == "auto" and min(chunk_size, k) <= 1:
+        strategy = "loop"  # one client per call: plain autograd, nothing to vectorize
     if strategy == "auto":
         strategy = auto_strategy(model, x.device, prepare(x[:1])[0] if prepare is not None and len(x) else
                                  (x[0] if len(x) else None))
