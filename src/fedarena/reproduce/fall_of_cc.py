@@ -21,6 +21,9 @@ The paper's setting (Sec. VI), scaled to a CPU:
   (431,080 parameters) and 7,500 rounds (100 epochs); ``--set model.name=cnn`` swaps in
   the LeNet. ``--quick``: sklearn digits (IID), MLP 64-64-10, compared with the FMNIST block.
 
+Cost on one busy CPU core (OMP_NUM_THREADS=1): full version 144 runs, about 33 min;
+``--quick`` 72 runs, about 3.5 min.
+
 Claims: Table IV's ordering (with client momentum, ROP is the lowest-accuracy attack
 on CC), Table II (cosine of ALIE's perturbation across consecutive rounds grows with
 beta) and Table III (ROP's cosine to CC's reference m~_{t-1} exceeds the benign
