@@ -1,8 +1,11 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# OpenMP threads that spin while waiting make small tensor ops crawl on a busy 2-core machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

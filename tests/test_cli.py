@@ -72,3 +72,18 @@ def test_reproduction_framework_writes_claims(tmp_path):
 def test_reproduce_cli_unknown_name():
     res = runner.invoke(app, ["reproduce", "no-such-paper"])
     assert res.exit_code == 2
+
+
+def test_reproduce_overrides_apply_where_declared():
+    from fedarena.errors import ConfigError
+    from fedarena.reproduce.framework import configs_with_overrides
+
+    runs = {"bd": {"attack": {"name": "backdoor", "num_malicious": 1}},
+            "lf": {"attack": {"name": "label-flip", "num_malicious": 1}}}
+    cfgs = configs_with_overrides(runs, ["attack.poison_frac=0.25", "fl.rounds=3"])
+    assert cfgs["bd"].attack.params()["poison_frac"] == 0.25 and "poison_frac" not in cfgs["lf"].attack.params()
+    assert cfgs["lf"].fl.rounds == 3
+    import pytest
+
+    with pytest.raises(ConfigError, match="attack.nosuch"):
+        configs_with_overrides(runs, ["attack.nosuch=1"])

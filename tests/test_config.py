@@ -77,3 +77,17 @@ def test_cli_user_error_is_one_line_exit_2():
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "fl.lr" in lines[0]
+
+
+def test_switching_attack_drops_the_old_attacks_parameters():
+    cfg = load_config(None, ["attack.name=label-flip"], base=DEFAULT_RUN)
+    assert cfg.attack.name == "label-flip" and cfg.attack.params() == {} and cfg.attack.num_malicious == 4
+    cfg = load_config(None, ["attack.name=backdoor", "attack.target=2"], base=DEFAULT_RUN)
+    assert cfg.attack.params()["target"] == 2 and cfg.attack.params()["poison_frac"] == 0.5
+
+
+def test_bucketing_error_names_the_rows():
+    with pytest.raises(ConfigError, match="after bucketing: 20 clients -> 7 rows"):
+        from fedarena.engine.simulation import Simulation
+
+        Simulation(load_config(None, ["defense.name=bulyan", "defense.bucketing=3", "defense.f=2"]))

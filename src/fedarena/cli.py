@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import ConfigError, DataNotFoundError
+
+# idle OpenMP threads sleep instead of spinning: small tensor ops stay fast on busy machines
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.")
@@ -55,7 +59,12 @@ def run(
                 info += f"  backdoor {ev['backdoor_acc']:.3f}"
             bar.update(task, completed=t + 1, info=info)
 
-        result = sim.run(progress)
+        try:
+            result = sim.run(progress)
+        except (ConfigError, DataNotFoundError) as e:
+            bar.stop()
+            user_error(str(e))
+            return
     write_run(result, out)
     print_summary(result.summary, out)
     if result.summary.get("error"):

@@ -231,8 +231,25 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     if path is not None:
         tree = _merge(tree, load_yaml(path))
     for o in overrides or []:
+        _drop_params_of_replaced_plugin(tree, o)
         apply_override(tree, o)
     return from_tree(tree)
+
+
+#: keys of the attack / defense sections that do not belong to the chosen attack or defense
+_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round"},
+                   "defense": {"name", "weighted", "f"}}
+
+
+def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str) -> None:
+    """``--set attack.name=X`` on a config written for attack Y drops Y's own parameters
+    (they would be unknown to X); later overrides may set X's."""
+    key, _, value = assignment.partition("=")
+    section, _, field = key.strip().partition(".")
+    if field != "name" or section not in _SECTION_COMMON or not isinstance(tree.get(section), dict):
+        return
+    if tree[section].get("name") not in (None, parse_value(value)):
+        tree[section] = {k: v for k, v in tree[section].items() if k in _SECTION_COMMON[section]}
 
 
 def _merge(a: dict, b: dict) -> dict:

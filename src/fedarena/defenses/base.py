@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..engine.layout import ParamLayout
+from ..errors import ConfigError
 from ..engine.recipe import TrainRecipe
 
 
@@ -168,11 +169,17 @@ class DefensePipeline:
 
     def validate(self, n: int, f: int) -> None:
         """Check the aggregator against the rows it will see (after e.g. bucketing)."""
+        rows = n
         for stage in self.pre:
             rows_out = getattr(stage, "rows_out", None)
             if rows_out is not None:
-                n = rows_out(n)
-        self.aggregator.validate(n, f)
+                rows = rows_out(rows)
+        try:
+            self.aggregator.validate(rows, f)
+        except ConfigError as e:
+            if rows == n:
+                raise
+            raise ConfigError(e.field, f"{e.problem} (after bucketing: {n} clients -> {rows} rows)", e.valid) from None
 
     def client_recipe(self, recipe: TrainRecipe) -> TrainRecipe:
         """The benign clients' recipe after every stage's client-side part."""

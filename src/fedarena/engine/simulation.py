@@ -7,6 +7,7 @@ evaluate -> record.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -48,10 +49,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
+    """The run's dataset; loaded once per process and shared (read-only) by later runs."""
     opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download}
     if cfg.data.dataset == "synthetic":
         opts.update(cfg.data.synthetic)
-    return DATASETS.build(cfg.data.dataset, opts)
+    key = (cfg.data.dataset, repr(sorted(opts.items())))
+    if key not in _DATASET_CACHE:
+        if len(_DATASET_CACHE) >= 2:
+            _DATASET_CACHE.pop(next(iter(_DATASET_CACHE)))
+        _DATASET_CACHE[key] = DATASETS.build(cfg.data.dataset, opts)
+    return dataclasses.replace(_DATASET_CACHE[key])
+
+
+_DATASET_CACHE: dict[tuple, TensorDataset] = {}
 
 
 def build_model(cfg: ExperimentConfig, data: TensorDataset) -> torch.nn.Module:
@@ -105,6 +115,8 @@ class Simulation:
             epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
+        if cfg.fl.algorithm == "fedsgd" and self.recipe.project is not None:
+            raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
         self.root_index = self._root_index()
         self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
         self.prev_update: Optional[torch.Tensor] = None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import from_tree, load_config
+from ..errors import ConfigError
 from ..engine.simulation import RunResult, Simulation
 from ..registry import PAPERS
 from ..results.writer import _clean, write_run
@@ -125,13 +126,40 @@ def deep_update(base: dict, changes: dict) -> dict:
     return out
 
 
+def configs_with_overrides(runs: dict[str, dict[str, Any]], overrides: list[str]) -> dict[str, Any]:
+    """Validated configs of every run with the user's ``--set`` overrides.
+
+    An ``attack.*`` or ``defense.*`` parameter applies to the runs whose attack or
+    defense declares it (``--set attack.z=1.2`` changes the ALIE runs only); a key that
+    no run accepts is an error.
+    """
+    configs, used = {}, set()
+    for rid, tree in runs.items():
+        kept = list(overrides)
+        while True:
+            try:
+                configs[rid] = load_config(None, kept, base=tree)
+                break
+            except ConfigError as e:
+                drop = [o for o in kept if o.split("=", 1)[0].strip() == e.field
+                        and e.field.split(".")[0] in ("attack", "defense") and "unknown parameter" in e.problem]
+                if not drop:
+                    raise
+                kept.remove(drop[0])
+        used |= set(kept)
+    unused = [o for o in overrides if o not in used]
+    if unused:
+        raise ConfigError(unused[0].split("=", 1)[0], "no run of this reproduction accepts this parameter")
+    return configs
+
+
 def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optional[list[str]] = None,
                      console=None, write_runs: bool = True) -> Report:
     paper: Paper = PAPERS.get(name)()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    configs = {rid: load_config(None, overrides, base=tree) for rid, tree in paper.runs(quick).items()}
+    configs = configs_with_overrides(paper.runs(quick), overrides or [])
     results = Results()
     progress = None
     if console is not None:
