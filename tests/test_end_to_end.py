@@ -100,3 +100,11 @@ def test_attack_window_keeps_attackers_honest_outside():
     attacking = {(c["round"], c["client"]): c["attacking"] for c in r.clients}
     assert not any(v for (t, _), v in attacking.items() if t != 1)
     assert sum(v for (t, _), v in attacking.items() if t == 1) == 2
+
+
+def test_fixed_malicious_sampling_puts_the_same_number_of_attackers_in_every_round():
+    sim = Simulation(load_config(None, ["fl.num_clients=20", "fl.clients_per_round=10", "fl.sampling=fixed-malicious",
+                                        "attack.name=label-flip", "attack.num_malicious=4"]))
+    counts = {int(sim.is_malicious[sim.sample_clients(t)].sum()) for t in range(20)}
+    assert counts == {2}
+    assert len(set(sim.sample_clients(0).tolist())) == 10

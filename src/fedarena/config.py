@@ -46,6 +46,7 @@ class FLConfig(_Strict):
     algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
     num_clients: int = Field(20, ge=1)
     clients_per_round: Optional[int] = Field(None, ge=1)  # default: all clients
+    sampling: Literal["uniform", "fixed-malicious"] = "uniform"  # how a round's cohort is drawn
     rounds: int = Field(30, ge=1)
     local_epochs: int = Field(1, ge=1)
     local_steps: Optional[int] = Field(None, ge=1)

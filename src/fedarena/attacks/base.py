@@ -48,6 +48,9 @@ class DataInfo:
 
     num_classes: int
     input_shape: tuple[int, ...]  # (C, H, W) for images, (F,) for vectors
+    dataset: str = ""  # the task's dataset name
+    root: Optional[str] = None  # data.root, for attacks that read extra files (tail sets)
+    download: bool = False  # data.download
 
 
 @dataclass

@@ -97,7 +97,8 @@ class Simulation:
         self.layout = ParamLayout.from_params(self.params)
 
         self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
-        self.attack.setup(DataInfo(self.data.num_classes, self.data.input_shape), self.streams.torch("attack", 0))
+        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download)
+        self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
         self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
         self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
@@ -177,10 +178,19 @@ class Simulation:
 
     # ------------------------------------------------------------ one round
     def sample_clients(self, t: int) -> np.ndarray:
-        k = self.cfg.cohort_size
-        if k == self.cfg.fl.num_clients:
+        """The round's cohort: uniform without replacement (``fl.sampling=uniform``), or with
+        exactly ``round(k * num_malicious / num_clients)`` malicious clients
+        (``fl.sampling=fixed-malicious``, a fixed attacker fraction every round)."""
+        k, n = self.cfg.cohort_size, self.cfg.fl.num_clients
+        if k == n:
             return np.arange(k)
-        return np.sort(self.streams.numpy("sampling", t).choice(self.cfg.fl.num_clients, k, replace=False))
+        rng = self.streams.numpy("sampling", t)
+        if self.cfg.fl.sampling == "uniform":
+            return np.sort(rng.choice(n, k, replace=False))
+        m = min(len(self.malicious), round(k * len(self.malicious) / n))
+        benign = np.flatnonzero(~self.is_malicious)
+        return np.sort(np.concatenate([rng.choice(self.malicious, m, replace=False),
+                                       rng.choice(benign, k - m, replace=False)]))
 
     def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
         """Rows of U before crafting: each client's honest (or data-poisoned) update."""
