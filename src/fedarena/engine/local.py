@@ -278,14 +278,16 @@ def _fold_logits(model: torch.nn.Module, names: Sequence[str], params: Sequence[
     return out.reshape(b, k, -1).transpose(0, 1)
 
 
-_FOLD_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+_FOLD_OK: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, bool]]" = weakref.WeakKeyDictionary()
 
 
 def fold_supported(model: torch.nn.Module, sample: torch.Tensor) -> bool:
-    """Whether :class:`_FoldMode` runs this model (checked once per model on two clients
-    against the per-client forward; cached)."""
-    if model in _FOLD_OK:
-        return _FOLD_OK[model]
+    """Whether :class:`_FoldMode` runs this model on inputs shaped like ``sample`` (checked
+    once per model and input shape on two clients against the per-client forward; cached)."""
+    key = (tuple(sample.shape), sample.dtype, str(sample.device))
+    cache = _FOLD_OK.setdefault(model, {})
+    if key in cache:
+        return cache[key]
     ok = False
     if not has_buffers(model):
         g = torch.Generator().manual_seed(0)
@@ -307,7 +309,7 @@ def fold_supported(model: torch.nn.Module, sample: torch.Tensor) -> bool:
             ok = False  # the forward cannot run folded: train this model on the loop
         finally:
             model.train(was_training)
-    _FOLD_OK[model] = ok
+    cache[key] = ok
     return ok
 
 
