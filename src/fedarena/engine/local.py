@@ -2,11 +2,14 @@
 
 Two paths with the same arithmetic:
 
-* :func:`train_vectorized`: all clients that share a :class:`TrainRecipe` in one
-  ``torch.func.vmap`` over ``functional_call`` + ``grad``, chunked over clients so
-  memory stays bounded. Clients with different dataset sizes are handled with a
+* :func:`train_vectorized`: all clients that share a :class:`TrainRecipe` together,
+  chunked over clients so memory stays bounded (:func:`auto_chunk_size`): stacked
+  parameters, one autograd pass and one fused SGD step per step for the whole chunk;
+  the clients' forward passes run under ``torch.func.vmap`` (MLPs, GPU), folded into
+  the channels (:class:`_FoldMode`, CNNs on CPU) or one after another (anything else),
+  see :func:`auto_strategy`. Clients with different dataset sizes are handled with a
   per-sample mask (short batches) and a per-client ``active`` flag (clients with
-  fewer steps stop early).
+  fewer steps stop early). Speed: ``fedarena bench`` and ``benchmarks/README.md``.
 * :func:`train_sequential`: one client after another (custom recipes, models with
   buffers such as BatchNorm).
 
