@@ -115,9 +115,6 @@ def test_paper_cnn_round_vectorized():
     assert math.isfinite(m["loss"])
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=False,
-                   reason="engine/local.py closes over the BatchNorm buffers inside torch.func.grad; "
-                          "in-place running-stat updates are refused (pass them as an argument)")
 def test_batchnorm_resnet_round_sequential():
     cfg = load_config(None, ["model.name=resnet20", "model.variant=he", "fl.num_clients=2", "fl.rounds=1",
                              "fl.batch_size=50"], base=_synthetic(16))
@@ -130,6 +127,17 @@ def test_batchnorm_resnet_round_sequential():
     assert not torch.equal(before["bn1.running_mean"], sim.buffers["bn1.running_mean"])
     # each client ran 100 / 50 = 2 batches; integer buffers take the max over clients
     assert int(sim.buffers["bn1.num_batches_tracked"]) == 2
+
+
+def test_batchnorm_resnet_round_fedsgd():
+    cfg = load_config(None, ["model.name=resnet20", "model.variant=he", "fl.num_clients=2", "fl.rounds=2",
+                             "fl.batch_size=20", "fl.algorithm=fedsgd"], base=_synthetic(16))
+    sim = Simulation(cfg)
+    before = sim.buffers["bn1.running_mean"].clone()
+    res = sim.run()
+    assert math.isfinite(res.metrics[-1]["loss"])
+    assert not torch.equal(before, sim.buffers["bn1.running_mean"])
+    assert int(sim.buffers["bn1.num_batches_tracked"]) == 2  # one minibatch per round
 
 
 def test_registry_descriptions():

@@ -62,8 +62,15 @@ class BatchSchedule:
 
 
 def _loss_fn(model: torch.nn.Module, recipe: TrainRecipe, buffers: Params):
-    def loss(params: Params, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, global_params: Params):
-        logits = functional_call(model, (params, buffers), (x,))
+    """The recipe's loss as a pure function of the parameters.
+
+    Buffers (BatchNorm running statistics) are passed as an argument, not captured:
+    ``torch.func.grad`` forbids in-place updates of captured tensors, while updating an
+    argument is allowed (the caller passes each client's own copy).
+    """
+    def loss(params: Params, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, global_params: Params,
+             bufs: Optional[Params] = None):
+        logits = functional_call(model, (params, buffers if bufs is None else bufs), (x,))
         per = recipe.loss(logits, y)
         val = (per * w).sum() / w.sum().clamp_min(1.0)
         if recipe.extra_loss is not None:
@@ -520,8 +527,7 @@ def train_sequential(
     rows, client_buffers = [], []
     for i in range(len(index)):
         bufs_i = {n: b.clone() for n, b in (buffers or {}).items()}
-        loss = _loss_fn(model, recipe, bufs_i)
-        grad_fn = grad(loss)
+        grad_fn = grad(_loss_fn(model, recipe, {}))
         params = {n: p.detach().clone() for n, p in global_params.items()}
         mom: Params = {}
         one = torch.ones((), device=x.device)
@@ -531,7 +537,7 @@ def train_sequential(
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
-            grads = grad_fn(params, xb, y[idx_t], w, global_params)
+            grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
             params, mom = _sgd_step(params, grads, mom, recipe, one)
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
@@ -550,10 +556,14 @@ def minibatch_gradients(
     recipe: TrainRecipe,
     prepare=None,
     vectorized: bool = True,
+    buffers: Optional[Params] = None,
+    buffers_out: Optional[list[Params]] = None,
 ) -> torch.Tensor:
     """FedSGD: each client's gradient on its first scheduled minibatch, ``(k, d)``.
 
-    Weight decay, when set, is added to the gradient (``g + wd * theta``).
+    Weight decay, when set, is added to the gradient (``g + wd * theta``). On the
+    per-client path each client starts from a copy of ``buffers`` (BatchNorm
+    statistics); their updated copies are appended to ``buffers_out`` when given.
     """
     names = list(global_params)
     k = len(index)
@@ -573,7 +583,10 @@ def minibatch_gradients(
             b = schedule.batches[i][0]
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t] if prepare is None else prepare(x[idx_t])
-            g = grad(loss)(global_params, xb, y[idx_t], torch.ones(len(b), device=x.device), global_params)
+            bufs_i = {n: v.clone() for n, v in (buffers or {}).items()}
+            g = grad(loss)(global_params, xb, y[idx_t], torch.ones(len(b), device=x.device), global_params, bufs_i)
+            if buffers_out is not None:
+                buffers_out.append(bufs_i)
             rows.append(torch.cat([g[n].reshape(-1) for n in names]))
         G = torch.stack(rows) if rows else torch.empty(0)
     if recipe.weight_decay:

@@ -216,12 +216,16 @@ class Simulation:
             sched = BatchSchedule.build([len(a) for a in idx], r, rngs)
             torch.manual_seed(self.streams.seed_of("training") + t)  # dropout masks
             if cfg.fl.algorithm == "fedsgd":
-                G = minibatch_gradients(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                        self.prepare, vectorized=r.vectorize and not seq_model)
-                U[rows] = G
+                U[rows] = minibatch_gradients(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
+                                              self.prepare, vectorized=r.vectorize and not seq_model,
+                                              buffers=self.buffers, buffers_out=new_buffers)
             elif r.vectorize and not seq_model:
-                U[rows] = train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                           cfg.fl.chunk_size, self.prepare)
+                if len(rows) == len(cohort):  # one group: train straight into U (no second k x d copy)
+                    train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
+                                     cfg.fl.chunk_size, self.prepare, out=U)
+                else:
+                    U[rows] = train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
+                                               cfg.fl.chunk_size, self.prepare)
             else:
                 rows_u, bufs = train_sequential(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
                                                 self.prepare, self.buffers)
