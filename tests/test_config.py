@@ -91,3 +91,9 @@ def test_bucketing_error_names_the_rows():
         from fedarena.engine.simulation import Simulation
 
         Simulation(load_config(None, ["defense.name=bulyan", "defense.bucketing=3", "defense.f=2"]))
+
+
+def test_stage_option_without_its_stage_is_an_error():
+    with pytest.raises(ConfigError, match="defense.clip_at: only applies when defense.clip is set"):
+        load_config(None, ["defense.clip_at=client"])
+    assert load_config(None, ["defense.clip=1.0", "defense.clip_at=client"]).defense.params()["clip_at"] == "client"

@@ -209,7 +209,7 @@ def _valid_hint(err: dict) -> Optional[str]:
 
 def validate_plugins(cfg: ExperimentConfig) -> None:
     """Check names and parameters of dataset, partition, model, attack and defense."""
-    from .defenses.pipeline import COMMON_KEYS, build_pipeline
+    from .defenses.pipeline import build_pipeline
     from .registry import ATTACKS, DATASETS, MODELS, PARTITIONS
 
     DATASETS.get(cfg.data.dataset)
@@ -217,7 +217,6 @@ def validate_plugins(cfg: ExperimentConfig) -> None:
     MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
     ATTACKS.validate(cfg.attack.name, cfg.attack.params())
     build_pipeline(defense_dict(cfg))  # validates names and parameters
-    _ = COMMON_KEYS
 
 
 def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..errors import ConfigError
 from ..registry import DEFENSES, STAGES
 from .base import DefensePipeline, PostStage, PreStage
 
@@ -19,11 +20,13 @@ from .base import DefensePipeline, PostStage, PreStage
 COMMON_KEYS = {"name", "f", "weighted"}
 
 
-def stage_keys() -> set[str]:
-    keys: set[str] = set()
-    for name in STAGES.names():
-        keys |= set(STAGES.params(name))
-    return keys
+def stage_owners() -> dict[str, list[str]]:
+    """Each stage parameter -> the trigger keys of the stages that read it."""
+    owners: dict[str, list[str]] = {}
+    for trigger in STAGES.names():
+        for key in STAGES.params(trigger):
+            owners.setdefault(key, []).append(trigger)
+    return owners
 
 
 def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
@@ -41,8 +44,15 @@ def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
         order = getattr(stage, "order", 50)
         (pre if isinstance(stage, PreStage) else post).append((order, stage))
     agg_values = {k: v for k, v in defense.items() if k not in used and k not in COMMON_KEYS}
-    # a stage's params that were left at None/0 (stage off) are not the aggregator's
-    agg_values = {k: v for k, v in agg_values.items() if k not in stage_keys()}
+    # a stage's own options are not the aggregator's; set while their stage is off, they
+    # would do nothing, so they are an error (a trigger left at 0/None/False is fine)
+    owners = stage_owners()
+    for key in list(agg_values):
+        if key in owners:
+            value = agg_values.pop(key)
+            if key not in STAGES.names() and value not in (None, False, 0):
+                switches = " or ".join(f"defense.{t}" for t in owners[key])
+                raise ConfigError(f"defense.{key}", f"only applies when {switches} is set", f"set {switches}, or drop this key")
     name = defense.get("name", "fedavg")
     agg_kwargs = DEFENSES.validate(name, agg_values)
     factory = DEFENSES.get(name)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..config import from_tree, load_config
+from ..config import load_config
 from ..errors import ConfigError
 from ..engine.simulation import RunResult, Simulation
 from ..registry import PAPERS
@@ -221,4 +221,4 @@ def write_report(report: Report, results: Results, paper: Paper, out: Path) -> N
                         s.get("status"), s.get("wall_time_s")])
 
 
-__all__ = ["Paper", "Claim", "Results", "Report", "deep_update", "run_reproduction", "from_tree"]
+__all__ = ["Paper", "Claim", "Results", "Report", "deep_update", "run_reproduction", "configs_with_overrides"]
