@@ -125,8 +125,9 @@ class Registry:
         return self.get(name)(**kwargs)
 
     def summary(self, name: str) -> str:
-        doc = inspect.getdoc(self.get(name)) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        """The first paragraph of the factory's docstring, on one line."""
+        doc = (inspect.getdoc(self.get(name)) or "").strip()
+        return " ".join(doc.split("\n\n")[0].split())
 
 
 DATASETS = Registry("dataset", "data", "data.dataset")
