@@ -59,6 +59,14 @@ def test_mnist_tail_from_shared_data(shared_data):
     assert s.name == "mnist-7" and 600 < len(s.x_train) < 1000 and 100 < len(s.x_test) < 300
 
 
+def test_mnist_tail_falls_back_to_data_root(shared_data, monkeypatch):
+    """Without attack.edge_root the tail is read from data.root (DataInfo.root), not only $FEDARENA_DATA."""
+    monkeypatch.delenv("FEDARENA_DATA", raising=False)
+    a = EdgeCaseBackdoor(edge_set="mnist", edge_class=7, target=9)
+    a.setup(DataInfo(10, (1, 28, 28), "fashion-mnist", str(shared_data)), torch.Generator().manual_seed(0))
+    assert a.edges.name == "mnist-7" and len(a.edges.x_train) == 838 and len(a.edges.x_test) == 232
+
+
 def test_rare_tail_is_the_most_atypical_test_images(shared_data):
     s = load_edge_set("rare", (1, 28, 28), root=str(shared_data), edge_class=0, dataset="fashion-mnist", rare_frac=0.2)
     assert s.name == "rare-fashion-mnist-0" and len(s.x_train) == 100 and len(s.x_test) == 100

@@ -278,3 +278,21 @@ def test_proposition5_closed_form():
     assert prop5_threshold() / math.pi == pytest.approx(0.3918266, abs=1e-6)
     assert all(prop5_margin(t) > 0 for t in torch.linspace(0.4 * math.pi, math.pi / 2, 20).tolist())
     assert prop5_margin(0.35 * math.pi) < 0
+
+
+def test_mask_keeps_a_same_sign_bias_and_can_mask_benign_progress():
+    """The two channels that carry the edge-case backdoor past the mask in the reproduction
+    (see its notes): hand-computed, N = 10, alpha = 0.2 (b = 2), tau = 0.2 (strict: |S| > 2)."""
+    benign = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    # (1) attackers agree in sign but are large: every row positive, |S| = 10 -> kept, and the
+    # trimmed mean of sorted [1..8, 50, 50] drops 1, 2 and 50, 50: mean(3..8) = 5.5 > benign 4.5
+    U = torch.cat([benign, torch.tensor([50.0, 50.0])]).unsqueeze(1)
+    assert trimmed_mean(benign.unsqueeze(1), 0.25).item() == pytest.approx(4.5)  # b = 2 of 8: mean(3..6)
+    assert invariant_aggregate(U, tau=0.2, trim_frac=0.2).item() == pytest.approx(5.5)
+    # (2) benign rows agree 6 to 2 (|S| = 4 > 2, kept without attackers: trimmed mean of 8 rows, b = 2)
+    b2 = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0]).unsqueeze(1)
+    assert invariant_aggregate(b2, tau=0.2, trim_frac=0.25).item() == pytest.approx(1.0)
+    # two attackers of the opposite sign bring |S| to 6 - 4 = 2 <= 2: the benign step is masked to 0
+    U2 = torch.cat([b2, torch.tensor([[-0.01], [-0.01]])])
+    assert sign_consistency(U2).item() == pytest.approx(0.2)
+    assert invariant_aggregate(U2, tau=0.2, trim_frac=0.2).item() == 0.0

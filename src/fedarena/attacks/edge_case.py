@@ -18,7 +18,8 @@ for every batch.
 Tail sets (``attack.edge_set``; see :mod:`fedarena.data.edge_sets`): ``shapes``
 (generated), ``mnist`` (digits of ``edge_class`` from ``edge_root``), ``inverted``,
 ``rare`` (the most atypical ``rare_frac`` of the test images of ``edge_class`` of
-``edge_dataset``) or a ``.npz`` path; ``pool_size`` caps the attackers' pool.
+``edge_dataset``) or a ``.npz`` path; ``pool_size`` caps the attackers' pool. Files are
+read from ``attack.edge_root``, else ``data.root``, else ``$FEDARENA_DATA``.
 
 **Backdoor accuracy** is the share of the held-out tail images classified as ``target``
 (all of them count: they have no true label among the task's classes; spec A25).
@@ -88,7 +89,8 @@ class EdgeCaseBackdoor(Attack):
     def setup(self, info: DataInfo, generator: torch.Generator) -> None:
         super().setup(info, generator)
         check_classes(self, info, "target")
-        self.edges: EdgeSet = load_edge_set(self.edge_set_name, info.input_shape, root=self.edge_root,
+        root = self.edge_root or getattr(info, "root", None)  # attack.edge_root, else data.root
+        self.edges: EdgeSet = load_edge_set(self.edge_set_name, info.input_shape, root=root,
                                             edge_class=self.edge_class, seed=self.edge_seed,
                                             num_classes=info.num_classes, dataset=self.edge_dataset,
                                             rare_frac=self.rare_frac)
