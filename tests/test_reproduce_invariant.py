@@ -37,3 +37,32 @@ def test_cut_down_quick_reproduction(tmp_path, monkeypatch):
     assert asr_ours < asr_fedavg  # the defense lowers the backdoor accuracy
     text = (tmp_path / "claims.md").read_text()
     assert "Theorem 10 Monte Carlo" in text and "Table 1 (scaled)" in text
+
+
+def test_attacker_influence_hand_example():
+    """4 benign rows + 1 attacker, tau = 0.1 (strict), alpha = 0.25 (b = 1 of 4 rows, 2 of 5).
+
+    c0 benign [1,2,3,4] + 10: kept both ways, trimmed mean 2.5 -> median 3 (same sign, +0.5);
+    c1 benign [1,1,-1,0] + -1: |S| 1 > 0.4 kept (mean(0,1) = 0.5), with the attacker S = 0, masked (-0.5);
+    c2 benign [1,-1,1,-1] + 5: S = 0 masked, with the attacker S = 1 > 0.5 kept, median 1 (+1)."""
+    import torch
+
+    from fedarena.reproduce.invariant import attacker_influence
+
+    U = torch.tensor([[1.0, 1.0, 1.0], [2.0, 1.0, -1.0], [3.0, -1.0, 1.0], [4.0, 0.0, -1.0], [10.0, -1.0, 5.0]])
+    out = attacker_influence(U, [False] * 4 + [True], torch.ones(3), tau=0.1, trim_frac=0.25)
+    assert out["total"] == pytest.approx(1.0)
+    assert (out["same_sign"], out["flipped"], out["newly_kept"], out["newly_masked"]) == pytest.approx((0.5, 0.0, 1.0, -0.5))
+    assert (out["frac_same_sign"], out["frac_flipped"], out["frac_newly_kept"], out["frac_newly_masked"]) == \
+        pytest.approx((1 / 3, 0.0, 1 / 3, 1 / 3))
+
+
+def test_diagnose_quick_rounds_add_up():
+    from fedarena.reproduce.invariant import INFLUENCE_KINDS, diagnose
+
+    rows = diagnose(["fl.rounds=3"], quick=True)
+    assert len(rows) == 3 and all(0.0 <= r["mask_keeps"] <= 1.0 and 0.0 <= r["asr"] <= 1.0 for r in rows)
+    for r in rows:
+        if "infl_total" in r:
+            assert sum(r[f"infl_{k}"] for k in INFLUENCE_KINDS) == pytest.approx(r["infl_total"], abs=1e-4)
+            assert r["fo_ours"] - r["fo_ours_benign_only"] == pytest.approx(r["infl_total"], abs=1e-4)
