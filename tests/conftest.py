@@ -18,3 +18,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("../shared/data not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: small models train faster and do not fight other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

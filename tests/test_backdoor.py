@@ -3,7 +3,6 @@ distributed triggers, boosting, the negated-loss variant, and a small end-to-end
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -21,13 +20,7 @@ from fedarena.registry import ATTACKS
 INFO = DataInfo(10, (1, 28, 28))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models train much faster on one thread (and do not fight other jobs for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _client_data(seed=0, n=200):

@@ -282,12 +282,12 @@ def _run(attack: dict, rounds: int = 100):
     return Simulation(from_tree(tree)).run()
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.skipif("cc" not in DEFENSES, reason="Centered Clipping aggregator not available")
 def test_rop_slows_centered_clipping_end_to_end():
     """CC (tau 1) with client momentum 0.99 on digits: ROP's unclipped z = 1 orthogonal push
     slows convergence (mean accuracy over 4 evaluations in 100 rounds; about 0.54 vs 0.44
     with seed 0, 0.1-0.18 lower over seeds 0-2), and its invariants hold every round."""
-    torch.set_num_threads(1)
     clean = _run({"name": "none"})
     rop = _run({"name": "rop"})
     curve = lambda r: sum(m["main_acc"] for m in r.metrics) / len(r.metrics)

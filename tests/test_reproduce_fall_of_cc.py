@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from fedarena.registry import DEFENSES, PAPERS
 from fedarena.reproduce import fall_of_cc as foc
@@ -39,10 +38,10 @@ def test_paper_tables_and_derived_orderings():
 
 
 @pytest.mark.skipif(not {"cc", "rfa", "trimmed-mean"} <= set(DEFENSES.names()), reason="robust aggregators missing")
+@pytest.mark.usefixtures("one_thread")
 def test_quick_reproduction_runs_and_computes_claims(tmp_path):
     from fedarena.reproduce.framework import run_reproduction
 
-    torch.set_num_threads(1)
     report = run_reproduction("fall-of-cc", quick=True, out=tmp_path,
                               overrides=["fl.rounds=6", "fl.lr_decay_at=[4]", "eval.every=3"], write_runs=False)
     for f in ("claims.md", "claims.json", "results.csv"):

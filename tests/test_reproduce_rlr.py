@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from fedarena.config import load_config
 from fedarena.registry import PAPERS
@@ -42,14 +41,9 @@ def test_grid_follows_the_paper():
     assert rlr_mod.TABLE1["rlr"] == (0, 92.9, 98.3) and rlr_mod.TABLE6[40][1] == (0, 82.5, 94.2)
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_quick_reproduction_headline(tmp_path):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        report = run_reproduction("rlr", quick=True, out=tmp_path, write_runs=False)
-    finally:
-        torch.set_num_threads(n)
+    report = run_reproduction("rlr", quick=True, out=tmp_path, write_runs=False)
     verdicts = {c.id: c for c in report.claims}
     assert not [c.id for c in report.claims if c.verdict == "error"]
     assert not any(c.id.startswith("T6.") for c in report.claims)  # Table 6: full version only

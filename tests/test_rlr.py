@@ -20,12 +20,7 @@ from fedarena.errors import ConfigError
 from fedarena.registry import MODELS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ctx_for(U, num_samples=None, seed=0, t=0, f=1):

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import DEFENSES
-from .base import Aggregate, Aggregator, RoundContext, nonfinite_rows
+from .base import Aggregate, Aggregator, RoundContext
 from .invariant import sanitize, trim_slice, trimmed_mean
 from .robust import (krum_scores, lowest_scores, pairwise_cosine_distances, pairwise_sq_distances, row_sq_norms,
                      zero_faulty_rows)
@@ -55,6 +55,18 @@ def _check_krum(n: int, f: int, m: Optional[int]) -> int:
 
 
 # ---------------------------------------------------------------- Multi-Krum variants
+def _multi_krum_rows(U: torch.Tensor, f: int, m: Optional[int], distances) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multi-Krum selection under a distance (``U -> (n, n)``): the cleaned rows, the
+    selected indices and the accept mask."""
+    n = U.shape[0]
+    m = _check_krum(n, f, m)
+    X, bad = _clean(U)
+    sel = multi_krum_select(distances(U.double()), f, m, bad)
+    accepted = torch.zeros(n, dtype=torch.bool, device=U.device)
+    accepted[sel] = True
+    return X, sel, accepted
+
+
 @DEFENSES.register("multi-krum-cos")
 class MultiKrumCosine(Aggregator):
     """Multi-Krum with cosine distance (the paper's Multi-Krum_C, App. D.6; cosine idea from FLAME).
@@ -70,12 +82,7 @@ class MultiKrumCosine(Aggregator):
         _check_krum(n, f, self.m)
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        n = U.shape[0]
-        m = _check_krum(n, ctx.f, self.m)
-        X, bad = _clean(U)
-        sel = multi_krum_select(pairwise_cosine_distances(U.double()), ctx.f, m, bad)
-        accepted = torch.zeros(n, dtype=torch.bool, device=U.device)
-        accepted[sel] = True
+        X, sel, accepted = _multi_krum_rows(U, ctx.f, self.m, pairwise_cosine_distances)
         return Aggregate(X[sel].mean(0).to(U.dtype), weights=accepted, info={"num_selected": int(len(sel))})
 
 
@@ -101,12 +108,7 @@ class MultiKrumTrimmedMean(Aggregator):
                               "a smaller trim_frac")
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        n = U.shape[0]
-        m = _check_krum(n, ctx.f, self.m)
-        X, bad = _clean(U)
-        sel = multi_krum_select(pairwise_sq_distances(U.double()), ctx.f, m, bad)
-        accepted = torch.zeros(n, dtype=torch.bool, device=U.device)
-        accepted[sel] = True
+        X, sel, accepted = _multi_krum_rows(U, ctx.f, self.m, pairwise_sq_distances)
         agg = trimmed_mean(X[sel], self.trim_frac) if len(sel) > 2 * math.ceil(self.trim_frac * len(sel) - 1e-9) else X[sel].mean(0)
         return Aggregate(agg.to(U.dtype), weights=accepted, info={"num_selected": int(len(sel))})
 
