@@ -143,3 +143,22 @@ def test_bad_options_one_line_errors(kwargs, field):
     with pytest.raises(ConfigError) as e:
         make_trigger(name, (1, 28, 28), **kwargs)
     assert str(e.value).startswith(field + ":") and "\n" not in str(e.value)
+
+
+def test_dba_lines_trigger_is_the_dba_papers_layout():
+    """DBA's CIFAR trigger: 4 lines of 1x6 at rows 0/4, cols 0-5 / 9-14, max value, one line per part."""
+    t = make_trigger("dba-lines", (3, 32, 32))
+    expected = {(r, c) for r in (0, 4) for c in list(range(0, 6)) + list(range(9, 15))}
+    assert {tuple(p) for p in torch.nonzero(t.mask[0]).tolist()} == expected
+    assert torch.all(t.pattern == 1.0)
+    parts = t.split(4)
+    assert [sorted({tuple(p) for p in torch.nonzero(q.mask[0]).tolist()})[0] for q in parts] == [(0, 0), (0, 9), (4, 0), (4, 9)]
+    assert all(q.num_pixels == 6 for q in parts)
+    # Table 9's thickness x4: rows 0-3 and 4-7
+    t4 = make_trigger("dba-lines", (1, 28, 28), size=4)
+    assert torch.nonzero(t4.mask[0].sum(1)).flatten().tolist() == list(range(8)) and t4.num_pixels == 96
+    # 8x8 digits: lines of 3 columns, gap 1
+    t8 = make_trigger("dba-lines", (1, 8, 8))
+    assert t8.mask[0, 0].tolist() == [1, 1, 1, 0, 1, 1, 1, 0] and t8.mask[0, 4].tolist() == [1, 1, 1, 0, 1, 1, 1, 0]
+    with pytest.raises(ConfigError, match="attack.trigger_size"):
+        make_trigger("dba-lines", (1, 28, 28), size=5)

@@ -25,12 +25,19 @@ Triggers (``attack.trigger``):
 * ``pixel`` -- one pixel near the bottom-right corner (28x28: (26, 26); 8x8: (7, 7)).
 * ``badnets`` -- a 3x3 checkerboard (trigger value and its complement) at the bottom-right
   (Gu et al., 2017, "pattern backdoor"; 28x28: rows/cols 24..26; 8x8: rows/cols 5..7).
+* ``dba-lines`` -- the DBA paper's pixel trigger (Xie et al., ICLR 2020, CIFAR config "gap 3
+  size 1*6 base (0,0)"; the Invariant Aggregator spec's decision A13): four lines of
+  ``size`` rows x 6 columns at rows 0 and 4, cols 0..5 and 9..14 from the top-left corner;
+  its four DBA parts are the four lines (local trigger i = line i). ``trigger_size`` is
+  the line thickness (Table 9's x1/x2/x4: 1, 2, 4 rows); images narrower than 15
+  columns get lines of ``(W - 1) // 2`` columns with a 1-column gap.
 
 Options: ``size`` (the plus's extent, the square's / logo's / checkerboard's side),
 ``position`` (top-left corner ``(row, col)`` of the trigger's bounding box, or one of
 ``top-left``, ``top-right``, ``bottom-left``, ``bottom-right``, ``center``) and ``value``
 (the trigger's intensity; default 1.0 (white) for grayscale images, 0.0 (black) for colour
-images, as the reference code's FMNIST and CIFAR-10 triggers). Sizes other than 8, 28
+images, as the reference code's FMNIST and CIFAR-10 triggers; ``dba-lines``: 1.0, the DBA
+code's maximum value). Sizes other than 8, 28
 and 32 scale the 28x28 geometry by ``H / 28``.
 
 Distributed backdoor (Xie et al., ICLR 2020; the RLR paper's Table 2): :meth:`Trigger.split`
@@ -51,7 +58,7 @@ import torch
 
 from ..errors import ConfigError
 
-TRIGGERS = ("plus", "square", "copyright", "apple", "pixel", "badnets")
+TRIGGERS = ("plus", "square", "copyright", "apple", "pixel", "badnets", "dba-lines")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
 Position = Union[str, Sequence[int], None]
 
@@ -116,6 +123,7 @@ def default_size(name: str, h: int) -> int:
         "apple": {8: 4, 28: 8, 32: 8},
         "pixel": {},
         "badnets": {8: 3, 28: 3, 32: 3},
+        "dba-lines": {},
     }[name]
     if h in table:
         return table[h]
@@ -127,7 +135,7 @@ def default_size(name: str, h: int) -> int:
         return max(4, _scaled(8, h))
     if name == "badnets":
         return 3
-    return 1
+    return 1  # pixel, dba-lines (one row thick)
 
 
 def _margin(h: int) -> int:
@@ -136,6 +144,8 @@ def _margin(h: int) -> int:
 
 def default_position(name: str, h: int, w: int, size: int) -> tuple[int, int]:
     """Default top-left corner of the trigger's bounding box."""
+    if name == "dba-lines":
+        return (0, 0)
     if name == "plus":
         known = {8: (0, 0), 28: (5, 3), 32: (5, 2)}
         if h in known and w == h:
@@ -232,7 +242,7 @@ def make_trigger(
     if name not in TRIGGERS:
         raise ConfigError("attack.trigger", f"unknown trigger {name!r}", ", ".join(TRIGGERS))
     c, h, w = shape
-    value = (1.0 if c == 1 else 0.0) if value is None else float(value)
+    value = (1.0 if c == 1 or name == "dba-lines" else 0.0) if value is None else float(value)
     if not 0.0 <= value <= 1.0:
         raise ConfigError("attack.trigger_value", f"must be in [0, 1] (raw pixel range) (got {value})", "0..1")
     blend = blend or ("add" if name in ("copyright", "apple") else "replace")
@@ -246,6 +256,8 @@ def make_trigger(
         raise ConfigError("attack.trigger_size", f"the plus needs an odd size (got {s})", "3, 5, 7, ...")
     if name == "pixel":
         s = 1 if size is None else s
+    if name == "dba-lines":
+        return _dba_lines(c, h, w, s, value, blend, position)
     r0, c0 = resolve_position(position, name, h, w, s)
     if r0 < 0 or c0 < 0 or r0 + s > h or c0 + s > w:
         raise ConfigError("attack.trigger_position", f"a size-{s} trigger at ({r0}, {c0}) does not fit {h}x{w} images",
@@ -275,6 +287,26 @@ def make_trigger(
         logo = copyright_logo(s) if name == "copyright" else apple_logo(s)
         mask[0, r0 : r0 + s, c0 : c0 + s] = logo
     return Trigger(mask, pattern, blend, parts)
+
+
+def _dba_lines(c: int, h: int, w: int, k: int, value: float, blend: str, position: Position) -> Trigger:
+    """The DBA pixel trigger: 4 lines of ``k`` rows, parts = the lines (see the module docstring)."""
+    if not 1 <= k <= 4:
+        raise ConfigError("attack.trigger_size", f"the DBA line thickness must be in 1..4 (got {k})", "1, 2, 4")
+    length, gap = (6, 3) if w >= 15 else ((w - 1) // 2, 1)
+    r0, c0 = resolve_position(position, "dba-lines", h, w, k)
+    height, width = 4 + k, 2 * length + gap
+    if r0 < 0 or c0 < 0 or r0 + height > h or c0 + width > w or length < 1:
+        raise ConfigError("attack.trigger_position", f"the DBA lines ({height}x{width}) at ({r0}, {c0}) do not fit "
+                          f"{h}x{w} images", f"rows 0..{h - height}, cols 0..{w - width}")
+    parts = []
+    for dr in (0, 4):
+        for dc in (0, length + gap):
+            m = torch.zeros(1, h, w)
+            m[0, r0 + dr : r0 + dr + k, c0 + dc : c0 + dc + length] = 1
+            parts.append(m)
+    mask = torch.stack(parts).amax(dim=0)
+    return Trigger(mask, torch.full((c, h, w), value), blend, parts)
 
 
 def flip_labels(y: torch.Tensor, num_classes: int, source: int | None = None, target: int | None = None) -> torch.Tensor:
