@@ -35,14 +35,18 @@ def _flat_features(features: nn.Module, input_shape: tuple[int, ...], name: str,
                           f"inputs of at least {minimum}, or a model such as mlp, cnn, resnet20") from None
 
 
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError("model.dropout", f"must be in [0, 1) (got {dropout})", "0 <= dropout < 1, paper: 0.5")
+
+
 @MODELS.register("fmnist-cnn")
 class FMNISTCNN(nn.Module):
     """The RLR paper's Fashion-MNIST CNN: 2 conv + max-pool + 2 FC with dropout (1,199,882 params on 1x28x28)."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, dropout: float = 0.5):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.dropout", f"must be in [0, 1) (got {dropout})", "0 <= dropout < 1, paper: 0.5")
+        _check_dropout(dropout)
         c = input_shape[0]
         self.features = nn.Sequential(
             nn.Conv2d(c, 32, 3), nn.ReLU(),
@@ -66,8 +70,7 @@ class CIFARCNN(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, dropout: float = 0.5):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.dropout", f"must be in [0, 1) (got {dropout})", "0 <= dropout < 1, paper: 0.5")
+        _check_dropout(dropout)
         c = input_shape[0]
         self.features = nn.Sequential(
             nn.Conv2d(c, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
