@@ -80,31 +80,6 @@ def _loss_fn(model: torch.nn.Module, recipe: TrainRecipe, buffers: Params):
     return loss
 
 
-def _sgd_step(params: Params, grads: Params, bufs: Params, recipe: TrainRecipe, active: torch.Tensor) -> tuple[Params, Params]:
-    """One SGD step (PyTorch's SGD semantics), applied where ``active`` (broadcast, per client)."""
-    if recipe.grad_clip is not None:
-        lead = active.dim()  # 0 for one client, 1 for a batch of clients
-        sq = sum(g.reshape(*g.shape[:lead], -1).pow(2).sum(-1) for g in grads.values())
-        scale = (recipe.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-        grads = {k: g * scale.reshape(*scale.shape, *([1] * (g.dim() - lead))) for k, g in grads.items()}
-    new_p, new_b = {}, {}
-    for k, p in params.items():
-        g = grads[k]
-        if recipe.weight_decay:
-            g = g + recipe.weight_decay * p
-        if recipe.momentum:
-            b = bufs[k] * recipe.momentum + g if k in bufs else g
-            g = b
-        else:
-            b = None
-        a = active.reshape(*active.shape, *([1] * (p.dim() - active.dim()))).to(p.dtype)
-        new_p[k] = p - a * (recipe.lr * g)
-        if b is not None:
-            old_b = bufs.get(k, torch.zeros_like(b))
-            new_b[k] = a * b + (1 - a) * old_b
-    return new_p, new_b
-
-
 def _gather(schedule: BatchSchedule, step: int, rows: Sequence[int], index: Sequence[np.ndarray], pad_b: int):
     """Global sample indices ``(k, B)``, sample mask ``(k, B)``, active flags ``(k,)`` of one step."""
     k = len(rows)
@@ -341,7 +316,9 @@ def auto_strategy(model: torch.nn.Module, device: torch.device | str, sample: Op
 
 def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: Optional[list[torch.Tensor]],
                recipe: TrainRecipe, active: Optional[torch.Tensor]) -> Optional[list[torch.Tensor]]:
-    """In-place :func:`_sgd_step` on stacked ``(k, ...)`` tensors (PyTorch's SGD semantics).
+    """One in-place SGD step on stacked ``(k, ...)`` tensors (PyTorch's SGD semantics:
+    gradient clipping per client, weight decay, momentum ``b = mu b + g``, ``p -= lr b``).
+    Both training paths use it; the sequential one passes ``k = 1`` views.
 
     ``active``: ``(k,)`` flags, ``None`` when every client steps (the fused fast path:
     a handful of ``torch._foreach_*`` calls for all parameters). Returns the momentum buffers.
@@ -529,8 +506,7 @@ def train_sequential(
         bufs_i = {n: b.clone() for n, b in (buffers or {}).items()}
         grad_fn = grad(_loss_fn(model, recipe, {}))
         params = {n: p.detach().clone() for n, p in global_params.items()}
-        mom: Params = {}
-        one = torch.ones((), device=x.device)
+        mom: Optional[list[torch.Tensor]] = None
         for b in schedule.batches[i]:
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t]
@@ -538,7 +514,8 @@ def train_sequential(
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
             grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
-            params, mom = _sgd_step(params, grads, mom, recipe, one)
+            mom = _sgd_step_([params[n].unsqueeze(0) for n in names], [grads[n].unsqueeze(0) for n in names],
+                             mom, recipe, None)  # in place, through k = 1 views
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())
