@@ -9,7 +9,6 @@ noise is a configuration, not new code.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from ..errors import ConfigError
@@ -55,17 +54,12 @@ def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
                 raise ConfigError(f"defense.{key}", f"only applies when {switches} is set", f"set {switches}, or drop this key")
     name = defense.get("name", "fedavg")
     agg_kwargs = DEFENSES.validate(name, agg_values)
-    factory = DEFENSES.get(name)
-    if "weighted" in _kwarg_names(factory) and "weighted" in defense:
+    if "weighted" in DEFENSES.params(name) and "weighted" in defense:
         agg_kwargs["weighted"] = defense["weighted"]
-    aggregator = factory(**agg_kwargs)
+    aggregator = DEFENSES.get(name)(**agg_kwargs)
     return DefensePipeline(
         [s for _, s in sorted(pre, key=lambda t: t[0])],
         aggregator,
         [s for _, s in sorted(post, key=lambda t: t[0])],
     )
 
-
-def _kwarg_names(factory: Any) -> set[str]:
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    return set(inspect.signature(target).parameters)

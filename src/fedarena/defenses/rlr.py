@@ -37,7 +37,6 @@ The engine multiplies the output by ``fl.server_lr`` (``eta``; the paper uses 1,
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -88,11 +87,9 @@ class RobustLearningRate(Aggregator):
             valid = ", ".join(n for n in DEFENSES.names() if n != "rlr")
             raise ConfigError("defense.base", f"unknown defense {base!r}", valid)
         kwargs = DEFENSES.validate(base, base_params)
-        factory = DEFENSES.get(base)
-        target = factory.__init__ if inspect.isclass(factory) else factory
-        if "weighted" in inspect.signature(target).parameters:
+        if "weighted" in DEFENSES.params(base):
             kwargs["weighted"] = weighted
-        self.base: Aggregator = factory(**kwargs)
+        self.base: Aggregator = DEFENSES.get(base)(**kwargs)
 
     def validate(self, n: int, f: int) -> None:
         self.base.validate(n, f)
