@@ -21,7 +21,7 @@ from fedarena.defenses.robust import (
     row_sq_norms,
     trimmed_mean,
 )
-from fedarena.engine.simulation import Simulation
+from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 from fedarena.registry import DEFENSES
 

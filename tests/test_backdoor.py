@@ -10,11 +10,11 @@ from fedarena.attacks.backdoor_adaptive import NegatedLossBackdoor, negated_cros
 from fedarena.attacks.base import DataInfo, RoundView
 from fedarena.attacks.data_poisoning import Backdoor, LabelFlip
 from fedarena.config import load_config
-from fedarena.engine.layout import ParamLayout
-from fedarena.engine.recipe import TrainRecipe, cross_entropy
-from fedarena.engine.simulation import Simulation
+from fedarena.core.layout import ParamLayout
+from fedarena.core.recipe import TrainRecipe, cross_entropy
+from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
-from fedarena.metrics import backdoor_accuracy, class_accuracy
+from fedarena.core.metrics import backdoor_accuracy, class_accuracy
 from fedarena.registry import ATTACKS
 
 INFO = DataInfo(10, (1, 28, 28))

@@ -12,7 +12,7 @@ from fedarena.attacks.byzantine import (
     ALIE, IPM, ROP, BitFlip, GaussianAttack, MinMax, MinSum, NonFinite, SparseROP, alie_z, sparse_mask,
 )
 from fedarena.attacks.base import RoundView
-from fedarena.engine.layout import ParamLayout
+from fedarena.core.layout import ParamLayout
 from fedarena.errors import ConfigError
 from fedarena.registry import ATTACKS, DEFENSES
 
@@ -270,7 +270,7 @@ def test_no_benign_rows_keeps_own():
 # ------------------------------------------------------------------ end to end
 def _run(attack: dict, rounds: int = 100):
     from fedarena.config import from_tree
-    from fedarena.engine.simulation import Simulation
+    from fedarena.run.simulation import Simulation
 
     tree = {
         "seed": 0, "data": {"dataset": "digits"},
@@ -306,7 +306,7 @@ def test_nan_attack_through_the_engine(value):
     """Fault injection end to end: robust rules keep a finite model; FedAvg stops the run
     with a message instead of a traceback."""
     from fedarena.config import from_tree
-    from fedarena.engine.simulation import Simulation
+    from fedarena.run.simulation import Simulation
 
     def run(defense):
         tree = {"seed": 0, "data": {"dataset": "digits"},

@@ -88,7 +88,7 @@ def test_switching_attack_drops_the_old_attacks_parameters():
 
 def test_bucketing_error_names_the_rows():
     with pytest.raises(ConfigError, match="after bucketing: 20 clients -> 7 rows"):
-        from fedarena.engine.simulation import Simulation
+        from fedarena.run.simulation import Simulation
 
         Simulation(load_config(None, ["defense.name=bulyan", "defense.bucketing=3", "defense.f=2"]))
 

@@ -10,8 +10,8 @@ from fedarena.attacks.edge_case import EdgeCaseBackdoor
 from fedarena.config import from_tree
 from fedarena.data.edge_sets import fit_shape, load_edge_set, make_shapes
 from fedarena.defenses.invariant import and_mask
-from fedarena.engine.layout import ParamLayout
-from fedarena.engine.simulation import Simulation
+from fedarena.core.layout import ParamLayout
+from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 
 INFO = DataInfo(10, (1, 8, 8))

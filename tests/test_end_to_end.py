@@ -8,8 +8,8 @@ import torch
 
 from fedarena.attacks.base import Attack, ThreatModel
 from fedarena.config import DEFAULT_RUN, load_config
-from fedarena.engine.simulation import Simulation
-from fedarena.results.writer import read_jsonl, write_run
+from fedarena.run.simulation import Simulation
+from fedarena.run.records import read_jsonl, write_run
 
 
 def run(overrides, base=None):

@@ -9,7 +9,7 @@ import torch
 from fedarena.defenses.base import RoundContext
 from fedarena.defenses.foolsgold import FoolsGold, foolsgold_weights
 from fedarena.defenses.pipeline import build_pipeline
-from fedarena.engine.layout import ParamLayout
+from fedarena.core.layout import ParamLayout
 
 
 def reference_weights(H: np.ndarray) -> np.ndarray:

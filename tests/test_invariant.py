@@ -11,7 +11,7 @@ from fedarena.defenses.base import RoundContext
 from fedarena.defenses.invariant import (InvariantAggregator, adaptive_rescale, and_mask, invariant_aggregate,
                                          sign_consistency, trim_count, trim_slice, trimmed_mean)
 from fedarena.defenses.pipeline import build_pipeline
-from fedarena.engine.layout import ParamLayout
+from fedarena.core.layout import ParamLayout
 from fedarena.errors import ConfigError
 
 U1 = torch.tensor([[1.0, -0.5, 0.2, 0.0],

@@ -10,8 +10,8 @@ import torch
 from fedarena.config import from_tree
 from fedarena.defenses.base import RoundContext
 from fedarena.defenses.invariant_baselines import FLTrust, MultiKrumCosine, MultiKrumTrimmedMean, SparseFed
-from fedarena.engine.layout import ParamLayout
-from fedarena.engine.simulation import Simulation
+from fedarena.core.layout import ParamLayout
+from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 
 

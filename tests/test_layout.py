@@ -1,6 +1,6 @@
 import torch
 
-from fedarena.engine.layout import ParamLayout, flat_params, load_flat
+from fedarena.core.layout import ParamLayout, flat_params, load_flat
 from fedarena.models.simple import MLP
 
 

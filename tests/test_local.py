@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedarena.engine.layout import ParamLayout
-from fedarena.engine.local import BatchSchedule, minibatch_gradients, train_sequential, train_vectorized
-from fedarena.engine.recipe import TrainRecipe
+from fedarena.core.layout import ParamLayout
+from fedarena.core.local import BatchSchedule, minibatch_gradients, train_sequential, train_vectorized
+from fedarena.core.recipe import TrainRecipe
 from fedarena.models.simple import MLP, LeNet
 
 
@@ -105,7 +105,7 @@ def test_both_strategies_equal_sequential(strategy, recipe):
 
 
 def test_cnn_strategies_agree_and_auto_choice():
-    from fedarena.engine.local import auto_strategy
+    from fedarena.core.local import auto_strategy
 
     torch.manual_seed(0)
     model = LeNet((1, 28, 28), 10)
@@ -137,7 +137,7 @@ def test_fold_resnet_with_groupnorm_equals_sequential():
 
 def test_fold_refuses_models_it_cannot_fold():
     """A forward that reshapes with a hard-coded feature size or reads shapes is not folded."""
-    from fedarena.engine.local import auto_strategy, fold_supported
+    from fedarena.core.local import auto_strategy, fold_supported
 
     class Reshaper(torch.nn.Module):
         def __init__(self):
@@ -173,7 +173,7 @@ def test_projection_hook_vectorized_equals_sequential():
 
 
 def test_auto_chunk_size_bounds_working_set():
-    from fedarena.engine.local import auto_chunk_size
+    from fedarena.core.local import auto_chunk_size
 
     # 1M parameters: 16.8 MB per client of params/grads/momentum/update and activations -> 3 clients in 64 MB
     assert auto_chunk_size(10**6, 32, 784) == 64_000_000 // (4 * (4 * 10**6 + 8 * 32 * 784)) == 3
@@ -185,7 +185,7 @@ def test_auto_chunk_size_bounds_working_set():
 @pytest.mark.parametrize("sizes", [[72] * 5, [72, 40, 72, 10], [64] * 3])
 def test_precomputed_plan_equals_per_step_gather(sizes):
     """The chunk's schedule built once (_plan) is the per-step gather, step by step."""
-    from fedarena.engine.local import _gather, _plan
+    from fedarena.core.local import _gather, _plan
 
     sched = BatchSchedule.build(sizes, TrainRecipe(batch_size=32), [np.random.default_rng(i) for i in range(len(sizes))])
     off = np.cumsum([0] + sizes)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedarena.config import load_config
-from fedarena.engine.simulation import Simulation
+from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 from fedarena.registry import MODELS
 

@@ -12,10 +12,10 @@ from fedarena.defenses.fedavg import FedAvg
 from fedarena.defenses.noise import GaussianNoise
 from fedarena.defenses.pipeline import build_pipeline
 from fedarena.defenses.rlr import RobustLearningRate, robust_lr_signs, sign_votes
-from fedarena.engine.layout import ParamLayout
-from fedarena.engine.local import BatchSchedule, train_sequential, train_vectorized
-from fedarena.engine.recipe import TrainRecipe
-from fedarena.engine.simulation import Simulation
+from fedarena.core.layout import ParamLayout
+from fedarena.core.local import BatchSchedule, train_sequential, train_vectorized
+from fedarena.core.recipe import TrainRecipe
+from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 from fedarena.registry import MODELS
 

@@ -11,8 +11,8 @@ from fedarena.defenses.base import RoundContext
 from fedarena.defenses.pipeline import build_pipeline
 from fedarena.defenses.stages import (NNM, Bucketing, NormClip, bucket_means, clip_rows, l2_ball_projection,
                                      nearest_neighbor_mixing)
-from fedarena.engine.recipe import TrainRecipe
-from fedarena.engine.simulation import Simulation
+from fedarena.core.recipe import TrainRecipe
+from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 from fedarena.registry import STAGES
 

@@ -5,9 +5,9 @@ how to read them):
 
 1. **Local training** (``training.<workload>``): client-epochs per second of
 
-   * the *engine*: :func:`fedarena.engine.local.train_vectorized` with automatic chunk
-     size and strategy (or :func:`~fedarena.engine.local.train_sequential` for models
-     with buffers, as the :class:`~fedarena.engine.simulation.Simulation` does);
+   * the *engine*: :func:`fedarena.core.local.train_vectorized` with automatic chunk
+     size and strategy (or :func:`~fedarena.core.local.train_sequential` for models
+     with buffers, as the :class:`~fedarena.run.simulation.Simulation` does);
    * the *sequential* reference: a plain PyTorch loop, one model and one
      ``torch.optim.SGD`` per client, the way most FL code trains clients;
    * the *batched* bound: one model trained on all clients' batches stacked into one
@@ -185,9 +185,9 @@ def batched_bound(template: torch.nn.Module, state: dict, x: torch.Tensor, y: to
 
 
 def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: float, log=None) -> dict[str, Any]:
-    from .engine.local import (BatchSchedule, auto_chunk_size, auto_strategy, has_buffers, train_sequential,
+    from .core.local import (BatchSchedule, auto_chunk_size, auto_strategy, has_buffers, train_sequential,
                                train_vectorized)
-    from .engine.recipe import TrainRecipe
+    from .core.recipe import TrainRecipe
 
     torch.manual_seed(0)
     model = _build_model(w)
@@ -276,8 +276,8 @@ def memory_child(clients: int, hidden: tuple[int, ...]) -> dict[str, Any]:
     """Runs in a fresh process: one round of ``clients`` clients of an MLP; peak RSS."""
     import resource
 
-    from .engine.local import BatchSchedule, auto_chunk_size, train_vectorized
-    from .engine.recipe import TrainRecipe
+    from .core.local import BatchSchedule, auto_chunk_size, train_vectorized
+    from .core.recipe import TrainRecipe
     from .models.simple import MLP
 
     torch.manual_seed(0)
@@ -398,7 +398,7 @@ def references(f: int) -> dict[str, tuple[Callable[..., np.ndarray], bool]]:
 
 def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps: int, log=None) -> tuple[dict, dict]:
     from .defenses.base import RoundContext
-    from .engine.layout import ParamLayout
+    from .core.layout import ParamLayout
     from .registry import DEFENSES
 
     rules = [r for r in ROBUST_RULES if r in DEFENSES]
@@ -462,7 +462,7 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
 # ----------------------------------------------------------------------------- end to end
 def bench_end_to_end(data_root: Optional[str], device: torch.device, rounds: int = 100, log=None) -> dict[str, Any]:
     from .config import from_tree
-    from .engine.simulation import Simulation
+    from .run.simulation import Simulation
     from .errors import ConfigError, DataNotFoundError
 
     root = data_root or os.environ.get("FEDARENA_DATA")

@@ -39,8 +39,8 @@ def run(
 ) -> None:
     """Run one experiment and write its metrics, client records, summary and curves."""
     from .config import DEFAULT_RUN, load_config
-    from .engine.simulation import Simulation
-    from .results.writer import write_run
+    from .run.simulation import Simulation
+    from .run.records import write_run
 
     try:
         cfg = load_config(config, set_, base=None if config else DEFAULT_RUN)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.recipe import TrainRecipe, cross_entropy
+from ..core.recipe import TrainRecipe, cross_entropy
 from ..registry import ATTACKS
 from .data_poisoning import Backdoor
 

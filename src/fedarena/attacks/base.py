@@ -21,8 +21,8 @@ from typing import Literal, Optional
 
 import torch
 
-from ..engine.layout import ParamLayout
-from ..engine.recipe import TrainRecipe
+from ..core.layout import ParamLayout
+from ..core.recipe import TrainRecipe
 
 Knowledge = Literal["own", "benign"]
 

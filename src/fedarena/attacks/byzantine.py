@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 from scipy.stats import norm as _normal
 
-from ..engine.layout import ParamLayout
+from ..core.layout import ParamLayout
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, RoundView, ThreatModel

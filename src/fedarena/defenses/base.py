@@ -19,9 +19,9 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..engine.layout import ParamLayout
+from ..core.layout import ParamLayout
 from ..errors import ConfigError
-from ..engine.recipe import TrainRecipe
+from ..core.recipe import TrainRecipe
 
 
 @dataclass

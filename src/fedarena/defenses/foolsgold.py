@@ -24,7 +24,7 @@ rows are no longer clients and this round's rows are compared without history.
 >>> import torch
 >>> fg = FoolsGold(layers="all")
 >>> from fedarena.defenses.base import RoundContext
->>> from fedarena.engine.layout import ParamLayout
+>>> from fedarena.core.layout import ParamLayout
 >>> U = torch.tensor([[1., 0., 0.], [1., 0., 0.], [0., 1., 0.], [0., 0., 1.]])
 >>> ctx = RoundContext(0, ParamLayout.from_params({"w": torch.zeros(3)}), torch.arange(4), torch.ones(4))
 >>> fg(U, ctx).weights.tolist()

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..engine.recipe import Params, TrainRecipe
+from ..core.recipe import Params, TrainRecipe
 from ..errors import ConfigError
 from ..registry import STAGES
 from .base import PreStage, RoundContext

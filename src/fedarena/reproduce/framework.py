@@ -29,9 +29,9 @@ from typing import Any, Callable, Optional
 
 from ..config import load_config
 from ..errors import ConfigError
-from ..engine.simulation import RunResult, Simulation
+from ..run.simulation import RunResult, Simulation
 from ..registry import PAPERS
-from ..results.writer import _clean, write_run
+from ..run.records import _clean, write_run
 
 
 @dataclass

@@ -325,7 +325,7 @@ def diagnose(overrides: list[str] | None = None, quick: bool = False) -> list[di
 
     from ..config import load_config
     from ..defenses.invariant import and_mask, trimmed_mean
-    from ..engine.simulation import Simulation
+    from ..run.simulation import Simulation
 
     s = _Scale(quick)
     cfg = load_config(None, list(overrides or []), base=_set_defense(_base(s), _defenses(s)["ours"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import dump_config
-from ..engine.simulation import RunResult
+from ..run.simulation import RunResult
 
 
 def _clean(v: Any) -> Any:

@@ -23,12 +23,12 @@ from ..data.datasets import TensorDataset
 from ..defenses.base import DefensePipeline, RoundContext
 from ..defenses.pipeline import build_pipeline
 from ..errors import ConfigError
-from ..metrics import accuracy, backdoor_accuracy, class_accuracy, cosine_to, row_norms
+from ..core.metrics import accuracy, backdoor_accuracy, class_accuracy, cosine_to, row_norms
 from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
-from .layout import ParamLayout
-from .local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
-from .recipe import TrainRecipe
-from .seeds import SeedStreams
+from ..core.layout import ParamLayout
+from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
+from ..core.recipe import TrainRecipe
+from ..core.seeds import SeedStreams
 
 
 @dataclass
