@@ -27,6 +27,7 @@ class DataConfig(_Strict):
     dataset: str = "digits"
     root: Optional[str] = None  # default: $FEDARENA_DATA, else ~/.cache/fedarena
     download: bool = True
+    verify: bool = True  # check every dataset file against its known hashes before parsing it
     partition: str = "iid"
     alpha: float = Field(0.5, gt=0)
     classes_per_client: int = Field(2, ge=1)

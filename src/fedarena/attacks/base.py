@@ -51,6 +51,7 @@ class DataInfo:
     dataset: str = ""  # the task's dataset name
     root: Optional[str] = None  # data.root, for attacks that read extra files (tail sets)
     download: bool = False  # data.download
+    verify: bool = True  # data.verify: check extra files (tail sets) against their known hashes
 
 
 @dataclass

@@ -50,7 +50,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
     """The run's dataset; loaded once per process and shared (read-only) by later runs."""
-    opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download}
+    opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download, "verify": cfg.data.verify}
     if cfg.data.dataset == "synthetic":
         opts.update(cfg.data.synthetic)
     key = (cfg.data.dataset, repr(sorted(opts.items())))
@@ -97,7 +97,8 @@ class Simulation:
         self.layout = ParamLayout.from_params(self.params)
 
         self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
-        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download)
+        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download,
+                        cfg.data.verify)
         self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
         self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
