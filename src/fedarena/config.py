@@ -91,6 +91,12 @@ class EvalConfig(_Strict):
     batch_size: int = Field(1000, ge=1)
 
 
+class RunConfig(_Strict):
+    """How a run is kept on disk (does not change its results)."""
+
+    checkpoint_every: int = Field(10, ge=0)  # rounds between checkpoints; 0: none
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
@@ -100,6 +106,7 @@ class ExperimentConfig(_Strict):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
     def _combinations(self) -> "ExperimentConfig":

@@ -23,6 +23,7 @@ import torch
 
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
+from ..core.state import Stateful
 
 Knowledge = Literal["own", "benign"]
 
@@ -71,9 +72,10 @@ class RoundView:
     generator: torch.Generator
 
 
-class Attack:
+class Attack(Stateful):
     """Base class; the default is an honest client. Keyword ``__init__`` args are
-    the attack's ``attack.*`` parameters."""
+    the attack's ``attack.*`` parameters. State kept across rounds is saved in
+    checkpoints by :class:`~fedarena.core.state.Stateful`."""
 
     threat: ThreatModel = ThreatModel()
     #: whether malicious clients run local training (omniscient crafting attacks that

@@ -81,6 +81,10 @@ def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Gen
 class Simulation:
     """Set up everything a run needs from a validated config; :meth:`run` plays it."""
 
+    #: what a checkpoint saves besides the Stateful components (attack, defense pipeline):
+    #: everything the next round depends on that set-up does not rebuild from the config
+    STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "prev_update"]
+
     def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None):
         self.cfg = cfg
         self.streams = SeedStreams(cfg.seed)
@@ -123,6 +127,7 @@ class Simulation:
         self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
         self.prev_update: Optional[torch.Tensor] = None
         self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
+        self.next_round = 0  # the round run() starts at (> 0 after loading a checkpoint)
 
     # ------------------------------------------------------------ set-up helpers
     def _poison_clients(self) -> None:
@@ -279,11 +284,14 @@ class Simulation:
         update = agg.update
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg}
         if not torch.isfinite(update).all():
-            record["error"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
-                               "the run stopped here")
+            record["diverged"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
+                                  "the run stopped here")
             return record
         step = -self.lr_at(t) * update if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr * update
         flat = self.flat_params + step
+        if not torch.isfinite(flat).all():
+            record["diverged"] = f"round {t}: the model's parameters became NaN/Inf; the run stopped here"
+            return record
         self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
         self.prev_update = update.detach()
         return record
@@ -302,7 +310,9 @@ class Simulation:
             outs.append(functional_call(self.model, (self.params, self.buffers), (xb,)))
         self.model.train()
         logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes)
-        return logits, logits.argmax(1)
+        # a NaN/Inf output is no prediction: counted wrong for every class (-1)
+        pred = torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1)
+        return logits, pred
 
     def evaluate(self) -> dict[str, Any]:
         logits, pred = self.predict(self.data.x_test)
@@ -318,30 +328,48 @@ class Simulation:
         return out
 
     # ------------------------------------------------------------ the loop
-    def run(self, progress: Optional[Callable[[int, dict], None]] = None) -> RunResult:
+    def run(self, progress: Optional[Callable[[int, dict], None]] = None,
+            on_round: Optional[Callable[[int, dict[str, list]], None]] = None,
+            result: Optional[RunResult] = None) -> RunResult:
+        """Play rounds ``next_round .. fl.rounds - 1``.
+
+        ``on_round(t, records)``: called after every round with the round's new records,
+        ``{"metrics": [...], "clients": [...], "rounds": [...]}`` (a records sink such as
+        :class:`fedarena.run.records.RunWriter`). ``result``: the records of the rounds
+        before ``next_round`` when a run continues from a checkpoint.
+
+        A run whose aggregate, parameters or test loss become NaN/Inf stops at that round
+        with ``status: diverged``.
+        """
         cfg = self.cfg
-        result = RunResult(cfg)
+        result = result or RunResult(cfg)
         start = time.perf_counter()
-        error = None
-        completed = 0
-        last_eval: dict[str, Any] = {}
-        for t in range(cfg.fl.rounds):
+        error, diverged_at = None, None
+        last_eval: dict[str, Any] = result.metrics[-1] if result.metrics else {}
+        for t in range(self.next_round, cfg.fl.rounds):
             rec = self.run_round(t)
-            result.clients.extend(client_records(rec, self.is_malicious))
-            result.rounds.append(round_record(rec, self.attack))
-            if "error" in rec:
-                error = rec["error"]
+            new = {"metrics": [], "clients": client_records(rec, self.is_malicious), "rounds": [round_record(rec, self.attack)]}
+            error = rec.get("diverged")
+            if error is None:
+                self.next_round = t + 1
+                if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
+                    ev = self.evaluate()
+                    last_eval = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
+                    new["metrics"].append(last_eval)
+                    if not math.isfinite(ev["loss"]):
+                        error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
+            for key, rows in new.items():
+                getattr(result, key).extend(rows)
+            if on_round:
+                on_round(t, new)
+            if error is not None:
+                diverged_at = t
                 break
-            completed = t + 1
-            if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
-                ev = self.evaluate()
-                row = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
-                result.metrics.append(row)
-                last_eval = row
             if progress:
                 progress(t, last_eval)
         wall = time.perf_counter() - start
-        result.summary = summarize(result.metrics, cfg, wall, error, completed)
+        result.summary = summarize(result.metrics, cfg, wall, error, self.next_round)
+        result.summary["diverged_at"] = diverged_at
         return result
 
 
@@ -407,6 +435,6 @@ def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Op
         "max_backdoor_acc": max(bd) if bd else None,
         "final_base_acc": last.get("base_acc"),
         "wall_time_s": round(wall, 3),
-        "status": "ok" if error is None else "stopped",
+        "status": "ok" if error is None else "diverged",
         "error": error,
     }
