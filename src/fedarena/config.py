@@ -53,6 +53,10 @@ class FLConfig(_Strict):
     local_steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.1, gt=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # local optimizer (fedavg)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw moment decay rates, each in [0, 1)
+    adam_eps: float = Field(1e-8, gt=0)
+    client_state: Literal["reset", "persistent"] = "reset"  # local optimizer state across participations
     lr_decay_at: list[int] = Field(default_factory=list)  # rounds at which lr *= lr_decay
     lr_decay: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -117,6 +121,15 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}")
         if self.attack.name != "none" and self.attack.num_malicious == 0:
             raise ValueError(f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}")
+        if fl.optimizer != "sgd" and fl.momentum:
+            raise ValueError(f"fl.momentum|applies to fl.optimizer=sgd only (got {fl.momentum} with {fl.optimizer}; "
+                             "Adam's moments are set by fl.adam_betas)|0 with adam/adamw")
+        if not all(0 <= b < 1 for b in fl.adam_betas):
+            raise ValueError(f"fl.adam_betas|each must be in [0, 1) (got {list(fl.adam_betas)})|e.g. [0.9, 0.999]")
+        if fl.algorithm == "fedsgd" and (fl.optimizer != "sgd" or fl.client_state != "reset"):
+            key = "fl.optimizer" if fl.optimizer != "sgd" else "fl.client_state"
+            raise ValueError(f"{key}|needs local steps (fl.algorithm=fedavg); fedsgd clients send one gradient "
+                             "(their momentum is fl.client_momentum)|sgd / reset with fedsgd")
         if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
             raise ValueError("attack.end_round|must be >= attack.start_round|an inclusive round index >= start_round")
         return self

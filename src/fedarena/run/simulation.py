@@ -119,12 +119,16 @@ class Simulation:
         self.recipe = TrainRecipe(
             lr=cfg.fl.lr, momentum=cfg.fl.momentum, weight_decay=cfg.fl.weight_decay, batch_size=cfg.fl.batch_size,
             epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
+            optimizer=cfg.fl.optimizer, betas=tuple(cfg.fl.adam_betas), eps=cfg.fl.adam_eps,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
         if cfg.fl.algorithm == "fedsgd" and self.recipe.project is not None:
             raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
         self.root_index = self._root_index()
         self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
+        # fl.client_state=persistent: each client's local optimizer state (momentum buffer, Adam
+        # moments and step count; flat tensors on the run's device), kept between its participations
+        self.client_opt_state: dict[int, dict[str, torch.Tensor]] = {}
         self.prev_update: Optional[torch.Tensor] = None
         self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
         self.next_round = 0  # the round run() starts at (> 0 after loading a checkpoint)
@@ -216,8 +220,10 @@ class Simulation:
         U = torch.zeros(len(cohort), d, device=self.device)
         seq_model = has_buffers(self.model) or not cfg.fl.vectorize
         new_buffers: list[dict[str, torch.Tensor]] = []
+        persistent = cfg.fl.client_state == "persistent"
         for r, rows in groups.items():
             idx = [index[i] for i in rows]
+            states = [self.client_opt_state.get(int(cohort[i])) for i in rows] if persistent else None
             rngs = [self.streams.numpy("training", t, int(cohort[i])) for i in rows]
             sched = BatchSchedule.build([len(a) for a in idx], r, rngs)
             torch.manual_seed(self.streams.seed_of("training") + t)  # dropout masks
@@ -228,15 +234,17 @@ class Simulation:
             elif r.vectorize and not seq_model:
                 if len(rows) == len(cohort):  # one group: train straight into U (no second k x d copy)
                     train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                     cfg.fl.chunk_size, self.prepare, out=U)
+                                     cfg.fl.chunk_size, self.prepare, out=U, opt_states=states)
                 else:
                     U[rows] = train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                               cfg.fl.chunk_size, self.prepare)
+                                               cfg.fl.chunk_size, self.prepare, opt_states=states)
             else:
                 rows_u, bufs = train_sequential(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                                self.prepare, self.buffers)
+                                                self.prepare, self.buffers, opt_states=states)
                 U[rows] = rows_u
                 new_buffers += bufs
+            if states is not None:
+                self.client_opt_state.update({int(cohort[i]): st for i, st in zip(rows, states)})
         if new_buffers and self.buffers:
             for n, b in self.buffers.items():
                 stacked = torch.stack([nb[n] for nb in new_buffers])
