@@ -46,7 +46,13 @@ class FLConfig(_Strict):
     algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
     num_clients: int = Field(20, ge=1)
     clients_per_round: Optional[int] = Field(None, ge=1)  # default: all clients
-    sampling: Literal["uniform", "fixed-malicious"] = "uniform"  # how a round's cohort is drawn
+    sampling: Literal["uniform", "fixed-malicious", "periodic", "counts"] = "uniform"  # run/sampling.py
+    period: int = Field(10, ge=1)  # periodic: rounds per cycle
+    spike_rounds: int = Field(2, ge=0)  # periodic: attacker rounds at the start of each cycle
+    spike_malicious: int = Field(6, ge=0)  # periodic: attackers in each of those rounds
+    malicious_counts: list[int] = Field(default_factory=list)  # counts: attackers per round (cyclic)
+    forced_rounds: list[int] = Field(default_factory=list)  # LeadFL reference quirk: rounds {0, 10, 12}
+    forced_malicious: int = Field(5, ge=0)  # attackers in a forced round
     rounds: int = Field(30, ge=1)
     local_epochs: int = Field(1, ge=1)
     local_steps: Optional[int] = Field(None, ge=1)
@@ -88,6 +94,7 @@ class DefenseConfig(BaseModel):
 class EvalConfig(_Strict):
     every: int = Field(1, ge=1)
     batch_size: int = Field(1000, ge=1)
+    recovery_threshold: float = Field(0.3, ge=0, le=1)  # backdoor accuracy that ends a spike's recovery
 
 
 class ExperimentConfig(_Strict):
@@ -109,6 +116,10 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}")
         if self.attack.name != "none" and self.attack.num_malicious == 0:
             raise ValueError(f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}")
+        if fl.sampling == "counts" and not fl.malicious_counts:
+            raise ValueError("fl.malicious_counts|must list the attackers of each round when fl.sampling = 'counts'|e.g. [6, 6, 0, 0]")
+        if any(c < 0 for c in fl.malicious_counts):
+            raise ValueError(f"fl.malicious_counts|counts must be >= 0 (got {fl.malicious_counts})|non-negative integers")
         if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
             raise ValueError("attack.end_round|must be >= attack.start_round|an inclusive round index >= start_round")
         return self

@@ -29,6 +29,7 @@ from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
+from .sampling import attacker_count, draw_cohort
 
 
 @dataclass
@@ -178,19 +179,14 @@ class Simulation:
 
     # ------------------------------------------------------------ one round
     def sample_clients(self, t: int) -> np.ndarray:
-        """The round's cohort: uniform without replacement (``fl.sampling=uniform``), or with
-        exactly ``round(k * num_malicious / num_clients)`` malicious clients
-        (``fl.sampling=fixed-malicious``, a fixed attacker fraction every round)."""
-        k, n = self.cfg.cohort_size, self.cfg.fl.num_clients
-        if k == n:
-            return np.arange(k)
-        rng = self.streams.numpy("sampling", t)
-        if self.cfg.fl.sampling == "uniform":
-            return np.sort(rng.choice(n, k, replace=False))
-        m = min(len(self.malicious), round(k * len(self.malicious) / n))
-        benign = np.flatnonzero(~self.is_malicious)
-        return np.sort(np.concatenate([rng.choice(self.malicious, m, replace=False),
-                                       rng.choice(benign, k - m, replace=False)]))
+        """The round's cohort, drawn by the ``fl.sampling`` schedule (:mod:`fedarena.run.sampling`)
+        from the round's own ``sampling`` stream (the same for every defense)."""
+        fl, k = self.cfg.fl, self.cfg.cohort_size
+        m = attacker_count(t, fl.sampling, k, fl.num_clients, len(self.malicious), period=fl.period,
+                           spike_rounds=fl.spike_rounds, spike_malicious=fl.spike_malicious,
+                           counts=fl.malicious_counts, forced_rounds=fl.forced_rounds,
+                           forced_malicious=fl.forced_malicious)
+        return draw_cohort(self.streams.numpy("sampling", t), k, fl.num_clients, self.malicious, self.is_malicious, m)
 
     def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
         """Rows of U before crafting: each client's honest (or data-poisoned) update."""
