@@ -86,6 +86,17 @@ class DefenseConfig(BaseModel):
     name: str = "fedavg"
     weighted: bool = False
     f: Optional[int] = Field(None, ge=0)  # attackers the rule assumes; None: see Experiment.declared_f
+    client: str = "none"  # client-side defense of benign clients: none, leadfl, ldp, fl-wbc (defenses/client.py)
+    client_variant: str = "ref"  # leadfl: ref (authors' code), a3 (report's Alg. 3), a1n
+    regular_weight: float = 0.4  # leadfl: alpha
+    pert_strength: float = 0.2  # leadfl: clip q; ldp / fl-wbc: Laplace scale
+    double_task_step: bool = True  # leadfl ref: the second step also carries the task gradient
+
+    def client_hook(self):
+        from .defenses.client import client_defense
+
+        return client_defense(self.client, self.client_variant, self.regular_weight, self.pert_strength,
+                              self.double_task_step)
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -228,6 +239,8 @@ def validate_plugins(cfg: ExperimentConfig) -> None:
     MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
     ATTACKS.validate(cfg.attack.name, cfg.attack.params())
     build_pipeline(defense_dict(cfg))  # validates names and parameters
+    if cfg.defense.client_hook() is not None and cfg.fl.algorithm == "fedsgd":
+        raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
 
 
 def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -249,7 +262,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
 
 #: keys of the attack / defense sections that do not belong to the chosen attack or defense
 _SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round"},
-                   "defense": {"name", "weighted", "f"}}
+                   "defense": {"name", "weighted", "f", "client", "client_variant", "regular_weight",
+                               "pert_strength", "double_task_step"}}
 
 
 def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str) -> None:

@@ -117,6 +117,7 @@ class Simulation:
             epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
+        self.benign_recipe = self.recipe.with_(step_hook=cfg.defense.client_hook())  # attackers train without it
         if cfg.fl.algorithm == "fedsgd" and self.recipe.project is not None:
             raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
         self.root_index = self._root_index()
@@ -192,6 +193,7 @@ class Simulation:
         """Rows of U before crafting: each client's honest (or data-poisoned) update."""
         cfg = self.cfg
         recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
+        benign = recipe.with_(step_hook=self.benign_recipe.step_hook)
         groups: dict[TrainRecipe, list[int]] = {}
         index: list[np.ndarray] = []
         for row, cid in enumerate(cohort):
@@ -200,7 +202,7 @@ class Simulation:
             index.append(self.poisoned_index[cid] if mal and cid in self.poisoned_index else self.client_index[cid])
             if mal and not self.attack.trains:
                 continue  # its row is crafted; no training needed
-            r = (self.attack.recipe(recipe, cid) if mal else None) or recipe
+            r = ((self.attack.recipe(recipe, cid) or recipe) if mal else benign)
             groups.setdefault(r, []).append(row)
         d = self.layout.dim
         U = torch.zeros(len(cohort), d, device=self.device)
