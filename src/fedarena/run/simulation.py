@@ -29,6 +29,7 @@ from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
+from .recovery import spike_metrics
 from .sampling import attacker_count, draw_cohort
 
 
@@ -339,6 +340,11 @@ class Simulation:
                 progress(t, last_eval)
         wall = time.perf_counter() - start
         result.summary = summarize(result.metrics, cfg, wall, error, completed)
+        if self.backdoor_test is not None:  # backdoor accuracy by round type, recovery after spikes
+            bd = {m["round"]: m.get("backdoor_acc") for m in result.metrics}
+            result.summary.update(spike_metrics([r["num_attacking"] for r in result.rounds],
+                                                [bd.get(t) for t in range(len(result.rounds))],
+                                                cfg.cohort_size, cfg.eval.recovery_threshold))
         return result
 
 
