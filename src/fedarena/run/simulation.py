@@ -29,6 +29,8 @@ from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
+from .recovery import spike_metrics
+from .sampling import attacker_count, draw_cohort
 
 
 @dataclass
@@ -122,6 +124,7 @@ class Simulation:
             optimizer=cfg.fl.optimizer, betas=tuple(cfg.fl.adam_betas), eps=cfg.fl.adam_eps,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
+        self.benign_recipe = self.recipe.with_(step_hook=cfg.defense.client_hook())  # attackers train without it
         if cfg.fl.algorithm == "fedsgd" and self.recipe.project is not None:
             raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
         self.root_index = self._root_index()
@@ -188,24 +191,20 @@ class Simulation:
 
     # ------------------------------------------------------------ one round
     def sample_clients(self, t: int) -> np.ndarray:
-        """The round's cohort: uniform without replacement (``fl.sampling=uniform``), or with
-        exactly ``round(k * num_malicious / num_clients)`` malicious clients
-        (``fl.sampling=fixed-malicious``, a fixed attacker fraction every round)."""
-        k, n = self.cfg.cohort_size, self.cfg.fl.num_clients
-        if k == n:
-            return np.arange(k)
-        rng = self.streams.numpy("sampling", t)
-        if self.cfg.fl.sampling == "uniform":
-            return np.sort(rng.choice(n, k, replace=False))
-        m = min(len(self.malicious), round(k * len(self.malicious) / n))
-        benign = np.flatnonzero(~self.is_malicious)
-        return np.sort(np.concatenate([rng.choice(self.malicious, m, replace=False),
-                                       rng.choice(benign, k - m, replace=False)]))
+        """The round's cohort, drawn by the ``fl.sampling`` schedule (:mod:`fedarena.run.sampling`)
+        from the round's own ``sampling`` stream (the same for every defense)."""
+        fl, k = self.cfg.fl, self.cfg.cohort_size
+        m = attacker_count(t, fl.sampling, k, fl.num_clients, len(self.malicious), period=fl.period,
+                           spike_rounds=fl.spike_rounds, spike_malicious=fl.spike_malicious,
+                           counts=fl.malicious_counts, forced_rounds=fl.forced_rounds,
+                           forced_malicious=fl.forced_malicious)
+        return draw_cohort(self.streams.numpy("sampling", t), k, fl.num_clients, self.malicious, self.is_malicious, m)
 
     def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
         """Rows of U before crafting: each client's honest (or data-poisoned) update."""
         cfg = self.cfg
         recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
+        benign = recipe.with_(step_hook=self.benign_recipe.step_hook)
         groups: dict[TrainRecipe, list[int]] = {}
         index: list[np.ndarray] = []
         for row, cid in enumerate(cohort):
@@ -214,7 +213,7 @@ class Simulation:
             index.append(self.poisoned_index[cid] if mal and cid in self.poisoned_index else self.client_index[cid])
             if mal and not self.attack.trains:
                 continue  # its row is crafted; no training needed
-            r = (self.attack.recipe(recipe, cid) if mal else None) or recipe
+            r = ((self.attack.recipe(recipe, cid) or recipe) if mal else benign)
             groups.setdefault(r, []).append(row)
         d = self.layout.dim
         U = torch.zeros(len(cohort), d, device=self.device)
@@ -378,6 +377,11 @@ class Simulation:
         wall = time.perf_counter() - start
         result.summary = summarize(result.metrics, cfg, wall, error, self.next_round)
         result.summary["diverged_at"] = diverged_at
+        if self.backdoor_test is not None:  # backdoor accuracy by round type, recovery after spikes
+            bd = {m["round"]: m.get("backdoor_acc") for m in result.metrics}
+            result.summary.update(spike_metrics([r["num_attacking"] for r in result.rounds],
+                                                [bd.get(t) for t in range(len(result.rounds))],
+                                                cfg.cohort_size, cfg.eval.recovery_threshold))
         return result
 
 
