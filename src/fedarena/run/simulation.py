@@ -263,14 +263,15 @@ class Simulation:
         cohort = self.sample_clients(t)
         active = self.attack_active(t)
         mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
-        U = self.local_updates(t, cohort, active)
+        raw_U = self.local_updates(t, cohort, active)
+        U = self.pipeline.client_upload(raw_U, self.streams.torch("defense", t, 1))  # e.g. local DP noise
         honest_U = U
         if active and mal_mask.any():
             rows = np.flatnonzero(mal_mask)
             view = RoundView(
                 round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
                 malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
-                own_updates=U[rows].clone(),
+                own_updates=raw_U[rows].clone(), uploads=U[rows].clone() if U is not raw_U else None,
                 benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
                 lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
                 algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
@@ -285,7 +286,8 @@ class Simulation:
             f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
             generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
             root_gradient=self.root_gradient(t) if self.root_index is not None else None,
-            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm},
+            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm,
+                    "sampling_rate": cfg.cohort_size / cfg.fl.num_clients},
         )
         agg = self.pipeline(U, ctx)
         update = agg.update
