@@ -100,7 +100,7 @@ class Simulation:
         self.model = build_model(cfg, self.data).to(self.device)
         self.params = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         self.buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
-        self.layout = ParamLayout.from_params(self.params)
+        self.layout = ParamLayout.from_params(self.params, getattr(self.model, "layer_groups", None))
 
         self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
         info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download,
