@@ -21,8 +21,11 @@ rop-s      Ozfatura et al. 2024   benign    yes      no  (sparse ROP, Eq. 20)
 the attackers see this round's benign updates (for ``fl.algorithm=fedsgd`` these are
 the benign clients' momenta) and the previous aggregate (``view.prev_update``, which an
 attacker can also recover from two broadcasts as ``(theta_{t-2} - theta_{t-1}) / lr``).
-Colluding attackers send one identical vector. When a round has no benign row, an
-omniscient attack keeps its own rows (it has nothing to estimate from).
+Colluding attackers send one identical vector. A configuration in which no cohort can
+hold a benign client (every client malicious) is refused at set-up with one
+``attack.num_malicious`` line. A single sampled round whose cohort happens to hold only
+attackers (``fl.sampling=uniform``) leaves them nothing to estimate from: they send zero
+updates that round (their rows of ``U`` stay 0) and log no diagnostics.
 
 Per-round diagnostics (:meth:`diagnostics`, written as ``attack_<key>`` in
 ``rounds.jsonl``) support the Fall-of-CC reproduction: ALIE logs the cosine of its
@@ -259,6 +262,8 @@ class NonFinite(Attack):
 
 # ---------------------------------------------------------------- Min-Max / Min-Sum
 PERTURBATIONS = ("std", "unit-vector", "sign")
+MIN_TOL = 1e-12  # relative bisection tolerance: below ~1e-16 float64 midpoints stop moving
+MAX_SEARCH_STEPS = 200  # each of the doubling and the bisection loops ends within this many steps
 
 
 def perturbation(B: torch.Tensor, kind: str) -> torch.Tensor:
@@ -285,7 +290,8 @@ class _OptimizedMean(Attack):
     one's maximum. The constraint is a convex function of ``gamma`` that holds at 0
     (the mean lies in the benign rows' convex hull), so its feasible set is an interval
     ``[0, gamma*]``: the search doubles ``gamma_init`` until the constraint breaks (or
-    ``gamma_max`` is reached), then bisects to ``tol`` (relative). The authors' code runs
+    ``gamma_max`` is reached), then bisects to ``tol`` (relative, >= 1e-12); both loops
+    are bounded (``MAX_SEARCH_STEPS``), and ``0 < gamma_init <= gamma_max`` finite. The authors' code runs
     a similar halving search from ``gamma_init = 10`` (which caps gamma below 20).
     Distances come from one expansion per round: for ``g = mean + gamma p``,
     ``||g - b_i||^2 = a_i + 2 gamma c_i + gamma^2 ||p||^2`` with ``a_i = ||mean - b_i||^2``,
@@ -299,10 +305,13 @@ class _OptimizedMean(Attack):
                  gamma_max: float = 1e6):
         if perturbation not in PERTURBATIONS:
             raise ConfigError("attack.perturbation", f"unknown perturbation {perturbation!r}", ", ".join(PERTURBATIONS))
-        if gamma_init <= 0:
-            raise ConfigError("attack.gamma_init", f"must be > 0 (got {gamma_init})", "a float > 0")
-        if not 0 < tol < 1:
-            raise ConfigError("attack.tol", f"must be in (0, 1) (got {tol})", "e.g. 1e-5")
+        if not 0 < gamma_max < math.inf:
+            raise ConfigError("attack.gamma_max", f"must be a finite float > 0 (got {gamma_max})", "e.g. 1e6")
+        if not 0 < gamma_init <= gamma_max:
+            raise ConfigError("attack.gamma_init", f"must be in (0, gamma_max = {gamma_max:g}] (got {gamma_init})",
+                              "a float > 0, e.g. 10")
+        if not MIN_TOL <= tol < 1:
+            raise ConfigError("attack.tol", f"must be in [{MIN_TOL:g}, 1) (got {tol})", "e.g. 1e-5")
         self.perturbation, self.gamma_init, self.tol, self.gamma_max = perturbation, gamma_init, tol, gamma_max
         self._diag: dict[str, float] = {}
 
@@ -331,12 +340,16 @@ class _OptimizedMean(Attack):
             return float(self._stat(a + 2 * g * c + g * g * pp)) <= thr
 
         lo, hi = 0.0, self.gamma_init
-        while ok(hi):
+        for _ in range(MAX_SEARCH_STEPS):  # doubling: gamma_max / gamma_init < 2**200
+            if not ok(hi):
+                break
             lo = hi
             if hi >= self.gamma_max:
                 return self.gamma_max
             hi = min(2 * hi, self.gamma_max)
-        while hi - lo > self.tol * max(1.0, lo):
+        for _ in range(MAX_SEARCH_STEPS):  # bisection: tol >= 1e-12 needs < 100 halvings
+            if hi - lo <= self.tol * max(1.0, lo):
+                break
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if ok(mid) else (lo, mid)
         return lo
