@@ -146,6 +146,63 @@ def reproduce(
 
 
 @app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep spec YAML: base config, grid, variants (see examples/sweep.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default runs/sweep-<name>)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (or Ray CPUs)."),
+    backend: str = typer.Option("local", "--backend", help="local (processes) or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run a grid of experiments; rerun the same command to continue a stopped sweep.
+
+    Exit codes: 0 every run finished (ok or diverged), 1 some runs failed, 2 bad input, 130 interrupted.
+    """
+    from .studies.spec import SweepSpec
+
+    try:
+        sweep_spec = SweepSpec.load(spec)
+        jobs = sweep_spec.jobs()
+    except (ConfigError, DataNotFoundError) as e:
+        user_error(str(e))
+        return
+    out = out or Path("runs") / f"sweep-{sweep_spec.name}"
+    run_study(jobs, out, workers, backend, address, quiet)
+
+
+def run_study(jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool,
+              plot: bool = False):
+    """Run the jobs of a sweep in ``out`` with a progress bar; exit 130 on Ctrl-C."""
+    from .studies.sweep import run_sweep
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, disable=quiet) as bar:
+        task = bar.add_task(f"sweep ({len(jobs)} runs)", total=len(jobs))
+
+        def on_result(res: dict) -> None:
+            bar.advance(task)
+            if res["summary"].get("status") == "error":
+                bar.console.print(f"[yellow]{res['run']}: {res['summary'].get('error')}[/]", highlight=False)
+
+        try:
+            outcome = run_sweep(jobs, out, workers, backend, address, plot=plot, on_result=on_result)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"[yellow]interrupted; finished runs are kept in {out}; run the same command to continue[/]")
+            raise typer.Exit(130)
+        except (ConfigError, DataNotFoundError) as e:
+            bar.stop()
+            user_error(str(e))
+            return None
+    counts = outcome.table["status"].value_counts().to_dict() if len(outcome.table) else {}
+    console.print(f"{len(outcome.ran)} runs played ({len(outcome.resumed)} resumed), {len(outcome.skipped)} already "
+                  f"finished; status: {counts}; results in {out / 'results.csv'}", highlight=False)
+    if counts.get("error"):
+        raise typer.Exit(1)
+    return outcome
+
+
+@app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="About a minute: small workloads only."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default benchmarks/results/<time>)."),
