@@ -203,6 +203,61 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
 
 
 @app.command()
+def report(
+    dirs: List[Path] = typer.Argument(..., help="A sweep folder, or run folders (searched recursively)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default <first DIR>/report)."),
+) -> None:
+    """Leaderboard per defense, attack x defense heatmaps, curves, detection metrics (report.md, report.html)."""
+    from .studies.report import build_report
+
+    out = out or dirs[0] / "report"
+    try:
+        parts = build_report(dirs, out, title=f"fedarena report: {', '.join(str(d) for d in dirs)}")
+    except ConfigError as e:
+        user_error(str(e))
+        return
+    print_leaderboards(parts)
+    out_console.print(f"report: {out / 'report.html'} (and report.md, figures)", highlight=False)
+
+
+def print_leaderboards(parts: dict) -> None:
+    """The leaderboard of every setting, fitting 80 columns."""
+    from rich import box
+
+    for s in parts["settings"]:
+        lbt = s["leaderboard_text"]
+        lbt = lbt.assign(**{"clean MA": [v.split("±")[0] for v in lbt["clean MA"]]})
+        if not (lbt["div"] > 0).any():
+            lbt = lbt.drop(columns="div")
+        table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
+                      box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), title_justify="left")
+        for i, col in enumerate(lbt.columns):
+            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
+        for _, row in lbt.iterrows():
+            table.add_row(*[str(v) for v in row])
+        out_console.print(table)
+
+
+@app.command()
+def arena(
+    out: Path = typer.Option(Path("runs") / "arena", "--out", help="Sweep folder (rerun: finished runs are kept)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """A small attack x defense matrix on the bundled digits (minutes on 2 cores): leaderboard and report."""
+    from .studies.arena import arena_spec
+    from .studies.report import build_report
+
+    start = time.perf_counter()
+    jobs = arena_spec().jobs()
+    run_study(jobs, out, workers, "local", None, quiet)
+    parts = build_report([out], out / "report", title="fedarena arena: digits, 20 clients (4 malicious), 20 rounds")
+    print_leaderboards(parts)
+    out_console.print(f"{len(jobs)} runs in {time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}",
+                      highlight=False)
+
+
+@app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="About a minute: small workloads only."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default benchmarks/results/<time>)."),

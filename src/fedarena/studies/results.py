@@ -31,6 +31,9 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if (p / "config.yaml").is_file() and (p / "summary.json").is_file():
             found.append(p)
+        elif (p / SWEEP_FILE).is_file():  # a sweep: its runs in the sweep's order
+            names = json.loads((p / SWEEP_FILE).read_text()).get("runs", {})
+            found += [p / "runs" / n for n in names if (p / "runs" / n / "summary.json").is_file()]
         elif p.is_dir():
             found += sorted(s.parent for s in p.rglob("summary.json") if (s.parent / "config.yaml").is_file())
     return list(dict.fromkeys(found))
@@ -73,7 +76,7 @@ def run_row(run_dir: Path, labels: Optional[dict[str, Any]] = None) -> dict[str,
         mean_main_acc=_mean([m.get("main_acc") for m in metrics]),
         mean_backdoor_acc=_mean([m.get("backdoor_acc") for m in metrics]),
         max_backdoor_acc=summary.get("max_backdoor_acc"),
-        status=summary.get("status"), rounds_completed=summary.get("rounds_completed"),
+        num_classes=summary.get("num_classes"), status=summary.get("status"), rounds_completed=summary.get("rounds_completed"),
         diverged_at=summary.get("diverged_at"), wall_time_s=summary.get("wall_time_s"),
         path=str(run_dir),
     )
