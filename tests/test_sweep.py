@@ -86,18 +86,7 @@ def test_sweep_records_divergence_as_a_result(tmp_path):
     assert again.ran == [] and sorted(again.skipped) == ["fedavg", "median"]
 
 
-_SLOW_CLI = """
-import sys, time
-from fedarena.run.simulation import Simulation
-real = Simulation.run_round
-def slow(self, t):
-    time.sleep(0.1)
-    return real(self, t)
-Simulation.run_round = slow
-from fedarena.cli import main
-sys.argv = ["fedarena"] + sys.argv[1:]
-main()
-"""
+SLOW_CLI = str(Path(__file__).resolve().parent / "slow_cli.py")
 
 
 def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
@@ -105,7 +94,7 @@ def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
                  extra={"run": {"checkpoint_every": 2}})
     out = tmp_path / "sw"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CLI, "sweep", str(spec), "--quiet", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, SLOW_CLI, "sweep", str(spec), "--quiet", "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = out / "runs" / "median" / "metrics.jsonl"
     deadline = time.time() + 120

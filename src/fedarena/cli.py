@@ -230,7 +230,7 @@ def print_leaderboards(parts: dict) -> None:
         if not (lbt["div"] > 0).any():
             lbt = lbt.drop(columns="div")
         table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
-                      box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), title_justify="left")
+                      box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
         for i, col in enumerate(lbt.columns):
             table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
         for _, row in lbt.iterrows():

@@ -1,8 +1,8 @@
 """``fedarena arena``: a small attack x defense matrix on the bundled digits.
 
-Four attacks (none, a square-trigger backdoor, label flipping, the Byzantine "a little
-is enough" attack ALIE) against six defenses, two seeds: 48 runs of 20 rounds with 20
-clients, 4 of them malicious. Minutes on a 2-core laptop; the result is a leaderboard
+Four attacks (none, a square-trigger backdoor, label flipping, and the Byzantine inner
+product manipulation IPM with epsilon = 10, Xie et al. 2020) against six defenses, two
+seeds: 48 runs of 20 rounds with 20 clients, 4 of them malicious. Minutes on a 2-core laptop; the result is a leaderboard
 and a report (see :mod:`fedarena.studies.report`).
 """
 
@@ -24,7 +24,7 @@ ARENA: dict[str, Any] = {
             {"name": "none"},
             {"name": "backdoor", "num_malicious": 4, "target": 0, "poison_frac": 0.5},
             {"name": "label-flip", "num_malicious": 4},
-            {"name": "alie", "num_malicious": 4},
+            {"name": "ipm", "num_malicious": 4, "epsilon": 10.0},
         ],
         "defense": [
             {"name": "fedavg"},
