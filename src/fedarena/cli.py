@@ -119,7 +119,7 @@ def list_() -> None:
         for name in reg.names():
             params = ", ".join(
                 f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
-                if not p.required and p.name not in ("root", "download")
+                if not p.required and p.name not in ("root", "download", "verify")
             )
             table.add_row(name, params, reg.summary(name))
         out_console.print(table)

@@ -52,6 +52,7 @@ class DataInfo:
     dataset: str = ""  # the task's dataset name
     root: Optional[str] = None  # data.root, for attacks that read extra files (tail sets)
     download: bool = False  # data.download
+    verify: bool = True  # data.verify: check extra files (tail sets) against their known hashes
 
 
 @dataclass
@@ -69,6 +70,9 @@ class RoundView:
     lr: float  # learning rate in force (server lr for fedavg, fl.lr for fedsgd)
     algorithm: str  # "fedavg" | "fedsgd"
     generator: torch.Generator
+    #: (m, d) the malicious clients' rows as an honest client would upload them (after the
+    #: defense's client-side transform, e.g. local DP clipping + noise); None: same as own_updates
+    uploads: Optional[torch.Tensor] = None
 
 
 class Attack(Stateful):

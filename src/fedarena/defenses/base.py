@@ -118,6 +118,11 @@ class Stage(Stateful):
         projected gradient descent onto an L2 ball). Default: unchanged."""
         return recipe
 
+    def client_upload(self, U: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Client-side transform of the honest rows before upload (local DP noise), applied
+        by the engine before attackers craft theirs. Default: unchanged."""
+        return U
+
     def reset(self) -> None:
         pass
 
@@ -192,6 +197,12 @@ class DefensePipeline(Stateful):
         for s in (*self.pre, self.aggregator, *self.post):
             recipe = s.client_recipe(recipe)
         return recipe
+
+    def client_upload(self, U: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The honest rows as the clients upload them, after every stage's client-side transform."""
+        for s in (*self.pre, *self.post):
+            U = s.client_upload(U, generator)
+        return U
 
     def reset(self) -> None:
         for s in (*self.pre, self.aggregator, *self.post):
