@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..attacks.base import Attack, DataInfo, RoundView, is_noop
+from ..attacks.base import Attack, DataInfo, RoundView, ServerView, is_noop
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
 from ..defenses.base import DefensePipeline, RoundContext
@@ -97,6 +97,10 @@ class Simulation:
         self.layout = ParamLayout.from_params(self.params)
 
         self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
+        if cfg.attack.optimize is not None:  # search the attack's strength against the defense each round
+            from ..attacks.optimize import OptimizedAttack
+
+            self.attack = OptimizedAttack(self.attack, **cfg.attack.optimize.model_dump())
         info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download)
         self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
@@ -125,6 +129,7 @@ class Simulation:
         # moments and step count; flat tensors on the run's device), kept between its participations
         self.client_opt_state: dict[int, dict[str, torch.Tensor]] = {}
         self.prev_update: Optional[torch.Tensor] = None
+        self._heldout: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # aggregator-aware attackers' loss batch
         self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
 
     # ------------------------------------------------------------ set-up helpers
@@ -260,6 +265,14 @@ class Simulation:
         mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
         U = self.local_updates(t, cohort, active)
         honest_U = U
+        ctx = RoundContext(
+            round=t, layout=self.layout, client_ids=torch.from_numpy(cohort),
+            num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
+            f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
+            generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
+            root_gradient=self.root_gradient(t) if self.root_index is not None else None,
+            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm},
+        )
         if active and mal_mask.any():
             rows = np.flatnonzero(mal_mask)
             view = RoundView(
@@ -269,19 +282,13 @@ class Simulation:
                 benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
                 lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
                 algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
+                benign_ids=torch.from_numpy(cohort[~mal_mask]) if self.attack.threat.knowledge == "benign" else None,
+                server=self._server_view(t, ctx, rows) if self.attack.threat.aggregator_aware else None,
             )
             crafted = self.attack.craft(view)
             if crafted is not None:
                 U = U.clone()
                 U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
-        ctx = RoundContext(
-            round=t, layout=self.layout, client_ids=torch.from_numpy(cohort),
-            num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
-            f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
-            generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
-            root_gradient=self.root_gradient(t) if self.root_index is not None else None,
-            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm},
-        )
         agg = self.pipeline(U, ctx)
         update = agg.update
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg}
@@ -289,11 +296,41 @@ class Simulation:
             record["error"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
                                "the run stopped here")
             return record
-        step = -self.lr_at(t) * update if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr * update
-        flat = self.flat_params + step
+        flat = self.flat_params + self.server_step(t, update)
         self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
         self.prev_update = update.detach()
         return record
+
+    def server_step(self, t: int, update: torch.Tensor) -> torch.Tensor:
+        """The change of the flat global parameters an aggregate causes in round ``t``."""
+        return -self.lr_at(t) * update if self.cfg.fl.algorithm == "fedsgd" else self.cfg.fl.server_lr * update
+
+    def _server_view(self, t: int, ctx: RoundContext, rows: np.ndarray) -> ServerView:
+        """What an aggregator-aware attack sees of the server (:class:`ServerView`)."""
+        return ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.from_numpy(rows),
+                          step=lambda u: self.server_step(t, u), loss=self._attacker_loss)
+
+    def _attacker_loss(self, flat: torch.Tensor) -> float:
+        """Loss of the model at ``flat`` on the malicious clients' held-out batch: up to
+        ``attack.optimize.batch_size`` (256) samples of their clean data, drawn once per run."""
+        if self._heldout is None:
+            idx = np.concatenate([self.client_index[int(c)] for c in self.malicious])
+            opt = self.cfg.attack.optimize
+            size = min(len(idx), opt.batch_size if opt is not None else 256)
+            pick = torch.from_numpy(np.sort(self.streams.numpy("attack", 5).choice(idx, size, replace=False)))
+            pick = pick.to(self.device)
+            self._heldout = (self.data.x_train[pick], self.data.y_train[pick])
+        x, y = self._heldout
+        params = self.layout.unflatten(flat)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                xb = x if self.prepare is None else self.prepare(x)
+                logits = functional_call(self.model, (params, self.buffers), (xb,))
+                return float(torch.nn.functional.cross_entropy(logits, y))
+        finally:
+            self.model.train(was_training)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
