@@ -309,7 +309,8 @@ class OptimizedAttack(Attack):
             probe = copy.deepcopy(inner)
             setattr(probe, name, x)
             rows = probe.craft(dataclasses.replace(iview, generator=_clone_generator(view.generator)))
-            rows = view.own_updates if rows is None else rows
+            if rows is None:  # the attack keeps its rows: what the clients upload
+                rows = view.uploads if view.uploads is not None else view.own_updates
             return self._score(view, self._aggregate(view, self._assemble(view, rows)), mean, base_loss)
 
         unit = self._unit(B)

@@ -36,14 +36,19 @@ from .recipe import Params, TrainRecipe
 class BatchSchedule:
     """Per-client minibatch indices for one round.
 
-    ``batches[i]`` is a list of 1-D int arrays, indices into client ``i``'s own data.
+    ``batches[i]`` is a list of 1-D int arrays, indices into client ``i``'s own data;
+    ``epoch_start[i][s]``: step ``s`` of client ``i`` begins a pass over its data;
+    ``seeds[i]``: a seed for the client's step hook (drawn after the batches, so it does
+    not change them).
     """
 
     batches: list[list[np.ndarray]]
+    epoch_start: Optional[list[list[bool]]] = None
+    seeds: Optional[list[int]] = None
 
     @classmethod
     def build(cls, sizes: Sequence[int], recipe: TrainRecipe, rngs: Sequence[np.random.Generator]) -> "BatchSchedule":
-        out = []
+        out, starts, seeds = [], [], []
         for n, rng in zip(sizes, rngs):
             client: list[np.ndarray] = []
             if recipe.steps is None:  # epochs: the last batch of an epoch may be short
@@ -56,7 +61,10 @@ class BatchSchedule:
                 stream = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])
                 client = [stream[i * b : (i + 1) * b] for i in range(recipe.steps)]
             out.append(client)
-        return cls(out)
+            per_epoch = max(1, -(-n // (recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
+            starts.append([s % per_epoch == 0 for s in range(len(client))])
+            seeds.append(int(rng.integers(2**62)) if recipe.step_hook is not None else 0)
+        return cls(out, starts, seeds)
 
     @property
     def max_steps(self) -> int:
@@ -316,6 +324,45 @@ def auto_strategy(model: torch.nn.Module, device: torch.device | str, sample: Op
     return "fold" if sample is not None and fold_supported(model, sample) else "loop"
 
 
+class _HookRunner:
+    """Runs a recipe's :class:`~fedarena.core.recipe.StepHook` for the clients ``rows`` of a
+    schedule: builds its state and per-client generators once, then each step's
+    :class:`~fedarena.core.recipe.HookStep`."""
+
+    def __init__(self, recipe: TrainRecipe, names: list[str], params: list[torch.Tensor], schedule: BatchSchedule,
+                 rows: Sequence[int], device) -> None:
+        self.hook = recipe.step_hook
+        self.on = self.hook is not None
+        if not self.on:
+            return
+        self.recipe, self.names, self.rows, self.schedule, self.device = recipe, names, list(rows), schedule, device
+        self.gens = [torch.Generator().manual_seed(int(schedule.seeds[i]) if schedule.seeds else 0) for i in rows]
+        with torch.no_grad():
+            self.state = self.hook.init(names, [p.detach() for p in params])
+        self.plain = recipe.with_(grad_clip=None)
+
+    def __call__(self, s: int, params, grads, opt: OptState, active, regrad) -> None:
+        from .recipe import HookStep
+
+        starts = self.schedule.epoch_start
+        first = torch.tensor([bool(starts[i][s]) if starts and s < len(starts[i]) else False for i in self.rows],
+                             device=self.device)
+
+        def step(g, b, act, idx):  # one more optimizer step of the tensors idx (state updated in place)
+            sub = OptState({key: [ts[q] for q in idx] for key, ts in opt.tensors.items()}, opt.step.clone())
+            step_([params[q] for q in idx], g, sub, self.plain, act)
+            return sub.tensors.get("momentum_buffer")
+
+        def regrad_with_grad():
+            with torch.enable_grad():
+                return [g.detach() for g in regrad()]
+
+        hs = HookStep(self.names, params, grads, opt.tensors.get("momentum_buffer"), first, active, self.gens, self.state, regrad_with_grad,
+                      self.recipe, step)
+        with torch.no_grad():
+            self.hook(hs)  # the optimizer state is updated in place
+
+
 def train_vectorized(
     model: torch.nn.Module,
     global_params: Params,
@@ -413,6 +460,7 @@ def train_vectorized(
                 params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone() for n in names]
                 leaves = [[p[j].requires_grad_(True) for p in params] for j in range(kc)]
             state = OptState.load(recipe, params, None if opt_states is None else [opt_states[i] for i in rows])
+            hook = _HookRunner(recipe, names, params, schedule, rows, x.device)
             for s in range(len(plan.full)):
                 idx_t = idx_all[s].reshape(-1)  # index_select: several times faster than x[idx] for rows
                 xb = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
@@ -441,6 +489,19 @@ def train_vectorized(
                             grads.append(full)
                 with torch.no_grad():
                     step_(params, grads, state, recipe, None if plan.full[s] else act_all[s])
+                if hook.on:
+                    def regrad(xb=xb, yb=yb, wb=wb, s=s):
+                        if strategy in ("vmap", "fold"):
+                            tot = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
+                            gs = torch.autograd.grad(tot, params, allow_unused=True)
+                            return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+                        tot = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp) for j in range(kc))
+                        gs = torch.autograd.grad(tot, [t for j in range(kc) for t in leaves[j]], allow_unused=True)
+                        nn_ = len(names)
+                        return [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
+                                             for j in range(kc)]) for q, p in enumerate(params)]
+                    hook(s, params, grads, state, act_all[s], regrad)
+                with torch.no_grad():
                     if recipe.project is not None:
                         projected = vmap(recipe.project, in_dims=(0, None))(
                             {n: p.detach() for n, p in zip(names, params)}, gp)
@@ -478,17 +539,23 @@ def train_sequential(
         bufs_i = {n: b.clone() for n, b in (buffers or {}).items()}
         grad_fn = grad(_loss_fn(model, recipe, {}))
         params = {n: p.detach().clone() for n, p in global_params.items()}
-        state = OptState.load(recipe, [params[n].unsqueeze(0) for n in names],
-                              None if opt_states is None else [opt_states[i]])
-        for b in schedule.batches[i]:
+        views = [params[n].unsqueeze(0) for n in names]
+        state = OptState.load(recipe, views, None if opt_states is None else [opt_states[i]])
+        hook = _HookRunner(recipe, names, views, schedule, [i], x.device)
+        for s, b in enumerate(schedule.batches[i]):
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t]
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
             grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
-            step_([params[n].unsqueeze(0) for n in names], [grads[n].unsqueeze(0) for n in names],
-                  state, recipe)  # in place, through k = 1 views
+            views = [params[n].unsqueeze(0) for n in names]
+            step_(views, [grads[n].unsqueeze(0) for n in names], state, recipe)  # in place, through k = 1 views
+            if hook.on:
+                def regrad(xb=xb, idx_t=idx_t, w=w):
+                    g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+                    return [g2[n].unsqueeze(0) for n in names]
+                hook(s, views, [grads[n].unsqueeze(0) for n in names], state, torch.ones(1, device=x.device), regrad)
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())
