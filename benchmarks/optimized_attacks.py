@@ -14,7 +14,8 @@ Usage (from the repository root)::
         --data-root ../shared/data --out benchmarks/results/optimized-attacks
 
 Writes ``results.jsonl`` (one line per run, appended as runs finish; a rerun skips the
-runs already there) and ``table.md``. ``--quick`` runs 3 rounds of two defenses.
+runs already there) and ``table.md`` (means over the seeds run, ``--seeds 0 1``).
+``--quick`` runs 3 rounds of two defenses.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ ATTACKS = {
 }
 
 
-def base(args) -> list[str]:
+def base(args, seed: int) -> list[str]:
     return [f"data.root={args.data_root}", "data.dataset=fashion-mnist", "data.download=false",
             "data.partition=dirichlet", "data.alpha=1.0", "model.name=mlp", "fl.num_clients=20",
             "fl.local_steps=5", "fl.batch_size=32", "fl.lr=0.1", f"fl.rounds={args.rounds}",
-            "attack.num_malicious=4", f"eval.every={max(1, args.rounds // 4)}", f"seed={args.seed}"]
+            "attack.num_malicious=4", f"eval.every={max(1, args.rounds // 4)}", f"seed={seed}"]
 
 
 def run_one(overrides: list[str]) -> dict:
@@ -68,8 +69,19 @@ def run_one(overrides: list[str]) -> dict:
             "curve": [[m["round"], m["main_acc"]] for m in res.metrics]}
 
 
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
 def table(rows: list[dict]) -> str:
-    acc = {(r["defense"], r["attack"]): r for r in rows}
+    """Final accuracy per defense and attack (mean over seeds), the worst attack, and the
+    median strength the optimized attacks chose (mean over seeds)."""
+    acc: dict[tuple[str, str], dict] = {}
+    for key in {(r["defense"], r["attack"]) for r in rows}:
+        same = [r for r in rows if (r["defense"], r["attack"]) == key]
+        acc[key] = {"final_main_acc": _mean([r["final_main_acc"] for r in same]),
+                    "strength_median": _mean([r["strength_median"] for r in same])}
     cols = list(ATTACKS)
     head = "| defense | " + " | ".join(cols) + " | worst | ALIE z* | IPM eps* |"
     lines = [head, "|" + "---|" * (len(cols) + 4)]
@@ -94,7 +106,7 @@ def main() -> None:
     p.add_argument("--data-root", default=os.environ.get("FEDARENA_DATA", "../shared/data"))
     p.add_argument("--out", default="benchmarks/results/optimized-attacks")
     p.add_argument("--rounds", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
@@ -106,20 +118,23 @@ def main() -> None:
     done = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     have = {(r["defense"], r["attack"], r["seed"], r["rounds"]) for r in done}
     start = time.perf_counter()
-    for d in defenses:
-        for a, over in ATTACKS.items():
-            if (d, a, args.seed, args.rounds) in have:
-                continue
-            row = {"defense": d, "attack": a, "seed": args.seed, "rounds": args.rounds,
-                   **run_one(base(args) + DEFENSES[d] + over)}
-            done.append(row)
-            with open(path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(f"[{time.perf_counter() - start:7.1f}s] {d:12s} {a:9s} acc={row['final_main_acc']:.3f} "
-                  f"strength={row['strength_median']} ({row['wall_s']} s)", flush=True)
-    rows = [r for r in done if r["seed"] == args.seed and r["rounds"] == args.rounds]
-    (out / "table.md").write_text(table(rows))
-    print(table(rows))
+    for seed in args.seeds:
+        for d in defenses:
+            for a, over in ATTACKS.items():
+                if (d, a, seed, args.rounds) in have:
+                    continue
+                row = {"defense": d, "attack": a, "seed": seed, "rounds": args.rounds,
+                       **run_one(base(args, seed) + DEFENSES[d] + over)}
+                done.append(row)
+                with open(path, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                print(f"[{time.perf_counter() - start:7.1f}s] seed {seed} {d:12s} {a:9s} "
+                      f"acc={row['final_main_acc']:.3f} strength={row['strength_median']} ({row['wall_s']} s)",
+                      flush=True)
+    rows = [r for r in done if r["seed"] in args.seeds and r["rounds"] == args.rounds]
+    text = f"Final accuracy, mean over seeds {sorted({r['seed'] for r in rows})}, {args.rounds} rounds\n\n" + table(rows)
+    (out / "table.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
