@@ -82,12 +82,35 @@ class FLConfig(_Strict):
     chunk_size: Optional[int] = Field(None, ge=1)  # clients per vmap call (None: automatic)
 
 
+class OptimizeConfig(_Strict):
+    """``attack.optimize``: search the attack's strength against the defense each round
+    (:mod:`fedarena.attacks.optimize`)."""
+
+    objective: Literal["distance", "loss"] = "distance"
+    search: Literal["grid", "golden", "byzfl"] = "grid"
+    evals: int = Field(20, ge=1, le=1000)  # objective evaluations per round, the default strength's included
+    range: Optional[tuple[float, float]] = None  # None: the attack's declared range
+    include_default: bool = True
+    start: float = 0.0  # search=byzfl
+    delta: float = 10.0  # search=byzfl
+    ratio: float = Field(0.8, gt=0.5, lt=1.0)  # search=byzfl
+    batch_size: int = Field(256, ge=1)  # objective=loss: the attackers' held-out batch
+
+
 class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "none"
     num_malicious: int = Field(0, ge=0)
     start_round: int = Field(0, ge=0)
     end_round: Optional[int] = Field(None, ge=0)  # inclusive; None: until the end
+    optimize: Optional[OptimizeConfig] = None  # true, or a mapping of OptimizeConfig keys; None/false: off
+
+    @field_validator("optimize", mode="before")
+    @classmethod
+    def _optimize_switch(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -305,6 +328,10 @@ def validate_plugins(cfg: ExperimentConfig) -> None:
     MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
     ATTACKS.validate(cfg.attack.name, cfg.attack.params())
     _check_benign_left(cfg, ATTACKS.get(cfg.attack.name))
+    if cfg.attack.optimize is not None:
+        from .attacks.optimize import check_optimizable
+
+        check_optimizable(ATTACKS.get(cfg.attack.name))
     build_pipeline(defense_dict(cfg))  # validates names and parameters
     if cfg.defense.client_hook() is not None and cfg.fl.algorithm == "fedsgd":
         raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
@@ -343,7 +370,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
 
 
 #: keys of the attack / defense sections that do not belong to the chosen attack or defense
-_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round"},
+_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round", "optimize"},
                    "defense": {"name", "weighted", "f", "client", "client_variant", "regular_weight",
                                "pert_strength", "double_task_step"}}
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..attacks.base import Attack, DataInfo, RoundView, is_noop
+from ..attacks.base import Attack, DataInfo, RoundView, ServerView, is_noop
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
 from ..defenses.base import DefensePipeline, RoundContext
@@ -85,7 +85,7 @@ class Simulation:
 
     #: what a checkpoint saves besides the Stateful components (attack, defense pipeline):
     #: everything the next round depends on that set-up does not rebuild from the config
-    STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "prev_update"]
+    STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "client_opt_state", "prev_update"]
 
     def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None):
         self.cfg = cfg
@@ -103,6 +103,10 @@ class Simulation:
         self.layout = ParamLayout.from_params(self.params, getattr(self.model, "layer_groups", None))
 
         self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
+        if cfg.attack.optimize is not None:  # search the attack's strength against the defense each round
+            from ..attacks.optimize import OptimizedAttack
+
+            self.attack = OptimizedAttack(self.attack, **cfg.attack.optimize.model_dump())
         info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download,
                         cfg.data.verify)
         self.attack.setup(info, self.streams.torch("attack", 0))
@@ -133,6 +137,7 @@ class Simulation:
         # moments and step count; flat tensors on the run's device), kept between its participations
         self.client_opt_state: dict[int, dict[str, torch.Tensor]] = {}
         self.prev_update: Optional[torch.Tensor] = None
+        self._heldout: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # aggregator-aware attackers' loss batch
         self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
         self.next_round = 0  # the round run() starts at (> 0 after loading a checkpoint)
 
@@ -266,20 +271,6 @@ class Simulation:
         raw_U = self.local_updates(t, cohort, active)
         U = self.pipeline.client_upload(raw_U, self.streams.torch("defense", t, 1))  # e.g. local DP noise
         honest_U = U
-        if active and mal_mask.any():
-            rows = np.flatnonzero(mal_mask)
-            view = RoundView(
-                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
-                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
-                own_updates=raw_U[rows].clone(), uploads=U[rows].clone() if U is not raw_U else None,
-                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
-                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
-                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
-            )
-            crafted = self.attack.craft(view)
-            if crafted is not None:
-                U = U.clone()
-                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
         ctx = RoundContext(
             round=t, layout=self.layout, client_ids=torch.from_numpy(cohort),
             num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
@@ -289,6 +280,22 @@ class Simulation:
             extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm,
                     "sampling_rate": cfg.cohort_size / cfg.fl.num_clients},
         )
+        if active and mal_mask.any():
+            rows = np.flatnonzero(mal_mask)
+            view = RoundView(
+                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
+                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
+                own_updates=raw_U[rows].clone(), uploads=U[rows].clone() if U is not raw_U else None,
+                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
+                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
+                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
+                benign_ids=torch.from_numpy(cohort[~mal_mask]) if self.attack.threat.knowledge == "benign" else None,
+                server=self._server_view(t, ctx, rows) if self.attack.threat.aggregator_aware else None,
+            )
+            crafted = self.attack.craft(view)
+            if crafted is not None:
+                U = U.clone()
+                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
         agg = self.pipeline(U, ctx)
         update = agg.update
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg}
@@ -296,14 +303,44 @@ class Simulation:
             record["diverged"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
                                   "the run stopped here")
             return record
-        step = -self.lr_at(t) * update if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr * update
-        flat = self.flat_params + step
+        flat = self.flat_params + self.server_step(t, update)
         if not torch.isfinite(flat).all():
             record["diverged"] = f"round {t}: the model's parameters became NaN/Inf; the run stopped here"
             return record
         self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
         self.prev_update = update.detach()
         return record
+
+    def server_step(self, t: int, update: torch.Tensor) -> torch.Tensor:
+        """The change of the flat global parameters an aggregate causes in round ``t``."""
+        return -self.lr_at(t) * update if self.cfg.fl.algorithm == "fedsgd" else self.cfg.fl.server_lr * update
+
+    def _server_view(self, t: int, ctx: RoundContext, rows: np.ndarray) -> ServerView:
+        """What an aggregator-aware attack sees of the server (:class:`ServerView`)."""
+        return ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.from_numpy(rows),
+                          step=lambda u: self.server_step(t, u), loss=self._attacker_loss)
+
+    def _attacker_loss(self, flat: torch.Tensor) -> float:
+        """Loss of the model at ``flat`` on the malicious clients' held-out batch: up to
+        ``attack.optimize.batch_size`` (256) samples of their clean data, drawn once per run."""
+        if self._heldout is None:
+            idx = np.concatenate([self.client_index[int(c)] for c in self.malicious])
+            opt = self.cfg.attack.optimize
+            size = min(len(idx), opt.batch_size if opt is not None else 256)
+            pick = torch.from_numpy(np.sort(self.streams.numpy("attack", 5).choice(idx, size, replace=False)))
+            pick = pick.to(self.device)
+            self._heldout = (self.data.x_train[pick], self.data.y_train[pick])
+        x, y = self._heldout
+        params = self.layout.unflatten(flat)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                xb = x if self.prepare is None else self.prepare(x)
+                logits = functional_call(self.model, (params, self.buffers), (xb,))
+                return float(torch.nn.functional.cross_entropy(logits, y))
+        finally:
+            self.model.train(was_training)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
