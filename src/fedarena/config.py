@@ -27,6 +27,7 @@ class DataConfig(_Strict):
     dataset: str = "digits"
     root: Optional[str] = None  # default: $FEDARENA_DATA, else ~/.cache/fedarena
     download: bool = True
+    verify: bool = True  # check every dataset file against its known hashes before parsing it
     partition: str = "iid"
     alpha: float = Field(0.5, gt=0)
     classes_per_client: int = Field(2, ge=1)
@@ -58,6 +59,10 @@ class FLConfig(_Strict):
     local_steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.1, gt=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # local optimizer (fedavg)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw moment decay rates, each in [0, 1)
+    adam_eps: float = Field(1e-8, gt=0)
+    client_state: Literal["reset", "persistent"] = "reset"  # local optimizer state across participations
     lr_decay_at: list[int] = Field(default_factory=list)  # rounds at which lr *= lr_decay
     lr_decay: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -108,6 +113,12 @@ class EvalConfig(_Strict):
     recovery_threshold: float = Field(0.3, ge=0, le=1)  # backdoor accuracy that ends a spike's recovery
 
 
+class RunConfig(_Strict):
+    """How a run is kept on disk (does not change its results)."""
+
+    checkpoint_every: int = Field(10, ge=0)  # rounds between checkpoints; 0: none
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
@@ -117,6 +128,7 @@ class ExperimentConfig(_Strict):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
     def _combinations(self) -> "ExperimentConfig":
@@ -127,6 +139,15 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}")
         if self.attack.name != "none" and self.attack.num_malicious == 0:
             raise ValueError(f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}")
+        if fl.optimizer != "sgd" and fl.momentum:
+            raise ValueError(f"fl.momentum|applies to fl.optimizer=sgd only (got {fl.momentum} with {fl.optimizer}; "
+                             "Adam's moments are set by fl.adam_betas)|0 with adam/adamw")
+        if not all(0 <= b < 1 for b in fl.adam_betas):
+            raise ValueError(f"fl.adam_betas|each must be in [0, 1) (got {list(fl.adam_betas)})|e.g. [0.9, 0.999]")
+        if fl.algorithm == "fedsgd" and (fl.optimizer != "sgd" or fl.client_state != "reset"):
+            key = "fl.optimizer" if fl.optimizer != "sgd" else "fl.client_state"
+            raise ValueError(f"{key}|needs local steps (fl.algorithm=fedavg); fedsgd clients send one gradient "
+                             "(their momentum is fl.client_momentum)|sgd / reset with fedsgd")
         if fl.sampling == "counts" and not fl.malicious_counts:
             raise ValueError("fl.malicious_counts|must list the attackers of each round when fl.sampling = 'counts'|e.g. [6, 6, 0, 0]")
         if any(c < 0 for c in fl.malicious_counts):

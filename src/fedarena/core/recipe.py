@@ -26,9 +26,14 @@ class TrainRecipe:
     """Local optimisation of one client for one round.
 
     Attributes:
-        lr, momentum, weight_decay: SGD hyper-parameters. The momentum buffer starts at
-            zero every round (the optimizer is re-created each round, as in the RLR and
-            FedAvg reference code).
+        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"`` (PyTorch's semantics; see
+            :mod:`fedarena.core.optim`).
+        lr, momentum, weight_decay: optimizer hyper-parameters (``momentum``: SGD only;
+            ``weight_decay``: an L2 term for SGD and Adam, decoupled for AdamW). The
+            optimizer state starts at zero every round (the optimizer is re-created each
+            round, as in the RLR and FedAvg reference code) unless the caller passes each
+            client's saved state (``fl.client_state=persistent``).
+        betas, eps: Adam's and AdamW's moment decay rates and denominator constant.
         batch_size: local minibatch size.
         epochs: local epochs; ignored when ``steps`` is set.
         steps: a fixed number of local SGD steps instead of epochs.
@@ -47,7 +52,10 @@ class TrainRecipe:
     """
 
     lr: float = 0.1
+    optimizer: str = "sgd"
     momentum: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 1
