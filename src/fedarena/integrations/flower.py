@@ -170,7 +170,8 @@ def check_reply(msg: Message, template: ArrayRecord, layout: ParamLayout) -> tor
             continue
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)) or a.dtype == np.bool_:
             raise Rejected("dtype", f"array {name!r} has dtype {a.dtype}, expected a real number type")
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, rejected below
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1)
         if not bool(torch.isfinite(t).all()):
             raise Rejected("non-finite", f"array {name!r} holds NaN or Inf")
         parts.append(t)
