@@ -284,3 +284,28 @@ def test_backdoor_fedavg_vs_median_in_flower_simulation_matches_fedarena():
         assert flower[d] == pytest.approx(own[d], abs=0.03)
     last = results["median"].train_metrics_clientapp[4]
     assert last["fedarena-replies"] == 10 and last["client-partition-id"] == list(range(10))
+
+
+def test_example_app_config_is_valid_and_its_apps_import(monkeypatch):
+    """examples/flower: the run config in its pyproject.toml is a valid fedarena config and
+    the ServerApp / ClientApp modules import (guards the example against API drift)."""
+    import importlib
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "flower"
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["tool"]["flwr"]["app"]["components"] == {"serverapp": "fedarena_flower.server_app:app",
+                                                            "clientapp": "fedarena_flower.client_app:app"}
+    monkeypatch.syspath_prepend(str(root))
+    for mod in [m for m in sys.modules if m.startswith("fedarena_flower")]:
+        monkeypatch.delitem(sys.modules, mod)
+    task_mod = importlib.import_module("fedarena_flower.task")
+    importlib.import_module("fedarena_flower.server_app")
+    importlib.import_module("fedarena_flower.client_app")
+    run_config = project["tool"]["flwr"]["app"]["config"]
+    cfg = load_config(None, task_mod.overrides(run_config))
+    assert cfg.defense.name == run_config["defense"] and cfg.attack.num_malicious == 2
+    with pytest.raises(ConfigError, match="defense.name"):
+        load_config(None, task_mod.overrides({**run_config, "defense": "nope"}))
