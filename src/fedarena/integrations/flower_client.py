@@ -5,7 +5,7 @@
   (label flip, backdoors, DBA, edge-case: :meth:`ClientAttack.poison` on your local
   tensors), attacker-run training (negated-loss backdoor, adaptive recipes:
   :meth:`ClientAttack.recipe` gives the TrainRecipe to train with), and own-update
-  crafting (boosting / model replacement, Gaussian, sign or bit flips, NaN: the object is
+  crafting (boosting / model replacement, Gaussian noise, bit flips, NaN: the object is
   a Flower mod, ``ClientApp(mods=[client_attack])``, that rewrites the malicious train
   replies). Omniscient attacks (ALIE, IPM, MinMax, ROP) need other clients' updates and
   are refused here: see :class:`~fedarena.integrations.flower.ColludingServerSimulation`.
