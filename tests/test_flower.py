@@ -179,11 +179,20 @@ def test_stateful_defense_keeps_state_across_rounds():
     ({"name": "trimmed-mean", "f": -1}, "defense.f"),
     ({"name": "fedavg", "clip": 1.0, "clip_at": "client"}, "defense"),
     ({"name": "fltrust"}, "defense.name"),
+    ({"name": "fedavg", "dp": "local", "dp_clip": 1.0}, "defense"),
 ])
 def test_bad_defense_is_a_one_line_config_error(defense, key):
     with pytest.raises(ConfigError) as e:
         FedarenaStrategy(defense)
     assert e.value.field == key and "\n" not in str(e.value)
+
+
+def test_central_dp_runs_at_the_server():
+    s = FedarenaStrategy({"name": "fedavg", "dp": "central", "dp_clip": 1.0, "dp_sigma": 0.0})
+    s.remember(global_record())
+    arrays, metrics = s.aggregate_train(1, [reply(1, dw=10.0, pid=0), reply(2, dw=0.0, pid=1)])
+    step = arrays["w"].numpy() - GLOBAL["w"]  # row 1 clipped to norm 1 (4 coordinates: 0.5 each), mean of 2
+    assert np.allclose(step, 0.25, atol=1e-5)
 
 
 def test_num_clients_validates_the_rule_up_front():

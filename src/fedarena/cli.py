@@ -34,21 +34,39 @@ def user_error(msg: str) -> None:
 def run(
     config: Optional[Path] = typer.Argument(None, help="YAML config; omitted: the built-in digits backdoor demo."),
     set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set fl.rounds=10 (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<time>-<name>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new runs/<time>-<name>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --out folder."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the unfinished run in this folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Run one experiment and write its metrics, client records, summary and curves."""
-    from .config import DEFAULT_RUN, load_config
-    from .run.simulation import Simulation
-    from .run.records import write_run
+    """Run one experiment and write its metrics, client records, summary and curves.
 
+    Exit codes: 0 completed, 3 diverged (NaN/Inf), 1 failed, 2 bad input, 130 interrupted.
+    """
+    from .config import DEFAULT_RUN, load_config
+    from .run.records import new_run_dir, open_run_dir
+    from .run.runner import EXIT_CODES, execute
+    from .run.simulation import Simulation
+
+    sim = None
     try:
-        cfg = load_config(config, set_, base=None if config else DEFAULT_RUN)
-        sim = Simulation(cfg)
+        if resume is not None:
+            if config is not None or set_ or out is not None or overwrite:
+                raise ConfigError("--resume", "continues a run with its own config.yaml and folder",
+                                  "--resume DIR alone (no CONFIG, --set, --out or --overwrite)")
+            out = open_run_dir(resume, resume=True)
+            cfg = load_config(out / "config.yaml")
+        else:
+            cfg = load_config(config, set_, base=None if config else DEFAULT_RUN)
+            if out is not None:
+                out = open_run_dir(out, overwrite=overwrite)
+            sim = Simulation(cfg)
+            if out is None:
+                out = new_run_dir(cfg.name)
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
-    out = out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    status = "error"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=quiet) as bar:
         task = bar.add_task(cfg.name, total=cfg.fl.rounds, info="")
@@ -60,15 +78,20 @@ def run(
             bar.update(task, completed=t + 1, info=info)
 
         try:
-            result = sim.run(progress)
+            result = execute(out, cfg if resume is None else None, sim=sim, resume=resume is not None, progress=progress)
+            status = result.summary["status"]
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"[yellow]interrupted; the finished rounds are in {out} (continue: fedarena run --resume {out})[/]")
+            raise typer.Exit(EXIT_CODES["interrupted"])
         except (ConfigError, DataNotFoundError) as e:
             bar.stop()
             user_error(str(e))
             return
-    write_run(result, out)
     print_summary(result.summary, out)
     if result.summary.get("error"):
         console.print(f"[yellow]{result.summary['error']}[/]")
+    raise typer.Exit(EXIT_CODES[status])
 
 
 def print_summary(summary: dict, out: Path) -> None:
@@ -96,7 +119,7 @@ def list_() -> None:
         for name in reg.names():
             params = ", ".join(
                 f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
-                if not p.required and p.name not in ("root", "download")
+                if not p.required and p.name not in ("root", "download", "verify")
             )
             table.add_row(name, params, reg.summary(name))
         out_console.print(table)

@@ -23,6 +23,7 @@ import torch
 
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
+from ..core.state import Stateful
 
 Knowledge = Literal["own", "benign"]
 
@@ -51,6 +52,7 @@ class DataInfo:
     dataset: str = ""  # the task's dataset name
     root: Optional[str] = None  # data.root, for attacks that read extra files (tail sets)
     download: bool = False  # data.download
+    verify: bool = True  # data.verify: check extra files (tail sets) against their known hashes
 
 
 @dataclass
@@ -68,11 +70,15 @@ class RoundView:
     lr: float  # learning rate in force (server lr for fedavg, fl.lr for fedsgd)
     algorithm: str  # "fedavg" | "fedsgd"
     generator: torch.Generator
+    #: (m, d) the malicious clients' rows as an honest client would upload them (after the
+    #: defense's client-side transform, e.g. local DP clipping + noise); None: same as own_updates
+    uploads: Optional[torch.Tensor] = None
 
 
-class Attack:
+class Attack(Stateful):
     """Base class; the default is an honest client. Keyword ``__init__`` args are
-    the attack's ``attack.*`` parameters."""
+    the attack's ``attack.*`` parameters. State kept across rounds is saved in
+    checkpoints by :class:`~fedarena.core.state.Stateful`."""
 
     threat: ThreatModel = ThreatModel()
     #: whether malicious clients run local training (omniscient crafting attacks that

@@ -41,7 +41,7 @@ from ..attacks.base import Attack, DataInfo, RoundView
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
-from ..defenses.base import RoundContext
+from ..defenses.base import DefensePipeline, RoundContext
 from ..defenses.pipeline import build_pipeline
 from ..errors import ConfigError
 from ..registry import ATTACKS
@@ -243,6 +243,15 @@ def _spec(section: str, spec: Mapping[str, Any] | str) -> tuple[str, dict[str, A
     return name, d
 
 
+def has_client_side(pipeline: DefensePipeline) -> bool:
+    """Whether the defense changes the clients' training or uploads (it then needs clients
+    that run fedarena's side of it)."""
+    probe = TrainRecipe(lr=0.1)
+    rows = torch.full((2, 3), 1e6)
+    uploads = not torch.equal(pipeline.client_upload(rows.clone(), torch.Generator().manual_seed(0)), rows)
+    return uploads or pipeline.client_recipe(probe) != probe
+
+
 class FedarenaStrategy(FedAvg):
     """A Flower strategy that aggregates with a fedarena defense pipeline.
 
@@ -255,6 +264,9 @@ class FedarenaStrategy(FedAvg):
         server_lr: the server step ``global + server_lr * aggregate``.
         seed: seeds the defense's random stream (bucketing, noise), as ``seed`` does in
             ``fedarena run``.
+        client_side_in_clients: the clients already apply the defense's client-side part
+            (projected training, local DP noise), as FlowerTask's clients do; otherwise a
+            defense with one is refused.
         num_clients: if given, the rule is checked now for that many replies per round;
             otherwise each round checks it, and a round with too few valid replies for
             the rule is skipped (the global model stays; ``fedarena-skipped`` = 1).
@@ -274,17 +286,16 @@ class FedarenaStrategy(FedAvg):
     """
 
     def __init__(self, defense: Mapping[str, Any] | str = "fedavg", *, server_lr: float = 1.0, seed: int = 0,
-                 num_clients: Optional[int] = None, **fedavg_kwargs: Any):
+                 num_clients: Optional[int] = None, client_side_in_clients: bool = False, **fedavg_kwargs: Any):
         self.defense = defense_spec(defense)
         self.pipeline = build_pipeline(self.defense)
         name = self.defense["name"]
         if int(getattr(self.pipeline.aggregator, "root_size", 0) or 0) > 0:
             raise ConfigError("defense.name", f"{name!r} needs a root dataset on the server, which a Flower strategy "
                                               "does not hold", "a rule without root_size")
-        probe = TrainRecipe(lr=0.1)
-        if self.pipeline.client_recipe(probe) != probe:
-            raise ConfigError("defense", f"this defense has a client-side part (e.g. defense.clip_at=client) that a "
-                                         "server strategy cannot apply", "server-side options, e.g. defense.clip_at=server")
+        if not client_side_in_clients and has_client_side(self.pipeline):
+            raise ConfigError("defense", "this defense has a client-side part (e.g. defense.clip_at=client, local DP) "
+                                         "that a server strategy cannot apply", "server-side options, e.g. defense.clip_at=server")
         if _real(server_lr) is None or server_lr <= 0:
             raise ConfigError("server_lr", f"must be a finite number > 0 (got {server_lr!r})", "> 0, e.g. 1.0")
         if num_clients is not None:
@@ -350,7 +361,7 @@ class FedarenaStrategy(FedAvg):
                 client_ids=torch.tensor([self.node_index[e.node_id] for e in batch.valid], dtype=torch.long),
                 num_samples=batch.num_examples, f=self.f, global_params=self.global_flat,
                 prev_update=self.prev_update, generator=self.streams.torch("defense", t), server_lr=self.server_lr,
-                extras={"algorithm": "fedavg"},
+                extras={"algorithm": "fedavg", "sampling_rate": self.fraction_train},
             )
             U = self.before_defense(batch.U, batch, ctx)
             agg = self.pipeline(U, ctx)

@@ -168,6 +168,9 @@ class FlowerTask:
         if cfg.fl.algorithm != "fedavg":
             raise ConfigError("fl.algorithm", "Flower clients send model weights: only fedavg is supported "
                                               f"(got {cfg.fl.algorithm!r})", "fedavg")
+        if cfg.fl.client_state != "reset":
+            raise ConfigError("fl.client_state", "Flower runs a ClientApp in any simulation worker, so local optimizer "
+                                                 "state cannot persist between a client's rounds", "reset")
         self.cfg = cfg
         self.malicious = None if malicious is None else [int(m) for m in malicious]
         self._sim: Optional[Simulation] = None
@@ -217,12 +220,13 @@ class FlowerTask:
         cfg = self.cfg
         n, k = cfg.fl.num_clients, cfg.cohort_size
         opts: dict[str, Any] = dict(fraction_train=k / n, min_train_nodes=k, min_available_nodes=n,
-                                    fraction_evaluate=0.0, server_lr=cfg.fl.server_lr, seed=cfg.seed)
+                                    fraction_evaluate=0.0, server_lr=cfg.fl.server_lr, seed=cfg.seed,
+                                    client_side_in_clients=True)
         opts.update(kwargs)
         if self.omniscient:
             sim = self.sim
             info = DataInfo(sim.data.num_classes, sim.data.input_shape, cfg.data.dataset, cfg.data.root,
-                            cfg.data.download)
+                            cfg.data.download, cfg.data.verify)
             return ColludingServerSimulation(defense_dict(cfg), attack={"name": cfg.attack.name, **cfg.attack.params()},
                                              malicious_partitions=self.malicious_partitions, data_info=info,
                                              start_round=cfg.attack.start_round, end_round=cfg.attack.end_round,
@@ -243,10 +247,12 @@ class FlowerTask:
         global_flat = sim.flat_params
         active = sim.attack_active(t) and not self.omniscient  # omniscient attacks: crafted at the server
         cohort = np.array([pid])
-        U = sim.local_updates(t, cohort, active)
+        raw = sim.local_updates(t, cohort, active)
+        U = sim.pipeline.client_upload(raw, sim.streams.torch("defense", t, 1, pid))  # e.g. local DP noise
         if active and sim.is_malicious[pid] and type(sim.attack).craft is not Attack.craft:
             view = RoundView(round=t, layout=sim.layout, global_params=global_flat, prev_update=None,
-                             malicious_ids=torch.from_numpy(cohort), num_clients=1, own_updates=U.clone(),
+                             malicious_ids=torch.from_numpy(cohort), num_clients=1, own_updates=raw.clone(),
+                             uploads=U.clone() if U is not raw else None,
                              benign_updates=None, lr=self.cfg.fl.server_lr, algorithm="fedavg",
                              generator=sim.streams.torch("attack", 3, t))
             crafted = sim.attack.craft(view)
