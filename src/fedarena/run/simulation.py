@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -80,6 +80,15 @@ def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Gen
     return PARTITIONS.get(name)(labels, cfg.fl.num_clients, rng, **opts)
 
 
+def chosen_malicious(ids: Sequence[int], num_clients: int) -> np.ndarray:
+    """Sorted unique malicious client ids, checked against ``fl.num_clients``."""
+    out = np.unique(np.asarray(list(ids), dtype=np.int64))
+    if len(out) and (out[0] < 0 or out[-1] >= num_clients):
+        raise ConfigError("malicious", f"client ids must be in 0..{num_clients - 1} (got {out.tolist()})",
+                          f"0..{num_clients - 1}")
+    return out
+
+
 class Simulation:
     """Set up everything a run needs from a validated config; :meth:`run` plays it."""
 
@@ -87,7 +96,10 @@ class Simulation:
     #: everything the next round depends on that set-up does not rebuild from the config
     STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "client_opt_state", "prev_update"]
 
-    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None):
+    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None,
+                 malicious: Optional[Sequence[int]] = None):
+        """``malicious``: the malicious client ids (default: ``attack.num_malicious`` ids
+        drawn from the attack stream)."""
         self.cfg = cfg
         self.streams = SeedStreams(cfg.seed)
         self.device = resolve_device(cfg.fl.device)
@@ -112,6 +124,8 @@ class Simulation:
         self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
         self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
+        if malicious is not None:
+            self.malicious = chosen_malicious(malicious, cfg.fl.num_clients)
         self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
         self.is_malicious[self.malicious] = True
 
