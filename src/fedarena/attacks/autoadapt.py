@@ -80,11 +80,12 @@ def penalty_sum(h: torch.Tensor) -> torch.Tensor:
 
 def eq24_alpha(f: Optional[float], h: torch.Tensor, alpha_max: float = 10.0) -> float:
     """Eq. 24 with the cap: ``alpha_al = min(alpha_max, 2 f / sum_j max(0, h_j)^2)``;
-    ``alpha_max`` when the denominator is 0 (or no loss is known yet)."""
+    ``alpha_max`` when the denominator is 0 (or no loss is known yet). A zero loss would
+    give ``alpha_al = 0`` (the paper does not cover it); it is floored at ``1e-6``."""
     v = float(penalty_sum(h.detach()))
     if f is None or v <= 0.0 or not math.isfinite(v):
         return float(alpha_max)
-    return float(min(alpha_max, 2.0 * f / v))
+    return float(min(alpha_max, max(2.0 * f / v, 1e-6)))
 
 
 def update_mu(mu: torch.Tensor, h: torch.Tensor, alpha: float, reset: str = "always") -> torch.Tensor:
