@@ -42,6 +42,7 @@ class DataConfig(_Strict):
     q_rest: Literal["all", "others"] = "all"  # dominant-class: where the other samples come from
     dirichlet_variant: Literal["per-class", "per-client"] = "per-class"
     min_size: int = Field(2, ge=0)  # dirichlet: redraw until every client has this many samples
+    per_class: int = Field(32, ge=1)  # per-class-sample: samples of each class per client (overlapping)
     synthetic: dict[str, Any] = Field(default_factory=dict)  # options of the synthetic generator
 
 

@@ -9,6 +9,12 @@ An attack implements any of:
   sequential path unless the recipe says it can be vectorized.
 * :meth:`Attack.craft` -- model poisoning: replace the malicious rows of the update
   matrix, given a :class:`RoundView` limited by :attr:`Attack.threat`.
+* :meth:`Attack.local_train` -- attacker-run local training: the attack owns the whole
+  local loop of its clients (a stateful optimisation such as AutoAdapt's per-step
+  multipliers, an optimizer switch mid-training, a best-iterate memory) and returns their
+  update rows. The engine calls it once per round with all of the round's malicious
+  clients (colluders share information inside the call), after the benign clients have
+  trained, and knows nothing about what happens inside.
 
 Outside ``[start_round, end_round]`` malicious clients behave honestly (clean data,
 benign recipe, no crafting); the engine enforces this window.
@@ -19,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
+import numpy as np
 import torch
 
 from ..core.layout import ParamLayout
@@ -119,6 +126,35 @@ class Strength:
     unit: Literal["1", "norm", "rms"] = "1"
 
 
+@dataclass
+class LocalTrainContext:
+    """What :meth:`Attack.local_train` gets: everything a client needs to train locally.
+
+    Sample indices point into the run's sample store ``x``/``y`` (raw inputs; apply
+    ``prepare`` to a batch before the forward pass, as the engine does). ``rngs[i]`` is
+    client ``i``'s batch-order stream (the one the engine would use), ``recipe`` the
+    benign recipe in force (lr, momentum, weight decay, batch size, epochs).
+    ``benign_updates`` is set only when the attack's threat model declares
+    ``knowledge="benign"`` (e.g. an oracle ablation).
+    """
+
+    round: int
+    model: torch.nn.Module  # the architecture; train a copy, or call it functionally
+    global_params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    layout: ParamLayout
+    client_ids: list[int]
+    clean_index: list[np.ndarray]  # each client's clean samples
+    poisoned_index: list[np.ndarray]  # each client's data after Attack.poison (= clean if none)
+    x: torch.Tensor
+    y: torch.Tensor
+    prepare: Optional[Callable[[torch.Tensor], torch.Tensor]]
+    recipe: TrainRecipe
+    rngs: list[np.random.Generator]
+    generator: torch.Generator
+    benign_updates: Optional[torch.Tensor] = None
+
+
 class Attack(Stateful):
     """Base class; the default is an honest client. Keyword ``__init__`` args are
     the attack's ``attack.*`` parameters. State kept across rounds is saved in
@@ -147,6 +183,23 @@ class Attack(Stateful):
         """Return the malicious rows ``(m, d)`` of the round's U, or None to keep their own."""
         return None
 
+    def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
+        """Attacker-run local training: return the update rows ``(len(ctx.client_ids), d)``
+        (local model minus global model, in ``ctx.layout``'s order) of the round's malicious
+        clients. Override it to own the local loop; the default (not overridden) lets the
+        engine train malicious clients with :meth:`recipe`."""
+        raise NotImplementedError
+
+    def client_diagnostics(self) -> dict[int, dict[str, Any]]:
+        """Per-client records of the last round (client id -> JSON-able dict); the engine
+        merges them into those clients' rows of ``clients.jsonl``."""
+        return {}
+
+    def distance_specs(self) -> list[tuple[str, str, bool]]:
+        """``(metric, scope, flat)`` distances to the global model this attack works with
+        (see :mod:`fedarena.core.distances`); the engine logs them for every client."""
+        return []
+
     def backdoor_testset(self, x: torch.Tensor, y: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """Triggered test inputs and the target labels for backdoor accuracy, or None."""
         return None
@@ -171,8 +224,14 @@ class Attack(Stateful):
         return float(getattr(self, self.strength.name))
 
 
+def runs_local_training(attack: Attack) -> bool:
+    """Whether the attack owns its clients' local loop (overrides :meth:`Attack.local_train`)."""
+    return type(attack).local_train is not Attack.local_train
+
+
 def is_noop(attack: Attack) -> bool:
     t = type(attack)
     return (
         t.poison is Attack.poison and t.recipe is Attack.recipe and t.craft is Attack.craft
+        and not runs_local_training(attack)
     )

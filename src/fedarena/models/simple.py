@@ -28,6 +28,8 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
+        #: one layer per Linear for layer-wise metrics (``net.1``, ``net.3``, ...)
+        self.layer_groups = tuple(f"net.{i}" for i, m in enumerate(layers) if isinstance(m, nn.Linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..attacks.base import Attack, DataInfo, RoundView, ServerView, is_noop
+from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, ServerView, is_noop, runs_local_training
+from ..core.distances import update_metric_values
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
 from ..defenses.base import DefensePipeline, RoundContext
@@ -76,7 +77,8 @@ def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Gen
     opts = {"dirichlet": {"alpha": cfg.data.alpha, "dirichlet_variant": cfg.data.dirichlet_variant,
                           "min_size": cfg.data.min_size},
             "shards": {"classes_per_client": cfg.data.classes_per_client},
-            "dominant-class": {"q": cfg.data.q, "q_rest": cfg.data.q_rest}}.get(name, {})
+            "dominant-class": {"q": cfg.data.q, "q_rest": cfg.data.q_rest},
+            "per-class-sample": {"per_class": cfg.data.per_class}}.get(name, {})
     return PARTITIONS.get(name)(labels, cfg.fl.num_clients, rng, **opts)
 
 
@@ -143,6 +145,9 @@ class Simulation:
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
         self.benign_recipe = self.recipe.with_(step_hook=cfg.defense.client_hook())  # attackers train without it
+        if cfg.fl.algorithm == "fedsgd" and runs_local_training(self.attack):
+            raise ConfigError("attack.name", f"{cfg.attack.name!r} runs its own local training, which needs "
+                              "fl.algorithm=fedavg", "fl.algorithm=fedavg")
         if cfg.fl.algorithm == "fedsgd" and self.recipe.project is not None:
             raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
         self.root_index = self._root_index()
@@ -226,10 +231,14 @@ class Simulation:
         benign = recipe.with_(step_hook=self.benign_recipe.step_hook)
         groups: dict[TrainRecipe, list[int]] = {}
         index: list[np.ndarray] = []
+        own_loop: list[int] = []  # rows whose local training the attack runs itself
         for row, cid in enumerate(cohort):
             cid = int(cid)
             mal = active and self.is_malicious[cid]
             index.append(self.poisoned_index[cid] if mal and cid in self.poisoned_index else self.client_index[cid])
+            if mal and runs_local_training(self.attack):
+                own_loop.append(row)
+                continue
             if mal and not self.attack.trains:
                 continue  # its row is crafted; no training needed
             r = ((self.attack.recipe(recipe, cid) or recipe) if mal else benign)
@@ -263,6 +272,8 @@ class Simulation:
                 new_buffers += bufs
             if states is not None:
                 self.client_opt_state.update({int(cohort[i]): st for i, st in zip(rows, states)})
+        if own_loop:
+            U[own_loop] = self.attacker_training(t, cohort, own_loop, index, recipe, U).to(U.dtype)
         if new_buffers and self.buffers:
             for n, b in self.buffers.items():
                 stacked = torch.stack([nb[n] for nb in new_buffers])
@@ -276,6 +287,52 @@ class Simulation:
                 self.client_momentum[cid] = m
                 U[row] = m
         return U
+
+    def attacker_training(self, t: int, cohort: np.ndarray, rows: list[int], index: list[np.ndarray],
+                          recipe: TrainRecipe, U: torch.Tensor) -> torch.Tensor:
+        """The update rows of malicious clients whose attack runs its own local loop
+        (:meth:`Attack.local_train`); benign rows of ``U`` are final by now."""
+        ids = [int(cohort[i]) for i in rows]
+        benign = None
+        if self.attack.threat.knowledge == "benign":
+            mask = np.ones(len(cohort), dtype=bool)
+            mask[rows] = False
+            benign = U[torch.from_numpy(mask)].clone()
+        ctx = LocalTrainContext(
+            round=t, model=self.model, global_params=self.params, buffers=self.buffers, layout=self.layout,
+            client_ids=ids, clean_index=[self.client_index[c] for c in ids], poisoned_index=[index[i] for i in rows],
+            x=self.x_store, y=self.y_store, prepare=self.prepare, recipe=recipe,
+            rngs=[self.streams.numpy("training", t, c) for c in ids], generator=self.streams.torch("attack", 4, t),
+            benign_updates=benign,
+        )
+        torch.manual_seed(self.streams.seed_of("attack") + t)  # dropout masks
+        out = self.attack.local_train(ctx)
+        if out is None or tuple(out.shape) != (len(rows), self.layout.dim):
+            raise RuntimeError(f"attack {self.cfg.attack.name!r}: local_train must return a "
+                               f"({len(rows)}, {self.layout.dim}) tensor of update rows")
+        return out
+
+    def client_extras(self, U: torch.Tensor, mal_mask: np.ndarray, cohort: np.ndarray) -> list[dict[str, Any]]:
+        """Per-row additions to ``clients.jsonl``: the distances to the global model that
+        the attack and the defense work with, and the attack's per-client records."""
+        specs = list(dict.fromkeys([*self.attack.distance_specs(),
+                                    *getattr(self.pipeline.aggregator, "distance_specs", lambda: [])()]))
+        extras: list[dict[str, Any]] = [{} for _ in cohort]
+        if specs:
+            dist: list[dict[str, Any]] = [{} for _ in cohort]
+            for metric, scope, flat in specs:
+                vals, labels = update_metric_values(U, self.flat_params, self.layout, [metric], scope, flat)
+                labels = [lb + ("/flat" if flat else "") for lb in labels]
+                for i, row in enumerate(vals.tolist()):
+                    dist[i].update({lb: (v if math.isfinite(v) else None) for lb, v in zip(labels, row)})
+            for e, d in zip(extras, dist):
+                e["distances"] = d
+        if mal_mask.any():
+            diag = self.attack.client_diagnostics()
+            for i, cid in enumerate(cohort):
+                if mal_mask[i] and int(cid) in diag:
+                    extras[i].update(diag[int(cid)])
+        return extras
 
     def run_round(self, t: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -312,7 +369,8 @@ class Simulation:
                 U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
         agg = self.pipeline(U, ctx)
         update = agg.update
-        record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg}
+        record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
+                                  "extras": self.client_extras(U, mal_mask, cohort)}
         if not torch.isfinite(update).all():
             record["diverged"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
                                   "the run stopped here")
@@ -478,6 +536,8 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
         if w is not None:
             key = "accepted" if agg.weights.dtype == torch.bool else "weight"
             r[key] = w[i]
+        if rec.get("extras"):
+            r.update(rec["extras"][i])
         out.append(r)
     return out
 
