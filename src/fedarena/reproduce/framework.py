@@ -120,8 +120,8 @@ class Paper:
         """Computations that are not federated runs (Monte-Carlo checks, timing tables)."""
         return {}
 
-    def figures(self, results: Results, out: Path) -> list[Path]:
-        """Write the paper's figures (PNG) into ``out``; listed in claims.md."""
+    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+        """Write the paper's figures (PNG) into ``out``; return their paths (listed in claims.md)."""
         return []
 
 
@@ -202,7 +202,7 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
         except Exception as e:  # a claim that cannot be computed is reported, not hidden
             ours, verdict = f"error: {e}", "error"
         claim_results.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule))
-    figures = paper.figures(results, out)
+    figures = [out / Path(p).name for p in paper.figures(quick, results, out)]
     report = Report(name, quick, claim_results, round(time.perf_counter() - start, 1))
     write_report(report, results, paper, out, figures)
     if not write_runs:

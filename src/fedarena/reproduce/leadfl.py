@@ -268,7 +268,7 @@ class LeadFL(Paper):
             lines.append(f"| {group} | {len(_runs(results, sch, srv, cl))} | " + " | ".join(vals) + " |")
         return "\n".join(lines)
 
-    def figures(self, results: Results, out: Path) -> list[Path]:
+    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
         four = {c: c for c in ("none", "ldp", "fl-wbc", "leadfl")}
         figs = {
             "fig1_periodic_multikrum.png": ("periodic", "mk", four, "S2 periodic spikes, Multi-Krum (cf. report Fig. 1)"),

@@ -529,6 +529,8 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
     cos = cosine_to(torch.nan_to_num(U, nan=0.0, posinf=0.0, neginf=0.0),
                     torch.nan_to_num(agg.update, nan=0.0, posinf=0.0, neginf=0.0)).tolist()
     w = agg.weights.tolist() if agg.weights is not None else None
+    scores = agg.info.get("client_scores")  # a rule's per-row suspicion score (detection metrics)
+    scores = scores.tolist() if isinstance(scores, torch.Tensor) and scores.numel() == len(rec["cohort"]) else None
     out = []
     for i, cid in enumerate(rec["cohort"]):
         r = {"round": rec["round"], "client": int(cid), "malicious": bool(is_malicious[cid]),
@@ -538,6 +540,8 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
             r[key] = w[i]
         if rec.get("extras"):
             r.update(rec["extras"][i])
+        if scores is not None:
+            r["score"] = _finite_or_none(float(scores[i]))
         out.append(r)
     return out
 
