@@ -189,7 +189,7 @@ class PoisonedFLPaper(Paper):
         out["Runs"] = "\n".join(lines)
         return out
 
-    def figures(self, quick: bool, results: Results, out: Path) -> list[str]:
+    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -216,7 +216,7 @@ class PoisonedFLPaper(Paper):
             name = f"accuracy-{ds}.png"
             fig.savefig(out / name, dpi=110)
             plt.close(fig)
-            names.append(name)
+            names.append(out / name)
         return names
 
 
