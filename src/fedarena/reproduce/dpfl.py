@@ -161,7 +161,7 @@ class DPFLPaper(Paper):
 
         s = QUICK if quick else FULL
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        for name in ["noattack", *DEFENSES, "robust-dpfl-centred"]:
+        for i, name in enumerate(["noattack", *DEFENSES, "robust-dpfl-centred"]):
             pts = []
             for x in s["sigmas"]:
                 rid = f"s{_sig(x)}/{name}"
@@ -173,14 +173,16 @@ class DPFLPaper(Paper):
             pts.sort()
             label = {"noattack": "FedAvg, no attack", "robust-dpfl-centred": "Robust-DPFL vs centred attacker"}.get(name, name)
             style = "--" if name in ("noattack", "robust-dpfl-centred") else "-"
-            a1.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+            color = f"C{i}"  # the same colour for a defense in both panels
+            a1.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label, color=color)
             if name != "noattack":
-                a2.plot([p[0] for p in pts], [p[2] for p in pts], style, marker="o", label=label)
+                a2.plot([p[0] for p in pts], [p[2] for p in pts], style, marker="o", label=label, color=color)
         for ax, ylab in ((a1, "main-task accuracy (%)"), (a2, "attack success rate (%)")):
             ax.set_xscale("log")
             ax.set_xlabel("epsilon after the last round (delta = 1e-5, RDP)")
             ax.set_ylabel(ylab)
             ax.grid(alpha=0.3)
+            ax.set_ylim(-3, 103)
         a1.legend(fontsize=8)
         a1.set_title("privacy vs accuracy")
         a2.set_title("privacy vs robustness (Attack-DPFL)")
