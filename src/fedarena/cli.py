@@ -78,6 +78,8 @@ def print_summary(summary: dict, out: Path) -> None:
     for k, v in summary.items():
         if v is None:
             continue
+        if isinstance(v, dict):  # attack / defense: name and the parameters that are set
+            v = " ".join([str(v.get("name"))] + [f"{a}={b}" for a, b in v.items() if a != "name" and b is not None])
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     out_console.print(table)
 

@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..config import dump_config
+import yaml
+
+from ..run.resolve import resolved_config
 from ..run.simulation import RunResult
 
 
@@ -35,7 +37,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def write_run(result: RunResult, out: str | Path, plot: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(result.config))
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved_config(result.config), sort_keys=False))
     write_jsonl(out / "metrics.jsonl", result.metrics)
     write_jsonl(out / "clients.jsonl", result.clients)
     write_jsonl(out / "rounds.jsonl", result.rounds)
