@@ -10,7 +10,9 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from .errors import ConfigError, DataNotFoundError
@@ -50,7 +52,8 @@ def run(
         return
     out = out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=quiet) as bar:
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                  console=console, disable=quiet) as bar:
         task = bar.add_task(cfg.name, total=cfg.fl.rounds, info="")
 
         def progress(t: int, ev: dict) -> None:
@@ -84,24 +87,35 @@ def print_summary(summary: dict, out: Path) -> None:
     out_console.print(table)
 
 
-@app.command("list")
-def list_() -> None:
-    """Every registered dataset, partition, model, attack, defense (and stage) with its parameters."""
+def _sections():
     from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
 
-    for reg in (DATASETS, PARTITIONS, MODELS, ATTACKS, DEFENSES, STAGES, PAPERS):
-        table = Table(title=f"{reg.kind}s", title_justify="left", show_lines=False)
-        table.add_column("name", style="bold")
-        table.add_column("parameters (default)")
-        table.add_column("description")
+    return {"datasets": DATASETS, "partitions": PARTITIONS, "models": MODELS, "attacks": ATTACKS,
+            "defenses": DEFENSES, "stages": STAGES, "reproductions": PAPERS}
+
+
+@app.command("list")
+def list_(section: Optional[str] = typer.Argument(
+        None, help="Only one section: datasets, partitions, models, attacks, defenses, stages, reproductions.")) -> None:
+    """Every registered dataset, partition, model, attack, defense (and stage) with its parameters."""
+    sections = _sections()
+    if section is not None:
+        key = section.lower().rstrip("s") + "s"
+        if key not in sections:
+            user_error(f"list: unknown section {section!r} (valid: {', '.join(sections)})")
+        sections = {key: sections[key]}
+    for title, reg in sections.items():
+        # one parameter per line, folded rather than cut when the terminal is narrow
+        # a list, not a table: lines wrap at spaces, so no default is ever cut at 80 columns
+        out_console.print(f"[bold underline]{title}[/]")
         prefix = {"synthetic": "data.synthetic"}
         for name in reg.names():
-            params = ", ".join(
-                f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
-                if not p.required and p.name not in ("root", "download", "verify")
-            )
-            table.add_row(name, params, reg.summary(name))
-        out_console.print(table)
+            params = [f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
+                      if not p.required and p.name not in ("root", "download", "verify")]
+            out_console.print(f"[bold]{name}[/]  {escape(reg.summary(name))}", highlight=False)
+            if params:
+                out_console.print(Padding(escape("  ".join(params)), (0, 0, 0, 4)), highlight=False)
+        out_console.print()
 
 
 @app.command()
@@ -135,6 +149,20 @@ def bench(
     out = out or Path("benchmarks") / "results" / time.strftime("%Y%m%d-%H%M%S")
     run_bench(quick=quick, out=out, console=console)
     out_console.print(f"written to {out}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out_console.print(f"fedarena {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Poisoning attacks and defenses in federated learning: simulate, measure, reproduce."""
 
 
 def main() -> None:
