@@ -338,4 +338,4 @@ def test_nan_attack_through_the_engine(value):
         r = run(defense)
         assert r.summary["status"] == "ok" and r.summary["final_main_acc"] is not None, defense
     stopped = run({"name": "fedavg"})
-    assert stopped.summary["status"] == "stopped" and "not finite" in stopped.summary["error"]
+    assert stopped.summary["status"] == "diverged" and "not finite" in stopped.summary["error"]

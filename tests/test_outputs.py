@@ -14,7 +14,7 @@ from fedarena import __version__
 from fedarena.cli import app
 from fedarena.config import DEFAULT_RUN, from_tree, load_config
 from fedarena.run.plots import main_diagnostic, plot_curves
-from fedarena.run.resolve import resolved_config
+from fedarena.resolve import resolved_config
 
 runner = CliRunner()
 SRC = str(Path(__file__).resolve().parents[1] / "src")

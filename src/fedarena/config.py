@@ -43,6 +43,7 @@ class DataConfig(_Strict):
     q_rest: Literal["all", "others"] = "all"  # dominant-class: where the other samples come from
     dirichlet_variant: Literal["per-class", "per-client"] = "per-class"
     min_size: int = Field(2, ge=0)  # dirichlet: redraw until every client has this many samples
+    per_class: int = Field(32, ge=1)  # per-class-sample: samples of each class per client (overlapping)
     synthetic: dict[str, Any] = Field(default_factory=dict)  # options of the synthetic generator
 
 
@@ -55,12 +56,22 @@ class FLConfig(_Strict):
     algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
     num_clients: int = Field(20, ge=1)
     clients_per_round: Optional[int] = Field(None, ge=1)  # default: all clients
-    sampling: Literal["uniform", "fixed-malicious"] = "uniform"  # how a round's cohort is drawn
+    sampling: Literal["uniform", "fixed-malicious", "periodic", "counts"] = "uniform"  # run/sampling.py
+    period: int = Field(10, ge=1)  # periodic: rounds per cycle
+    spike_rounds: int = Field(2, ge=0)  # periodic: attacker rounds at the start of each cycle
+    spike_malicious: int = Field(6, ge=0)  # periodic: attackers in each of those rounds
+    malicious_counts: list[int] = Field(default_factory=list)  # counts: attackers per round (cyclic)
+    forced_rounds: list[int] = Field(default_factory=list)  # LeadFL reference quirk: rounds {0, 10, 12}
+    forced_malicious: int = Field(5, ge=0)  # attackers in a forced round
     rounds: int = Field(30, ge=1)
     local_epochs: int = Field(1, ge=1, le=MAX_LOCAL_EPOCHS)
     local_steps: Optional[int] = Field(None, ge=1, le=MAX_LOCAL_STEPS)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.1, gt=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # local optimizer (fedavg)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw moment decay rates, each in [0, 1)
+    adam_eps: float = Field(1e-8, gt=0)
+    client_state: Literal["reset", "persistent"] = "reset"  # local optimizer state across participations
     lr_decay_at: list[int] = Field(default_factory=list)  # rounds at which lr *= lr_decay
     lr_decay: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -73,12 +84,35 @@ class FLConfig(_Strict):
     chunk_size: Optional[int] = Field(None, ge=1)  # clients per vmap call (None: automatic)
 
 
+class OptimizeConfig(_Strict):
+    """``attack.optimize``: search the attack's strength against the defense each round
+    (:mod:`fedarena.attacks.optimize`)."""
+
+    objective: Literal["distance", "loss"] = "distance"
+    search: Literal["grid", "golden", "byzfl"] = "grid"
+    evals: int = Field(20, ge=1, le=1000)  # objective evaluations per round, the default strength's included
+    range: Optional[tuple[float, float]] = None  # None: the attack's declared range
+    include_default: bool = True
+    start: float = 0.0  # search=byzfl
+    delta: float = 10.0  # search=byzfl
+    ratio: float = Field(0.8, gt=0.5, lt=1.0)  # search=byzfl
+    batch_size: int = Field(256, ge=1)  # objective=loss: the attackers' held-out batch
+
+
 class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "none"
     num_malicious: int = Field(0, ge=0)
     start_round: int = Field(0, ge=0)
     end_round: Optional[int] = Field(None, ge=0)  # inclusive; None: until the end
+    optimize: Optional[OptimizeConfig] = None  # true, or a mapping of OptimizeConfig keys; None/false: off
+
+    @field_validator("optimize", mode="before")
+    @classmethod
+    def _optimize_switch(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -89,6 +123,17 @@ class DefenseConfig(BaseModel):
     name: str = "fedavg"
     weighted: bool = False
     f: Optional[int] = Field(None, ge=0)  # attackers the rule assumes; None: see Experiment.declared_f
+    client: str = "none"  # client-side defense of benign clients: none, leadfl, ldp, fl-wbc (defenses/client.py)
+    client_variant: str = "ref"  # leadfl: ref (authors' code), a3 (report's Alg. 3), a1n
+    regular_weight: float = 0.4  # leadfl: alpha
+    pert_strength: float = 0.2  # leadfl: clip q; ldp / fl-wbc: Laplace scale
+    double_task_step: bool = True  # leadfl ref: the second step also carries the task gradient
+
+    def client_hook(self):
+        from .defenses.client import client_defense
+
+        return client_defense(self.client, self.client_variant, self.regular_weight, self.pert_strength,
+                              self.double_task_step)
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -97,6 +142,13 @@ class DefenseConfig(BaseModel):
 class EvalConfig(_Strict):
     every: int = Field(1, ge=1)
     batch_size: int = Field(1000, ge=1)
+    recovery_threshold: float = Field(0.3, ge=0, le=1)  # backdoor accuracy that ends a spike's recovery
+
+
+class RunConfig(_Strict):
+    """How a run is kept on disk (does not change its results)."""
+
+    checkpoint_every: int = Field(10, ge=0)  # rounds between checkpoints; 0: none
 
 
 class ExperimentConfig(_Strict):
@@ -108,6 +160,7 @@ class ExperimentConfig(_Strict):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @field_validator("name")
     @classmethod
@@ -133,6 +186,19 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}")
         if self.attack.name != "none" and self.attack.num_malicious == 0:
             raise ValueError(f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}")
+        if fl.optimizer != "sgd" and fl.momentum:
+            raise ValueError(f"fl.momentum|applies to fl.optimizer=sgd only (got {fl.momentum} with {fl.optimizer}; "
+                             "Adam's moments are set by fl.adam_betas)|0 with adam/adamw")
+        if not all(0 <= b < 1 for b in fl.adam_betas):
+            raise ValueError(f"fl.adam_betas|each must be in [0, 1) (got {list(fl.adam_betas)})|e.g. [0.9, 0.999]")
+        if fl.algorithm == "fedsgd" and (fl.optimizer != "sgd" or fl.client_state != "reset"):
+            key = "fl.optimizer" if fl.optimizer != "sgd" else "fl.client_state"
+            raise ValueError(f"{key}|needs local steps (fl.algorithm=fedavg); fedsgd clients send one gradient "
+                             "(their momentum is fl.client_momentum)|sgd / reset with fedsgd")
+        if fl.sampling == "counts" and not fl.malicious_counts:
+            raise ValueError("fl.malicious_counts|must list the attackers of each round when fl.sampling = 'counts'|e.g. [6, 6, 0, 0]")
+        if any(c < 0 for c in fl.malicious_counts):
+            raise ValueError(f"fl.malicious_counts|counts must be >= 0 (got {fl.malicious_counts})|non-negative integers")
         if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
             raise ValueError("attack.end_round|must be >= attack.start_round|an inclusive round index >= start_round")
         return self
@@ -264,7 +330,13 @@ def validate_plugins(cfg: ExperimentConfig) -> None:
     MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
     ATTACKS.validate(cfg.attack.name, cfg.attack.params())
     _check_benign_left(cfg, ATTACKS.get(cfg.attack.name))
+    if cfg.attack.optimize is not None:
+        from .attacks.optimize import check_optimizable
+
+        check_optimizable(ATTACKS.get(cfg.attack.name))
     build_pipeline(defense_dict(cfg))  # validates names and parameters
+    if cfg.defense.client_hook() is not None and cfg.fl.algorithm == "fedsgd":
+        raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
 
 
 def _check_benign_left(cfg: ExperimentConfig, attack: Any) -> None:
@@ -328,8 +400,9 @@ def auto_name(tree: dict[str, Any]) -> str:
 
 
 #: keys of the attack / defense sections that do not belong to the chosen attack or defense
-_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round"},
-                   "defense": {"name", "weighted", "f"}}
+_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round", "optimize"},
+                   "defense": {"name", "weighted", "f", "client", "client_variant", "regular_weight",
+                               "pert_strength", "double_task_step"}}
 
 
 def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str) -> None:
@@ -351,7 +424,11 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML (every default filled in, see :mod:`fedarena.resolve`):
+    what ``config.yaml`` holds; loading it gives the same run."""
+    from .resolve import resolved_config
+
+    return yaml.safe_dump(resolved_config(cfg), sort_keys=False)
 
 
 #: the built-in default run: digits, 20 clients, 30 rounds, 4 backdoor attackers, FedAvg

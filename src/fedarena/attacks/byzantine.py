@@ -44,7 +44,7 @@ from scipy.stats import norm as _normal
 from ..core.layout import ParamLayout
 from ..errors import ConfigError
 from ..registry import ATTACKS
-from .base import Attack, RoundView, ThreatModel
+from .base import Attack, RoundView, Strength, ThreatModel
 
 OMNISCIENT = ThreatModel(knowledge="benign", collude=True)
 
@@ -153,6 +153,7 @@ class ALIE(Attack):
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("z", 0.0, 10.0)
 
     def __init__(self, *, z: Optional[float] = None, z_rule: Literal["alie", "fall-of-cc"] = "alie",
                  alternate: bool = False):
@@ -169,6 +170,9 @@ class ALIE(Attack):
 
     def z_for(self, n: int, m: int) -> float:
         return self.z if self.z is not None else alie_z(n, m, strict=False, rule=self.z_rule)
+
+    def strength_value(self, view: RoundView) -> float:
+        return self.z_for(view.num_clients, len(view.malicious_ids))
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         self._diag = {}
@@ -199,6 +203,7 @@ class IPM(Attack):
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("epsilon", 0.0, 10.0)
 
     def __init__(self, *, epsilon: float = 0.2):
         if epsilon < 0:
@@ -223,6 +228,7 @@ class BitFlip(Attack):
 
     threat = ThreatModel(knowledge="own", collude=False)
     trains = True
+    strength = Strength("scale", 0.0, 10.0)
 
     def __init__(self, *, scale: float = 1.0):
         if scale <= 0:
@@ -242,6 +248,7 @@ class GaussianAttack(Attack):
 
     threat = ThreatModel(knowledge="own", collude=False)
     trains = False
+    strength = Strength("sigma", 0.0, 10.0, "rms")
 
     def __init__(self, *, sigma: float = 1.0, mu: float = 0.0):
         if sigma < 0:
@@ -318,13 +325,19 @@ class _OptimizedMean(Attack):
     Distances come from one expansion per round: for ``g = mean + gamma p``,
     ``||g - b_i||^2 = a_i + 2 gamma c_i + gamma^2 ||p||^2`` with ``a_i = ||mean - b_i||^2``,
     ``c_i = <p, mean - b_i>``, so each bisection step is O(n).
+
+    ``gamma``: a fixed gamma instead of the search (None, default: the paper's search);
+    ``attack.optimize`` searches it against the defense in use instead (range 0..50 for
+    the ``std`` perturbation, 0..10 benign norms for ``unit-vector``, 0..10 benign RMS
+    coordinates for ``sign``).
     """
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("gamma", 0.0, 50.0)  # per instance: depends on the perturbation
 
     def __init__(self, *, perturbation: str = "std", gamma_init: float = 10.0, tol: float = 1e-5,
-                 gamma_max: float = 1e6):
+                 gamma_max: float = 1e6, gamma: Optional[float] = None):
         if perturbation not in PERTURBATIONS:
             raise ConfigError("attack.perturbation", f"unknown perturbation {perturbation!r}", ", ".join(PERTURBATIONS))
         if not 0 < gamma_max < math.inf:
@@ -334,8 +347,19 @@ class _OptimizedMean(Attack):
                               "a float > 0, e.g. 10")
         if not MIN_TOL <= tol < 1:
             raise ConfigError("attack.tol", f"must be in [{MIN_TOL:g}, 1) (got {tol})", "e.g. 1e-5")
+        if gamma is not None and gamma < 0:
+            raise ConfigError("attack.gamma", f"must be >= 0 (got {gamma})", "a float >= 0, or null for the search")
         self.perturbation, self.gamma_init, self.tol, self.gamma_max = perturbation, gamma_init, tol, gamma_max
+        self.gamma = gamma
+        self.strength = {"std": Strength("gamma", 0.0, 50.0), "unit-vector": Strength("gamma", 0.0, 10.0, "norm"),
+                         "sign": Strength("gamma", 0.0, 10.0, "rms")}[perturbation]
         self._diag: dict[str, float] = {}
+
+    def strength_value(self, view: RoundView) -> float:
+        if self.gamma is not None:
+            return float(self.gamma)
+        B = _benign(view)
+        return 0.0 if B is None else self.find_gamma(B, perturbation(B, self.perturbation))
 
     # statistic of the crafted vector's squared distances (n,) vs the benign threshold
     def _stat(self, sq: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -382,7 +406,7 @@ class _OptimizedMean(Attack):
         if B is None:
             return None
         p = perturbation(B, self.perturbation)
-        gamma = self.find_gamma(B, p)
+        gamma = self.find_gamma(B, p) if self.gamma is None else float(self.gamma)
         self._diag = {"gamma": gamma}
         return _repeat(B.mean(0) + gamma * p, len(view.malicious_ids))
 
@@ -450,6 +474,7 @@ class ROP(Attack):
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("z", 0.0, 10.0, "norm")
 
     def __init__(self, *, z: float = 1.0, lam: float = 0.9, pi: float = 1.0, angle: float = 90.0):
         if z < 0:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ExperimentConfig
-from ..registry import ATTACKS, DATASETS, DEFENSES, MODELS, STAGES
+from .config import ExperimentConfig
+from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, STAGES
 
 
 def _plain(v: Any) -> Any:
