@@ -158,6 +158,8 @@ def reproduce(
         user_error(str(e))
         return
     out_console.print(report.markdown_table())
+    for line in report.failure_lines():  # one line per failed claim: what it measured against which rule
+        out_console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
     out_console.print(f"written to {out}")
 
 
