@@ -194,7 +194,7 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
     from .studies.sweep import run_sweep
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, disable=quiet) as bar:
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, disable=quiet) as bar:
         task = bar.add_task(f"sweep ({len(jobs)} runs)", total=len(jobs))
 
         def on_result(res: dict) -> None:

@@ -184,10 +184,10 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
     jobs = [Job(rid, cfg.model_dump(mode="json")) for rid, cfg in configs.items()]
     progress = None
     if console is not None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), console=console)
+                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
         progress.start()
         task = progress.add_task(f"reproduce {name}", total=len(configs))
     try:
