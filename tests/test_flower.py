@@ -260,37 +260,53 @@ SETTING = ["fl.num_clients=10", "fl.rounds=4", "fl.local_epochs=2", "fl.batch_si
 
 def test_backdoor_fedavg_vs_median_in_flower_simulation_matches_fedarena():
     """One Flower simulation (Ray backend, 1 CPU) plays the same backdoor setting against
-    FedAvg and against the median; fedarena's own Simulation plays it too. The backdoor
-    must get through FedAvg and not through the median in both, and Flower's per-round
-    backdoor accuracy must match fedarena's (same partition, attackers and batches)."""
+    FedAvg and against the median, and an omniscient ALIE attack (server-side simulation);
+    fedarena's own Simulation plays them too. The backdoor must get through FedAvg and not
+    through the median in both, and Flower's per-round metrics must match fedarena's (same
+    partition, attackers and batches)."""
+    from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     cfgs = {d: load_config(None, SETTING + [f"defense.name={d}"]) for d in ("fedavg", "median")}
-    results = {}
+    cfgs["alie"] = load_config(None, SETTING[:5] + ["attack.name=alie", "attack.num_malicious=2", "data.download=false"])
+    tasks = {name: FlowerTask(cfg) for name, cfg in cfgs.items()}
+    results, kinds = {}, {}
     server = ServerApp()
 
     @server.main()
     def main(grid, context):
-        for name, cfg in cfgs.items():  # two strategies, one Ray start
-            task = FlowerTask(cfg)
-            results[name] = task.strategy().start(grid=grid, initial_arrays=task.initial_arrays(),
-                                                  num_rounds=cfg.fl.rounds, evaluate_fn=task.evaluate)
+        for name, task in tasks.items():  # three strategies, one Ray start
+            strategy = task.strategy()
+            kinds[name] = type(strategy).__name__
+            results[name] = strategy.start(grid=grid, initial_arrays=task.initial_arrays(), num_rounds=4,
+                                           train_config=ConfigRecord({"task": name}), evaluate_fn=task.evaluate)
+
+    client = ClientApp()
+
+    @client.train()
+    def train(msg, context):  # each strategy's clients are its config's clients
+        return tasks[msg.content["config"]["task"]].train(msg, context)
 
     start = time.perf_counter()
-    run_simulation(server, FlowerTask(cfgs["fedavg"]).client_app(), num_supernodes=10,
+    run_simulation(server, client, num_supernodes=10,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": 1}})
     wall = time.perf_counter() - start
-    assert set(results) == {"fedavg", "median"}, "the ServerApp did not finish"
-    flower = {d: [r.evaluate_metrics_serverapp[t]["backdoor_acc"] for t in range(1, 5)] for d, r in results.items()}
-    own = {d: [m["backdoor_acc"] for m in Simulation(cfg).run().metrics] for d, cfg in cfgs.items()}
-    print(f"Flower simulation wall time {wall:.1f} s; backdoor acc Flower {flower}, fedarena {own}")
-    for src in (flower, own):
+    assert set(results) == set(cfgs), "the ServerApp did not finish"
+    assert kinds == {"fedavg": "FedarenaStrategy", "median": "FedarenaStrategy", "alie": "ColludingServerSimulation"}
+    flower = {d: [r.evaluate_metrics_serverapp[t] for t in range(1, 5)] for d, r in results.items()}
+    own = {d: Simulation(cfg).run().metrics for d, cfg in cfgs.items()}
+    ba = {src: {d: [m["backdoor_acc"] for m in runs[d]] for d in ("fedavg", "median")}
+          for src, runs in (("flower", flower), ("fedarena", own))}
+    print(f"Flower simulation wall time {wall:.1f} s; backdoor acc {ba}")
+    for src in ba.values():
         assert src["fedavg"][-1] > 0.2 and src["median"][-1] < 0.05
         assert src["fedavg"][-1] - src["median"][-1] > 0.2
     for d in cfgs:
-        assert flower[d] == pytest.approx(own[d], abs=0.03)
+        assert [m["main_acc"] for m in flower[d]] == pytest.approx([m["main_acc"] for m in own[d]], abs=0.03)
+        if d != "alie":
+            assert ba["flower"][d] == pytest.approx(ba["fedarena"][d], abs=0.03)
     last = results["median"].train_metrics_clientapp[4]
     assert last["fedarena-replies"] == 10 and last["client-partition-id"] == list(range(10))
 
