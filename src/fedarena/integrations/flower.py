@@ -63,7 +63,7 @@ def record_layout(record: ArrayRecord) -> ParamLayout:
     Integer arrays (e.g. BatchNorm's ``num_batches_tracked``) are not in ``U``; the
     aggregate keeps the global value for them."""
     return ParamLayout.from_params({k: torch.empty(tuple(a.shape)) for k, a in record.items()
-                                    if np.issubdtype(np.dtype(a.numpy().dtype), np.floating)})
+                                    if np.issubdtype(np.dtype(a.dtype), np.floating)})
 
 
 def record_to_flat(record: ArrayRecord, layout: ParamLayout) -> torch.Tensor:
@@ -235,7 +235,8 @@ def defense_spec(defense: Mapping[str, Any] | str) -> dict[str, Any]:
     return d
 
 
-def _spec(section: str, spec: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+def split_spec(section: str, spec: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+    """``"alie"`` or ``{"name": "alie", "z": 1.0}`` -> (name, parameters)."""
     d = {"name": spec} if isinstance(spec, str) else dict(spec)
     if "name" not in d:
         raise ConfigError(f"{section}.name", "is required", f"see `fedarena list {section}s`")
@@ -434,7 +435,7 @@ class ColludingServerSimulation(FedarenaStrategy):
                  malicious_partitions: Sequence[int], start_round: int = 0, end_round: Optional[int] = None,
                  data_info: Optional[DataInfo] = None, **kwargs: Any):
         super().__init__(defense, **kwargs)
-        name, params = _spec("attack", attack)
+        name, params = split_spec("attack", attack)
         self.attack: Attack = ATTACKS.build(name, params)
         if type(self.attack).craft is Attack.craft:
             crafting = [n for n in ATTACKS.names() if ATTACKS.get(n).craft is not Attack.craft]

@@ -31,8 +31,8 @@ from ..errors import ConfigError
 from ..registry import ATTACKS
 from ..run.simulation import Simulation
 from ._flwr import ArrayRecord, ClientApp, Context, Message, MessageType, MetricRecord, RecordDict
-from .flower import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, _spec, flat_to_record, record_layout,
-                     record_to_flat)
+from .flower import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, flat_to_record, record_layout,
+                     record_to_flat, split_spec)
 
 
 def _server_round(msg: Message) -> int:
@@ -72,7 +72,7 @@ class ClientAttack:
 
     def __init__(self, attack: Mapping[str, Any] | str, malicious_partitions: Sequence[int], *, data_info: DataInfo,
                  seed: int = 0, start_round: int = 0, end_round: Optional[int] = None):
-        name, params = _spec("attack", attack)
+        name, params = split_spec("attack", attack)
         self.name = name
         self.attack: Attack = ATTACKS.build(name, params)
         if self.attack.threat.knowledge != "own":
