@@ -165,8 +165,10 @@ def test_stateful_defense_keeps_state_across_rounds():
     pipeline = s.pipeline
     for rnd in (1, 2):
         s.remember(global_record())
-        s.aggregate_train(rnd, [reply(11, dw=[[1, 0], [0, 0]], pid=0), reply(12, dw=[[0, 1], [0, 0]], pid=1),
-                                reply(13, dw=[[0, 0], [1, 1]], pid=2)])
+        _, metrics = s.aggregate_train(rnd, [reply(11, dw=[[1, 0], [0, 0]], pid=0),
+                                             reply(12, dw=[[0, 1], [0, 0]], pid=1), reply(13, dw=[[0, 0], [1, 1]], pid=2)])
+        assert "defense_foolsgold_mean_weight" in metrics  # the defense's diagnostics
+        assert len(metrics["client-weight"]) == 3
     assert s.pipeline is pipeline and s.node_index == {11: 0, 12: 1, 13: 2}
     mem = pipeline.aggregator.memory
     assert sorted(mem) == [0, 1, 2]  # summed over the two rounds, keyed by the stable client index
