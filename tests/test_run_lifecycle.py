@@ -163,25 +163,14 @@ def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, monkey
     assert summary["status"] == "ok" and summary["resumed_from"] == 4 and not (tmp_path / "cut" / "checkpoint.pt").exists()
 
 
-_SLOW_CLI = """
-import sys, time
-from fedarena.run.simulation import Simulation
-real = Simulation.run_round
-def slow(self, t):
-    time.sleep(0.1)
-    return real(self, t)
-Simulation.run_round = slow
-from fedarena.cli import main
-sys.argv = ["fedarena"] + sys.argv[1:]
-main()
-"""
+SLOW_CLI = str(Path(__file__).resolve().parent / "slow_cli.py")
 
 
 def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path):
     over = SMALL + ["fl.rounds=24", "run.checkpoint_every=3", "defense.name=foolsgold", "fl.clients_per_round=4"]
     sets = [a for o in over for a in ("--set", o)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CLI, "run", "--quiet", "--out", str(tmp_path / "cut")] + sets,
+    proc = subprocess.Popen([sys.executable, SLOW_CLI, "run", "--quiet", "--out", str(tmp_path / "cut")] + sets,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "cut" / "metrics.jsonl"
     deadline = time.time() + 120

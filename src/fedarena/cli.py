@@ -146,6 +146,118 @@ def reproduce(
 
 
 @app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep spec YAML: base config, grid, variants (see examples/sweep.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default runs/sweep-<name>)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (or Ray CPUs)."),
+    backend: str = typer.Option("local", "--backend", help="local (processes) or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run a grid of experiments; rerun the same command to continue a stopped sweep.
+
+    Exit codes: 0 every run finished (ok or diverged), 1 some runs failed, 2 bad input, 130 interrupted.
+    """
+    from .studies.spec import SweepSpec
+
+    try:
+        sweep_spec = SweepSpec.load(spec)
+        jobs = sweep_spec.jobs()
+    except (ConfigError, DataNotFoundError) as e:
+        user_error(str(e))
+        return
+    out = out or Path("runs") / f"sweep-{sweep_spec.name}"
+    run_study(jobs, out, workers, backend, address, quiet)
+
+
+def run_study(jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool,
+              plot: bool = False):
+    """Run the jobs of a sweep in ``out`` with a progress bar; exit 130 on Ctrl-C."""
+    from .studies.sweep import run_sweep
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, disable=quiet) as bar:
+        task = bar.add_task(f"sweep ({len(jobs)} runs)", total=len(jobs))
+
+        def on_result(res: dict) -> None:
+            bar.advance(task)
+            if res["summary"].get("status") == "error":
+                bar.console.print(f"[yellow]{res['run']}: {res['summary'].get('error')}[/]", highlight=False)
+
+        try:
+            outcome = run_sweep(jobs, out, workers, backend, address, plot=plot, on_result=on_result)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"[yellow]interrupted; finished runs are kept in {out}; run the same command to continue[/]")
+            raise typer.Exit(130)
+        except (ConfigError, DataNotFoundError) as e:
+            bar.stop()
+            user_error(str(e))
+            return None
+    counts = outcome.table["status"].value_counts().to_dict() if len(outcome.table) else {}
+    console.print(f"{len(outcome.ran)} runs played ({len(outcome.resumed)} resumed), {len(outcome.skipped)} already "
+                  f"finished; status: {counts}; results in {out / 'results.csv'}", highlight=False)
+    if counts.get("error"):
+        raise typer.Exit(1)
+    return outcome
+
+
+@app.command()
+def report(
+    dirs: List[Path] = typer.Argument(..., help="A sweep folder, or run folders (searched recursively)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default <first DIR>/report)."),
+) -> None:
+    """Leaderboard per defense, attack x defense heatmaps, curves, detection metrics (report.md, report.html)."""
+    from .studies.report import build_report
+
+    out = out or dirs[0] / "report"
+    try:
+        parts = build_report(dirs, out, title=f"fedarena report: {', '.join(str(d) for d in dirs)}")
+    except ConfigError as e:
+        user_error(str(e))
+        return
+    print_leaderboards(parts)
+    out_console.print(f"report: {out / 'report.html'} (and report.md, figures)", highlight=False)
+
+
+def print_leaderboards(parts: dict) -> None:
+    """The leaderboard of every setting, fitting 80 columns."""
+    from rich import box
+
+    for s in parts["settings"]:
+        lbt = s["leaderboard_text"]
+        lbt = lbt.assign(**{"clean MA": [v.split("±")[0] for v in lbt["clean MA"]]})
+        if not (lbt["div"] > 0).any():
+            lbt = lbt.drop(columns="div")
+        table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
+                      box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
+        for i, col in enumerate(lbt.columns):
+            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
+        for _, row in lbt.iterrows():
+            table.add_row(*[str(v) for v in row])
+        out_console.print(table)
+
+
+@app.command()
+def arena(
+    out: Path = typer.Option(Path("runs") / "arena", "--out", help="Sweep folder (rerun: finished runs are kept)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """A small attack x defense matrix on the bundled digits (minutes on 2 cores): leaderboard and report."""
+    from .studies.arena import arena_spec
+    from .studies.report import build_report
+
+    start = time.perf_counter()
+    jobs = arena_spec().jobs()
+    run_study(jobs, out, workers, "local", None, quiet)
+    parts = build_report([out], out / "report", title="fedarena arena: digits, 20 clients (4 malicious), 20 rounds")
+    print_leaderboards(parts)
+    out_console.print(f"{len(jobs)} runs in {time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}",
+                      highlight=False)
+
+
+@app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="About a minute: small workloads only."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default benchmarks/results/<time>)."),

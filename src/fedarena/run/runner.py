@@ -93,6 +93,7 @@ def execute(out: str | Path, cfg: Optional[ExperimentConfig] = None, *, sim: Opt
         if status in ("interrupted", "error"):
             result.summary = {**summarize(result.metrics, cfg, 0.0, message, sim.next_round), "status": status}
         result.summary["wall_time_s"] = round(wall_before + time.perf_counter() - start, 3)
+        result.summary["num_classes"] = sim.data.num_classes  # chance accuracy = 1 / num_classes
         if start_round:
             result.summary["resumed_from"] = start_round
         write_json_atomic(out / "summary.json", result.summary)
