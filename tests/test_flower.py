@@ -254,6 +254,36 @@ def test_client_attack_mod_boosts_malicious_replies():
         assert np.allclose(out.content["arrays"]["b"].numpy(), GLOBAL["b"] + 0.5 * factor)
 
 
+def test_client_attack_runs_the_attacks_own_local_loop():
+    """AutoAdapt owns its clients' training: ClientAttack.local_train runs it on one
+    client's data (benign partitions, and attacks without an own loop, get None)."""
+    from fedarena.core.recipe import TrainRecipe
+    from fedarena.models.simple import MLP
+
+    torch.manual_seed(0)
+    model = MLP((1, 8, 8), 10, hidden=(8,))
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 10
+    info = DataInfo(num_classes=10, input_shape=(1, 8, 8))
+    recipe = TrainRecipe(lr=0.1, batch_size=8, epochs=3)
+    atk = ClientAttack({"name": "autoadapt", "target": 0, "poison_frac": 0.5}, [1], data_info=info)
+    assert atk.local_train(0, model, params, x, y, recipe) is None
+    row = atk.local_train(1, model, params, x, y, recipe)
+    d = sum(p.numel() for p in params.values())
+    assert row.shape == (d,) and bool(torch.isfinite(row).all()) and float(row.norm()) > 0
+    plain = ClientAttack({"name": "backdoor"}, [1], data_info=info)
+    assert plain.local_train(1, model, params, x, y, recipe) is None
+
+
+def test_colluding_simulation_gives_aggregator_aware_attacks_the_server_view():
+    """Mimic reads the benign clients' ids; the simulation passes them (partition ids)."""
+    s = ColludingServerSimulation("median", attack="mimic", malicious_partitions=[3])
+    s.remember(global_record())
+    replies = [reply(i + 1, dw=float(i), pid=i) for i in range(4)]
+    arrays, metrics = s.aggregate_train(1, replies)
+    assert arrays is not None and metrics["fedarena-skipped"] == 0
+
+
 # ---------------------------------------------------------------- Flower's simulation runtime
 SETTING = ["fl.num_clients=10", "fl.rounds=4", "fl.local_epochs=2", "fl.batch_size=16", "fl.lr=0.1",
            "attack.name=backdoor", "attack.num_malicious=2", "attack.target=0", "attack.poison_frac=1.0",

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..attacks.base import Attack, DataInfo, RoundView
+from ..attacks.base import Attack, DataInfo, RoundView, ServerView
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
@@ -455,12 +455,19 @@ class ColludingServerSimulation(FedarenaStrategy):
         mal = torch.tensor([e.partition_id in self.malicious_partitions for e in valid], dtype=torch.bool)
         if not bool(mal.any()):
             return U
+        omniscient = self.attack.threat.knowledge == "benign"
         view = RoundView(
             round=t, layout=ctx.layout, global_params=ctx.global_params, prev_update=ctx.prev_update,
             malicious_ids=torch.tensor([e.partition_id for e in valid if e.partition_id in self.malicious_partitions]),
             num_clients=U.shape[0], own_updates=U[mal].clone(),
-            benign_updates=U[~mal].clone() if self.attack.threat.knowledge == "benign" else None,
+            benign_updates=U[~mal].clone() if omniscient else None,
             lr=self.server_lr, algorithm="fedavg", generator=self.streams.torch("attack", 3, t),
+            benign_ids=(torch.tensor([-1 if e.partition_id is None else e.partition_id
+                                      for e in valid if e.partition_id not in self.malicious_partitions])
+                        if omniscient else None),
+            # the attacker holds no data at the server: no loss oracle (loss=None)
+            server=(ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.nonzero(mal).flatten(),
+                               step=lambda u: self.server_lr * u) if self.attack.threat.aggregator_aware else None),
         )
         crafted = self.attack.craft(view)
         if crafted is None:
