@@ -76,6 +76,13 @@ def test_replies_become_deltas_against_the_global_in_partition_order():
     assert batch.num_examples.tolist() == [10, 10, 10] and not batch.rejected
 
 
+def test_absurd_partition_ids_are_ignored():
+    g = global_record()
+    batch = replies_to_updates([reply(1, pid=1e300), reply(2, pid=-4), reply(3, pid=2.5), reply(4, pid=3)], g,
+                               record_layout(g))
+    assert [e.partition_id for e in batch.entries] == [3, None, None, None]
+
+
 def test_float64_reply_is_accepted_and_cast():
     g = global_record()
     arrays = {"w": GLOBAL["w"].astype(np.float64) + 1, "b": GLOBAL["b"].astype(np.float64), "steps": GLOBAL["steps"]}

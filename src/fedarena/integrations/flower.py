@@ -191,9 +191,9 @@ def replies_to_updates(replies: Iterable[Message], template: ArrayRecord, layout
     entries, rows, weights = [], [], []
     for msg in replies:
         metrics = {} if msg.has_error() else _metrics_of(msg)
-        pid = _real(metrics.get(PARTITION_KEY))
-        entry = ReplyEntry(int(msg.metadata.src_node_id), int(pid) if pid is not None and pid == int(pid) else None,
-                           metrics=metrics)
+        pid = _real(metrics.get(PARTITION_KEY))  # client-reported: only a small non-negative integer is kept
+        ok = pid is not None and pid == int(pid) and 0 <= pid < 2**31
+        entry = ReplyEntry(int(msg.metadata.src_node_id), int(pid) if ok else None, metrics=metrics)
         entries.append(entry)
         try:
             flat = check_reply(msg, template, layout)
@@ -207,7 +207,7 @@ def replies_to_updates(replies: Iterable[Message], template: ArrayRecord, layout
         entry.row = len(rows)
         rows.append(flat - global_flat)
         weights.append(w if w is not None and w > 0 else 1.0)
-    # deterministic row order: reported partition id (when every valid reply has one), then node id
+    # deterministic row order: replies with a reported partition id first, by that id; then by node id
     order = sorted(range(len(entries)), key=lambda i: (entries[i].partition_id is None,
                                                        entries[i].partition_id or 0, entries[i].node_id))
     entries = [entries[i] for i in order]
