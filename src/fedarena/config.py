@@ -27,8 +27,8 @@ class _Strict(BaseModel):
 #: upper bounds that keep a single run's work finite (a typo such as 1e9 epochs is an error, not a hang)
 MAX_LOCAL_EPOCHS = 1000
 MAX_LOCAL_STEPS = 100_000
-NAME_PATTERN = r"^[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*$"  # a folder name: no separators, control characters, leading dot
-MAX_NAME_LENGTH = 200
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=,@-]*$"
+MAX_NAME_LENGTH = 100
 
 
 class DataConfig(_Strict):
@@ -169,8 +169,8 @@ class ExperimentConfig(_Strict):
 
         if not 1 <= len(v) <= MAX_NAME_LENGTH or not re.match(NAME_PATTERN, v):
             shown = v if len(v) <= 40 else v[:37] + "..."
-            raise ValueError(f"name|must be 1..{MAX_NAME_LENGTH} characters without '/', '\\', control characters "
-                             f"or a leading dot (got {shown!r}, {len(v)} characters)|e.g. mnist-alie-krum (it names the run folder)")
+            raise ValueError(f"name|must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
+                             f"(got {shown!r}, {len(v)} characters)|e.g. mnist-alie-krum (it names the run folder)")
         return v
 
     @model_validator(mode="after")
@@ -374,7 +374,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         key, _, value = o.partition("=")
         renamed |= key.strip() == "name"
         if key.strip() in NAMING_KEYS:
-            plugins.append(re.sub(r"[/\\\x00-\x1f\x7f]", "_", value.strip()))
+            plugins.append(re.sub(r"[^A-Za-z0-9._+=,@-]", "_", value.strip()))
     if not renamed and (derived or plugins):
         tree["name"] = (auto_name(tree) if derived else "-".join([str(given), *plugins]))[:MAX_NAME_LENGTH]
     return from_tree(tree)
