@@ -18,7 +18,7 @@ from .errors import ConfigError, DataNotFoundError
 # idle OpenMP threads sleep instead of spinning: small tensor ops stay fast on busy machines
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.")
 console = Console(stderr=True)
 out_console = Console()

@@ -85,7 +85,7 @@ class Simulation:
 
     #: what a checkpoint saves besides the Stateful components (attack, defense pipeline):
     #: everything the next round depends on that set-up does not rebuild from the config
-    STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "prev_update"]
+    STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "client_opt_state", "prev_update"]
 
     def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None):
         self.cfg = cfg
