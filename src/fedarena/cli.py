@@ -131,13 +131,16 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="The CPU-sized version (minutes)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce-<name>)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key in every run (e.g. data.root=...)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
 ) -> None:
-    """Run a paper's experiments and write claims.md, claims.json and results.csv."""
+    """Run a paper's experiments and write claims.md, claims.json and results.csv.
+
+    Rerun the same command to continue a stopped reproduction (finished runs are kept)."""
     from .reproduce.framework import run_reproduction
 
     out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
     try:
-        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console)
+        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console, workers=workers)
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
