@@ -27,7 +27,7 @@ def test_cos_hdbscan_keeps_the_largest_cluster_and_rejects_nan():
     dist = [0.010, 0.011, 0.012, 0.013, 0.014, 0.30, 0.31, 0.32]
     rows = [torch.tensor([math.cos(math.acos(1 - d)), math.sin(math.acos(1 - d))]) - G for d in dist]
     U = torch.stack(rows + [torch.full((2,), float("nan"))])
-    agg = MetricHDBSCAN()(U, ctx(len(U), G))
+    agg = MetricHDBSCAN(min_cluster_size=2)(U, ctx(len(U), G))
     assert agg.weights.tolist() == [True] * 5 + [False] * 4
     assert torch.allclose(agg.update, U[:5].mean(0))
     assert agg.info["accepted"] == 5

@@ -51,7 +51,9 @@ class BatchSchedule:
         out, starts, seeds = [], [], []
         for n, rng in zip(sizes, rngs):
             client: list[np.ndarray] = []
-            if recipe.steps is None:  # epochs: the last batch of an epoch may be short
+            if n == 0:  # a client without samples takes no step (its update is zero)
+                pass
+            elif recipe.steps is None:  # epochs: the last batch of an epoch may be short
                 for _ in range(recipe.epochs):
                     perm = rng.permutation(n)
                     client += [perm[i : i + recipe.batch_size] for i in range(0, n, recipe.batch_size)]
@@ -61,7 +63,7 @@ class BatchSchedule:
                 stream = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])
                 client = [stream[i * b : (i + 1) * b] for i in range(recipe.steps)]
             out.append(client)
-            per_epoch = max(1, -(-n // (recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
+            per_epoch = max(1, -(-n // max(1, recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
             starts.append([s % per_epoch == 0 for s in range(len(client))])
             seeds.append(int(rng.integers(2**62)) if recipe.step_hook is not None else 0)
         return cls(out, starts, seeds)
@@ -580,13 +582,16 @@ def minibatch_gradients(
 ) -> torch.Tensor:
     """FedSGD: each client's gradient on its first scheduled minibatch, ``(k, d)``.
 
-    Weight decay, when set, is added to the gradient (``g + wd * theta``). On the
+    Weight decay, when set, is added to the gradient (``g + wd * theta``). A client
+    without samples (a Dirichlet partition with ``data.min_size=0``) has no minibatch
+    and contributes a zero row. On the
     per-client path each client starts from a copy of ``buffers`` (BatchNorm
     statistics); their updated copies are appended to ``buffers_out`` when given.
     """
     names = list(global_params)
     k = len(index)
-    pad_b = max((len(c[0]) for c in schedule.batches), default=1)
+    pad_b = max((len(c[0]) for c in schedule.batches if c), default=1)
+    empty = [i for i, c in enumerate(schedule.batches) if not c]
     loss = _loss_fn(model, recipe, {})
     if vectorized and k > 0:
         idx, mask, _ = _gather(schedule, 0, list(range(k)), index, pad_b)
@@ -599,6 +604,9 @@ def minibatch_gradients(
     else:
         rows = []
         for i in range(k):
+            if not schedule.batches[i]:
+                rows.append(torch.cat([torch.zeros_like(global_params[n]).reshape(-1) for n in names]))
+                continue
             b = schedule.batches[i][0]
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t] if prepare is None else prepare(x[idx_t])
@@ -611,6 +619,8 @@ def minibatch_gradients(
     if recipe.weight_decay:
         theta = torch.cat([global_params[n].reshape(-1) for n in names])
         G = G + recipe.weight_decay * theta
+    if empty:
+        G[empty] = 0.0
     return G.detach()
 
 

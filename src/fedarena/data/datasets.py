@@ -93,6 +93,7 @@ def load_digits_dataset(*, root: Optional[str] = None, download: bool = True, ve
 
 
 # ---------------------------------------------------------------- synthetic
+MAX_SYNTHETIC_PIXELS = 5 * 10**8  # 2 GiB of float32
 @DATASETS.register("synthetic")
 def load_synthetic(
     *,
@@ -114,10 +115,16 @@ def load_synthetic(
     ``noise * N(0, 1)`` per pixel. Labels are balanced (``i mod num_classes``, shuffled).
     The data depend only on ``synthetic_seed``, not on the run's seed.
     """
-    for key, value, low in (("num_classes", num_classes, 2), ("image_size", image_size, 1), ("channels", channels, 1),
-                            ("train_size", train_size, 1), ("test_size", test_size, 1), ("noise", noise, 0)):
-        if value < low:
-            raise ConfigError(f"data.synthetic.{key}", f"must be >= {low} (got {value!r})", f">= {low}")
+    for key, value, low, high in (("num_classes", num_classes, 2, 10_000), ("image_size", image_size, 1, 512),
+                                  ("channels", channels, 1, 16), ("train_size", train_size, 1, 10**7),
+                                  ("test_size", test_size, 1, 10**7), ("noise", noise, 0, 1e6)):
+        if not low <= value <= high:
+            raise ConfigError(f"data.synthetic.{key}", f"must be in {low}..{high:g} (got {value!r})", f"{low}..{high:g}")
+    pixels = (train_size + test_size) * channels * image_size**2
+    if pixels > MAX_SYNTHETIC_PIXELS:
+        raise ConfigError("data.synthetic.train_size", f"the generated set would hold {pixels:.3g} pixel values "
+                          f"({4 * pixels / 2**30:.1f} GiB)", f"(train_size + test_size) * channels * image_size^2 "
+                          f"<= {MAX_SYNTHETIC_PIXELS:.0e}")
     g = np.random.default_rng(synthetic_seed)
     shape = (channels, image_size, image_size)
     protos = g.uniform(0.0, 1.0, size=(num_classes, *shape)).astype(np.float32)

@@ -12,9 +12,9 @@ larger centroid is dropped and the rest averaged (FedAvg). When the clusters do 
 separate -- the larger centroid is below ``separation`` (2) times the smaller, or the
 scores take fewer than two distinct values -- everyone is kept (LeadFL spec §4.2 [rec]).
 
-Differs from the authors' code: there ``Z`` is taken over the full weight vector
-``w_global + Delta`` (spec §5c); here over the upload (the update), as Eq. 12 is written
-for ``S``.
+The authors' code takes ``Z`` over the full weight vector ``w_global + Delta`` (spec §5c):
+``scope="weights"``. The default ``scope="update"`` scores the upload ``S`` itself, as
+Eq. 12 is written.
 """
 
 from __future__ import annotations
@@ -63,19 +63,27 @@ class RobustDPFL(Aggregator):
     """Robust-DPFL: drop the K-means cluster of high |mean coordinate| scores, average the rest (Qi et al., AAAI 2024, Eq. 12).
 
     ``separation``: the larger centroid must be at least this many times the smaller one
-    for a cluster to be dropped (else everyone is kept).
+    for a cluster to be dropped (else everyone is kept). ``scope``: score the upload
+    (``"update"``, Eq. 12 as written) or the model it yields, ``w + S`` (``"weights"``,
+    the authors' code).
     """
 
-    def __init__(self, *, separation: float = 2.0):
+    def __init__(self, *, separation: float = 2.0, scope: str = "update"):
         if not separation >= 1:
             raise ConfigError("defense.separation", f"must be >= 1 (got {separation})", "a centroid ratio >= 1, e.g. 2")
-        self.separation = float(separation)
+        if scope not in ("update", "weights"):
+            raise ConfigError("defense.scope", f"unknown value {scope!r}", "update, weights")
+        self.separation, self.scope = float(separation), scope
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        z = dpfl_scores(U).cpu().numpy()
+        if self.scope == "weights" and ctx.global_params is not None:
+            z = dpfl_scores(U + ctx.global_params.to(U.dtype).unsqueeze(0)).cpu().numpy()
+        else:
+            z = dpfl_scores(U).cpu().numpy()
         keep = torch.from_numpy(kmeans_keep(z, self.separation, seed=int(ctx.round)))
         if not bool(keep.any()):
             raise ValueError("robust-dpfl: every row is non-finite")
         keep = keep.to(U.device)
         update = U[keep].mean(0)
-        return Aggregate(update, weights=keep, info={"num_dropped": int((~keep).sum())})
+        return Aggregate(update, weights=keep, info={"num_dropped": int((~keep).sum()),
+                                                     "client_scores": torch.from_numpy(z)})

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import MODELS
 
 
@@ -16,6 +17,10 @@ class MLP(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, hidden: tuple[int, ...] = (64,)):
         super().__init__()
+        for h in hidden:
+            if not 1 <= h <= 100_000:
+                raise ConfigError("model.hidden", f"layer widths must be in 1..100000 (got {list(hidden)})",
+                                  "a list of positive integers, e.g. [64] or [200, 200]")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for h in hidden:
@@ -23,6 +28,8 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
+        #: one layer per Linear for layer-wise metrics (``net.1``, ``net.3``, ...)
+        self.layer_groups = tuple(f"net.{i}" for i, m in enumerate(layers) if isinstance(m, nn.Linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

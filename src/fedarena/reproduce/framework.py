@@ -120,6 +120,10 @@ class Paper:
         """Computations that are not federated runs (Monte-Carlo checks, timing tables)."""
         return {}
 
+    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+        """Write the paper's figures (PNG) into ``out``; return their paths (listed in claims.md)."""
+        return []
+
 
 def deep_update(base: dict, changes: dict) -> dict:
     """A copy of ``base`` with nested ``changes`` merged in."""
@@ -198,15 +202,16 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
         except Exception as e:  # a claim that cannot be computed is reported, not hidden
             ours, verdict = f"error: {e}", "error"
         claim_results.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule))
+    figures = [out / Path(p).name for p in paper.figures(quick, results, out)]
     report = Report(name, quick, claim_results, round(time.perf_counter() - start, 1))
-    write_report(report, results, paper, out)
+    write_report(report, results, paper, out, figures)
     if not write_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)
         (out / INDEX).unlink(missing_ok=True)
     return report
 
 
-def write_report(report: Report, results: Results, paper: Paper, out: Path) -> None:
+def write_report(report: Report, results: Results, paper: Paper, out: Path, figures: Optional[list[Path]] = None) -> None:
     title = PAPERS.summary(report.name)
     md = [f"# Reproduction: {report.name}{' (quick)' if report.quick else ''}", "", title, "",
           f"Wall time: {report.wall_time_s} s. Verdicts: {report.counts()}", "", report.markdown_table(), ""]
@@ -215,6 +220,8 @@ def write_report(report: Report, results: Results, paper: Paper, out: Path) -> N
     for key, table in results.extras.items():
         if isinstance(table, str):
             md += [f"## {key}", "", table, ""]
+    if figures:
+        md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     (out / "claims.md").write_text("\n".join(md))
     (out / "claims.json").write_text(json.dumps(_clean({
         "name": report.name, "quick": report.quick, "wall_time_s": report.wall_time_s, "counts": report.counts(),
