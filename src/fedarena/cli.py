@@ -164,6 +164,8 @@ def sweep(
     from .studies.spec import SweepSpec
 
     try:
+        if backend not in ("local", "ray"):
+            raise ConfigError("--backend", f"unknown backend {backend!r}", "local, ray")
         sweep_spec = SweepSpec.load(spec)
         jobs = sweep_spec.jobs()
     except (ConfigError, DataNotFoundError) as e:
