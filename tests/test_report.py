@@ -89,3 +89,16 @@ def test_report_on_a_small_sweep_writes_pngs_and_one_html(tmp_path):
     assert "### Leaderboard" in md and "![curves](curves.png)" in md
     assert all(len(line) <= 80 for line in res.output.splitlines())
     assert runner.invoke(app, ["report", str(tmp_path / "nothing")]).exit_code == 2
+
+
+def test_runs_that_differ_in_a_setting_get_one_leaderboard_each(tmp_path):
+    for part in ("iid", "dirichlet"):
+        for seed in (0, 1):
+            d = tmp_path / f"{part}-{seed}"
+            d.mkdir()
+            cfg = {"seed": seed, "data": {"dataset": "digits", "partition": part}, "defense": {"name": "median"}}
+            (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (d / "summary.json").write_text(json.dumps({"final_main_acc": 0.9, "status": "ok"}))
+    parts = build_report([tmp_path], tmp_path / "rep")
+    assert sorted(s["name"] for s in parts["settings"]) == ["partition=dirichlet", "partition=iid"]
+    assert (tmp_path / "rep" / "leaderboard_2.csv").exists()

@@ -20,7 +20,7 @@ from .errors import ConfigError, DataNotFoundError
 # idle OpenMP threads sleep instead of spinning: small tensor ops stay fast on busy machines
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.")
 console = Console(stderr=True)
 out_console = Console()
@@ -147,13 +147,16 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="The CPU-sized version (minutes)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce-<name>)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key in every run (e.g. data.root=...)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
 ) -> None:
-    """Run a paper's experiments and write claims.md, claims.json and results.csv."""
+    """Run a paper's experiments and write claims.md, claims.json and results.csv.
+
+    Rerun the same command to continue a stopped reproduction (finished runs are kept)."""
     from .reproduce.framework import run_reproduction
 
     out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
     try:
-        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console)
+        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console, workers=workers)
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
@@ -179,6 +182,8 @@ def sweep(
     from .studies.spec import SweepSpec
 
     try:
+        if backend not in ("local", "ray"):
+            raise ConfigError("--backend", f"unknown backend {backend!r}", "local, ray")
         sweep_spec = SweepSpec.load(spec)
         jobs = sweep_spec.jobs()
     except (ConfigError, DataNotFoundError) as e:

@@ -71,6 +71,8 @@ class SweepSpec:
         path = Path(path)
         if path.is_dir():
             raise ConfigError("SPEC", f"{str(path)!r} is a folder", "a sweep spec YAML file")
+        if not path.is_file():
+            raise ConfigError("SPEC", f"file {str(path)!r} not found", "a sweep spec YAML file")
         tree = load_yaml(path)
         return cls.from_tree(tree, default_name=path.stem, root=path.parent)
 
