@@ -250,6 +250,7 @@ def print_leaderboards(parts: dict) -> None:
     for s in parts["settings"]:
         lbt = s["leaderboard_text"]
         lbt = lbt.assign(**{"clean MA": [v.split("±")[0] for v in lbt["clean MA"]]})
+        lbt = lbt.drop(columns=["worst opt MA"], errors="ignore")  # 80 columns; worst MA counts +opt attacks
         if not (lbt["div"] > 0).any():
             lbt = lbt.drop(columns="div")
         table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
