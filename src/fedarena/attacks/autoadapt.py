@@ -444,13 +444,33 @@ class _RangeAdaptiveBackdoor(Backdoor):
                 idx = torch.as_tensor(ctx.poisoned_index[i][pick], device=ctx.x.device)
                 res.log["train_backdoor_acc"] = hit_rate(net, res.flat, ctx.x[idx], ctx.y[idx], ctx.prepare, self.target)
             self._logs[int(cid)] = res.log
+        self._offtarget(torch.stack(rows) / self.gamma_scale() + g, torch.stack(refs), g, ctx.layout)
         return torch.stack(rows)
+
+    def _offtarget(self, models: torch.Tensor, refs: torch.Tensor, g: torch.Tensor, layout: ParamLayout) -> None:
+        """Side effects on the metrics the attack does not constrain (claim C14): for every
+        (metric, scope) of ``cos``/``l2`` x ``whole``/``last``/``layers`` other than its own, how
+        many values of the submitted model lie outside the attackers' benign min/max."""
+        for metric in METRICS:
+            for scope in SCOPES:
+                if metric in self.metrics and scope == self.scope:
+                    continue
+                rv, _ = update_metric_values(refs - g, g, layout, [metric], scope, self.flat)
+                mv, _ = update_metric_values(models - g, g, layout, [metric], scope, self.flat)
+                lo, hi = rv.min(0).values, rv.max(0).values
+                out = (mv < lo) | (mv > hi)
+                for i, cid in enumerate(self._logs):
+                    self._logs[cid]["offtarget_outside"] = self._logs[cid].get("offtarget_outside", 0) + int(out[i].sum())
+                    self._logs[cid]["offtarget_total"] = self._logs[cid].get("offtarget_total", 0) + out.shape[1]
 
     def constraints(self, ctx, g, lo, hi, own, labels) -> Constraints:
         return Constraints(ctx.layout, g, self.metrics, self.scope, self.flat, lo, hi, labels)
 
     def finish(self, update: torch.Tensor) -> torch.Tensor:
         return update
+
+    def gamma_scale(self) -> float:
+        return 1.0
 
 
 @ATTACKS.register("autoadapt")
@@ -558,3 +578,6 @@ class TrainAndScale(_RangeAdaptiveBackdoor):
 
     def finish(self, update: torch.Tensor) -> torch.Tensor:
         return update * self.gamma
+
+    def gamma_scale(self) -> float:
+        return self.gamma

@@ -117,6 +117,9 @@ class Paper:
         """Computations that are not federated runs (Monte-Carlo checks, timing tables)."""
         return {}
 
+    def write_files(self, quick: bool, results: Results, out: Path) -> None:
+        """Extra report files (figures) written next to ``claims.md``."""
+
 
 def deep_update(base: dict, changes: dict) -> dict:
     """A copy of ``base`` with nested ``changes`` merged in."""
@@ -193,6 +196,7 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
         claim_results.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule))
     report = Report(name, quick, claim_results, round(time.perf_counter() - start, 1))
     write_report(report, results, paper, out)
+    paper.write_files(quick, results, out)
     return report
 
 
