@@ -141,6 +141,14 @@ def _attack_names():
 @pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
 @pytest.mark.parametrize("attack", _attack_names())
 def test_every_attack_runs_end_to_end(attack, algorithm):
+    from fedarena.attacks.base import runs_local_training
+    from fedarena.errors import ConfigError
+    from fedarena.registry import ATTACKS
+
+    if algorithm == "fedsgd" and runs_local_training(ATTACKS.get(attack).__new__(ATTACKS.get(attack))):
+        with pytest.raises(ConfigError, match="fl.algorithm=fedavg"):  # attacker-run local training needs local steps
+            run(["fl.num_clients=8", f"attack.name={attack}", "attack.num_malicious=2", "fl.algorithm=fedsgd"])
+        return
     r = run(["fl.num_clients=8", "fl.rounds=2", f"attack.name={attack}", "attack.num_malicious=2",
              f"fl.algorithm={algorithm}", "defense.name=median"])
     assert len(r.metrics) == 2

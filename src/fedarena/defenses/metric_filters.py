@@ -160,6 +160,7 @@ class Flame(Aggregator):
         if self.on == "models" and ctx.global_params is not None:
             X = X + ctx.global_params.to(X.dtype)
         D = pairwise_cosine_distances(X).to(torch.float64).cpu().numpy()
+        D = (D + D.T) / 2  # exactly symmetric (the Gram arithmetic leaves rounding asymmetries)
         mcs = self.min_cluster_size or (n // 2 + 1)
         sub = hdbscan_largest(D, mcs, 1, allow_single_cluster=True, metric="precomputed")
         keep = torch.zeros_like(ok)
