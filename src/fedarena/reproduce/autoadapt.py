@@ -487,7 +487,7 @@ def plot_ranges(unadapted: RunResult, adapted: RunResult, path: Path, title: str
     n = len(labels)
     cols = min(n, 5)
     nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(6.5, 2.6 * cols), 2.8 * nrows + 0.8), squeeze=False)
     rng = np.random.default_rng(0)
     for k, lb in enumerate(labels):
         ax = axes[k // cols][k % cols]
@@ -508,7 +508,8 @@ def plot_ranges(unadapted: RunResult, adapted: RunResult, path: Path, title: str
         axes[k // cols][k % cols].axis("off")
     handles, leg = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, leg, loc="lower center", ncol=3, fontsize=8)
-    fig.suptitle(f"{title}: distance to the global model; dashed: the attackers' range", fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    fig.suptitle(f"{title}\ndistance to the global model; dashed lines: the range from the attackers' benign models",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
