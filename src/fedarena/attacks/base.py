@@ -30,6 +30,7 @@ import torch
 
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
+from ..core.state import Stateful
 
 Knowledge = Literal["own", "benign"]
 
@@ -58,6 +59,32 @@ class DataInfo:
     dataset: str = ""  # the task's dataset name
     root: Optional[str] = None  # data.root, for attacks that read extra files (tail sets)
     download: bool = False  # data.download
+    verify: bool = True  # data.verify: check extra files (tail sets) against their known hashes
+
+
+@dataclass
+class ServerView:
+    """What an aggregator-aware attack (``ThreatModel.aggregator_aware``) knows about the
+    server in a round: the defense it faces and the round's context.
+
+    ``pipeline``: the :class:`~fedarena.defenses.base.DefensePipeline` in use. Probe a
+    ``copy.deepcopy`` of it (and of ``context``'s generator and extras), never the object
+    itself: a stateful defense (Centered Clipping's centre, FoolsGold's history) must not
+    be advanced by the probing. ``context``: this round's
+    :class:`~fedarena.defenses.base.RoundContext` (declared f, client ids, the round's
+    defense generator). ``malicious_rows``: ``(m,)`` positions of the malicious rows in
+    ``U`` (the benign rows fill the others, in order). ``step``: aggregate -> the change
+    of the flat global parameters it causes (``server_lr * agg`` for fedavg,
+    ``-lr * agg`` for fedsgd). ``loss``: flat global parameters -> the model's loss on a
+    held-out batch of the malicious clients' own clean data (``attack.optimize.batch_size``
+    samples drawn once per run), or None.
+    """
+
+    pipeline: Any
+    context: Any
+    malicious_rows: torch.Tensor
+    step: Callable[[torch.Tensor], torch.Tensor]
+    loss: Optional[Callable[[torch.Tensor], float]] = None
 
 
 @dataclass
@@ -75,6 +102,28 @@ class RoundView:
     lr: float  # learning rate in force (server lr for fedavg, fl.lr for fedsgd)
     algorithm: str  # "fedavg" | "fedsgd"
     generator: torch.Generator
+    benign_ids: Optional[torch.Tensor] = None  # (k - m,) global ids of the benign rows, if knowledge == "benign"
+    server: Optional[ServerView] = None  # the defense and round context, if threat.aggregator_aware
+    #: (m, d) the malicious clients' rows as an honest client would upload them (after the
+    #: defense's client-side transform, e.g. local DP clipping + noise); None: same as own_updates
+    uploads: Optional[torch.Tensor] = None
+
+
+@dataclass(frozen=True)
+class Strength:
+    """A crafting attack's scalar strength, which ``attack.optimize`` may search.
+
+    ``name``: the attribute (and ``attack.*`` parameter) holding it; ``lo``, ``hi``: the
+    default search range; ``unit``: what the range is measured in: ``"1"`` (as is),
+    ``"norm"`` (times the mean L2 norm of the round's benign rows: lengths, e.g. ROP's
+    distance) or ``"rms"`` (times their root-mean-square coordinate: per-coordinate
+    scales, e.g. a Gaussian's sigma).
+    """
+
+    name: str
+    lo: float = 0.0
+    hi: float = 10.0
+    unit: Literal["1", "norm", "rms"] = "1"
 
 
 @dataclass
@@ -106,14 +155,17 @@ class LocalTrainContext:
     benign_updates: Optional[torch.Tensor] = None
 
 
-class Attack:
+class Attack(Stateful):
     """Base class; the default is an honest client. Keyword ``__init__`` args are
-    the attack's ``attack.*`` parameters."""
+    the attack's ``attack.*`` parameters. State kept across rounds is saved in
+    checkpoints by :class:`~fedarena.core.state.Stateful`."""
 
     threat: ThreatModel = ThreatModel()
     #: whether malicious clients run local training (omniscient crafting attacks that
     #: ignore their own updates set this to False to save the compute)
     trains: bool = True
+    #: the scalar strength ``attack.optimize`` may search (None: the attack has none)
+    strength: Optional[Strength] = None
 
     def setup(self, info: DataInfo, generator: torch.Generator) -> None:
         """Called once before the run with what the attack may know about the task."""
@@ -164,6 +216,12 @@ class Attack:
 
     def reset(self) -> None:
         """Forget state kept across rounds."""
+
+    def strength_value(self, view: RoundView) -> float:
+        """The strength this round's :meth:`craft` uses at the configured settings (an
+        attack whose default is computed per round, e.g. ALIE's z formula, overrides this)."""
+        assert self.strength is not None
+        return float(getattr(self, self.strength.name))
 
 
 def runs_local_training(attack: Attack) -> bool:

@@ -4,12 +4,13 @@ Two paths with the same arithmetic:
 
 * :func:`train_vectorized`: all clients that share a :class:`TrainRecipe` together,
   chunked over clients so memory stays bounded (:func:`auto_chunk_size`): stacked
-  parameters, one autograd pass and one fused SGD step per step for the whole chunk;
-  the clients' forward passes run under ``torch.func.vmap`` (MLPs, GPU), folded into
-  the channels (:class:`_FoldMode`, CNNs on CPU) or one after another (anything else),
-  see :func:`auto_strategy`. Clients with different dataset sizes are handled with a
-  per-sample mask (short batches) and a per-client ``active`` flag (clients with
-  fewer steps stop early). Speed: ``fedarena bench`` and ``benchmarks/README.md``.
+  parameters, one autograd pass and one fused optimizer step (SGD, Adam or AdamW,
+  :mod:`fedarena.core.optim`) per step for the whole chunk; the clients' forward
+  passes run under ``torch.func.vmap`` (MLPs, GPU), folded into the channels
+  (:class:`_FoldMode`, CNNs on CPU) or one after another (anything else), see
+  :func:`auto_strategy`. Clients with different dataset sizes are handled with a
+  per-sample mask (short batches) and a per-client ``active`` flag (clients with fewer
+  steps stop early). Speed: ``fedarena bench`` and ``benchmarks/README.md``.
 * :func:`train_sequential`: one client after another (custom recipes, models with
   buffers such as BatchNorm).
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from .optim import ClientState, OptState, step_
 from .recipe import Params, TrainRecipe
 
 
@@ -34,17 +36,24 @@ from .recipe import Params, TrainRecipe
 class BatchSchedule:
     """Per-client minibatch indices for one round.
 
-    ``batches[i]`` is a list of 1-D int arrays, indices into client ``i``'s own data.
+    ``batches[i]`` is a list of 1-D int arrays, indices into client ``i``'s own data;
+    ``epoch_start[i][s]``: step ``s`` of client ``i`` begins a pass over its data;
+    ``seeds[i]``: a seed for the client's step hook (drawn after the batches, so it does
+    not change them).
     """
 
     batches: list[list[np.ndarray]]
+    epoch_start: Optional[list[list[bool]]] = None
+    seeds: Optional[list[int]] = None
 
     @classmethod
     def build(cls, sizes: Sequence[int], recipe: TrainRecipe, rngs: Sequence[np.random.Generator]) -> "BatchSchedule":
-        out = []
+        out, starts, seeds = [], [], []
         for n, rng in zip(sizes, rngs):
             client: list[np.ndarray] = []
-            if recipe.steps is None:  # epochs: the last batch of an epoch may be short
+            if n == 0:  # a client without samples takes no step (its update is zero)
+                pass
+            elif recipe.steps is None:  # epochs: the last batch of an epoch may be short
                 for _ in range(recipe.epochs):
                     perm = rng.permutation(n)
                     client += [perm[i : i + recipe.batch_size] for i in range(0, n, recipe.batch_size)]
@@ -54,7 +63,10 @@ class BatchSchedule:
                 stream = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])
                 client = [stream[i * b : (i + 1) * b] for i in range(recipe.steps)]
             out.append(client)
-        return cls(out)
+            per_epoch = max(1, -(-n // (recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
+            starts.append([s % per_epoch == 0 for s in range(len(client))])
+            seeds.append(int(rng.integers(2**62)) if recipe.step_hook is not None else 0)
+        return cls(out, starts, seeds)
 
     @property
     def max_steps(self) -> int:
@@ -314,45 +326,43 @@ def auto_strategy(model: torch.nn.Module, device: torch.device | str, sample: Op
     return "fold" if sample is not None and fold_supported(model, sample) else "loop"
 
 
-def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: Optional[list[torch.Tensor]],
-               recipe: TrainRecipe, active: Optional[torch.Tensor]) -> Optional[list[torch.Tensor]]:
-    """One in-place SGD step on stacked ``(k, ...)`` tensors (PyTorch's SGD semantics:
-    gradient clipping per client, weight decay, momentum ``b = mu b + g``, ``p -= lr b``).
-    Both training paths use it; the sequential one passes ``k = 1`` views.
+class _HookRunner:
+    """Runs a recipe's :class:`~fedarena.core.recipe.StepHook` for the clients ``rows`` of a
+    schedule: builds its state and per-client generators once, then each step's
+    :class:`~fedarena.core.recipe.HookStep`."""
 
-    ``active``: ``(k,)`` flags, ``None`` when every client steps (the fused fast path:
-    a handful of ``torch._foreach_*`` calls for all parameters). Returns the momentum buffers.
-    """
-    lead = 1
-    if recipe.grad_clip is not None:
-        sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(-1) for g in grads)
-        scale = (recipe.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-        grads = [g * scale.reshape(-1, *([1] * (g.dim() - lead))) for g in grads]
-    if recipe.weight_decay:
-        grads = torch._foreach_add(grads, params, alpha=recipe.weight_decay)
-    if recipe.momentum:
-        if bufs is None:
-            new_b = [g.clone() for g in grads] if active is None else [g * a for g, a in zip(grads, _bcast(active, grads))]
-        elif active is None:
-            torch._foreach_mul_(bufs, recipe.momentum)
-            torch._foreach_add_(bufs, grads)
-            new_b = bufs
-        else:  # inactive clients keep their buffer
-            a = _bcast(active, grads)
-            new_b = [b + ai * (b * (recipe.momentum - 1) + g) for b, g, ai in zip(bufs, grads, a)]
-        grads = new_b
-    else:
-        new_b = None
-    if active is None:
-        torch._foreach_add_(params, grads, alpha=-recipe.lr)
-    else:
-        for p, g, ai in zip(params, grads, _bcast(active, grads)):
-            p.sub_(ai * (recipe.lr * g))
-    return new_b
+    def __init__(self, recipe: TrainRecipe, names: list[str], params: list[torch.Tensor], schedule: BatchSchedule,
+                 rows: Sequence[int], device) -> None:
+        self.hook = recipe.step_hook
+        self.on = self.hook is not None
+        if not self.on:
+            return
+        self.recipe, self.names, self.rows, self.schedule, self.device = recipe, names, list(rows), schedule, device
+        self.gens = [torch.Generator().manual_seed(int(schedule.seeds[i]) if schedule.seeds else 0) for i in rows]
+        with torch.no_grad():
+            self.state = self.hook.init(names, [p.detach() for p in params])
+        self.plain = recipe.with_(grad_clip=None)
 
+    def __call__(self, s: int, params, grads, opt: OptState, active, regrad) -> None:
+        from .recipe import HookStep
 
-def _bcast(active: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [active.reshape(-1, *([1] * (t.dim() - 1))).to(t.dtype) for t in like]
+        starts = self.schedule.epoch_start
+        first = torch.tensor([bool(starts[i][s]) if starts and s < len(starts[i]) else False for i in self.rows],
+                             device=self.device)
+
+        def step(g, b, act, idx):  # one more optimizer step of the tensors idx (state updated in place)
+            sub = OptState({key: [ts[q] for q in idx] for key, ts in opt.tensors.items()}, opt.step.clone())
+            step_([params[q] for q in idx], g, sub, self.plain, act)
+            return sub.tensors.get("momentum_buffer")
+
+        def regrad_with_grad():
+            with torch.enable_grad():
+                return [g.detach() for g in regrad()]
+
+        hs = HookStep(self.names, params, grads, opt.tensors.get("momentum_buffer"), first, active, self.gens, self.state, regrad_with_grad,
+                      self.recipe, step)
+        with torch.no_grad():
+            self.hook(hs)  # the optimizer state is updated in place
 
 
 def train_vectorized(
@@ -367,6 +377,7 @@ def train_vectorized(
     prepare=None,
     strategy: str = "auto",
     out: Optional[torch.Tensor] = None,
+    opt_states: Optional[list[Optional[ClientState]]] = None,
 ) -> torch.Tensor:
     """Train ``len(index)`` clients from ``global_params``; return their updates ``(k, d)``.
 
@@ -376,11 +387,17 @@ def train_vectorized(
     ``out``: an optional ``(k, d)`` tensor to write the updates into (e.g. the round's
     ``U``), so that a large round holds one update matrix, not two.
 
+    ``opt_states``: each client's optimizer state (``fl.client_state=persistent``): entry
+    ``i`` (None: a fresh state) is read when client ``i`` starts and replaced by its state
+    at the end (:class:`~fedarena.core.optim.OptState`). ``None``: every client starts
+    from a fresh state and nothing is saved.
+
     Clients are trained in chunks of ``chunk_size`` (``None``: :func:`auto_chunk_size`).
     Per chunk the parameters are stacked ``(k, ...)`` tensors; each step computes every
     client's loss on its own batch, then one ``autograd.grad`` of the summed losses gives
     each client its own gradient (client ``i``'s parameters only enter loss ``i``), and
-    one fused SGD step (``torch._foreach_*``) updates all clients. How the losses are
+    one fused optimizer step (:func:`fedarena.core.optim.step_`: SGD, Adam or AdamW)
+    updates all clients. How the losses are
     computed (``strategy``):
 
     * ``"vmap"``: one ``torch.func.vmap`` over ``functional_call`` (MLPs; any model on GPU);
@@ -444,7 +461,8 @@ def train_vectorized(
             else:  # stacked storage; each client's slice is its own leaf (no O(k^2) select-backward)
                 params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone() for n in names]
                 leaves = [[p[j].requires_grad_(True) for p in params] for j in range(kc)]
-            bufs: Optional[list[torch.Tensor]] = None
+            state = OptState.load(recipe, params, None if opt_states is None else [opt_states[i] for i in rows])
+            hook = _HookRunner(recipe, names, params, schedule, rows, x.device)
             for s in range(len(plan.full)):
                 idx_t = idx_all[s].reshape(-1)  # index_select: several times faster than x[idx] for rows
                 xb = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
@@ -472,7 +490,20 @@ def train_vectorized(
                             full[live] = torch.stack(gq)
                             grads.append(full)
                 with torch.no_grad():
-                    bufs = _sgd_step_(params, grads, bufs, recipe, None if plan.full[s] else act_all[s])
+                    step_(params, grads, state, recipe, None if plan.full[s] else act_all[s])
+                if hook.on:
+                    def regrad(xb=xb, yb=yb, wb=wb, s=s):
+                        if strategy in ("vmap", "fold"):
+                            tot = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
+                            gs = torch.autograd.grad(tot, params, allow_unused=True)
+                            return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+                        tot = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp) for j in range(kc))
+                        gs = torch.autograd.grad(tot, [t for j in range(kc) for t in leaves[j]], allow_unused=True)
+                        nn_ = len(names)
+                        return [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
+                                             for j in range(kc)]) for q, p in enumerate(params)]
+                    hook(s, params, grads, state, act_all[s], regrad)
+                with torch.no_grad():
                     if recipe.project is not None:
                         projected = vmap(recipe.project, in_dims=(0, None))(
                             {n: p.detach() for n, p in zip(names, params)}, gp)
@@ -481,6 +512,9 @@ def train_vectorized(
             with torch.no_grad():
                 out[start : start + kc] = torch.cat([(p - gp[n].unsqueeze(0)).reshape(kc, -1)
                                                      for n, p in zip(names, params)], dim=1)
+            if opt_states is not None:
+                for j, i in enumerate(rows):
+                    opt_states[i] = state.client(j)
     return out
 
 
@@ -494,8 +528,9 @@ def train_sequential(
     recipe: TrainRecipe,
     prepare=None,
     buffers: Optional[Params] = None,
+    opt_states: Optional[list[Optional[ClientState]]] = None,
 ) -> tuple[torch.Tensor, list[Params]]:
-    """Same contract as :func:`train_vectorized`, one client at a time.
+    """Same contract as :func:`train_vectorized` (``opt_states`` included), one client at a time.
 
     Returns the updates and each client's final buffers (BatchNorm statistics), which
     start from ``buffers`` (the global ones) for every client.
@@ -506,20 +541,29 @@ def train_sequential(
         bufs_i = {n: b.clone() for n, b in (buffers or {}).items()}
         grad_fn = grad(_loss_fn(model, recipe, {}))
         params = {n: p.detach().clone() for n, p in global_params.items()}
-        mom: Optional[list[torch.Tensor]] = None
-        for b in schedule.batches[i]:
+        views = [params[n].unsqueeze(0) for n in names]
+        state = OptState.load(recipe, views, None if opt_states is None else [opt_states[i]])
+        hook = _HookRunner(recipe, names, views, schedule, [i], x.device)
+        for s, b in enumerate(schedule.batches[i]):
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t]
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
             grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
-            mom = _sgd_step_([params[n].unsqueeze(0) for n in names], [grads[n].unsqueeze(0) for n in names],
-                             mom, recipe, None)  # in place, through k = 1 views
+            views = [params[n].unsqueeze(0) for n in names]
+            step_(views, [grads[n].unsqueeze(0) for n in names], state, recipe)  # in place, through k = 1 views
+            if hook.on:
+                def regrad(xb=xb, idx_t=idx_t, w=w):
+                    g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+                    return [g2[n].unsqueeze(0) for n in names]
+                hook(s, views, [grads[n].unsqueeze(0) for n in names], state, torch.ones(1, device=x.device), regrad)
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())
         client_buffers.append(bufs_i)
+        if opt_states is not None:
+            opt_states[i] = state.client(0)
     return torch.stack(rows) if rows else torch.empty(0), client_buffers
 
 
@@ -538,13 +582,16 @@ def minibatch_gradients(
 ) -> torch.Tensor:
     """FedSGD: each client's gradient on its first scheduled minibatch, ``(k, d)``.
 
-    Weight decay, when set, is added to the gradient (``g + wd * theta``). On the
+    Weight decay, when set, is added to the gradient (``g + wd * theta``). A client
+    without samples (a Dirichlet partition with ``data.min_size=0``) has no minibatch
+    and contributes a zero row. On the
     per-client path each client starts from a copy of ``buffers`` (BatchNorm
     statistics); their updated copies are appended to ``buffers_out`` when given.
     """
     names = list(global_params)
     k = len(index)
-    pad_b = max((len(c[0]) for c in schedule.batches), default=1)
+    pad_b = max((len(c[0]) for c in schedule.batches if c), default=1)
+    empty = [i for i, c in enumerate(schedule.batches) if not c]
     loss = _loss_fn(model, recipe, {})
     if vectorized and k > 0:
         idx, mask, _ = _gather(schedule, 0, list(range(k)), index, pad_b)
@@ -557,6 +604,9 @@ def minibatch_gradients(
     else:
         rows = []
         for i in range(k):
+            if not schedule.batches[i]:
+                rows.append(torch.cat([torch.zeros_like(global_params[n]).reshape(-1) for n in names]))
+                continue
             b = schedule.batches[i][0]
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t] if prepare is None else prepare(x[idx_t])
@@ -569,6 +619,8 @@ def minibatch_gradients(
     if recipe.weight_decay:
         theta = torch.cat([global_params[n].reshape(-1) for n in names])
         G = G + recipe.weight_decay * theta
+    if empty:
+        G[empty] = 0.0
     return G.detach()
 
 

@@ -159,8 +159,9 @@ class Flame(Aggregator):
         X = U[rows]
         if self.on == "models" and ctx.global_params is not None:
             X = X + ctx.global_params.to(X.dtype)
-        D = pairwise_cosine_distances(X).to(torch.float64).cpu().numpy()
-        D = (D + D.T) / 2  # exactly symmetric (the Gram arithmetic leaves rounding asymmetries)
+        D = pairwise_cosine_distances(X.to(torch.float64)).cpu().numpy()
+        D = np.clip(np.nan_to_num(0.5 * (D + D.T), nan=2.0, posinf=2.0, neginf=2.0), 0.0, 2.0)  # exact symmetry for HDBSCAN
+        np.fill_diagonal(D, 0.0)
         mcs = self.min_cluster_size or (n // 2 + 1)
         sub = hdbscan_largest(D, mcs, 1, allow_single_cluster=True, metric="precomputed")
         keep = torch.zeros_like(ok)

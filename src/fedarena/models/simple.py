@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import MODELS
 
 
@@ -16,6 +17,10 @@ class MLP(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, hidden: tuple[int, ...] = (64,)):
         super().__init__()
+        for h in hidden:
+            if not 1 <= h <= 100_000:
+                raise ConfigError("model.hidden", f"layer widths must be in 1..100000 (got {list(hidden)})",
+                                  "a list of positive integers, e.g. [64] or [200, 200]")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for h in hidden:

@@ -291,14 +291,17 @@ Runtime (C21) is measured on this shared CPU; only ratios are meaningful.
                                  lambda r, n=name: defense_pair(r, n), None, "reported"))
         return out
 
-    def write_files(self, quick: bool, results: Results, out: Path) -> None:
+    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
         pairs = [("fig4_whole_cos.png", "def/cos-hdbscan/unadapted", "feas/cos-whole", "whole model, cosine (Fig. 4)"),
                  ("fig6_layers_cos_l2.png", "unadapted/cos+l2-layers", "feas/cos+l2-layers", "all layers, cosine + Euclidean (Fig. 6)")]
         if not quick:
             pairs.insert(1, ("fig5_last_cos.png", "def/foolsgold/unadapted", "feas/cos-last", "last layer, cosine (Fig. 5)"))
+        written = []
         for fname, un, ad, title in pairs:
             if un in results.runs and ad in results.runs:
                 plot_ranges(results.runs[un], results.runs[ad], out / fname, title)
+                written.append(out / fname)
+        return written
 
 
 # ---------------------------------------------------------------------- claim helpers

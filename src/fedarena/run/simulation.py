@@ -11,13 +11,13 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, is_noop, runs_local_training
+from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, ServerView, is_noop, runs_local_training
 from ..core.distances import update_metric_values
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
@@ -30,6 +30,8 @@ from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
+from .recovery import spike_metrics
+from .sampling import attacker_count, draw_cohort
 
 
 @dataclass
@@ -51,7 +53,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
     """The run's dataset; loaded once per process and shared (read-only) by later runs."""
-    opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download}
+    opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download, "verify": cfg.data.verify}
     if cfg.data.dataset == "synthetic":
         opts.update(cfg.data.synthetic)
     key = (cfg.data.dataset, repr(sorted(opts.items())))
@@ -80,10 +82,26 @@ def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Gen
     return PARTITIONS.get(name)(labels, cfg.fl.num_clients, rng, **opts)
 
 
+def chosen_malicious(ids: Sequence[int], num_clients: int) -> np.ndarray:
+    """Sorted unique malicious client ids, checked against ``fl.num_clients``."""
+    out = np.unique(np.asarray(list(ids), dtype=np.int64))
+    if len(out) and (out[0] < 0 or out[-1] >= num_clients):
+        raise ConfigError("malicious", f"client ids must be in 0..{num_clients - 1} (got {out.tolist()})",
+                          f"0..{num_clients - 1}")
+    return out
+
+
 class Simulation:
     """Set up everything a run needs from a validated config; :meth:`run` plays it."""
 
-    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None):
+    #: what a checkpoint saves besides the Stateful components (attack, defense pipeline):
+    #: everything the next round depends on that set-up does not rebuild from the config
+    STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "client_opt_state", "prev_update"]
+
+    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None,
+                 malicious: Optional[Sequence[int]] = None):
+        """``malicious``: the malicious client ids (default: ``attack.num_malicious`` ids
+        drawn from the attack stream)."""
         self.cfg = cfg
         self.streams = SeedStreams(cfg.seed)
         self.device = resolve_device(cfg.fl.device)
@@ -99,10 +117,17 @@ class Simulation:
         self.layout = ParamLayout.from_params(self.params, getattr(self.model, "layer_groups", None))
 
         self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
-        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download)
+        if cfg.attack.optimize is not None:  # search the attack's strength against the defense each round
+            from ..attacks.optimize import OptimizedAttack
+
+            self.attack = OptimizedAttack(self.attack, **cfg.attack.optimize.model_dump())
+        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download,
+                        cfg.data.verify)
         self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
         self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
+        if malicious is not None:
+            self.malicious = chosen_malicious(malicious, cfg.fl.num_clients)
         self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
         self.is_malicious[self.malicious] = True
 
@@ -116,8 +141,10 @@ class Simulation:
         self.recipe = TrainRecipe(
             lr=cfg.fl.lr, momentum=cfg.fl.momentum, weight_decay=cfg.fl.weight_decay, batch_size=cfg.fl.batch_size,
             epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
+            optimizer=cfg.fl.optimizer, betas=tuple(cfg.fl.adam_betas), eps=cfg.fl.adam_eps,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
+        self.benign_recipe = self.recipe.with_(step_hook=cfg.defense.client_hook())  # attackers train without it
         if cfg.fl.algorithm == "fedsgd" and runs_local_training(self.attack):
             raise ConfigError("attack.name", f"{cfg.attack.name!r} runs its own local training, which needs "
                               "fl.algorithm=fedavg", "fl.algorithm=fedavg")
@@ -125,8 +152,13 @@ class Simulation:
             raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
         self.root_index = self._root_index()
         self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
+        # fl.client_state=persistent: each client's local optimizer state (momentum buffer, Adam
+        # moments and step count; flat tensors on the run's device), kept between its participations
+        self.client_opt_state: dict[int, dict[str, torch.Tensor]] = {}
         self.prev_update: Optional[torch.Tensor] = None
+        self._heldout: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # aggregator-aware attackers' loss batch
         self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
+        self.next_round = 0  # the round run() starts at (> 0 after loading a checkpoint)
 
     # ------------------------------------------------------------ set-up helpers
     def _poison_clients(self) -> None:
@@ -183,24 +215,20 @@ class Simulation:
 
     # ------------------------------------------------------------ one round
     def sample_clients(self, t: int) -> np.ndarray:
-        """The round's cohort: uniform without replacement (``fl.sampling=uniform``), or with
-        exactly ``round(k * num_malicious / num_clients)`` malicious clients
-        (``fl.sampling=fixed-malicious``, a fixed attacker fraction every round)."""
-        k, n = self.cfg.cohort_size, self.cfg.fl.num_clients
-        if k == n:
-            return np.arange(k)
-        rng = self.streams.numpy("sampling", t)
-        if self.cfg.fl.sampling == "uniform":
-            return np.sort(rng.choice(n, k, replace=False))
-        m = min(len(self.malicious), round(k * len(self.malicious) / n))
-        benign = np.flatnonzero(~self.is_malicious)
-        return np.sort(np.concatenate([rng.choice(self.malicious, m, replace=False),
-                                       rng.choice(benign, k - m, replace=False)]))
+        """The round's cohort, drawn by the ``fl.sampling`` schedule (:mod:`fedarena.run.sampling`)
+        from the round's own ``sampling`` stream (the same for every defense)."""
+        fl, k = self.cfg.fl, self.cfg.cohort_size
+        m = attacker_count(t, fl.sampling, k, fl.num_clients, len(self.malicious), period=fl.period,
+                           spike_rounds=fl.spike_rounds, spike_malicious=fl.spike_malicious,
+                           counts=fl.malicious_counts, forced_rounds=fl.forced_rounds,
+                           forced_malicious=fl.forced_malicious)
+        return draw_cohort(self.streams.numpy("sampling", t), k, fl.num_clients, self.malicious, self.is_malicious, m)
 
     def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
         """Rows of U before crafting: each client's honest (or data-poisoned) update."""
         cfg = self.cfg
         recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
+        benign = recipe.with_(step_hook=self.benign_recipe.step_hook)
         groups: dict[TrainRecipe, list[int]] = {}
         index: list[np.ndarray] = []
         own_loop: list[int] = []  # rows whose local training the attack runs itself
@@ -213,14 +241,16 @@ class Simulation:
                 continue
             if mal and not self.attack.trains:
                 continue  # its row is crafted; no training needed
-            r = (self.attack.recipe(recipe, cid) if mal else None) or recipe
+            r = ((self.attack.recipe(recipe, cid) or recipe) if mal else benign)
             groups.setdefault(r, []).append(row)
         d = self.layout.dim
         U = torch.zeros(len(cohort), d, device=self.device)
         seq_model = has_buffers(self.model) or not cfg.fl.vectorize
         new_buffers: list[dict[str, torch.Tensor]] = []
+        persistent = cfg.fl.client_state == "persistent"
         for r, rows in groups.items():
             idx = [index[i] for i in rows]
+            states = [self.client_opt_state.get(int(cohort[i])) for i in rows] if persistent else None
             rngs = [self.streams.numpy("training", t, int(cohort[i])) for i in rows]
             sched = BatchSchedule.build([len(a) for a in idx], r, rngs)
             torch.manual_seed(self.streams.seed_of("training") + t)  # dropout masks
@@ -231,15 +261,17 @@ class Simulation:
             elif r.vectorize and not seq_model:
                 if len(rows) == len(cohort):  # one group: train straight into U (no second k x d copy)
                     train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                     cfg.fl.chunk_size, self.prepare, out=U)
+                                     cfg.fl.chunk_size, self.prepare, out=U, opt_states=states)
                 else:
                     U[rows] = train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                               cfg.fl.chunk_size, self.prepare)
+                                               cfg.fl.chunk_size, self.prepare, opt_states=states)
             else:
                 rows_u, bufs = train_sequential(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                                self.prepare, self.buffers)
+                                                self.prepare, self.buffers, opt_states=states)
                 U[rows] = rows_u
                 new_buffers += bufs
+            if states is not None:
+                self.client_opt_state.update({int(cohort[i]): st for i, st in zip(rows, states)})
         if own_loop:
             U[own_loop] = self.attacker_training(t, cohort, own_loop, index, recipe, U).to(U.dtype)
         if new_buffers and self.buffers:
@@ -307,43 +339,80 @@ class Simulation:
         cohort = self.sample_clients(t)
         active = self.attack_active(t)
         mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
-        U = self.local_updates(t, cohort, active)
+        raw_U = self.local_updates(t, cohort, active)
+        U = self.pipeline.client_upload(raw_U, self.streams.torch("defense", t, 1))  # e.g. local DP noise
         honest_U = U
-        if active and mal_mask.any():
-            rows = np.flatnonzero(mal_mask)
-            view = RoundView(
-                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
-                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
-                own_updates=U[rows].clone(),
-                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
-                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
-                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
-            )
-            crafted = self.attack.craft(view)
-            if crafted is not None:
-                U = U.clone()
-                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
         ctx = RoundContext(
             round=t, layout=self.layout, client_ids=torch.from_numpy(cohort),
             num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
             f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
             generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
             root_gradient=self.root_gradient(t) if self.root_index is not None else None,
-            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm},
+            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm,
+                    "sampling_rate": cfg.cohort_size / cfg.fl.num_clients},
         )
+        if active and mal_mask.any():
+            rows = np.flatnonzero(mal_mask)
+            view = RoundView(
+                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
+                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
+                own_updates=raw_U[rows].clone(), uploads=U[rows].clone() if U is not raw_U else None,
+                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
+                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
+                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
+                benign_ids=torch.from_numpy(cohort[~mal_mask]) if self.attack.threat.knowledge == "benign" else None,
+                server=self._server_view(t, ctx, rows) if self.attack.threat.aggregator_aware else None,
+            )
+            crafted = self.attack.craft(view)
+            if crafted is not None:
+                U = U.clone()
+                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
         agg = self.pipeline(U, ctx)
         update = agg.update
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
                                   "extras": self.client_extras(U, mal_mask, cohort)}
         if not torch.isfinite(update).all():
-            record["error"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
-                               "the run stopped here")
+            record["diverged"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
+                                  "the run stopped here")
             return record
-        step = -self.lr_at(t) * update if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr * update
-        flat = self.flat_params + step
+        flat = self.flat_params + self.server_step(t, update)
+        if not torch.isfinite(flat).all():
+            record["diverged"] = f"round {t}: the model's parameters became NaN/Inf; the run stopped here"
+            return record
         self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
         self.prev_update = update.detach()
         return record
+
+    def server_step(self, t: int, update: torch.Tensor) -> torch.Tensor:
+        """The change of the flat global parameters an aggregate causes in round ``t``."""
+        return -self.lr_at(t) * update if self.cfg.fl.algorithm == "fedsgd" else self.cfg.fl.server_lr * update
+
+    def _server_view(self, t: int, ctx: RoundContext, rows: np.ndarray) -> ServerView:
+        """What an aggregator-aware attack sees of the server (:class:`ServerView`)."""
+        return ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.from_numpy(rows),
+                          step=lambda u: self.server_step(t, u), loss=self._attacker_loss)
+
+    def _attacker_loss(self, flat: torch.Tensor) -> float:
+        """Loss of the model at ``flat`` on the malicious clients' held-out batch: up to
+        ``attack.optimize.batch_size`` (256) samples of their clean data, drawn once per run."""
+        if self._heldout is None:
+            idx = np.concatenate([self.client_index[int(c)] for c in self.malicious])
+            opt = self.cfg.attack.optimize
+            size = min(len(idx), opt.batch_size if opt is not None else 256)
+            pick = torch.from_numpy(np.sort(self.streams.numpy("attack", 5).choice(idx, size, replace=False)))
+            pick = pick.to(self.device)
+            self._heldout = (self.data.x_train[pick], self.data.y_train[pick])
+        x, y = self._heldout
+        params = self.layout.unflatten(flat)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                xb = x if self.prepare is None else self.prepare(x)
+                logits = functional_call(self.model, (params, self.buffers), (xb,))
+                return float(torch.nn.functional.cross_entropy(logits, y))
+        finally:
+            self.model.train(was_training)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -359,7 +428,9 @@ class Simulation:
             outs.append(functional_call(self.model, (self.params, self.buffers), (xb,)))
         self.model.train()
         logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes)
-        return logits, logits.argmax(1)
+        # a NaN/Inf output is no prediction: counted wrong for every class (-1)
+        pred = torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1)
+        return logits, pred
 
     def evaluate(self) -> dict[str, Any]:
         logits, pred = self.predict(self.data.x_test)
@@ -375,30 +446,53 @@ class Simulation:
         return out
 
     # ------------------------------------------------------------ the loop
-    def run(self, progress: Optional[Callable[[int, dict], None]] = None) -> RunResult:
+    def run(self, progress: Optional[Callable[[int, dict], None]] = None,
+            on_round: Optional[Callable[[int, dict[str, list]], None]] = None,
+            result: Optional[RunResult] = None) -> RunResult:
+        """Play rounds ``next_round .. fl.rounds - 1``.
+
+        ``on_round(t, records)``: called after every round with the round's new records,
+        ``{"metrics": [...], "clients": [...], "rounds": [...]}`` (a records sink such as
+        :class:`fedarena.run.records.RunWriter`). ``result``: the records of the rounds
+        before ``next_round`` when a run continues from a checkpoint.
+
+        A run whose aggregate, parameters or test loss become NaN/Inf stops at that round
+        with ``status: diverged``.
+        """
         cfg = self.cfg
-        result = RunResult(cfg)
+        result = result or RunResult(cfg)
         start = time.perf_counter()
-        error = None
-        completed = 0
-        last_eval: dict[str, Any] = {}
-        for t in range(cfg.fl.rounds):
+        error, diverged_at = None, None
+        last_eval: dict[str, Any] = result.metrics[-1] if result.metrics else {}
+        for t in range(self.next_round, cfg.fl.rounds):
             rec = self.run_round(t)
-            result.clients.extend(client_records(rec, self.is_malicious))
-            result.rounds.append(round_record(rec, self.attack))
-            if "error" in rec:
-                error = rec["error"]
+            new = {"metrics": [], "clients": client_records(rec, self.is_malicious), "rounds": [round_record(rec, self.attack)]}
+            error = rec.get("diverged")
+            if error is None:
+                self.next_round = t + 1
+                if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
+                    ev = self.evaluate()
+                    last_eval = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
+                    new["metrics"].append(last_eval)
+                    if not math.isfinite(ev["loss"]):
+                        error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
+            for key, rows in new.items():
+                getattr(result, key).extend(rows)
+            if on_round:
+                on_round(t, new)
+            if error is not None:
+                diverged_at = t
                 break
-            completed = t + 1
-            if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
-                ev = self.evaluate()
-                row = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
-                result.metrics.append(row)
-                last_eval = row
             if progress:
                 progress(t, last_eval)
         wall = time.perf_counter() - start
-        result.summary = summarize(result.metrics, cfg, wall, error, completed)
+        result.summary = summarize(result.metrics, cfg, wall, error, self.next_round)
+        result.summary["diverged_at"] = diverged_at
+        if self.backdoor_test is not None:  # backdoor accuracy by round type, recovery after spikes
+            bd = {m["round"]: m.get("backdoor_acc") for m in result.metrics}
+            result.summary.update(spike_metrics([r["num_attacking"] for r in result.rounds],
+                                                [bd.get(t) for t in range(len(result.rounds))],
+                                                cfg.cohort_size, cfg.eval.recovery_threshold))
         return result
 
 
@@ -435,6 +529,8 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
     cos = cosine_to(torch.nan_to_num(U, nan=0.0, posinf=0.0, neginf=0.0),
                     torch.nan_to_num(agg.update, nan=0.0, posinf=0.0, neginf=0.0)).tolist()
     w = agg.weights.tolist() if agg.weights is not None else None
+    scores = agg.info.get("client_scores")  # a rule's per-row suspicion score (detection metrics)
+    scores = scores.tolist() if isinstance(scores, torch.Tensor) and scores.numel() == len(rec["cohort"]) else None
     out = []
     for i, cid in enumerate(rec["cohort"]):
         r = {"round": rec["round"], "client": int(cid), "malicious": bool(is_malicious[cid]),
@@ -444,6 +540,8 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
             r[key] = w[i]
         if rec.get("extras"):
             r.update(rec["extras"][i])
+        if scores is not None:
+            r["score"] = _finite_or_none(float(scores[i]))
         out.append(r)
     return out
 
@@ -466,6 +564,6 @@ def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Op
         "max_backdoor_acc": max(bd) if bd else None,
         "final_base_acc": last.get("base_acc"),
         "wall_time_s": round(wall, 3),
-        "status": "ok" if error is None else "stopped",
+        "status": "ok" if error is None else "diverged",
         "error": error,
     }
