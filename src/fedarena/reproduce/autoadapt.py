@@ -182,7 +182,7 @@ Runtime (C21) is measured on this shared CPU; only ratios are meaningful.
             "box7": {lr: toys.toy_box7(lr, steps) for lr in (0.1, 0.01, 0.001)},
             "eq2": {a: toys.toy_eq2(a, lr=0.1, steps=500) for a in (0.1, 0.3, 0.5, 0.7, 0.9)},
             "multiscale_aa": toys.toy_multiscale("autoadapt", lr=0.01, steps=4 * steps),
-            "multiscale_aa_box6": _multiscale_box6(4 * steps),
+            "multiscale_aa_box6": toys.toy_multiscale("autoadapt", lr=0.01, steps=4 * steps, reset="never"),
             "multiscale_eq2": {a: toys.toy_multiscale("eq2", alpha=a, lr=0.01, steps=4 * steps) for a in (0.1, 0.5, 0.9)},
             "memory": toys.toy_memory_sequence(),
         }
@@ -310,25 +310,6 @@ Runtime (C21) is measured on this shared CPU; only ratios are meaningful.
 def _median(v: list[Optional[float]]) -> Optional[float]:
     v = [x for x in v if x is not None]
     return statistics.median(v) if v else None
-
-
-def _multiscale_box6(steps: int) -> dict[str, float]:
-    """C6 with plain AL (box 6): the same toy without the manual reset, for the notes."""
-    from ..attacks import autoadapt as aa
-
-    s = torch.tensor((10.0, 0.01), dtype=torch.float64)
-    x = torch.full((2,), 3.0, dtype=torch.float64, requires_grad=True)
-    mu = torch.zeros(2, dtype=torch.float64)
-    for _ in range(steps):
-        h = s * (x - 1)
-        loss = ((x - 3) ** 2).sum() + aa.al_penalty(h, mu, 10.0)
-        (gx,) = torch.autograd.grad(loss, x)
-        with torch.no_grad():
-            x -= 0.01 * gx
-            hn = s * (x - 1)
-        mu = aa.update_mu(mu, hn, 10.0, "never")
-    h = s * (x.detach() - 1)
-    return {"h_large": float(h[0]), "h_small": float(h[1]), "violations": int((h > 1e-9).sum())}
 
 
 def eq2_layers(r: Results, s: dict, bpe: int) -> Stat:
