@@ -224,6 +224,20 @@ def make_net(model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: d
     return net
 
 
+def make_optimizer(net: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """The benign clients' optimizer (``fl.optimizer``: SGD with momentum and weight decay,
+    Adam or AdamW), used for the benign reference models and the unconstrained phase; the
+    constrained phase always runs plain SGD (momentum and decay off, Sect. IV)."""
+    kind = getattr(recipe, "optimizer", "sgd")
+    if kind == "adam":
+        return torch.optim.Adam(net.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
+                                weight_decay=recipe.weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
+                                 weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
 def train_loop(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: np.ndarray,
                prepare: Optional[Callable], recipe: TrainRecipe, rng: np.random.Generator,
                cfg: LoopConfig, cons: Optional[Constraints] = None) -> LoopResult:
@@ -231,7 +245,7 @@ def train_loop(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: np
     epochs of SGD (plus up to ``cfg.max_extra_epochs``), with the objective of
     ``cfg.mode``; return the submitted flat parameters and the client's log."""
     start = time.perf_counter()
-    opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    opt = make_optimizer(net, recipe)
     n, bs = len(index), recipe.batch_size
     constrained = cfg.mode == "eq2"
     tracking = cons is not None and (cfg.mode == "autoadapt" or cfg.track)
@@ -414,6 +428,9 @@ class _RangeAdaptiveBackdoor(Backdoor):
         raise NotImplementedError
 
     def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
+        if ctx.recipe.steps is not None:
+            raise ConfigError("fl.local_steps", f"attack {self.registered_name!r} trains in epochs (its activation "
+                              "epoch and epoch budget)", "unset fl.local_steps; use fl.local_epochs")
         g = ctx.layout.flatten(ctx.global_params).detach()
         m = len(ctx.client_ids)
         seeds = torch.randint(0, 2**31 - 1, (m,), generator=ctx.generator).tolist()
