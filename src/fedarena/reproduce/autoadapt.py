@@ -186,7 +186,8 @@ Runtime (C21) is measured on this shared CPU; only ratios are meaningful.
             "multiscale_eq2": {a: toys.toy_multiscale("eq2", alpha=a, lr=0.01, steps=4 * steps) for a in (0.1, 0.5, 0.9)},
             "memory": toys.toy_memory_sequence(),
         }
-        out["runtime"] = runtime_table(quick, s["reps"])
+        ref = results.runs.get("unadapted")
+        out["runtime"] = runtime_table(quick, s["reps"], ref.config if ref is not None else None)
         out["Runtime (C21)"] = runtime_markdown(out["runtime"])
         out["Feasibility (C7-C12)"] = feasibility_markdown(results, quick)
         return out
@@ -380,15 +381,17 @@ def feasibility_markdown(results: Results, quick: bool) -> str:
 # ---------------------------------------------------------------------- runtime (Table I)
 
 
-def runtime_table(quick: bool, reps: int) -> dict[str, Any]:
+def runtime_table(quick: bool, reps: int, like: Optional[Any] = None) -> dict[str, Any]:
     """Table I the paper's way: one client, ten epochs (quick: five), mean wall time over
     ``reps`` runs of: no adaptation, Eq. 2 (a = 0.9, every epoch), AutoAdapt with three and
     with one constrained epoch (activation at E-2 and E); the sweep is 9 x Eq. 2 (computed,
     as the paper did). Single metric, whole model (decision 23); the ranges (steps 1-3) are
-    excluded, as in the paper."""
-    tree = base_tree(quick)
+    excluded, as in the paper. ``like``: a run's config whose data settings (``data.root``)
+    are used."""
+    tree = like.model_dump(mode="json") if like is not None else base_tree(quick)
     tree = deep_update(tree, {"fl": {"rounds": scale(quick)["R"]}})
     tree["attack"] = {"name": "none", "num_malicious": 0}
+    tree["defense"] = {"name": "fedavg"}
     sim = Simulation(load_config(None, base=tree))
     for t in range(scale(quick)["R"]):
         sim.run_round(t)
