@@ -78,3 +78,9 @@ def test_cli_bench_passes_quick_and_out(monkeypatch, tmp_path):
     res = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert seen == {"quick": True, "out": tmp_path}
+
+
+def test_constrained_epoch_cost():
+    r = bench.bench_constrained(reps=1, samples=32)
+    assert set(r["constrained_over_unconstrained"]) == {"cos/whole", "cos+l2/layers"}
+    assert all(v > 0 for v in r["constrained_over_unconstrained"].values())
