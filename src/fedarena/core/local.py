@@ -15,6 +15,12 @@ Two paths with the same arithmetic:
 
 Both read the same :class:`BatchSchedule`, so for the same recipe they give the same
 updates (tested in ``tests/test_local.py``).
+
+Every client starts from the round's global parameters (one shared set), or from its
+own row of stacked initial parameters (``global_params`` with a leading axis, selected by
+``owner``): that is how several runs train in one call, runs being one more batch axis
+(:mod:`fedarena.run.lockstep`). The learning rate may be a per-client tensor for the same
+reason.
 """
 
 from __future__ import annotations
@@ -315,13 +321,15 @@ def auto_strategy(model: torch.nn.Module, device: torch.device | str, sample: Op
 
 
 def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: Optional[list[torch.Tensor]],
-               recipe: TrainRecipe, active: Optional[torch.Tensor]) -> Optional[list[torch.Tensor]]:
+               recipe: TrainRecipe, active: Optional[torch.Tensor],
+               lr: Optional[torch.Tensor] = None) -> Optional[list[torch.Tensor]]:
     """One in-place SGD step on stacked ``(k, ...)`` tensors (PyTorch's SGD semantics:
     gradient clipping per client, weight decay, momentum ``b = mu b + g``, ``p -= lr b``).
     Both training paths use it; the sequential one passes ``k = 1`` views.
 
     ``active``: ``(k,)`` flags, ``None`` when every client steps (the fused fast path:
-    a handful of ``torch._foreach_*`` calls for all parameters). Returns the momentum buffers.
+    a handful of ``torch._foreach_*`` calls for all parameters). ``lr``: ``(k,)`` per-client
+    learning rates (``None``: ``recipe.lr`` for all). Returns the momentum buffers.
     """
     lead = 1
     if recipe.grad_clip is not None:
@@ -343,16 +351,122 @@ def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: Opti
         grads = new_b
     else:
         new_b = None
+    if lr is not None:
+        grads = torch._foreach_mul(grads, _bcast(lr, grads))
+    step = 1.0 if lr is not None else recipe.lr
     if active is None:
-        torch._foreach_add_(params, grads, alpha=-recipe.lr)
+        torch._foreach_add_(params, grads, alpha=-step)
     else:
         for p, g, ai in zip(params, grads, _bcast(active, grads)):
-            p.sub_(ai * (recipe.lr * g))
+            p.sub_(ai * (step * g))
     return new_b
 
 
 def _bcast(active: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
     return [active.reshape(-1, *([1] * (t.dim() - 1))).to(t.dtype) for t in like]
+
+
+def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
+                    owner: Optional[Sequence[int]]) -> tuple[Params, Optional[torch.Tensor]]:
+    """Detached initial parameters and, when they are stacked (one row per run or per
+    client, the leading axis), the row each of the ``k`` clients starts from."""
+    gp = {n: v.detach() for n, v in global_params.items()}
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    name, first = next(iter(gp.items()))
+    if first.shape == shapes[name]:
+        if owner is not None:
+            raise ValueError("owner is only meaningful with stacked global_params (a leading row axis)")
+        return gp, None
+    if first.dim() != len(shapes[name]) + 1 or first.shape[1:] != shapes[name]:
+        raise ValueError(f"global_params[{name!r}] must have shape {tuple(shapes[name])} or (rows, "
+                         f"*{tuple(shapes[name])}) (got {tuple(first.shape)})")
+    rows = first.shape[0]
+    own = torch.arange(k) if owner is None else torch.as_tensor(np.asarray(owner), dtype=torch.long)
+    if len(own) != k or (k and (int(own.min()) < 0 or int(own.max()) >= rows)):
+        raise ValueError(f"owner must hold {k} row indices in 0..{rows - 1}")
+    return gp, own.to(first.device)
+
+
+class _ChunkGrad:
+    """Per-client gradients of a chunk of clients with stacked ``(kc, ...)`` parameters:
+    every client's loss on its own batch, summed, and one ``autograd.grad`` (client
+    ``i``'s parameters only enter loss ``i``). ``strategy``: see :func:`train_vectorized`."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str], recipe: TrainRecipe, strategy: str, shared_gp: bool):
+        self.model, self.names, self.recipe, self.strategy = model, names, recipe, strategy
+        self.loss = _loss_fn(model, recipe, {})
+        self.logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
+        self.extra = (vmap(recipe.extra_loss, in_dims=(0, None if shared_gp else 0))
+                      if recipe.extra_loss is not None else None)
+        self.shared_gp = shared_gp
+
+    def leaves(self, init: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Stacked copies of ``init`` set up for autograd (for ``"loop"`` each client's
+        slice is its own leaf: no O(k^2) select-backward)."""
+        params = [p.clone() for p in init]
+        if self.strategy in ("vmap", "fold"):
+            return [p.requires_grad_(True) for p in params]
+        self._leaves = [[p[j].requires_grad_(True) for p in params] for j in range(params[0].shape[0] if params else 0)]
+        return params
+
+    def __call__(self, params: list[torch.Tensor], xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor],
+                 gp: Params, live: Optional[Sequence[int]] = None) -> list[torch.Tensor]:
+        """Gradients ``(kc, ...)``; ``wb=None``: every client has a full batch; ``live``:
+        the clients that step (``"loop"``; None: all)."""
+        names, kc = self.names, xb.shape[0]
+        if self.strategy in ("vmap", "fold"):
+            pd = dict(zip(names, params))
+            logits = (_fold_logits(self.model, names, params, xb) if self.strategy == "fold"
+                      else self.logits(pd, xb))
+            b = yb.shape[1]
+            per = self.recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(), yb.reshape(-1))
+            if wb is None:  # the mean over B of each client, summed: the sum over k*B over B
+                total = per.sum() / b
+            else:
+                total = ((per.reshape(kc, b) * wb).sum(1) / wb.sum(1).clamp_min(1.0)).sum()
+            if self.extra is not None:
+                total = total + self.extra(pd, gp).sum()
+            grads = list(torch.autograd.grad(total, params, allow_unused=True))
+            return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        live = list(range(kc)) if live is None else list(live)
+        w = torch.ones_like(yb, dtype=torch.float32) if wb is None else wb
+        gp_of = (lambda j: gp) if self.shared_gp else (lambda j: {n: v[j] for n, v in gp.items()})
+        total = sum(self.loss(dict(zip(names, self._leaves[j])), xb[j], yb[j], w[j], gp_of(j)) for j in live)
+        flat_leaves = [t for j in live for t in self._leaves[j]]
+        g_live = torch.autograd.grad(total, flat_leaves, allow_unused=True)
+        nn_ = len(names)
+        grads = []
+        for q, p in enumerate(params):
+            gq = [g_live[i * nn_ + q] for i in range(len(live))]
+            gq = [torch.zeros_like(p[0]) if g is None else g for g in gq]
+            if len(live) == kc:
+                grads.append(torch.stack(gq))
+            else:
+                full = torch.zeros_like(p)
+                full[live] = torch.stack(gq)
+                grads.append(full)
+        return grads
+
+
+def _resolve_strategy(model: torch.nn.Module, x: torch.Tensor, prepare, strategy: str, chunk: int) -> str:
+    if strategy == "auto" and chunk <= 1:
+        return "loop"  # one client per call: plain autograd, nothing to vectorize
+    if strategy == "auto":
+        strategy = auto_strategy(model, x.device, prepare(x[:1])[0] if prepare is not None and len(x) else
+                                 (x[0] if len(x) else None))
+    if strategy not in ("vmap", "loop", "fold"):
+        raise ValueError(f"strategy must be 'auto', 'vmap', 'loop' or 'fold' (got {strategy!r})")
+    return strategy
+
+
+def _chunk_rows(gp: Params, names: list[str], own: Optional[torch.Tensor], start: int, kc: int) -> tuple[list[torch.Tensor], Params]:
+    """Initial stacked parameters of clients ``start .. start+kc`` and the global
+    parameters their hooks see (shared, or one row per client)."""
+    if own is None:
+        return [gp[n].unsqueeze(0).expand(kc, *gp[n].shape) for n in names], gp
+    sel = own[start : start + kc]
+    rows = {n: gp[n].index_select(0, sel) for n in names}
+    return [rows[n] for n in names], rows
 
 
 def train_vectorized(
@@ -367,11 +481,18 @@ def train_vectorized(
     prepare=None,
     strategy: str = "auto",
     out: Optional[torch.Tensor] = None,
+    owner: Optional[Sequence[int]] = None,
+    lr: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Train ``len(index)`` clients from ``global_params``; return their updates ``(k, d)``.
 
     ``x``/``y`` is the sample store; ``index[i]`` holds the rows of client ``i``'s data in it
     (the schedule's batches index into ``index[i]``). ``prepare`` maps raw inputs to model inputs (normalisation).
+
+    ``global_params``: one shared set (every client starts there), or stacked ``(R, ...)``
+    rows with ``owner[i]`` the row client ``i`` starts from (``owner=None``: row ``i``);
+    updates are relative to each client's own start. ``lr``: optional ``(k,)`` per-client
+    learning rates (default ``recipe.lr``).
 
     ``out``: an optional ``(k, d)`` tensor to write the updates into (e.g. the round's
     ``U``), so that a large round holds one update matrix, not two.
@@ -393,94 +514,50 @@ def train_vectorized(
     :func:`train_sequential` (tested).
     """
     k = len(index)
-    names = list(global_params)
-    d = sum(p.numel() for p in global_params.values())
+    gp, own = _initial_params(model, global_params, k, owner)
+    names = list(gp)
+    d = sum(p.numel() for p in model.parameters())
     if chunk_size is None:
         chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
-    if strategy == "auto" and min(chunk_size, k) <= 1:
-        strategy = "loop"  # one client per call: plain autograd, nothing to vectorize
-    if strategy == "auto":
-        strategy = auto_strategy(model, x.device, prepare(x[:1])[0] if prepare is not None and len(x) else
-                                 (x[0] if len(x) else None))
-    if strategy not in ("vmap", "loop", "fold"):
-        raise ValueError(f"strategy must be 'auto', 'vmap', 'loop' or 'fold' (got {strategy!r})")
-    dtype = next(iter(global_params.values())).dtype
+    strategy = _resolve_strategy(model, x, prepare, strategy, min(chunk_size, k))
+    dtype = next(iter(gp.values())).dtype
     if out is None:
         out = torch.empty(k, d, dtype=dtype, device=x.device)
     elif out.shape != (k, d):
         raise ValueError(f"out must have shape {(k, d)} (got {tuple(out.shape)})")
-    loss = _loss_fn(model, recipe, {})
-    batched_logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
-    batched_extra = vmap(recipe.extra_loss, in_dims=(0, None)) if recipe.extra_loss is not None else None
-
-    def batched_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor]) -> torch.Tensor:
-        """Sum over clients of :func:`_loss_fn`; the per-sample loss runs outside vmap on ``(k*B,)``.
-        ``wb=None``: every client has a full batch (the mean is the sum over ``k*B`` over ``B``)."""
-        if strategy == "fold":
-            logits = _fold_logits(model, names, [params[n] for n in names], xb)
-        else:
-            logits = batched_logits(params, xb)
-        kc, b = yb.shape
-        per = recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(), yb.reshape(-1))
-        if wb is None:
-            total = per.sum() / b
-        else:
-            total = ((per.reshape(kc, b) * wb).sum(1) / wb.sum(1).clamp_min(1.0)).sum()
-        if batched_extra is not None:
-            total = total + batched_extra(params, gp).sum()
-        return total
-    gp = {n: v.detach() for n, v in global_params.items()}
+    if lr is not None:
+        lr = torch.as_tensor(lr, dtype=dtype, device=x.device).reshape(k)
+    chunk_grad = _ChunkGrad(model, names, recipe, strategy, own is None)
+    proj = (vmap(recipe.project, in_dims=(0, None if own is None else 0)) if recipe.project is not None else None)
     pad_b = max((len(b) for c in schedule.batches for b in c), default=1)
     with torch.enable_grad():
         for start in range(0, k, chunk_size):
             rows = list(range(start, min(k, start + chunk_size)))
             kc = len(rows)
+            init, gpc = _chunk_rows(gp, names, own, start, kc)
+            lr_c = None if lr is None else lr[start : start + kc]
             plan = _plan(schedule, rows, index, pad_b)
             idx_all = torch.from_numpy(plan.idx).to(x.device)
             mask_all = torch.from_numpy(plan.mask).to(x.device)
             act_all = torch.from_numpy(plan.active).to(x.device)
-            if strategy in ("vmap", "fold"):
-                params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone().requires_grad_(True) for n in names]
-            else:  # stacked storage; each client's slice is its own leaf (no O(k^2) select-backward)
-                params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone() for n in names]
-                leaves = [[p[j].requires_grad_(True) for p in params] for j in range(kc)]
+            params = chunk_grad.leaves(init)
             bufs: Optional[list[torch.Tensor]] = None
             for s in range(len(plan.full)):
                 idx_t = idx_all[s].reshape(-1)  # index_select: several times faster than x[idx] for rows
                 xb = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
                 if prepare is not None:
                     xb = prepare(xb)
-                yb, wb = y.index_select(0, idx_t).reshape(kc, pad_b), mask_all[s]
-                if strategy in ("vmap", "fold"):
-                    total = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
-                    grads = list(torch.autograd.grad(total, params, allow_unused=True))
-                    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-                else:
-                    live = list(range(kc)) if plan.full[s] else np.flatnonzero(plan.active[s]).tolist()
-                    total = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp) for j in live)
-                    flat_leaves = [t for j in live for t in leaves[j]]
-                    g_live = torch.autograd.grad(total, flat_leaves, allow_unused=True)
-                    nn_ = len(names)
-                    grads = []
-                    for q, p in enumerate(params):
-                        gq = [g_live[i * nn_ + q] for i in range(len(live))]
-                        gq = [torch.zeros_like(p[0]) if g is None else g for g in gq]
-                        if len(live) == kc:
-                            grads.append(torch.stack(gq))
-                        else:
-                            full = torch.zeros_like(p)
-                            full[live] = torch.stack(gq)
-                            grads.append(full)
+                yb = y.index_select(0, idx_t).reshape(kc, pad_b)
+                live = None if plan.full[s] else np.flatnonzero(plan.active[s]).tolist()
+                grads = chunk_grad(params, xb, yb, None if plan.full[s] else mask_all[s], gpc, live)
                 with torch.no_grad():
-                    bufs = _sgd_step_(params, grads, bufs, recipe, None if plan.full[s] else act_all[s])
-                    if recipe.project is not None:
-                        projected = vmap(recipe.project, in_dims=(0, None))(
-                            {n: p.detach() for n, p in zip(names, params)}, gp)
+                    bufs = _sgd_step_(params, grads, bufs, recipe, None if plan.full[s] else act_all[s], lr_c)
+                    if proj is not None:
+                        projected = proj({n: p.detach() for n, p in zip(names, params)}, gpc)
                         for n, p in zip(names, params):
                             p.copy_(projected[n])
             with torch.no_grad():
-                out[start : start + kc] = torch.cat([(p - gp[n].unsqueeze(0)).reshape(kc, -1)
-                                                     for n, p in zip(names, params)], dim=1)
+                out[start : start + kc] = torch.cat([(p - i).reshape(kc, -1) for p, i in zip(params, init)], dim=1)
     return out
 
 
@@ -535,40 +612,65 @@ def minibatch_gradients(
     vectorized: bool = True,
     buffers: Optional[Params] = None,
     buffers_out: Optional[list[Params]] = None,
+    chunk_size: Optional[int] = None,
+    owner: Optional[Sequence[int]] = None,
+    strategy: str = "auto",
 ) -> torch.Tensor:
     """FedSGD: each client's gradient on its first scheduled minibatch, ``(k, d)``.
 
     Weight decay, when set, is added to the gradient (``g + wd * theta``). On the
     per-client path each client starts from a copy of ``buffers`` (BatchNorm
     statistics); their updated copies are appended to ``buffers_out`` when given.
+
+    Vectorized, the clients are taken in chunks (``chunk_size``, default
+    :func:`auto_chunk_size`), each one ``autograd.grad`` of the summed losses on stacked
+    parameters, as in :func:`train_vectorized`; ``global_params`` and ``owner`` are
+    read the same way there (shared, or stacked rows, one per run).
     """
-    names = list(global_params)
     k = len(index)
+    gp, own = _initial_params(model, global_params, k, owner)
+    names = list(gp)
+    d = sum(p.numel() for p in model.parameters())
     pad_b = max((len(c[0]) for c in schedule.batches), default=1)
     loss = _loss_fn(model, recipe, {})
     if vectorized and k > 0:
-        idx, mask, _ = _gather(schedule, 0, list(range(k)), index, pad_b)
-        idx_t = torch.from_numpy(idx).to(x.device)
-        xb = x[idx_t] if prepare is None else prepare(x[idx_t])
-        grads = vmap(grad(loss), in_dims=(None, 0, 0, 0, None), randomness="different")(
-            global_params, xb, y[idx_t], torch.from_numpy(mask).to(x.device), global_params
-        )
-        G = torch.cat([grads[n].reshape(k, -1) for n in names], dim=1)
+        if chunk_size is None:
+            chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
+        strategy = _resolve_strategy(model, x, prepare, strategy, min(chunk_size, k))
+        chunk_grad = _ChunkGrad(model, names, recipe, strategy, own is None)
+        G = torch.empty(k, d, dtype=next(iter(gp.values())).dtype, device=x.device)
+        with torch.enable_grad():
+            for start in range(0, k, chunk_size):
+                rows = list(range(start, min(k, start + chunk_size)))
+                kc = len(rows)
+                idx, mask, _ = _gather(schedule, 0, rows, index, pad_b)
+                idx_t = torch.from_numpy(idx).to(x.device).reshape(-1)
+                xb = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
+                if prepare is not None:
+                    xb = prepare(xb)
+                yb = y.index_select(0, idx_t).reshape(kc, pad_b)
+                full = bool(mask.all())
+                init, gpc = _chunk_rows(gp, names, own, start, kc)
+                params = chunk_grad.leaves(init)
+                grads = chunk_grad(params, xb, yb, None if full else torch.from_numpy(mask).to(x.device), gpc)
+                G[start : start + kc] = torch.cat([g.reshape(kc, -1) for g in grads], dim=1)
     else:
-        rows = []
+        if own is not None:
+            raise ValueError("the per-client path takes one shared set of global_params")
+        rows_ = []
         for i in range(k):
             b = schedule.batches[i][0]
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t] if prepare is None else prepare(x[idx_t])
             bufs_i = {n: v.clone() for n, v in (buffers or {}).items()}
-            g = grad(loss)(global_params, xb, y[idx_t], torch.ones(len(b), device=x.device), global_params, bufs_i)
+            g = grad(loss)(gp, xb, y[idx_t], torch.ones(len(b), device=x.device), gp, bufs_i)
             if buffers_out is not None:
                 buffers_out.append(bufs_i)
-            rows.append(torch.cat([g[n].reshape(-1) for n in names]))
-        G = torch.stack(rows) if rows else torch.empty(0)
+            rows_.append(torch.cat([g[n].reshape(-1) for n in names]))
+        G = torch.stack(rows_) if rows_ else torch.empty(0, d, device=x.device)
     if recipe.weight_decay:
-        theta = torch.cat([global_params[n].reshape(-1) for n in names])
-        G = G + recipe.weight_decay * theta
+        theta = torch.cat([gp[n].reshape(gp[n].shape[0] if own is not None else 1, -1) for n in names], dim=1)
+        G = G + recipe.weight_decay * (theta if own is None else theta.index_select(0, own))
     return G.detach()
 
 

@@ -3,6 +3,11 @@
 Each round (see DESIGN.md): schedule -> local training (vectorized per shared recipe)
 -> craft (model-poisoning attackers) -> defend (pipeline on U) -> server step ->
 evaluate -> record.
+
+A round is played in phases (:meth:`Simulation.plan_round`, training, then
+:meth:`Simulation.conclude_round`), so that :class:`~fedarena.run.lockstep.Lockstep`
+can train the clients of several runs in one vectorized computation and evaluate their
+models together. :meth:`Simulation.run` is a lockstep of one run: there is one engine.
 """
 
 from __future__ import annotations
@@ -26,9 +31,24 @@ from ..errors import ConfigError
 from ..core.metrics import accuracy, backdoor_accuracy, class_accuracy, cosine_to, row_norms
 from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
 from ..core.layout import ParamLayout
-from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
+from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
+from .lockstep import Lockstep, TrainJob, train_round
+
+
+@dataclass
+class RoundPlan:
+    """A round between its phases: who trains with which recipe and data (``jobs``),
+    and the update matrix ``U`` the training fills in."""
+
+    round: int
+    cohort: np.ndarray
+    active: bool  # the attack's window is open
+    mal_mask: np.ndarray  # (k,) attacking clients of the cohort
+    jobs: list[TrainJob]
+    U: torch.Tensor
+    new_buffers: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
 
 @dataclass
@@ -104,8 +124,9 @@ class Simulation:
         self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
         self.is_malicious[self.malicious] = True
 
-        # sample store: clean training data, then each malicious client's poisoned copy
-        self.x_store, self.y_store = self.data.x_train, self.data.y_train
+        # sample store (x_store): clean training data, then each malicious client's poisoned
+        # copy (x_extra), kept apart so that runs in lockstep share the clean data
+        self.x_extra, self.y_extra = self.data.x_train[:0], self.data.y_train[:0]
         self.poisoned_index: dict[int, np.ndarray] = {}
         self._poison_clients()
 
@@ -125,11 +146,11 @@ class Simulation:
 
     # ------------------------------------------------------------ set-up helpers
     def _poison_clients(self) -> None:
-        xs, ys = [self.x_store], [self.y_store]
-        offset = len(self.y_store)
+        xs, ys = [self.x_extra], [self.y_extra]
+        offset = len(self.data.y_train)
         for cid in self.malicious:
             idx = torch.from_numpy(self.client_index[cid]).to(self.device)
-            out = self.attack.poison(self.x_store[idx].clone(), self.y_store[idx].clone(), int(cid),
+            out = self.attack.poison(self.data.x_train[idx].clone(), self.data.y_train[idx].clone(), int(cid),
                                      self.streams.torch("attack", 2, int(cid)))
             if out is None:
                 continue
@@ -139,7 +160,16 @@ class Simulation:
             self.poisoned_index[int(cid)] = np.arange(offset, offset + len(py))
             offset += len(py)
         if len(xs) > 1:
-            self.x_store, self.y_store = torch.cat(xs), torch.cat(ys)
+            self.x_extra, self.y_extra = torch.cat(xs), torch.cat(ys)
+
+    @property
+    def x_store(self) -> torch.Tensor:
+        """The sample store that client indices point into: training data, then ``x_extra``."""
+        return torch.cat([self.data.x_train, self.x_extra]) if len(self.x_extra) else self.data.x_train
+
+    @property
+    def y_store(self) -> torch.Tensor:
+        return torch.cat([self.data.y_train, self.y_extra]) if len(self.y_extra) else self.data.y_train
 
     def _root_index(self) -> Optional[np.ndarray]:
         """Training samples held by the server for root-dataset rules (FLTrust)."""
@@ -192,8 +222,15 @@ class Simulation:
         return np.sort(np.concatenate([rng.choice(self.malicious, m, replace=False),
                                        rng.choice(benign, k - m, replace=False)]))
 
-    def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
-        """Rows of U before crafting: each client's honest (or data-poisoned) update."""
+    def plan_round(self, t: int) -> RoundPlan:
+        """Phase (a): the cohort, who attacks, and the round's training jobs (who trains
+        with which recipe and data), from this run's own seed streams."""
+        cohort = self.sample_clients(t)
+        active = self.attack_active(t)
+        mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
+        return self._plan_jobs(t, cohort, active, mal_mask)
+
+    def _plan_jobs(self, t: int, cohort: np.ndarray, active: bool, mal_mask: np.ndarray) -> RoundPlan:
         cfg = self.cfg
         recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
         groups: dict[TrainRecipe, list[int]] = {}
@@ -206,37 +243,27 @@ class Simulation:
                 continue  # its row is crafted; no training needed
             r = (self.attack.recipe(recipe, cid) if mal else None) or recipe
             groups.setdefault(r, []).append(row)
-        d = self.layout.dim
-        U = torch.zeros(len(cohort), d, device=self.device)
         seq_model = has_buffers(self.model) or not cfg.fl.vectorize
-        new_buffers: list[dict[str, torch.Tensor]] = []
+        jobs = []
         for r, rows in groups.items():
             idx = [index[i] for i in rows]
             rngs = [self.streams.numpy("training", t, int(cohort[i])) for i in rows]
-            sched = BatchSchedule.build([len(a) for a in idx], r, rngs)
-            torch.manual_seed(self.streams.seed_of("training") + t)  # dropout masks
-            if cfg.fl.algorithm == "fedsgd":
-                U[rows] = minibatch_gradients(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                              self.prepare, vectorized=r.vectorize and not seq_model,
-                                              buffers=self.buffers, buffers_out=new_buffers)
-            elif r.vectorize and not seq_model:
-                if len(rows) == len(cohort):  # one group: train straight into U (no second k x d copy)
-                    train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                     cfg.fl.chunk_size, self.prepare, out=U)
-                else:
-                    U[rows] = train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                               cfg.fl.chunk_size, self.prepare)
-            else:
-                rows_u, bufs = train_sequential(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                                self.prepare, self.buffers)
-                U[rows] = rows_u
-                new_buffers += bufs
-        if new_buffers and self.buffers:
+            jobs.append(TrainJob(r, rows, idx, BatchSchedule.build([len(a) for a in idx], r, rngs),
+                                 seed=self.streams.seed_of("training") + t,  # dropout masks
+                                 vectorized=r.vectorize and not seq_model))
+        U = torch.zeros(len(cohort), self.layout.dim, device=self.device)
+        return RoundPlan(t, cohort, active, mal_mask, jobs, U)
+
+    def finish_updates(self, plan: RoundPlan) -> torch.Tensor:
+        """After training: average the clients' buffers (BatchNorm statistics) into the
+        global ones; FedSGD clients send their momentum. Returns ``U``."""
+        U, cohort = plan.U, plan.cohort
+        if plan.new_buffers and self.buffers:
             for n, b in self.buffers.items():
-                stacked = torch.stack([nb[n] for nb in new_buffers])
+                stacked = torch.stack([nb[n] for nb in plan.new_buffers])
                 self.buffers[n] = stacked.float().mean(0).to(b.dtype) if b.is_floating_point() else stacked.max(0).values
-        if cfg.fl.algorithm == "fedsgd":
-            beta = cfg.fl.client_momentum
+        if self.cfg.fl.algorithm == "fedsgd":
+            beta = self.cfg.fl.client_momentum
             for row, cid in enumerate(cohort):
                 cid = int(cid)
                 m = self.client_momentum.get(cid)
@@ -245,12 +272,29 @@ class Simulation:
                 U[row] = m
         return U
 
-    def run_round(self, t: int) -> dict[str, Any]:
-        cfg = self.cfg
-        cohort = self.sample_clients(t)
-        active = self.attack_active(t)
+    def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
+        """Rows of U before crafting: each client's honest (or data-poisoned) update."""
         mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
-        U = self.local_updates(t, cohort, active)
+        plan = self._plan_jobs(t, cohort, active, mal_mask)
+        train_round([(self, plan)], self._solo())
+        return self.finish_updates(plan)
+
+    def _solo(self) -> Lockstep:
+        if getattr(self, "_lockstep", None) is None:
+            self._lockstep = Lockstep([self])
+        return self._lockstep
+
+    def run_round(self, t: int) -> dict[str, Any]:
+        plan = self.plan_round(t)
+        train_round([(self, plan)], self._solo())
+        return self.conclude_round(plan)
+
+    def conclude_round(self, plan: RoundPlan) -> dict[str, Any]:
+        """Phase (c), after training: craft, defend, step the global model. Returns the
+        round's record (``"error"`` set when the aggregate is not finite)."""
+        cfg = self.cfg
+        t, cohort, active, mal_mask = plan.round, plan.cohort, plan.active, plan.mal_mask
+        U = self.finish_updates(plan)
         honest_U = U
         if active and mal_mask.any():
             rows = np.flatnonzero(mal_mask)
@@ -303,8 +347,13 @@ class Simulation:
         logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes)
         return logits, logits.argmax(1)
 
-    def evaluate(self) -> dict[str, Any]:
-        logits, pred = self.predict(self.data.x_test)
+    def evaluate(self, logits: Optional[torch.Tensor] = None) -> dict[str, Any]:
+        """Test metrics of the global model; ``logits``: its test-set logits when already
+        computed (the lockstep evaluates several runs' models together)."""
+        if logits is None:
+            logits, pred = self.predict(self.data.x_test)
+        else:
+            pred = logits.argmax(1)
         loss = float(torch.nn.functional.cross_entropy(logits, self.data.y_test))
         out: dict[str, Any] = {"main_acc": accuracy(pred, self.data.y_test), "loss": loss, "backdoor_acc": None, "base_acc": None}
         if self.backdoor_test is not None:
@@ -316,32 +365,13 @@ class Simulation:
             out["base_acc"] = class_accuracy(pred, self.data.y_test, int(src))
         return out
 
+    def eval_due(self, t: int) -> bool:
+        return (t + 1) % self.cfg.eval.every == 0 or t == self.cfg.fl.rounds - 1
+
     # ------------------------------------------------------------ the loop
     def run(self, progress: Optional[Callable[[int, dict], None]] = None) -> RunResult:
-        cfg = self.cfg
-        result = RunResult(cfg)
-        start = time.perf_counter()
-        error = None
-        completed = 0
-        last_eval: dict[str, Any] = {}
-        for t in range(cfg.fl.rounds):
-            rec = self.run_round(t)
-            result.clients.extend(client_records(rec, self.is_malicious))
-            result.rounds.append(round_record(rec, self.attack))
-            if "error" in rec:
-                error = rec["error"]
-                break
-            completed = t + 1
-            if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
-                ev = self.evaluate()
-                row = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
-                result.metrics.append(row)
-                last_eval = row
-            if progress:
-                progress(t, last_eval)
-        wall = time.perf_counter() - start
-        result.summary = summarize(result.metrics, cfg, wall, error, completed)
-        return result
+        """Play every round: a lockstep of this one run. ``progress(t, last_eval)``."""
+        return Lockstep([self]).run(None if progress is None else (lambda i, t, ev: progress(t, ev)))[0]
 
 
 def scalar_info(info: dict[str, Any]) -> dict[str, Any]:
