@@ -413,7 +413,7 @@ class _ChunkGrad:
                  gp: Params, live: Optional[Sequence[int]] = None) -> list[torch.Tensor]:
         """Gradients ``(kc, ...)``; ``wb=None``: every client has a full batch; ``live``:
         the clients that step (``"loop"``; None: all)."""
-        names, kc = self.names, xb.shape[0]
+        names, kc = self.names, yb.shape[0]
         if self.strategy in ("vmap", "fold"):
             pd = dict(zip(names, params))
             logits = (_fold_logits(self.model, names, params, xb) if self.strategy == "fold"
@@ -448,12 +448,15 @@ class _ChunkGrad:
         return grads
 
 
+def _sample(x: torch.Tensor, prepare) -> Optional[torch.Tensor]:
+    return (prepare(x[:1])[0] if prepare is not None else x[0]) if len(x) else None
+
+
 def _resolve_strategy(model: torch.nn.Module, x: torch.Tensor, prepare, strategy: str, chunk: int) -> str:
     if strategy == "auto" and chunk <= 1:
         return "loop"  # one client per call: plain autograd, nothing to vectorize
     if strategy == "auto":
-        strategy = auto_strategy(model, x.device, prepare(x[:1])[0] if prepare is not None and len(x) else
-                                 (x[0] if len(x) else None))
+        strategy = auto_strategy(model, x.device, _sample(x, prepare))
     if strategy not in ("vmap", "loop", "fold"):
         raise ValueError(f"strategy must be 'auto', 'vmap', 'loop' or 'fold' (got {strategy!r})")
     return strategy
@@ -614,7 +617,6 @@ def minibatch_gradients(
     buffers_out: Optional[list[Params]] = None,
     chunk_size: Optional[int] = None,
     owner: Optional[Sequence[int]] = None,
-    strategy: str = "auto",
 ) -> torch.Tensor:
     """FedSGD: each client's gradient on its first scheduled minibatch, ``(k, d)``.
 
@@ -623,9 +625,10 @@ def minibatch_gradients(
     statistics); their updated copies are appended to ``buffers_out`` when given.
 
     Vectorized, the clients are taken in chunks (``chunk_size``, default
-    :func:`auto_chunk_size`), each one ``autograd.grad`` of the summed losses on stacked
-    parameters, as in :func:`train_vectorized`; ``global_params`` and ``owner`` are
-    read the same way there (shared, or stacked rows, one per run).
+    :func:`auto_chunk_size`): from one shared ``global_params``, ``vmap(grad)`` over the
+    clients; from stacked ones (rows selected by ``owner``, one per run), runs with
+    equally many clients together, ``vmap`` over the runs of that ``vmap(grad)`` (each
+    run's forward stays one dense product over its clients' batches).
     """
     k = len(index)
     gp, own = _initial_params(model, global_params, k, owner)
@@ -636,24 +639,41 @@ def minibatch_gradients(
     if vectorized and k > 0:
         if chunk_size is None:
             chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
-        strategy = _resolve_strategy(model, x, prepare, strategy, min(chunk_size, k))
-        chunk_grad = _ChunkGrad(model, names, recipe, strategy, own is None)
         G = torch.empty(k, d, dtype=next(iter(gp.values())).dtype, device=x.device)
-        with torch.enable_grad():
+        per_client = vmap(grad(loss), in_dims=(None, 0, 0, 0, None), randomness="different")
+        per_run = vmap(per_client, in_dims=(0, 0, 0, 0, 0), randomness="different")
+
+        def batch(rows: list[int]):
+            idx, mask, _ = _gather(schedule, 0, rows, index, pad_b)
+            idx_t = torch.from_numpy(idx).to(x.device).reshape(-1)
+            xb = x.index_select(0, idx_t).reshape(len(rows), pad_b, *x.shape[1:])
+            if prepare is not None:
+                xb = prepare(xb)
+            return xb, y.index_select(0, idx_t).reshape(len(rows), pad_b), torch.from_numpy(mask).to(x.device)
+
+        if own is None:  # one shared model: vmap(grad) over the clients, in chunks
             for start in range(0, k, chunk_size):
                 rows = list(range(start, min(k, start + chunk_size)))
-                kc = len(rows)
-                idx, mask, _ = _gather(schedule, 0, rows, index, pad_b)
-                idx_t = torch.from_numpy(idx).to(x.device).reshape(-1)
-                xb = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
-                if prepare is not None:
-                    xb = prepare(xb)
-                yb = y.index_select(0, idx_t).reshape(kc, pad_b)
-                full = bool(mask.all())
-                init, gpc = _chunk_rows(gp, names, own, start, kc)
-                params = chunk_grad.leaves(init)
-                grads = chunk_grad(params, xb, yb, None if full else torch.from_numpy(mask).to(x.device), gpc)
-                G[start : start + kc] = torch.cat([g.reshape(kc, -1) for g in grads], dim=1)
+                g = per_client(gp, *batch(rows), gp)
+                G[start : start + len(rows)] = torch.cat([g[n].reshape(len(rows), -1) for n in names], dim=1)
+        else:  # runs with equally many clients: vmap over runs of vmap(grad) over their clients
+            by_run: dict[int, list[int]] = {}
+            for i, o in enumerate(own.tolist()):
+                by_run.setdefault(o, []).append(i)
+            by_count: dict[int, list[int]] = {}
+            for o, rows in by_run.items():
+                by_count.setdefault(len(rows), []).append(o)
+            for n_, owners in by_count.items():
+                per_call = max(1, 4 * chunk_size // n_)  # a client holds one row here, not four
+                for i in range(0, len(owners), per_call):
+                    sel = owners[i : i + per_call]
+                    rows = [r for o in sel for r in by_run[o]]
+                    xb, yb, wb = batch(rows)
+                    sel_t = torch.tensor(sel, device=x.device)
+                    p = {n: gp[n].index_select(0, sel_t) for n in names}
+                    g = per_run(p, xb.reshape(len(sel), n_, *xb.shape[1:]), yb.reshape(len(sel), n_, -1),
+                                wb.reshape(len(sel), n_, -1), p)
+                    G[rows] = torch.cat([g[n].reshape(len(rows), -1) for n in names], dim=1)
     else:
         if own is not None:
             raise ValueError("the per-client path takes one shared set of global_params")

@@ -262,14 +262,15 @@ class Simulation:
             for n, b in self.buffers.items():
                 stacked = torch.stack([nb[n] for nb in plan.new_buffers])
                 self.buffers[n] = stacked.float().mean(0).to(b.dtype) if b.is_floating_point() else stacked.max(0).values
-        if self.cfg.fl.algorithm == "fedsgd":
+        if self.cfg.fl.algorithm == "fedsgd":  # m = beta m + (1 - beta) g, from m = 0 (one op for all rows)
             beta = self.cfg.fl.client_momentum
+            prev = [self.client_momentum.get(int(c)) for c in cohort]
+            M = torch.stack([torch.zeros_like(U[i]) if m is None else m for i, m in enumerate(prev)]) if any(
+                m is not None for m in prev) else None
+            U.copy_(U * (1 - beta) if M is None else beta * M + (1 - beta) * U)
+            kept = U.clone()  # the defenses may change U in place
             for row, cid in enumerate(cohort):
-                cid = int(cid)
-                m = self.client_momentum.get(cid)
-                m = U[row].clone() * (1 - beta) if m is None else beta * m + (1 - beta) * U[row]
-                self.client_momentum[cid] = m
-                U[row] = m
+                self.client_momentum[int(cid)] = kept[row]
         return U
 
     def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
