@@ -78,3 +78,13 @@ def test_cli_bench_passes_quick_and_out(monkeypatch, tmp_path):
     res = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert seen == {"quick": True, "out": tmp_path}
+
+
+def test_lockstep_section_compares_both_ways(tiny):
+    out, res = tiny
+    data = json.loads((out / "bench.json").read_text())
+    for key in ("fall-of-cc", "digits"):
+        w = data["lockstep"][key]
+        assert w["speedup"] == pytest.approx(w["sequential_seconds"] / w["lockstep_seconds"])
+        assert w["statuses_equal"] and w["max_abs_diff_final_metrics"] < 1e-4
+    assert "## Lockstep" in (out / "bench.md").read_text()
