@@ -12,12 +12,23 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def find_shared_data() -> Path | None:
+    """The offline data folder: ``$FEDARENA_DATA`` when it holds fashion-mnist/, else
+    ``../shared/data`` relative to the repository root; None when neither does."""
+    env = os.environ.get("FEDARENA_DATA")
+    for folder in ([Path(env).expanduser()] if env else []) + [SHARED_DATA]:
+        if (folder / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists():
+            return folder
+    return None
+
+
 @pytest.fixture
 def shared_data() -> Path:
-    """``../shared/data`` when present (developer machines); tests using it skip elsewhere."""
-    if not (SHARED_DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("../shared/data not present")
-    return SHARED_DATA
+    """The offline data (:func:`find_shared_data`; developer machines and CI); tests using it skip elsewhere."""
+    folder = find_shared_data()
+    if folder is None:
+        pytest.skip("no offline data: set FEDARENA_DATA or provide ../shared/data")
+    return folder
 
 
 @pytest.fixture

@@ -45,6 +45,26 @@ def test_alie_z_formula():
     assert alie_z(10, 9, strict=False) == 0.0
 
 
+def test_alie_z_rules_by_hand():
+    """ALIE paper (Baruch et al. 2019): Phi^-1((n - s)/n); Fall of CC Eq. 3: Phi^-1((n - m - s)/(n - m))."""
+    # n=10, m=2: s = 4; ALIE: Phi^-1(6/10) = 0.253347; Eq. 3: Phi^-1(4/8) = 0
+    assert alie_z(10, 2, rule="alie") == pytest.approx(0.2533471, abs=1e-6)
+    assert alie_z(10, 2, rule="fall-of-cc") == pytest.approx(0.0, abs=1e-12)
+    # n=25, m=5: s = 8; ALIE: Phi^-1(17/25 = 0.68) = 0.467699; Eq. 3: Phi^-1(0.6) = 0.253347
+    assert alie_z(25, 5, rule="alie") == pytest.approx(0.4676988, abs=1e-6)
+    assert alie_z(25, 5, rule="fall-of-cc") == pytest.approx(0.2533471, abs=1e-6)
+    # n=50, m=12 (the ALIE paper's setting): s = 26 - 12 = 14; Phi^-1(36/50 = 0.72) = 0.582842
+    assert alie_z(50, 12, rule="alie") == pytest.approx(0.5828415, abs=1e-6)
+    with pytest.raises(ConfigError, match="attack.z_rule"):
+        alie_z(10, 2, rule="nosuch")
+    # the attack's default is the ALIE paper's rule; the option selects Eq. 3
+    benign = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    a, b = ALIE(), ALIE(z_rule="fall-of-cc")
+    a.craft(make_view(benign, m=2))
+    b.craft(make_view(benign, m=2))
+    assert a.diagnostics()["z"] == pytest.approx(0.2533471, abs=1e-6) and b.diagnostics()["z"] == 0.0
+
+
 def test_alie_crafts_mean_minus_z_std_and_colludes():
     out = ALIE(z=1.0).craft(make_view(B3, m=2))
     expected = torch.tensor([3.0 - 2.0, 4.0 - 2 * math.sqrt(3), 1.0 - math.sqrt(3)])
@@ -55,7 +75,7 @@ def test_alie_crafts_mean_minus_z_std_and_colludes():
 
 def test_alie_default_z_uses_round_n_and_m():
     benign = torch.randn(20, 7, generator=torch.Generator().manual_seed(1))
-    a = ALIE()
+    a = ALIE(z_rule="fall-of-cc")
     out = a.craft(make_view(benign, m=5))
     assert a.diagnostics()["z"] == pytest.approx(0.2533471, abs=1e-6)
     assert torch.allclose(out[0], benign.mean(0) - 0.2533471 * benign.std(0), atol=1e-5)
@@ -318,4 +338,4 @@ def test_nan_attack_through_the_engine(value):
         r = run(defense)
         assert r.summary["status"] == "ok" and r.summary["final_main_acc"] is not None, defense
     stopped = run({"name": "fedavg"})
-    assert stopped.summary["status"] == "stopped" and "not finite" in stopped.summary["error"]
+    assert stopped.summary["status"] == "diverged" and "not finite" in stopped.summary["error"]

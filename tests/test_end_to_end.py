@@ -70,10 +70,10 @@ def test_nan_update_under_fedavg_stops_with_a_message_not_a_traceback(tmp_path):
     sim = Simulation(load_config(None, ["fl.rounds=5", "fl.num_clients=5", "attack.name=label-flip", "attack.num_malicious=1"]))
     sim.attack = _NaNAttack()
     r = sim.run()
-    assert r.summary["status"] == "stopped"
+    assert r.summary["status"] == "diverged"
     assert "not finite" in r.summary["error"] and r.summary["rounds_completed"] == 0
     out = write_run(r, tmp_path / "run", plot=False)
-    assert json.loads((out / "summary.json").read_text())["status"] == "stopped"
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
     rows = read_jsonl(out / "clients.jsonl")
     assert [r["norm"] is None for r in rows] == [r["malicious"] for r in rows]
 
@@ -126,7 +126,7 @@ def test_every_defense_survives_nan_inf_and_huge_rows(defense):
             f"defense.name={defense}", "fl.algorithm=fedsgd"]
     r = run(over + (["defense.root_size=30"] if defense == "fltrust" else []))
     if defense in NOT_ROBUST:
-        assert r.summary["status"] == "stopped" and "not finite" in r.summary["error"]
+        assert r.summary["status"] == "diverged" and "not finite" in r.summary["error"]
     else:
         assert r.summary["status"] == "ok", r.summary["error"]
         assert all(np.isfinite(m["loss"]) for m in r.metrics)

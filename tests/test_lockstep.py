@@ -16,7 +16,7 @@ from fedarena.run.simulation import Simulation
 
 
 def _cfg(attack="none", defense="fedavg", seed=0, **fl):
-    tree = {"name": f"{attack}/{defense}/s{seed}", "seed": seed,
+    tree = {"name": f"{attack}-{defense}-s{seed}", "seed": seed,
             "fl": {"rounds": 3, "num_clients": 12, "clients_per_round": 8, **fl},
             "defense": {"name": defense}, "eval": {"every": 1 + seed % 2}}
     if attack != "none":
@@ -60,8 +60,7 @@ def test_mixed_sweep_in_lockstep_equals_runs_one_by_one():
             for k in ("norm", "weight"):
                 if ra.get(k) is not None:
                     _close(ra[k], rb[k], (c.name, k))
-    assert {r.summary["status"] for r in together} >= {"ok"}
-    assert together[0].summary["lockstep_runs"] == len(cfgs)
+    assert {r.summary["status"] for r in together} == {"ok", "diverged"}
 
 
 def test_single_run_is_a_lockstep_of_one():
@@ -99,8 +98,7 @@ def _data(k=6, n=20):
 
 @pytest.mark.parametrize("recipe", [TrainRecipe(lr=0.1, batch_size=8), TrainRecipe(lr=0.05, momentum=0.9, batch_size=6)])
 def test_stacked_initial_params_equal_one_call_per_run(recipe):
-    """Clients of two runs (different global models, per-client lr) in one call equal
-    each run's own call."""
+    """Clients of two runs (different global models) in one call equal each run's own call."""
     torch.manual_seed(0)
     model = MLP((1, 8, 8), 10)
     x, y, index = _data()
@@ -108,13 +106,12 @@ def test_stacked_initial_params_equal_one_call_per_run(recipe):
     p1 = {n: v + 0.05 * torch.randn_like(v) for n, v in p0.items()}
     sched = BatchSchedule.build([20] * 6, recipe, [np.random.default_rng(i) for i in range(6)])
     owner = [0, 1, 0, 1, 1, 0]
-    lr = torch.tensor([recipe.lr if o == 0 else 2 * recipe.lr for o in owner])
     stacked = {n: torch.stack([p0[n], p1[n]]) for n in p0}
-    U = train_vectorized(model, stacked, x, y, index, sched, recipe, chunk_size=4, owner=owner, lr=lr)
-    for run, params, r in ((0, p0, recipe), (1, p1, recipe.with_(lr=2 * recipe.lr))):
+    U = train_vectorized(model, stacked, x, y, index, sched, recipe, chunk_size=4, owner=owner)
+    for run, params in ((0, p0), (1, p1)):
         rows = [i for i, o in enumerate(owner) if o == run]
         alone = train_vectorized(model, params, x, y, [index[i] for i in rows],
-                                 BatchSchedule([sched.batches[i] for i in rows]), r)
+                                 BatchSchedule([sched.batches[i] for i in rows]), recipe)
         assert torch.allclose(U[rows], alone, atol=1e-6)
     G = minibatch_gradients(model, stacked, x, y, index, sched, recipe, owner=owner, chunk_size=2)
     for run, params in ((0, p0), (1, p1)):

@@ -49,7 +49,7 @@ def _fall_of_cc_configs(runs: int, rounds: int, data_root: Optional[str], device
                      "data.synthetic.train_size=10000", "data.synthetic.test_size=2000"]
             source = "synthetic 28x28 (Fashion-MNIST/MNIST not found)"
         cfg = load_config(None, over, base=tree)
-        cfgs.append(cfg.model_copy(update={"name": rid}))
+        cfgs.append(cfg.model_copy(update={"name": rid.replace("/", "-")}))
     return cfgs, source
 
 
@@ -63,7 +63,7 @@ def _digits_configs(runs: int, rounds: int, device: str) -> list:
     for a in attacks:
         for dfn in defenses:
             for s in range(seeds):
-                tree: dict[str, Any] = {"name": f"{a}/{dfn}/s{s}", "seed": s, "fl": {"rounds": rounds, "device": device},
+                tree: dict[str, Any] = {"name": f"{a}-{dfn}-s{s}", "seed": s, "fl": {"rounds": rounds, "device": device},
                                         "defense": {"name": dfn}}
                 if a != "none":
                     tree["attack"] = {"name": a, "num_malicious": 4}

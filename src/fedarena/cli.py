@@ -34,21 +34,39 @@ def user_error(msg: str) -> None:
 def run(
     config: Optional[Path] = typer.Argument(None, help="YAML config; omitted: the built-in digits backdoor demo."),
     set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set fl.rounds=10 (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<time>-<name>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new runs/<time>-<name>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --out folder."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the unfinished run in this folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Run one experiment and write its metrics, client records, summary and curves."""
-    from .config import DEFAULT_RUN, load_config
-    from .run.simulation import Simulation
-    from .run.records import write_run
+    """Run one experiment and write its metrics, client records, summary and curves.
 
+    Exit codes: 0 completed, 3 diverged (NaN/Inf), 1 failed, 2 bad input, 130 interrupted.
+    """
+    from .config import DEFAULT_RUN, load_config
+    from .run.records import new_run_dir, open_run_dir
+    from .run.runner import EXIT_CODES, execute
+    from .run.simulation import Simulation
+
+    sim = None
     try:
-        cfg = load_config(config, set_, base=None if config else DEFAULT_RUN)
-        sim = Simulation(cfg)
+        if resume is not None:
+            if config is not None or set_ or out is not None or overwrite:
+                raise ConfigError("--resume", "continues a run with its own config.yaml and folder",
+                                  "--resume DIR alone (no CONFIG, --set, --out or --overwrite)")
+            out = open_run_dir(resume, resume=True)
+            cfg = load_config(out / "config.yaml")
+        else:
+            cfg = load_config(config, set_, base=None if config else DEFAULT_RUN)
+            if out is not None:
+                out = open_run_dir(out, overwrite=overwrite)
+            sim = Simulation(cfg)
+            if out is None:
+                out = new_run_dir(cfg.name)
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
-    out = out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    status = "error"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=quiet) as bar:
         task = bar.add_task(cfg.name, total=cfg.fl.rounds, info="")
@@ -60,15 +78,20 @@ def run(
             bar.update(task, completed=t + 1, info=info)
 
         try:
-            result = sim.run(progress)
+            result = execute(out, cfg if resume is None else None, sim=sim, resume=resume is not None, progress=progress)
+            status = result.summary["status"]
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"[yellow]interrupted; the finished rounds are in {out} (continue: fedarena run --resume {out})[/]")
+            raise typer.Exit(EXIT_CODES["interrupted"])
         except (ConfigError, DataNotFoundError) as e:
             bar.stop()
             user_error(str(e))
             return
-    write_run(result, out)
     print_summary(result.summary, out)
     if result.summary.get("error"):
         console.print(f"[yellow]{result.summary['error']}[/]")
+    raise typer.Exit(EXIT_CODES[status])
 
 
 def print_summary(summary: dict, out: Path) -> None:
@@ -96,7 +119,7 @@ def list_() -> None:
         for name in reg.names():
             params = ", ".join(
                 f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
-                if not p.required and p.name not in ("root", "download")
+                if not p.required and p.name not in ("root", "download", "verify")
             )
             table.add_row(name, params, reg.summary(name))
         out_console.print(table)
@@ -120,6 +143,118 @@ def reproduce(
         return
     out_console.print(report.markdown_table())
     out_console.print(f"written to {out}")
+
+
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep spec YAML: base config, grid, variants (see examples/sweep.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default runs/sweep-<name>)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (or Ray CPUs)."),
+    backend: str = typer.Option("local", "--backend", help="local (processes) or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run a grid of experiments; rerun the same command to continue a stopped sweep.
+
+    Exit codes: 0 every run finished (ok or diverged), 1 some runs failed, 2 bad input, 130 interrupted.
+    """
+    from .studies.spec import SweepSpec
+
+    try:
+        sweep_spec = SweepSpec.load(spec)
+        jobs = sweep_spec.jobs()
+    except (ConfigError, DataNotFoundError) as e:
+        user_error(str(e))
+        return
+    out = out or Path("runs") / f"sweep-{sweep_spec.name}"
+    run_study(jobs, out, workers, backend, address, quiet)
+
+
+def run_study(jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool,
+              plot: bool = False):
+    """Run the jobs of a sweep in ``out`` with a progress bar; exit 130 on Ctrl-C."""
+    from .studies.sweep import run_sweep
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, disable=quiet) as bar:
+        task = bar.add_task(f"sweep ({len(jobs)} runs)", total=len(jobs))
+
+        def on_result(res: dict) -> None:
+            bar.advance(task)
+            if res["summary"].get("status") == "error":
+                bar.console.print(f"[yellow]{res['run']}: {res['summary'].get('error')}[/]", highlight=False)
+
+        try:
+            outcome = run_sweep(jobs, out, workers, backend, address, plot=plot, on_result=on_result)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"[yellow]interrupted; finished runs are kept in {out}; run the same command to continue[/]")
+            raise typer.Exit(130)
+        except (ConfigError, DataNotFoundError) as e:
+            bar.stop()
+            user_error(str(e))
+            return None
+    counts = outcome.table["status"].value_counts().to_dict() if len(outcome.table) else {}
+    console.print(f"{len(outcome.ran)} runs played ({len(outcome.resumed)} resumed), {len(outcome.skipped)} already "
+                  f"finished; status: {counts}; results in {out / 'results.csv'}", highlight=False)
+    if counts.get("error"):
+        raise typer.Exit(1)
+    return outcome
+
+
+@app.command()
+def report(
+    dirs: List[Path] = typer.Argument(..., help="A sweep folder, or run folders (searched recursively)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default <first DIR>/report)."),
+) -> None:
+    """Leaderboard per defense, attack x defense heatmaps, curves, detection metrics (report.md, report.html)."""
+    from .studies.report import build_report
+
+    out = out or dirs[0] / "report"
+    try:
+        parts = build_report(dirs, out, title=f"fedarena report: {', '.join(str(d) for d in dirs)}")
+    except ConfigError as e:
+        user_error(str(e))
+        return
+    print_leaderboards(parts)
+    out_console.print(f"report: {out / 'report.html'} (and report.md, figures)", highlight=False)
+
+
+def print_leaderboards(parts: dict) -> None:
+    """The leaderboard of every setting, fitting 80 columns."""
+    from rich import box
+
+    for s in parts["settings"]:
+        lbt = s["leaderboard_text"]
+        lbt = lbt.assign(**{"clean MA": [v.split("±")[0] for v in lbt["clean MA"]]})
+        if not (lbt["div"] > 0).any():
+            lbt = lbt.drop(columns="div")
+        table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
+                      box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
+        for i, col in enumerate(lbt.columns):
+            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
+        for _, row in lbt.iterrows():
+            table.add_row(*[str(v) for v in row])
+        out_console.print(table)
+
+
+@app.command()
+def arena(
+    out: Path = typer.Option(Path("runs") / "arena", "--out", help="Sweep folder (rerun: finished runs are kept)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """A small attack x defense matrix on the bundled digits (minutes on 2 cores): leaderboard and report."""
+    from .studies.arena import arena_spec
+    from .studies.report import build_report
+
+    start = time.perf_counter()
+    jobs = arena_spec().jobs()
+    run_study(jobs, out, workers, "local", None, quiet)
+    parts = build_report([out], out / "report", title="fedarena arena: digits, 20 clients (4 malicious), 20 rounds")
+    print_leaderboards(parts)
+    out_console.print(f"{len(jobs)} runs in {time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}",
+                      highlight=False)
 
 
 @app.command()

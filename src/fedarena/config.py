@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -20,13 +20,21 @@ AUTO_MODELS = {"digits": "mlp", "synthetic": "mlp", "mnist": "cnn", "fashion-mni
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every float key rejects NaN and +-Inf ("must be a finite number")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+#: upper bounds that keep a single run's work finite (a typo such as 1e9 epochs is an error, not a hang)
+MAX_LOCAL_EPOCHS = 1000
+MAX_LOCAL_STEPS = 100_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=,@-]*$"
+MAX_NAME_LENGTH = 100
 
 
 class DataConfig(_Strict):
     dataset: str = "digits"
     root: Optional[str] = None  # default: $FEDARENA_DATA, else ~/.cache/fedarena
     download: bool = True
+    verify: bool = True  # check every dataset file against its known hashes before parsing it
     partition: str = "iid"
     alpha: float = Field(0.5, gt=0)
     classes_per_client: int = Field(2, ge=1)
@@ -34,11 +42,12 @@ class DataConfig(_Strict):
     q_rest: Literal["all", "others"] = "all"  # dominant-class: where the other samples come from
     dirichlet_variant: Literal["per-class", "per-client"] = "per-class"
     min_size: int = Field(2, ge=0)  # dirichlet: redraw until every client has this many samples
+    per_class: int = Field(32, ge=1)  # per-class-sample: samples of each class per client (overlapping)
     synthetic: dict[str, Any] = Field(default_factory=dict)  # options of the synthetic generator
 
 
 class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "auto"
 
 
@@ -46,12 +55,22 @@ class FLConfig(_Strict):
     algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
     num_clients: int = Field(20, ge=1)
     clients_per_round: Optional[int] = Field(None, ge=1)  # default: all clients
-    sampling: Literal["uniform", "fixed-malicious"] = "uniform"  # how a round's cohort is drawn
+    sampling: Literal["uniform", "fixed-malicious", "periodic", "counts"] = "uniform"  # run/sampling.py
+    period: int = Field(10, ge=1)  # periodic: rounds per cycle
+    spike_rounds: int = Field(2, ge=0)  # periodic: attacker rounds at the start of each cycle
+    spike_malicious: int = Field(6, ge=0)  # periodic: attackers in each of those rounds
+    malicious_counts: list[int] = Field(default_factory=list)  # counts: attackers per round (cyclic)
+    forced_rounds: list[int] = Field(default_factory=list)  # LeadFL reference quirk: rounds {0, 10, 12}
+    forced_malicious: int = Field(5, ge=0)  # attackers in a forced round
     rounds: int = Field(30, ge=1)
-    local_epochs: int = Field(1, ge=1)
-    local_steps: Optional[int] = Field(None, ge=1)
+    local_epochs: int = Field(1, ge=1, le=MAX_LOCAL_EPOCHS)
+    local_steps: Optional[int] = Field(None, ge=1, le=MAX_LOCAL_STEPS)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.1, gt=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # local optimizer (fedavg)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw moment decay rates, each in [0, 1)
+    adam_eps: float = Field(1e-8, gt=0)
+    client_state: Literal["reset", "persistent"] = "reset"  # local optimizer state across participations
     lr_decay_at: list[int] = Field(default_factory=list)  # rounds at which lr *= lr_decay
     lr_decay: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -64,22 +83,56 @@ class FLConfig(_Strict):
     chunk_size: Optional[int] = Field(None, ge=1)  # clients per vmap call (None: automatic)
 
 
+class OptimizeConfig(_Strict):
+    """``attack.optimize``: search the attack's strength against the defense each round
+    (:mod:`fedarena.attacks.optimize`)."""
+
+    objective: Literal["distance", "loss"] = "distance"
+    search: Literal["grid", "golden", "byzfl"] = "grid"
+    evals: int = Field(20, ge=1, le=1000)  # objective evaluations per round, the default strength's included
+    range: Optional[tuple[float, float]] = None  # None: the attack's declared range
+    include_default: bool = True
+    start: float = 0.0  # search=byzfl
+    delta: float = 10.0  # search=byzfl
+    ratio: float = Field(0.8, gt=0.5, lt=1.0)  # search=byzfl
+    batch_size: int = Field(256, ge=1)  # objective=loss: the attackers' held-out batch
+
+
 class AttackConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "none"
     num_malicious: int = Field(0, ge=0)
     start_round: int = Field(0, ge=0)
     end_round: Optional[int] = Field(None, ge=0)  # inclusive; None: until the end
+    optimize: Optional[OptimizeConfig] = None  # true, or a mapping of OptimizeConfig keys; None/false: off
+
+    @field_validator("optimize", mode="before")
+    @classmethod
+    def _optimize_switch(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
 class DefenseConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "fedavg"
     weighted: bool = False
     f: Optional[int] = Field(None, ge=0)  # attackers the rule assumes; None: see Experiment.declared_f
+    client: str = "none"  # client-side defense of benign clients: none, leadfl, ldp, fl-wbc (defenses/client.py)
+    client_variant: str = "ref"  # leadfl: ref (authors' code), a3 (report's Alg. 3), a1n
+    regular_weight: float = 0.4  # leadfl: alpha
+    pert_strength: float = 0.2  # leadfl: clip q; ldp / fl-wbc: Laplace scale
+    double_task_step: bool = True  # leadfl ref: the second step also carries the task gradient
+
+    def client_hook(self):
+        from .defenses.client import client_defense
+
+        return client_defense(self.client, self.client_variant, self.regular_weight, self.pert_strength,
+                              self.double_task_step)
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -88,27 +141,63 @@ class DefenseConfig(BaseModel):
 class EvalConfig(_Strict):
     every: int = Field(1, ge=1)
     batch_size: int = Field(1000, ge=1)
+    recovery_threshold: float = Field(0.3, ge=0, le=1)  # backdoor accuracy that ends a spike's recovery
+
+
+class RunConfig(_Strict):
+    """How a run is kept on disk (does not change its results)."""
+
+    checkpoint_every: int = Field(10, ge=0)  # rounds between checkpoints; 0: none
 
 
 class ExperimentConfig(_Strict):
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     fl: FLConfig = Field(default_factory=FLConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        import re
+
+        if not 1 <= len(v) <= MAX_NAME_LENGTH or not re.match(NAME_PATTERN, v):
+            shown = v if len(v) <= 40 else v[:37] + "..."
+            raise ValueError(f"name|must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
+                             f"(got {shown!r}, {len(v)} characters)|e.g. mnist-alie-krum (it names the run folder)")
+        return v
 
     @model_validator(mode="after")
     def _combinations(self) -> "ExperimentConfig":
         fl = self.fl
+        if self.data.synthetic and self.data.dataset != "synthetic":
+            key = next(iter(self.data.synthetic))
+            raise ValueError(f"data.synthetic.{key}|only applies when data.dataset = 'synthetic' "
+                             f"(got {self.data.dataset!r})|set data.dataset=synthetic, or drop this key")
         if fl.clients_per_round is not None and fl.clients_per_round > fl.num_clients:
             raise ValueError(f"fl.clients_per_round|must be <= fl.num_clients = {fl.num_clients} (got {fl.clients_per_round})|1..{fl.num_clients}")
         if self.attack.num_malicious > fl.num_clients:
             raise ValueError(f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}")
         if self.attack.name != "none" and self.attack.num_malicious == 0:
             raise ValueError(f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}")
+        if fl.optimizer != "sgd" and fl.momentum:
+            raise ValueError(f"fl.momentum|applies to fl.optimizer=sgd only (got {fl.momentum} with {fl.optimizer}; "
+                             "Adam's moments are set by fl.adam_betas)|0 with adam/adamw")
+        if not all(0 <= b < 1 for b in fl.adam_betas):
+            raise ValueError(f"fl.adam_betas|each must be in [0, 1) (got {list(fl.adam_betas)})|e.g. [0.9, 0.999]")
+        if fl.algorithm == "fedsgd" and (fl.optimizer != "sgd" or fl.client_state != "reset"):
+            key = "fl.optimizer" if fl.optimizer != "sgd" else "fl.client_state"
+            raise ValueError(f"{key}|needs local steps (fl.algorithm=fedavg); fedsgd clients send one gradient "
+                             "(their momentum is fl.client_momentum)|sgd / reset with fedsgd")
+        if fl.sampling == "counts" and not fl.malicious_counts:
+            raise ValueError("fl.malicious_counts|must list the attackers of each round when fl.sampling = 'counts'|e.g. [6, 6, 0, 0]")
+        if any(c < 0 for c in fl.malicious_counts):
+            raise ValueError(f"fl.malicious_counts|counts must be >= 0 (got {fl.malicious_counts})|non-negative integers")
         if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
             raise ValueError("attack.end_round|must be >= attack.start_round|an inclusive round index >= start_round")
         return self
@@ -146,6 +235,9 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         raise ConfigError("--set", f"expected key=value (got {assignment!r})", "e.g. --set fl.rounds=10")
     key, value = assignment.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError("--set", f"no key name before '=' in {assignment!r}" if not key.strip()
+                          else f"empty part in key {key.strip()!r}", "key=value with a dotted key, e.g. fl.rounds=10")
     node = tree
     for p in parts[:-1]:
         node = node.setdefault(p, {})
@@ -158,8 +250,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError("config", f"file {str(p)!r} not found", "a path to a YAML file")
+    if p.is_dir():
+        raise ConfigError("config", f"{str(p)!r} is a folder", "a path to a YAML file, e.g. configs/quickstart.yaml")
     try:
         tree = yaml.safe_load(p.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("config", f"cannot read {str(p)!r} ({type(e).__name__}: {e})", "a readable YAML file") from None
     except yaml.YAMLError as e:
         raise ConfigError("config", f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(tree, dict):
@@ -183,7 +279,8 @@ def from_tree(tree: dict[str, Any]) -> ExperimentConfig:
             valid = ", ".join(section.model_fields) if section else None
             raise ConfigError(loc, "unknown key", valid) from None
         got = err.get("input")
-        raise ConfigError(loc, f"{msg} (got {got!r})" if not isinstance(got, dict) else msg, _valid_hint(err)) from None
+        raise ConfigError(loc, f"{msg} (got {got!r})" if not isinstance(got, dict) else msg,
+                          _valid_hint(err) or _field_type(err["loc"])) from None
     validate_plugins(cfg)
     return cfg
 
@@ -195,6 +292,15 @@ def _section(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
             return None
         model = field.annotation
     return model
+
+
+def _field_type(loc: tuple) -> Optional[str]:
+    """The valid values of the field at ``loc``, from its annotation (e.g. ``an integer, or null``)."""
+    from .registry import describe_type
+
+    section = _section(ExperimentConfig, tuple(str(x) for x in loc[:-1] if not isinstance(x, int)))
+    field = section.model_fields.get(str(loc[-1])) if section else None
+    return describe_type(field.annotation) if field is not None else None
 
 
 def _valid_hint(err: dict) -> Optional[str]:
@@ -213,10 +319,38 @@ def validate_plugins(cfg: ExperimentConfig) -> None:
     from .registry import ATTACKS, DATASETS, MODELS, PARTITIONS
 
     DATASETS.get(cfg.data.dataset)
+    if cfg.data.dataset == "synthetic":
+        options = sorted(set(DATASETS.params("synthetic")) - {"root", "download", "verify"})
+        for key in cfg.data.synthetic:
+            if key not in options:
+                raise ConfigError(f"data.synthetic.{key}", "unknown option of the synthetic dataset", ", ".join(options))
+        DATASETS.validate("synthetic", cfg.data.synthetic, prefix="data.synthetic")
     PARTITIONS.get(cfg.data.partition)
     MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
     ATTACKS.validate(cfg.attack.name, cfg.attack.params())
+    _check_benign_left(cfg, ATTACKS.get(cfg.attack.name))
+    if cfg.attack.optimize is not None:
+        from .attacks.optimize import check_optimizable
+
+        check_optimizable(ATTACKS.get(cfg.attack.name))
     build_pipeline(defense_dict(cfg))  # validates names and parameters
+    if cfg.defense.client_hook() is not None and cfg.fl.algorithm == "fedsgd":
+        raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
+
+
+def _check_benign_left(cfg: ExperimentConfig, attack: Any) -> None:
+    """Attacks that craft from the benign updates (ALIE, IPM, Min-Max, Min-Sum, ROP) need
+    benign clients in the cohort: every client malicious (or a fixed-malicious cohort of
+    attackers only) is an error, not a run of silent zero updates."""
+    threat = getattr(attack, "threat", None)
+    if getattr(threat, "knowledge", None) != "benign" or cfg.attack.num_malicious == 0:
+        return
+    n, m, k = cfg.fl.num_clients, cfg.attack.num_malicious, cfg.cohort_size
+    all_mal = m >= n or (cfg.fl.sampling == "fixed-malicious" and round(k * m / n) >= k)
+    if all_mal:
+        raise ConfigError("attack.num_malicious", f"attack {cfg.attack.name!r} crafts from the benign clients' updates, "
+                          f"and with {m} of {n} clients malicious no cohort has a benign one",
+                          f"1..{n - 1}" if k == n else f"fewer attackers than clients, at least one benign per cohort")
 
 
 def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -237,8 +371,9 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
 
 
 #: keys of the attack / defense sections that do not belong to the chosen attack or defense
-_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round"},
-                   "defense": {"name", "weighted", "f"}}
+_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round", "optimize"},
+                   "defense": {"name", "weighted", "f", "client", "client_variant", "regular_weight",
+                               "pert_strength", "double_task_step"}}
 
 
 def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str) -> None:

@@ -20,3 +20,9 @@ class ConfigError(ValueError):
 
 class DataNotFoundError(FileNotFoundError):
     """Dataset files are missing and downloading is off or impossible."""
+
+
+class DataError(DataNotFoundError):
+    """A dataset file is there but unusable: damaged, of an unknown hash, or holding
+    something other than plain data. One line, like every user error (a subclass of
+    :class:`DataNotFoundError`, so every place that reports missing data reports it)."""

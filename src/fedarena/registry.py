@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import pkgutil
+import types
 from dataclasses import dataclass
-from typing import Any, Callable, get_type_hints
+from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -34,8 +36,40 @@ class Param:
 
     @property
     def type_name(self) -> str:
-        a = self.annotation
-        return getattr(a, "__name__", None) or str(a).replace("typing.", "")
+        return describe_type(self.annotation)
+
+
+def describe_type(a: Any) -> str:
+    """A readable list of valid values: ``Optional[float]`` -> ``a float, or null``,
+    ``Literal['a', 'b']`` -> ``'a', 'b'``, ``tuple[int, ...]`` -> ``a list of int``."""
+    origin, args = get_origin(a), get_args(a)
+    if origin is Literal:
+        return ", ".join(repr(x) for x in args)
+    if origin in (Union, types.UnionType):
+        parts = [describe_type(x) for x in args if x is not type(None)]
+        return " or ".join(parts) + (", or null" if type(None) in args else "")
+    if origin in (list, tuple, set) and args:
+        return f"a list of {describe_type(args[0])}"
+    name = getattr(a, "__name__", None) or str(a).replace("typing.", "")
+    return {"float": "a finite float", "int": "an integer", "bool": "true, false", "str": "a string"}.get(name, name)
+
+
+def _target(factory: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The callable whose signature holds the factory's parameters; None for a class
+    without its own ``__init__`` (it takes no parameters)."""
+    if inspect.isclass(factory):
+        return None if factory.__init__ is object.__init__ else factory.__init__
+    return factory
+
+
+def check_value(key: str, value: Any, valid: str) -> None:
+    """Generic checks every parameter gets: floats finite (no NaN/Inf, also inside
+    lists), seeds non-negative."""
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(key, f"must be a finite number (got {v})", valid)
+    if key.endswith("seed") and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2**63:
+        raise ConfigError(key, f"a seed must be in 0..2**63-1 (got {value})", "an integer >= 0")
 
 
 class Registry:
@@ -76,8 +110,9 @@ class Registry:
 
     def params(self, name: str) -> dict[str, Param]:
         """Keyword parameters of a factory (name -> Param), read from its signature."""
-        factory = self.get(name)
-        target = factory.__init__ if inspect.isclass(factory) else factory
+        target = _target(self.get(name))
+        if target is None:
+            return {}
         sig = inspect.signature(target)
         try:
             hints = get_type_hints(target)
@@ -92,12 +127,14 @@ class Registry:
         return out
 
     def accepts_extra(self, name: str) -> bool:
-        factory = self.get(name)
-        target = factory.__init__ if inspect.isclass(factory) else factory
-        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+        target = _target(self.get(name))
+        return target is not None and any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
 
-    def validate(self, name: str, values: dict[str, Any], ignore: set[str] = frozenset()) -> dict[str, Any]:
-        """Check ``values`` against the factory's parameters; return them coerced."""
+    def validate(self, name: str, values: dict[str, Any], ignore: set[str] = frozenset(),
+                 prefix: str | None = None) -> dict[str, Any]:
+        """Check ``values`` against the factory's parameters; return them coerced.
+        ``prefix``: the config section the values come from (default: the registry's)."""
+        prefix = prefix or self.prefix
         params = self.params(name)
         out: dict[str, Any] = {}
         for key, value in values.items():
@@ -107,21 +144,21 @@ class Registry:
                 if self.accepts_extra(name):
                     out[key] = value
                     continue
-                valid = ", ".join(sorted(set(params) | set(ignore))) or "none"
-                raise ConfigError(f"{self.prefix}.{key}", f"unknown parameter for {self.kind} {name!r}", valid)
+                valid = ", ".join(sorted(set(params) | set(ignore))) or f"none: {self.kind} {name!r} takes no parameters"
+                raise ConfigError(f"{prefix}.{key}", f"unknown parameter for {self.kind} {name!r}", valid)
             ann = params[key].annotation
-            if ann is Any:
-                out[key] = value
-                continue
-            try:
-                out[key] = TypeAdapter(ann).validate_python(value)
-            except ValidationError as e:
-                err = e.errors()[0]
-                raise ConfigError(f"{self.prefix}.{key}", f"{err['msg']} (got {value!r})", params[key].type_name) from None
+            if ann is not Any:
+                try:
+                    value = TypeAdapter(ann).validate_python(value)
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    raise ConfigError(f"{prefix}.{key}", f"{err['msg']} (got {value!r})", params[key].type_name) from None
+            check_value(f"{prefix}.{key}", value, params[key].type_name)
+            out[key] = value
         return out
 
-    def build(self, name: str, values: dict[str, Any], ignore: set[str] = frozenset()) -> Any:
-        kwargs = self.validate(name, values, ignore)
+    def build(self, name: str, values: dict[str, Any], ignore: set[str] = frozenset(), prefix: str | None = None) -> Any:
+        kwargs = self.validate(name, values, ignore, prefix)
         return self.get(name)(**kwargs)
 
     def summary(self, name: str) -> str:

@@ -21,8 +21,11 @@ rop-s      Ozfatura et al. 2024   benign    yes      no  (sparse ROP, Eq. 20)
 the attackers see this round's benign updates (for ``fl.algorithm=fedsgd`` these are
 the benign clients' momenta) and the previous aggregate (``view.prev_update``, which an
 attacker can also recover from two broadcasts as ``(theta_{t-2} - theta_{t-1}) / lr``).
-Colluding attackers send one identical vector. When a round has no benign row, an
-omniscient attack keeps its own rows (it has nothing to estimate from).
+Colluding attackers send one identical vector. A configuration in which no cohort can
+hold a benign client (every client malicious) is refused at set-up with one
+``attack.num_malicious`` line. A single sampled round whose cohort happens to hold only
+attackers (``fl.sampling=uniform``) leaves them nothing to estimate from: they send zero
+updates that round (their rows of ``U`` stay 0) and log no diagnostics.
 
 Per-round diagnostics (:meth:`diagnostics`, written as ``attack_<key>`` in
 ``rounds.jsonl``) support the Fall-of-CC reproduction: ALIE logs the cosine of its
@@ -33,7 +36,7 @@ vector and of the benign rows to CC's reference, the previous aggregate (Table I
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from scipy.stats import norm as _normal
@@ -41,7 +44,7 @@ from scipy.stats import norm as _normal
 from ..core.layout import ParamLayout
 from ..errors import ConfigError
 from ..registry import ATTACKS
-from .base import Attack, RoundView, ThreatModel
+from .base import Attack, RoundView, Strength, ThreatModel
 
 OMNISCIENT = ThreatModel(knowledge="benign", collude=True)
 
@@ -83,20 +86,30 @@ def _std(B: torch.Tensor) -> torch.Tensor:
     return ((dev * dev).sum(0) / (len(B) - 1)).sqrt()
 
 
-def alie_z(n: int, m: int, strict: bool = True) -> float:
-    """ALIE's z^max (Baruah et al. 2019; Fall of CC, Eqs. 2-3).
+Z_RULES = ("alie", "fall-of-cc")
 
-    ``s = floor(n/2 + 1) - m`` benign "supporters" are needed, and
-    ``z = Phi^-1((n - m - s) / (n - m))``. For ``n = 25, m = 5``: ``s = 8``,
-    ``Phi^-1(12/20) = 0.2533``.
+
+def alie_z(n: int, m: int, strict: bool = True, rule: str = "fall-of-cc") -> float:
+    """ALIE's z^max for ``n`` clients of which ``m`` attack; ``s = floor(n/2 + 1) - m``
+    benign "supporters" are needed (Baruch et al. 2019, Sec. 4; Fall of CC, Eq. 2).
+
+    * ``rule="alie"`` -- the ALIE paper (Baruch, Baruch & Goldberg, NeurIPS 2019,
+      Algorithm 3): ``z = Phi^-1((n - s) / n)``. n = 10, m = 2: ``s = 4``,
+      ``Phi^-1(0.6) = 0.2533``; n = 25, m = 5: ``s = 8``, ``Phi^-1(0.68) = 0.4677``.
+    * ``rule="fall-of-cc"`` -- Fall of CC, Eq. 3 (Ozfatura et al. 2024), the share taken
+      among the benign clients only: ``z = Phi^-1((n - m - s) / (n - m))``. n = 25, m = 5:
+      ``Phi^-1(12/20) = 0.2533``; n = 10, m = 2: ``Phi^-1(4/8) = 0`` (the attack then
+      sends the benign mean).
 
     The formula has no answer when the attackers are a majority (``s < 1``): ``strict``
     raises a :class:`ConfigError`; otherwise (a sampled round with many attackers) it
     uses ``s = 1``, and ``z = 0`` when no other benign client is left.
 
-    >>> round(alie_z(25, 5), 4)
-    0.2533
+    >>> round(alie_z(25, 5), 4), round(alie_z(25, 5, rule="alie"), 4)
+    (0.2533, 0.4677)
     """
+    if rule not in Z_RULES:
+        raise ConfigError("attack.z_rule", f"unknown rule {rule!r}", ", ".join(Z_RULES))
     if not 0 < m < n:
         raise ConfigError("attack.num_malicious", f"ALIE's z formula needs 0 < m < n (got m={m}, n={n})", f"1..{n - 1}")
     s = math.floor(n / 2 + 1) - m
@@ -105,9 +118,10 @@ def alie_z(n: int, m: int, strict: bool = True) -> float:
             raise ConfigError("attack.z", f"the ALIE formula needs fewer than half the clients malicious "
                               f"(m={m} of n={n}); set attack.z explicitly", "a float >= 0")
         s = 1
-    if n - m - s <= 0:
+    num, den = (n - s, n) if rule == "alie" else (n - m - s, n - m)
+    if num <= 0:
         return 0.0
-    return float(_normal.ppf((n - m - s) / (n - m)))
+    return float(_normal.ppf(num / den))
 
 
 # ---------------------------------------------------------------- ALIE
@@ -118,10 +132,18 @@ class ALIE(Attack):
     Every attacker sends ``mean(B) - z * std(B)``, with ``B`` the round's benign updates,
     coordinate-wise mean and unbiased (ddof = 1) standard deviation (Fall of CC, A8).
 
-    ``z``: ``None`` (default) uses the paper's formula for the round's ``n`` clients and
-    ``m`` attackers (:func:`alie_z`; 0.2533 for n = 25, m = 5; a round where the attackers
-    are a majority uses s = 1). The Fall-of-CC authors'
-    code defaults to a fixed ``z = 1.2`` (``--set attack.z=1.2`` reproduces it).
+    ``z``: ``None`` (default) computes z^max from the round's ``n`` clients and ``m``
+    attackers with the rule ``z_rule`` (:func:`alie_z`; a round where the attackers are a
+    majority uses s = 1); a number fixes it. The Fall-of-CC authors' code defaults to a
+    fixed ``z = 1.2`` (``--set attack.z=1.2`` reproduces it).
+
+    ``z_rule``: ``alie`` (default) is the ALIE paper's own rule, ``Phi^-1((n - s)/n)``
+    (Baruch et al. 2019, Algorithm 3); ``fall-of-cc`` is Fall of CC's Eq. 3,
+    ``Phi^-1((n - m - s)/(n - m))``. The default is the attack's own paper: Eq. 3 gives
+    z = 0 whenever ``n - m = 2s`` (e.g. n = 10, m = 2, or any even n with m = 2), so ALIE
+    would silently send the benign mean in common small settings; the original rule is
+    positive for every m >= 2 below half of n. The Fall-of-CC reproduction sets
+    ``z_rule: fall-of-cc`` to follow that paper (0.2533 at n = 25, m = 5).
     ``alternate``: flip the perturbation's sign every round (Eq. 19, Fig. 1: the
     alternating variant cannot accumulate error).
 
@@ -131,11 +153,15 @@ class ALIE(Attack):
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("z", 0.0, 10.0)
 
-    def __init__(self, *, z: Optional[float] = None, alternate: bool = False):
+    def __init__(self, *, z: Optional[float] = None, z_rule: Literal["alie", "fall-of-cc"] = "alie",
+                 alternate: bool = False):
         if z is not None and z < 0:
             raise ConfigError("attack.z", f"must be >= 0 (got {z})", "a float >= 0, or null for the paper's formula")
-        self.z, self.alternate = z, alternate
+        if z_rule not in Z_RULES:
+            raise ConfigError("attack.z_rule", f"unknown rule {z_rule!r}", ", ".join(Z_RULES))
+        self.z, self.z_rule, self.alternate = z, z_rule, alternate
         self.reset()
 
     def reset(self) -> None:
@@ -143,7 +169,10 @@ class ALIE(Attack):
         self._diag: dict[str, float] = {}
 
     def z_for(self, n: int, m: int) -> float:
-        return self.z if self.z is not None else alie_z(n, m, strict=False)
+        return self.z if self.z is not None else alie_z(n, m, strict=False, rule=self.z_rule)
+
+    def strength_value(self, view: RoundView) -> float:
+        return self.z_for(view.num_clients, len(view.malicious_ids))
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         self._diag = {}
@@ -174,6 +203,7 @@ class IPM(Attack):
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("epsilon", 0.0, 10.0)
 
     def __init__(self, *, epsilon: float = 0.2):
         if epsilon < 0:
@@ -198,6 +228,7 @@ class BitFlip(Attack):
 
     threat = ThreatModel(knowledge="own", collude=False)
     trains = True
+    strength = Strength("scale", 0.0, 10.0)
 
     def __init__(self, *, scale: float = 1.0):
         if scale <= 0:
@@ -217,6 +248,7 @@ class GaussianAttack(Attack):
 
     threat = ThreatModel(knowledge="own", collude=False)
     trains = False
+    strength = Strength("sigma", 0.0, 10.0, "rms")
 
     def __init__(self, *, sigma: float = 1.0, mu: float = 0.0):
         if sigma < 0:
@@ -259,6 +291,8 @@ class NonFinite(Attack):
 
 # ---------------------------------------------------------------- Min-Max / Min-Sum
 PERTURBATIONS = ("std", "unit-vector", "sign")
+MIN_TOL = 1e-12  # relative bisection tolerance: below ~1e-16 float64 midpoints stop moving
+MAX_SEARCH_STEPS = 200  # each of the doubling and the bisection loops ends within this many steps
 
 
 def perturbation(B: torch.Tensor, kind: str) -> torch.Tensor:
@@ -285,26 +319,47 @@ class _OptimizedMean(Attack):
     one's maximum. The constraint is a convex function of ``gamma`` that holds at 0
     (the mean lies in the benign rows' convex hull), so its feasible set is an interval
     ``[0, gamma*]``: the search doubles ``gamma_init`` until the constraint breaks (or
-    ``gamma_max`` is reached), then bisects to ``tol`` (relative). The authors' code runs
+    ``gamma_max`` is reached), then bisects to ``tol`` (relative, >= 1e-12); both loops
+    are bounded (``MAX_SEARCH_STEPS``), and ``0 < gamma_init <= gamma_max`` finite. The authors' code runs
     a similar halving search from ``gamma_init = 10`` (which caps gamma below 20).
     Distances come from one expansion per round: for ``g = mean + gamma p``,
     ``||g - b_i||^2 = a_i + 2 gamma c_i + gamma^2 ||p||^2`` with ``a_i = ||mean - b_i||^2``,
     ``c_i = <p, mean - b_i>``, so each bisection step is O(n).
+
+    ``gamma``: a fixed gamma instead of the search (None, default: the paper's search);
+    ``attack.optimize`` searches it against the defense in use instead (range 0..50 for
+    the ``std`` perturbation, 0..10 benign norms for ``unit-vector``, 0..10 benign RMS
+    coordinates for ``sign``).
     """
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("gamma", 0.0, 50.0)  # per instance: depends on the perturbation
 
     def __init__(self, *, perturbation: str = "std", gamma_init: float = 10.0, tol: float = 1e-5,
-                 gamma_max: float = 1e6):
+                 gamma_max: float = 1e6, gamma: Optional[float] = None):
         if perturbation not in PERTURBATIONS:
             raise ConfigError("attack.perturbation", f"unknown perturbation {perturbation!r}", ", ".join(PERTURBATIONS))
-        if gamma_init <= 0:
-            raise ConfigError("attack.gamma_init", f"must be > 0 (got {gamma_init})", "a float > 0")
-        if not 0 < tol < 1:
-            raise ConfigError("attack.tol", f"must be in (0, 1) (got {tol})", "e.g. 1e-5")
+        if not 0 < gamma_max < math.inf:
+            raise ConfigError("attack.gamma_max", f"must be a finite float > 0 (got {gamma_max})", "e.g. 1e6")
+        if not 0 < gamma_init <= gamma_max:
+            raise ConfigError("attack.gamma_init", f"must be in (0, gamma_max = {gamma_max:g}] (got {gamma_init})",
+                              "a float > 0, e.g. 10")
+        if not MIN_TOL <= tol < 1:
+            raise ConfigError("attack.tol", f"must be in [{MIN_TOL:g}, 1) (got {tol})", "e.g. 1e-5")
+        if gamma is not None and gamma < 0:
+            raise ConfigError("attack.gamma", f"must be >= 0 (got {gamma})", "a float >= 0, or null for the search")
         self.perturbation, self.gamma_init, self.tol, self.gamma_max = perturbation, gamma_init, tol, gamma_max
+        self.gamma = gamma
+        self.strength = {"std": Strength("gamma", 0.0, 50.0), "unit-vector": Strength("gamma", 0.0, 10.0, "norm"),
+                         "sign": Strength("gamma", 0.0, 10.0, "rms")}[perturbation]
         self._diag: dict[str, float] = {}
+
+    def strength_value(self, view: RoundView) -> float:
+        if self.gamma is not None:
+            return float(self.gamma)
+        B = _benign(view)
+        return 0.0 if B is None else self.find_gamma(B, perturbation(B, self.perturbation))
 
     # statistic of the crafted vector's squared distances (n,) vs the benign threshold
     def _stat(self, sq: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -331,12 +386,16 @@ class _OptimizedMean(Attack):
             return float(self._stat(a + 2 * g * c + g * g * pp)) <= thr
 
         lo, hi = 0.0, self.gamma_init
-        while ok(hi):
+        for _ in range(MAX_SEARCH_STEPS):  # doubling: gamma_max / gamma_init < 2**200
+            if not ok(hi):
+                break
             lo = hi
             if hi >= self.gamma_max:
                 return self.gamma_max
             hi = min(2 * hi, self.gamma_max)
-        while hi - lo > self.tol * max(1.0, lo):
+        for _ in range(MAX_SEARCH_STEPS):  # bisection: tol >= 1e-12 needs < 100 halvings
+            if hi - lo <= self.tol * max(1.0, lo):
+                break
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if ok(mid) else (lo, mid)
         return lo
@@ -347,7 +406,7 @@ class _OptimizedMean(Attack):
         if B is None:
             return None
         p = perturbation(B, self.perturbation)
-        gamma = self.find_gamma(B, p)
+        gamma = self.find_gamma(B, p) if self.gamma is None else float(self.gamma)
         self._diag = {"gamma": gamma}
         return _repeat(B.mean(0) + gamma * p, len(view.malicious_ids))
 
@@ -415,6 +474,7 @@ class ROP(Attack):
 
     threat = OMNISCIENT
     trains = False
+    strength = Strength("z", 0.0, 10.0, "norm")
 
     def __init__(self, *, z: float = 1.0, lam: float = 0.9, pi: float = 1.0, angle: float = 90.0):
         if z < 0:

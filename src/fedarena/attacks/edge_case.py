@@ -93,7 +93,7 @@ class EdgeCaseBackdoor(Attack):
         self.edges: EdgeSet = load_edge_set(self.edge_set_name, info.input_shape, root=root,
                                             edge_class=self.edge_class, seed=self.edge_seed,
                                             num_classes=info.num_classes, dataset=self.edge_dataset,
-                                            rare_frac=self.rare_frac)
+                                            rare_frac=self.rare_frac, verify=getattr(info, "verify", True))
         if not self.edges.derived and self.pool_size is not None:
             self.edges.x_train = self.edges.x_train[: self.pool_size]
 

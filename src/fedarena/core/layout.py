@@ -8,7 +8,7 @@ named parameter (``"fc1.weight"``) to its column slice and shape, so layer-wise 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 
@@ -18,20 +18,23 @@ class ParamLayout:
     names: tuple[str, ...]
     shapes: tuple[torch.Size, ...]
     offsets: tuple[int, ...]  # start column of each parameter
+    #: the model's own "layers" (parameter-name prefixes, e.g. ``("features.0", "classifier.0")``)
+    #: for layer-wise metrics; ``None``: one layer per top-level parameterised child module
+    groups: Optional[tuple[str, ...]] = None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, torch.Tensor]) -> "ParamLayout":
+    def from_params(cls, params: Mapping[str, torch.Tensor], groups: Optional[Sequence[str]] = None) -> "ParamLayout":
         names, shapes, offsets, off = [], [], [], 0
         for name, p in params.items():
             names.append(name)
             shapes.append(torch.Size(p.shape))
             offsets.append(off)
             off += p.numel()
-        return cls(tuple(names), tuple(shapes), tuple(offsets))
+        return cls(tuple(names), tuple(shapes), tuple(offsets), tuple(groups) if groups else None)
 
     @classmethod
     def from_module(cls, module: torch.nn.Module) -> "ParamLayout":
-        return cls.from_params(dict(module.named_parameters()))
+        return cls.from_params(dict(module.named_parameters()), getattr(module, "layer_groups", None))
 
     @property
     def dim(self) -> int:
@@ -50,6 +53,21 @@ class ParamLayout:
         """Names of the final layer's parameters (the last weight and its bias)."""
         prefix = self.names[-1].rsplit(".", 1)[0]
         return [n for n in self.names if n.rsplit(".", 1)[0] == prefix]
+
+    def layer_groups(self) -> dict[str, list[str]]:
+        """Layer name -> its parameter names, in model order. A model declares its layers
+        with a ``layer_groups`` attribute (name prefixes; a parameter belongs to the longest
+        matching prefix); otherwise each top-level child module that holds parameters is
+        one layer (ResNet-18: ``conv1, bn1, layer1..layer4, fc``)."""
+        out: dict[str, list[str]] = {}
+        for n in self.names:
+            if self.groups:
+                hits = [g for g in self.groups if n == g or n.startswith(g + ".")]
+                key = max(hits, key=len) if hits else n.split(".", 1)[0]
+            else:
+                key = n.split(".", 1)[0]
+            out.setdefault(key, []).append(n)
+        return out
 
     def columns(self, names: Iterable[str]) -> torch.Tensor:
         """Column indices (LongTensor) covering the given parameters."""

@@ -4,12 +4,13 @@ Two paths with the same arithmetic:
 
 * :func:`train_vectorized`: all clients that share a :class:`TrainRecipe` together,
   chunked over clients so memory stays bounded (:func:`auto_chunk_size`): stacked
-  parameters, one autograd pass and one fused SGD step per step for the whole chunk;
-  the clients' forward passes run under ``torch.func.vmap`` (MLPs, GPU), folded into
-  the channels (:class:`_FoldMode`, CNNs on CPU) or one after another (anything else),
-  see :func:`auto_strategy`. Clients with different dataset sizes are handled with a
-  per-sample mask (short batches) and a per-client ``active`` flag (clients with
-  fewer steps stop early). Speed: ``fedarena bench`` and ``benchmarks/README.md``.
+  parameters, one autograd pass and one fused optimizer step (SGD, Adam or AdamW,
+  :mod:`fedarena.core.optim`) per step for the whole chunk; the clients' forward
+  passes run under ``torch.func.vmap`` (MLPs, GPU), folded into the channels
+  (:class:`_FoldMode`, CNNs on CPU) or one after another (anything else), see
+  :func:`auto_strategy`. Clients with different dataset sizes are handled with a
+  per-sample mask (short batches) and a per-client ``active`` flag (clients with fewer
+  steps stop early). Speed: ``fedarena bench`` and ``benchmarks/README.md``.
 * :func:`train_sequential`: one client after another (custom recipes, models with
   buffers such as BatchNorm).
 
@@ -17,10 +18,9 @@ Both read the same :class:`BatchSchedule`, so for the same recipe they give the 
 updates (tested in ``tests/test_local.py``).
 
 Every client starts from the round's global parameters (one shared set), or from its
-own row of stacked initial parameters (``global_params`` with a leading axis, selected by
-``owner``): that is how several runs train in one call, runs being one more batch axis
-(:mod:`fedarena.run.lockstep`). The learning rate may be a per-client tensor for the same
-reason.
+own row of stacked initial parameters (``global_params`` with a leading axis, the row
+chosen by ``owner``): that is how several runs train in one call, runs being one more
+batch axis (:mod:`fedarena.run.lockstep`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from .optim import ClientState, OptState, step_
 from .recipe import Params, TrainRecipe
 
 
@@ -40,17 +41,24 @@ from .recipe import Params, TrainRecipe
 class BatchSchedule:
     """Per-client minibatch indices for one round.
 
-    ``batches[i]`` is a list of 1-D int arrays, indices into client ``i``'s own data.
+    ``batches[i]`` is a list of 1-D int arrays, indices into client ``i``'s own data;
+    ``epoch_start[i][s]``: step ``s`` of client ``i`` begins a pass over its data;
+    ``seeds[i]``: a seed for the client's step hook (drawn after the batches, so it does
+    not change them).
     """
 
     batches: list[list[np.ndarray]]
+    epoch_start: Optional[list[list[bool]]] = None
+    seeds: Optional[list[int]] = None
 
     @classmethod
     def build(cls, sizes: Sequence[int], recipe: TrainRecipe, rngs: Sequence[np.random.Generator]) -> "BatchSchedule":
-        out = []
+        out, starts, seeds = [], [], []
         for n, rng in zip(sizes, rngs):
             client: list[np.ndarray] = []
-            if recipe.steps is None:  # epochs: the last batch of an epoch may be short
+            if n == 0:  # a client without samples takes no step (its update is zero)
+                pass
+            elif recipe.steps is None:  # epochs: the last batch of an epoch may be short
                 for _ in range(recipe.epochs):
                     perm = rng.permutation(n)
                     client += [perm[i : i + recipe.batch_size] for i in range(0, n, recipe.batch_size)]
@@ -60,7 +68,10 @@ class BatchSchedule:
                 stream = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])
                 client = [stream[i * b : (i + 1) * b] for i in range(recipe.steps)]
             out.append(client)
-        return cls(out)
+            per_epoch = max(1, -(-n // (recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
+            starts.append([s % per_epoch == 0 for s in range(len(client))])
+            seeds.append(int(rng.integers(2**62)) if recipe.step_hook is not None else 0)
+        return cls(out, starts, seeds)
 
     @property
     def max_steps(self) -> int:
@@ -320,56 +331,49 @@ def auto_strategy(model: torch.nn.Module, device: torch.device | str, sample: Op
     return "fold" if sample is not None and fold_supported(model, sample) else "loop"
 
 
-def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: Optional[list[torch.Tensor]],
-               recipe: TrainRecipe, active: Optional[torch.Tensor],
-               lr: Optional[torch.Tensor] = None) -> Optional[list[torch.Tensor]]:
-    """One in-place SGD step on stacked ``(k, ...)`` tensors (PyTorch's SGD semantics:
-    gradient clipping per client, weight decay, momentum ``b = mu b + g``, ``p -= lr b``).
-    Both training paths use it; the sequential one passes ``k = 1`` views.
+class _HookRunner:
+    """Runs a recipe's :class:`~fedarena.core.recipe.StepHook` for the clients ``rows`` of a
+    schedule: builds its state and per-client generators once, then each step's
+    :class:`~fedarena.core.recipe.HookStep`."""
 
-    ``active``: ``(k,)`` flags, ``None`` when every client steps (the fused fast path:
-    a handful of ``torch._foreach_*`` calls for all parameters). ``lr``: ``(k,)`` per-client
-    learning rates (``None``: ``recipe.lr`` for all). Returns the momentum buffers.
-    """
-    lead = 1
-    if recipe.grad_clip is not None:
-        sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(-1) for g in grads)
-        scale = (recipe.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-        grads = [g * scale.reshape(-1, *([1] * (g.dim() - lead))) for g in grads]
-    if recipe.weight_decay:
-        grads = torch._foreach_add(grads, params, alpha=recipe.weight_decay)
-    if recipe.momentum:
-        if bufs is None:
-            new_b = [g.clone() for g in grads] if active is None else [g * a for g, a in zip(grads, _bcast(active, grads))]
-        elif active is None:
-            torch._foreach_mul_(bufs, recipe.momentum)
-            torch._foreach_add_(bufs, grads)
-            new_b = bufs
-        else:  # inactive clients keep their buffer
-            a = _bcast(active, grads)
-            new_b = [b + ai * (b * (recipe.momentum - 1) + g) for b, g, ai in zip(bufs, grads, a)]
-        grads = new_b
-    else:
-        new_b = None
-    if lr is not None:
-        grads = torch._foreach_mul(grads, _bcast(lr, grads))
-    step = 1.0 if lr is not None else recipe.lr
-    if active is None:
-        torch._foreach_add_(params, grads, alpha=-step)
-    else:
-        for p, g, ai in zip(params, grads, _bcast(active, grads)):
-            p.sub_(ai * (step * g))
-    return new_b
+    def __init__(self, recipe: TrainRecipe, names: list[str], params: list[torch.Tensor], schedule: BatchSchedule,
+                 rows: Sequence[int], device) -> None:
+        self.hook = recipe.step_hook
+        self.on = self.hook is not None
+        if not self.on:
+            return
+        self.recipe, self.names, self.rows, self.schedule, self.device = recipe, names, list(rows), schedule, device
+        self.gens = [torch.Generator().manual_seed(int(schedule.seeds[i]) if schedule.seeds else 0) for i in rows]
+        with torch.no_grad():
+            self.state = self.hook.init(names, [p.detach() for p in params])
+        self.plain = recipe.with_(grad_clip=None)
 
+    def __call__(self, s: int, params, grads, opt: OptState, active, regrad) -> None:
+        from .recipe import HookStep
 
-def _bcast(active: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [active.reshape(-1, *([1] * (t.dim() - 1))).to(t.dtype) for t in like]
+        starts = self.schedule.epoch_start
+        first = torch.tensor([bool(starts[i][s]) if starts and s < len(starts[i]) else False for i in self.rows],
+                             device=self.device)
+
+        def step(g, b, act, idx):  # one more optimizer step of the tensors idx (state updated in place)
+            sub = OptState({key: [ts[q] for q in idx] for key, ts in opt.tensors.items()}, opt.step.clone())
+            step_([params[q] for q in idx], g, sub, self.plain, act)
+            return sub.tensors.get("momentum_buffer")
+
+        def regrad_with_grad():
+            with torch.enable_grad():
+                return [g.detach() for g in regrad()]
+
+        hs = HookStep(self.names, params, grads, opt.tensors.get("momentum_buffer"), first, active, self.gens, self.state, regrad_with_grad,
+                      self.recipe, step)
+        with torch.no_grad():
+            self.hook(hs)  # the optimizer state is updated in place
 
 
 def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
                     owner: Optional[Sequence[int]]) -> tuple[Params, Optional[torch.Tensor]]:
-    """Detached initial parameters and, when they are stacked (one row per run or per
-    client, the leading axis), the row each of the ``k`` clients starts from."""
+    """Detached initial parameters and, when they are stacked (one row per run, the
+    leading axis), the row each of the ``k`` clients starts from."""
     gp = {n: v.detach() for n, v in global_params.items()}
     shapes = {n: p.shape for n, p in model.named_parameters()}
     name, first = next(iter(gp.items()))
@@ -387,84 +391,10 @@ def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
     return gp, own.to(first.device)
 
 
-class _ChunkGrad:
-    """Per-client gradients of a chunk of clients with stacked ``(kc, ...)`` parameters:
-    every client's loss on its own batch, summed, and one ``autograd.grad`` (client
-    ``i``'s parameters only enter loss ``i``). ``strategy``: see :func:`train_vectorized`."""
-
-    def __init__(self, model: torch.nn.Module, names: list[str], recipe: TrainRecipe, strategy: str, shared_gp: bool):
-        self.model, self.names, self.recipe, self.strategy = model, names, recipe, strategy
-        self.loss = _loss_fn(model, recipe, {})
-        self.logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
-        self.extra = (vmap(recipe.extra_loss, in_dims=(0, None if shared_gp else 0))
-                      if recipe.extra_loss is not None else None)
-        self.shared_gp = shared_gp
-
-    def leaves(self, init: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Stacked copies of ``init`` set up for autograd (for ``"loop"`` each client's
-        slice is its own leaf: no O(k^2) select-backward)."""
-        params = [p.clone() for p in init]
-        if self.strategy in ("vmap", "fold"):
-            return [p.requires_grad_(True) for p in params]
-        self._leaves = [[p[j].requires_grad_(True) for p in params] for j in range(params[0].shape[0] if params else 0)]
-        return params
-
-    def __call__(self, params: list[torch.Tensor], xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor],
-                 gp: Params, live: Optional[Sequence[int]] = None) -> list[torch.Tensor]:
-        """Gradients ``(kc, ...)``; ``wb=None``: every client has a full batch; ``live``:
-        the clients that step (``"loop"``; None: all)."""
-        names, kc = self.names, yb.shape[0]
-        if self.strategy in ("vmap", "fold"):
-            pd = dict(zip(names, params))
-            logits = (_fold_logits(self.model, names, params, xb) if self.strategy == "fold"
-                      else self.logits(pd, xb))
-            b = yb.shape[1]
-            per = self.recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(), yb.reshape(-1))
-            if wb is None:  # the mean over B of each client, summed: the sum over k*B over B
-                total = per.sum() / b
-            else:
-                total = ((per.reshape(kc, b) * wb).sum(1) / wb.sum(1).clamp_min(1.0)).sum()
-            if self.extra is not None:
-                total = total + self.extra(pd, gp).sum()
-            grads = list(torch.autograd.grad(total, params, allow_unused=True))
-            return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        live = list(range(kc)) if live is None else list(live)
-        w = torch.ones_like(yb, dtype=torch.float32) if wb is None else wb
-        gp_of = (lambda j: gp) if self.shared_gp else (lambda j: {n: v[j] for n, v in gp.items()})
-        total = sum(self.loss(dict(zip(names, self._leaves[j])), xb[j], yb[j], w[j], gp_of(j)) for j in live)
-        flat_leaves = [t for j in live for t in self._leaves[j]]
-        g_live = torch.autograd.grad(total, flat_leaves, allow_unused=True)
-        nn_ = len(names)
-        grads = []
-        for q, p in enumerate(params):
-            gq = [g_live[i * nn_ + q] for i in range(len(live))]
-            gq = [torch.zeros_like(p[0]) if g is None else g for g in gq]
-            if len(live) == kc:
-                grads.append(torch.stack(gq))
-            else:
-                full = torch.zeros_like(p)
-                full[live] = torch.stack(gq)
-                grads.append(full)
-        return grads
-
-
-def _sample(x: torch.Tensor, prepare) -> Optional[torch.Tensor]:
-    return (prepare(x[:1])[0] if prepare is not None else x[0]) if len(x) else None
-
-
-def _resolve_strategy(model: torch.nn.Module, x: torch.Tensor, prepare, strategy: str, chunk: int) -> str:
-    if strategy == "auto" and chunk <= 1:
-        return "loop"  # one client per call: plain autograd, nothing to vectorize
-    if strategy == "auto":
-        strategy = auto_strategy(model, x.device, _sample(x, prepare))
-    if strategy not in ("vmap", "loop", "fold"):
-        raise ValueError(f"strategy must be 'auto', 'vmap', 'loop' or 'fold' (got {strategy!r})")
-    return strategy
-
-
-def _chunk_rows(gp: Params, names: list[str], own: Optional[torch.Tensor], start: int, kc: int) -> tuple[list[torch.Tensor], Params]:
-    """Initial stacked parameters of clients ``start .. start+kc`` and the global
-    parameters their hooks see (shared, or one row per client)."""
+def _chunk_rows(gp: Params, names: list[str], own: Optional[torch.Tensor], start: int,
+                kc: int) -> tuple[list[torch.Tensor], Params]:
+    """Initial parameters of clients ``start .. start+kc`` (``(kc, ...)``, views or copies)
+    and the global parameters their hooks see (shared, or one row per client)."""
     if own is None:
         return [gp[n].unsqueeze(0).expand(kc, *gp[n].shape) for n in names], gp
     sel = own[start : start + kc]
@@ -484,27 +414,32 @@ def train_vectorized(
     prepare=None,
     strategy: str = "auto",
     out: Optional[torch.Tensor] = None,
+    opt_states: Optional[list[Optional[ClientState]]] = None,
     owner: Optional[Sequence[int]] = None,
-    lr: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Train ``len(index)`` clients from ``global_params``; return their updates ``(k, d)``.
+
+    ``global_params``: one shared set (every client starts there), or stacked ``(R, ...)``
+    rows with ``owner[i]`` the row client ``i`` starts from (``owner=None``: row ``i``);
+    each client's update is relative to its own start.
 
     ``x``/``y`` is the sample store; ``index[i]`` holds the rows of client ``i``'s data in it
     (the schedule's batches index into ``index[i]``). ``prepare`` maps raw inputs to model inputs (normalisation).
 
-    ``global_params``: one shared set (every client starts there), or stacked ``(R, ...)``
-    rows with ``owner[i]`` the row client ``i`` starts from (``owner=None``: row ``i``);
-    updates are relative to each client's own start. ``lr``: optional ``(k,)`` per-client
-    learning rates (default ``recipe.lr``).
-
     ``out``: an optional ``(k, d)`` tensor to write the updates into (e.g. the round's
     ``U``), so that a large round holds one update matrix, not two.
+
+    ``opt_states``: each client's optimizer state (``fl.client_state=persistent``): entry
+    ``i`` (None: a fresh state) is read when client ``i`` starts and replaced by its state
+    at the end (:class:`~fedarena.core.optim.OptState`). ``None``: every client starts
+    from a fresh state and nothing is saved.
 
     Clients are trained in chunks of ``chunk_size`` (``None``: :func:`auto_chunk_size`).
     Per chunk the parameters are stacked ``(k, ...)`` tensors; each step computes every
     client's loss on its own batch, then one ``autograd.grad`` of the summed losses gives
     each client its own gradient (client ``i``'s parameters only enter loss ``i``), and
-    one fused SGD step (``torch._foreach_*``) updates all clients. How the losses are
+    one fused optimizer step (:func:`fedarena.core.optim.step_`: SGD, Adam or AdamW)
+    updates all clients. How the losses are
     computed (``strategy``):
 
     * ``"vmap"``: one ``torch.func.vmap`` over ``functional_call`` (MLPs; any model on GPU);
@@ -522,45 +457,111 @@ def train_vectorized(
     d = sum(p.numel() for p in model.parameters())
     if chunk_size is None:
         chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
-    strategy = _resolve_strategy(model, x, prepare, strategy, min(chunk_size, k))
-    dtype = next(iter(gp.values())).dtype
+    if strategy == "auto" and min(chunk_size, k) <= 1:
+        strategy = "loop"  # one client per call: plain autograd, nothing to vectorize
+    if strategy == "auto":
+        strategy = auto_strategy(model, x.device, prepare(x[:1])[0] if prepare is not None and len(x) else
+                                 (x[0] if len(x) else None))
+    if strategy not in ("vmap", "loop", "fold"):
+        raise ValueError(f"strategy must be 'auto', 'vmap', 'loop' or 'fold' (got {strategy!r})")
+    dtype = next(iter(global_params.values())).dtype
     if out is None:
         out = torch.empty(k, d, dtype=dtype, device=x.device)
     elif out.shape != (k, d):
         raise ValueError(f"out must have shape {(k, d)} (got {tuple(out.shape)})")
-    if lr is not None:
-        lr = torch.as_tensor(lr, dtype=dtype, device=x.device).reshape(k)
-    chunk_grad = _ChunkGrad(model, names, recipe, strategy, own is None)
-    proj = (vmap(recipe.project, in_dims=(0, None if own is None else 0)) if recipe.project is not None else None)
+    loss = _loss_fn(model, recipe, {})
+    batched_logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
+    shared = own is None
+    batched_extra = vmap(recipe.extra_loss, in_dims=(0, None if shared else 0)) if recipe.extra_loss is not None else None
+
+    def batched_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor]) -> torch.Tensor:
+        """Sum over clients of :func:`_loss_fn`; the per-sample loss runs outside vmap on ``(k*B,)``.
+        ``wb=None``: every client has a full batch (the mean is the sum over ``k*B`` over ``B``)."""
+        if strategy == "fold":
+            logits = _fold_logits(model, names, [params[n] for n in names], xb)
+        else:
+            logits = batched_logits(params, xb)
+        kc, b = yb.shape
+        per = recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(), yb.reshape(-1))
+        if wb is None:
+            total = per.sum() / b
+        else:
+            total = ((per.reshape(kc, b) * wb).sum(1) / wb.sum(1).clamp_min(1.0)).sum()
+        if batched_extra is not None:
+            total = total + batched_extra(params, gpc).sum()
+        return total
+
+    def gp_of(j: int) -> Params:  # the global parameters client j of the chunk sees
+        return gpc if shared else {n: v[j] for n, v in gpc.items()}
+
     pad_b = max((len(b) for c in schedule.batches for b in c), default=1)
     with torch.enable_grad():
         for start in range(0, k, chunk_size):
             rows = list(range(start, min(k, start + chunk_size)))
             kc = len(rows)
-            init, gpc = _chunk_rows(gp, names, own, start, kc)
-            lr_c = None if lr is None else lr[start : start + kc]
             plan = _plan(schedule, rows, index, pad_b)
             idx_all = torch.from_numpy(plan.idx).to(x.device)
             mask_all = torch.from_numpy(plan.mask).to(x.device)
             act_all = torch.from_numpy(plan.active).to(x.device)
-            params = chunk_grad.leaves(init)
-            bufs: Optional[list[torch.Tensor]] = None
+            init, gpc = _chunk_rows(gp, names, own, start, kc)
+            if strategy in ("vmap", "fold"):
+                params = [i.clone().requires_grad_(True) for i in init]
+            else:  # stacked storage; each client's slice is its own leaf (no O(k^2) select-backward)
+                params = [i.clone() for i in init]
+                leaves = [[p[j].requires_grad_(True) for p in params] for j in range(kc)]
+            state = OptState.load(recipe, params, None if opt_states is None else [opt_states[i] for i in rows])
+            hook = _HookRunner(recipe, names, params, schedule, rows, x.device)
             for s in range(len(plan.full)):
                 idx_t = idx_all[s].reshape(-1)  # index_select: several times faster than x[idx] for rows
                 xb = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
                 if prepare is not None:
                     xb = prepare(xb)
-                yb = y.index_select(0, idx_t).reshape(kc, pad_b)
-                live = None if plan.full[s] else np.flatnonzero(plan.active[s]).tolist()
-                grads = chunk_grad(params, xb, yb, None if plan.full[s] else mask_all[s], gpc, live)
+                yb, wb = y.index_select(0, idx_t).reshape(kc, pad_b), mask_all[s]
+                if strategy in ("vmap", "fold"):
+                    total = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
+                    grads = list(torch.autograd.grad(total, params, allow_unused=True))
+                    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+                else:
+                    live = list(range(kc)) if plan.full[s] else np.flatnonzero(plan.active[s]).tolist()
+                    total = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp_of(j)) for j in live)
+                    flat_leaves = [t for j in live for t in leaves[j]]
+                    g_live = torch.autograd.grad(total, flat_leaves, allow_unused=True)
+                    nn_ = len(names)
+                    grads = []
+                    for q, p in enumerate(params):
+                        gq = [g_live[i * nn_ + q] for i in range(len(live))]
+                        gq = [torch.zeros_like(p[0]) if g is None else g for g in gq]
+                        if len(live) == kc:
+                            grads.append(torch.stack(gq))
+                        else:
+                            full = torch.zeros_like(p)
+                            full[live] = torch.stack(gq)
+                            grads.append(full)
                 with torch.no_grad():
-                    bufs = _sgd_step_(params, grads, bufs, recipe, None if plan.full[s] else act_all[s], lr_c)
-                    if proj is not None:
-                        projected = proj({n: p.detach() for n, p in zip(names, params)}, gpc)
+                    step_(params, grads, state, recipe, None if plan.full[s] else act_all[s])
+                if hook.on:
+                    def regrad(xb=xb, yb=yb, wb=wb, s=s):
+                        if strategy in ("vmap", "fold"):
+                            tot = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
+                            gs = torch.autograd.grad(tot, params, allow_unused=True)
+                            return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+                        tot = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp_of(j)) for j in range(kc))
+                        gs = torch.autograd.grad(tot, [t for j in range(kc) for t in leaves[j]], allow_unused=True)
+                        nn_ = len(names)
+                        return [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
+                                             for j in range(kc)]) for q, p in enumerate(params)]
+                    hook(s, params, grads, state, act_all[s], regrad)
+                with torch.no_grad():
+                    if recipe.project is not None:
+                        projected = vmap(recipe.project, in_dims=(0, None if shared else 0))(
+                            {n: p.detach() for n, p in zip(names, params)}, gpc)
                         for n, p in zip(names, params):
                             p.copy_(projected[n])
             with torch.no_grad():
                 out[start : start + kc] = torch.cat([(p - i).reshape(kc, -1) for p, i in zip(params, init)], dim=1)
+            if opt_states is not None:
+                for j, i in enumerate(rows):
+                    opt_states[i] = state.client(j)
     return out
 
 
@@ -574,8 +575,9 @@ def train_sequential(
     recipe: TrainRecipe,
     prepare=None,
     buffers: Optional[Params] = None,
+    opt_states: Optional[list[Optional[ClientState]]] = None,
 ) -> tuple[torch.Tensor, list[Params]]:
-    """Same contract as :func:`train_vectorized`, one client at a time.
+    """Same contract as :func:`train_vectorized` (``opt_states`` included), one client at a time.
 
     Returns the updates and each client's final buffers (BatchNorm statistics), which
     start from ``buffers`` (the global ones) for every client.
@@ -586,20 +588,29 @@ def train_sequential(
         bufs_i = {n: b.clone() for n, b in (buffers or {}).items()}
         grad_fn = grad(_loss_fn(model, recipe, {}))
         params = {n: p.detach().clone() for n, p in global_params.items()}
-        mom: Optional[list[torch.Tensor]] = None
-        for b in schedule.batches[i]:
+        views = [params[n].unsqueeze(0) for n in names]
+        state = OptState.load(recipe, views, None if opt_states is None else [opt_states[i]])
+        hook = _HookRunner(recipe, names, views, schedule, [i], x.device)
+        for s, b in enumerate(schedule.batches[i]):
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t]
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
             grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
-            mom = _sgd_step_([params[n].unsqueeze(0) for n in names], [grads[n].unsqueeze(0) for n in names],
-                             mom, recipe, None)  # in place, through k = 1 views
+            views = [params[n].unsqueeze(0) for n in names]
+            step_(views, [grads[n].unsqueeze(0) for n in names], state, recipe)  # in place, through k = 1 views
+            if hook.on:
+                def regrad(xb=xb, idx_t=idx_t, w=w):
+                    g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+                    return [g2[n].unsqueeze(0) for n in names]
+                hook(s, views, [grads[n].unsqueeze(0) for n in names], state, torch.ones(1, device=x.device), regrad)
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())
         client_buffers.append(bufs_i)
+        if opt_states is not None:
+            opt_states[i] = state.client(0)
     return torch.stack(rows) if rows else torch.empty(0), client_buffers
 
 
@@ -620,13 +631,15 @@ def minibatch_gradients(
 ) -> torch.Tensor:
     """FedSGD: each client's gradient on its first scheduled minibatch, ``(k, d)``.
 
-    Weight decay, when set, is added to the gradient (``g + wd * theta``). On the
+    Weight decay, when set, is added to the gradient (``g + wd * theta``). A client
+    without samples (a Dirichlet partition with ``data.min_size=0``) has no minibatch
+    and contributes a zero row. On the
     per-client path each client starts from a copy of ``buffers`` (BatchNorm
     statistics); their updated copies are appended to ``buffers_out`` when given.
 
-    Vectorized, the clients are taken in chunks (``chunk_size``, default
-    :func:`auto_chunk_size`): from one shared ``global_params``, ``vmap(grad)`` over the
-    clients; from stacked ones (rows selected by ``owner``, one per run), runs with
+    Vectorized: from one shared ``global_params``, ``vmap(grad)`` over the clients in
+    chunks of ``chunk_size`` (default :func:`auto_chunk_size`); from stacked ones (rows
+    selected by ``owner``, one per run, as in :func:`train_vectorized`), the runs with
     equally many clients together, ``vmap`` over the runs of that ``vmap(grad)`` (each
     run's forward stays one dense product over its clients' batches).
     """
@@ -634,7 +647,8 @@ def minibatch_gradients(
     gp, own = _initial_params(model, global_params, k, owner)
     names = list(gp)
     d = sum(p.numel() for p in model.parameters())
-    pad_b = max((len(c[0]) for c in schedule.batches), default=1)
+    pad_b = max((len(c[0]) for c in schedule.batches if c), default=1)
+    empty = [i for i, c in enumerate(schedule.batches) if not c]
     loss = _loss_fn(model, recipe, {})
     if vectorized and k > 0:
         if chunk_size is None:
@@ -679,6 +693,9 @@ def minibatch_gradients(
             raise ValueError("the per-client path takes one shared set of global_params")
         rows_ = []
         for i in range(k):
+            if not schedule.batches[i]:
+                rows_.append(torch.cat([torch.zeros_like(gp[n]).reshape(-1) for n in names]))
+                continue
             b = schedule.batches[i][0]
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t] if prepare is None else prepare(x[idx_t])
@@ -689,8 +706,10 @@ def minibatch_gradients(
             rows_.append(torch.cat([g[n].reshape(-1) for n in names]))
         G = torch.stack(rows_) if rows_ else torch.empty(0, d, device=x.device)
     if recipe.weight_decay:
-        theta = torch.cat([gp[n].reshape(gp[n].shape[0] if own is not None else 1, -1) for n in names], dim=1)
+        theta = torch.cat([gp[n].reshape(1 if own is None else gp[n].shape[0], -1) for n in names], dim=1)
         G = G + recipe.weight_decay * (theta if own is None else theta.index_select(0, own))
+    if empty:
+        G[empty] = 0.0
     return G.detach()
 
 

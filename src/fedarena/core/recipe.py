@@ -26,9 +26,14 @@ class TrainRecipe:
     """Local optimisation of one client for one round.
 
     Attributes:
-        lr, momentum, weight_decay: SGD hyper-parameters. The momentum buffer starts at
-            zero every round (the optimizer is re-created each round, as in the RLR and
-            FedAvg reference code).
+        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"`` (PyTorch's semantics; see
+            :mod:`fedarena.core.optim`).
+        lr, momentum, weight_decay: optimizer hyper-parameters (``momentum``: SGD only;
+            ``weight_decay``: an L2 term for SGD and Adam, decoupled for AdamW). The
+            optimizer state starts at zero every round (the optimizer is re-created each
+            round, as in the RLR and FedAvg reference code) unless the caller passes each
+            client's saved state (``fl.client_state=persistent``).
+        betas, eps: Adam's and AdamW's moment decay rates and denominator constant.
         batch_size: local minibatch size.
         epochs: local epochs; ignored when ``steps`` is set.
         steps: a fixed number of local SGD steps instead of epochs.
@@ -41,10 +46,16 @@ class TrainRecipe:
             step (e.g. projection of the local update onto an L2 ball).
         vectorize: whether this recipe may run under ``torch.func.vmap``; hooks must be
             pure tensor functions for that.
+        step_hook: optional :class:`StepHook` run after every SGD step (client-side
+            defenses such as LeadFL, LDP, FL-WBC). It works on the stacked ``(k, ...)``
+            parameters of all clients of a chunk, so the same code runs on both paths.
     """
 
     lr: float = 0.1
+    optimizer: str = "sgd"
     momentum: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 1
@@ -54,6 +65,7 @@ class TrainRecipe:
     extra_loss: Optional[Callable[[Params, Params], torch.Tensor]] = None
     project: Optional[Callable[[Params, Params], Params]] = None
     vectorize: bool = True
+    step_hook: Optional["StepHook"] = None
 
     def with_(self, **changes) -> "TrainRecipe":
         return replace(self, **changes)
@@ -62,3 +74,45 @@ class TrainRecipe:
         if self.steps is not None:
             return self.steps
         return self.epochs * max(1, -(-n_samples // self.batch_size))
+
+
+@dataclass
+class HookStep:
+    """What a :class:`StepHook` sees after one SGD step of ``k`` clients.
+
+    ``params``: the stacked ``(k, ...)`` parameters after the step (modify in place);
+    ``grads``: the task gradients of this step (before momentum); ``bufs``: momentum buffers
+    (``None`` without momentum); ``first``: ``(k,)`` bool, this batch starts a local epoch;
+    ``active``: ``(k,)`` float, the client took this step; ``generators``: one
+    ``torch.Generator`` per client (its own seed, the same on both training paths);
+    ``regrad()``: the task gradients at the current ``params`` on the same batch;
+    ``step(grads, bufs, active, idx)``: one more SGD step (the recipe's momentum and weight
+    decay) of the tensors ``idx`` with ``grads``, returning the new buffers of those tensors.
+    """
+
+    names: list[str]
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    bufs: Optional[list[torch.Tensor]]
+    first: torch.Tensor
+    active: torch.Tensor
+    generators: list[torch.Generator]
+    state: dict
+    regrad: Callable[[], list[torch.Tensor]]
+    recipe: "TrainRecipe"
+    step: Optional[Callable] = None
+
+
+class StepHook:
+    """A per-client function of parameters and gradients applied after each local SGD step.
+
+    Subclasses implement :meth:`init` (the per-chunk state, from the stacked initial
+    parameters) and :meth:`__call__` (returns the momentum buffers, changed or not).
+    Instances must be hashable and compare by value (recipes group clients by equality).
+    """
+
+    def init(self, names: list[str], params: list[torch.Tensor]) -> dict:
+        return {}
+
+    def __call__(self, s: HookStep) -> Optional[list[torch.Tensor]]:  # pragma: no cover - abstract
+        return s.bufs

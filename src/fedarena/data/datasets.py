@@ -6,11 +6,13 @@ poisoning (triggers) works on the raw pixels, as in the papers' code.
 
 Files for ``mnist``/``fashion-mnist`` are the canonical IDX gz files under
 ``<data.root>/<dataset>/``; ``cifar10`` reads the python pickle batches under
-``<data.root>/cifar10/cifar-10-batches-py/``. Missing files are downloaded from the
-canonical sources (:data:`SOURCES`) and checked against their SHA-256 when
-``data.download`` is true; otherwise :class:`~fedarena.errors.DataNotFoundError` says, in
-one line, which files to put where. Files already on disk are not re-hashed, so
-repackaged copies (e.g. an offline data directory) load as they are.
+``<data.root>/cifar10/`` (the tarball, read in memory, or its extracted
+``cifar-10-batches-py/``). Missing files are downloaded from the canonical sources
+(:data:`SOURCES`) when ``data.download`` is true; otherwise
+:class:`~fedarena.errors.DataNotFoundError` says, in one line, which files to put where.
+Every file is checked against its known hashes before it is parsed, also when it was
+already on disk (:mod:`fedarena.data.integrity`; ``data.verify=false`` accepts other
+copies), and nothing is ever unpickled with the plain pickle module.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import pickle
 import struct
 import tarfile
 import urllib.request
@@ -29,8 +30,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataNotFoundError
+from ..errors import ConfigError, DataError, DataNotFoundError
 from ..registry import DATASETS
+from .integrity import CIFAR10_BATCH_MD5, OFFLINE_SHA256, check_labels, restricted_unpickle, verify_file
 
 
 @dataclass
@@ -73,7 +75,7 @@ def default_root() -> Path:
 
 # ---------------------------------------------------------------- digits
 @DATASETS.register("digits")
-def load_digits_dataset(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
+def load_digits_dataset(*, root: Optional[str] = None, download: bool = True, verify: bool = True) -> TensorDataset:
     """scikit-learn's bundled 8x8 digits (1,797 images), scaled to [0, 1]; fixed stratified 80/20 split.
 
     The split is ``train_test_split(test_size=0.2, stratify=y, random_state=0)``: the same
@@ -91,11 +93,13 @@ def load_digits_dataset(*, root: Optional[str] = None, download: bool = True) ->
 
 
 # ---------------------------------------------------------------- synthetic
+MAX_SYNTHETIC_PIXELS = 5 * 10**8  # 2 GiB of float32
 @DATASETS.register("synthetic")
 def load_synthetic(
     *,
     root: Optional[str] = None,
     download: bool = True,
+    verify: bool = True,
     num_classes: int = 10,
     image_size: int = 8,
     channels: int = 1,
@@ -111,10 +115,16 @@ def load_synthetic(
     ``noise * N(0, 1)`` per pixel. Labels are balanced (``i mod num_classes``, shuffled).
     The data depend only on ``synthetic_seed``, not on the run's seed.
     """
-    for key, value, low in (("num_classes", num_classes, 2), ("image_size", image_size, 1), ("channels", channels, 1),
-                            ("train_size", train_size, 1), ("test_size", test_size, 1), ("noise", noise, 0)):
-        if value < low:
-            raise ConfigError(f"data.synthetic.{key}", f"must be >= {low} (got {value!r})", f">= {low}")
+    for key, value, low, high in (("num_classes", num_classes, 2, 10_000), ("image_size", image_size, 1, 512),
+                                  ("channels", channels, 1, 16), ("train_size", train_size, 1, 10**7),
+                                  ("test_size", test_size, 1, 10**7), ("noise", noise, 0, 1e6)):
+        if not low <= value <= high:
+            raise ConfigError(f"data.synthetic.{key}", f"must be in {low}..{high:g} (got {value!r})", f"{low}..{high:g}")
+    pixels = (train_size + test_size) * channels * image_size**2
+    if pixels > MAX_SYNTHETIC_PIXELS:
+        raise ConfigError("data.synthetic.train_size", f"the generated set would hold {pixels:.3g} pixel values "
+                          f"({4 * pixels / 2**30:.1f} GiB)", f"(train_size + test_size) * channels * image_size^2 "
+                          f"<= {MAX_SYNTHETIC_PIXELS:.0e}")
     g = np.random.default_rng(synthetic_seed)
     shape = (channels, image_size, image_size)
     protos = g.uniform(0.0, 1.0, size=(num_classes, *shape)).astype(np.float32)
@@ -264,21 +274,38 @@ def fetch(dataset: str, filename: str, folder: Path, download: bool) -> Path:
     return require(dataset, folder, (filename,), download)[0]
 
 
-def _read_checked(path: Path) -> np.ndarray:
+def known_sha256(dataset: str, filename: str) -> set[str]:
+    """Hashes accepted for a file: the canonical download and the documented offline copy."""
+    return {h for h in (SOURCES.get(dataset, {}).get("sha256", {}).get(filename),
+                        OFFLINE_SHA256.get(dataset, {}).get(filename)) if h}
+
+
+def read_idx_checked(path: Path, dataset: Optional[str] = None, verify: bool = False) -> np.ndarray:
+    """:func:`read_idx` that reports a damaged (or, with ``verify``, unknown) file as one
+    :class:`DataError` line, before parsing it."""
+    if verify and dataset:
+        verify_file(path, known_sha256(dataset, path.name))
     try:
         return read_idx(path)
     except (ValueError, OSError, EOFError) as e:
-        raise DataNotFoundError(f"data.root: {path} is damaged ({e}); delete it and set data.download=true, "
-                                "or replace it") from None
+        raise DataError(f"data.root: {path} is damaged ({e}); delete it and set data.download=true, "
+                        "or replace it") from None
 
 
-def _load_idx_dataset(name: str, root: Optional[str], download: bool, mean: float, std: float) -> TensorDataset:
+def check_idx_split(folder: Path, x: np.ndarray, y: np.ndarray, split: str, num_classes: int = 10) -> None:
+    """Images ``(N, H, W)`` with ``N`` labels in ``0..num_classes-1``, else one :class:`DataError` line."""
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"data.root: {folder}: {split} images {x.shape} and labels {y.shape} do not match")
+    check_labels(y, num_classes, f"{folder}/{split}-labels")
+
+
+def _load_idx_dataset(name: str, root: Optional[str], download: bool, mean: float, std: float,
+                      verify: bool = True) -> TensorDataset:
     folder = dataset_folder(name, root)
     files = require(name, folder, IDX_FILES, download)
-    xtr, ytr, xte, yte = (_read_checked(f) for f in files)
+    xtr, ytr, xte, yte = (read_idx_checked(f, name, verify) for f in files)
     for x, y, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DataNotFoundError(f"data.root: {folder}: {split} images {x.shape} and labels {y.shape} do not match")
+        check_idx_split(folder, x, y, split)
 
     def img(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
@@ -288,52 +315,75 @@ def _load_idx_dataset(name: str, root: Optional[str], download: bool, mean: floa
 
 
 @DATASETS.register("mnist")
-def load_mnist(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
+def load_mnist(*, root: Optional[str] = None, download: bool = True, verify: bool = True) -> TensorDataset:
     """MNIST (LeCun et al. 1998), IDX gz files under ``<data.root>/mnist/``; normalised with mean 0.1307, std 0.3081."""
-    return _load_idx_dataset("mnist", root, download, 0.1307, 0.3081)
+    return _load_idx_dataset("mnist", root, download, 0.1307, 0.3081, verify)
 
 
 @DATASETS.register("fashion-mnist")
-def load_fashion_mnist(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
+def load_fashion_mnist(*, root: Optional[str] = None, download: bool = True, verify: bool = True) -> TensorDataset:
     """Fashion-MNIST (Xiao et al. 2017), IDX gz files under ``<data.root>/fashion-mnist/``; mean 0.2860, std 0.3530."""
-    return _load_idx_dataset("fashion-mnist", root, download, 0.2860, 0.3530)
+    return _load_idx_dataset("fashion-mnist", root, download, 0.2860, 0.3530, verify)
 
 
-def _extract(tar_path: Path, folder: Path) -> None:
-    with tarfile.open(tar_path) as t:
-        if hasattr(tarfile, "data_filter"):
-            t.extractall(folder, filter="data")
-        else:  # Python without extraction filters: refuse members that leave the folder
-            base = folder.resolve()
-            for m in t.getmembers():
-                if not (folder / m.name).resolve().is_relative_to(base) or m.issym() or m.islnk():
-                    raise DataNotFoundError(f"data.root: {tar_path} has an unsafe member {m.name!r}")
-            t.extractall(folder)
+def _cifar_batches(folder: Path, download: bool, verify: bool) -> dict[str, bytes]:
+    """The raw bytes of the six CIFAR-10 batches: from the tarball (SHA-256 checked, read
+    in memory, never extracted), else from an extracted ``cifar-10-batches-py/`` (MD5
+    checked, see :mod:`fedarena.data.integrity`)."""
+    batches = folder / "cifar-10-batches-py"
+    tar_path = folder / CIFAR10_TARBALL
+    if not tar_path.exists() and all((batches / f).exists() for f in CIFAR10_BATCHES):
+        out = {}
+        for f in CIFAR10_BATCHES:
+            if verify:
+                verify_file(batches / f, {CIFAR10_BATCH_MD5[f]}, "md5")
+            out[f] = (batches / f).read_bytes()
+        return out
+    if not tar_path.exists() and not download:
+        raise DataNotFoundError(
+            f"data.root: cifar10 files missing: put {CIFAR10_TARBALL} (from {SOURCES['cifar10']['url']}) in "
+            f"{folder}, or its extracted cifar-10-batches-py/ ({', '.join(CIFAR10_BATCHES)}) there, "
+            "or set data.download=true"
+        )
+    tar_path = fetch("cifar10", CIFAR10_TARBALL, folder, download)
+    if verify:
+        verify_file(tar_path, known_sha256("cifar10", CIFAR10_TARBALL))
+    out = {}
+    try:
+        with tarfile.open(tar_path) as t:
+            for f in CIFAR10_BATCHES:
+                member = t.extractfile(f"cifar-10-batches-py/{f}")
+                if member is None:
+                    raise KeyError(f)
+                out[f] = member.read()
+    except (tarfile.TarError, KeyError, OSError, EOFError) as e:
+        raise DataError(f"data.root: {tar_path} is damaged or incomplete ({type(e).__name__}: {e})") from None
+    return out
+
+
+def _cifar_arrays(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
+    d = restricted_unpickle(raw, source)
+    try:
+        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(d["labels"], dtype=np.int64)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"data.root: {source} is not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    if len(x) != len(y):
+        raise DataError(f"data.root: {source} holds {len(x)} images and {len(y)} labels")
+    check_labels(y, 10, source)
+    return x, y
 
 
 @DATASETS.register("cifar10")
-def load_cifar10(*, root: Optional[str] = None, download: bool = True) -> TensorDataset:
-    """CIFAR-10 (Krizhevsky 2009), python pickle batches under ``<data.root>/cifar10/cifar-10-batches-py/``."""
+def load_cifar10(*, root: Optional[str] = None, download: bool = True, verify: bool = True) -> TensorDataset:
+    """CIFAR-10 (Krizhevsky 2009), python batches from ``<data.root>/cifar10/cifar-10-python.tar.gz`` (or extracted)."""
     folder = dataset_folder("cifar10", root)
-    batches = folder / "cifar-10-batches-py"
-    if not all((batches / f).exists() for f in CIFAR10_BATCHES):
-        tar = folder / CIFAR10_TARBALL
-        if not tar.exists() and not download:
-            raise DataNotFoundError(
-                f"data.root: cifar10 files missing: put {CIFAR10_TARBALL} (from {SOURCES['cifar10']['url']}) in "
-                f"{folder}, or its extracted cifar-10-batches-py/ ({', '.join(CIFAR10_BATCHES)}) there, "
-                "or set data.download=true"
-            )
-        tar = fetch("cifar10", CIFAR10_TARBALL, folder, download)
-        _extract(tar, folder)
+    raw = _cifar_batches(folder, download, verify)
 
     def load(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for f in files:
-            with open(batches / f, "rb") as fh:
-                d = pickle.load(fh, encoding="latin1")
-            xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d["labels"], dtype=np.int64))
+        parts = [_cifar_arrays(raw[f], str(folder / f)) for f in files]
+        xs, ys = zip(*parts)
         return torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0), torch.from_numpy(np.concatenate(ys))
 
     xtr, ytr = load(CIFAR10_BATCHES[:5])

@@ -38,6 +38,7 @@ Built-in sets (``attack.edge_set``):
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -46,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataNotFoundError
+from ..errors import ConfigError, DataError, DataNotFoundError
 
 BUILTIN = ("shapes", "mnist", "inverted", "rare")
 
@@ -111,24 +112,31 @@ def load_npz(path: str, shape: tuple[int, ...], seed: int = 0) -> EdgeSet:
     p = Path(path).expanduser()
     if not p.exists():
         raise ConfigError("attack.edge_set", f"file {str(p)!r} not found", "a .npz path or " + ", ".join(BUILTIN))
-    with np.load(p) as z:
-        keys = set(z.files)
-        if {"x_train", "x_test"} <= keys:
-            xtr, xte = _as_nchw(z["x_train"]), _as_nchw(z["x_test"])
-        elif "x" in keys:
-            x = _as_nchw(z["x"])
-            perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
-            cut = max(1, int(round(0.8 * len(x))))
-            xtr, xte = x[perm[:cut]], x[perm[cut:]]
-        else:
-            raise ConfigError("attack.edge_set", f"{p.name} holds {sorted(keys)}", "arrays x_train and x_test, or x")
+    try:
+        with np.load(p, allow_pickle=False) as z:  # never unpickle objects from a data file
+            keys = set(z.files)
+            if {"x_train", "x_test"} <= keys:
+                xtr, xte = _as_nchw(z["x_train"]), _as_nchw(z["x_test"])
+            elif "x" in keys:
+                x = _as_nchw(z["x"])
+                perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
+                cut = max(1, int(round(0.8 * len(x))))
+                xtr, xte = x[perm[:cut]], x[perm[cut:]]
+            else:
+                raise ConfigError("attack.edge_set", f"{p.name} holds {sorted(keys)}", "arrays x_train and x_test, or x")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise DataError(f"attack.edge_set: {p} is not a plain-array .npz ({type(e).__name__}: {e}); "
+                        "object (pickled) arrays are refused") from None
     if len(xtr) == 0 or len(xte) == 0:
         raise ConfigError("attack.edge_set", f"{p.name} needs at least one pool and one held-out image")
     return EdgeSet(p.name, fit_shape(xtr, shape), fit_shape(xte, shape))
 
 
-def load_mnist_tail(shape: tuple[int, ...], root: Optional[str], edge_class: Optional[int]) -> EdgeSet:
-    from .datasets import IDX_FILES, default_root, read_idx
+def load_mnist_tail(shape: tuple[int, ...], root: Optional[str], edge_class: Optional[int],
+                    verify: bool = True) -> EdgeSet:
+    from .datasets import IDX_FILES, check_idx_split, default_root, read_idx_checked
 
     base = Path(root).expanduser() if root else (Path(os.environ["FEDARENA_DATA"]).expanduser()
                                                   if os.environ.get("FEDARENA_DATA") else default_root())
@@ -138,7 +146,9 @@ def load_mnist_tail(shape: tuple[int, ...], root: Optional[str], edge_class: Opt
     if missing:
         raise DataNotFoundError(f"attack.edge_root: MNIST files {', '.join(missing)} missing under {folder}; "
                                 "set attack.edge_root (or $FEDARENA_DATA) to a folder holding mnist/")
-    xtr, ytr, xte, yte = (read_idx(f) for f in files)
+    xtr, ytr, xte, yte = (read_idx_checked(f, "mnist", verify) for f in files)
+    check_idx_split(folder, xtr, ytr, "train")
+    check_idx_split(folder, xte, yte, "t10k")
     if edge_class is not None:
         xtr, xte = xtr[ytr == edge_class], xte[yte == edge_class]
     name = "mnist" if edge_class is None else f"mnist-{edge_class}"
@@ -152,7 +162,7 @@ def _data_root(root: Optional[str]) -> Optional[str]:
 
 
 def load_rare_tail(shape: tuple[int, ...], dataset: Optional[str], root: Optional[str], edge_class: Optional[int],
-                   rare_frac: float, seed: int) -> EdgeSet:
+                   rare_frac: float, seed: int, verify: bool = True) -> EdgeSet:
     from ..registry import DATASETS
 
     if not dataset:
@@ -162,7 +172,7 @@ def load_rare_tail(shape: tuple[int, ...], dataset: Optional[str], root: Optiona
         raise ConfigError("attack.edge_class", "the rare tail set needs a class", "a class id, e.g. 0")
     if not 0.0 < rare_frac <= 1.0:
         raise ConfigError("attack.rare_frac", f"must be in (0, 1] (got {rare_frac})", "0 < rare_frac <= 1")
-    data = DATASETS.build(dataset, {"root": _data_root(root), "download": False})
+    data = DATASETS.build(dataset, {"root": _data_root(root), "download": False, "verify": verify})
     if not 0 <= edge_class < data.num_classes:
         raise ConfigError("attack.edge_class", f"class {edge_class} out of range", f"0..{data.num_classes - 1}")
     mean = data.x_train[data.y_train == edge_class].mean(0)
@@ -182,7 +192,7 @@ def invert(x: torch.Tensor) -> torch.Tensor:
 
 def load_edge_set(name: str, shape: tuple[int, ...], *, root: Optional[str] = None, edge_class: Optional[int] = None,
                   seed: int = 0, num_classes: Optional[int] = None, dataset: Optional[str] = None,
-                  rare_frac: float = 0.2) -> EdgeSet:
+                  rare_frac: float = 0.2, verify: bool = True) -> EdgeSet:
     """Build the tail set ``name`` for inputs of ``shape`` = (C, H, W)."""
     if len(shape) != 3:
         raise ConfigError("attack.edge_set", f"needs image inputs (C, H, W), got shape {shape}", "an image dataset")
@@ -191,13 +201,13 @@ def load_edge_set(name: str, shape: tuple[int, ...], *, root: Optional[str] = No
     if name == "mnist":
         if edge_class is not None and not 0 <= edge_class <= 9:
             raise ConfigError("attack.edge_class", f"digit {edge_class} out of range", "0..9, or unset for all digits")
-        return load_mnist_tail(shape, root, edge_class)
+        return load_mnist_tail(shape, root, edge_class, verify)
     if name == "inverted":
         if edge_class is not None and num_classes is not None and not 0 <= edge_class < num_classes:
             raise ConfigError("attack.edge_class", f"class {edge_class} out of range", f"0..{num_classes - 1}")
         return EdgeSet("inverted", transform=invert, source_class=edge_class)
     if name == "rare":
-        return load_rare_tail(shape, dataset, root, edge_class, rare_frac, seed)
+        return load_rare_tail(shape, dataset, root, edge_class, rare_frac, seed, verify)
     if name.endswith(".npz"):
         return load_npz(name, shape, seed)
     raise ConfigError("attack.edge_set", f"unknown tail set {name!r}", ", ".join(BUILTIN) + ", or a path to a .npz")

@@ -31,6 +31,19 @@ Triggers (``attack.trigger``):
   its four DBA parts are the four lines (local trigger i = line i). ``trigger_size`` is
   the line thickness (Table 9's x1/x2/x4: 1, 2, 4 rows); images narrower than 15
   columns get lines of ``(W - 1) // 2`` columns with a 1-column gap.
+* ``nine-pixel`` -- the LeadFL paper's "9-pixel pattern" (Zhu et al., ICML 2023; from the
+  backdoors101 synthesizer of its code, the LeadFL spec Sec. 1.4): a 5-row x 3-column box
+  with 9 trigger pixels, six of value ``value`` and three of ``1 - value``::
+
+      [[1, 0, 1],
+       [-, 1, -],
+       [-, -, 0],
+       [-, 1, -],
+       [1, 0, 1]]          (- = not part of the trigger)
+
+  at rows 3..7, cols 23..25 on 28x28 and 32x32 images; smaller images put the box at the
+  top-right (8x8: rows 1..5, cols 5..7). Raw [0, 1] values; the reference stamps the
+  MNIST-normalised values into un-normalised images (spec decision A6), not reproduced.
 
 Options: ``size`` (the plus's extent, the square's / logo's / checkerboard's side),
 ``position`` (top-left corner ``(row, col)`` of the trigger's bounding box, or one of
@@ -58,7 +71,7 @@ import torch
 
 from ..errors import ConfigError
 
-TRIGGERS = ("plus", "square", "copyright", "apple", "pixel", "badnets", "dba-lines")
+TRIGGERS = ("plus", "square", "copyright", "apple", "pixel", "badnets", "dba-lines", "nine-pixel")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
 Position = Union[str, Sequence[int], None]
 
@@ -124,6 +137,7 @@ def default_size(name: str, h: int) -> int:
         "pixel": {},
         "badnets": {8: 3, 28: 3, 32: 3},
         "dba-lines": {},
+        "nine-pixel": {},
     }[name]
     if h in table:
         return table[h]
@@ -258,6 +272,8 @@ def make_trigger(
         s = 1 if size is None else s
     if name == "dba-lines":
         return _dba_lines(c, h, w, s, value, blend, position)
+    if name == "nine-pixel":
+        return _nine_pixel(c, h, w, value, blend, position)
     r0, c0 = resolve_position(position, name, h, w, s)
     if r0 < 0 or c0 < 0 or r0 + s > h or c0 + s > w:
         raise ConfigError("attack.trigger_position", f"a size-{s} trigger at ({r0}, {c0}) does not fit {h}x{w} images",
@@ -287,6 +303,27 @@ def make_trigger(
         logo = copyright_logo(s) if name == "copyright" else apple_logo(s)
         mask[0, r0 : r0 + s, c0 : c0 + s] = logo
     return Trigger(mask, pattern, blend, parts)
+
+
+#: the LeadFL 9-pixel pattern: 1 = trigger value, 0 = its complement, -1 = not in the trigger
+NINE_PIXEL = ((1, 0, 1), (-1, 1, -1), (-1, -1, 0), (-1, 1, -1), (1, 0, 1))
+
+
+def _nine_pixel(c: int, h: int, w: int, value: float, blend: str, position: Position) -> Trigger:
+    """The LeadFL 9-pixel pattern (see the module docstring)."""
+    if position is None:
+        r0, c0 = (3, 23) if h >= 28 and w >= 28 else (max(0, min(1, h - 5)), w - 3)
+    else:
+        r0, c0 = resolve_position(position, "nine-pixel", h, w, 3)
+    if r0 < 0 or c0 < 0 or r0 + 5 > h or c0 + 3 > w:
+        raise ConfigError("attack.trigger_position", f"the 5x3 nine-pixel box at ({r0}, {c0}) does not fit {h}x{w} images",
+                          f"rows 0..{h - 5}, cols 0..{w - 3}")
+    pat = torch.tensor(NINE_PIXEL, dtype=torch.float32)
+    mask = torch.zeros(1, h, w)
+    pattern = torch.full((c, h, w), value)
+    mask[0, r0 : r0 + 5, c0 : c0 + 3] = (pat >= 0).float()
+    pattern[:, r0 : r0 + 5, c0 : c0 + 3] = torch.where(pat == 0, 1 - value, torch.full_like(pat, value))
+    return Trigger(mask, pattern, blend)
 
 
 def _dba_lines(c: int, h: int, w: int, k: int, value: float, blend: str, position: Position) -> Trigger:

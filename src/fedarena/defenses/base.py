@@ -22,6 +22,7 @@ import torch
 from ..core.layout import ParamLayout
 from ..errors import ConfigError
 from ..core.recipe import TrainRecipe
+from ..core.state import Stateful
 
 
 @dataclass
@@ -75,8 +76,11 @@ class Aggregate:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Aggregator:
-    """Base class: override :meth:`aggregate`. Keyword ``__init__`` args are config params."""
+class Aggregator(Stateful):
+    """Base class: override :meth:`aggregate`. Keyword ``__init__`` args are config params.
+
+    State kept across rounds is saved in checkpoints by :class:`~fedarena.core.state.Stateful`.
+    """
 
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         return self.aggregate(U, ctx)
@@ -101,8 +105,10 @@ class Aggregator:
     root_size: int = 0
 
 
-class Stage:
-    """Common base of pipeline stages."""
+class Stage(Stateful):
+    """Common base of pipeline stages (state saved in checkpoints, scratch buffers excepted)."""
+
+    state_exclude = ("_buf",)
 
     #: position in the pipeline among stages of the same kind (lower runs first)
     order: int = 50
@@ -111,6 +117,11 @@ class Stage:
         """Client-side part of the defense: change every client's local recipe (e.g.
         projected gradient descent onto an L2 ball). Default: unchanged."""
         return recipe
+
+    def client_upload(self, U: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Client-side transform of the honest rows before upload (local DP noise), applied
+        by the engine before attackers craft theirs. Default: unchanged."""
+        return U
 
     def reset(self) -> None:
         pass
@@ -152,7 +163,7 @@ def weights_per_client(weights: Optional[torch.Tensor], ctx: RoundContext) -> Op
     return (weights / size)[rows]
 
 
-class DefensePipeline:
+class DefensePipeline(Stateful):
     """pre-stages -> aggregator -> post-stages."""
 
     def __init__(self, pre: list[PreStage], aggregator: Aggregator, post: list[PostStage]):
@@ -187,6 +198,19 @@ class DefensePipeline:
             recipe = s.client_recipe(recipe)
         return recipe
 
+    def client_upload(self, U: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The honest rows as the clients upload them, after every stage's client-side transform."""
+        for s in (*self.pre, *self.post):
+            U = s.client_upload(U, generator)
+        return U
+
     def reset(self) -> None:
         for s in (*self.pre, self.aggregator, *self.post):
             s.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stages": [s.state_dict() for s in (*self.pre, self.aggregator, *self.post)]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, st in zip((*self.pre, self.aggregator, *self.post), state["stages"], strict=True):
+            s.load_state_dict(st)

@@ -42,6 +42,10 @@ def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
         used |= set(params)
         order = getattr(stage, "order", 50)
         (pre if isinstance(stage, PreStage) else post).append((order, stage))
+        companion = getattr(stage, "companion", None)  # a stage with a post-aggregation half (dp)
+        if companion is not None:
+            half = companion()
+            post.append((getattr(half, "order", 50), half))
     agg_values = {k: v for k, v in defense.items() if k not in used and k not in COMMON_KEYS}
     # a stage's own options are not the aggregator's; set while their stage is off, they
     # would do nothing, so they are an error (a trigger left at 0/None/False is fine)

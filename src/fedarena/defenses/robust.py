@@ -51,6 +51,9 @@ from .base import Aggregate, Aggregator, RoundContext
 
 #: columns per block in coordinate-wise kernels (sort / selection on a cache-sized block)
 CHUNK_COLS = 1 << 13
+#: upper bound of iterative rules' iteration counts (RFA's Weiszfeld steps, CC's clipping
+#: iterations): the papers use 1 to 10; a bound keeps a typo from hanging a run
+MAX_ITERATIONS = 1000
 
 
 def row_sq_norms(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -619,8 +622,8 @@ class RFA(_RowRule):
     """
 
     def __init__(self, *, iters: int = 3, nu: float = 0.1, weighted: bool = False):
-        if iters < 1:
-            raise ConfigError("defense.iters", f"must be >= 1 (got {iters})", "1, 2, ...")
+        if not 1 <= iters <= MAX_ITERATIONS:
+            raise ConfigError("defense.iters", f"must be in 1..{MAX_ITERATIONS} (got {iters})", f"1..{MAX_ITERATIONS}")
         if not nu > 0:
             raise ConfigError("defense.nu", f"must be > 0 (got {nu})", "> 0")
         self.iters, self.nu, self.weighted = iters, nu, weighted
@@ -656,8 +659,9 @@ class CenteredClipping(_RowRule):
     def __init__(self, *, tau: float = 1.0, iterations: int = 1):
         if not tau > 0:
             raise ConfigError("defense.tau", f"must be > 0 (got {tau})", "> 0")
-        if iterations < 1:
-            raise ConfigError("defense.iterations", f"must be >= 1 (got {iterations})", "1, 2, ...")
+        if not 1 <= iterations <= MAX_ITERATIONS:
+            raise ConfigError("defense.iterations", f"must be in 1..{MAX_ITERATIONS} (got {iterations})",
+                              f"1..{MAX_ITERATIONS}")
         self.tau, self.iterations = float(tau), int(iterations)
         self.center: Optional[torch.Tensor] = None
 

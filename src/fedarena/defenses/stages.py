@@ -187,6 +187,10 @@ def bucket_means(U: torch.Tensor, s: int, generator: torch.Generator | None = No
     return sums.div_(counts.unsqueeze(1)), row_of
 
 
+#: largest accepted bucket size (any size >= the cohort gives one bucket)
+MAX_BUCKET = 10**6
+
+
 @STAGES.register("bucketing")
 class Bucketing(PreStage):
     """Bucketing: means of random buckets of s updates (Karimireddy et al., ICLR 2022).
@@ -204,8 +208,9 @@ class Bucketing(PreStage):
     order = 40
 
     def __init__(self, *, bucketing: int):
-        if bucketing < 1:
-            raise ConfigError("defense.bucketing", f"bucket size must be >= 1 (got {bucketing})", "1, 2, ...")
+        if not 1 <= bucketing <= MAX_BUCKET:
+            raise ConfigError("defense.bucketing", f"bucket size must be in 1..{MAX_BUCKET} (got {bucketing})",
+                              f"1..{MAX_BUCKET} (a size >= the cohort makes one bucket)")
         self.s = int(bucketing)
         self._buf: Optional[torch.Tensor] = None
 

@@ -92,6 +92,11 @@ def datasets(quick: bool) -> dict[str, dict[str, Any]]:
 PAPER_BLOCK = {"digits": "fmnist", "digits-noniid": "mnist-noniid", "fmnist": "fmnist", "mnist-noniid": "mnist-noniid"}
 
 
+def attack_section(attack: str) -> dict[str, Any]:
+    """ALIE follows this paper's Eq. 3 for z (``z_rule: fall-of-cc``; the attack's own default is the ALIE paper's rule)."""
+    return {"name": attack, "z_rule": "fall-of-cc"} if attack == "alie" else {"name": attack}
+
+
 def run_id(ds: str, agg: str, beta: float, attack: str) -> str:
     return f"{ds}/{agg}/b{beta:g}/{attack}"
 
@@ -170,7 +175,8 @@ class FallOfCC(Paper):
             "The paper's block used for comparison: FMNIST for IID runs, MNIST* for non-IID runs. "
             "tau and z are absolute L2 norms: whether CC clips benign clients (and whether ROP's z = 1 "
             "perturbation is clipped) depends on the momentum norms, listed in the norms table. "
-            "ALIE uses the paper's z formula (0.2533 for 25 clients, 5 attackers); the authors' code uses 1.2 "
+            "ALIE uses the paper's z formula, Eq. 3 (attack.z_rule=fall-of-cc: 0.2533 for 25 clients, 5 attackers); "
+            "the authors' code uses 1.2 "
             "(attack.z=1.2 in a single `fedarena run`). "
             "The no-attack runs keep TM's trim at 5 (paired cells; the authors' code trims 0 there). "
             "Diverged (non-finite) runs count as 10 %."
@@ -199,7 +205,7 @@ class FallOfCC(Paper):
                             rid = run_id(ds, agg, beta, attack) + (f"/s{seed}" if len(self.seeds) > 1 else "")
                             out[rid] = deep_update(base, {
                                 "name": f"fall-of-cc-{ds}-{agg}-b{beta:g}-{attack}", "seed": seed, "data": data,
-                                "fl": {"client_momentum": beta}, "attack": {"name": attack}, "defense": dsec,
+                                "fl": {"client_momentum": beta}, "attack": attack_section(attack), "defense": dsec,
                             })
         return out
 

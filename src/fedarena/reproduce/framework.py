@@ -13,15 +13,16 @@ A paper module registers a :class:`Paper` subclass in ``PAPERS``::
                           measure=lambda r: r.final("median", "main_acc"),
                           check=lambda ours: ours >= 0.8, rule=">= 0.8")]
 
-``fedarena reproduce my-paper [--quick]`` runs every config (paired seeds), evaluates
-every claim and writes ``claims.md``, ``claims.json`` and ``results.csv``. A claim's
+``fedarena reproduce my-paper [--quick]`` runs every config (paired seeds) on the study
+machinery (run folders, index, resume; see :mod:`fedarena.studies.sweep`), evaluates
+every claim and writes ``claims.md``, ``claims.json`` and ``results.csv`` (one row per run). A claim's
 verdict is ``pass``/``fail`` from its rule, or ``info`` when it only reports a number.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,11 @@ from typing import Any, Callable, Optional
 
 from ..config import load_config
 from ..errors import ConfigError
-from ..run.simulation import RunResult, Simulation
 from ..registry import PAPERS
-from ..run.records import _clean, write_run
+from ..run.records import _clean, read_run
+from ..run.simulation import RunResult
+from ..studies.spec import Job
+from ..studies.sweep import INDEX, folder_name, run_sweep
 
 
 @dataclass
@@ -117,6 +120,10 @@ class Paper:
         """Computations that are not federated runs (Monte-Carlo checks, timing tables)."""
         return {}
 
+    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+        """Write the paper's figures (PNG) into ``out``; return their paths (listed in claims.md)."""
+        return []
+
 
 def deep_update(base: dict, changes: dict) -> dict:
     """A copy of ``base`` with nested ``changes`` merged in."""
@@ -154,13 +161,17 @@ def configs_with_overrides(runs: dict[str, dict[str, Any]], overrides: list[str]
 
 
 def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optional[list[str]] = None,
-                     console=None, write_runs: bool = True) -> Report:
+                     console=None, write_runs: bool = True, workers: int = 1) -> Report:
+    """Run a paper's runs as a study in ``out`` (see :mod:`fedarena.studies.sweep`): a
+    killed reproduction continues where it stopped when run again (finished runs are
+    skipped, unfinished ones resume from their checkpoints). ``write_runs=False``
+    removes the run folders once the claims are computed."""
     paper: Paper = PAPERS.get(name)()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     configs = configs_with_overrides(paper.runs(quick), overrides or [])
-    results = Results()
+    jobs = [Job(rid, cfg.model_dump(mode="json")) for rid, cfg in configs.items()]
     progress = None
     if console is not None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -170,15 +181,15 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
         progress.start()
         task = progress.add_task(f"reproduce {name}", total=len(configs))
     try:
-        for rid, cfg in configs.items():
-            if progress is not None:
-                progress.update(task, description=f"{name}: {rid}")
-            res = Simulation(cfg).run()
-            results.runs[rid] = res
-            if write_runs:
-                write_run(res, out / "runs" / rid, plot=False)
-            if progress is not None:
-                progress.advance(task)
+        run_sweep(jobs, out, workers=workers,
+                  on_result=(lambda res: progress.advance(task)) if progress is not None else None)
+        if progress is not None:
+            progress.update(task, completed=len(configs))
+        results = Results()
+        for job in jobs:
+            rec = read_run(out / "runs" / folder_name(job.run_id))
+            results.runs[job.run_id] = RunResult(configs[job.run_id], rec["metrics"], rec["clients"], rec["rounds"],
+                                                 rec["summary"])
         results.extras = paper.extras(quick, results)
     finally:
         if progress is not None:
@@ -191,12 +202,16 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
         except Exception as e:  # a claim that cannot be computed is reported, not hidden
             ours, verdict = f"error: {e}", "error"
         claim_results.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule))
+    figures = [out / Path(p).name for p in paper.figures(quick, results, out)]
     report = Report(name, quick, claim_results, round(time.perf_counter() - start, 1))
-    write_report(report, results, paper, out)
+    write_report(report, results, paper, out, figures)
+    if not write_runs:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+        (out / INDEX).unlink(missing_ok=True)
     return report
 
 
-def write_report(report: Report, results: Results, paper: Paper, out: Path) -> None:
+def write_report(report: Report, results: Results, paper: Paper, out: Path, figures: Optional[list[Path]] = None) -> None:
     title = PAPERS.summary(report.name)
     md = [f"# Reproduction: {report.name}{' (quick)' if report.quick else ''}", "", title, "",
           f"Wall time: {report.wall_time_s} s. Verdicts: {report.counts()}", "", report.markdown_table(), ""]
@@ -205,20 +220,13 @@ def write_report(report: Report, results: Results, paper: Paper, out: Path) -> N
     for key, table in results.extras.items():
         if isinstance(table, str):
             md += [f"## {key}", "", table, ""]
+    if figures:
+        md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     (out / "claims.md").write_text("\n".join(md))
     (out / "claims.json").write_text(json.dumps(_clean({
         "name": report.name, "quick": report.quick, "wall_time_s": report.wall_time_s, "counts": report.counts(),
         "claims": [c.__dict__ for c in report.claims],
     }), indent=2, default=str) + "\n")
-    with open(out / "results.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["run", "dataset", "attack", "defense", "seed", "final_main_acc", "final_backdoor_acc",
-                    "max_backdoor_acc", "final_base_acc", "status", "wall_time_s"])
-        for rid, r in results.runs.items():
-            s, c = r.summary, r.config
-            w.writerow([rid, c.data.dataset, c.attack.name, c.defense.name, c.seed, s.get("final_main_acc"),
-                        s.get("final_backdoor_acc"), s.get("max_backdoor_acc"), s.get("final_base_acc"),
-                        s.get("status"), s.get("wall_time_s")])
 
 
 __all__ = ["Paper", "Claim", "Results", "Report", "deep_update", "run_reproduction", "configs_with_overrides"]

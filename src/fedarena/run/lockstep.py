@@ -7,11 +7,11 @@ per-call overheads, not by arithmetic; :class:`Lockstep` plays N
 
 (a) each run samples its cohort and decides who trains with which recipe and data
     (:meth:`Simulation.plan_round`, its own attack, defense and seed streams);
-(b) the training jobs of all runs that share a recipe (the learning rate may differ)
-    are one vectorized computation, runs being one more batch axis of the engine's
-    strategies (:func:`train_round`): stacked initial parameters, one row per run, and
-    the clients' rows (``owner``), chunked over runs x clients within the working-set
-    budget of :func:`~fedarena.core.local.auto_chunk_size`;
+(b) the training jobs of all runs that share a recipe are one vectorized computation,
+    runs being one more batch axis of the engine's strategies (:func:`train_round`):
+    stacked initial parameters, one row per run, and each client's row (``owner``),
+    chunked over runs x clients within the working-set budget of
+    :func:`~fedarena.core.local.auto_chunk_size`;
 (c) each run crafts, defends, steps and records on its own
     (:meth:`Simulation.conclude_round`);
 (d) the models of the runs due for evaluation are evaluated together
@@ -28,6 +28,7 @@ the runs one by one (``tests/test_lockstep.py``). Models with random operations
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
@@ -55,6 +56,7 @@ class TrainJob:
     schedule: BatchSchedule
     seed: int  # torch seed of the job's random operations (dropout masks)
     vectorized: bool  # False: the sequential path (custom recipes, models with buffers, fl.vectorize=false)
+    opt_states: Optional[list] = None  # fl.client_state=persistent: each client's optimizer state, updated in place
 
 
 def seed_torch(device: torch.device, seed: int) -> None:
@@ -141,12 +143,14 @@ def _train_alone(lockstep: "Lockstep", sim: "Simulation", plan: "RoundPlan", job
                                           chunk_size=cfg.fl.chunk_size)
     elif job.vectorized:
         if len(job.rows) == len(U):  # one job: train straight into U (no second k x d copy)
-            train_vectorized(sim.model, sim.params, x, y, idx, job.schedule, r, cfg.fl.chunk_size, sim.prepare, out=U)
+            train_vectorized(sim.model, sim.params, x, y, idx, job.schedule, r, cfg.fl.chunk_size, sim.prepare, out=U,
+                             opt_states=job.opt_states)
         else:
             U[job.rows] = train_vectorized(sim.model, sim.params, x, y, idx, job.schedule, r, cfg.fl.chunk_size,
-                                           sim.prepare)
+                                           sim.prepare, opt_states=job.opt_states)
     else:
-        rows_u, bufs = train_sequential(sim.model, sim.params, x, y, idx, job.schedule, r, sim.prepare, sim.buffers)
+        rows_u, bufs = train_sequential(sim.model, sim.params, x, y, idx, job.schedule, r, sim.prepare, sim.buffers,
+                                        opt_states=job.opt_states)
         U[job.rows] = rows_u
         plan.new_buffers += bufs
 
@@ -154,37 +158,37 @@ def _train_alone(lockstep: "Lockstep", sim: "Simulation", plan: "RoundPlan", job
 def _train_together(lockstep: "Lockstep", members: list[tuple["Simulation", "RoundPlan", TrainJob]]) -> None:
     """Jobs of several runs as one computation: runs x clients in chunks, each chunk one
     call of the engine with stacked initial parameters (one row per run)."""
-    sim0 = members[0][0]
+    sim0, recipe = members[0][0], members[0][2].recipe
     fedsgd = sim0.cfg.fl.algorithm == "fedsgd"
     x, y = lockstep.stores.of(sim0)
     runs = list({id(s): s for s, _, _ in members}.values())
     slot = {id(s): i for i, s in enumerate(runs)}
     stacked = {n: torch.stack([s.params[n] for s in runs]) for n in sim0.params}
-    # one entry per client: (plan, its row in U, its samples, its batches, its run, its lr)
+    # one entry per client: (plan, its row in U, its samples, its run, its job, its position in the job)
     clients = []
     for sim, plan, job in members:
         idx = lockstep.stores.index(sim, job.index)
-        for j, row in enumerate(job.rows):
-            clients.append((plan, row, idx[j], job.schedule.batches[j], slot[id(sim)], job.recipe.lr))
-    recipe = members[0][2].recipe
-    lrs = {c[5] for c in clients}
-    if not fedsgd and len(lrs) == 1:
-        recipe = recipe.with_(lr=lrs.pop())
+        clients += [(plan, row, idx[j], slot[id(sim)], job, j) for j, row in enumerate(job.rows)]
     d = sim0.layout.dim
     chunk = sim0.cfg.fl.chunk_size or auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
+    if fedsgd:  # runs' clients are grouped per run inside (vmap over runs of vmap(grad)): larger calls
+        chunk = max(chunk, len(clients))
     for start in range(0, len(clients), chunk):
         part = clients[start : start + chunk]
-        index = [c[2] for c in part]
-        sched = BatchSchedule([c[3] for c in part])
-        owner = [c[4] for c in part]
+        sched = BatchSchedule([c[4].schedule.batches[c[5]] for c in part],
+                              [c[4].schedule.epoch_start[c[5]] for c in part] if part[0][4].schedule.epoch_start else None,
+                              [c[4].schedule.seeds[c[5]] for c in part] if part[0][4].schedule.seeds else None)
+        index, owner = [c[2] for c in part], [c[3] for c in part]
+        states = None if part[0][4].opt_states is None else [c[4].opt_states[c[5]] for c in part]
         if fedsgd:
             G = minibatch_gradients(sim0.model, stacked, x, y, index, sched, recipe, sim0.prepare,
-                                    chunk_size=len(part), owner=owner)
+                                    chunk_size=sim0.cfg.fl.chunk_size, owner=owner)
         else:
-            lr = None if recipe.lr == part[0][5] and all(c[5] == recipe.lr for c in part) else \
-                torch.tensor([c[5] for c in part], device=x.device)
             G = train_vectorized(sim0.model, stacked, x, y, index, sched, recipe, len(part), sim0.prepare,
-                                 owner=owner, lr=lr)
+                                 opt_states=states, owner=owner)
+        if states is not None:
+            for c, st in zip(part, states):
+                c[4].opt_states[c[5]] = st
         by_plan: dict[int, tuple["RoundPlan", list[int], list[int]]] = {}
         for i, c in enumerate(part):
             entry = by_plan.setdefault(id(c[0]), (c[0], [], []))
@@ -254,7 +258,7 @@ class _Progress:
     def __init__(self, sim: "Simulation", result: "RunResult"):
         self.sim, self.result = sim, result
         self.error: Optional[str] = None
-        self.completed = 0
+        self.diverged_at: Optional[int] = None
         self.last_eval: dict[str, Any] = {}
         self.done = False
         self.wall = 0.0
@@ -290,47 +294,66 @@ class Lockstep:
         """Jobs with equal keys train as one computation (``None``: on their own)."""
         if len(self.sims) == 1 or self._stochastic or not job.vectorized:
             return None
-        return (self.stores.base_of[id(sim)], sim.cfg.fl.algorithm, sim.cfg.fl.chunk_size, job.recipe.with_(lr=0.0))
+        return (self.stores.base_of[id(sim)], sim.cfg.fl.algorithm, sim.cfg.fl.chunk_size, job.recipe,
+                job.opt_states is None)
 
-    def run(self, progress: Optional[Callable[[int, int, dict], None]] = None) -> list["RunResult"]:
-        """Play every run to its end; ``progress(run, t, last_eval)`` after each run's round."""
-        from .simulation import RunResult, client_records, round_record, scalar_info, summarize
+    def run(self, progress: Optional[Callable[[int, int, dict], None]] = None,
+            on_round: Optional[Callable[[int, int, dict[str, list]], None]] = None,
+            results: Optional[Sequence[Optional["RunResult"]]] = None) -> list["RunResult"]:
+        """Play every run from its ``next_round`` to its last round.
 
-        runs = [_Progress(s, RunResult(s.cfg)) for s in self.sims]
+        ``progress(run, t, last_eval)`` after each run's round; ``on_round(run, t, records)``
+        with the round's new records (see :meth:`Simulation.run`); ``results[run]``: the
+        records so far of a run that continues from a checkpoint.
+        """
+        from .simulation import RunResult, client_records, round_record, scalar_info
+
+        runs = [_Progress(s, (results[i] if results and results[i] is not None else None) or RunResult(s.cfg))
+                for i, s in enumerate(self.sims)]
+        for r in runs:
+            r.last_eval = r.result.metrics[-1] if r.result.metrics else {}
+            r.done = r.sim.next_round >= r.sim.cfg.fl.rounds
         start = time.perf_counter()
-        for t in range(max(s.cfg.fl.rounds for s in self.sims)):
-            live = [r for r in runs if not r.done]
-            if not live:
+        first = min((r.sim.next_round for r in runs), default=0)
+        for t in range(first, max(s.cfg.fl.rounds for s in self.sims)):
+            live = [r for r in runs if not r.done and r.sim.next_round <= t]
+            if not live and all(r.done for r in runs):
                 break
             plans = [r.sim.plan_round(t) for r in live]
             train_round([(r.sim, p) for r, p in zip(live, plans)], self)
-            due, recs = [], []
+            news, due = [], []
             for r, plan in zip(live, plans):
                 rec = r.sim.conclude_round(plan)
-                r.result.clients.extend(client_records(rec, r.sim.is_malicious))
-                r.result.rounds.append(round_record(rec, r.sim.attack))
-                recs.append(rec)
-                if "error" in rec:
-                    r.error, r.done = rec["error"], True
-                    continue
-                r.completed = t + 1
-                if r.sim.eval_due(t):
-                    due.append((r, rec))
-            for (r, rec), ev in zip(due, evaluate_runs([r.sim for r, _ in due])):
-                row = {"round": t, **ev, "lr": r.sim.lr_at(t), **scalar_info(rec["agg"].info)}
-                r.result.metrics.append(row)
-                r.last_eval = row
+                new = {"metrics": [], "clients": client_records(rec, r.sim.is_malicious),
+                       "rounds": [round_record(rec, r.sim.attack)]}
+                r.error = rec.get("diverged")
+                if r.error is None:
+                    r.sim.next_round = t + 1
+                    if r.sim.eval_due(t):
+                        due.append((r, rec, new))
+                news.append(new)
+            for (r, rec, new), ev in zip(due, evaluate_runs([r.sim for r, _, _ in due])):
+                r.last_eval = {"round": t, **ev, "lr": r.sim.lr_at(t), **scalar_info(rec["agg"].info)}
+                new["metrics"].append(r.last_eval)
+                if not math.isfinite(ev["loss"]):
+                    r.error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
             now = time.perf_counter() - start
-            for i, r in enumerate(runs):
-                if r in live:
-                    if progress and r.error is None:
-                        progress(i, t, r.last_eval)
-                    if r.done or t + 1 >= r.sim.cfg.fl.rounds:
-                        r.done, r.wall = True, now
+            for r, new in zip(live, news):
+                i = runs.index(r)
+                for key, rows in new.items():
+                    getattr(r.result, key).extend(rows)
+                if on_round:
+                    on_round(i, t, new)
+                if r.error is not None:
+                    r.diverged_at, r.done = t, True
+                elif progress:
+                    progress(i, t, r.last_eval)
+                if t + 1 >= r.sim.cfg.fl.rounds:
+                    r.done = True
+                if r.done:
+                    r.wall = now
         for r in runs:
-            r.result.summary = summarize(r.result.metrics, r.sim.cfg, r.wall, r.error, r.completed)
-            if len(runs) > 1:
-                r.result.summary["lockstep_runs"] = len(runs)
+            r.sim.finish_result(r.result, r.wall, r.error, r.diverged_at)
         return [r.result for r in runs]
 
 

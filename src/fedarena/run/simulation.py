@@ -16,13 +16,14 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..attacks.base import Attack, DataInfo, RoundView, is_noop
+from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, ServerView, is_noop, runs_local_training
+from ..core.distances import update_metric_values
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
 from ..defenses.base import DefensePipeline, RoundContext
@@ -35,12 +36,15 @@ from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
 from .lockstep import Lockstep, TrainJob, train_round
+from .recovery import spike_metrics
+from .sampling import attacker_count, draw_cohort
 
 
 @dataclass
 class RoundPlan:
-    """A round between its phases: who trains with which recipe and data (``jobs``),
-    and the update matrix ``U`` the training fills in."""
+    """A round between its phases: who trains with which recipe and data (``jobs``), the
+    rows the attack trains itself (``own_loop``), and the update matrix ``U`` the
+    training fills in."""
 
     round: int
     cohort: np.ndarray
@@ -48,6 +52,9 @@ class RoundPlan:
     mal_mask: np.ndarray  # (k,) attacking clients of the cohort
     jobs: list[TrainJob]
     U: torch.Tensor
+    index: list[np.ndarray]  # each row's samples in the run's sample store
+    recipe: TrainRecipe  # the round's base recipe
+    own_loop: list[int] = field(default_factory=list)
     new_buffers: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
 
@@ -70,7 +77,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
     """The run's dataset; loaded once per process and shared (read-only) by later runs."""
-    opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download}
+    opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download, "verify": cfg.data.verify}
     if cfg.data.dataset == "synthetic":
         opts.update(cfg.data.synthetic)
     key = (cfg.data.dataset, repr(sorted(opts.items())))
@@ -94,14 +101,31 @@ def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Gen
     opts = {"dirichlet": {"alpha": cfg.data.alpha, "dirichlet_variant": cfg.data.dirichlet_variant,
                           "min_size": cfg.data.min_size},
             "shards": {"classes_per_client": cfg.data.classes_per_client},
-            "dominant-class": {"q": cfg.data.q, "q_rest": cfg.data.q_rest}}.get(name, {})
+            "dominant-class": {"q": cfg.data.q, "q_rest": cfg.data.q_rest},
+            "per-class-sample": {"per_class": cfg.data.per_class}}.get(name, {})
     return PARTITIONS.get(name)(labels, cfg.fl.num_clients, rng, **opts)
+
+
+def chosen_malicious(ids: Sequence[int], num_clients: int) -> np.ndarray:
+    """Sorted unique malicious client ids, checked against ``fl.num_clients``."""
+    out = np.unique(np.asarray(list(ids), dtype=np.int64))
+    if len(out) and (out[0] < 0 or out[-1] >= num_clients):
+        raise ConfigError("malicious", f"client ids must be in 0..{num_clients - 1} (got {out.tolist()})",
+                          f"0..{num_clients - 1}")
+    return out
 
 
 class Simulation:
     """Set up everything a run needs from a validated config; :meth:`run` plays it."""
 
-    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None):
+    #: what a checkpoint saves besides the Stateful components (attack, defense pipeline):
+    #: everything the next round depends on that set-up does not rebuild from the config
+    STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "client_opt_state", "prev_update"]
+
+    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None,
+                 malicious: Optional[Sequence[int]] = None):
+        """``malicious``: the malicious client ids (default: ``attack.num_malicious`` ids
+        drawn from the attack stream)."""
         self.cfg = cfg
         self.streams = SeedStreams(cfg.seed)
         self.device = resolve_device(cfg.fl.device)
@@ -114,13 +138,20 @@ class Simulation:
         self.model = build_model(cfg, self.data).to(self.device)
         self.params = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         self.buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
-        self.layout = ParamLayout.from_params(self.params)
+        self.layout = ParamLayout.from_params(self.params, getattr(self.model, "layer_groups", None))
 
         self.attack: Attack = ATTACKS.build(cfg.attack.name, cfg.attack.params())
-        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download)
+        if cfg.attack.optimize is not None:  # search the attack's strength against the defense each round
+            from ..attacks.optimize import OptimizedAttack
+
+            self.attack = OptimizedAttack(self.attack, **cfg.attack.optimize.model_dump())
+        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download,
+                        cfg.data.verify)
         self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
         self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
+        if malicious is not None:
+            self.malicious = chosen_malicious(malicious, cfg.fl.num_clients)
         self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
         self.is_malicious[self.malicious] = True
 
@@ -135,14 +166,24 @@ class Simulation:
         self.recipe = TrainRecipe(
             lr=cfg.fl.lr, momentum=cfg.fl.momentum, weight_decay=cfg.fl.weight_decay, batch_size=cfg.fl.batch_size,
             epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
+            optimizer=cfg.fl.optimizer, betas=tuple(cfg.fl.adam_betas), eps=cfg.fl.adam_eps,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
+        self.benign_recipe = self.recipe.with_(step_hook=cfg.defense.client_hook())  # attackers train without it
+        if cfg.fl.algorithm == "fedsgd" and runs_local_training(self.attack):
+            raise ConfigError("attack.name", f"{cfg.attack.name!r} runs its own local training, which needs "
+                              "fl.algorithm=fedavg", "fl.algorithm=fedavg")
         if cfg.fl.algorithm == "fedsgd" and self.recipe.project is not None:
             raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
         self.root_index = self._root_index()
         self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
+        # fl.client_state=persistent: each client's local optimizer state (momentum buffer, Adam
+        # moments and step count; flat tensors on the run's device), kept between its participations
+        self.client_opt_state: dict[int, dict[str, torch.Tensor]] = {}
         self.prev_update: Optional[torch.Tensor] = None
+        self._heldout: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # aggregator-aware attackers' loss batch
         self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
+        self.next_round = 0  # the round run() starts at (> 0 after loading a checkpoint)
 
     # ------------------------------------------------------------ set-up helpers
     def _poison_clients(self) -> None:
@@ -208,19 +249,14 @@ class Simulation:
 
     # ------------------------------------------------------------ one round
     def sample_clients(self, t: int) -> np.ndarray:
-        """The round's cohort: uniform without replacement (``fl.sampling=uniform``), or with
-        exactly ``round(k * num_malicious / num_clients)`` malicious clients
-        (``fl.sampling=fixed-malicious``, a fixed attacker fraction every round)."""
-        k, n = self.cfg.cohort_size, self.cfg.fl.num_clients
-        if k == n:
-            return np.arange(k)
-        rng = self.streams.numpy("sampling", t)
-        if self.cfg.fl.sampling == "uniform":
-            return np.sort(rng.choice(n, k, replace=False))
-        m = min(len(self.malicious), round(k * len(self.malicious) / n))
-        benign = np.flatnonzero(~self.is_malicious)
-        return np.sort(np.concatenate([rng.choice(self.malicious, m, replace=False),
-                                       rng.choice(benign, k - m, replace=False)]))
+        """The round's cohort, drawn by the ``fl.sampling`` schedule (:mod:`fedarena.run.sampling`)
+        from the round's own ``sampling`` stream (the same for every defense)."""
+        fl, k = self.cfg.fl, self.cfg.cohort_size
+        m = attacker_count(t, fl.sampling, k, fl.num_clients, len(self.malicious), period=fl.period,
+                           spike_rounds=fl.spike_rounds, spike_malicious=fl.spike_malicious,
+                           counts=fl.malicious_counts, forced_rounds=fl.forced_rounds,
+                           forced_malicious=fl.forced_malicious)
+        return draw_cohort(self.streams.numpy("sampling", t), k, fl.num_clients, self.malicious, self.is_malicious, m)
 
     def plan_round(self, t: int) -> RoundPlan:
         """Phase (a): the cohort, who attacks, and the round's training jobs (who trains
@@ -233,31 +269,46 @@ class Simulation:
     def _plan_jobs(self, t: int, cohort: np.ndarray, active: bool, mal_mask: np.ndarray) -> RoundPlan:
         cfg = self.cfg
         recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
+        benign = recipe.with_(step_hook=self.benign_recipe.step_hook)
         groups: dict[TrainRecipe, list[int]] = {}
         index: list[np.ndarray] = []
+        own_loop: list[int] = []  # rows whose local training the attack runs itself
         for row, cid in enumerate(cohort):
             cid = int(cid)
             mal = active and self.is_malicious[cid]
             index.append(self.poisoned_index[cid] if mal and cid in self.poisoned_index else self.client_index[cid])
+            if mal and runs_local_training(self.attack):
+                own_loop.append(row)
+                continue
             if mal and not self.attack.trains:
                 continue  # its row is crafted; no training needed
-            r = (self.attack.recipe(recipe, cid) if mal else None) or recipe
+            r = ((self.attack.recipe(recipe, cid) or recipe) if mal else benign)
             groups.setdefault(r, []).append(row)
         seq_model = has_buffers(self.model) or not cfg.fl.vectorize
+        persistent = cfg.fl.client_state == "persistent"
         jobs = []
         for r, rows in groups.items():
             idx = [index[i] for i in rows]
             rngs = [self.streams.numpy("training", t, int(cohort[i])) for i in rows]
             jobs.append(TrainJob(r, rows, idx, BatchSchedule.build([len(a) for a in idx], r, rngs),
                                  seed=self.streams.seed_of("training") + t,  # dropout masks
-                                 vectorized=r.vectorize and not seq_model))
+                                 vectorized=r.vectorize and not seq_model,
+                                 opt_states=[self.client_opt_state.get(int(cohort[i])) for i in rows] if persistent
+                                 else None))
         U = torch.zeros(len(cohort), self.layout.dim, device=self.device)
-        return RoundPlan(t, cohort, active, mal_mask, jobs, U)
+        return RoundPlan(t, cohort, active, mal_mask, jobs, U, index, recipe, own_loop)
 
     def finish_updates(self, plan: RoundPlan) -> torch.Tensor:
-        """After training: average the clients' buffers (BatchNorm statistics) into the
-        global ones; FedSGD clients send their momentum. Returns ``U``."""
+        """After training: keep the clients' optimizer states (``fl.client_state=persistent``),
+        let the attack train its own rows, average the clients' buffers (BatchNorm
+        statistics) into the global ones; FedSGD clients send their momentum. Returns ``U``."""
         U, cohort = plan.U, plan.cohort
+        for job in plan.jobs:
+            if job.opt_states is not None:
+                self.client_opt_state.update({int(cohort[i]): st for i, st in zip(job.rows, job.opt_states)})
+        if plan.own_loop:
+            U[plan.own_loop] = self.attacker_training(plan.round, cohort, plan.own_loop, plan.index, plan.recipe,
+                                                      U).to(U.dtype)
         if plan.new_buffers and self.buffers:
             for n, b in self.buffers.items():
                 stacked = torch.stack([nb[n] for nb in plan.new_buffers])
@@ -285,52 +336,136 @@ class Simulation:
             self._lockstep = Lockstep([self])
         return self._lockstep
 
+    def attacker_training(self, t: int, cohort: np.ndarray, rows: list[int], index: list[np.ndarray],
+                          recipe: TrainRecipe, U: torch.Tensor) -> torch.Tensor:
+        """The update rows of malicious clients whose attack runs its own local loop
+        (:meth:`Attack.local_train`); benign rows of ``U`` are final by now."""
+        ids = [int(cohort[i]) for i in rows]
+        benign = None
+        if self.attack.threat.knowledge == "benign":
+            mask = np.ones(len(cohort), dtype=bool)
+            mask[rows] = False
+            benign = U[torch.from_numpy(mask)].clone()
+        ctx = LocalTrainContext(
+            round=t, model=self.model, global_params=self.params, buffers=self.buffers, layout=self.layout,
+            client_ids=ids, clean_index=[self.client_index[c] for c in ids], poisoned_index=[index[i] for i in rows],
+            x=self.x_store, y=self.y_store, prepare=self.prepare, recipe=recipe,
+            rngs=[self.streams.numpy("training", t, c) for c in ids], generator=self.streams.torch("attack", 4, t),
+            benign_updates=benign,
+        )
+        torch.manual_seed(self.streams.seed_of("attack") + t)  # dropout masks
+        out = self.attack.local_train(ctx)
+        if out is None or tuple(out.shape) != (len(rows), self.layout.dim):
+            raise RuntimeError(f"attack {self.cfg.attack.name!r}: local_train must return a "
+                               f"({len(rows)}, {self.layout.dim}) tensor of update rows")
+        return out
+
+    def client_extras(self, U: torch.Tensor, mal_mask: np.ndarray, cohort: np.ndarray) -> list[dict[str, Any]]:
+        """Per-row additions to ``clients.jsonl``: the distances to the global model that
+        the attack and the defense work with, and the attack's per-client records."""
+        specs = list(dict.fromkeys([*self.attack.distance_specs(),
+                                    *getattr(self.pipeline.aggregator, "distance_specs", lambda: [])()]))
+        extras: list[dict[str, Any]] = [{} for _ in cohort]
+        if specs:
+            dist: list[dict[str, Any]] = [{} for _ in cohort]
+            for metric, scope, flat in specs:
+                vals, labels = update_metric_values(U, self.flat_params, self.layout, [metric], scope, flat)
+                labels = [lb + ("/flat" if flat else "") for lb in labels]
+                for i, row in enumerate(vals.tolist()):
+                    dist[i].update({lb: (v if math.isfinite(v) else None) for lb, v in zip(labels, row)})
+            for e, d in zip(extras, dist):
+                e["distances"] = d
+        if mal_mask.any():
+            diag = self.attack.client_diagnostics()
+            for i, cid in enumerate(cohort):
+                if mal_mask[i] and int(cid) in diag:
+                    extras[i].update(diag[int(cid)])
+        return extras
+
     def run_round(self, t: int) -> dict[str, Any]:
         plan = self.plan_round(t)
         train_round([(self, plan)], self._solo())
         return self.conclude_round(plan)
 
     def conclude_round(self, plan: RoundPlan) -> dict[str, Any]:
-        """Phase (c), after training: craft, defend, step the global model. Returns the
-        round's record (``"error"`` set when the aggregate is not finite)."""
+        """Phase (c), after training: upload, craft, defend, step the global model. Returns
+        the round's record (``"diverged"`` set when the aggregate or the model is not finite)."""
         cfg = self.cfg
         t, cohort, active, mal_mask = plan.round, plan.cohort, plan.active, plan.mal_mask
-        U = self.finish_updates(plan)
+        raw_U = self.finish_updates(plan)
+        U = self.pipeline.client_upload(raw_U, self.streams.torch("defense", t, 1))  # e.g. local DP noise
         honest_U = U
-        if active and mal_mask.any():
-            rows = np.flatnonzero(mal_mask)
-            view = RoundView(
-                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
-                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
-                own_updates=U[rows].clone(),
-                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
-                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
-                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
-            )
-            crafted = self.attack.craft(view)
-            if crafted is not None:
-                U = U.clone()
-                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
         ctx = RoundContext(
             round=t, layout=self.layout, client_ids=torch.from_numpy(cohort),
             num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
             f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
             generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
             root_gradient=self.root_gradient(t) if self.root_index is not None else None,
-            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm},
+            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm,
+                    "sampling_rate": cfg.cohort_size / cfg.fl.num_clients},
         )
+        if active and mal_mask.any():
+            rows = np.flatnonzero(mal_mask)
+            view = RoundView(
+                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
+                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
+                own_updates=raw_U[rows].clone(), uploads=U[rows].clone() if U is not raw_U else None,
+                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
+                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
+                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
+                benign_ids=torch.from_numpy(cohort[~mal_mask]) if self.attack.threat.knowledge == "benign" else None,
+                server=self._server_view(t, ctx, rows) if self.attack.threat.aggregator_aware else None,
+            )
+            crafted = self.attack.craft(view)
+            if crafted is not None:
+                U = U.clone()
+                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
         agg = self.pipeline(U, ctx)
         update = agg.update
-        record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg}
+        record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
+                                  "extras": self.client_extras(U, mal_mask, cohort)}
         if not torch.isfinite(update).all():
-            record["error"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
-                               "the run stopped here")
+            record["diverged"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
+                                  "the run stopped here")
             return record
-        step = -self.lr_at(t) * update if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr * update
-        flat = self.flat_params + step
+        flat = self.flat_params + self.server_step(t, update)
+        if not torch.isfinite(flat).all():
+            record["diverged"] = f"round {t}: the model's parameters became NaN/Inf; the run stopped here"
+            return record
         self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
         self.prev_update = update.detach()
         return record
+
+    def server_step(self, t: int, update: torch.Tensor) -> torch.Tensor:
+        """The change of the flat global parameters an aggregate causes in round ``t``."""
+        return -self.lr_at(t) * update if self.cfg.fl.algorithm == "fedsgd" else self.cfg.fl.server_lr * update
+
+    def _server_view(self, t: int, ctx: RoundContext, rows: np.ndarray) -> ServerView:
+        """What an aggregator-aware attack sees of the server (:class:`ServerView`)."""
+        return ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.from_numpy(rows),
+                          step=lambda u: self.server_step(t, u), loss=self._attacker_loss)
+
+    def _attacker_loss(self, flat: torch.Tensor) -> float:
+        """Loss of the model at ``flat`` on the malicious clients' held-out batch: up to
+        ``attack.optimize.batch_size`` (256) samples of their clean data, drawn once per run."""
+        if self._heldout is None:
+            idx = np.concatenate([self.client_index[int(c)] for c in self.malicious])
+            opt = self.cfg.attack.optimize
+            size = min(len(idx), opt.batch_size if opt is not None else 256)
+            pick = torch.from_numpy(np.sort(self.streams.numpy("attack", 5).choice(idx, size, replace=False)))
+            pick = pick.to(self.device)
+            self._heldout = (self.data.x_train[pick], self.data.y_train[pick])
+        x, y = self._heldout
+        params = self.layout.unflatten(flat)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                xb = x if self.prepare is None else self.prepare(x)
+                logits = functional_call(self.model, (params, self.buffers), (xb,))
+                return float(torch.nn.functional.cross_entropy(logits, y))
+        finally:
+            self.model.train(was_training)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -346,7 +481,7 @@ class Simulation:
             outs.append(functional_call(self.model, (self.params, self.buffers), (xb,)))
         self.model.train()
         logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes)
-        return logits, logits.argmax(1)
+        return logits, predictions(logits)
 
     def evaluate(self, logits: Optional[torch.Tensor] = None) -> dict[str, Any]:
         """Test metrics of the global model; ``logits``: its test-set logits when already
@@ -354,7 +489,7 @@ class Simulation:
         if logits is None:
             logits, pred = self.predict(self.data.x_test)
         else:
-            pred = logits.argmax(1)
+            pred = predictions(logits)
         loss = float(torch.nn.functional.cross_entropy(logits, self.data.y_test))
         out: dict[str, Any] = {"main_acc": accuracy(pred, self.data.y_test), "loss": loss, "backdoor_acc": None, "base_acc": None}
         if self.backdoor_test is not None:
@@ -370,9 +505,38 @@ class Simulation:
         return (t + 1) % self.cfg.eval.every == 0 or t == self.cfg.fl.rounds - 1
 
     # ------------------------------------------------------------ the loop
-    def run(self, progress: Optional[Callable[[int, dict], None]] = None) -> RunResult:
-        """Play every round: a lockstep of this one run. ``progress(t, last_eval)``."""
-        return Lockstep([self]).run(None if progress is None else (lambda i, t, ev: progress(t, ev)))[0]
+    def run(self, progress: Optional[Callable[[int, dict], None]] = None,
+            on_round: Optional[Callable[[int, dict[str, list]], None]] = None,
+            result: Optional[RunResult] = None) -> RunResult:
+        """Play rounds ``next_round .. fl.rounds - 1``: a lockstep of this one run.
+
+        ``on_round(t, records)``: called after every round with the round's new records,
+        ``{"metrics": [...], "clients": [...], "rounds": [...]}`` (a records sink such as
+        :class:`fedarena.run.records.RunWriter`). ``result``: the records of the rounds
+        before ``next_round`` when a run continues from a checkpoint.
+
+        A run whose aggregate, parameters or test loss become NaN/Inf stops at that round
+        with ``status: diverged``.
+        """
+        return Lockstep([self]).run(None if progress is None else (lambda i, t, ev: progress(t, ev)),
+                                    None if on_round is None else (lambda i, t, new: on_round(t, new)),
+                                    [result])[0]
+
+    def finish_result(self, result: RunResult, wall: float, error: Optional[str], diverged_at: Optional[int]) -> None:
+        """The run's summary once its last round is played."""
+        cfg = self.cfg
+        result.summary = summarize(result.metrics, cfg, wall, error, self.next_round)
+        result.summary["diverged_at"] = diverged_at
+        if self.backdoor_test is not None:  # backdoor accuracy by round type, recovery after spikes
+            bd = {m["round"]: m.get("backdoor_acc") for m in result.metrics}
+            result.summary.update(spike_metrics([r["num_attacking"] for r in result.rounds],
+                                                [bd.get(t) for t in range(len(result.rounds))],
+                                                cfg.cohort_size, cfg.eval.recovery_threshold))
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted classes; a NaN/Inf output is no prediction: counted wrong for every class (-1)."""
+    return torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1)
 
 
 def scalar_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -408,6 +572,8 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
     cos = cosine_to(torch.nan_to_num(U, nan=0.0, posinf=0.0, neginf=0.0),
                     torch.nan_to_num(agg.update, nan=0.0, posinf=0.0, neginf=0.0)).tolist()
     w = agg.weights.tolist() if agg.weights is not None else None
+    scores = agg.info.get("client_scores")  # a rule's per-row suspicion score (detection metrics)
+    scores = scores.tolist() if isinstance(scores, torch.Tensor) and scores.numel() == len(rec["cohort"]) else None
     out = []
     for i, cid in enumerate(rec["cohort"]):
         r = {"round": rec["round"], "client": int(cid), "malicious": bool(is_malicious[cid]),
@@ -415,6 +581,10 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
         if w is not None:
             key = "accepted" if agg.weights.dtype == torch.bool else "weight"
             r[key] = w[i]
+        if rec.get("extras"):
+            r.update(rec["extras"][i])
+        if scores is not None:
+            r["score"] = _finite_or_none(float(scores[i]))
         out.append(r)
     return out
 
@@ -437,6 +607,6 @@ def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Op
         "max_backdoor_acc": max(bd) if bd else None,
         "final_base_acc": last.get("base_acc"),
         "wall_time_s": round(wall, 3),
-        "status": "ok" if error is None else "stopped",
+        "status": "ok" if error is None else "diverged",
         "error": error,
     }

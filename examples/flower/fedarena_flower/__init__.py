@@ -1,0 +1,1 @@
+"""fedarena attacks and defenses in a Flower app (see ../README.md)."""

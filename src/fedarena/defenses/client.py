@@ -1,0 +1,219 @@
+"""Client-side defenses (``defense.client``): benign clients change their own local training.
+
+Each is a :class:`~fedarena.core.recipe.StepHook` run after every local SGD step, on the
+stacked ``(k, ...)`` parameters of all clients trained together, so it runs on the
+vectorized path as well as the sequential one with the same arithmetic (tested). None
+falls back to the sequential path (models with BatchNorm buffers train sequentially
+anyway). Malicious clients never apply them (LeadFL reference code, spec decision A18).
+They compose with every server-side aggregator.
+
+"Weight" tensors are the parameters whose name contains ``weight`` (convolution and
+linear weights and normalisation scales; biases excluded), as in the LeadFL reference code.
+A step is "first" when its batch starts a pass over the client's data (an epoch); the
+reference code keeps no regulariser state across epochs and does not regularise the
+first batch of an epoch.
+
+* ``leadfl`` -- LeadFL (Zhu, Roos, Chen, ICML 2023), three variants
+  (``defense.client_variant``, spec Sec. 2 and decision A3):
+
+  - ``ref`` (default): the authors' code (the report's Algorithm 2 made exact, spec
+    Sec. 2.3). After the SGD step, except on an epoch's first batch, per weight tensor
+    ``v = W - W_prev - g_old - lr * 1`` and the regulariser gradient is
+    ``alpha * v / ||v||_F`` (the gradient of ``alpha * sum_p ||v_p||_F``); it is added to
+    the step's task gradient (the code does not zero the gradients: ``double_task_step``,
+    default True; False adds only the regulariser, and only weight tensors then take the
+    second step), clipped element-wise to ``[-q, q]`` and applied as a second SGD step
+    (with the recipe's momentum). ``g_old`` is the last gradient applied (task gradient
+    on an epoch's first batch, the clipped sum otherwise) and ``W_prev`` the parameters
+    after the previous batch.
+  - ``a3``: the report's Algorithm 3, literally: ``g~ = grad L(W~)`` on the same batch at
+    the post-step parameters ``W~``, ``H = (g~ - g) / lr``,
+    ``W <- W~ - lr * alpha * clamp(1 - lr * H, -q, q)`` on weight tensors, every step.
+    (With momentum ``W~`` is the momentum step; the report's has none.)
+  - ``a1n``: the report's Eq. (5)-(6) read as the gradient of the scalar ``||1 - lr H||``
+    with ``lr H = W_i - W~ + dW_i`` (spec decision A3): ``v = 1 + W~ - W_i - dW_i``,
+    ``W <- W~ - lr * alpha * clip(v / ||v||_F, q)`` per weight tensor, not on an epoch's
+    first batch.
+
+  Parameters: ``defense.regular_weight`` (alpha, default 0.4) and
+  ``defense.pert_strength`` (q, default 0.2).
+* ``ldp`` -- the LeadFL code's "LDP" baseline (spec Sec. 2.5): after the SGD step, except on
+  an epoch's first batch, ``W <- W + lr * N`` on weight tensors, ``N ~ Laplace(0, s)``
+  per entry, ``s = defense.pert_strength``. Noise injection only: no clipping, no privacy
+  accounting.
+* ``fl-wbc`` -- FL-WBC (Sun et al., NeurIPS 2021) as in the LeadFL code: the same noise,
+  zeroed where ``|g_i - g_{i-1}| > |N|`` (the previous step's task gradient of the same
+  epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..core.recipe import HookStep, StepHook
+from ..errors import ConfigError
+
+CLIENT_DEFENSES = ("none", "leadfl", "ldp", "fl-wbc")
+LEADFL_VARIANTS = ("ref", "a3", "a1n")
+
+
+def weight_indices(names: list[str]) -> list[int]:
+    """Positions of the "weight" tensors (name contains ``weight``; the reference's filter)."""
+    return [i for i, n in enumerate(names) if "weight" in n]
+
+
+def _per_client(t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(k,)`` -> broadcastable against ``t`` ``(k, ...)``."""
+    return v.reshape(-1, *([1] * (t.dim() - 1))).to(t.dtype)
+
+
+def _tensor_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-client Frobenius norm of a stacked tensor, broadcastable against it."""
+    return v.reshape(v.shape[0], -1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+
+
+def _regularised(s: HookStep) -> torch.Tensor:
+    """``(k,)`` float: clients that regularise this step (active, not an epoch's first batch)."""
+    return (~s.first).to(s.active.dtype) * s.active
+
+
+def laplace(shape, scale: float, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """Laplace(0, scale) samples by inversion of one uniform draw per entry."""
+    u = torch.rand(shape, generator=generator, dtype=dtype) - 0.5
+    return -scale * torch.sign(u) * torch.log((1 - 2 * u.abs()).clamp_min(torch.finfo(dtype).tiny))
+
+
+@dataclass(frozen=True)
+class LeadFLRef(StepHook):
+    """LeadFL as in the authors' code (spec Sec. 2.3); see the module docstring."""
+
+    alpha: float = 0.4
+    q: float = 0.2
+    double_task_step: bool = True
+
+    def init(self, names, params):
+        w = weight_indices(names)
+        return {"w": w, "old": {i: torch.zeros_like(params[i]) for i in w},
+                "g_old": {i: torch.zeros_like(params[i]) for i in w}}
+
+    def __call__(self, s: HookStep):
+        st, lr, w = s.state, s.recipe.lr, s.state["w"]
+        m = _regularised(s)
+        total = [g.clone() if self.double_task_step else torch.zeros_like(g) for g in s.grads]
+        for i in w:
+            v = s.params[i] - st["old"][i] - st["g_old"][i] - lr
+            total[i] = total[i] + self.alpha * v / (_tensor_norm(v) + 1e-12)
+        clipped = [t.clamp(-self.q, self.q) for t in total]
+        bufs = s.bufs
+        if bool(m.any()):
+            idx = list(range(len(s.params))) if self.double_task_step else w
+            sub = s.step([clipped[i] for i in idx], None if bufs is None else [bufs[i] for i in idx], m, idx)
+            if bufs is not None:
+                bufs = list(bufs)
+                for j, i in enumerate(idx):
+                    bufs[i] = sub[j]
+        for i in w:
+            mi = _per_client(s.params[i], m)
+            st["g_old"][i] = mi * clipped[i] + (1 - mi) * s.grads[i]
+            st["old"][i] = s.params[i].clone()
+        return bufs
+
+
+@dataclass(frozen=True)
+class LeadFLA3(StepHook):
+    """The report's Algorithm 3 (finite-difference Hessian at a lookahead); module docstring."""
+
+    alpha: float = 0.4
+    q: float = 0.2
+
+    def init(self, names, params):
+        return {"w": weight_indices(names)}
+
+    def __call__(self, s: HookStep):
+        lr = s.recipe.lr
+        g_look = s.regrad()
+        for i in s.state["w"]:
+            h = (g_look[i] - s.grads[i]) / lr
+            r = (1 - lr * h).clamp(-self.q, self.q)
+            s.params[i].sub_(_per_client(r, s.active) * (lr * self.alpha * r))
+        return s.bufs
+
+
+@dataclass(frozen=True)
+class LeadFLA1N(StepHook):
+    """The report's Eq. (5)-(6) as a normalised gradient (spec decision A3); module docstring."""
+
+    alpha: float = 0.4
+    q: float = 0.2
+
+    def init(self, names, params):
+        w = weight_indices(names)
+        return {"w": w, "old": {i: params[i].clone() for i in w}, "older": {i: params[i].clone() for i in w}}
+
+    def __call__(self, s: HookStep):
+        st, lr = s.state, s.recipe.lr
+        m = _regularised(s)
+        for i in st["w"]:
+            p = s.params[i]
+            v = 1 + p - st["old"][i] - (st["old"][i] - st["older"][i])
+            r = (v / (_tensor_norm(v) + 1e-12)).clamp(-self.q, self.q)
+            p.sub_(_per_client(p, m) * (lr * self.alpha * r))
+            st["older"][i], st["old"][i] = st["old"][i], p.clone()
+        return s.bufs
+
+
+@dataclass(frozen=True)
+class NoiseDefense(StepHook):
+    """LDP (``mask_by_gradient_change=False``) and FL-WBC (True); module docstring."""
+
+    scale: float = 0.2
+    mask_by_gradient_change: bool = False
+
+    def init(self, names, params):
+        w = weight_indices(names)
+        return {"w": w, "g_old": {i: torch.zeros_like(params[i]) for i in w}}
+
+    def __call__(self, s: HookStep):
+        st, lr = s.state, s.recipe.lr
+        m = _regularised(s)
+        on = m.bool().tolist()
+        for i in st["w"]:
+            p = s.params[i]
+            if any(on):
+                noise = torch.stack([laplace(p.shape[1:], self.scale, g, p.dtype) if o
+                                     else torch.zeros(p.shape[1:], dtype=p.dtype)
+                                     for o, g in zip(on, s.generators)]).to(p.device)
+                if self.mask_by_gradient_change:
+                    noise = torch.where((s.grads[i] - st["g_old"][i]).abs() > noise.abs(), torch.zeros_like(noise), noise)
+                p.add_(_per_client(p, m) * (lr * noise))
+            st["g_old"][i] = s.grads[i].clone()
+        return s.bufs
+
+
+def client_defense(name: str = "none", variant: str = "ref", regular_weight: float = 0.4, pert_strength: float = 0.2,
+                   double_task_step: bool = True) -> Optional[StepHook]:
+    """The step hook of ``defense.client`` (``None`` for ``none``); one-line errors on bad values."""
+    if name not in CLIENT_DEFENSES:
+        raise ConfigError("defense.client", f"unknown client-side defense {name!r}", ", ".join(CLIENT_DEFENSES))
+    if variant not in LEADFL_VARIANTS:
+        raise ConfigError("defense.client_variant", f"unknown LeadFL variant {variant!r}", ", ".join(LEADFL_VARIANTS))
+    if not regular_weight >= 0:
+        raise ConfigError("defense.regular_weight", f"must be >= 0 (got {regular_weight})", ">= 0")
+    if not pert_strength > 0:
+        raise ConfigError("defense.pert_strength", f"must be > 0 (got {pert_strength})", "> 0")
+    if name == "leadfl":
+        if variant == "a3":
+            return LeadFLA3(regular_weight, pert_strength)
+        if variant == "a1n":
+            return LeadFLA1N(regular_weight, pert_strength)
+        return LeadFLRef(regular_weight, pert_strength, double_task_step)
+    if name in ("ldp", "fl-wbc"):
+        return NoiseDefense(pert_strength, name == "fl-wbc")
+    return None
+
+
+__all__ = ["CLIENT_DEFENSES", "LEADFL_VARIANTS", "client_defense", "LeadFLRef", "LeadFLA3", "LeadFLA1N",
+           "NoiseDefense", "laplace", "weight_indices"]

@@ -1,0 +1,1 @@
+"""Bridges to other FL frameworks (optional extras): :mod:`fedarena.integrations.flower`."""

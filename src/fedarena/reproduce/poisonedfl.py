@@ -1,0 +1,252 @@
+"""Reproduction of PoisonedFL (Xie, Fang, Gong, CVPR 2025) as summarised in the LeadFL
+report, Sec. V, with the LeadFL spec's checkable claims U11, U12 and P1-P8.
+
+``fedarena reproduce poisonedfl [--quick]``.
+
+Setting (LeadFL spec §5.3, the paper's official setup scaled to 2 CPU cores): 100 genuine
+clients plus 20 fake ones (the paper: 1,200 + 240; fake = 16.7 % of all); every round 20
+genuine + 4 fake clients (``fl.sampling=fixed-malicious``, the paper's fixed fake share
+per round; the paper: 30 + 6); i.i.d. split; 1 local epoch of plain SGD, lr 0.05; the
+model update is aggregated and added (server lr 1). PoisonedFL with the authors' code's
+controller (``c0 = 8``, x0.7 every 50 rounds against the 0.99 quantile of
+Binomial(d, 1/2), floor 0.5). Aggregators: coordinate-wise median, trimmed mean with
+``b = 4`` (= fake clients per round, as the authors' scripts) and FedAvg. Baseline: the
+same attack with a fresh random sign vector every round (``attack.consistent=false``).
+The no-attack runs use the same 120 clients, all honest (the fake identities' shards are
+then trained on; in the attacked runs they are unused).
+
+* Full: MNIST (the 10k subset: 8,000 train / 2,000 test) and Fashion-MNIST, MLP 784-64-10
+  (50,890 parameters; the paper: a 139,960-parameter CNN), batch 32, 600 rounds (the
+  paper: 6,000). The variants (P5-P7) run on MNIST only.
+* ``--quick``: scikit-learn digits (8x8), MLP 64-32-10, batch 8, 300 rounds, the core
+  claims only (P1-P4, P8).
+
+Accuracy of a run = mean test accuracy over its last 20 rounds (the authors' metric).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+from ..registry import PAPERS
+from .framework import Claim, Paper, Results, deep_update
+
+FULL = {"datasets": ["mnist", "fashion-mnist"], "model": {"name": "mlp", "hidden": [64]}, "batch_size": 32,
+        "rounds": 600, "variants": True}
+QUICK = {"datasets": ["digits"], "model": {"name": "mlp", "hidden": [32]}, "batch_size": 8, "rounds": 300,
+         "variants": False}
+GENUINE, FAKE, PER_ROUND = 100, 20, 20  # genuine clients, fake clients, genuine per round
+AGGREGATORS = {"median": {"name": "median"}, "trimmed-mean": {"name": "trimmed-mean", "trim": 4}, "fedavg": {"name": "fedavg"}}
+LAST = 20  # rounds averaged for a run's accuracy
+_NOTES = __doc__.split("``fedarena reproduce poisonedfl [--quick]``.", 1)[1]
+
+
+def base(s: dict, dataset: str, fakes: int = FAKE) -> dict[str, Any]:
+    k = PER_ROUND + round(PER_ROUND * fakes / GENUINE)
+    return {"seed": 0, "data": {"dataset": dataset}, "model": dict(s["model"]),
+            "fl": {"num_clients": GENUINE + fakes, "clients_per_round": k, "sampling": "fixed-malicious",
+                   "rounds": s["rounds"], "local_epochs": 1, "batch_size": s["batch_size"], "lr": 0.05},
+            "attack": {"name": "poisonedfl", "num_malicious": fakes}, "defense": {"name": "median"},
+            "eval": {"every": 5}}
+
+
+def no_attack(tree: dict) -> dict:
+    out = deep_update(tree, {})
+    out["attack"] = {"name": "none"}
+    return out
+
+
+def acc(r: Results, run: str, last: int = LAST, upto: Optional[int] = None) -> float:
+    """Mean test accuracy (%) of the evaluations in the ``last`` rounds (before round ``upto``)."""
+    rows = [m for m in r.runs[run].metrics if upto is None or m["round"] < upto]
+    end = rows[-1]["round"] if rows else 0
+    vals = [m["main_acc"] for m in rows if m["round"] > end - last]
+    return round(100 * statistics.fmean(vals), 2) if vals else float("nan")
+
+
+def final_c(r: Results, run: str) -> Optional[float]:
+    cs = [x["attack_c"] for x in r.runs[run].rounds if x.get("attack_c") is not None]
+    return round(cs[-1], 4) if cs else None
+
+
+def recall(r: Results, run: str) -> Optional[float]:
+    """Share of the fake clients' uploads the filter rejected (%)."""
+    mal = [c for c in r.runs[run].clients if c["attacking"] and "accepted" in c]
+    return round(100 * sum(not c["accepted"] for c in mal) / len(mal), 1) if mal else None
+
+
+def false_drop(r: Results, run: str) -> Optional[float]:
+    ben = [c for c in r.runs[run].clients if not c["attacking"] and "accepted" in c]
+    return round(100 * sum(not c["accepted"] for c in ben) / len(ben), 2) if ben else None
+
+
+@PAPERS.register("poisonedfl")
+class PoisonedFLPaper(Paper):
+    """Xie, Fang, Gong: Model Poisoning Attacks to FL via Multi-Round Consistency (CVPR 2025), LeadFL report Sec. V."""
+
+    notes = _NOTES
+
+    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+        s = QUICK if quick else FULL
+        runs: dict[str, dict[str, Any]] = {}
+        for ds in s["datasets"]:
+            b = base(s, ds)
+            for agg, dfn in AGGREGATORS.items():
+                t = deep_update(b, {"defense": dfn})
+                runs[f"{ds}/{agg}/none"] = no_attack(t)
+                runs[f"{ds}/{agg}/pfl"] = t
+                if agg != "fedavg":
+                    runs[f"{ds}/{agg}/random"] = deep_update(t, {"attack": {"consistent": False}})
+            filt = deep_update(b, {"defense": {"name": "uniformity-filter"}})
+            runs[f"{ds}/filter/pfl"] = filt
+            runs[f"{ds}/filter/none"] = no_attack(filt)
+        if s["variants"]:
+            ds = s["datasets"][0]
+            b = base(s, ds)
+            variants = {"noise0.1": {"noise_rho": 0.1}, "noise0.5": {"noise_rho": 0.5}, "flip0.01": {"flip_p": 0.01},
+                        "flip0.05": {"flip_p": 0.05}, "partition": {"partition_dims": True}}
+            for name, opt in variants.items():
+                for agg in ("filter", "median"):
+                    dfn = {"name": "uniformity-filter"} if agg == "filter" else AGGREGATORS["median"]
+                    runs[f"{ds}/{agg}/{name}"] = deep_update(b, {"attack": opt, "defense": dfn})
+            for fakes in (5, 10):  # P6: 1 of 21 (4.8 %) and 2 of 22 (9.1 %) per round; 4 of 24 is the main run
+                runs[f"{ds}/median/pfl-f{fakes}"] = base(s, ds, fakes)
+            decay = {"fl": {"lr_decay_at": [150, 300, 450], "lr_decay": 0.5}}  # P7: 0.05 * 0.5^floor(t/150)
+            runs[f"{ds}/median/pfl-decay"] = deep_update(b, decay)
+            runs[f"{ds}/median/none-decay"] = no_attack(deep_update(b, decay))
+        return runs
+
+    def claims(self, quick: bool) -> list[Claim]:
+        s = QUICK if quick else FULL
+        T = s["rounds"]
+        out: list[Claim] = [
+            Claim("U11", "fake update: sign = s, norm = c ||g||, all fakes identical, zeros in round 1", "exact",
+                  lambda r: r.extras.get("U11"), lambda v: v == "holds", "unit check"),
+            Claim("U12", "c schedule under 50 % alignment: 8 -> 5.6 -> ... -> 0.6588, then stops", 0.6588,
+                  lambda r: r.extras.get("U12"), lambda v: v is not None and abs(v - 0.6588) < 1e-4, "= 0.6588"),
+        ]
+        for ds in s["datasets"]:
+            for agg in ("median", "trimmed-mean"):
+                out.append(Claim(
+                    f"P1.{ds}.{agg}", f"{ds}: fixed s hurts more than a fresh random s each round ({agg}); acc PFL / random / none",
+                    "PFL < random",
+                    lambda r, ds=ds, agg=agg: f"{acc(r, f'{ds}/{agg}/pfl')} / {acc(r, f'{ds}/{agg}/random')} / {acc(r, f'{ds}/{agg}/none')}",
+                    lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 1.5, "PFL <= random - 1.5"))
+            checkpoints = [T // 6 * i for i in range(1, 7)]
+            out.append(Claim(
+                f"P2.{ds}", f"{ds}: the damage grows with rounds (median; gap none - PFL at rounds {checkpoints})",
+                "grows", lambda r, ds=ds, cps=checkpoints: [round(acc(r, f"{ds}/median/none", upto=c) - acc(r, f"{ds}/median/pfl", upto=c), 2) for c in cps],
+                lambda v: v[-1] > v[0], "gap at T > gap at T/6"))
+            out.append(Claim(f"P3.{ds}", f"{ds}: FedAvg is broken (accuracy %)", "~10 (error ~90 %)",
+                             lambda r, ds=ds: acc(r, f"{ds}/fedavg/pfl"), lambda v: v < 30, "< 30"))
+            out.append(Claim(
+                f"P4.{ds}", f"{ds}: the uniformity filter stops it (acc filter+PFL / none; recall %)",
+                "'extremely effective' (ProDiGy)",
+                lambda r, ds=ds: f"{acc(r, f'{ds}/filter/pfl')} / {acc(r, f'{ds}/filter/none')}; recall {recall(r, f'{ds}/filter/pfl')}",
+                lambda v: float(v.split(" / ")[0]) >= float(v.split(" / ")[1].split(";")[0]) - 1
+                and float(v.split("recall ")[1]) == 100.0, "acc >= none - 1 and recall 100"))
+            out.append(Claim(f"P8.{ds}", f"{ds}: c never decays when unfiltered (c_T under median / FedAvg)", 8.0,
+                             lambda r, ds=ds: f"{final_c(r, f'{ds}/median/pfl')} / {final_c(r, f'{ds}/fedavg/pfl')}",
+                             lambda v: all(x != "None" and float(x) == 8.0 for x in v.split(" / ")), "both = 8"))
+        if s["variants"]:
+            ds = s["datasets"][0]
+            out.append(Claim(
+                "P5", f"{ds}: noise adaptation / sign flipping / partitioned s vs the filter (recall %, acc filter, acc median)",
+                "noise > flipping in damage; acc > 80 % in all cases",
+                lambda r, ds=ds: "; ".join(f"{v}: {recall(r, f'{ds}/filter/{v}')}, {acc(r, f'{ds}/filter/{v}')}, {acc(r, f'{ds}/median/{v}')}"
+                                           for v in ("noise0.1", "noise0.5", "flip0.01", "flip0.05", "partition"))))
+            out.append(Claim(
+                "P6", f"{ds}: fake share among the selected 4.8 / 9.1 / 16.7 % -> median accuracy (none: see P1)",
+                ">= 9 % degrades", lambda r, ds=ds: [acc(r, f"{ds}/median/pfl-f5"), acc(r, f"{ds}/median/pfl-f10"), acc(r, f"{ds}/median/pfl")],
+                lambda v: v[0] >= v[1] >= v[2], "monotone"))
+            out.append(Claim(
+                "P7", f"{ds}: lr decay weakens it (gap none - PFL, median: constant lr vs 0.5x every 150 rounds)",
+                "smaller gap", lambda r, ds=ds: f"{round(acc(r, f'{ds}/median/none') - acc(r, f'{ds}/median/pfl'), 2)} vs "
+                                                f"{round(acc(r, f'{ds}/median/none-decay') - acc(r, f'{ds}/median/pfl-decay'), 2)}",
+                lambda v: float(v.split(" vs ")[1]) < float(v.split(" vs ")[0]), "decay gap < constant gap"))
+        return out
+
+    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+        out: dict[str, Any] = {"U11": _check_u11(), "U12": _check_u12()}
+        lines = ["| run | accuracy, last 20 rounds (%) | final c | filter recall (%) | honest dropped (%) |", "|---|---|---|---|---|"]
+        for rid in results.runs:
+            lines.append(f"| {rid} | {acc(results, rid)} | {final_c(results, rid) or '-'} | {recall(results, rid) or '-'} | "
+                         f"{false_drop(results, rid) if false_drop(results, rid) is not None else '-'} |")
+        out["Runs"] = "\n".join(lines)
+        return out
+
+    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        s = QUICK if quick else FULL
+        names = []
+        for ds in s["datasets"]:
+            fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+            for ax, agg in zip(axes, AGGREGATORS):
+                for kind, style in (("none", "-"), ("pfl", "-"), ("random", "--")):
+                    rid = f"{ds}/{agg}/{kind}"
+                    if rid not in results.runs:
+                        continue
+                    m = results.runs[rid].metrics
+                    label = {"none": "no attack", "pfl": "PoisonedFL", "random": "random sign each round"}[kind]
+                    ax.plot([x["round"] for x in m], [100 * x["main_acc"] for x in m], style, label=label, lw=1.2)
+                ax.set_title(f"{ds}: {agg}")
+                ax.set_xlabel("round")
+                ax.grid(alpha=0.3)
+            axes[0].set_ylabel("test accuracy (%)")
+            axes[0].legend(loc="lower left", fontsize=8)
+            fig.tight_layout()
+            name = f"accuracy-{ds}.png"
+            fig.savefig(out / name, dpi=110)
+            plt.close(fig)
+            names.append(out / name)
+        return names
+
+
+def _check_u11() -> str:
+    """U11 on a synthetic history (see tests/test_poisonedfl.py for the full checks)."""
+    import torch
+
+    from ..attacks.base import DataInfo, RoundView
+    from ..attacks.poisonedfl import PoisonedFL
+    from ..core.layout import ParamLayout
+
+    d, m = 5000, 4
+    a = PoisonedFL()
+    a.setup(DataInfo(10, (1,)), torch.Generator().manual_seed(0))
+
+    def view(t, prev):
+        return RoundView(t, ParamLayout.from_params({"w": torch.zeros(d)}), torch.zeros(d), prev, torch.arange(m), 24,
+                         None, None, 1.0, "fedavg", torch.Generator().manual_seed(t))
+
+    first = a.craft(view(0, None))
+    g = torch.randn(d, generator=torch.Generator().manual_seed(1))
+    rows = a.craft(view(1, g))
+    ok = (bool((first == 0).all()) and bool((rows == rows[0]).all())
+          and bool((torch.sign(rows[0][rows[0] != 0]) == a.s[rows[0] != 0]).all())
+          and math.isclose(float(rows[0].norm()), 8 * float(g.norm()), rel_tol=1e-4))
+    return "holds" if ok else "violated"
+
+
+def _check_u12() -> float:
+    import torch
+
+    from ..attacks.poisonedfl import MagnitudeController
+
+    d = 139_960
+    gen = torch.Generator().manual_seed(0)
+    ctl = MagnitudeController(torch.sign(torch.randn(d, generator=gen)))
+    W = torch.zeros(d)
+    for t in range(0, 501, 50):  # only the check rounds matter: a random drift between checks
+        ctl.observe(t, W)
+        W = W + torch.randn(d, generator=gen)
+    return round(ctl.c, 4)
+
+
+__all__ = ["PoisonedFLPaper", "FULL", "QUICK"]

@@ -1,0 +1,349 @@
+"""``fedarena report``: compare defenses over a sweep (or any set of run folders).
+
+Written to ``<out>/``: ``report.md``, ``report.html`` (one self-contained page, figures
+embedded as base64), ``leaderboard.csv``, ``cells.csv``, ``detection.csv`` and the figures
+``heatmap_main_acc.png``, ``heatmap_backdoor_acc.png``, ``curves.png``.
+
+* Leaderboard per defense (one per setting: dataset, partition, model, ... and any grid
+  key other than attack, defense and seed): clean main accuracy (attack ``none``); main
+  accuracy (MA) under attack and backdoor accuracy (BA, the attack success rate of
+  backdoor attacks) as mean +- 95 % confidence interval over seeds (Student t, scipy;
+  per seed the mean over attacks), and the worst case over attacks (lowest MA, highest
+  BA, with the attack's name). Ranked by worst-case MA.
+* A diverged run (NaN/Inf) counts with chance accuracy (1 / number of classes) as its
+  final MA; the ``diverged`` column counts such runs.
+* Detection per defense, pooled over its runs, against the ground truth in
+  ``clients.jsonl`` (``attacking``): a client counts as flagged when the defense
+  rejected it (``accepted: false``) or gave it weight 0. Precision, recall, F1, FPR, and
+  the FPR on rounds without attackers. Rules without a per-client decision: n/a.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..run.records import read_jsonl
+from .results import find_runs, results_table
+
+#: columns that describe one run but not its setting
+_RUN_COLS = {"run", "attack", "defense", "seed", "attack_name", "defense_name", "num_malicious", "final_main_acc",
+             "final_backdoor_acc", "final_base_acc", "final_loss", "mean_main_acc", "mean_backdoor_acc",
+             "max_backdoor_acc", "num_classes", "status", "rounds_completed", "diverged_at", "wall_time_s", "path",
+             "ma", "ba"}
+
+
+def mean_ci(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (NaN for one value)."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan
+    if len(x) == 1:
+        return float(x[0]), math.nan
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
+def fmt_ci(mean: float, half: float, pct: bool = True) -> str:
+    if math.isnan(mean):
+        return "-"
+    k = 100 if pct else 1
+    return f"{k * mean:.1f}" + ("" if math.isnan(half) else f"±{k * half:.1f}")
+
+
+def prepare(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``ma`` (final MA; chance for diverged runs) and ``ba`` (final BA) columns."""
+    t = table.copy()
+    chance = 1.0 / t["num_classes"].fillna(10).astype(float) if "num_classes" in t else 0.1
+    t["ma"] = np.where(t["status"] == "diverged", chance, t["final_main_acc"].astype(float))
+    t["ba"] = t["final_backdoor_acc"].astype(float)
+    return t
+
+
+def settings(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, runs) per setting: groups of runs that differ only in attack, defense, seed."""
+    cols = [c for c in table.columns if c not in _RUN_COLS and table[c].astype(str).nunique() > 1]
+    if not cols:
+        return [("", table)]
+    return [(", ".join(f"{c}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))), g)
+            for key, g in table.groupby(cols, sort=False, dropna=False)]
+
+
+def leaderboard(t: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for defense, g in t.groupby("defense", sort=False):
+        clean = g[g["attack_name"] == "none"]
+        att = g[g["attack_name"] != "none"]
+        row: dict[str, Any] = {"defense": defense, "runs": len(g), "diverged": int((g["status"] == "diverged").sum())}
+        row["clean_ma"], row["clean_ma_ci"] = mean_ci(clean.groupby("seed")["ma"].mean())
+        row["ma"], row["ma_ci"] = mean_ci(att.groupby("seed")["ma"].mean())
+        per_attack = att.groupby("attack")["ma"].mean()
+        row["worst_ma"], row["worst_ma_attack"] = (per_attack.min(), per_attack.idxmin()) if len(per_attack) else (math.nan, "")
+        bd = att[att["ba"].notna()]
+        row["ba"], row["ba_ci"] = mean_ci(bd.groupby("seed")["ba"].mean())
+        per_bd = bd.groupby("attack")["ba"].mean()
+        row["worst_ba"], row["worst_ba_attack"] = (per_bd.max(), per_bd.idxmax()) if len(per_bd) else (math.nan, "")
+        rows.append(row)
+    lb = pd.DataFrame(rows)
+    key = lb["worst_ma"].fillna(lb["clean_ma"])
+    return lb.assign(_k=key).sort_values("_k", ascending=False, kind="stable").drop(columns="_k").reset_index(drop=True)
+
+
+def cells(t: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (attack, defense), g in t.groupby(["attack", "defense"], sort=False):
+        ma, ma_ci = mean_ci(g["ma"])
+        ba, ba_ci = mean_ci(g["ba"].dropna())
+        rows.append({"attack": attack, "defense": defense, "seeds": len(g), "ma": ma, "ma_ci": ma_ci, "ba": ba,
+                     "ba_ci": ba_ci, "diverged": int((g["status"] == "diverged").sum())})
+    return pd.DataFrame(rows)
+
+
+def detection(t: pd.DataFrame) -> pd.DataFrame:
+    """Pooled confusion counts per defense from the runs' ``clients.jsonl``."""
+    rows = []
+    for defense, g in t.groupby("defense", sort=False):
+        tp = fp = fn = tn = fp0 = tn0 = 0
+        decided = False
+        for path in g["path"]:
+            f = Path(path) / "clients.jsonl"
+            if not f.exists():
+                continue
+            recs = read_jsonl(f)
+            attacked_rounds = {r["round"] for r in recs if r.get("attacking")}
+            for r in recs:
+                if "accepted" in r:
+                    flagged = not r["accepted"]
+                elif r.get("weight") is not None:
+                    flagged = r["weight"] <= 0
+                else:
+                    continue
+                decided = True
+                bad = bool(r.get("attacking"))
+                tp += flagged and bad
+                fp += flagged and not bad
+                fn += (not flagged) and bad
+                tn += (not flagged) and not bad
+                if r["round"] not in attacked_rounds:
+                    fp0 += flagged
+                    tn0 += not flagged
+        if not decided:
+            rows.append({"defense": defense, "decisions": 0})
+            continue
+        prec = tp / (tp + fp) if tp + fp else math.nan
+        rec = tp / (tp + fn) if tp + fn else math.nan
+        f1 = 2 * prec * rec / (prec + rec) if tp else (0.0 if tp + fp + fn else math.nan)
+        rows.append({"defense": defense, "decisions": tp + fp + fn + tn, "precision": prec, "recall": rec, "f1": f1,
+                     "fpr": fp / (fp + tn) if fp + tn else math.nan,
+                     "fpr_no_attack_rounds": fp0 / (fp0 + tn0) if fp0 + tn0 else math.nan})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(c: pd.DataFrame, value: str, title: str, path: Path, cmap: str) -> Optional[Path]:
+    piv = c.pivot(index="attack", columns="defense", values=value)
+    piv = piv.loc[list(dict.fromkeys(c["attack"])), list(dict.fromkeys(c["defense"]))].dropna(how="all")
+    if piv.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(2.2 + 1.0 * piv.shape[1], 1.9 + 0.5 * piv.shape[0]))
+    im = ax.imshow(100 * piv.to_numpy(dtype=float), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(piv.shape[1]), piv.columns, rotation=30, ha="right")
+    ax.set_yticks(range(piv.shape[0]), piv.index)
+    for i in range(piv.shape[0]):
+        for j in range(piv.shape[1]):
+            v = piv.iat[i, j]
+            if not pd.isna(v):
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=9,
+                        color="white" if (v < 0.5) == (cmap == "viridis") else "black")
+    ax.set_xlabel("defense")
+    ax.set_ylabel("attack")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def curves(t: pd.DataFrame, path: Path) -> Optional[Path]:
+    """Per attack: MA (and BA where measured) per round, mean over seeds, band min-max."""
+    attacks = list(dict.fromkeys(t["attack"]))
+    if not attacks:
+        return None
+    series: dict[tuple[str, str], pd.DataFrame] = {}
+    for (attack, defense), g in t.groupby(["attack", "defense"], sort=False):
+        frames = []
+        for seed_i, p in enumerate(g["path"]):
+            f = Path(p) / "metrics.jsonl"
+            if f.exists():
+                m = pd.DataFrame(read_jsonl(f))
+                if len(m):
+                    frames.append(m.assign(_seed=seed_i))
+        if frames:
+            series[(attack, defense)] = pd.concat(frames)
+    has_ba = [a for a in attacks if any(k[0] == a and "backdoor_acc" in v and v["backdoor_acc"].notna().any()
+                                        for k, v in series.items())]
+    plt = _plt()
+    nrows = 2 if has_ba else 1
+    fig, axes = plt.subplots(nrows, len(attacks), figsize=(3.2 * len(attacks) + 2.0, 2.8 * nrows), squeeze=False)
+    defenses = list(dict.fromkeys(t["defense"]))
+    colors = {d: plt.cm.tab10(i % 10) for i, d in enumerate(defenses)}
+    for j, attack in enumerate(attacks):
+        for row, key in enumerate(["main_acc", "backdoor_acc"][:nrows]):
+            ax = axes[row][j]
+            for defense in defenses:
+                s = series.get((attack, defense))
+                if s is None or key not in s or s[key].isna().all():
+                    continue
+                x = s.groupby("round")[key].agg(["mean", "min", "max"])
+                r = x.index.to_numpy() + 1
+                ax.plot(r, x["mean"], color=colors[defense], label=defense, lw=1.4, marker="." if len(r) == 1 else None)
+                ax.fill_between(r, x["min"], x["max"], color=colors[defense], alpha=0.2, lw=0)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(f"attack: {attack}", fontsize=10)
+            if row == nrows - 1 or attack not in has_ba:
+                ax.set_xlabel("round")
+            if j == 0 or (key == "backdoor_acc" and attack == has_ba[0]):
+                ax.set_ylabel("main accuracy" if key == "main_acc" else "backdoor accuracy")
+            if key == "backdoor_acc" and attack not in has_ba:
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, "no backdoor", ha="center", va="center", transform=ax.transAxes, color="gray")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes.flat:
+        h, lab = ax.get_legend_handles_labels()
+        for hh, ll in zip(h, lab):
+            if ll not in labels:
+                handles.append(hh)
+                labels.append(ll)
+    fig.legend(handles, labels, loc="center right", title="defense (mean over seeds,\nband: min-max)", fontsize=8,
+               title_fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (3.2 * len(attacks) + 2.0), 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- text
+def leaderboard_text(lb: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as display strings (percent)."""
+    def pct(v):
+        return "-" if pd.isna(v) else f"{100 * v:.1f}"
+
+    return pd.DataFrame({
+        "defense": lb["defense"],
+        "clean MA": [fmt_ci(m, h) for m, h in zip(lb["clean_ma"], lb["clean_ma_ci"])],
+        "MA": [fmt_ci(m, h) for m, h in zip(lb["ma"], lb["ma_ci"])],
+        "worst MA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-" for v, a in zip(lb["worst_ma"], lb["worst_ma_attack"])],
+        "BA": [fmt_ci(m, h) for m, h in zip(lb["ba"], lb["ba_ci"])],
+        "worst BA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-" for v, a in zip(lb["worst_ba"], lb["worst_ba_attack"])],
+        "div": lb["diverged"],
+    })
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(_cell(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "-" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def _cells_text(c: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"attack": c["attack"], "defense": c["defense"], "seeds": c["seeds"],
+                         "MA": [fmt_ci(m, h) for m, h in zip(c["ma"], c["ma_ci"])],
+                         "BA": [fmt_ci(m, h) for m, h in zip(c["ba"], c["ba_ci"])], "diverged": c["diverged"]})
+
+
+LEGEND = ("MA: final main (clean test) accuracy, %; BA: final backdoor accuracy (attack success rate of backdoor "
+          "attacks), %; mean ± 95% CI (Student t) over seeds, per seed the mean over attacks; worst: the attack "
+          "with the lowest MA / highest BA (mean over seeds); clean MA: attack none; div: diverged runs (counted "
+          "with chance accuracy). Ranked by worst-case MA.")
+
+
+def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report") -> dict[str, Any]:
+    """Write the report of the runs at or under ``paths`` into ``out``; returns its parts."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = find_runs(paths)
+    if not runs:
+        from ..errors import ConfigError
+
+        raise ConfigError("DIR", "holds no run folders (config.yaml + summary.json)", "a sweep folder or run folders")
+    table = prepare(results_table(runs))
+    md = [f"# {title}", "", f"{len(table)} runs; status: {table['status'].value_counts().to_dict()}.", ""]
+    page: list[str] = [f"<h1>{html.escape(title)}</h1>",
+                       f"<p>{len(table)} runs; status: {html.escape(str(table['status'].value_counts().to_dict()))}.</p>"]
+    parts: dict[str, Any] = {"table": table, "settings": []}
+    for i, (name, t) in enumerate(settings(table)):
+        sfx = f"_{i + 1}" if name else ""
+        lb, c, det = leaderboard(t), cells(t), detection(t)
+        lb.to_csv(out / f"leaderboard{sfx}.csv", index=False)
+        c.to_csv(out / f"cells{sfx}.csv", index=False)
+        det.to_csv(out / f"detection{sfx}.csv", index=False)
+        figs = [heatmap(c, "ma", "final main accuracy (%), mean over seeds", out / f"heatmap_main_acc{sfx}.png", "viridis"),
+                heatmap(c.dropna(subset=["ba"]), "ba", "final backdoor accuracy (%), mean over seeds",
+                        out / f"heatmap_backdoor_acc{sfx}.png", "Reds"),
+                curves(t, out / f"curves{sfx}.png")]
+        figs = [f for f in figs if f is not None]
+        lbt = leaderboard_text(lb)
+        parts["settings"].append({"name": name, "leaderboard": lb, "leaderboard_text": lbt, "cells": c,
+                                  "detection": det, "figures": figs})
+        head = f"## Setting: {name}" if name else "## Results"
+        md += [head, "", "### Leaderboard", "", _md_table(lbt), "", LEGEND, ""]
+        md += ["### Attack x defense", "", _md_table(_cells_text(c)), ""]
+        md += ["### Detection", "", _md_table(det) if len(det) else "(none)", "",
+               "A client is flagged when the defense rejected it or gave it weight 0; pooled over the defense's runs; "
+               "`fpr_no_attack_rounds`: false-positive rate on rounds without attackers.", ""]
+        md += [f"![{f.stem}]({f.name})" for f in figs] + [""]
+        page += [f"<h2>{html.escape(head[3:])}</h2>", "<h3>Leaderboard</h3>", lbt.to_html(index=False, border=0),
+                 f"<p class='legend'>{html.escape(LEGEND)}</p>", "<h3>Attack x defense</h3>",
+                 _cells_text(c).to_html(index=False, border=0), "<h3>Detection</h3>",
+                 det.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-") if len(det) else "",
+                 "<p class='legend'>A client is flagged when the defense rejected it or gave it weight 0; pooled over "
+                 "the defense's runs; fpr_no_attack_rounds: false-positive rate on rounds without attackers.</p>"]
+        page += [f"<figure><img alt='{f.stem}' src='data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}'>"
+                 f"<figcaption>{f.stem}</figcaption></figure>" for f in figs]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text(HTML.format(title=html.escape(title), body="\n".join(page)))
+    return parts
+
+
+HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 14px; }}
+th, td {{ padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
+.legend {{ color: #555; font-size: 13px; max-width: 60em; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #777; font-size: 12px; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""

@@ -1,0 +1,151 @@
+"""Sweep specs: a base config, a grid over any config keys, named variants -> runs.
+
+A spec is a YAML file::
+
+    name: attacks-vs-defenses          # optional, the sweep's name
+    base:                              # a config tree (same keys as a run config) ...
+      fl: {rounds: 20, num_clients: 20}
+    # config: path/to/base.yaml        # ... and/or a config file (relative to the spec)
+    grid:                              # every combination; a dict replaces the whole block
+      attack:
+        - {name: none}
+        - {name: backdoor, num_malicious: 4, poison_frac: 0.5}
+        - {name: alie, num_malicious: 4}
+      defense: [{name: fedavg}, {name: median}, {name: rlr, theta: 8}]
+      seed: [0, 1]
+      fl.lr: [0.1, 0.05]               # a dotted key sets one value
+    variants:                          # optional: named partial configs, crossed with the grid
+      iid: {}
+      non-iid: {data: {partition: dirichlet, alpha: 0.3}}
+
+Each run gets an id made of its variant and grid labels (``non-iid,backdoor,median,seed=0``):
+a block's label is its ``name`` (with the parameters that tell same-named blocks apart),
+a scalar's is ``key=value``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import ExperimentConfig, _merge, dump_config, from_tree, load_yaml
+from ..errors import ConfigError
+
+SPEC_KEYS = {"name", "base", "config", "grid", "variants"}
+
+
+@dataclass
+class Job:
+    """One run of a study: its id, its config tree and the labels of its grid cell."""
+
+    run_id: str
+    config: dict[str, Any]
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def validated(self) -> ExperimentConfig:
+        try:
+            return from_tree(self.config)
+        except ConfigError as e:
+            raise ConfigError(f"{e.field} (run {self.run_id})", e.problem, e.valid) from None
+
+
+def config_sha(cfg: ExperimentConfig) -> str:
+    """Identity of a run's resolved config (what decides whether a stored run is this one)."""
+    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:16]
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    variants: dict[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SweepSpec":
+        path = Path(path)
+        if path.is_dir():
+            raise ConfigError("SPEC", f"{str(path)!r} is a folder", "a sweep spec YAML file")
+        tree = load_yaml(path)
+        return cls.from_tree(tree, default_name=path.stem, root=path.parent)
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any], default_name: str = "sweep", root: Optional[Path] = None) -> "SweepSpec":
+        unknown = set(tree) - SPEC_KEYS
+        if unknown:
+            raise ConfigError(f"spec.{sorted(unknown)[0]}", "unknown key", ", ".join(sorted(SPEC_KEYS)))
+        base: dict[str, Any] = {}
+        if tree.get("config"):
+            cpath = Path(tree["config"])
+            base = load_yaml(cpath if cpath.is_absolute() or root is None else root / cpath)
+        base = _merge(base, _mapping(tree.get("base") or {}, "spec.base"))
+        grid = _mapping(tree.get("grid") or {}, "spec.grid")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"spec.grid.{key}", f"must be a non-empty list (got {values!r})", "[value, ...]")
+        variants = _mapping(tree.get("variants") or {}, "spec.variants")
+        for vname, v in variants.items():
+            _mapping(v or {}, f"spec.variants.{vname}")
+        return cls(str(tree.get("name") or default_name), base, grid, {k: v or {} for k, v in variants.items()})
+
+    def jobs(self) -> list[Job]:
+        """Every run of the sweep (variants x grid), validated."""
+        labels = {key: grid_labels(key, values) for key, values in self.grid.items()}
+        out, seen = [], set()
+        for vname, variant in (self.variants or {"": {}}).items():
+            for combo in itertools.product(*(range(len(v)) for v in self.grid.values())):
+                tree = _merge(copy.deepcopy(self.base), variant)
+                cell: dict[str, Any] = {"variant": vname} if self.variants else {}
+                parts = [vname] if self.variants else []
+                for (key, values), i in zip(self.grid.items(), combo):
+                    set_key(tree, key, copy.deepcopy(values[i]))
+                    cell[key] = labels[key][i] if isinstance(values[i], dict) else values[i]
+                    parts.append(labels[key][i])
+                run_id = ",".join(parts) or "run"
+                if run_id in seen:
+                    raise ConfigError("spec.grid", f"two runs get the id {run_id!r}", "distinct grid values")
+                seen.add(run_id)
+                tree["name"] = run_id
+                job = Job(run_id, tree, cell)
+                job.validated()
+                out.append(job)
+        return out
+
+
+def _mapping(v: Any, where: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ConfigError(where, f"must be a mapping (got {type(v).__name__})", "key: value pairs")
+    return v
+
+
+def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``tree[a][b] = value`` for ``key = "a.b"`` (a dict value replaces the whole block)."""
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"spec.grid.{key}", f"{p!r} is not a section", "a dotted config key")
+    node[parts[-1]] = value
+
+
+def grid_labels(key: str, values: list[Any]) -> list[str]:
+    """Short, distinct labels of one grid axis's values."""
+    out = []
+    for v in values:
+        if isinstance(v, dict):
+            name = str(v.get("name", key))
+            same = [w for w in values if isinstance(w, dict) and str(w.get("name", key)) == name]
+            if len(same) > 1:
+                differing = sorted(k for k in set().union(*same) if k != "name" and len({repr(w.get(k)) for w in same}) > 1)
+                name += "(" + ",".join(f"{k}={v.get(k)}" for k in differing) + ")"
+            out.append(name)
+        else:
+            out.append(f"{key.split('.')[-1]}={v}")
+    if len(set(out)) < len(out):
+        out = [f"{o}#{i}" for i, o in enumerate(out)]
+    return out

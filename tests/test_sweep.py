@@ -1,0 +1,131 @@
+"""Sweeps: spec expansion, worker processes, the index, resume after kill -9, divergence
+as a result, and the Ray backend."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fedarena.cli import app
+from fedarena.errors import ConfigError
+from fedarena.studies.spec import SweepSpec
+from fedarena.studies.sweep import index_entries, run_sweep
+
+runner = CliRunner()
+BASE = {"fl": {"num_clients": 5, "rounds": 2, "local_epochs": 1}}
+
+
+def test_spec_grid_blocks_dotted_keys_and_variants():
+    spec = SweepSpec.from_tree({
+        "name": "s", "base": BASE,
+        "grid": {"attack": [{"name": "none"}, {"name": "backdoor", "num_malicious": 1},
+                            {"name": "backdoor", "num_malicious": 2}],
+                 "defense": [{"name": "median"}], "fl.lr": [0.1, 0.05]},
+        "variants": {"iid": {}, "dir": {"data": {"partition": "dirichlet", "alpha": 0.5}}},
+    })
+    jobs = spec.jobs()
+    assert len(jobs) == 2 * 3 * 2
+    ids = [j.run_id for j in jobs]
+    assert ids[0] == "iid,none,median,lr=0.1" and "dir,backdoor(num_malicious=2),median,lr=0.05" in ids
+    j = next(j for j in jobs if j.run_id == "dir,backdoor(num_malicious=1),median,lr=0.05")
+    cfg = j.validated()
+    assert cfg.data.partition == "dirichlet" and cfg.attack.num_malicious == 1 and cfg.fl.lr == 0.05
+    assert cfg.fl.rounds == 2 and cfg.name == j.run_id
+    assert j.labels == {"variant": "dir", "attack": "backdoor(num_malicious=1)", "defense": "median", "fl.lr": 0.05}
+
+
+def test_spec_errors_name_the_key():
+    with pytest.raises(ConfigError, match="spec.gird"):
+        SweepSpec.from_tree({"gird": {}})
+    with pytest.raises(ConfigError, match="spec.grid.seed"):
+        SweepSpec.from_tree({"grid": {"seed": 3}})
+    with pytest.raises(ConfigError, match=r"defense.name \(run nosuch,seed=0\): unknown defense"):
+        SweepSpec.from_tree({"grid": {"defense": [{"name": "nosuch"}], "seed": [0]}}).jobs()
+
+
+def _spec(tmp_path, grid, rounds=2, extra=None):
+    path = tmp_path / "spec.yaml"
+    base = {"fl": {"num_clients": 5, "rounds": rounds}, **(extra or {})}
+    path.write_text(yaml.safe_dump({"name": "t", "base": base, "grid": grid}))
+    return path
+
+
+def test_sweep_cli_workers_table_and_rerun_skips(tmp_path):
+    spec = _spec(tmp_path, {"defense": [{"name": "fedavg"}, {"name": "median"}], "seed": [0]})
+    out = tmp_path / "sw"
+    res = runner.invoke(app, ["sweep", str(spec), "--workers", "2", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(out / "results.parquet")
+    assert list(table["run"]) == ["fedavg,seed=0", "median,seed=0"]
+    assert set(table["status"]) == {"ok"} and table["final_main_acc"].notna().all()
+    assert {"defense", "seed", "dataset", "mean_main_acc", "wall_time_s"} <= set(table.columns)
+    assert len(pd.read_csv(out / "results.csv")) == 2
+    res = runner.invoke(app, ["sweep", str(spec), "--quiet", "--out", str(out)])
+    assert res.exit_code == 0 and "0 runs played" in res.output and "2 already finished" in res.output
+    assert len(index_entries(out)) == 2
+
+
+def test_sweep_records_divergence_as_a_result(tmp_path):
+    grid = {"defense": [{"name": "fedavg"}, {"name": "median"}]}
+    extra = {"fl": {"num_clients": 10, "rounds": 2, "algorithm": "fedsgd", "client_momentum": 0.9},
+             "attack": {"name": "gaussian", "sigma": 1e20, "num_malicious": 4}}
+    jobs = SweepSpec.from_tree({"base": extra, "grid": grid}).jobs()
+    outcome = run_sweep(jobs, tmp_path)
+    status = dict(zip(outcome.table["run"], outcome.table["status"]))
+    assert status == {"fedavg": "diverged", "median": "ok"}
+    assert outcome.table.set_index("run").loc["fedavg", "diverged_at"] == 0
+    again = run_sweep(jobs, tmp_path)
+    assert again.ran == [] and sorted(again.skipped) == ["fedavg", "median"]
+
+
+SLOW_CLI = str(Path(__file__).resolve().parent / "slow_cli.py")
+
+
+def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
+    spec = _spec(tmp_path, {"defense": [{"name": "fedavg"}, {"name": "median"}, {"name": "cc"}]}, rounds=8,
+                 extra={"run": {"checkpoint_every": 2}})
+    out = tmp_path / "sw"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, SLOW_CLI, "sweep", str(spec), "--quiet", "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = out / "runs" / "median" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if second.exists() and len(second.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [e["run"] for e in index_entries(out)] == ["fedavg"]
+    first_metrics = (out / "runs" / "fedavg" / "metrics.jsonl").read_bytes()
+    outcome = run_sweep(SweepSpec.load(spec).jobs(), out)
+    assert outcome.skipped == ["fedavg"] and outcome.resumed == ["median"] and outcome.ran == ["median", "cc"]
+    assert [e["run"] for e in index_entries(out)] == ["fedavg", "median", "cc"]  # nothing indexed twice
+    assert (out / "runs" / "fedavg" / "metrics.jsonl").read_bytes() == first_metrics
+    summaries = {d: json.loads((out / "runs" / d / "summary.json").read_text()) for d in ("fedavg", "median", "cc")}
+    assert all(s["status"] == "ok" and s["rounds_completed"] == 8 for s in summaries.values())
+    assert summaries["median"]["resumed_from"] >= 4
+    assert len(outcome.table) == 3 and (outcome.table["rounds_completed"] == 8).all()
+
+
+def test_ray_backend_four_runs(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers inherit PYTHONPATH
+    try:
+        jobs = SweepSpec.from_tree({"base": BASE, "grid": {"defense": [{"name": "fedavg"}, {"name": "median"}],
+                                                           "seed": [0, 1]}}).jobs()
+        outcome = run_sweep(jobs, tmp_path / "ray", backend="ray")
+        local = run_sweep(jobs, tmp_path / "local")
+    finally:
+        ray.shutdown()
+    assert sorted(outcome.ran) == sorted(j.run_id for j in jobs)
+    cols = ["run", "status", "final_main_acc", "final_loss"]
+    assert outcome.table[cols].equals(local.table[cols])
