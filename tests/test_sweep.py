@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from fedarena.cli import app
 from fedarena.errors import ConfigError
-from fedarena.studies.spec import SweepSpec
+from fedarena.studies.spec import SweepSpec, run_name
 from fedarena.studies.sweep import index_entries, run_sweep
 
 runner = CliRunner()
@@ -38,7 +38,7 @@ def test_spec_grid_blocks_dotted_keys_and_variants():
     j = next(j for j in jobs if j.run_id == "dir,backdoor(num_malicious=1),median,lr=0.05")
     cfg = j.validated()
     assert cfg.data.partition == "dirichlet" and cfg.attack.num_malicious == 1 and cfg.fl.lr == 0.05
-    assert cfg.fl.rounds == 2 and cfg.name == j.run_id
+    assert cfg.fl.rounds == 2 and cfg.name == run_name(j.run_id)
     assert j.labels == {"variant": "dir", "attack": "backdoor(num_malicious=1)", "defense": "median", "fl.lr": 0.05}
 
 

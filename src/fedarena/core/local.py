@@ -68,7 +68,7 @@ class BatchSchedule:
                 stream = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])
                 client = [stream[i * b : (i + 1) * b] for i in range(recipe.steps)]
             out.append(client)
-            per_epoch = max(1, -(-n // (recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
+            per_epoch = max(1, -(-n // max(1, recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
             starts.append([s % per_epoch == 0 for s in range(len(client))])
             seeds.append(int(rng.integers(2**62)) if recipe.step_hook is not None else 0)
         return cls(out, starts, seeds)

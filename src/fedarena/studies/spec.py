@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -109,11 +110,20 @@ class SweepSpec:
                 if run_id in seen:
                     raise ConfigError("spec.grid", f"two runs get the id {run_id!r}", "distinct grid values")
                 seen.add(run_id)
-                tree["name"] = run_id
+                tree["name"] = run_name(run_id)
                 job = Job(run_id, tree, cell)
                 job.validated()
                 out.append(job)
         return out
+
+
+def run_name(run_id: str) -> str:
+    """The config ``name`` of a run: its id with the characters a name may not hold
+    (brackets, spaces, ...) replaced by ``-``, at most 100 characters."""
+    name = re.sub(r"[^A-Za-z0-9._+=,@-]", "-", run_id).strip("-._+=,@") or "run"
+    if len(name) > 100:
+        name = name[:87] + "-" + hashlib.sha256(run_id.encode()).hexdigest()[:12]
+    return name
 
 
 def _mapping(v: Any, where: str) -> dict[str, Any]:
