@@ -53,6 +53,8 @@ import torch
 
 #: ByzFL 0.0.11 at n=100, d=1e6 on the project's 2-core CPU (seconds per call; issue #6).
 BYZFL_SECONDS = {"krum": 0.97, "multi-krum": 1.18, "trimmed-mean": 2.40, "median": 2.49, "rfa": 1.43, "cc": 0.33}
+#: what ``only`` may name
+SECTIONS = ("training", "memory", "aggregators", "lockstep", "flower", "end_to_end")
 ROBUST_RULES = ("median", "trimmed-mean", "krum", "multi-krum", "bulyan", "rfa", "cc", "sign")
 
 
@@ -670,8 +672,11 @@ def _loadavg() -> Optional[list[float]]:
 
 
 def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest", console=None, *,
-              scale: str = "default", device: Optional[str] = None, data_root: Optional[str] = None) -> dict[str, Any]:
+              scale: str = "default", device: Optional[str] = None, data_root: Optional[str] = None,
+              only: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the benchmark; write ``out/bench.json`` and ``out/bench.md``; return the results.
+
+    ``only``: the sections to run (of :data:`SECTIONS`; default all the plan has).
 
     ``device``: ``None`` uses CUDA when available, else the CPU. ``data_root``: where
     Fashion-MNIST lives for the end-to-end run (default ``$FEDARENA_DATA`` or the shared
@@ -682,6 +687,12 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     log = (lambda msg: console.print(msg, highlight=False)) if console is not None else None
     plan = make_plan(quick, scale)
+    bad = [o for o in only or [] if o not in SECTIONS]
+    if bad:
+        from .errors import ConfigError
+
+        raise ConfigError("--only", f"unknown section {bad[0]!r}", ", ".join(SECTIONS))
+    want = (lambda sec: True) if not only else (lambda sec: sec in only)
     t_start = time.perf_counter()
     res: dict[str, Any] = {
         "quick": quick, "scale": scale, "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -695,30 +706,31 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     if log:
         log(f"  {res['gemm']['gflops']:.1f} GFLOP/s\nlocal training ...")
     res["training"] = {}
-    for w in plan.training:
+    for w in (plan.training if want("training") else []):
         r = bench_training(w, dev, w.reps or plan.reps, res["gemm"]["gflops"], log)
         res["training"][w.name] = r
         if "skipped" in r:
             res["notes"].append(f"training.{w.name} skipped: {r['skipped']}")
-    if plan.memory:
+    if plan.memory and want("memory"):
         if log:
             log("memory: 1,000 clients x 1M parameters (a child process) ...")
         res["memory"] = bench_memory()
         if log:
             log(f"  {res['memory']}")
-    if log:
+    if log and want("aggregators"):
         log("aggregators ...")
-    res["aggregators"], res["yardsticks"] = bench_aggregators(plan.agg_configs, dev, plan.reps, log)
-    missing = [r for r in ROBUST_RULES if r not in res["aggregators"]]
+    res["aggregators"], res["yardsticks"] = (bench_aggregators(plan.agg_configs, dev, plan.reps, log)
+                                             if want("aggregators") else ({}, {}))
+    missing = [r for r in ROBUST_RULES if r not in res["aggregators"]] if want("aggregators") else []
     if missing:
         res["notes"].append("robust rules not registered, not measured: " + ", ".join(missing))
-    if plan.lockstep != "off":
+    if plan.lockstep != "off" and want("lockstep"):
         from .bench_lockstep import bench_lockstep
 
         if log:
             log("lockstep: runs one after another vs in lockstep ...")
         res["lockstep"] = bench_lockstep(plan.lockstep, dev, find_data_root(data_root), log)
-    if plan.flower:
+    if plan.flower and want("flower"):
         from .bench_flower import bench_flower
 
         if log:
@@ -726,15 +738,18 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
         res["flower"] = bench_flower(dev, log=log)
         if "skipped" in res["flower"]:
             res["notes"].append("flower skipped: " + res["flower"]["skipped"])
-    if plan.end_to_end:
+    if plan.end_to_end and want("end_to_end"):
         if log:
             log("end-to-end: 100 rounds of Fashion-MNIST ...")
         res["end_to_end"] = bench_end_to_end(data_root, dev, log=log)
         if "skipped" in res["end_to_end"]:
             res["notes"].append("end_to_end skipped: " + res["end_to_end"]["skipped"])
-    else:
+    elif not plan.end_to_end:
         res["notes"].append("quick run: resnet18, 10/100/1,000 clients, the memory round and the end-to-end run are "
                             "skipped (run without --quick)")
+    if only:
+        res["notes"].append("sections run: " + ", ".join(only) + " (the others were not run; see the other result folders)")
+    res["only"] = only
     res["targets"] = targets(res)
     res["seconds"] = time.perf_counter() - t_start
     res["load_average_end"] = _loadavg()
