@@ -12,8 +12,10 @@ Two workloads, each played both ways in one process on the same configs, alterna
 ``sequential`` is ``Simulation(cfg).run()`` for one config after another (set-up
 included; one process, so without the start-up a process per run adds, measured
 separately as ``process_startup_s``); ``lockstep`` is
-:func:`fedarena.run.lockstep.run_many` on the same configs. ``max_abs_diff`` compares the
-two ways' final accuracies and losses (float rounding only). On CUDA the section also
+:func:`fedarena.run.lockstep.run_many` on the same configs. Both wall time and this
+process's CPU time are reported (best of the repetitions): on a machine shared with
+other work the CPU-time ratio is the steadier one. ``max_abs_diff`` compares the two
+ways' final accuracies and losses (float rounding only). On CUDA the section also
 reports the GPU's mean utilization while each way ran (``nvidia-smi`` samples).
 """
 
@@ -131,6 +133,7 @@ def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[
         return run_many(cfgs)
 
     times: dict[str, list[float]] = {"sequential": [], "lockstep": []}
+    cpu: dict[str, list[float]] = {"sequential": [], "lockstep": []}
     util: dict[str, list[float]] = {"sequential": [], "lockstep": []}
     finals: dict[str, list[tuple]] = {}
     for rep in range(reps):
@@ -138,27 +141,31 @@ def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             with _GpuSampler(device) as gpu:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 res = fn()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 times[key].append(time.perf_counter() - t)
+                cpu[key].append(time.process_time() - c)
             if gpu.mean is not None:
                 util[key].append(gpu.mean)
             finals[key] = _final(res)
             if log:
-                log(f"  {name} {key} (rep {rep + 1}/{reps}): {times[key][-1]:.1f} s")
+                log(f"  {name} {key} (rep {rep + 1}/{reps}): {times[key][-1]:.1f} s ({cpu[key][-1]:.1f} s CPU)")
     best = {k: min(v) for k, v in times.items()}
+    best_cpu = {k: min(v) for k, v in cpu.items()}
     run_rounds = sum(c.fl.rounds for c in cfgs)
     out = {
         "runs": len(cfgs), "rounds": sorted({c.fl.rounds for c in cfgs}), "lockstep_groups": len(groups(cfgs)),
         "sequential_seconds": best["sequential"], "lockstep_seconds": best["lockstep"],
         "speedup": best["sequential"] / best["lockstep"],
+        "sequential_cpu_seconds": best_cpu["sequential"], "lockstep_cpu_seconds": best_cpu["lockstep"],
+        "speedup_cpu_time": best_cpu["sequential"] / best_cpu["lockstep"],
         "sequential_ms_per_run_round": 1e3 * best["sequential"] / run_rounds,
         "lockstep_ms_per_run_round": 1e3 * best["lockstep"] / run_rounds,
         "max_abs_diff_final_metrics": _diff(finals["sequential"], finals["lockstep"]),
         "statuses_equal": [f[2] for f in finals["sequential"]] == [f[2] for f in finals["lockstep"]],
-        "all_seconds": times,
+        "all_seconds": times, "all_cpu_seconds": cpu,
     }
     if device.type == "cuda":
         out["gpu_utilization_pct"] = {k: (sum(v) / len(v) if v else None) for k, v in util.items()}
