@@ -74,10 +74,12 @@ def test_cli_bench_passes_quick_and_out(monkeypatch, tmp_path):
     from fedarena.cli import app
 
     seen = {}
-    monkeypatch.setattr(bench, "run_bench", lambda quick, out, console: seen.update(quick=quick, out=out))
+    monkeypatch.setattr(bench, "run_bench", lambda quick, out, console, only: seen.update(quick=quick, out=out, only=only))
     res = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert seen == {"quick": True, "out": tmp_path}
+    assert seen == {"quick": True, "out": tmp_path, "only": None}
+    res = CliRunner().invoke(app, ["bench", "--only", "lockstep, flower", "--out", str(tmp_path)])
+    assert res.exit_code == 0 and seen["only"] == ["lockstep", "flower"]
 
 
 def test_lockstep_section_compares_both_ways(tiny):
