@@ -665,11 +665,16 @@ def minibatch_gradients(
                 xb = prepare(xb)
             return xb, y.index_select(0, idx_t).reshape(len(rows), pad_b), torch.from_numpy(mask).to(x.device)
 
+        offsets = np.cumsum([0] + [gp[n][0].numel() if own is not None else gp[n].numel() for n in names])
+
+        def put(rows: slice | list[int], g: Params) -> None:  # per parameter into G's columns (no k x d temporary)
+            for q, n in enumerate(names):
+                G[rows, offsets[q] : offsets[q + 1]] = g[n].reshape(-1, offsets[q + 1] - offsets[q])
+
         if own is None:  # one shared model: vmap(grad) over the clients, in chunks
             for start in range(0, k, chunk_size):
                 rows = list(range(start, min(k, start + chunk_size)))
-                g = per_client(gp, *batch(rows), gp)
-                G[start : start + len(rows)] = torch.cat([g[n].reshape(len(rows), -1) for n in names], dim=1)
+                put(slice(start, start + len(rows)), per_client(gp, *batch(rows), gp))
         else:  # runs with equally many clients: vmap over runs of vmap(grad) over their clients
             by_run: dict[int, list[int]] = {}
             for i, o in enumerate(own.tolist()):
@@ -687,7 +692,8 @@ def minibatch_gradients(
                     p = {n: gp[n].index_select(0, sel_t) for n in names}
                     g = per_run(p, xb.reshape(len(sel), n_, *xb.shape[1:]), yb.reshape(len(sel), n_, -1),
                                 wb.reshape(len(sel), n_, -1), p)
-                    G[rows] = torch.cat([g[n].reshape(len(rows), -1) for n in names], dim=1)
+                    contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+                    put(slice(rows[0], rows[0] + len(rows)) if contiguous else rows, g)
     else:
         if own is not None:
             raise ValueError("the per-client path takes one shared set of global_params")

@@ -195,7 +195,10 @@ def _train_together(lockstep: "Lockstep", members: list[tuple["Simulation", "Rou
             entry[1].append(c[1])
             entry[2].append(i)
         for plan, rows, pos in by_plan.values():
-            plan.U[rows] = G[pos]
+            if rows == list(range(len(plan.U))) and pos == list(range(pos[0], pos[0] + len(pos))):
+                plan.U.copy_(G[pos[0] : pos[0] + len(pos)])  # the whole round in order: one copy
+            else:
+                plan.U[rows] = G[pos]
 
 
 # ----------------------------------------------------------------------------- (d) evaluation

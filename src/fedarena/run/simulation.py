@@ -316,12 +316,18 @@ class Simulation:
         if self.cfg.fl.algorithm == "fedsgd":  # m = beta m + (1 - beta) g, from m = 0 (one op for all rows)
             beta = self.cfg.fl.client_momentum
             prev = [self.client_momentum.get(int(c)) for c in cohort]
-            M = torch.stack([torch.zeros_like(U[i]) if m is None else m for i, m in enumerate(prev)]) if any(
-                m is not None for m in prev) else None
+            last = getattr(self, "_momentum_rows", None)  # last round's rows: no stacking when the cohort repeats
+            if last is not None and len(last) == len(prev) and all(m is not None and m.data_ptr() == r.data_ptr()
+                                                                   for m, r in zip(prev, last)):
+                M = last
+            else:
+                M = torch.stack([torch.zeros_like(U[i]) if m is None else m for i, m in enumerate(prev)]) if any(
+                    m is not None for m in prev) else None
             U.copy_(U * (1 - beta) if M is None else beta * M + (1 - beta) * U)
             kept = U.clone()  # the defenses may change U in place
             for row, cid in enumerate(cohort):
                 self.client_momentum[int(cid)] = kept[row]
+            self._momentum_rows = kept
         return U
 
     def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
