@@ -89,6 +89,22 @@ def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
 
 
 _DATASET_CACHE: dict[tuple, TensorDataset] = {}
+_DEVICE_COPIES: dict[tuple[int, str], tuple[torch.Tensor, TensorDataset]] = {}
+
+
+def on_device(data: TensorDataset, device: torch.device) -> TensorDataset:
+    """``data`` on ``device``; runs of one process that load the same dataset share one
+    copy per device (so that runs in lockstep share their sample store on a GPU too)."""
+    if torch.device(device).type == "cpu":
+        return data.to(device)
+    key = (id(data.x_train), str(device))
+    hit = _DEVICE_COPIES.get(key)
+    if hit is None or hit[0] is not data.x_train:
+        if len(_DEVICE_COPIES) >= 2:
+            _DEVICE_COPIES.pop(next(iter(_DEVICE_COPIES)))
+        hit = (data.x_train, dataclasses.replace(data).to(device))
+        _DEVICE_COPIES[key] = hit
+    return dataclasses.replace(hit[1])
 
 
 def build_model(cfg: ExperimentConfig, data: TensorDataset) -> torch.nn.Module:
@@ -129,7 +145,7 @@ class Simulation:
         self.cfg = cfg
         self.streams = SeedStreams(cfg.seed)
         self.device = resolve_device(cfg.fl.device)
-        self.data = (data or load_dataset(cfg)).to(self.device)
+        self.data = on_device(data or load_dataset(cfg), self.device)
         self.prepare = self.data.normalizer(self.device)
         labels = self.data.y_train.cpu().numpy()
         self.client_index = partition_data(cfg, labels, self.streams.numpy("partition"))
