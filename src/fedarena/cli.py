@@ -285,12 +285,18 @@ def arena(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="About a minute: small workloads only."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default benchmarks/results/<time>)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated sections: training, memory, "
+                                       "aggregators, lockstep, flower, end_to_end (default: all)."),
 ) -> None:
-    """Measure local-training throughput, aggregator speed and end-to-end rounds/s."""
+    """Measure local-training throughput, aggregator speed, lockstep studies, Flower and end-to-end rounds/s."""
     from .bench import run_bench
 
     out = out or Path("benchmarks") / "results" / time.strftime("%Y%m%d-%H%M%S")
-    run_bench(quick=quick, out=out, console=console)
+    try:
+        run_bench(quick=quick, out=out, console=console, only=[o.strip() for o in only.split(",")] if only else None)
+    except ConfigError as e:
+        user_error(str(e))
+        return
     out_console.print(f"written to {out}")
 
 
