@@ -164,7 +164,7 @@ def test_synthetic_shapes_and_determinism():
 
 
 def test_synthetic_bad_option():
-    with pytest.raises(ConfigError, match=r"^data\.synthetic\.image_size: must be >= 1"):
+    with pytest.raises(ConfigError, match=r"^data\.synthetic\.image_size: must be in 1\.\.512"):
         load_synthetic(image_size=0)
 
 

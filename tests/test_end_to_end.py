@@ -141,6 +141,16 @@ def _attack_names():
 @pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
 @pytest.mark.parametrize("attack", _attack_names())
 def test_every_attack_runs_end_to_end(attack, algorithm):
+    from fedarena.attacks.base import Attack
+    from fedarena.errors import ConfigError
+    from fedarena.registry import ATTACKS
+
+    if algorithm == "fedsgd" and ATTACKS.get(attack).local_train is not Attack.local_train:
+        # attacks that run their own local loop need local steps: one clear error
+        with pytest.raises(ConfigError, match="fl.algorithm=fedavg"):
+            run(["fl.num_clients=8", "fl.rounds=2", f"attack.name={attack}", "attack.num_malicious=2",
+                 "fl.algorithm=fedsgd", "defense.name=median"])
+        return
     r = run(["fl.num_clients=8", "fl.rounds=2", f"attack.name={attack}", "attack.num_malicious=2",
              f"fl.algorithm={algorithm}", "defense.name=median"])
     assert len(r.metrics) == 2
