@@ -82,3 +82,21 @@ def test_smarter_attacker_is_mean_centred():
     # centred (-1, 0, 1), norm sqrt(2) -> amplified to norm 2 sqrt(2): (-2, 0, 2)
     assert torch.allclose(out, torch.tensor([[-2.0, 0.0, 2.0]]), atol=1e-6)
     assert float(dpfl_scores(out)[0]) < 1e-7
+
+
+def test_scope_weights_follows_the_authors_code():
+    # attack: rescale the whole model w + G_u to ||w + S||, upload the difference to w
+    a = AttackDPFL(target=0, scope="weights")
+    a.setup(DataInfo(10, (1, 8, 8)), torch.Generator())
+    v = _view(torch.tensor([[0.0, 1.0]]), torch.tensor([[3.0, 7.0]]))
+    v.global_params = torch.tensor([3.0, 0.0])
+    # w + G = (3, 1), ||.|| = sqrt(10); w + S = (6, 7), ||.|| = sqrt(85); A = sqrt(8.5)
+    out = a.craft(v)
+    assert torch.allclose(out, math.sqrt(8.5) * torch.tensor([[3.0, 1.0]]) - torch.tensor([[3.0, 0.0]]), atol=1e-5)
+    # defense: the score is taken on w + S
+    U = torch.tensor([[1.0, -1.0], [0.0, 0.0], [0.5, -0.5], [2.0, 2.0]])
+    ctx = RoundContext(round=0, layout=ParamLayout.from_params({"w": torch.zeros(2)}), client_ids=torch.arange(4),
+                       num_samples=torch.ones(4), global_params=torch.tensor([-1.0, 1.0]))
+    out = RobustDPFL(scope="weights")(U, ctx)  # scores of w + S: 0, 0, 0, 2 -> the last row dropped
+    assert out.weights.tolist() == [True, True, True, False]
+    assert RobustDPFL()(U, ctx).weights.tolist() == [True, True, True, False]  # update scope: 0, 0, 0, 2 too
