@@ -20,7 +20,7 @@ from .errors import ConfigError, DataNotFoundError
 # idle OpenMP threads sleep instead of spinning: small tensor ops stay fast on busy machines
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.")
 console = Console(stderr=True)
 out_console = Console()
@@ -147,13 +147,16 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="The CPU-sized version (minutes)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce-<name>)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key in every run (e.g. data.root=...)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
 ) -> None:
-    """Run a paper's experiments and write claims.md, claims.json and results.csv."""
+    """Run a paper's experiments and write claims.md, claims.json and results.csv.
+
+    Rerun the same command to continue a stopped reproduction (finished runs are kept)."""
     from .reproduce.framework import run_reproduction
 
     out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
     try:
-        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console)
+        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console, workers=workers)
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
@@ -179,6 +182,8 @@ def sweep(
     from .studies.spec import SweepSpec
 
     try:
+        if backend not in ("local", "ray"):
+            raise ConfigError("--backend", f"unknown backend {backend!r}", "local, ray")
         sweep_spec = SweepSpec.load(spec)
         jobs = sweep_spec.jobs()
     except (ConfigError, DataNotFoundError) as e:
@@ -245,6 +250,7 @@ def print_leaderboards(parts: dict) -> None:
     for s in parts["settings"]:
         lbt = s["leaderboard_text"]
         lbt = lbt.assign(**{"clean MA": [v.split("±")[0] for v in lbt["clean MA"]]})
+        lbt = lbt.drop(columns=["worst opt MA"], errors="ignore")  # 80 columns; worst MA counts +opt attacks
         if not (lbt["div"] > 0).any():
             lbt = lbt.drop(columns="div")
         table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
@@ -279,12 +285,18 @@ def arena(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="About a minute: small workloads only."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default benchmarks/results/<time>)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated sections: training, memory, "
+                                       "aggregators, lockstep, flower, end_to_end (default: all)."),
 ) -> None:
-    """Measure local-training throughput, aggregator speed and end-to-end rounds/s."""
+    """Measure local-training throughput, aggregator speed, lockstep studies, Flower and end-to-end rounds/s."""
     from .bench import run_bench
 
     out = out or Path("benchmarks") / "results" / time.strftime("%Y%m%d-%H%M%S")
-    run_bench(quick=quick, out=out, console=console)
+    try:
+        run_bench(quick=quick, out=out, console=console, only=[o.strip() for o in only.split(",")] if only else None)
+    except ConfigError as e:
+        user_error(str(e))
+        return
     out_console.print(f"written to {out}")
 
 
