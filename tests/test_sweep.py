@@ -90,13 +90,19 @@ SLOW_CLI = str(Path(__file__).resolve().parent / "slow_cli.py")
 
 
 def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
-    spec = _spec(tmp_path, {"defense": [{"name": "fedavg"}, {"name": "median"}, {"name": "cc"}]}, rounds=8,
-                 extra={"run": {"checkpoint_every": 2}})
+    """The first run has its own model, so it plays first and finishes; the other two
+    share one and play in lockstep, killed in the middle; the rerun resumes those two
+    from their checkpoints and does not play the finished one again."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "t", "base": {"fl": {"num_clients": 5, "rounds": 8}, "run": {"checkpoint_every": 2}},
+        "variants": {"a": {"model": {"name": "mlp", "hidden": [16]}}, "b": {}},
+        "grid": {"defense": [{"name": "median"}, {"name": "cc"}]}}))
     out = tmp_path / "sw"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen([sys.executable, SLOW_CLI, "sweep", str(spec), "--quiet", "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second = out / "runs" / "median" / "metrics.jsonl"
+    second = out / "runs" / "b,median" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if second.exists() and len(second.read_text().splitlines()) >= 5:
@@ -104,16 +110,17 @@ def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert [e["run"] for e in index_entries(out)] == ["fedavg"]
-    first_metrics = (out / "runs" / "fedavg" / "metrics.jsonl").read_bytes()
+    assert [e["run"] for e in index_entries(out)] == ["a,median", "a,cc"]
+    first_metrics = (out / "runs" / "a,median" / "metrics.jsonl").read_bytes()
     outcome = run_sweep(SweepSpec.load(spec).jobs(), out)
-    assert outcome.skipped == ["fedavg"] and outcome.resumed == ["median"] and outcome.ran == ["median", "cc"]
-    assert [e["run"] for e in index_entries(out)] == ["fedavg", "median", "cc"]  # nothing indexed twice
-    assert (out / "runs" / "fedavg" / "metrics.jsonl").read_bytes() == first_metrics
-    summaries = {d: json.loads((out / "runs" / d / "summary.json").read_text()) for d in ("fedavg", "median", "cc")}
+    assert outcome.skipped == ["a,median", "a,cc"] and outcome.resumed == ["b,median", "b,cc"]
+    assert outcome.ran == ["b,median", "b,cc"]
+    assert [e["run"] for e in index_entries(out)] == ["a,median", "a,cc", "b,median", "b,cc"]  # nothing indexed twice
+    assert (out / "runs" / "a,median" / "metrics.jsonl").read_bytes() == first_metrics
+    summaries = {d: json.loads((out / "runs" / d / "summary.json").read_text()) for d in ("b,median", "b,cc")}
     assert all(s["status"] == "ok" and s["rounds_completed"] == 8 for s in summaries.values())
-    assert summaries["median"]["resumed_from"] >= 4
-    assert len(outcome.table) == 3 and (outcome.table["rounds_completed"] == 8).all()
+    assert all(s["resumed_from"] >= 4 for s in summaries.values())
+    assert len(outcome.table) == 4 and (outcome.table["rounds_completed"] == 8).all()
 
 
 def test_ray_backend_four_runs(tmp_path):
