@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from fedarena.cli import app
 from fedarena.config import DEFAULT_RUN, load_config
 from fedarena.core.state import _SKIP, Stateful, decode, encode
-from fedarena.run.records import new_run_dir, read_jsonl
+from fedarena.run.records import new_run_dir, open_run_dir, read_jsonl
 from fedarena.run.runner import execute
 from fedarena.run.simulation import Simulation
 
@@ -141,7 +141,7 @@ def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, monkey
     over = SMALL + ["fl.rounds=6", "run.checkpoint_every=2"]
     sets = [a for o in over for a in ("--set", o)]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "ref")] + sets).exit_code == 0
-    real = Simulation.plan_round  # the first step of every round, alone or in lockstep
+    real = Simulation.plan_round
 
     def stop_at_4(self, t):
         if t == 4:

@@ -148,9 +148,8 @@ def test_killed_reproduction_continues_where_it_stopped(tmp_path, monkeypatch):
         class _Toy(Paper):
             """Two tiny runs."""
 
-            def runs(self, quick):
-                # different models: not one lockstep group, so "a" finishes before "b" starts
-                return {"a": {**BASE, "seed": 0, "model": {"name": "mlp", "hidden": [16]}}, "b": {**BASE, "seed": 1}}
+            def runs(self, quick):  # different models: two lockstep groups, played one after the other
+                return {"a": {**BASE, "seed": 0}, "b": {**BASE, "seed": 1, "model": {"name": "mlp", "hidden": [32]}}}
 
             def claims(self, quick):
                 return [Claim("C1", "accuracy is a share", 1.0, lambda r: r.final("b", "main_acc"), lambda v: 0 <= v <= 1)]
