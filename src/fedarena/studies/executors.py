@@ -60,6 +60,8 @@ def run_group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Play ``jobs`` (compatible: see :func:`job_groups`) in lockstep, each in its folder;
     if the group fails, each run is played on its own (:func:`run_job`), so one broken
     run cannot take the others with it."""
+    if _STOPPING:
+        raise KeyboardInterrupt
     if len(jobs) == 1:
         return [run_job(jobs[0])]
     from ..run.lockstep import architecture
