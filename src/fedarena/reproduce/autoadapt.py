@@ -168,9 +168,9 @@ What does not reproduce, and why (full run):
   discriminate after one attacked round at this scale). FLAME keeps all 9 poisoned and 2
   benign with or without adaptation (the 9 poisoned updates are mutually similar and form
   its majority cluster); Multi-metrics keeps 5 poisoned and 1 benign in both.
-- Runtime: a constrained epoch costs more here than in Table I (+59 % for one of ten
-  epochs vs +34 %; float64 metric evaluation with gradient every step on a small MLP whose
-  own forward pass is cheap), yet the speed-up over the 9-alpha sweep is larger than the
+- Runtime: a constrained epoch costs relatively more here than in Table I (see the
+  table; float64 metric evaluation with gradient every step on a small MLP whose own
+  forward pass is cheap), yet the speed-up over the 9-alpha sweep is larger than the
   paper's because Eq. 2 evaluates its penalty in every epoch.
 """.strip()
 
