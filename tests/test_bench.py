@@ -74,13 +74,25 @@ def test_cli_bench_passes_quick_and_out(monkeypatch, tmp_path):
     from fedarena.cli import app
 
     seen = {}
-    monkeypatch.setattr(bench, "run_bench", lambda quick, out, console: seen.update(quick=quick, out=out))
+    monkeypatch.setattr(bench, "run_bench", lambda quick, out, console, only: seen.update(quick=quick, out=out, only=only))
     res = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert seen == {"quick": True, "out": tmp_path}
+    assert seen == {"quick": True, "out": tmp_path, "only": None}
+    res = CliRunner().invoke(app, ["bench", "--only", "lockstep, flower", "--out", str(tmp_path)])
+    assert res.exit_code == 0 and seen["only"] == ["lockstep", "flower"]
 
 
 def test_constrained_epoch_cost():
     r = bench.bench_constrained(reps=1, samples=32)
     assert set(r["constrained_over_unconstrained"]) == {"cos/whole", "cos+l2/layers"}
     assert all(v > 0 for v in r["constrained_over_unconstrained"].values())
+
+
+def test_lockstep_section_compares_both_ways(tiny):
+    out, res = tiny
+    data = json.loads((out / "bench.json").read_text())
+    for key in ("fall-of-cc", "digits"):
+        w = data["lockstep"][key]
+        assert w["speedup"] == pytest.approx(w["sequential_seconds"] / w["lockstep_seconds"])
+        assert w["statuses_equal"] and w["max_abs_diff_final_metrics"] < 1e-4
+    assert "## Lockstep" in (out / "bench.md").read_text()

@@ -90,13 +90,19 @@ SLOW_CLI = str(Path(__file__).resolve().parent / "slow_cli.py")
 
 
 def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
-    spec = _spec(tmp_path, {"defense": [{"name": "fedavg"}, {"name": "median"}, {"name": "cc"}]}, rounds=8,
-                 extra={"run": {"checkpoint_every": 2}})
+    """The first run has its own model, so it plays first and finishes; the other two
+    share one and play in lockstep, killed in the middle; the rerun resumes those two
+    from their checkpoints and does not play the finished one again."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "t", "base": {"fl": {"num_clients": 5, "rounds": 8}, "run": {"checkpoint_every": 2}},
+        "variants": {"a": {"model": {"name": "mlp", "hidden": [16]}}, "b": {}},
+        "grid": {"defense": [{"name": "median"}, {"name": "cc"}]}}))
     out = tmp_path / "sw"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen([sys.executable, SLOW_CLI, "sweep", str(spec), "--quiet", "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second = out / "runs" / "median" / "metrics.jsonl"
+    second = out / "runs" / "b,median" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if second.exists() and len(second.read_text().splitlines()) >= 5:
@@ -104,16 +110,17 @@ def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert [e["run"] for e in index_entries(out)] == ["fedavg"]
-    first_metrics = (out / "runs" / "fedavg" / "metrics.jsonl").read_bytes()
+    assert [e["run"] for e in index_entries(out)] == ["a,median", "a,cc"]
+    first_metrics = (out / "runs" / "a,median" / "metrics.jsonl").read_bytes()
     outcome = run_sweep(SweepSpec.load(spec).jobs(), out)
-    assert outcome.skipped == ["fedavg"] and outcome.resumed == ["median"] and outcome.ran == ["median", "cc"]
-    assert [e["run"] for e in index_entries(out)] == ["fedavg", "median", "cc"]  # nothing indexed twice
-    assert (out / "runs" / "fedavg" / "metrics.jsonl").read_bytes() == first_metrics
-    summaries = {d: json.loads((out / "runs" / d / "summary.json").read_text()) for d in ("fedavg", "median", "cc")}
+    assert outcome.skipped == ["a,median", "a,cc"] and outcome.resumed == ["b,median", "b,cc"]
+    assert outcome.ran == ["b,median", "b,cc"]
+    assert [e["run"] for e in index_entries(out)] == ["a,median", "a,cc", "b,median", "b,cc"]  # nothing indexed twice
+    assert (out / "runs" / "a,median" / "metrics.jsonl").read_bytes() == first_metrics
+    summaries = {d: json.loads((out / "runs" / d / "summary.json").read_text()) for d in ("b,median", "b,cc")}
     assert all(s["status"] == "ok" and s["rounds_completed"] == 8 for s in summaries.values())
-    assert summaries["median"]["resumed_from"] >= 4
-    assert len(outcome.table) == 3 and (outcome.table["rounds_completed"] == 8).all()
+    assert all(s["resumed_from"] >= 4 for s in summaries.values())
+    assert len(outcome.table) == 4 and (outcome.table["rounds_completed"] == 8).all()
 
 
 def test_ray_backend_four_runs(tmp_path):
@@ -129,3 +136,35 @@ def test_ray_backend_four_runs(tmp_path):
     assert sorted(outcome.ran) == sorted(j.run_id for j in jobs)
     cols = ["run", "status", "final_main_acc", "final_loss"]
     assert outcome.table[cols].equals(local.table[cols])
+
+
+def test_killed_reproduction_continues_where_it_stopped(tmp_path, monkeypatch):
+    from fedarena.registry import PAPERS
+    from fedarena.reproduce.framework import Claim, Paper, run_reproduction
+    from fedarena.run.simulation import Simulation
+
+    if "toy-resume" not in PAPERS:
+        @PAPERS.register("toy-resume")
+        class _Toy(Paper):
+            """Two tiny runs."""
+
+            def runs(self, quick):
+                return {"a": {**BASE, "seed": 0}, "b": {**BASE, "seed": 1}}
+
+            def claims(self, quick):
+                return [Claim("C1", "accuracy is a share", 1.0, lambda r: r.final("b", "main_acc"), lambda v: 0 <= v <= 1)]
+
+    real = Simulation.run_round
+
+    def stop_in_b(self, t):
+        if self.cfg.seed == 1 and t == 1:
+            raise KeyboardInterrupt
+        return real(self, t)
+
+    monkeypatch.setattr(Simulation, "run_round", stop_in_b)
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduction("toy-resume", quick=True, out=tmp_path)
+    assert [e["run"] for e in index_entries(tmp_path)] == ["a"]
+    monkeypatch.setattr(Simulation, "run_round", real)
+    report = run_reproduction("toy-resume", quick=True, out=tmp_path)
+    assert [e["run"] for e in index_entries(tmp_path)] == ["a", "b"] and report.claims[0].verdict == "pass"

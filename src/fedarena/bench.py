@@ -24,6 +24,10 @@ how to read them):
    centered clipping), ``speedup_vs_reference`` (at the largest ``n x d`` measured), plus
    the physical yardsticks ``yardsticks``: one memory pass (the mean) and one Gram GEMM.
 3. **End-to-end** (``end_to_end``): 100 rounds of Fashion-MNIST through the Simulation.
+4. **Lockstep** (``lockstep``, :mod:`fedarena.bench_lockstep`): studies played one run after
+   another vs in lockstep (a fall-of-cc subset and a 64-run digits sweep), as ratios.
+5. **Flower** (``flower``, :mod:`fedarena.bench_flower`): the same LeNet workload through
+   fedarena and Flower's Ray simulation, alternating (when ``flwr`` is installed).
 
 Timings are the best of a few repetitions, the three training variants interleaved, so
 ratios measured in one run are meaningful on a shared machine even when absolute numbers
@@ -49,8 +53,8 @@ import torch
 
 #: ByzFL 0.0.11 at n=100, d=1e6 on the project's 2-core CPU (seconds per call; issue #6).
 BYZFL_SECONDS = {"krum": 0.97, "multi-krum": 1.18, "trimmed-mean": 2.40, "median": 2.49, "rfa": 1.43, "cc": 0.33}
-#: Flower 1.41 simulation (Ray, 2 actors) on the cnn-fmnist workload, client-epochs/s (issue #6).
-FLOWER_CNN_FMNIST = 4.7
+#: what ``only`` may name
+SECTIONS = ("training", "memory", "aggregators", "lockstep", "flower", "end_to_end", "constrained_epoch")
 ROBUST_RULES = ("median", "trimmed-mean", "krum", "multi-krum", "bulyan", "rfa", "cc", "sign")
 
 
@@ -76,6 +80,8 @@ class BenchPlan:
     gemm_size: int
     memory: bool
     end_to_end: bool
+    lockstep: str = "off"  # off | tiny | quick | default
+    flower: bool = False
 
 
 def make_plan(quick: bool, scale: str = "default") -> BenchPlan:
@@ -85,9 +91,9 @@ def make_plan(quick: bool, scale: str = "default") -> BenchPlan:
     if scale == "tiny":
         return BenchPlan([Workload("mlp-digits", "mlp", (1, 8, 8), 6, 72),
                           Workload("cnn-fmnist", "cnn", (1, 28, 28), 2, 64)],
-                         [(25, 10_000)], 1, 128, False, False)
+                         [(25, 10_000)], 1, 128, False, False, lockstep="tiny")
     if quick:
-        return BenchPlan([mlp, cnn], [(25, 100_000), (100, 100_000)], 3, 512, False, False)
+        return BenchPlan([mlp, cnn], [(25, 100_000), (100, 100_000)], 3, 512, False, False, lockstep="quick")
     wide = dict(hidden=(200,))
     scaling = [Workload(f"clients-{k}", "mlp", (1, 28, 28), k, 60, model_kwargs=wide,
                         note=f"mlp 784-200-10, {k} clients x 60 samples") for k in (10, 100, 1000)]
@@ -95,7 +101,8 @@ def make_plan(quick: bool, scale: str = "default") -> BenchPlan:
                       model_kwargs={"norm": "group"}, reps=1,
                       note="ResNet-18 with GroupNorm (BatchNorm models train on the sequential path), 4 clients x 16 samples")
     return BenchPlan([mlp, cnn, resnet, *scaling],
-                     [(25, 100_000), (25, 1_000_000), (100, 100_000), (100, 1_000_000)], 3, 1024, True, True)
+                     [(25, 100_000), (25, 1_000_000), (100, 100_000), (100, 1_000_000)], 3, 1024, True, True,
+                     lockstep="default", flower=True)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -460,17 +467,23 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
 
 
 # ----------------------------------------------------------------------------- end to end
+def find_data_root(data_root: Optional[str]) -> Optional[str]:
+    """``data_root``, else ``$FEDARENA_DATA``, else the shared data folder beside the checkout."""
+    root = data_root or os.environ.get("FEDARENA_DATA")
+    if root is None:
+        for cand in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")):
+            if (cand / "fashion-mnist").exists():
+                root = str(cand)
+                break
+    return root
+
+
 def bench_end_to_end(data_root: Optional[str], device: torch.device, rounds: int = 100, log=None) -> dict[str, Any]:
     from .config import from_tree
     from .run.simulation import Simulation
     from .errors import ConfigError, DataNotFoundError
 
-    root = data_root or os.environ.get("FEDARENA_DATA")
-    if root is None:
-        for cand in (Path("/work/shared/data"), Path(__file__).resolve().parents[3] / "shared" / "data"):
-            if (cand / "fashion-mnist").exists():
-                root = str(cand)
-                break
+    root = find_data_root(data_root)
     tree = {"name": "bench-fmnist", "seed": 0,
             "data": {"dataset": "fashion-mnist", "root": root, "download": False},
             "model": {"name": "cnn"},
@@ -546,8 +559,17 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     if "fraction_of_batched_bound" in c:
         add("cnn-fmnist fraction of batched bound", c["fraction_of_batched_bound"], c["fraction_of_batched_bound"] >= 0.9,
             ">= 0.9")
-        ce = c["engine"]["client_epochs_per_s"]
-        add("cnn-fmnist vs Flower (4.7 client-epochs/s)", ce / FLOWER_CNN_FMNIST, ce >= 2 * FLOWER_CNN_FMNIST, ">= 2x")
+    fl = res.get("flower", {})
+    if fl.get("vectorized_over_flower") is not None:
+        v = fl["vectorized_over_flower"]
+        add("LeNet workload vs Flower's simulation (same model, data, clients)", v, v >= 2, ">= 2x")
+    ls = res.get("lockstep", {})
+    for key, goal in (("fall-of-cc", 5), ("digits", 10)):
+        if "speedup" in ls.get(key, {}):
+            v = ls[key]["speedup"]
+            add(f"lockstep {key} ({ls[key]['runs']} runs) vs one after another (wall)", v, v >= goal, f">= {goal}x")
+            v = ls[key]["speedup_cpu_time"]
+            add(f"lockstep {key} ({ls[key]['runs']} runs) vs one after another (CPU time)", v, v >= goal, f">= {goal}x")
     sp = [v["speedup_vs_sequential"] for v in tr.values() if "speedup_vs_sequential" in v]
     if sp:
         add("never slower than sequential (min speedup, all workloads)", min(sp), min(sp) >= 1.0, ">= 1")
@@ -623,6 +645,7 @@ def to_markdown(res: dict[str, Any]) -> str:
                                                                 for k in keys) + " | | |")
         lines += ["", "f = n // 5 declared attackers; U ~ N(0, 1). References: NumPy median / sort, pairwise-loop "
                   "distances for Krum, Multi-Krum and Bulyan, per-client loops for RFA and CC, NumPy sign vote."]
+    lines += _lockstep_markdown(res.get("lockstep")) + _flower_markdown(res.get("flower"))
     for title, key in (("End-to-end", "end_to_end"), ("Memory", "memory"),
                        ("AutoAdapt: constrained vs unconstrained epoch", "constrained_epoch")):
         sec = res.get(key)
@@ -637,6 +660,49 @@ def to_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _lockstep_markdown(ls: Optional[dict]) -> list[str]:
+    if not ls:
+        return []
+    lines = ["", "## Lockstep (one run after another vs in lockstep, same process, alternating)", "",
+             "| workload | runs x rounds | groups | one after another (s) | lockstep (s) | speed-up (wall) "
+             "| speed-up (CPU time) | ms per run-round (after / lockstep) | max abs diff | GPU util % (after / lockstep) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for key in ("fall-of-cc", "digits"):
+        w = ls.get(key)
+        if not w:
+            continue
+        gpu = w.get("gpu_utilization_pct")
+        gpu_s = f"{_fmt(gpu.get('sequential'))} / {_fmt(gpu.get('lockstep'))}" if gpu else "-"
+        lines.append(f"| {key} | {w['runs']} x {'/'.join(str(r) for r in w['rounds'])} | {w['lockstep_groups']} | "
+                     f"{w['sequential_seconds']:.1f} | {w['lockstep_seconds']:.1f} | **{w['speedup']:.2f}x** | "
+                     f"{w['speedup_cpu_time']:.2f}x | "
+                     f"{w['sequential_ms_per_run_round']:.1f} / {w['lockstep_ms_per_run_round']:.1f} | "
+                     f"{w['max_abs_diff_final_metrics']:.1e} | {gpu_s} |")
+    for key in ("fall-of-cc", "digits"):
+        if ls.get(key, {}).get("workload"):
+            lines.append(f"\n- {key}: {ls[key]['workload']}" + (f"; data: {ls[key]['data']}" if ls[key].get("data") else ""))
+    if ls.get("process_startup_s") is not None:
+        lines.append(f"- one process's start-up (import of the run stack): {ls['process_startup_s']:.2f} s, paid once per "
+                     "run when runs are separate processes (not included above)")
+    return lines
+
+
+def _flower_markdown(fl: Optional[dict]) -> list[str]:
+    if not fl:
+        return []
+    if "skipped" in fl:
+        return ["", "## Flower", "", f"skipped: {fl['skipped']}"]
+    r = fl["client_epochs_per_s"]
+    lines = ["", f"## Flower (flwr {fl['flwr']}, Ray, {fl['ray_actors']} actor(s)), alternating runs", "",
+             fl["workload"], "", "| path | client-epochs/s |", "|---|---:|",
+             f"| fedarena, vectorized | {_fmt(r['fedarena_vectorized'])} |",
+             f"| fedarena, sequential | {_fmt(r['fedarena_sequential'])} |",
+             f"| Flower simulation | {_fmt(r['flower'])} |", "",
+             f"fedarena (vectorized) is {_fmt(fl['vectorized_over_flower'])}x Flower's simulation; sequential "
+             f"{_fmt(fl['sequential_over_flower'])}x."]
+    return lines
+
+
 # ----------------------------------------------------------------------------- entry
 def _loadavg() -> Optional[list[float]]:
     """1/5/15-minute load averages: how busy the machine was (other processes skew timings)."""
@@ -647,8 +713,11 @@ def _loadavg() -> Optional[list[float]]:
 
 
 def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest", console=None, *,
-              scale: str = "default", device: Optional[str] = None, data_root: Optional[str] = None) -> dict[str, Any]:
+              scale: str = "default", device: Optional[str] = None, data_root: Optional[str] = None,
+              only: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the benchmark; write ``out/bench.json`` and ``out/bench.md``; return the results.
+
+    ``only``: the sections to run (of :data:`SECTIONS`; default all the plan has).
 
     ``device``: ``None`` uses CUDA when available, else the CPU. ``data_root``: where
     Fashion-MNIST lives for the end-to-end run (default ``$FEDARENA_DATA`` or the shared
@@ -659,6 +728,12 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     log = (lambda msg: console.print(msg, highlight=False)) if console is not None else None
     plan = make_plan(quick, scale)
+    bad = [o for o in only or [] if o not in SECTIONS]
+    if bad:
+        from .errors import ConfigError
+
+        raise ConfigError("--only", f"unknown section {bad[0]!r}", ", ".join(SECTIONS))
+    want = (lambda sec: True) if not only else (lambda sec: sec in only)
     t_start = time.perf_counter()
     res: dict[str, Any] = {
         "quick": quick, "scale": scale, "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -672,35 +747,54 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     if log:
         log(f"  {res['gemm']['gflops']:.1f} GFLOP/s\nlocal training ...")
     res["training"] = {}
-    for w in plan.training:
+    for w in (plan.training if want("training") else []):
         r = bench_training(w, dev, w.reps or plan.reps, res["gemm"]["gflops"], log)
         res["training"][w.name] = r
         if "skipped" in r:
             res["notes"].append(f"training.{w.name} skipped: {r['skipped']}")
-    if plan.memory:
+    if plan.memory and want("memory"):
         if log:
             log("memory: 1,000 clients x 1M parameters (a child process) ...")
         res["memory"] = bench_memory()
         if log:
             log(f"  {res['memory']}")
-    if log:
+    if log and want("aggregators"):
         log("aggregators ...")
-    res["aggregators"], res["yardsticks"] = bench_aggregators(plan.agg_configs, dev, plan.reps, log)
-    missing = [r for r in ROBUST_RULES if r not in res["aggregators"]]
+    res["aggregators"], res["yardsticks"] = (bench_aggregators(plan.agg_configs, dev, plan.reps, log)
+                                             if want("aggregators") else ({}, {}))
+    missing = [r for r in ROBUST_RULES if r not in res["aggregators"]] if want("aggregators") else []
     if missing:
         res["notes"].append("robust rules not registered, not measured: " + ", ".join(missing))
-    if plan.end_to_end:
+    if plan.lockstep != "off" and want("lockstep"):
+        from .bench_lockstep import bench_lockstep
+
+        if log:
+            log("lockstep: runs one after another vs in lockstep ...")
+        res["lockstep"] = bench_lockstep(plan.lockstep, dev, find_data_root(data_root), log)
+    if plan.flower and want("flower"):
+        from .bench_flower import bench_flower
+
+        if log:
+            log("flower: the LeNet workload through fedarena and Flower's simulation ...")
+        res["flower"] = bench_flower(dev, log=log)
+        if "skipped" in res["flower"]:
+            res["notes"].append("flower skipped: " + res["flower"]["skipped"])
+    if plan.end_to_end and want("end_to_end"):
         if log:
             log("end-to-end: 100 rounds of Fashion-MNIST ...")
         res["end_to_end"] = bench_end_to_end(data_root, dev, log=log)
         if "skipped" in res["end_to_end"]:
             res["notes"].append("end_to_end skipped: " + res["end_to_end"]["skipped"])
-    else:
+    elif not plan.end_to_end:
         res["notes"].append("quick run: resnet18, 10/100/1,000 clients, the memory round and the end-to-end run are "
                             "skipped (run without --quick)")
-    if log:
-        log("constrained (AutoAdapt) epoch vs unconstrained ...")
-    res["constrained_epoch"] = bench_constrained(reps=2 if quick else 5)
+    if want("constrained_epoch"):
+        if log:
+            log("constrained (AutoAdapt) epoch vs unconstrained ...")
+        res["constrained_epoch"] = bench_constrained(reps=2 if quick else 5)
+    if only:
+        res["notes"].append("sections run: " + ", ".join(only) + " (the others were not run; see the other result folders)")
+    res["only"] = only
     res["targets"] = targets(res)
     res["seconds"] = time.perf_counter() - t_start
     res["load_average_end"] = _loadavg()

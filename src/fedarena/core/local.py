@@ -16,6 +16,11 @@ Two paths with the same arithmetic:
 
 Both read the same :class:`BatchSchedule`, so for the same recipe they give the same
 updates (tested in ``tests/test_local.py``).
+
+Every client starts from the round's global parameters (one shared set), or from its
+own row of stacked initial parameters (``global_params`` with a leading axis, the row
+chosen by ``owner``): that is how several runs train in one call, runs being one more
+batch axis (:mod:`fedarena.run.lockstep`).
 """
 
 from __future__ import annotations
@@ -365,6 +370,38 @@ class _HookRunner:
             self.hook(hs)  # the optimizer state is updated in place
 
 
+def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
+                    owner: Optional[Sequence[int]]) -> tuple[Params, Optional[torch.Tensor]]:
+    """Detached initial parameters and, when they are stacked (one row per run, the
+    leading axis), the row each of the ``k`` clients starts from."""
+    gp = {n: v.detach() for n, v in global_params.items()}
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    name, first = next(iter(gp.items()))
+    if first.shape == shapes[name]:
+        if owner is not None:
+            raise ValueError("owner is only meaningful with stacked global_params (a leading row axis)")
+        return gp, None
+    if first.dim() != len(shapes[name]) + 1 or first.shape[1:] != shapes[name]:
+        raise ValueError(f"global_params[{name!r}] must have shape {tuple(shapes[name])} or (rows, "
+                         f"*{tuple(shapes[name])}) (got {tuple(first.shape)})")
+    rows = first.shape[0]
+    own = torch.arange(k) if owner is None else torch.as_tensor(np.asarray(owner), dtype=torch.long)
+    if len(own) != k or (k and (int(own.min()) < 0 or int(own.max()) >= rows)):
+        raise ValueError(f"owner must hold {k} row indices in 0..{rows - 1}")
+    return gp, own.to(first.device)
+
+
+def _chunk_rows(gp: Params, names: list[str], own: Optional[torch.Tensor], start: int,
+                kc: int) -> tuple[list[torch.Tensor], Params]:
+    """Initial parameters of clients ``start .. start+kc`` (``(kc, ...)``, views or copies)
+    and the global parameters their hooks see (shared, or one row per client)."""
+    if own is None:
+        return [gp[n].unsqueeze(0).expand(kc, *gp[n].shape) for n in names], gp
+    sel = own[start : start + kc]
+    rows = {n: gp[n].index_select(0, sel) for n in names}
+    return [rows[n] for n in names], rows
+
+
 def train_vectorized(
     model: torch.nn.Module,
     global_params: Params,
@@ -378,8 +415,13 @@ def train_vectorized(
     strategy: str = "auto",
     out: Optional[torch.Tensor] = None,
     opt_states: Optional[list[Optional[ClientState]]] = None,
+    owner: Optional[Sequence[int]] = None,
 ) -> torch.Tensor:
     """Train ``len(index)`` clients from ``global_params``; return their updates ``(k, d)``.
+
+    ``global_params``: one shared set (every client starts there), or stacked ``(R, ...)``
+    rows with ``owner[i]`` the row client ``i`` starts from (``owner=None``: row ``i``);
+    each client's update is relative to its own start.
 
     ``x``/``y`` is the sample store; ``index[i]`` holds the rows of client ``i``'s data in it
     (the schedule's batches index into ``index[i]``). ``prepare`` maps raw inputs to model inputs (normalisation).
@@ -410,8 +452,9 @@ def train_vectorized(
     :func:`train_sequential` (tested).
     """
     k = len(index)
-    names = list(global_params)
-    d = sum(p.numel() for p in global_params.values())
+    gp, own = _initial_params(model, global_params, k, owner)
+    names = list(gp)
+    d = sum(p.numel() for p in model.parameters())
     if chunk_size is None:
         chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
     if strategy == "auto" and min(chunk_size, k) <= 1:
@@ -428,7 +471,8 @@ def train_vectorized(
         raise ValueError(f"out must have shape {(k, d)} (got {tuple(out.shape)})")
     loss = _loss_fn(model, recipe, {})
     batched_logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
-    batched_extra = vmap(recipe.extra_loss, in_dims=(0, None)) if recipe.extra_loss is not None else None
+    shared = own is None
+    batched_extra = vmap(recipe.extra_loss, in_dims=(0, None if shared else 0)) if recipe.extra_loss is not None else None
 
     def batched_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor]) -> torch.Tensor:
         """Sum over clients of :func:`_loss_fn`; the per-sample loss runs outside vmap on ``(k*B,)``.
@@ -444,9 +488,12 @@ def train_vectorized(
         else:
             total = ((per.reshape(kc, b) * wb).sum(1) / wb.sum(1).clamp_min(1.0)).sum()
         if batched_extra is not None:
-            total = total + batched_extra(params, gp).sum()
+            total = total + batched_extra(params, gpc).sum()
         return total
-    gp = {n: v.detach() for n, v in global_params.items()}
+
+    def gp_of(j: int) -> Params:  # the global parameters client j of the chunk sees
+        return gpc if shared else {n: v[j] for n, v in gpc.items()}
+
     pad_b = max((len(b) for c in schedule.batches for b in c), default=1)
     with torch.enable_grad():
         for start in range(0, k, chunk_size):
@@ -456,10 +503,11 @@ def train_vectorized(
             idx_all = torch.from_numpy(plan.idx).to(x.device)
             mask_all = torch.from_numpy(plan.mask).to(x.device)
             act_all = torch.from_numpy(plan.active).to(x.device)
+            init, gpc = _chunk_rows(gp, names, own, start, kc)
             if strategy in ("vmap", "fold"):
-                params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone().requires_grad_(True) for n in names]
+                params = [i.clone().requires_grad_(True) for i in init]
             else:  # stacked storage; each client's slice is its own leaf (no O(k^2) select-backward)
-                params = [gp[n].unsqueeze(0).expand(kc, *gp[n].shape).clone() for n in names]
+                params = [i.clone() for i in init]
                 leaves = [[p[j].requires_grad_(True) for p in params] for j in range(kc)]
             state = OptState.load(recipe, params, None if opt_states is None else [opt_states[i] for i in rows])
             hook = _HookRunner(recipe, names, params, schedule, rows, x.device)
@@ -475,7 +523,7 @@ def train_vectorized(
                     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
                 else:
                     live = list(range(kc)) if plan.full[s] else np.flatnonzero(plan.active[s]).tolist()
-                    total = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp) for j in live)
+                    total = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp_of(j)) for j in live)
                     flat_leaves = [t for j in live for t in leaves[j]]
                     g_live = torch.autograd.grad(total, flat_leaves, allow_unused=True)
                     nn_ = len(names)
@@ -497,7 +545,7 @@ def train_vectorized(
                             tot = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
                             gs = torch.autograd.grad(tot, params, allow_unused=True)
                             return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
-                        tot = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp) for j in range(kc))
+                        tot = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp_of(j)) for j in range(kc))
                         gs = torch.autograd.grad(tot, [t for j in range(kc) for t in leaves[j]], allow_unused=True)
                         nn_ = len(names)
                         return [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
@@ -505,13 +553,12 @@ def train_vectorized(
                     hook(s, params, grads, state, act_all[s], regrad)
                 with torch.no_grad():
                     if recipe.project is not None:
-                        projected = vmap(recipe.project, in_dims=(0, None))(
-                            {n: p.detach() for n, p in zip(names, params)}, gp)
+                        projected = vmap(recipe.project, in_dims=(0, None if shared else 0))(
+                            {n: p.detach() for n, p in zip(names, params)}, gpc)
                         for n, p in zip(names, params):
                             p.copy_(projected[n])
             with torch.no_grad():
-                out[start : start + kc] = torch.cat([(p - gp[n].unsqueeze(0)).reshape(kc, -1)
-                                                     for n, p in zip(names, params)], dim=1)
+                out[start : start + kc] = torch.cat([(p - i).reshape(kc, -1) for p, i in zip(params, init)], dim=1)
             if opt_states is not None:
                 for j, i in enumerate(rows):
                     opt_states[i] = state.client(j)
@@ -579,6 +626,8 @@ def minibatch_gradients(
     vectorized: bool = True,
     buffers: Optional[Params] = None,
     buffers_out: Optional[list[Params]] = None,
+    chunk_size: Optional[int] = None,
+    owner: Optional[Sequence[int]] = None,
 ) -> torch.Tensor:
     """FedSGD: each client's gradient on its first scheduled minibatch, ``(k, d)``.
 
@@ -587,38 +636,84 @@ def minibatch_gradients(
     and contributes a zero row. On the
     per-client path each client starts from a copy of ``buffers`` (BatchNorm
     statistics); their updated copies are appended to ``buffers_out`` when given.
+
+    Vectorized: from one shared ``global_params``, ``vmap(grad)`` over the clients in
+    chunks of ``chunk_size`` (default :func:`auto_chunk_size`); from stacked ones (rows
+    selected by ``owner``, one per run, as in :func:`train_vectorized`), the runs with
+    equally many clients together, ``vmap`` over the runs of that ``vmap(grad)`` (each
+    run's forward stays one dense product over its clients' batches).
     """
-    names = list(global_params)
     k = len(index)
+    gp, own = _initial_params(model, global_params, k, owner)
+    names = list(gp)
+    d = sum(p.numel() for p in model.parameters())
     pad_b = max((len(c[0]) for c in schedule.batches if c), default=1)
     empty = [i for i, c in enumerate(schedule.batches) if not c]
     loss = _loss_fn(model, recipe, {})
     if vectorized and k > 0:
-        idx, mask, _ = _gather(schedule, 0, list(range(k)), index, pad_b)
-        idx_t = torch.from_numpy(idx).to(x.device)
-        xb = x[idx_t] if prepare is None else prepare(x[idx_t])
-        grads = vmap(grad(loss), in_dims=(None, 0, 0, 0, None), randomness="different")(
-            global_params, xb, y[idx_t], torch.from_numpy(mask).to(x.device), global_params
-        )
-        G = torch.cat([grads[n].reshape(k, -1) for n in names], dim=1)
+        if chunk_size is None:
+            chunk_size = auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
+        G = torch.empty(k, d, dtype=next(iter(gp.values())).dtype, device=x.device)
+        per_client = vmap(grad(loss), in_dims=(None, 0, 0, 0, None), randomness="different")
+        per_run = vmap(per_client, in_dims=(0, 0, 0, 0, 0), randomness="different")
+
+        def batch(rows: list[int]):
+            idx, mask, _ = _gather(schedule, 0, rows, index, pad_b)
+            idx_t = torch.from_numpy(idx).to(x.device).reshape(-1)
+            xb = x.index_select(0, idx_t).reshape(len(rows), pad_b, *x.shape[1:])
+            if prepare is not None:
+                xb = prepare(xb)
+            return xb, y.index_select(0, idx_t).reshape(len(rows), pad_b), torch.from_numpy(mask).to(x.device)
+
+        offsets = np.cumsum([0] + [gp[n][0].numel() if own is not None else gp[n].numel() for n in names])
+
+        def put(rows: slice | list[int], g: Params) -> None:  # per parameter into G's columns (no k x d temporary)
+            for q, n in enumerate(names):
+                G[rows, offsets[q] : offsets[q + 1]] = g[n].reshape(-1, offsets[q + 1] - offsets[q])
+
+        if own is None:  # one shared model: vmap(grad) over the clients, in chunks
+            for start in range(0, k, chunk_size):
+                rows = list(range(start, min(k, start + chunk_size)))
+                put(slice(start, start + len(rows)), per_client(gp, *batch(rows), gp))
+        else:  # runs with equally many clients: vmap over runs of vmap(grad) over their clients
+            by_run: dict[int, list[int]] = {}
+            for i, o in enumerate(own.tolist()):
+                by_run.setdefault(o, []).append(i)
+            by_count: dict[int, list[int]] = {}
+            for o, rows in by_run.items():
+                by_count.setdefault(len(rows), []).append(o)
+            for n_, owners in by_count.items():
+                per_call = max(1, 4 * chunk_size // n_)  # a client holds one row here, not four
+                for i in range(0, len(owners), per_call):
+                    sel = owners[i : i + per_call]
+                    rows = [r for o in sel for r in by_run[o]]
+                    xb, yb, wb = batch(rows)
+                    sel_t = torch.tensor(sel, device=x.device)
+                    p = {n: gp[n].index_select(0, sel_t) for n in names}
+                    g = per_run(p, xb.reshape(len(sel), n_, *xb.shape[1:]), yb.reshape(len(sel), n_, -1),
+                                wb.reshape(len(sel), n_, -1), p)
+                    contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+                    put(slice(rows[0], rows[0] + len(rows)) if contiguous else rows, g)
     else:
-        rows = []
+        if own is not None:
+            raise ValueError("the per-client path takes one shared set of global_params")
+        rows_ = []
         for i in range(k):
             if not schedule.batches[i]:
-                rows.append(torch.cat([torch.zeros_like(global_params[n]).reshape(-1) for n in names]))
+                rows_.append(torch.cat([torch.zeros_like(gp[n]).reshape(-1) for n in names]))
                 continue
             b = schedule.batches[i][0]
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
             xb = x[idx_t] if prepare is None else prepare(x[idx_t])
             bufs_i = {n: v.clone() for n, v in (buffers or {}).items()}
-            g = grad(loss)(global_params, xb, y[idx_t], torch.ones(len(b), device=x.device), global_params, bufs_i)
+            g = grad(loss)(gp, xb, y[idx_t], torch.ones(len(b), device=x.device), gp, bufs_i)
             if buffers_out is not None:
                 buffers_out.append(bufs_i)
-            rows.append(torch.cat([g[n].reshape(-1) for n in names]))
-        G = torch.stack(rows) if rows else torch.empty(0)
+            rows_.append(torch.cat([g[n].reshape(-1) for n in names]))
+        G = torch.stack(rows_) if rows_ else torch.empty(0, d, device=x.device)
     if recipe.weight_decay:
-        theta = torch.cat([global_params[n].reshape(-1) for n in names])
-        G = G + recipe.weight_decay * theta
+        theta = torch.cat([gp[n].reshape(1 if own is None else gp[n].shape[0], -1) for n in names], dim=1)
+        G = G + recipe.weight_decay * (theta if own is None else theta.index_select(0, own))
     if empty:
         G[empty] = 0.0
     return G.detach()

@@ -15,7 +15,8 @@
 
 ``execute(out, resume=True)`` continues an unfinished run: it cuts the record files back
 to the last checkpoint and plays the remaining rounds, so the records end byte-identical
-to an uninterrupted run's.
+to an uninterrupted run's. :func:`execute_many` plays several runs (:class:`RunFolder`)
+in lockstep, each writing its own folder.
 """
 
 from __future__ import annotations
@@ -27,12 +28,78 @@ from typing import Callable, Optional
 from ..config import ExperimentConfig, dump_config, load_config
 from .checkpoint import load_checkpoint, load_simulation_state, save_checkpoint, simulation_state
 from .records import FINISHED, RECORD_FILES, RunWriter, cut_records, plot_curves, read_run, write_json_atomic
+from .lockstep import Lockstep
 from .simulation import RunResult, Simulation, summarize
 
 #: process exit code of ``fedarena run`` per final status (2: a user error, nothing ran)
 EXIT_CODES = {"ok": 0, "error": 1, "diverged": 3, "interrupted": 130}
 
 CHECKPOINT = "checkpoint.pt"
+
+
+class RunFolder:
+    """One run being played in its folder: set-up (config, records so far, checkpoint),
+    the per-round sink (records and checkpoints) and the final summary.
+
+    ``finished``: the result of a run found finished in ``out`` (nothing to play).
+    """
+
+    def __init__(self, out: str | Path, cfg: Optional[ExperimentConfig] = None, *, sim: Optional[Simulation] = None,
+                 resume: bool = False, plot: bool = True):
+        out = Path(out)
+        self.out, self.plot, self.finished = out, plot, None
+        if resume:
+            cfg = load_config(out / "config.yaml")
+            prior = read_run(out)
+            if prior["summary"].get("status") in FINISHED:
+                self.finished = RunResult(cfg, prior["metrics"], prior["clients"], prior["rounds"], prior["summary"])
+                return
+        else:
+            cfg = cfg or sim.cfg
+            (out / "config.yaml").write_text(dump_config(cfg))
+        self.cfg = cfg
+        self.sim = sim = sim or Simulation(cfg)
+        self.result = RunResult(cfg)
+        self.wall_before = 0.0
+        if resume:
+            sizes: dict[str, int] = {}  # no checkpoint yet: start again from round 0
+            if (out / CHECKPOINT).exists():
+                state = load_checkpoint(out / CHECKPOINT)
+                load_simulation_state(sim, state["simulation"])
+                sizes, self.wall_before = state["files"], float(state["wall_time_s"])
+            cut_records(out, sizes)
+            prior = read_run(out)
+            for key in RECORD_FILES:
+                getattr(self.result, key).extend(prior[key])
+        self.writer = RunWriter(out, append=resume)
+        self.start_round = sim.next_round
+        summary = summarize(self.result.metrics, cfg, self.wall_before, None, self.start_round)
+        write_json_atomic(out / "summary.json", {**summary, "status": "running"})
+        self.start = time.perf_counter()
+
+    def on_round(self, t: int, records: dict[str, list]) -> None:
+        self.writer.on_round(t, records)
+        every, sim = self.cfg.run.checkpoint_every, self.sim
+        if every and sim.next_round == t + 1 and (t + 1) % every == 0 and t + 1 < self.cfg.fl.rounds:
+            save_checkpoint(self.out / CHECKPOINT, {"simulation": simulation_state(sim), "files": self.writer.sizes(),
+                                                    "wall_time_s": self.wall_before + time.perf_counter() - self.start})
+
+    def finish(self, status: str, message: Optional[str]) -> RunResult:
+        """Close the records and write the summary (``status`` interrupted/error: from here)."""
+        out, cfg, result = self.out, self.cfg, self.result
+        self.writer.close()
+        if status in ("interrupted", "error"):
+            result.summary = {**summarize(result.metrics, cfg, 0.0, message, self.sim.next_round), "status": status}
+        result.summary["wall_time_s"] = round(self.wall_before + time.perf_counter() - self.start, 3)
+        result.summary["num_classes"] = self.sim.data.num_classes  # chance accuracy = 1 / num_classes
+        if self.start_round:
+            result.summary["resumed_from"] = self.start_round
+        write_json_atomic(out / "summary.json", result.summary)
+        if self.plot:
+            plot_curves(result.metrics, out / "curves.png", title=cfg.name, summary=result.summary)
+        if status in FINISHED:
+            (out / CHECKPOINT).unlink(missing_ok=True)
+        return result
 
 
 def execute(out: str | Path, cfg: Optional[ExperimentConfig] = None, *, sim: Optional[Simulation] = None,
@@ -43,62 +110,31 @@ def execute(out: str | Path, cfg: Optional[ExperimentConfig] = None, *, sim: Opt
     ``resume``: continue the run already in ``out`` (its own ``config.yaml``); a finished
     run is returned as it is. Otherwise ``cfg`` (or ``sim.cfg``) starts a new run.
     """
-    out = Path(out)
-    if resume:
-        cfg = load_config(out / "config.yaml")
-        prior = read_run(out)
-        if prior["summary"].get("status") in FINISHED:
-            return RunResult(cfg, prior["metrics"], prior["clients"], prior["rounds"], prior["summary"])
-    else:
-        cfg = cfg or sim.cfg
-        (out / "config.yaml").write_text(dump_config(cfg))
-    sim = sim or Simulation(cfg)
-    result = RunResult(cfg)
-    wall_before = 0.0
-    if resume:
-        sizes: dict[str, int] = {}  # no checkpoint yet: start again from round 0
-        if (out / CHECKPOINT).exists():
-            state = load_checkpoint(out / CHECKPOINT)
-            load_simulation_state(sim, state["simulation"])
-            sizes, wall_before = state["files"], float(state["wall_time_s"])
-        cut_records(out, sizes)
-        prior = read_run(out)
-        for key in RECORD_FILES:
-            getattr(result, key).extend(prior[key])
-    writer = RunWriter(out, append=resume)
-    start_round = sim.next_round
-    summary = summarize(result.metrics, cfg, wall_before, None, start_round)
-    write_json_atomic(out / "summary.json", {**summary, "status": "running"})
-    start = time.perf_counter()
+    return execute_many([RunFolder(out, cfg, sim=sim, resume=resume, plot=plot)], progress=progress)[0]
 
-    def on_round(t: int, records: dict[str, list]) -> None:
-        writer.on_round(t, records)
-        every = cfg.run.checkpoint_every
-        if every and sim.next_round == t + 1 and (t + 1) % every == 0 and t + 1 < cfg.fl.rounds:
-            save_checkpoint(out / CHECKPOINT, {"simulation": simulation_state(sim), "files": writer.sizes(),
-                                               "wall_time_s": wall_before + time.perf_counter() - start})
 
+def execute_many(folders: list[RunFolder], progress: Optional[Callable[[int, dict], None]] = None) -> list[RunResult]:
+    """Play several runs, each in its folder, in lockstep (:class:`~fedarena.run.lockstep.Lockstep`;
+    they must share the model architecture). ``progress(t, last_eval)`` follows the
+    first run. An exception stops all of them (status interrupted or error) and is
+    re-raised."""
+    live = [f for f in folders if f.finished is None]
     status, message = "error", None
     try:
-        result = sim.run(progress, on_round, result)
-        status = result.summary["status"]
+        if live:
+            Lockstep([f.sim for f in live]).run(
+                None if progress is None else (lambda i, t, ev: progress(t, ev) if i == 0 else None),
+                lambda i, t, new: live[i].on_round(t, new), [f.result for f in live])
+        status = "ok"
     except KeyboardInterrupt:
-        status, message = "interrupted", f"interrupted after round {sim.next_round - 1}"
+        status, message = "interrupted", "interrupted after round {}"
         raise
     except BaseException as e:
         message = f"{type(e).__name__}: {e}"
         raise
     finally:
-        writer.close()
-        if status in ("interrupted", "error"):
-            result.summary = {**summarize(result.metrics, cfg, 0.0, message, sim.next_round), "status": status}
-        result.summary["wall_time_s"] = round(wall_before + time.perf_counter() - start, 3)
-        result.summary["num_classes"] = sim.data.num_classes  # chance accuracy = 1 / num_classes
-        if start_round:
-            result.summary["resumed_from"] = start_round
-        write_json_atomic(out / "summary.json", result.summary)
-        if plot:
-            plot_curves(result.metrics, out / "curves.png", title=cfg.name)
-        if status in FINISHED:
-            (out / CHECKPOINT).unlink(missing_ok=True)
-    return result
+        for f in live:
+            st = f.result.summary.get("status", "error") if status == "ok" else status
+            msg = message.format(f.sim.next_round - 1) if message and status == "interrupted" else message
+            f.finish(st, msg)
+    return [f.finished if f.finished is not None else f.result for f in folders]

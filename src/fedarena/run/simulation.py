@@ -3,6 +3,11 @@
 Each round (see DESIGN.md): schedule -> local training (vectorized per shared recipe)
 -> craft (model-poisoning attackers) -> defend (pipeline on U) -> server step ->
 evaluate -> record.
+
+A round is played in phases (:meth:`Simulation.plan_round`, training, then
+:meth:`Simulation.conclude_round`), so that :class:`~fedarena.run.lockstep.Lockstep`
+can train the clients of several runs in one vectorized computation and evaluate their
+models together. :meth:`Simulation.run` is a lockstep of one run: there is one engine.
 """
 
 from __future__ import annotations
@@ -27,11 +32,30 @@ from ..errors import ConfigError
 from ..core.metrics import accuracy, backdoor_accuracy, class_accuracy, cosine_to, row_norms
 from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
 from ..core.layout import ParamLayout
-from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential, train_vectorized
+from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
+from .lockstep import Lockstep, TrainJob, train_round
 from .recovery import spike_metrics
 from .sampling import attacker_count, draw_cohort
+
+
+@dataclass
+class RoundPlan:
+    """A round between its phases: who trains with which recipe and data (``jobs``), the
+    rows the attack trains itself (``own_loop``), and the update matrix ``U`` the
+    training fills in."""
+
+    round: int
+    cohort: np.ndarray
+    active: bool  # the attack's window is open
+    mal_mask: np.ndarray  # (k,) attacking clients of the cohort
+    jobs: list[TrainJob]
+    U: torch.Tensor
+    index: list[np.ndarray]  # each row's samples in the run's sample store
+    recipe: TrainRecipe  # the round's base recipe
+    own_loop: list[int] = field(default_factory=list)
+    new_buffers: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +89,22 @@ def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
 
 
 _DATASET_CACHE: dict[tuple, TensorDataset] = {}
+_DEVICE_COPIES: dict[tuple[int, str], tuple[torch.Tensor, TensorDataset]] = {}
+
+
+def on_device(data: TensorDataset, device: torch.device) -> TensorDataset:
+    """``data`` on ``device``; runs of one process that load the same dataset share one
+    copy per device (so that runs in lockstep share their sample store on a GPU too)."""
+    if torch.device(device).type == "cpu":
+        return data.to(device)
+    key = (id(data.x_train), str(device))
+    hit = _DEVICE_COPIES.get(key)
+    if hit is None or hit[0] is not data.x_train:
+        if len(_DEVICE_COPIES) >= 2:
+            _DEVICE_COPIES.pop(next(iter(_DEVICE_COPIES)))
+        hit = (data.x_train, dataclasses.replace(data).to(device))
+        _DEVICE_COPIES[key] = hit
+    return dataclasses.replace(hit[1])
 
 
 def build_model(cfg: ExperimentConfig, data: TensorDataset) -> torch.nn.Module:
@@ -105,7 +145,7 @@ class Simulation:
         self.cfg = cfg
         self.streams = SeedStreams(cfg.seed)
         self.device = resolve_device(cfg.fl.device)
-        self.data = (data or load_dataset(cfg)).to(self.device)
+        self.data = on_device(data or load_dataset(cfg), self.device)
         self.prepare = self.data.normalizer(self.device)
         labels = self.data.y_train.cpu().numpy()
         self.client_index = partition_data(cfg, labels, self.streams.numpy("partition"))
@@ -131,8 +171,9 @@ class Simulation:
         self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
         self.is_malicious[self.malicious] = True
 
-        # sample store: clean training data, then each malicious client's poisoned copy
-        self.x_store, self.y_store = self.data.x_train, self.data.y_train
+        # sample store (x_store): clean training data, then each malicious client's poisoned
+        # copy (x_extra), kept apart so that runs in lockstep share the clean data
+        self.x_extra, self.y_extra = self.data.x_train[:0], self.data.y_train[:0]
         self.poisoned_index: dict[int, np.ndarray] = {}
         self._poison_clients()
 
@@ -162,11 +203,11 @@ class Simulation:
 
     # ------------------------------------------------------------ set-up helpers
     def _poison_clients(self) -> None:
-        xs, ys = [self.x_store], [self.y_store]
-        offset = len(self.y_store)
+        xs, ys = [self.x_extra], [self.y_extra]
+        offset = len(self.data.y_train)
         for cid in self.malicious:
             idx = torch.from_numpy(self.client_index[cid]).to(self.device)
-            out = self.attack.poison(self.x_store[idx].clone(), self.y_store[idx].clone(), int(cid),
+            out = self.attack.poison(self.data.x_train[idx].clone(), self.data.y_train[idx].clone(), int(cid),
                                      self.streams.torch("attack", 2, int(cid)))
             if out is None:
                 continue
@@ -176,7 +217,16 @@ class Simulation:
             self.poisoned_index[int(cid)] = np.arange(offset, offset + len(py))
             offset += len(py)
         if len(xs) > 1:
-            self.x_store, self.y_store = torch.cat(xs), torch.cat(ys)
+            self.x_extra, self.y_extra = torch.cat(xs), torch.cat(ys)
+
+    @property
+    def x_store(self) -> torch.Tensor:
+        """The sample store that client indices point into: training data, then ``x_extra``."""
+        return torch.cat([self.data.x_train, self.x_extra]) if len(self.x_extra) else self.data.x_train
+
+    @property
+    def y_store(self) -> torch.Tensor:
+        return torch.cat([self.data.y_train, self.y_extra]) if len(self.y_extra) else self.data.y_train
 
     def _root_index(self) -> Optional[np.ndarray]:
         """Training samples held by the server for root-dataset rules (FLTrust)."""
@@ -224,8 +274,15 @@ class Simulation:
                            forced_malicious=fl.forced_malicious)
         return draw_cohort(self.streams.numpy("sampling", t), k, fl.num_clients, self.malicious, self.is_malicious, m)
 
-    def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
-        """Rows of U before crafting: each client's honest (or data-poisoned) update."""
+    def plan_round(self, t: int) -> RoundPlan:
+        """Phase (a): the cohort, who attacks, and the round's training jobs (who trains
+        with which recipe and data), from this run's own seed streams."""
+        cohort = self.sample_clients(t)
+        active = self.attack_active(t)
+        mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
+        return self._plan_jobs(t, cohort, active, mal_mask)
+
+    def _plan_jobs(self, t: int, cohort: np.ndarray, active: bool, mal_mask: np.ndarray) -> RoundPlan:
         cfg = self.cfg
         recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
         benign = recipe.with_(step_hook=self.benign_recipe.step_hook)
@@ -243,50 +300,63 @@ class Simulation:
                 continue  # its row is crafted; no training needed
             r = ((self.attack.recipe(recipe, cid) or recipe) if mal else benign)
             groups.setdefault(r, []).append(row)
-        d = self.layout.dim
-        U = torch.zeros(len(cohort), d, device=self.device)
         seq_model = has_buffers(self.model) or not cfg.fl.vectorize
-        new_buffers: list[dict[str, torch.Tensor]] = []
         persistent = cfg.fl.client_state == "persistent"
+        jobs = []
         for r, rows in groups.items():
             idx = [index[i] for i in rows]
-            states = [self.client_opt_state.get(int(cohort[i])) for i in rows] if persistent else None
             rngs = [self.streams.numpy("training", t, int(cohort[i])) for i in rows]
-            sched = BatchSchedule.build([len(a) for a in idx], r, rngs)
-            torch.manual_seed(self.streams.seed_of("training") + t)  # dropout masks
-            if cfg.fl.algorithm == "fedsgd":
-                U[rows] = minibatch_gradients(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                              self.prepare, vectorized=r.vectorize and not seq_model,
-                                              buffers=self.buffers, buffers_out=new_buffers)
-            elif r.vectorize and not seq_model:
-                if len(rows) == len(cohort):  # one group: train straight into U (no second k x d copy)
-                    train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                     cfg.fl.chunk_size, self.prepare, out=U, opt_states=states)
-                else:
-                    U[rows] = train_vectorized(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                               cfg.fl.chunk_size, self.prepare, opt_states=states)
-            else:
-                rows_u, bufs = train_sequential(self.model, self.params, self.x_store, self.y_store, idx, sched, r,
-                                                self.prepare, self.buffers, opt_states=states)
-                U[rows] = rows_u
-                new_buffers += bufs
-            if states is not None:
-                self.client_opt_state.update({int(cohort[i]): st for i, st in zip(rows, states)})
-        if own_loop:
-            U[own_loop] = self.attacker_training(t, cohort, own_loop, index, recipe, U).to(U.dtype)
-        if new_buffers and self.buffers:
+            jobs.append(TrainJob(r, rows, idx, BatchSchedule.build([len(a) for a in idx], r, rngs),
+                                 seed=self.streams.seed_of("training") + t,  # dropout masks
+                                 vectorized=r.vectorize and not seq_model,
+                                 opt_states=[self.client_opt_state.get(int(cohort[i])) for i in rows] if persistent
+                                 else None))
+        U = torch.zeros(len(cohort), self.layout.dim, device=self.device)
+        return RoundPlan(t, cohort, active, mal_mask, jobs, U, index, recipe, own_loop)
+
+    def finish_updates(self, plan: RoundPlan) -> torch.Tensor:
+        """After training: keep the clients' optimizer states (``fl.client_state=persistent``),
+        let the attack train its own rows, average the clients' buffers (BatchNorm
+        statistics) into the global ones; FedSGD clients send their momentum. Returns ``U``."""
+        U, cohort = plan.U, plan.cohort
+        for job in plan.jobs:
+            if job.opt_states is not None:
+                self.client_opt_state.update({int(cohort[i]): st for i, st in zip(job.rows, job.opt_states)})
+        if plan.own_loop:
+            U[plan.own_loop] = self.attacker_training(plan.round, cohort, plan.own_loop, plan.index, plan.recipe,
+                                                      U).to(U.dtype)
+        if plan.new_buffers and self.buffers:
             for n, b in self.buffers.items():
-                stacked = torch.stack([nb[n] for nb in new_buffers])
+                stacked = torch.stack([nb[n] for nb in plan.new_buffers])
                 self.buffers[n] = stacked.float().mean(0).to(b.dtype) if b.is_floating_point() else stacked.max(0).values
-        if cfg.fl.algorithm == "fedsgd":
-            beta = cfg.fl.client_momentum
+        if self.cfg.fl.algorithm == "fedsgd":  # m = beta m + (1 - beta) g, from m = 0 (one op for all rows)
+            beta = self.cfg.fl.client_momentum
+            prev = [self.client_momentum.get(int(c)) for c in cohort]
+            last = getattr(self, "_momentum_rows", None)  # last round's rows: no stacking when the cohort repeats
+            if last is not None and len(last) == len(prev) and all(m is not None and m.data_ptr() == r.data_ptr()
+                                                                   for m, r in zip(prev, last)):
+                M = last
+            else:
+                M = torch.stack([torch.zeros_like(U[i]) if m is None else m for i, m in enumerate(prev)]) if any(
+                    m is not None for m in prev) else None
+            U.copy_(U * (1 - beta) if M is None else beta * M + (1 - beta) * U)
+            kept = U.clone()  # the defenses may change U in place
             for row, cid in enumerate(cohort):
-                cid = int(cid)
-                m = self.client_momentum.get(cid)
-                m = U[row].clone() * (1 - beta) if m is None else beta * m + (1 - beta) * U[row]
-                self.client_momentum[cid] = m
-                U[row] = m
+                self.client_momentum[int(cid)] = kept[row]
+            self._momentum_rows = kept
         return U
+
+    def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
+        """Rows of U before crafting: each client's honest (or data-poisoned) update."""
+        mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
+        plan = self._plan_jobs(t, cohort, active, mal_mask)
+        train_round([(self, plan)], self._solo())
+        return self.finish_updates(plan)
+
+    def _solo(self) -> Lockstep:
+        if getattr(self, "_lockstep", None) is None:
+            self._lockstep = Lockstep([self])
+        return self._lockstep
 
     def attacker_training(self, t: int, cohort: np.ndarray, rows: list[int], index: list[np.ndarray],
                           recipe: TrainRecipe, U: torch.Tensor) -> torch.Tensor:
@@ -335,11 +405,16 @@ class Simulation:
         return extras
 
     def run_round(self, t: int) -> dict[str, Any]:
+        plan = self.plan_round(t)
+        train_round([(self, plan)], self._solo())
+        return self.conclude_round(plan)
+
+    def conclude_round(self, plan: RoundPlan) -> dict[str, Any]:
+        """Phase (c), after training: upload, craft, defend, step the global model. Returns
+        the round's record (``"diverged"`` set when the aggregate or the model is not finite)."""
         cfg = self.cfg
-        cohort = self.sample_clients(t)
-        active = self.attack_active(t)
-        mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
-        raw_U = self.local_updates(t, cohort, active)
+        t, cohort, active, mal_mask = plan.round, plan.cohort, plan.active, plan.mal_mask
+        raw_U = self.finish_updates(plan)
         U = self.pipeline.client_upload(raw_U, self.streams.torch("defense", t, 1))  # e.g. local DP noise
         honest_U = U
         ctx = RoundContext(
@@ -428,12 +503,15 @@ class Simulation:
             outs.append(functional_call(self.model, (self.params, self.buffers), (xb,)))
         self.model.train()
         logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes)
-        # a NaN/Inf output is no prediction: counted wrong for every class (-1)
-        pred = torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1)
-        return logits, pred
+        return logits, predictions(logits)
 
-    def evaluate(self) -> dict[str, Any]:
-        logits, pred = self.predict(self.data.x_test)
+    def evaluate(self, logits: Optional[torch.Tensor] = None) -> dict[str, Any]:
+        """Test metrics of the global model; ``logits``: its test-set logits when already
+        computed (the lockstep evaluates several runs' models together)."""
+        if logits is None:
+            logits, pred = self.predict(self.data.x_test)
+        else:
+            pred = predictions(logits)
         loss = float(torch.nn.functional.cross_entropy(logits, self.data.y_test))
         out: dict[str, Any] = {"main_acc": accuracy(pred, self.data.y_test), "loss": loss, "backdoor_acc": None, "base_acc": None}
         if self.backdoor_test is not None:
@@ -445,11 +523,14 @@ class Simulation:
             out["base_acc"] = class_accuracy(pred, self.data.y_test, int(src))
         return out
 
+    def eval_due(self, t: int) -> bool:
+        return (t + 1) % self.cfg.eval.every == 0 or t == self.cfg.fl.rounds - 1
+
     # ------------------------------------------------------------ the loop
     def run(self, progress: Optional[Callable[[int, dict], None]] = None,
             on_round: Optional[Callable[[int, dict[str, list]], None]] = None,
             result: Optional[RunResult] = None) -> RunResult:
-        """Play rounds ``next_round .. fl.rounds - 1``.
+        """Play rounds ``next_round .. fl.rounds - 1``: a lockstep of this one run.
 
         ``on_round(t, records)``: called after every round with the round's new records,
         ``{"metrics": [...], "clients": [...], "rounds": [...]}`` (a records sink such as
@@ -459,33 +540,13 @@ class Simulation:
         A run whose aggregate, parameters or test loss become NaN/Inf stops at that round
         with ``status: diverged``.
         """
+        return Lockstep([self]).run(None if progress is None else (lambda i, t, ev: progress(t, ev)),
+                                    None if on_round is None else (lambda i, t, new: on_round(t, new)),
+                                    [result])[0]
+
+    def finish_result(self, result: RunResult, wall: float, error: Optional[str], diverged_at: Optional[int]) -> None:
+        """The run's summary once its last round is played."""
         cfg = self.cfg
-        result = result or RunResult(cfg)
-        start = time.perf_counter()
-        error, diverged_at = None, None
-        last_eval: dict[str, Any] = result.metrics[-1] if result.metrics else {}
-        for t in range(self.next_round, cfg.fl.rounds):
-            rec = self.run_round(t)
-            new = {"metrics": [], "clients": client_records(rec, self.is_malicious), "rounds": [round_record(rec, self.attack)]}
-            error = rec.get("diverged")
-            if error is None:
-                self.next_round = t + 1
-                if (t + 1) % cfg.eval.every == 0 or t == cfg.fl.rounds - 1:
-                    ev = self.evaluate()
-                    last_eval = {"round": t, **ev, "lr": self.lr_at(t), **scalar_info(rec["agg"].info)}
-                    new["metrics"].append(last_eval)
-                    if not math.isfinite(ev["loss"]):
-                        error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
-            for key, rows in new.items():
-                getattr(result, key).extend(rows)
-            if on_round:
-                on_round(t, new)
-            if error is not None:
-                diverged_at = t
-                break
-            if progress:
-                progress(t, last_eval)
-        wall = time.perf_counter() - start
         result.summary = summarize(result.metrics, cfg, wall, error, self.next_round)
         result.summary["diverged_at"] = diverged_at
         if self.backdoor_test is not None:  # backdoor accuracy by round type, recovery after spikes
@@ -493,7 +554,11 @@ class Simulation:
             result.summary.update(spike_metrics([r["num_attacking"] for r in result.rounds],
                                                 [bd.get(t) for t in range(len(result.rounds))],
                                                 cfg.cohort_size, cfg.eval.recovery_threshold))
-        return result
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted classes; a NaN/Inf output is no prediction: counted wrong for every class (-1)."""
+    return torch.where(torch.isfinite(logits).all(1), logits.argmax(1), -1)
 
 
 def scalar_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -553,9 +618,12 @@ def _finite_or_none(v: float) -> Optional[float]:
 def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Optional[str], completed: int) -> dict[str, Any]:
     last = metrics[-1] if metrics else {}
     bd = [m["backdoor_acc"] for m in metrics if m.get("backdoor_acc") is not None]
+    from ..resolve import describe
+
     return {
         "name": cfg.name,
         "seed": cfg.seed,
+        **describe(cfg),
         "rounds": cfg.fl.rounds,
         "rounds_completed": completed,
         "final_main_acc": last.get("main_acc"),

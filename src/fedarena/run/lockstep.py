@@ -1,0 +1,408 @@
+"""Runs in lockstep: several runs that share a model train and evaluate as one batch.
+
+A study is many runs that differ in seed, attack, defense or a setting but share the
+model architecture, the data shape and the cohort size. One small run is bound by
+per-call overheads, not by arithmetic; :class:`Lockstep` plays N
+:class:`~fedarena.run.simulation.Simulation` objects round by round, in phases:
+
+(a) each run samples its cohort and decides who trains with which recipe and data
+    (:meth:`Simulation.plan_round`, its own attack, defense and seed streams);
+(b) the training jobs of all runs that share a recipe are one vectorized computation,
+    runs being one more batch axis of the engine's strategies (:func:`train_round`):
+    stacked initial parameters, one row per run, and each client's row (``owner``),
+    chunked over runs x clients within the working-set budget of
+    :func:`~fedarena.core.local.auto_chunk_size`;
+(c) each run crafts, defends, steps and records on its own
+    (:meth:`Simulation.conclude_round`);
+(d) the models of the runs due for evaluation are evaluated together
+    (:func:`evaluate_runs`: ``vmap`` over stacked parameters, or the clients-folded
+    forward for CNNs on CPU), each run on its own schedule.
+
+:meth:`Simulation.run` is ``Lockstep([sim]).run()``: a single run is a lockstep of one,
+so there is one engine. Records are per run and equal, up to float rounding, to running
+the runs one by one (``tests/test_lockstep.py``). Models with random operations
+(dropout) train batched within a run only, so their dropout masks stay each run's own.
+
+:func:`run_many` groups configs by :func:`group_key` and runs each group in lockstep.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.func import functional_call, vmap
+
+from ..core.local import (BatchSchedule, _fold_logits, auto_chunk_size, auto_strategy, minibatch_gradients,
+                          train_sequential, train_vectorized)
+from ..core.recipe import TrainRecipe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import ExperimentConfig
+    from .simulation import RoundPlan, RunResult, Simulation
+
+
+@dataclass
+class TrainJob:
+    """Clients of one run that train with one recipe in a round."""
+
+    recipe: TrainRecipe
+    rows: list[int]  # their rows in the round's U
+    index: list[np.ndarray]  # each client's samples: indices into its run's sample store
+    schedule: BatchSchedule
+    seed: int  # torch seed of the job's random operations (dropout masks)
+    vectorized: bool  # False: the sequential path (custom recipes, models with buffers, fl.vectorize=false)
+    opt_states: Optional[list] = None  # fl.client_state=persistent: each client's optimizer state, updated in place
+
+
+def seed_torch(device: torch.device, seed: int) -> None:
+    """``torch.manual_seed`` for the generator ``device`` draws from, without queueing
+    lazy seeds for every other backend (1 ms per call on a CPU-only machine)."""
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    else:
+        torch.random.default_generator.manual_seed(seed)
+
+
+def random_ops(model: torch.nn.Module) -> bool:
+    """Whether the model draws random numbers in training (dropout)."""
+    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+
+
+def architecture(sim: "Simulation") -> tuple:
+    """What runs in one lockstep must share: the model (its printed structure and
+    parameter layout), the input shape and the device."""
+    return (repr(sim.model), sim.layout, tuple(sim.data.x_train.shape[1:]), str(sim.device))
+
+
+# ----------------------------------------------------------------------------- data
+class _Stores:
+    """One sample store per training set shared by the runs: the clean samples once,
+    then each run's poisoned copies (``Simulation.x_extra``); ``shift`` maps a run's own
+    store indices into it."""
+
+    def __init__(self, sims: Sequence["Simulation"]):
+        self.key = tuple(id(s.x_extra) for s in sims)
+        self.store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.base_of: dict[int, int] = {}  # id(sim) -> base key
+        self.shift: dict[int, int] = {}
+        bases: dict[int, list] = {}
+        for s in sims:
+            bases.setdefault(id(s.data.x_train), []).append(s)
+        for b, members in bases.items():
+            x0, y0 = members[0].data.x_train, members[0].data.y_train
+            xs, ys, offset = [x0], [y0], len(y0)
+            for s in members:
+                self.base_of[id(s)] = b
+                self.shift[id(s)] = offset - len(y0)
+                if len(s.x_extra):
+                    xs.append(s.x_extra)
+                    ys.append(s.y_extra)
+                    offset += len(s.y_extra)
+            self.store[b] = (torch.cat(xs), torch.cat(ys)) if len(xs) > 1 else (x0, y0)
+
+    def of(self, sim: "Simulation") -> tuple[torch.Tensor, torch.Tensor]:
+        return self.store[self.base_of[id(sim)]]
+
+    def index(self, sim: "Simulation", index: Sequence[np.ndarray]) -> list[np.ndarray]:
+        shift, n = self.shift[id(sim)], len(sim.data.y_train)
+        if not shift:
+            return list(index)
+        return [np.where(a >= n, a + shift, a) for a in index]
+
+
+# ----------------------------------------------------------------------------- (b) training
+def train_round(items: Sequence[tuple["Simulation", "RoundPlan"]], lockstep: "Lockstep") -> None:
+    """Phase (b): fill every plan's ``U`` with its clients' updates. Jobs of different runs
+    with the same recipe (up to the learning rate), store and algorithm are trained as
+    one vectorized computation; the rest job by job."""
+    groups: dict[Any, list[tuple["Simulation", "RoundPlan", TrainJob]]] = {}
+    for i, (sim, plan) in enumerate(items):
+        for j, job in enumerate(plan.jobs):
+            groups.setdefault(lockstep.batch_key(sim, job) or ("alone", i, j), []).append((sim, plan, job))
+    for members in groups.values():
+        if len(members) == 1:
+            _train_alone(lockstep, *members[0])
+        else:
+            _train_together(lockstep, members)
+
+
+def _train_alone(lockstep: "Lockstep", sim: "Simulation", plan: "RoundPlan", job: TrainJob) -> None:
+    """One run's job: the engine's vectorized or sequential path from its global model."""
+    cfg, r, U = sim.cfg, job.recipe, plan.U
+    x, y = lockstep.stores.of(sim)
+    idx = lockstep.stores.index(sim, job.index)
+    seed_torch(sim.device, job.seed)
+    if cfg.fl.algorithm == "fedsgd":
+        U[job.rows] = minibatch_gradients(sim.model, sim.params, x, y, idx, job.schedule, r, sim.prepare,
+                                          vectorized=job.vectorized, buffers=sim.buffers, buffers_out=plan.new_buffers,
+                                          chunk_size=cfg.fl.chunk_size)
+    elif job.vectorized:
+        if len(job.rows) == len(U):  # one job: train straight into U (no second k x d copy)
+            train_vectorized(sim.model, sim.params, x, y, idx, job.schedule, r, cfg.fl.chunk_size, sim.prepare, out=U,
+                             opt_states=job.opt_states)
+        else:
+            U[job.rows] = train_vectorized(sim.model, sim.params, x, y, idx, job.schedule, r, cfg.fl.chunk_size,
+                                           sim.prepare, opt_states=job.opt_states)
+    else:
+        rows_u, bufs = train_sequential(sim.model, sim.params, x, y, idx, job.schedule, r, sim.prepare, sim.buffers,
+                                        opt_states=job.opt_states)
+        U[job.rows] = rows_u
+        plan.new_buffers += bufs
+
+
+def _train_together(lockstep: "Lockstep", members: list[tuple["Simulation", "RoundPlan", TrainJob]]) -> None:
+    """Jobs of several runs as one computation: runs x clients in chunks, each chunk one
+    call of the engine with stacked initial parameters (one row per run)."""
+    sim0, recipe = members[0][0], members[0][2].recipe
+    fedsgd = sim0.cfg.fl.algorithm == "fedsgd"
+    x, y = lockstep.stores.of(sim0)
+    runs = list({id(s): s for s, _, _ in members}.values())
+    slot = {id(s): i for i, s in enumerate(runs)}
+    stacked = {n: torch.stack([s.params[n] for s in runs]) for n in sim0.params}
+    # one entry per client: (plan, its row in U, its samples, its run, its job, its position in the job)
+    clients = []
+    for sim, plan, job in members:
+        idx = lockstep.stores.index(sim, job.index)
+        clients += [(plan, row, idx[j], slot[id(sim)], job, j) for j, row in enumerate(job.rows)]
+    d = sim0.layout.dim
+    chunk = sim0.cfg.fl.chunk_size or auto_chunk_size(d, recipe.batch_size, x[0].numel() if len(x) else 1)
+    if fedsgd:  # runs' clients are grouped per run inside (vmap over runs of vmap(grad)): larger calls
+        chunk = max(chunk, len(clients))
+    for start in range(0, len(clients), chunk):
+        part = clients[start : start + chunk]
+        sched = BatchSchedule([c[4].schedule.batches[c[5]] for c in part],
+                              [c[4].schedule.epoch_start[c[5]] for c in part] if part[0][4].schedule.epoch_start else None,
+                              [c[4].schedule.seeds[c[5]] for c in part] if part[0][4].schedule.seeds else None)
+        index, owner = [c[2] for c in part], [c[3] for c in part]
+        states = None if part[0][4].opt_states is None else [c[4].opt_states[c[5]] for c in part]
+        if fedsgd:
+            G = minibatch_gradients(sim0.model, stacked, x, y, index, sched, recipe, sim0.prepare,
+                                    chunk_size=sim0.cfg.fl.chunk_size, owner=owner)
+        else:
+            G = train_vectorized(sim0.model, stacked, x, y, index, sched, recipe, len(part), sim0.prepare,
+                                 opt_states=states, owner=owner)
+        if states is not None:
+            for c, st in zip(part, states):
+                c[4].opt_states[c[5]] = st
+        by_plan: dict[int, tuple["RoundPlan", list[int], list[int]]] = {}
+        for i, c in enumerate(part):
+            entry = by_plan.setdefault(id(c[0]), (c[0], [], []))
+            entry[1].append(c[1])
+            entry[2].append(i)
+        for plan, rows, pos in by_plan.values():
+            if rows == list(range(len(plan.U))) and pos == list(range(pos[0], pos[0] + len(pos))):
+                plan.U.copy_(G[pos[0] : pos[0] + len(pos)])  # the whole round in order: one copy
+            else:
+                plan.U[rows] = G[pos]
+
+
+# ----------------------------------------------------------------------------- (d) evaluation
+@torch.no_grad()
+def _batched_test_logits(sims: Sequence["Simulation"]) -> Optional[list[torch.Tensor]]:
+    """Test-set logits of several runs' models (same architecture and test set) in one
+    pass per batch: ``vmap`` over stacked parameters and buffers, or the clients-folded
+    forward (CNNs on CPU). ``None`` when the model takes neither (then run by run)."""
+    s0 = sims[0]
+    model, x, prepare, bs = s0.model, s0.data.x_test, s0.prepare, s0.cfg.eval.batch_size
+    sample = (prepare(x[:1]) if prepare is not None else x[:1])[0] if len(x) else None
+    strategy = auto_strategy(model, x.device, sample)
+    if strategy == "loop":
+        return None
+    names = list(s0.params)
+    chunk = max(1, auto_chunk_size(s0.layout.dim, bs, x[0].numel() if len(x) else 1))
+    fwd = vmap(lambda p, b, xb: functional_call(model, (p, b), (xb,)), in_dims=(0, 0, None))
+    out: list[torch.Tensor] = []
+    model.eval()
+    try:
+        for start in range(0, len(sims), chunk):
+            part = sims[start : start + chunk]
+            P = {n: torch.stack([s.params[n] for s in part]) for n in names}
+            B = {n: torch.stack([s.buffers[n] for s in part]) for n in s0.buffers}
+            pieces = []
+            for i in range(0, len(x), bs):
+                xb = x[i : i + bs]
+                if prepare is not None:
+                    xb = prepare(xb)
+                if strategy == "fold":
+                    pieces.append(_fold_logits(model, names, [P[n] for n in names],
+                                               xb.unsqueeze(0).expand(len(part), *xb.shape)))
+                else:
+                    pieces.append(fwd(P, B, xb))
+            logits = torch.cat(pieces, dim=1) if pieces else torch.empty(len(part), 0, s0.data.num_classes)
+            out.extend(logits.unbind(0))
+    finally:
+        model.train()
+    return out
+
+
+def evaluate_runs(sims: Sequence["Simulation"]) -> list[dict[str, Any]]:
+    """Phase (d): each run's test metrics; runs that share the test set and the
+    evaluation batch size are evaluated together."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(sims):
+        groups.setdefault((id(s.data.x_test), s.cfg.eval.batch_size, architecture(s)), []).append(i)
+    out: list[Optional[dict[str, Any]]] = [None] * len(sims)
+    for members in groups.values():
+        logits = _batched_test_logits([sims[i] for i in members]) if len(members) > 1 else None
+        for j, i in enumerate(members):
+            out[i] = sims[i].evaluate(None if logits is None else logits[j])
+    return out  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- the driver
+class _Progress:
+    """One run's bookkeeping inside a lockstep."""
+
+    def __init__(self, sim: "Simulation", result: "RunResult"):
+        self.sim, self.result = sim, result
+        self.error: Optional[str] = None
+        self.diverged_at: Optional[int] = None
+        self.last_eval: dict[str, Any] = {}
+        self.done = False
+        self.wall = 0.0
+
+
+class Lockstep:
+    """Play several runs round by round, training and evaluating them together.
+
+    The runs must share :func:`architecture` (model structure and parameter layout,
+    input shape, device); they may differ in anything else, including the number of
+    rounds and the evaluation schedule. ``len(sims) == 1`` is the plain run.
+    """
+
+    def __init__(self, sims: Sequence["Simulation"]):
+        self.sims = list(sims)
+        if not self.sims:
+            raise ValueError("a lockstep needs at least one run")
+        arch = architecture(self.sims[0])
+        for s in self.sims[1:]:
+            if architecture(s) != arch:
+                raise ValueError(f"runs in one lockstep must share the model, input shape and device: "
+                                 f"{s.cfg.name!r} differs from {self.sims[0].cfg.name!r}")
+        self._stochastic = random_ops(self.sims[0].model)
+        self._stores: Optional[_Stores] = None
+
+    @property
+    def stores(self) -> _Stores:
+        if self._stores is None or self._stores.key != tuple(id(s.x_extra) for s in self.sims):
+            self._stores = _Stores(self.sims)
+        return self._stores
+
+    def batch_key(self, sim: "Simulation", job: TrainJob) -> Optional[tuple]:
+        """Jobs with equal keys train as one computation (``None``: on their own)."""
+        if len(self.sims) == 1 or self._stochastic or not job.vectorized:
+            return None
+        return (self.stores.base_of[id(sim)], sim.cfg.fl.algorithm, sim.cfg.fl.chunk_size, job.recipe,
+                job.opt_states is None)
+
+    def run(self, progress: Optional[Callable[[int, int, dict], None]] = None,
+            on_round: Optional[Callable[[int, int, dict[str, list]], None]] = None,
+            results: Optional[Sequence[Optional["RunResult"]]] = None) -> list["RunResult"]:
+        """Play every run from its ``next_round`` to its last round.
+
+        ``progress(run, t, last_eval)`` after each run's round; ``on_round(run, t, records)``
+        with the round's new records (see :meth:`Simulation.run`); ``results[run]``: the
+        records so far of a run that continues from a checkpoint.
+        """
+        from .simulation import RunResult, client_records, round_record, scalar_info
+
+        runs = [_Progress(s, (results[i] if results and results[i] is not None else None) or RunResult(s.cfg))
+                for i, s in enumerate(self.sims)]
+        for r in runs:
+            r.last_eval = r.result.metrics[-1] if r.result.metrics else {}
+            r.done = r.sim.next_round >= r.sim.cfg.fl.rounds
+        start = time.perf_counter()
+        first = min((r.sim.next_round for r in runs), default=0)
+        for t in range(first, max(s.cfg.fl.rounds for s in self.sims)):
+            live = [r for r in runs if not r.done and r.sim.next_round <= t]
+            if not live and all(r.done for r in runs):
+                break
+            plans = [r.sim.plan_round(t) for r in live]
+            train_round([(r.sim, p) for r, p in zip(live, plans)], self)
+            news, due = [], []
+            for r, plan in zip(live, plans):
+                rec = r.sim.conclude_round(plan)
+                new = {"metrics": [], "clients": client_records(rec, r.sim.is_malicious),
+                       "rounds": [round_record(rec, r.sim.attack)]}
+                r.error = rec.get("diverged")
+                if r.error is None:
+                    r.sim.next_round = t + 1
+                    if r.sim.eval_due(t):
+                        due.append((r, rec, new))
+                news.append(new)
+            for (r, rec, new), ev in zip(due, evaluate_runs([r.sim for r, _, _ in due])):
+                r.last_eval = {"round": t, **ev, "lr": r.sim.lr_at(t), **scalar_info(rec["agg"].info)}
+                new["metrics"].append(r.last_eval)
+                if not math.isfinite(ev["loss"]):
+                    r.error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
+            now = time.perf_counter() - start
+            for r, new in zip(live, news):
+                i = runs.index(r)
+                for key, rows in new.items():
+                    getattr(r.result, key).extend(rows)
+                if on_round:
+                    on_round(i, t, new)
+                if r.error is not None:
+                    r.diverged_at, r.done = t, True
+                elif progress:
+                    progress(i, t, r.last_eval)
+                if t + 1 >= r.sim.cfg.fl.rounds:
+                    r.done = True
+                if r.done:
+                    r.wall = now
+        for r in runs:
+            r.sim.finish_result(r.result, r.wall, r.error, r.diverged_at)
+        return [r.result for r in runs]
+
+
+# ----------------------------------------------------------------------------- grouping
+def group_key(cfg: "ExperimentConfig") -> tuple:
+    """Configs with equal keys can run in one lockstep (same model, data and input
+    pipeline, cohort size, algorithm and device); a cheap proxy of :func:`architecture`
+    computed from the config alone."""
+    d = cfg.data
+    return (cfg.model_name, repr(sorted((cfg.model.model_extra or {}).items())), d.dataset, d.root,
+            repr(sorted(d.synthetic.items())), cfg.cohort_size, cfg.fl.algorithm, cfg.fl.device)
+
+
+def groups(configs: Iterable["ExperimentConfig"], max_runs: int = 64) -> list[list[int]]:
+    """Indices of ``configs`` in lockstep groups of at most ``max_runs``, in input order."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        by_key.setdefault(group_key(cfg), []).append(i)
+    out = []
+    for members in by_key.values():
+        out += [members[j : j + max_runs] for j in range(0, len(members), max_runs)]
+    return sorted(out, key=lambda g: g[0])
+
+
+def run_many(configs: Sequence["ExperimentConfig"], max_runs: int = 64,
+             on_result: Optional[Callable[[int, "RunResult"], None]] = None) -> list["RunResult"]:
+    """Run every config, compatible ones in lockstep; results in the configs' order.
+
+    ``on_result(i, result)`` is called as each group finishes. Set-up of a group's runs
+    happens when the group starts, so memory holds one group at a time.
+    """
+    from .simulation import Simulation
+
+    results: list[Optional["RunResult"]] = [None] * len(configs)
+    for members in groups(configs, max_runs):
+        sims = [Simulation(configs[i]) for i in members]
+        buckets: dict[tuple, list[int]] = {}
+        for j, s in enumerate(sims):  # the config key is a proxy: check the real architecture
+            buckets.setdefault(architecture(s), []).append(j)
+        for js in buckets.values():
+            for j, res in zip(js, Lockstep([sims[j] for j in js]).run()):
+                results[members[j]] = res
+                if on_result is not None:
+                    on_result(members[j], res)
+    return results  # type: ignore[return-value]
+
+
+__all__ = ["Lockstep", "TrainJob", "train_round", "evaluate_runs", "run_many", "group_key", "groups",
+           "architecture", "random_ops", "seed_torch"]
