@@ -148,23 +148,23 @@ def test_killed_reproduction_continues_where_it_stopped(tmp_path, monkeypatch):
         class _Toy(Paper):
             """Two tiny runs."""
 
-            def runs(self, quick):
-                return {"a": {**BASE, "seed": 0}, "b": {**BASE, "seed": 1}}
+            def runs(self, quick):  # different models: two lockstep groups, played one after the other
+                return {"a": {**BASE, "seed": 0}, "b": {**BASE, "seed": 1, "model": {"name": "mlp", "hidden": [32]}}}
 
             def claims(self, quick):
                 return [Claim("C1", "accuracy is a share", 1.0, lambda r: r.final("b", "main_acc"), lambda v: 0 <= v <= 1)]
 
-    real = Simulation.run_round
+    real = Simulation.plan_round
 
     def stop_in_b(self, t):
         if self.cfg.seed == 1 and t == 1:
             raise KeyboardInterrupt
         return real(self, t)
 
-    monkeypatch.setattr(Simulation, "run_round", stop_in_b)
+    monkeypatch.setattr(Simulation, "plan_round", stop_in_b)
     with pytest.raises(KeyboardInterrupt):
         run_reproduction("toy-resume", quick=True, out=tmp_path)
     assert [e["run"] for e in index_entries(tmp_path)] == ["a"]
-    monkeypatch.setattr(Simulation, "run_round", real)
+    monkeypatch.setattr(Simulation, "plan_round", real)
     report = run_reproduction("toy-resume", quick=True, out=tmp_path)
     assert [e["run"] for e in index_entries(tmp_path)] == ["a", "b"] and report.claims[0].verdict == "pass"
