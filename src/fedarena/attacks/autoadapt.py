@@ -384,6 +384,7 @@ class _RangeAdaptiveBackdoor(Backdoor):
         if ranges == "oracle":
             self.threat = ThreatModel(knowledge="benign", collude=True, aggregator_aware=True)
         self._logs: dict[int, dict[str, Any]] = {}
+        self._poisoned_pick: dict[int, np.ndarray] = {}
 
     def setup(self, info: DataInfo, generator: torch.Generator) -> None:
         if self.trigger_size is None and len(info.input_shape) == 3:
@@ -400,8 +401,7 @@ class _RangeAdaptiveBackdoor(Backdoor):
         x[pick] = self.client_trigger(client_id).apply(x[pick])
         y[pick] = self.target
         self.poisoned_counts[int(client_id)] = k
-        self._poisoned_pick = getattr(self, "_poisoned_pick", {})
-        self._poisoned_pick[int(client_id)] = pick.cpu().numpy()
+        self._poisoned_pick[int(client_id)] = pick.cpu().numpy()  # for the local backdoor accuracy
         return x, y
 
     def craft(self, view):
@@ -456,7 +456,7 @@ class _RangeAdaptiveBackdoor(Backdoor):
             net = make_net(ctx.model, ctx.global_params, ctx.buffers)
             res = train_loop(net, ctx.x, ctx.y, ctx.poisoned_index[i], ctx.prepare, ctx.recipe, ctx.rngs[i], cfg, cons)
             rows.append(self.finish(res.flat - g))
-            pick = getattr(self, "_poisoned_pick", {}).get(int(cid))
+            pick = self._poisoned_pick.get(int(cid))
             if pick is not None and len(pick):
                 idx = torch.as_tensor(ctx.poisoned_index[i][pick], device=ctx.x.device)
                 res.log["train_backdoor_acc"] = hit_rate(net, res.flat, ctx.x[idx], ctx.y[idx], ctx.prepare, self.target)
