@@ -87,11 +87,13 @@ def test_cosine_distances_by_hand():
 
 
 def test_krum_scores_by_hand():
-    scores = krum_scores(pairwise_sq_distances(KRUM_U), f=1)  # n - f - 2 = 2 neighbours
+    scores = krum_scores(pairwise_sq_distances(KRUM_U, center=False), f=1)  # n - f - 2 = 2 neighbours
     assert scores.tolist() == [2, 3, 3, 3, 362]
+    # the default (centred) expansion: same values up to float32 round-off
+    assert krum_scores(pairwise_sq_distances(KRUM_U), f=1).tolist() == pytest.approx([2, 3, 3, 3, 362], abs=1e-4)
     # restricted to rows 1..4 (r = 4, one neighbour): r1: 2, r2: 2, r3: 2, r4: 181
     active = torch.tensor([False, True, True, True, True])
-    assert krum_scores(pairwise_sq_distances(KRUM_U), 1, active).tolist() == [math.inf, 2, 2, 2, 181]
+    assert krum_scores(pairwise_sq_distances(KRUM_U, center=False), 1, active).tolist() == [math.inf, 2, 2, 2, 181]
 
 
 def test_lowest_scores_put_faulty_rows_last_even_on_inf_ties():
@@ -150,8 +152,10 @@ def test_multi_krum_by_hand():
     out = agg("multi-krum", KRUM_U, f=1)  # m = n - f = 4: rows 0..3
     assert out.update.tolist() == [0, 0.25]
     assert out.weights.tolist() == [True, True, True, True, False]
-    out = agg("multi-krum", KRUM_U, f=1, m=2)  # r0 (2), then r1 wins the tie at 3
-    assert out.update.tolist() == [0.5, 0]
+    out = agg("multi-krum", KRUM_U, f=1, m=2)  # r0 (2), then one of r1, r2, r3 (a tie at 3)
+    w = out.weights.tolist()
+    assert w[0] and not w[4] and sum(w) == 2
+    assert out.update.tolist() == (KRUM_U[0] + KRUM_U[w.index(True, 1)]).div(2).tolist()
 
 
 def test_bulyan_selection_by_hand():
@@ -374,3 +378,25 @@ def test_half_precision_updates_match_float32(name):
     out = agg(name, U.half(), f=2).update
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     assert torch.allclose(out.float(), ref, atol=0.05 * ref.abs().max().item() + 1e-3)
+
+
+def test_gram_distances_centered_match_float64_on_tight_rows():
+    """Rows 1 + 1e-3 N(0,1), d = 1e4 (tight cluster far from 0, as fedsgd momenta at beta = 0.99):
+    the uncentred float32 Gram expansion loses every digit; the default centred one matches float64,
+    and Krum picks the row float64 distances pick."""
+    from fedarena.defenses.robust import Krum, krum_scores, pairwise_sq_distances
+
+    g = torch.Generator().manual_seed(0)
+    U = 1 + 1e-3 * torch.randn(15, 10_000, generator=g)
+    D64 = torch.cdist(U.double(), U.double()) ** 2
+    off = ~torch.eye(15, dtype=torch.bool)
+    rel = lambda D: float(((D.double() - D64).abs()[off] / D64[off]).max())  # noqa: E731
+    assert rel(pairwise_sq_distances(U, center=False)) > 0.05  # the failure being fixed
+    assert rel(pairwise_sq_distances(U)) < 1e-4  # default: centred, because distances are tiny next to norms
+    assert rel(pairwise_sq_distances(U, center=True)) < 1e-4
+    spread = torch.randn(15, 10_000, generator=g)  # spread-out rows: the plain expansion is already exact enough
+    assert torch.equal(pairwise_sq_distances(spread), pairwise_sq_distances(spread, center=False))
+    f = 3
+    want = int(torch.argmin(krum_scores(D64, f)))
+    agg = Krum()(U, ctx(15, f))
+    assert agg.info["selected"] == want

@@ -82,6 +82,12 @@ def test_cli_bench_passes_quick_and_out(monkeypatch, tmp_path):
     assert res.exit_code == 0 and seen["only"] == ["lockstep", "flower"]
 
 
+def test_constrained_epoch_cost():
+    r = bench.bench_constrained(reps=1, samples=32)
+    assert set(r["constrained_over_unconstrained"]) == {"cos/whole", "cos+l2/layers"}
+    assert all(v > 0 for v in r["constrained_over_unconstrained"].values())
+
+
 def test_lockstep_section_compares_both_ways(tiny):
     out, res = tiny
     data = json.loads((out / "bench.json").read_text())

@@ -87,3 +87,13 @@ def test_reproduce_overrides_apply_where_declared():
 
     with pytest.raises(ConfigError, match="attack.nosuch"):
         configs_with_overrides(runs, ["attack.nosuch=1"])
+
+
+def test_failed_claims_get_one_line_reason(tmp_path):
+    report = run_reproduction("toy-paper", quick=True, out=tmp_path)
+    lines = report.failure_lines()
+    assert any(line.startswith("C2 fail: ours ") and "does not meet '> 1'" in line and "(paper: 2)" in line for line in lines)
+    assert any(line.startswith("C4 error: ") for line in lines)
+    assert "## Why claims failed" in (tmp_path / "claims.md").read_text()
+    res = runner.invoke(app, ["reproduce", "toy-paper", "--quick", "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0 and "C2 fail: ours" in res.output

@@ -76,6 +76,13 @@ def test_replies_become_deltas_against_the_global_in_partition_order():
     assert batch.num_examples.tolist() == [10, 10, 10] and not batch.rejected
 
 
+def test_absurd_partition_ids_are_ignored():
+    g = global_record()
+    batch = replies_to_updates([reply(1, pid=1e300), reply(2, pid=-4), reply(3, pid=2.5), reply(4, pid=3)], g,
+                               record_layout(g))
+    assert [e.partition_id for e in batch.entries] == [3, None, None, None]
+
+
 def test_float64_reply_is_accepted_and_cast():
     g = global_record()
     arrays = {"w": GLOBAL["w"].astype(np.float64) + 1, "b": GLOBAL["b"].astype(np.float64), "steps": GLOBAL["steps"]}
@@ -165,8 +172,10 @@ def test_stateful_defense_keeps_state_across_rounds():
     pipeline = s.pipeline
     for rnd in (1, 2):
         s.remember(global_record())
-        s.aggregate_train(rnd, [reply(11, dw=[[1, 0], [0, 0]], pid=0), reply(12, dw=[[0, 1], [0, 0]], pid=1),
-                                reply(13, dw=[[0, 0], [1, 1]], pid=2)])
+        _, metrics = s.aggregate_train(rnd, [reply(11, dw=[[1, 0], [0, 0]], pid=0),
+                                             reply(12, dw=[[0, 1], [0, 0]], pid=1), reply(13, dw=[[0, 0], [1, 1]], pid=2)])
+        assert "defense_foolsgold_mean_weight" in metrics  # the defense's diagnostics
+        assert len(metrics["client-weight"]) == 3
     assert s.pipeline is pipeline and s.node_index == {11: 0, 12: 1, 13: 2}
     mem = pipeline.aggregator.memory
     assert sorted(mem) == [0, 1, 2]  # summed over the two rounds, keyed by the stable client index
@@ -252,6 +261,36 @@ def test_client_attack_mod_boosts_malicious_replies():
         assert np.allclose(out.content["arrays"]["b"].numpy(), GLOBAL["b"] + 0.5 * factor)
 
 
+def test_client_attack_runs_the_attacks_own_local_loop():
+    """AutoAdapt owns its clients' training: ClientAttack.local_train runs it on one
+    client's data (benign partitions, and attacks without an own loop, get None)."""
+    from fedarena.core.recipe import TrainRecipe
+    from fedarena.models.simple import MLP
+
+    torch.manual_seed(0)
+    model = MLP((1, 8, 8), 10, hidden=(8,))
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 10
+    info = DataInfo(num_classes=10, input_shape=(1, 8, 8))
+    recipe = TrainRecipe(lr=0.1, batch_size=8, epochs=3)
+    atk = ClientAttack({"name": "autoadapt", "target": 0, "poison_frac": 0.5}, [1], data_info=info)
+    assert atk.local_train(0, model, params, x, y, recipe) is None
+    row = atk.local_train(1, model, params, x, y, recipe)
+    d = sum(p.numel() for p in params.values())
+    assert row.shape == (d,) and bool(torch.isfinite(row).all()) and float(row.norm()) > 0
+    plain = ClientAttack({"name": "backdoor"}, [1], data_info=info)
+    assert plain.local_train(1, model, params, x, y, recipe) is None
+
+
+def test_colluding_simulation_gives_aggregator_aware_attacks_the_server_view():
+    """Mimic reads the benign clients' ids; the simulation passes them (partition ids)."""
+    s = ColludingServerSimulation("median", attack="mimic", malicious_partitions=[3])
+    s.remember(global_record())
+    replies = [reply(i + 1, dw=float(i), pid=i) for i in range(4)]
+    arrays, metrics = s.aggregate_train(1, replies)
+    assert arrays is not None and metrics["fedarena-skipped"] == 0
+
+
 # ---------------------------------------------------------------- Flower's simulation runtime
 SETTING = ["fl.num_clients=10", "fl.rounds=4", "fl.local_epochs=2", "fl.batch_size=16", "fl.lr=0.1",
            "attack.name=backdoor", "attack.num_malicious=2", "attack.target=0", "attack.poison_frac=1.0",
@@ -260,37 +299,53 @@ SETTING = ["fl.num_clients=10", "fl.rounds=4", "fl.local_epochs=2", "fl.batch_si
 
 def test_backdoor_fedavg_vs_median_in_flower_simulation_matches_fedarena():
     """One Flower simulation (Ray backend, 1 CPU) plays the same backdoor setting against
-    FedAvg and against the median; fedarena's own Simulation plays it too. The backdoor
-    must get through FedAvg and not through the median in both, and Flower's per-round
-    backdoor accuracy must match fedarena's (same partition, attackers and batches)."""
+    FedAvg and against the median, and an omniscient ALIE attack (server-side simulation);
+    fedarena's own Simulation plays them too. The backdoor must get through FedAvg and not
+    through the median in both, and Flower's per-round metrics must match fedarena's (same
+    partition, attackers and batches)."""
+    from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     cfgs = {d: load_config(None, SETTING + [f"defense.name={d}"]) for d in ("fedavg", "median")}
-    results = {}
+    cfgs["alie"] = load_config(None, SETTING[:5] + ["attack.name=alie", "attack.num_malicious=2", "data.download=false"])
+    tasks = {name: FlowerTask(cfg) for name, cfg in cfgs.items()}
+    results, kinds = {}, {}
     server = ServerApp()
 
     @server.main()
     def main(grid, context):
-        for name, cfg in cfgs.items():  # two strategies, one Ray start
-            task = FlowerTask(cfg)
-            results[name] = task.strategy().start(grid=grid, initial_arrays=task.initial_arrays(),
-                                                  num_rounds=cfg.fl.rounds, evaluate_fn=task.evaluate)
+        for name, task in tasks.items():  # three strategies, one Ray start
+            strategy = task.strategy()
+            kinds[name] = type(strategy).__name__
+            results[name] = strategy.start(grid=grid, initial_arrays=task.initial_arrays(), num_rounds=4,
+                                           train_config=ConfigRecord({"task": name}), evaluate_fn=task.evaluate)
+
+    client = ClientApp()
+
+    @client.train()
+    def train(msg, context):  # each strategy's clients are its config's clients
+        return tasks[msg.content["config"]["task"]].train(msg, context)
 
     start = time.perf_counter()
-    run_simulation(server, FlowerTask(cfgs["fedavg"]).client_app(), num_supernodes=10,
+    run_simulation(server, client, num_supernodes=10,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": 1}})
     wall = time.perf_counter() - start
-    assert set(results) == {"fedavg", "median"}, "the ServerApp did not finish"
-    flower = {d: [r.evaluate_metrics_serverapp[t]["backdoor_acc"] for t in range(1, 5)] for d, r in results.items()}
-    own = {d: [m["backdoor_acc"] for m in Simulation(cfg).run().metrics] for d, cfg in cfgs.items()}
-    print(f"Flower simulation wall time {wall:.1f} s; backdoor acc Flower {flower}, fedarena {own}")
-    for src in (flower, own):
+    assert set(results) == set(cfgs), "the ServerApp did not finish"
+    assert kinds == {"fedavg": "FedarenaStrategy", "median": "FedarenaStrategy", "alie": "ColludingServerSimulation"}
+    flower = {d: [r.evaluate_metrics_serverapp[t] for t in range(1, 5)] for d, r in results.items()}
+    own = {d: Simulation(cfg).run().metrics for d, cfg in cfgs.items()}
+    ba = {src: {d: [m["backdoor_acc"] for m in runs[d]] for d in ("fedavg", "median")}
+          for src, runs in (("flower", flower), ("fedarena", own))}
+    print(f"Flower simulation wall time {wall:.1f} s; backdoor acc {ba}")
+    for src in ba.values():
         assert src["fedavg"][-1] > 0.2 and src["median"][-1] < 0.05
         assert src["fedavg"][-1] - src["median"][-1] > 0.2
     for d in cfgs:
-        assert flower[d] == pytest.approx(own[d], abs=0.03)
+        assert [m["main_acc"] for m in flower[d]] == pytest.approx([m["main_acc"] for m in own[d]], abs=0.03)
+        if d != "alie":
+            assert ba["flower"][d] == pytest.approx(ba["fedarena"][d], abs=0.03)
     last = results["median"].train_metrics_clientapp[4]
     assert last["fedarena-replies"] == 10 and last["client-partition-id"] == list(range(10))
 

@@ -89,3 +89,38 @@ def test_report_on_a_small_sweep_writes_pngs_and_one_html(tmp_path):
     assert "### Leaderboard" in md and "![curves](curves.png)" in md
     assert all(len(line) <= 80 for line in res.output.splitlines())
     assert runner.invoke(app, ["report", str(tmp_path / "nothing")]).exit_code == 2
+
+
+def test_runs_that_differ_in_a_setting_get_one_leaderboard_each(tmp_path):
+    for part in ("iid", "dirichlet"):
+        for seed in (0, 1):
+            d = tmp_path / f"{part}-{seed}"
+            d.mkdir()
+            cfg = {"seed": seed, "data": {"dataset": "digits", "partition": part}, "defense": {"name": "median"}}
+            (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (d / "summary.json").write_text(json.dumps({"final_main_acc": 0.9, "status": "ok"}))
+    parts = build_report([tmp_path], tmp_path / "rep")
+    assert sorted(s["name"] for s in parts["settings"]) == ["partition=dirichlet", "partition=iid"]
+    assert (tmp_path / "rep" / "leaderboard_2.csv").exists()
+
+
+def test_optimized_attacks_are_labelled_and_form_their_own_worst_case(tmp_path):
+    from fedarena.studies.spec import grid_labels
+
+    assert grid_labels("attack", [{"name": "alie"}, {"name": "alie", "optimize": {"evals": 5}}, {"name": "ipm"}]) == \
+        ["alie", "alie+opt", "ipm"]
+    for seed in (0, 1):
+        _fake_run(tmp_path, f"none-{seed}", "none", "median", seed, 0.9, None, [])
+        _fake_run(tmp_path, f"alie-{seed}", "alie", "median", seed, 0.5, None, [])
+        _fake_run(tmp_path, f"ipm-{seed}", "ipm", "median", seed, 0.8, None, [])
+        _fake_run(tmp_path, f"ipmopt-{seed}", "ipm", "median", seed, 0.6 + 0.1 * seed, None, [])
+        cfg = yaml.safe_load((tmp_path / f"ipmopt-{seed}" / "config.yaml").read_text())
+        cfg["attack"]["optimize"] = {"evals": 20}
+        (tmp_path / f"ipmopt-{seed}" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    parts = build_report([tmp_path], tmp_path / "rep")
+    lb = parts["settings"][0]["leaderboard"].set_index("defense")
+    assert lb.loc["median", "worst_ma"] == pytest.approx(0.5) and lb.loc["median", "worst_ma_attack"] == "alie"
+    assert lb.loc["median", "worst_opt_ma"] == pytest.approx(0.65)
+    assert lb.loc["median", "worst_opt_ma_attack"] == "ipm+opt"
+    assert "worst opt MA" in parts["settings"][0]["leaderboard_text"].columns
+    assert "ipm+opt" in (tmp_path / "rep" / "report.md").read_text()

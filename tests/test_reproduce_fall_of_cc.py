@@ -13,7 +13,7 @@ from fedarena.reproduce import fall_of_cc as foc
 
 def test_grid_matches_the_paper_setting():
     paper = PAPERS.get("fall-of-cc")()
-    runs = paper.runs(quick=True)
+    runs = paper.runs(quick="smoke")
     assert len(runs) == 4 * 3 * 6  # aggregators x beta x attacks, digits
     rop = runs["digits/cc1/b0.99/rop"]
     assert rop["fl"]["algorithm"] == "fedsgd" and rop["fl"]["client_momentum"] == 0.99
@@ -42,7 +42,7 @@ def test_paper_tables_and_derived_orderings():
 def test_quick_reproduction_runs_and_computes_claims(tmp_path):
     from fedarena.reproduce.framework import run_reproduction
 
-    report = run_reproduction("fall-of-cc", quick=True, out=tmp_path,
+    report = run_reproduction("fall-of-cc", quick="smoke", out=tmp_path,
                               overrides=["fl.rounds=6", "fl.lr_decay_at=[4]", "eval.every=3"], write_runs=False)
     for f in ("claims.md", "claims.json", "results.csv"):
         assert (tmp_path / f).exists()
@@ -55,4 +55,4 @@ def test_quick_reproduction_runs_and_computes_claims(tmp_path):
     md = (tmp_path / "claims.md").read_text()
     assert "Table IV, digits" in md and "Norms, digits" in md and "(83.8)" in md
     data = json.loads((tmp_path / "claims.json").read_text())
-    assert data["name"] == "fall-of-cc" and data["quick"] is True
+    assert data["name"] == "fall-of-cc" and data["quick"] == "smoke"

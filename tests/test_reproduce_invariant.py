@@ -8,7 +8,7 @@ from fedarena.reproduce.framework import run_reproduction
 from fedarena.reproduce.invariant import InvariantAggregatorPaper
 
 
-@pytest.mark.parametrize("quick", [True, False])
+@pytest.mark.parametrize("quick", ["smoke", True, False])
 def test_every_config_validates(quick):
     runs = InvariantAggregatorPaper().runs(quick)
     assert {"t1-fedavg", "t1-ours", "t1-no-attack", "t4-and-mask", "t5-collude-ours", "t5-adaptive-ours",
@@ -26,7 +26,7 @@ def test_cut_down_quick_reproduction(tmp_path, monkeypatch):
     full = InvariantAggregatorPaper.runs
     monkeypatch.setattr(InvariantAggregatorPaper, "runs", lambda self, quick: {k: v for k, v in full(self, quick).items()
                                                                             if k in keep})
-    report = run_reproduction("invariant", quick=True, out=tmp_path, write_runs=False)
+    report = run_reproduction("invariant", quick="smoke", out=tmp_path, write_runs=False)
     by_id = {c.id: c for c in report.claims}
     # claims whose runs exist are computed; the attack works against FedAvg on this scale
     for cid in ("E1", "E2", "E4", "E4-nonInf", "Thm10", "Prop5", "T1-ours"):
@@ -60,7 +60,7 @@ def test_attacker_influence_hand_example():
 def test_diagnose_quick_rounds_add_up():
     from fedarena.reproduce.invariant import INFLUENCE_KINDS, diagnose
 
-    rows = diagnose(["fl.rounds=3"], quick=True)
+    rows = diagnose(["fl.rounds=3"], quick="smoke")
     assert len(rows) == 3 and all(0.0 <= r["mask_keeps"] <= 1.0 and 0.0 <= r["asr"] <= 1.0 for r in rows)
     for r in rows:
         if "infl_total" in r:

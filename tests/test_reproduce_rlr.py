@@ -36,14 +36,14 @@ def test_grid_follows_the_paper():
     assert full["t2/dba/rlr"]["attack"]["dba"] is True and full["t2/dba/rlr"]["defense"]["theta"] == 8
     assert full["f6/late-rlr"]["defense"]["start_round"] > 0
     assert full["t1/noattack"]["attack"]["poison_frac"] == 0.0
-    for tree in list(full.values()) + list(paper.runs(quick=True).values()):
+    for tree in list(full.values()) + list(paper.runs(quick="smoke").values()):
         load_config(None, base=tree)  # every run is a valid config
     assert rlr_mod.TABLE1["rlr"] == (0, 92.9, 98.3) and rlr_mod.TABLE6[40][1] == (0, 82.5, 94.2)
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_quick_reproduction_headline(tmp_path):
-    report = run_reproduction("rlr", quick=True, out=tmp_path, write_runs=False)
+    report = run_reproduction("rlr", quick="smoke", out=tmp_path, write_runs=False)
     verdicts = {c.id: c for c in report.claims}
     assert not [c.id for c in report.claims if c.verdict == "error"]
     assert not any(c.id.startswith("T6.") for c in report.claims)  # Table 6: full version only
@@ -55,3 +55,28 @@ def test_quick_reproduction_headline(tmp_path):
     assert saved["name"] == "rlr" and len(saved["claims"]) == len(report.claims)
     md = (tmp_path / "claims.md").read_text()
     assert "t1/rlr" in md and "(92.9)" in md
+
+
+def test_quick_scale_headline_with_fashion_mnist_else_digits(tmp_path, monkeypatch, shared_data):
+    """--quick: the headline runs on Fashion-MNIST when found (data.root, $FEDARENA_DATA, ../shared/data),
+    else the digits version; the tests' smoke scale is always digits."""
+    from fedarena.reproduce import quick as q
+
+    monkeypatch.delenv("FEDARENA_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data next to it
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert q.scale(True) == q.DIGITS and q.scale("smoke", str(shared_data)) == q.DIGITS and q.scale(False) == q.FULL
+    assert q.scale(True, str(shared_data)) == q.HEADLINE
+    monkeypatch.setenv("FEDARENA_DATA", str(shared_data))
+    paper = PAPERS.get("rlr")()
+    runs = paper.runs(quick=True)
+    assert set(runs) == set(rlr_mod.HEADLINE_RUNS)
+    assert runs["t1/rlr"]["data"] == {"dataset": "fashion-mnist", "root": str(shared_data), "download": False}
+    assert runs["t1/rlr"]["fl"] == paper.runs(quick=False)["t1/rlr"]["fl"]  # the full settings
+    assert [c.id for c in paper.claims(quick=True)] == list(rlr_mod.HEADLINE_CLAIMS)
+    for name in ("fall-of-cc", "invariant"):
+        p = PAPERS.get(name)()
+        assert 0 < len(p.runs(quick=True)) < len(p.runs(quick=False)) and p.claims(quick=True)
+        for tree in p.runs(quick=True).values():
+            assert tree["data"]["dataset"] == "fashion-mnist"
+            load_config(None, base=tree)

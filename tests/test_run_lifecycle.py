@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from fedarena.cli import app
 from fedarena.config import DEFAULT_RUN, load_config
-from fedarena.core.state import Stateful, decode, encode
+from fedarena.core.state import _SKIP, Stateful, decode, encode
 from fedarena.run.records import new_run_dir, open_run_dir, read_jsonl
 from fedarena.run.runner import execute
 from fedarena.run.simulation import Simulation
@@ -198,3 +198,30 @@ def test_resume_refuses_other_options(tmp_path):
     assert res.exit_code == 2 and "no run" in res.output
     res = runner.invoke(app, ["run", "--quiet", "--resume", str(tmp_path / "r")])  # finished: nothing to do
     assert res.exit_code == 0
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("over", [
+    ["fl.client_state=persistent", "fl.optimizer=adam", "fl.lr=0.01", "fl.clients_per_round=3"],
+    ["fl.algorithm=fedsgd", "fl.client_momentum=0.9", "defense.name=cc"],
+])
+def test_every_attribute_a_round_changes_is_saved_by_checkpoints(over):
+    """Guard for new per-run state: whatever a round changes on the Simulation must be in
+    Simulation.STATE_ATTRS (or live in a Stateful component), or --resume would drift."""
+    sim = Simulation(load_config(None, SMALL + ["fl.rounds=2"] + over, base=DEFAULT_RUN))
+    plain = {k: v for k, v in vars(sim).items() if not isinstance(v, Stateful)}
+    before = {k: decode(encode(v)) for k, v in plain.items() if encode(v) is not _SKIP}
+    sim.run()
+    changed = {k for k, v in before.items() if not _same(v, getattr(sim, k))}
+    assert changed and changed <= set(Simulation.STATE_ATTRS), changed - set(Simulation.STATE_ATTRS)

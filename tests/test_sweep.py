@@ -136,3 +136,35 @@ def test_ray_backend_four_runs(tmp_path):
     assert sorted(outcome.ran) == sorted(j.run_id for j in jobs)
     cols = ["run", "status", "final_main_acc", "final_loss"]
     assert outcome.table[cols].equals(local.table[cols])
+
+
+def test_killed_reproduction_continues_where_it_stopped(tmp_path, monkeypatch):
+    from fedarena.registry import PAPERS
+    from fedarena.reproduce.framework import Claim, Paper, run_reproduction
+    from fedarena.run.simulation import Simulation
+
+    if "toy-resume" not in PAPERS:
+        @PAPERS.register("toy-resume")
+        class _Toy(Paper):
+            """Two tiny runs."""
+
+            def runs(self, quick):
+                return {"a": {**BASE, "seed": 0}, "b": {**BASE, "seed": 1}}
+
+            def claims(self, quick):
+                return [Claim("C1", "accuracy is a share", 1.0, lambda r: r.final("b", "main_acc"), lambda v: 0 <= v <= 1)]
+
+    real = Simulation.run_round
+
+    def stop_in_b(self, t):
+        if self.cfg.seed == 1 and t == 1:
+            raise KeyboardInterrupt
+        return real(self, t)
+
+    monkeypatch.setattr(Simulation, "run_round", stop_in_b)
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduction("toy-resume", quick=True, out=tmp_path)
+    assert [e["run"] for e in index_entries(tmp_path)] == ["a"]
+    monkeypatch.setattr(Simulation, "run_round", real)
+    report = run_reproduction("toy-resume", quick=True, out=tmp_path)
+    assert [e["run"] for e in index_entries(tmp_path)] == ["a", "b"] and report.claims[0].verdict == "pass"

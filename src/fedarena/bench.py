@@ -54,7 +54,7 @@ import torch
 #: ByzFL 0.0.11 at n=100, d=1e6 on the project's 2-core CPU (seconds per call; issue #6).
 BYZFL_SECONDS = {"krum": 0.97, "multi-krum": 1.18, "trimmed-mean": 2.40, "median": 2.49, "rfa": 1.43, "cc": 0.33}
 #: what ``only`` may name
-SECTIONS = ("training", "memory", "aggregators", "lockstep", "flower", "end_to_end")
+SECTIONS = ("training", "memory", "aggregators", "lockstep", "flower", "end_to_end", "constrained_epoch")
 ROBUST_RULES = ("median", "trimmed-mean", "krum", "multi-krum", "bulyan", "rfa", "cc", "sign")
 
 
@@ -507,6 +507,43 @@ def bench_end_to_end(data_root: Optional[str], device: torch.device, rounds: int
 
 
 # ----------------------------------------------------------------------------- report
+def bench_constrained(reps: int = 3, samples: int = 160) -> dict[str, Any]:
+    """AutoAdapt's cost (``reproduce autoadapt``'s model: an MLP 784-64-10, batch 16):
+    seconds of one epoch of plain local SGD vs one epoch under the box-7 objective (the
+    constraints' forward and backward every step plus their evaluation after the step),
+    for cos over the whole model and cos + l2 per layer; best of ``reps``."""
+    from .attacks.autoadapt import Constraints, LoopConfig, make_net, train_loop
+    from .core.distances import metric_values
+    from .core.layout import ParamLayout
+    from .core.recipe import TrainRecipe
+    from .models.simple import MLP
+
+    torch.manual_seed(0)
+    model = MLP((1, 28, 28), 10)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    lay = ParamLayout.from_module(model)
+    g = lay.flatten(params)
+    x, y = torch.rand(samples, 1, 28, 28), torch.randint(0, 10, (samples,))
+    recipe = TrainRecipe(lr=0.02, momentum=0.9, weight_decay=0.005, batch_size=16, epochs=1)
+    out: dict[str, Any] = {"model": "mlp 784-64-10", "samples": samples, "batch": 16}
+    variants = {"unconstrained": None, "cos/whole": (["cos"], "whole"), "cos+l2/layers": (["cos", "l2"], "layers")}
+    best = {k: math.inf for k in variants}
+    for _ in range(reps):
+        for k, spec in variants.items():
+            cons = None
+            if spec is not None:
+                v, labels = metric_values(g, g, lay, spec[0], spec[1])
+                cons = Constraints(lay, g, spec[0], spec[1], False, v - 1.0, v - 0.5, labels)  # always violated
+            cfg = LoopConfig(mode="none") if spec is None else LoopConfig(mode="autoadapt", activate_epoch=1)
+            net = make_net(model, params, {})
+            t0 = time.perf_counter()
+            train_loop(net, x, y, np.arange(samples), None, recipe, np.random.default_rng(0), cfg, cons)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    out["epoch_seconds"] = best
+    out["constrained_over_unconstrained"] = {k: best[k] / best["unconstrained"] for k in variants if k != "unconstrained"}
+    return out
+
+
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with the measured value and a verdict."""
     rows = []
@@ -609,7 +646,8 @@ def to_markdown(res: dict[str, Any]) -> str:
         lines += ["", "f = n // 5 declared attackers; U ~ N(0, 1). References: NumPy median / sort, pairwise-loop "
                   "distances for Krum, Multi-Krum and Bulyan, per-client loops for RFA and CC, NumPy sign vote."]
     lines += _lockstep_markdown(res.get("lockstep")) + _flower_markdown(res.get("flower"))
-    for title, key in (("End-to-end", "end_to_end"), ("Memory", "memory")):
+    for title, key in (("End-to-end", "end_to_end"), ("Memory", "memory"),
+                       ("AutoAdapt: constrained vs unconstrained epoch", "constrained_epoch")):
         sec = res.get(key)
         if sec:
             lines += ["", f"## {title}", ""] + [f"- {k}: {_fmt(v)}" for k, v in sec.items()]
@@ -750,6 +788,10 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     elif not plan.end_to_end:
         res["notes"].append("quick run: resnet18, 10/100/1,000 clients, the memory round and the end-to-end run are "
                             "skipped (run without --quick)")
+    if want("constrained_epoch"):
+        if log:
+            log("constrained (AutoAdapt) epoch vs unconstrained ...")
+        res["constrained_epoch"] = bench_constrained(reps=2 if quick else 5)
     if only:
         res["notes"].append("sections run: " + ", ".join(only) + " (the others were not run; see the other result folders)")
     res["only"] = only
@@ -761,5 +803,5 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     return res
 
 
-__all__ = ["run_bench", "make_plan", "gemm_peak", "bench_training", "bench_aggregators", "bench_end_to_end",
+__all__ = ["run_bench", "make_plan", "gemm_peak", "bench_training", "bench_aggregators", "bench_end_to_end", "bench_constrained",
            "bench_memory", "sequential_reference", "batched_bound", "to_markdown", "targets"]

@@ -10,7 +10,9 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from .errors import ConfigError, DataNotFoundError
@@ -18,7 +20,7 @@ from .errors import ConfigError, DataNotFoundError
 # idle OpenMP threads sleep instead of spinning: small tensor ops stay fast on busy machines
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.")
 console = Console(stderr=True)
 out_console = Console()
@@ -68,7 +70,8 @@ def run(
         return
     status = "error"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=quiet) as bar:
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                  console=console, disable=quiet) as bar:
         task = bar.add_task(cfg.name, total=cfg.fl.rounds, info="")
 
         def progress(t: int, ev: dict) -> None:
@@ -101,28 +104,41 @@ def print_summary(summary: dict, out: Path) -> None:
     for k, v in summary.items():
         if v is None:
             continue
+        if isinstance(v, dict):  # attack / defense: name and the parameters that are set
+            v = " ".join([str(v.get("name"))] + [f"{a}={b}" for a, b in v.items() if a != "name" and b is not None])
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     out_console.print(table)
 
 
-@app.command("list")
-def list_() -> None:
-    """Every registered dataset, partition, model, attack, defense (and stage) with its parameters."""
+def _sections():
     from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
 
-    for reg in (DATASETS, PARTITIONS, MODELS, ATTACKS, DEFENSES, STAGES, PAPERS):
-        table = Table(title=f"{reg.kind}s", title_justify="left", show_lines=False)
-        table.add_column("name", style="bold")
-        table.add_column("parameters (default)")
-        table.add_column("description")
+    return {"datasets": DATASETS, "partitions": PARTITIONS, "models": MODELS, "attacks": ATTACKS,
+            "defenses": DEFENSES, "stages": STAGES, "reproductions": PAPERS}
+
+
+@app.command("list")
+def list_(section: Optional[str] = typer.Argument(
+        None, help="Only one section: datasets, partitions, models, attacks, defenses, stages, reproductions.")) -> None:
+    """Every registered dataset, partition, model, attack, defense (and stage) with its parameters."""
+    sections = _sections()
+    if section is not None:
+        key = section.lower().rstrip("s") + "s"
+        if key not in sections:
+            user_error(f"list: unknown section {section!r} (valid: {', '.join(sections)})")
+        sections = {key: sections[key]}
+    for title, reg in sections.items():
+        # one parameter per line, folded rather than cut when the terminal is narrow
+        # a list, not a table: lines wrap at spaces, so no default is ever cut at 80 columns
+        out_console.print(f"[bold underline]{title}[/]")
         prefix = {"synthetic": "data.synthetic"}
         for name in reg.names():
-            params = ", ".join(
-                f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
-                if not p.required and p.name not in ("root", "download", "verify")
-            )
-            table.add_row(name, params, reg.summary(name))
-        out_console.print(table)
+            params = [f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
+                      if not p.required and p.name not in ("root", "download", "verify")]
+            out_console.print(f"[bold]{name}[/]  {escape(reg.summary(name))}", highlight=False)
+            if params:
+                out_console.print(Padding(escape("  ".join(params)), (0, 0, 0, 4)), highlight=False)
+        out_console.print()
 
 
 @app.command()
@@ -131,17 +147,22 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="The CPU-sized version (minutes)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce-<name>)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key in every run (e.g. data.root=...)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
 ) -> None:
-    """Run a paper's experiments and write claims.md, claims.json and results.csv."""
+    """Run a paper's experiments and write claims.md, claims.json and results.csv.
+
+    Rerun the same command to continue a stopped reproduction (finished runs are kept)."""
     from .reproduce.framework import run_reproduction
 
     out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
     try:
-        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console)
+        report = run_reproduction(name, quick=quick, out=out, overrides=set_, console=console, workers=workers)
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
     out_console.print(report.markdown_table())
+    for line in report.failure_lines():  # one line per failed claim: what it measured against which rule
+        out_console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
     out_console.print(f"written to {out}")
 
 
@@ -161,6 +182,8 @@ def sweep(
     from .studies.spec import SweepSpec
 
     try:
+        if backend not in ("local", "ray"):
+            raise ConfigError("--backend", f"unknown backend {backend!r}", "local, ray")
         sweep_spec = SweepSpec.load(spec)
         jobs = sweep_spec.jobs()
     except (ConfigError, DataNotFoundError) as e:
@@ -176,7 +199,7 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
     from .studies.sweep import run_sweep
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, disable=quiet) as bar:
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, disable=quiet) as bar:
         task = bar.add_task(f"sweep ({len(jobs)} runs)", total=len(jobs))
 
         def on_result(res: dict) -> None:
@@ -227,6 +250,7 @@ def print_leaderboards(parts: dict) -> None:
     for s in parts["settings"]:
         lbt = s["leaderboard_text"]
         lbt = lbt.assign(**{"clean MA": [v.split("±")[0] for v in lbt["clean MA"]]})
+        lbt = lbt.drop(columns=["worst opt MA"], errors="ignore")  # 80 columns; worst MA counts +opt attacks
         if not (lbt["div"] > 0).any():
             lbt = lbt.drop(columns="div")
         table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
@@ -274,6 +298,20 @@ def bench(
         user_error(str(e))
         return
     out_console.print(f"written to {out}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out_console.print(f"fedarena {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Poisoning attacks and defenses in federated learning: simulate, measure, reproduce."""
 
 
 def main() -> None:

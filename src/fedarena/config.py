@@ -8,6 +8,7 @@ the problem and the valid values.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -364,10 +365,38 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     tree: dict[str, Any] = copy.deepcopy(base or {})
     if path is not None:
         tree = _merge(tree, load_yaml(path))
+    given = tree.get("name")
+    derived = given is None or given == auto_name(tree)
+    renamed, plugins = False, []
     for o in overrides or []:
         _drop_params_of_replaced_plugin(tree, o)
         apply_override(tree, o)
+        key, _, value = o.partition("=")
+        renamed |= key.strip() == "name"
+        if key.strip() in NAMING_KEYS:
+            plugins.append(re.sub(r"[^A-Za-z0-9._+=,@-]", "_", value.strip()))
+    if not renamed and (derived or plugins):
+        tree["name"] = (auto_name(tree) if derived else "-".join([str(given), *plugins]))[:MAX_NAME_LENGTH]
     return from_tree(tree)
+
+
+#: the keys that name a run: ``<dataset>-<attack>-<defense>``
+NAMING_KEYS = ("data.dataset", "attack.name", "defense.name")
+
+
+def auto_name(tree: dict[str, Any]) -> str:
+    """``<dataset>-<attack>-<defense>`` of a config tree (defaults where unset).
+
+    :func:`load_config` names a run this way when its name was not given, or was itself
+    this derived name (the built-in demo's ``digits-backdoor-fedavg``), so
+    ``--set defense.name=median`` on the demo names it ``digits-backdoor-median``. A name
+    the user chose is kept; ``--set`` of a naming key then appends the new value
+    (``my-study`` -> ``my-study-median``). ``--set name=...`` always wins."""
+    def get(section: str, key: str, default: str) -> str:
+        node = tree.get(section)
+        return str(node.get(key, default)) if isinstance(node, dict) else default
+
+    return "-".join((get("data", "dataset", "digits"), get("attack", "name", "none"), get("defense", "name", "fedavg")))
 
 
 #: keys of the attack / defense sections that do not belong to the chosen attack or defense
@@ -395,7 +424,11 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML (every default filled in, see :mod:`fedarena.resolve`):
+    what ``config.yaml`` holds; loading it gives the same run."""
+    from .resolve import resolved_config
+
+    return yaml.safe_dump(resolved_config(cfg), sort_keys=False)
 
 
 #: the built-in default run: digits, 20 clients, 30 rounds, 4 backdoor attackers, FedAvg

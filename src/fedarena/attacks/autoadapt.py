@@ -224,6 +224,20 @@ def make_net(model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: d
     return net
 
 
+def make_optimizer(net: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """The benign clients' optimizer (``fl.optimizer``: SGD with momentum and weight decay,
+    Adam or AdamW), used for the benign reference models and the unconstrained phase; the
+    constrained phase always runs plain SGD (momentum and decay off, Sect. IV)."""
+    kind = getattr(recipe, "optimizer", "sgd")
+    if kind == "adam":
+        return torch.optim.Adam(net.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
+                                weight_decay=recipe.weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
+                                 weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
 def train_loop(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: np.ndarray,
                prepare: Optional[Callable], recipe: TrainRecipe, rng: np.random.Generator,
                cfg: LoopConfig, cons: Optional[Constraints] = None) -> LoopResult:
@@ -231,7 +245,7 @@ def train_loop(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: np
     epochs of SGD (plus up to ``cfg.max_extra_epochs``), with the objective of
     ``cfg.mode``; return the submitted flat parameters and the client's log."""
     start = time.perf_counter()
-    opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    opt = make_optimizer(net, recipe)
     n, bs = len(index), recipe.batch_size
     constrained = cfg.mode == "eq2"
     tracking = cons is not None and (cfg.mode == "autoadapt" or cfg.track)
@@ -414,6 +428,9 @@ class _RangeAdaptiveBackdoor(Backdoor):
         raise NotImplementedError
 
     def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
+        if ctx.recipe.steps is not None:
+            raise ConfigError("fl.local_steps", f"attack {self.registered_name!r} trains in epochs (its activation "
+                              "epoch and epoch budget)", "unset fl.local_steps; use fl.local_epochs")
         g = ctx.layout.flatten(ctx.global_params).detach()
         m = len(ctx.client_ids)
         seeds = torch.randint(0, 2**31 - 1, (m,), generator=ctx.generator).tolist()
@@ -444,13 +461,33 @@ class _RangeAdaptiveBackdoor(Backdoor):
                 idx = torch.as_tensor(ctx.poisoned_index[i][pick], device=ctx.x.device)
                 res.log["train_backdoor_acc"] = hit_rate(net, res.flat, ctx.x[idx], ctx.y[idx], ctx.prepare, self.target)
             self._logs[int(cid)] = res.log
+        self._offtarget(torch.stack(rows) / self.gamma_scale() + g, torch.stack(refs), g, ctx.layout)
         return torch.stack(rows)
+
+    def _offtarget(self, models: torch.Tensor, refs: torch.Tensor, g: torch.Tensor, layout: ParamLayout) -> None:
+        """Side effects on the metrics the attack does not constrain (claim C14): for every
+        (metric, scope) of ``cos``/``l2`` x ``whole``/``last``/``layers`` other than its own, how
+        many values of the submitted model lie outside the attackers' benign min/max."""
+        for metric in METRICS:
+            for scope in SCOPES:
+                if metric in self.metrics and scope == self.scope:
+                    continue
+                rv, _ = update_metric_values(refs - g, g, layout, [metric], scope, self.flat)
+                mv, _ = update_metric_values(models - g, g, layout, [metric], scope, self.flat)
+                lo, hi = rv.min(0).values, rv.max(0).values
+                out = (mv < lo) | (mv > hi)
+                for i, cid in enumerate(self._logs):
+                    self._logs[cid]["offtarget_outside"] = self._logs[cid].get("offtarget_outside", 0) + int(out[i].sum())
+                    self._logs[cid]["offtarget_total"] = self._logs[cid].get("offtarget_total", 0) + out.shape[1]
 
     def constraints(self, ctx, g, lo, hi, own, labels) -> Constraints:
         return Constraints(ctx.layout, g, self.metrics, self.scope, self.flat, lo, hi, labels)
 
     def finish(self, update: torch.Tensor) -> torch.Tensor:
         return update
+
+    def gamma_scale(self) -> float:
+        return 1.0
 
 
 @ATTACKS.register("autoadapt")
@@ -558,3 +595,6 @@ class TrainAndScale(_RangeAdaptiveBackdoor):
 
     def finish(self, update: torch.Tensor) -> torch.Tensor:
         return update * self.gamma
+
+    def gamma_scale(self) -> float:
+        return self.gamma

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..attacks.base import Attack, DataInfo, RoundView
+from ..attacks.base import Attack, DataInfo, RoundView, ServerView
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
@@ -63,7 +63,7 @@ def record_layout(record: ArrayRecord) -> ParamLayout:
     Integer arrays (e.g. BatchNorm's ``num_batches_tracked``) are not in ``U``; the
     aggregate keeps the global value for them."""
     return ParamLayout.from_params({k: torch.empty(tuple(a.shape)) for k, a in record.items()
-                                    if np.issubdtype(np.dtype(a.numpy().dtype), np.floating)})
+                                    if np.issubdtype(np.dtype(a.dtype), np.floating)})
 
 
 def record_to_flat(record: ArrayRecord, layout: ParamLayout) -> torch.Tensor:
@@ -191,9 +191,9 @@ def replies_to_updates(replies: Iterable[Message], template: ArrayRecord, layout
     entries, rows, weights = [], [], []
     for msg in replies:
         metrics = {} if msg.has_error() else _metrics_of(msg)
-        pid = _real(metrics.get(PARTITION_KEY))
-        entry = ReplyEntry(int(msg.metadata.src_node_id), int(pid) if pid is not None and pid == int(pid) else None,
-                           metrics=metrics)
+        pid = _real(metrics.get(PARTITION_KEY))  # client-reported: only a small non-negative integer is kept
+        ok = pid is not None and pid == int(pid) and 0 <= pid < 2**31
+        entry = ReplyEntry(int(msg.metadata.src_node_id), int(pid) if ok else None, metrics=metrics)
         entries.append(entry)
         try:
             flat = check_reply(msg, template, layout)
@@ -207,7 +207,7 @@ def replies_to_updates(replies: Iterable[Message], template: ArrayRecord, layout
         entry.row = len(rows)
         rows.append(flat - global_flat)
         weights.append(w if w is not None and w > 0 else 1.0)
-    # deterministic row order: reported partition id (when every valid reply has one), then node id
+    # deterministic row order: replies with a reported partition id first, by that id; then by node id
     order = sorted(range(len(entries)), key=lambda i: (entries[i].partition_id is None,
                                                        entries[i].partition_id or 0, entries[i].node_id))
     entries = [entries[i] for i in order]
@@ -235,7 +235,8 @@ def defense_spec(defense: Mapping[str, Any] | str) -> dict[str, Any]:
     return d
 
 
-def _spec(section: str, spec: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+def split_spec(section: str, spec: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+    """``"alie"`` or ``{"name": "alie", "z": 1.0}`` -> (name, parameters)."""
     d = {"name": spec} if isinstance(spec, str) else dict(spec)
     if "name" not in d:
         raise ConfigError(f"{section}.name", "is required", f"see `fedarena list {section}s`")
@@ -434,7 +435,7 @@ class ColludingServerSimulation(FedarenaStrategy):
                  malicious_partitions: Sequence[int], start_round: int = 0, end_round: Optional[int] = None,
                  data_info: Optional[DataInfo] = None, **kwargs: Any):
         super().__init__(defense, **kwargs)
-        name, params = _spec("attack", attack)
+        name, params = split_spec("attack", attack)
         self.attack: Attack = ATTACKS.build(name, params)
         if type(self.attack).craft is Attack.craft:
             crafting = [n for n in ATTACKS.names() if ATTACKS.get(n).craft is not Attack.craft]
@@ -454,12 +455,19 @@ class ColludingServerSimulation(FedarenaStrategy):
         mal = torch.tensor([e.partition_id in self.malicious_partitions for e in valid], dtype=torch.bool)
         if not bool(mal.any()):
             return U
+        omniscient = self.attack.threat.knowledge == "benign"
         view = RoundView(
             round=t, layout=ctx.layout, global_params=ctx.global_params, prev_update=ctx.prev_update,
             malicious_ids=torch.tensor([e.partition_id for e in valid if e.partition_id in self.malicious_partitions]),
             num_clients=U.shape[0], own_updates=U[mal].clone(),
-            benign_updates=U[~mal].clone() if self.attack.threat.knowledge == "benign" else None,
+            benign_updates=U[~mal].clone() if omniscient else None,
             lr=self.server_lr, algorithm="fedavg", generator=self.streams.torch("attack", 3, t),
+            benign_ids=(torch.tensor([-1 if e.partition_id is None else e.partition_id
+                                      for e in valid if e.partition_id not in self.malicious_partitions])
+                        if omniscient else None),
+            # the attacker holds no data at the server: no loss oracle (loss=None)
+            server=(ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.nonzero(mal).flatten(),
+                               step=lambda u: self.server_lr * u) if self.attack.threat.aggregator_aware else None),
         )
         crafted = self.attack.craft(view)
         if crafted is None:

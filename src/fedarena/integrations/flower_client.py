@@ -3,8 +3,9 @@
 * :class:`ClientAttack` makes chosen partitions of *your* ClientApp malicious with any
   fedarena attack that needs only the client's own data and update: data poisoning
   (label flip, backdoors, DBA, edge-case: :meth:`ClientAttack.poison` on your local
-  tensors), attacker-run training (negated-loss backdoor, adaptive recipes:
-  :meth:`ClientAttack.recipe` gives the TrainRecipe to train with), and own-update
+  tensors), attacker-run training (negated-loss backdoor: :meth:`ClientAttack.recipe`
+  gives the TrainRecipe to train with; AutoAdapt, train-and-scale:
+  :meth:`ClientAttack.local_train` runs the attack's own loop), and own-update
   crafting (boosting / model replacement, Gaussian noise, bit flips, NaN: the object is
   a Flower mod, ``ClientApp(mods=[client_attack])``, that rewrites the malicious train
   replies). Omniscient attacks (ALIE, IPM, MinMax, ROP) need other clients' updates and
@@ -23,16 +24,17 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..attacks.base import Attack, DataInfo, RoundView
+from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, runs_local_training
 from ..config import ExperimentConfig, defense_dict
+from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from ..run.simulation import Simulation
 from ._flwr import ArrayRecord, ClientApp, Context, Message, MessageType, MetricRecord, RecordDict
-from .flower import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, _spec, flat_to_record, record_layout,
-                     record_to_flat)
+from .flower import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, flat_to_record, record_layout,
+                     record_to_flat, split_spec)
 
 
 def _server_round(msg: Message) -> int:
@@ -72,7 +74,7 @@ class ClientAttack:
 
     def __init__(self, attack: Mapping[str, Any] | str, malicious_partitions: Sequence[int], *, data_info: DataInfo,
                  seed: int = 0, start_round: int = 0, end_round: Optional[int] = None):
-        name, params = _spec("attack", attack)
+        name, params = split_spec("attack", attack)
         self.name = name
         self.attack: Attack = ATTACKS.build(name, params)
         if self.attack.threat.knowledge != "own":
@@ -106,6 +108,30 @@ class ClientAttack:
         if not self.active(partition_id, server_round):
             return base
         return self.attack.recipe(base, int(partition_id)) or base
+
+    def local_train(self, partition_id: int, model: torch.nn.Module, global_params: Mapping[str, torch.Tensor],
+                    x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe, server_round: int = 1,
+                    prepare=None) -> Optional[torch.Tensor]:
+        """Attacker-run local training (attacks that own their clients' loop, e.g. AutoAdapt):
+        the partition's update ``(d,)`` in the order of ``model.named_parameters()``, or
+        None when the attack has no own loop or the partition does not attack this round
+        (then train as usual). ``x, y``: the partition's clean data; ``recipe``: the benign
+        local training (lr, batch size, epochs); ``prepare``: input normalisation, if any.
+        Colluding attacks see only this one client."""
+        if not self.active(partition_id, server_round) or not runs_local_training(self.attack):
+            return None
+        pid, t = int(partition_id), server_round - 1
+        px, py = self.poison(pid, x, y, server_round)
+        n = len(y)
+        params = {k: v.detach().clone() for k, v in global_params.items()}
+        ctx = LocalTrainContext(
+            round=t, model=model, global_params=params, buffers={k: b.detach().clone() for k, b in model.named_buffers()},
+            layout=ParamLayout.from_params(params, getattr(model, "layer_groups", None)), client_ids=[pid], clean_index=[np.arange(n)],
+            poisoned_index=[np.arange(n, n + len(py))], x=torch.cat([x, px.to(x.dtype)]), y=torch.cat([y, py.to(y.dtype)]),
+            prepare=prepare, recipe=recipe, rngs=[self.streams.numpy("training", t, pid)],
+            generator=self.streams.torch("attack", 4, t, pid),
+        )
+        return self.attack.local_train(ctx)[0]
 
     def craft(self, partition_id: int, server_round: int, sent: ArrayRecord, reply: ArrayRecord) -> ArrayRecord:
         """Apply the attack's own-update ``craft()`` (e.g. boosting) to a full-weights reply."""

@@ -110,10 +110,11 @@ def toy_eq2(alpha: float, lr: float = 0.01, steps: int = 20000, kind: str = "hin
 
 
 def toy_multiscale(method: str, alpha: float = 0.5, lr: float = 0.01, steps: int = 20000,
-                   scales: tuple[float, float] = (10.0, 0.01)) -> dict[str, float]:
+                   scales: tuple[float, float] = (10.0, 0.01), reset: str = "always") -> dict[str, float]:
     """C6: ``min |x - (3, 3)|^2`` s.t. ``s1 (x1 - 1) <= 0`` and ``s2 (x2 - 1) <= 0`` with scales
     1e3 apart, starting at the unconstrained optimum (3, 3). ``method="autoadapt"``: box 7 with alpha_al = 10 and the memory;
-    ``"eq2"``: Eq. 2 with the summed squared hinge. Returns the submitted point's constraint values."""
+    ``"eq2"``: Eq. 2 with the summed squared hinge. ``reset``: the multiplier rule
+    (``never``: plain AL, box 6). Returns the submitted point's constraint values."""
     s = torch.tensor(scales, dtype=torch.float64)
     x = torch.full((2,), 3.0, dtype=torch.float64, requires_grad=True)  # the unconstrained optimum
     mu = torch.zeros(2, dtype=torch.float64)
@@ -127,7 +128,7 @@ def toy_multiscale(method: str, alpha: float = 0.5, lr: float = 0.01, steps: int
             x -= lr * gx
             hn = s * (x - 1)
         if method == "autoadapt":
-            mu = update_mu(mu, hn, 10.0, "always")
+            mu = update_mu(mu, hn, 10.0, reset)
             mem.offer(x.detach(), int((hn > 0).sum()), float(penalty_sum(hn)), k)
     final = mem.best if method == "autoadapt" else x.detach()
     h = s * (final - 1)

@@ -21,8 +21,10 @@ The paper's setting (Sec. VI), scaled to a CPU:
   (431,080 parameters) and 7,500 rounds (100 epochs); ``--set model.name=cnn`` swaps in
   the LeNet. ``--quick``: sklearn digits (IID), MLP 64-64-10, compared with the FMNIST block.
 
-Cost on one busy CPU core (OMP_NUM_THREADS=1): full version 144 runs, about 33 min;
-``--quick`` 72 runs, about 3.5 min.
+Cost on one busy CPU core (OMP_NUM_THREADS=1): full version 144 runs, about 33 min.
+``--quick`` with Fashion-MNIST found (``data.root``, ``$FEDARENA_DATA``, ``../shared/data``):
+the headline, Table IV's 4 momentum cells on CC x 6 attacks on Fashion-MNIST at the full
+settings (24 runs, about 6 min); without it (and the tests' smoke version): digits, 72 runs.
 
 Claims: Table IV's ordering (with client momentum, ROP is the lowest-accuracy attack
 on CC), Table II (cosine of ALIE's perturbation across consecutive rounds grows with
@@ -38,6 +40,7 @@ import math
 from typing import Any, Optional
 
 from ..registry import PAPERS
+from .quick import DIGITS, HEADLINE, data_section, scale
 from .framework import Claim, Paper, Results, deep_update
 
 BETAS = (0.0, 0.9, 0.99)
@@ -79,6 +82,10 @@ TABLE_III = {  # (tau, beta) -> (benign, ROP) mean cosine to CC's reference, IID
     (1.0, 0.0): (-0.03, 0.48), (1.0, 0.9): (0.07, 0.44), (1.0, 0.99): (0.04, 0.27),
 }
 MOMENTUM_CC_CELLS = [(a, b) for a in ("cc0.1", "cc1") for b in (0.9, 0.99)]
+#: ``--quick`` with Fashion-MNIST: Table IV's headline (ROP is the lowest-accuracy attack on CC
+#: with client momentum), its 4 cells x 6 attacks at the full settings
+HEADLINE_CELLS = {(a, f"b{b:g}") for a, b in MOMENTUM_CC_CELLS}
+HEADLINE_CLAIMS = ("T4-fmnist", "T4-speed-fmnist", "T4-drop-fmnist")
 
 
 def datasets(quick: bool) -> dict[str, dict[str, Any]]:
@@ -186,6 +193,14 @@ class FallOfCC(Paper):
         return ROUNDS_QUICK if quick else ROUNDS_FULL
 
     def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+        sc = scale(quick, self.data_root)
+        runs = self._runs(sc == DIGITS)
+        if sc == HEADLINE:  # Table IV's headline cells on Fashion-MNIST, full settings
+            runs = {k: deep_update(v, {"data": data_section(self.data_root)}) for k, v in runs.items()
+                    if k.startswith("fmnist/") and tuple(k.split("/")[1:3]) in HEADLINE_CELLS}
+        return runs
+
+    def _runs(self, quick: bool) -> dict[str, dict[str, Any]]:
         R = self.rounds(quick)
         base = {
             "name": "fall-of-cc",
@@ -211,6 +226,11 @@ class FallOfCC(Paper):
 
     # ------------------------------------------------------------------ claims
     def claims(self, quick: bool) -> list[Claim]:
+        sc = scale(quick, self.data_root)
+        claims = self._claims(sc == DIGITS)
+        return [c for c in claims if c.id in HEADLINE_CLAIMS] if sc == HEADLINE else claims
+
+    def _claims(self, quick: bool) -> list[Claim]:
         claims: list[Claim] = []
         dss = list(datasets(quick))
         for ds in dss:
@@ -278,7 +298,8 @@ class FallOfCC(Paper):
     # ------------------------------------------------------------------ tables
     def extras(self, quick: bool, results: Results) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for ds in datasets(quick):
+        sc = scale(quick, self.data_root)
+        for ds in datasets(sc == DIGITS) if sc != HEADLINE else ("fmnist",):
             block = PAPER_BLOCK[ds]
             out[f"Table IV, {ds}: final test accuracy %, ours (paper {block})"] = table_iv(results, ds, block, final_acc)
             out[f"Table IV, {ds}: mean accuracy over the evaluations % (convergence speed), ours"] = table_iv(

@@ -47,6 +47,7 @@ class Claim:
     measure: Callable[["Results"], Any]
     check: Optional[Callable[[Any], bool]] = None
     rule: str = ""
+    why: str = ""  # known reason, printed when the claim fails
 
 
 @dataclass
@@ -73,6 +74,7 @@ class ClaimResult:
     ours: Any
     verdict: str  # pass | fail | info | error
     rule: str
+    reason: str = ""  # one line: why it failed (empty unless fail / error)
 
 
 @dataclass
@@ -87,6 +89,10 @@ class Report:
         for c in self.claims:
             lines.append(f"| {c.id} | {c.description} | {fmt(c.paper)} | {fmt(c.ours)} | {c.rule} | **{c.verdict}** |")
         return "\n".join(lines)
+
+    def failure_lines(self) -> list[str]:
+        """One line per failed (or uncomputable) claim: its id and why."""
+        return [f"{c.id} {c.verdict}: {c.reason}" for c in self.claims if c.verdict in ("fail", "error")]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -108,6 +114,8 @@ class Paper:
 
     #: extra notes printed under the claims table (scale, what differs from the paper)
     notes: str = ""
+    #: ``--set data.root=...`` of the reproduction, if given (where ``--quick`` looks for Fashion-MNIST)
+    data_root: Optional[str] = None
 
     def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
         """Run id -> config tree (nested dict, the same keys as a YAML config)."""
@@ -167,6 +175,8 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
     skipped, unfinished ones resume from their checkpoints). ``write_runs=False``
     removes the run folders once the claims are computed."""
     paper: Paper = PAPERS.get(name)()
+    paper.data_root = next((o.split("=", 1)[1].strip() for o in overrides or [] if o.split("=", 1)[0].strip() == "data.root"),
+                           None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -174,10 +184,10 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
     jobs = [Job(rid, cfg.model_dump(mode="json")) for rid, cfg in configs.items()]
     progress = None
     if console is not None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), console=console)
+                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
         progress.start()
         task = progress.add_task(f"reproduce {name}", total=len(configs))
     try:
@@ -201,7 +211,12 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
             verdict = "info" if c.check is None else ("pass" if c.check(ours) else "fail")
         except Exception as e:  # a claim that cannot be computed is reported, not hidden
             ours, verdict = f"error: {e}", "error"
-        claim_results.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule))
+        reason = ""
+        if verdict == "fail":
+            reason = f"ours {fmt(ours)} does not meet '{c.rule}' (paper: {fmt(c.paper)})" + (f"; {c.why}" if c.why else "")
+        elif verdict == "error":
+            reason = str(ours)
+        claim_results.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule, reason))
     figures = [out / Path(p).name for p in paper.figures(quick, results, out)]
     report = Report(name, quick, claim_results, round(time.perf_counter() - start, 1))
     write_report(report, results, paper, out, figures)
@@ -215,6 +230,8 @@ def write_report(report: Report, results: Results, paper: Paper, out: Path, figu
     title = PAPERS.summary(report.name)
     md = [f"# Reproduction: {report.name}{' (quick)' if report.quick else ''}", "", title, "",
           f"Wall time: {report.wall_time_s} s. Verdicts: {report.counts()}", "", report.markdown_table(), ""]
+    if report.failure_lines():
+        md += ["## Why claims failed", ""] + [f"- {line}" for line in report.failure_lines()] + [""]
     if paper.notes:
         md += ["## Notes", "", paper.notes.strip(), ""]
     for key, table in results.extras.items():

@@ -29,6 +29,46 @@ Setting (full), scaled to a 2-core CPU:
 * Seeds: 2 per core configuration in the full run (``/s0``, ``/s1``), 1 in ``--quick``;
   cohorts are identical across client and server defenses (paired).
 
+Findings of the committed full run (``reproductions/leadfl/``; percentages, means of 2 seeds):
+
+* Spikes get through every server rule (L1): BA in malicious-majority rounds is 98-99 %
+  under Multi-Krum for every client defense; under the standard Bulyan (``f = 1``) None
+  reaches 84 % and LeadFL 95 %, so L1's "within 10 points" fails: Bulyan filters more
+  of a spike when benign updates are tight, and LeadFL spreads them.
+* LeadFL lowers the average BA under Multi-Krum, 72.9 -> 62.6 (both seeds: 73.9 -> 62.7,
+  71.9 -> 62.6), at no main-task cost (83.2 vs 83.3), but hardly under Bulyan, 58.2 -> 56.6
+  (L3 fails there). alpha matters (L6 passes: 60.3 / 56.6 / 54.2 / 46.7 for 0.2 / 0.4 /
+  0.6 / 1.0): at alpha 0.4 the effect is small at this scale.
+* Recovery to BA < 30 % (L4) is not faster: after the first cycle the backdoor
+  accumulates (66 % BA in benign rounds without client defense) and rarely falls below
+  30 % within a cycle for any defense, so most recoveries are censored at 9 rounds
+  (None 7.4, LeadFL 7.2). LeadFL's effect shows as a lower BA level in benign rounds
+  (66.3 -> 53.5), not as a crossing of 30 %.
+* LDP and FL-WBC with Laplace scale 0.2 lower BA more than LeadFL under the periodic
+  schedule (58.7, 57.9 vs 62.6; L8 fails) but cost 3 points of accuracy (80.2 vs 83.3;
+  L9 passes). The scale the paper used for them is unknown (spec A11).
+* Random selection (Table I's setting) reverses the ordering (L11, L15; contested, not
+  gated): with Multi-Krum and no client defense minority attackers are filtered and the
+  one malicious-majority round is forgotten (BA avg 8.9, final 13.0); with LDP, FL-WBC or
+  LeadFL (double task step) benign updates are more spread than the attackers' (who never
+  apply a client defense), Multi-Krum's nearest-neighbour score then prefers the attackers
+  even in minority rounds and the backdoor stays (BA avg 89.4 / 89.3 / 56.1, final 96 /
+  96 / 92). LeadFL without the double task step behaves like None (5.6). The spec's
+  prototype found the same direction (REF 77.1 vs None 49.0). Under FedAvg LeadFL helps a
+  little (76.3 -> 68.2, one seed). These runs use no forced rounds (``fl.forced_rounds``).
+* The double task step (L10) carries part of the effect: BA avg 62.6 with, 69.0 without.
+* The report's Algorithm 3 (L12) collapses accuracy on this BatchNorm-free MLP (33.8 %):
+  it shifts every weight by ``-lr alpha q`` per step (spec Sec. 2.4). A1N hardly changes
+  BA (71.0) and costs 4 points of accuracy.
+* The parameter-space attack effect (L13) decays at the same rate with and without LeadFL
+  (r_13 0.85 and 0.85 under Multi-Krum, 0.83 and 0.83 under FedAvg): LeadFL's lower BA is
+  not a faster decay of ``||W - W^M||``.
+* SparseFed (one seed): LeadFL lowers BA avg 50.8 -> 33.5.
+* Table I's absolute numbers are not reproduced; what differs: an MLP instead of the CNN
+  with BatchNorm, 40 rounds instead of 80, about 10 local steps instead of 10 epochs,
+  lr 0.05, a data-poisoning attacker instead of the MGDA blend, the standard Bulyan, no
+  forced rounds, 2 seeds.
+
 Claims: the spec's unit claims U1-U10 (exact computations, gated), its statistical claims
 L1-L15 (gated where the spec gives a pass rule; L7, L10-L12, L14, L15 and the random-selection
 comparisons are reported only: contested or uncalibrated), and Table I's numbers under
@@ -214,7 +254,7 @@ _DOC = __doc__ or ""
 class LeadFL(Paper):
     """LeadFL: Client Self-Defense against Model Poisoning in Federated Learning (Zhu, Roos, Chen; ICML 2023)."""
 
-    notes = "Setting (full)" + _DOC.split("Setting (full)", 1)[1].split("Claims:", 1)[0]
+    notes = "Setting (full)" + _DOC.split("Setting (full)", 1)[1].split("\nClaims:", 1)[0]
 
     def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
         seeds = _scale(quick)["seeds"]

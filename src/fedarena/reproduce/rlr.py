@@ -26,7 +26,9 @@ The paper's i.i.d. setting (Table 3), scaled to one CPU core:
   regular-trigger runs of Table 2 are then Table 6's 20 % runs, which are reused).
   Fig. 6: RLR switched on at round 40 of 200, the paper's horizon (the paper: when
   validation accuracy passed 93 %, round 41 of 200).
-* ``--quick``: scikit-learn digits (8x8), MLP 64-64-10 (4,810 parameters), digit 1 -> 7
+* ``--quick`` with Fashion-MNIST found (``data.root``, ``$FEDARENA_DATA``, ``../shared/data``):
+  Table 1's headline runs (no attack, FedAvg, FedAvg + RLR) at the settings above.
+* ``--quick`` without it (and the test suite's smoke version): scikit-learn digits (8x8), MLP 64-64-10 (4,810 parameters), digit 1 -> 7
   with the 3x3 plus (the 5x5 plus for the DBA runs), batch 32, 2 local epochs, 60 rounds:
   the RLR spec's mini-benchmark (its calibration over 5 seeds at 100 rounds: FedAvg 77 %
   backdoor, RLR 0 %); Fig. 6 over 200 rounds; Table 6 only in the full version.
@@ -48,6 +50,7 @@ from typing import Any, Optional
 
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
+from .quick import DIGITS, HEADLINE, data_section, scale
 
 # ------------------------------------------------------------------ settings
 FULL: dict[str, Any] = {
@@ -83,6 +86,9 @@ TABLE7 = (0.7, 90.8, 98.4)  # negated loss vs FedAvg + RLR, server clip M = 4, i
 TABLE2 = {"regular/fedavg": (88.6, 79.4, 87.5), "regular/rlr": (9.0, 77.5, 87.8),
           "dba/fedavg": (61.7, 76.6, 78.2), "dba/rlr": (8.5, 71.8, 83.3)}
 FIG6 = {"bd_at_activation": 100, "final_bd": 0, "final_val": 92.8, "final_base": 98.5}
+#: ``--quick`` with Fashion-MNIST: Table 1's headline (FedAvg is backdoored, RLR removes it at a small cost)
+HEADLINE_RUNS = ("t1/noattack", "t1/fedavg", "t1/rlr")
+HEADLINE_CLAIMS = ("T1.fedavg", "T1.rlr", "T1.rlr-val", "T1.rlr-base", "T1.noattack", "T1.attack-cost")
 
 
 def _pct(v: Optional[float]) -> Optional[float]:
@@ -132,6 +138,13 @@ class RobustLearningRatePaper(Paper):
 
     # ------------------------------------------------------------- runs
     def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+        sc = scale(quick, self.data_root)
+        runs = self._runs(sc == DIGITS)
+        if sc == HEADLINE:  # Table 1's headline on Fashion-MNIST at the full settings
+            runs = {k: deep_update(runs[k], {"data": data_section(self.data_root)}) for k in HEADLINE_RUNS}
+        return runs
+
+    def _runs(self, quick: bool) -> dict[str, dict[str, Any]]:
         m = _Mode(quick)
         s = m.s
         b = m.base()
@@ -175,6 +188,11 @@ class RobustLearningRatePaper(Paper):
 
     # ------------------------------------------------------------- claims
     def claims(self, quick: bool) -> list[Claim]:
+        sc = scale(quick, self.data_root)
+        claims = self._claims(sc == DIGITS)
+        return [c for c in claims if c.id in HEADLINE_CLAIMS] if sc == HEADLINE else claims
+
+    def _claims(self, quick: bool) -> list[Claim]:
         s = (QUICK if quick else FULL)
 
         reg = "t6/20" if _regular_is_t6(s) else "t2/regular"
@@ -262,7 +280,7 @@ class RobustLearningRatePaper(Paper):
 
     # ------------------------------------------------------------- extras
     def extras(self, quick: bool, results: Results) -> dict[str, Any]:
-        m = _Mode(quick)
+        m = _Mode(scale(quick, self.data_root) == DIGITS)
         paper_of = {**{f"t1/{k}": v for k, v in TABLE1.items()}, "t7/negated-rlr": TABLE7,
                     **{f"t6/{p}/fedavg": v[0] for p, v in TABLE6.items()}, **{f"t6/{p}/rlr": v[1] for p, v in TABLE6.items()},
                     **{f"t2/{k}": v for k, v in TABLE2.items()},

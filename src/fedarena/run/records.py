@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from ..config import dump_config
 from ..errors import ConfigError
+from ..run.plots import plot_curves
 from ..run.simulation import RunResult
 
 
@@ -199,27 +200,5 @@ def write_run(result: RunResult, out: str | Path, plot: bool = True) -> Path:
     write_jsonl(out / "rounds.jsonl", result.rounds)
     write_json_atomic(out / "summary.json", result.summary)
     if plot:
-        plot_curves(result.metrics, out / "curves.png", title=result.config.name)
+        plot_curves(result.metrics, out / "curves.png", title=result.config.name, summary=result.summary)
     return out
-
-
-def plot_curves(metrics: list[dict], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    rounds = [m["round"] + 1 for m in metrics]
-    for key, label in (("main_acc", "main accuracy"), ("backdoor_acc", "backdoor accuracy"), ("base_acc", "source-class accuracy")):
-        vals = [m.get(key) for m in metrics]
-        if any(v is not None for v in vals):
-            ax.plot(rounds, [float("nan") if v is None else v for v in vals], label=label)
-    ax.set_xlabel("round")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

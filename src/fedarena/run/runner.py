@@ -96,7 +96,7 @@ class RunFolder:
             result.summary["resumed_from"] = self.start_round
         write_json_atomic(out / "summary.json", result.summary)
         if self.plot:
-            plot_curves(result.metrics, out / "curves.png", title=cfg.name)
+            plot_curves(result.metrics, out / "curves.png", title=cfg.name, summary=result.summary)
         if status in FINISHED:
             (out / CHECKPOINT).unlink(missing_ok=True)
         return result

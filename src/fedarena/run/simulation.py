@@ -618,9 +618,12 @@ def _finite_or_none(v: float) -> Optional[float]:
 def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Optional[str], completed: int) -> dict[str, Any]:
     last = metrics[-1] if metrics else {}
     bd = [m["backdoor_acc"] for m in metrics if m.get("backdoor_acc") is not None]
+    from ..resolve import describe
+
     return {
         "name": cfg.name,
         "seed": cfg.seed,
+        **describe(cfg),
         "rounds": cfg.fl.rounds,
         "rounds_completed": completed,
         "final_main_acc": last.get("main_acc"),

@@ -1,9 +1,11 @@
 """``fedarena arena``: a small attack x defense matrix on the bundled digits.
 
-Four attacks (none, a square-trigger backdoor, label flipping, and the Byzantine inner
-product manipulation IPM with epsilon = 10, Xie et al. 2020) against six defenses, two
-seeds: 48 runs of 20 rounds with 20 clients, 4 of them malicious. Minutes on a 2-core laptop; the result is a leaderboard
-and a report (see :mod:`fedarena.studies.report`).
+Five attacks (none, a square-trigger backdoor, label flipping, the Byzantine inner
+product manipulation IPM with epsilon = 10, Xie et al. 2020, and ALIE with its z searched
+against each defense every round by ``attack.optimize``, label ``alie+opt``) against six
+defenses, two seeds: 60 runs of 20 rounds with 20 clients, 4 of them malicious. Minutes
+on a 2-core laptop; the result is a leaderboard and a report (see
+:mod:`fedarena.studies.report`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ARENA: dict[str, Any] = {
             {"name": "backdoor", "num_malicious": 4, "target": 0, "poison_frac": 0.5},
             {"name": "label-flip", "num_malicious": 4},
             {"name": "ipm", "num_malicious": 4, "epsilon": 10.0},
+            {"name": "alie", "num_malicious": 4, "optimize": {"evals": 10}},
         ],
         "defense": [
             {"name": "fedavg"},

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -27,11 +28,16 @@ from ..config import dump_config, from_tree
 from ..errors import ConfigError
 
 
+_STOPPING = False  # set in a worker process by Ctrl-C: it starts no further run
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """``job``: ``{"run_id", "config" (tree), "out", "plot"}`` -> ``{"run", "summary"}``."""
     from ..run.records import open_run_dir
     from ..run.runner import execute
 
+    if _STOPPING:
+        raise KeyboardInterrupt
     out = Path(job["out"])
     try:
         cfg = from_tree(job["config"])
@@ -103,6 +109,15 @@ def _init_worker(threads: int) -> None:
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C in a worker: interrupt the current run (it writes what it has) and start
+    no queued one, so the pool drains at once."""
+    global _STOPPING
+    _STOPPING = True
+    raise KeyboardInterrupt
 
 
 def threads_per_worker(workers: int) -> int:

@@ -9,7 +9,10 @@ embedded as base64), ``leaderboard.csv``, ``cells.csv``, ``detection.csv`` and t
   accuracy (MA) under attack and backdoor accuracy (BA, the attack success rate of
   backdoor attacks) as mean +- 95 % confidence interval over seeds (Student t, scipy;
   per seed the mean over attacks), and the worst case over attacks (lowest MA, highest
-  BA, with the attack's name). Ranked by worst-case MA.
+  BA, with the attack's name). Ranked by worst-case MA. Attacks whose strength
+  ``attack.optimize`` searched are labelled ``<name>+opt`` and count in the worst case;
+  when a sweep has them, ``worst_opt_ma`` is the worst MA over those alone (the strongest
+  adaptive attack; "worst opt MA" in report.md/html).
 * A diverged run (NaN/Inf) counts with chance accuracy (1 / number of classes) as its
   final MA; the ``diverged`` column counts such runs.
 * Detection per defense, pooled over its runs, against the ground truth in
@@ -34,7 +37,7 @@ from ..run.records import read_jsonl
 from .results import find_runs, results_table
 
 #: columns that describe one run but not its setting
-_RUN_COLS = {"run", "attack", "defense", "seed", "attack_name", "defense_name", "num_malicious", "final_main_acc",
+_RUN_COLS = {"run", "attack", "defense", "seed", "attack_name", "defense_name", "optimized", "num_malicious", "final_main_acc",
              "final_backdoor_acc", "final_base_acc", "final_loss", "mean_main_acc", "mean_backdoor_acc",
              "max_backdoor_acc", "num_classes", "status", "rounds_completed", "diverged_at", "wall_time_s", "path",
              "ma", "ba"}
@@ -86,6 +89,9 @@ def leaderboard(t: pd.DataFrame) -> pd.DataFrame:
         row["ma"], row["ma_ci"] = mean_ci(att.groupby("seed")["ma"].mean())
         per_attack = att.groupby("attack")["ma"].mean()
         row["worst_ma"], row["worst_ma_attack"] = (per_attack.min(), per_attack.idxmin()) if len(per_attack) else (math.nan, "")
+        opt = att[att["optimized"].fillna(False).astype(bool)] if "optimized" in att else att.iloc[:0]
+        per_opt = opt.groupby("attack")["ma"].mean()
+        row["worst_opt_ma"], row["worst_opt_ma_attack"] = (per_opt.min(), per_opt.idxmin()) if len(per_opt) else (math.nan, "")
         bd = att[att["ba"].notna()]
         row["ba"], row["ba_ci"] = mean_ci(bd.groupby("seed")["ba"].mean())
         per_bd = bd.groupby("attack")["ba"].mean()
@@ -253,6 +259,9 @@ def leaderboard_text(lb: pd.DataFrame) -> pd.DataFrame:
         "clean MA": [fmt_ci(m, h) for m, h in zip(lb["clean_ma"], lb["clean_ma_ci"])],
         "MA": [fmt_ci(m, h) for m, h in zip(lb["ma"], lb["ma_ci"])],
         "worst MA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-" for v, a in zip(lb["worst_ma"], lb["worst_ma_attack"])],
+        **({"worst opt MA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-"
+                               for v, a in zip(lb["worst_opt_ma"], lb["worst_opt_ma_attack"])]}
+           if lb["worst_opt_ma"].notna().any() else {}),
         "BA": [fmt_ci(m, h) for m, h in zip(lb["ba"], lb["ba_ci"])],
         "worst BA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-" for v, a in zip(lb["worst_ba"], lb["worst_ba_attack"])],
         "div": lb["diverged"],
@@ -281,7 +290,8 @@ def _cells_text(c: pd.DataFrame) -> pd.DataFrame:
 
 LEGEND = ("MA: final main (clean test) accuracy, %; BA: final backdoor accuracy (attack success rate of backdoor "
           "attacks), %; mean ± 95% CI (Student t) over seeds, per seed the mean over attacks; worst: the attack "
-          "with the lowest MA / highest BA (mean over seeds); clean MA: attack none; div: diverged runs (counted "
+          "with the lowest MA / highest BA (mean over seeds), +opt: strength searched by attack.optimize (worst opt MA: "
+          "over those alone); clean MA: attack none; div: diverged runs (counted "
           "with chance accuracy). Ranked by worst-case MA.")
 
 

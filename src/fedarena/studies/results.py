@@ -52,6 +52,11 @@ def _mean(xs: list[Any]) -> Optional[float]:
     return sum(xs) / len(xs) if xs else None
 
 
+def attack_label(attack: dict[str, Any]) -> str:
+    """An attack's name, with ``+opt`` when ``attack.optimize`` searched its strength."""
+    return str(attack.get("name", "none")) + ("+opt" if attack.get("optimize") else "")
+
+
 def run_row(run_dir: Path, labels: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -61,7 +66,8 @@ def run_row(run_dir: Path, labels: Optional[dict[str, Any]] = None) -> dict[str,
     run_id = labels.pop("run", None) or run_dir.name
     model = (cfg.get("model") or {}).get("name", "auto")
     row: dict[str, Any] = {"run": run_id, **labels}
-    row.setdefault("attack", attack.get("name", "none"))
+    optimized = bool(attack.get("optimize"))  # attack.optimize: the strength searched against the defense
+    row.setdefault("attack", attack_label(attack))
     row.setdefault("defense", defense.get("name", "fedavg"))
     row.setdefault("seed", cfg.get("seed", 0))
     row.update(
@@ -70,7 +76,7 @@ def run_row(run_dir: Path, labels: Optional[dict[str, Any]] = None) -> dict[str,
         algorithm=fl.get("algorithm"), num_clients=fl.get("num_clients"),
         clients_per_round=fl.get("clients_per_round") or fl.get("num_clients"),
         num_malicious=attack.get("num_malicious", 0), rounds=fl.get("rounds"),
-        attack_name=attack.get("name", "none"), defense_name=defense.get("name", "fedavg"),
+        attack_name=attack.get("name", "none"), defense_name=defense.get("name", "fedavg"), optimized=optimized,
         final_main_acc=summary.get("final_main_acc"), final_backdoor_acc=summary.get("final_backdoor_acc"),
         final_base_acc=summary.get("final_base_acc"), final_loss=summary.get("final_loss"),
         mean_main_acc=_mean([m.get("main_acc") for m in metrics]),

@@ -71,6 +71,8 @@ class SweepSpec:
         path = Path(path)
         if path.is_dir():
             raise ConfigError("SPEC", f"{str(path)!r} is a folder", "a sweep spec YAML file")
+        if not path.is_file():
+            raise ConfigError("SPEC", f"file {str(path)!r} not found", "a sweep spec YAML file")
         tree = load_yaml(path)
         return cls.from_tree(tree, default_name=path.stem, root=path.parent)
 
@@ -143,13 +145,18 @@ def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _block_name(key: str, block: dict[str, Any]) -> str:
+    """A block's name; an attack whose strength ``attack.optimize`` searches gets ``+opt``."""
+    return str(block.get("name", key)) + ("+opt" if block.get("optimize") else "")
+
+
 def grid_labels(key: str, values: list[Any]) -> list[str]:
     """Short, distinct labels of one grid axis's values."""
     out = []
     for v in values:
         if isinstance(v, dict):
-            name = str(v.get("name", key))
-            same = [w for w in values if isinstance(w, dict) and str(w.get("name", key)) == name]
+            name = _block_name(key, v)
+            same = [w for w in values if isinstance(w, dict) and _block_name(key, w) == name]
             if len(same) > 1:
                 differing = sorted(k for k in set().union(*same) if k != "name" and len({repr(w.get(k)) for w in same}) > 1)
                 name += "(" + ",".join(f"{k}={v.get(k)}" for k in differing) + ")"
