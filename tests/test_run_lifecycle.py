@@ -141,20 +141,20 @@ def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, monkey
     over = SMALL + ["fl.rounds=6", "run.checkpoint_every=2"]
     sets = [a for o in over for a in ("--set", o)]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "ref")] + sets).exit_code == 0
-    real = Simulation.run_round
+    real = Simulation.plan_round  # the first phase of a round
 
     def stop_at_4(self, t):
         if t == 4:
             raise KeyboardInterrupt
         return real(self, t)
 
-    monkeypatch.setattr(Simulation, "run_round", stop_at_4)
+    monkeypatch.setattr(Simulation, "plan_round", stop_at_4)
     res = runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "cut")] + sets)
     assert res.exit_code == 130, res.output
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_completed"] == 4
     assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 4
-    monkeypatch.setattr(Simulation, "run_round", real)
+    monkeypatch.setattr(Simulation, "plan_round", real)
     res = runner.invoke(app, ["run", "--quiet", "--resume", str(tmp_path / "cut")])
     assert res.exit_code == 0, res.output
     for f in ("metrics.jsonl", "clients.jsonl", "rounds.jsonl"):
