@@ -7,7 +7,7 @@ import time
 from fedarena.cli import main
 from fedarena.run.simulation import Simulation
 
-_real = Simulation.run_round
+_real = Simulation.plan_round
 
 
 def _slow(self, t):
@@ -15,6 +15,6 @@ def _slow(self, t):
     return _real(self, t)
 
 
-Simulation.run_round = _slow
+Simulation.plan_round = _slow
 sys.argv = ["fedarena"] + sys.argv[1:]
 main()

@@ -141,7 +141,7 @@ def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, monkey
     over = SMALL + ["fl.rounds=6", "run.checkpoint_every=2"]
     sets = [a for o in over for a in ("--set", o)]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "ref")] + sets).exit_code == 0
-    real = Simulation.plan_round  # the first phase of a round
+    real = Simulation.plan_round
 
     def stop_at_4(self, t):
         if t == 4:
