@@ -199,7 +199,7 @@ def bench_lockstep(scale: str, device: torch.device, data_root: Optional[str], l
         plan = {"fall-of-cc": (2, 2), "digits": (2, 2)}
         reps = 1
     elif scale == "quick":
-        plan = {"fall-of-cc": (4, 10), "digits": (16, 10)}
+        plan = {"fall-of-cc": (2, 5), "digits": (8, 5)}
         reps = 1
     else:
         plan = {"fall-of-cc": (16, 30), "digits": (64, 20)}
