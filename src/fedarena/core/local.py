@@ -599,12 +599,13 @@ def train_sequential(
             w = torch.ones(len(b), device=x.device)
             grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
             views = [params[n].unsqueeze(0) for n in names]
-            step_(views, [grads[n].unsqueeze(0) for n in names], state, recipe)  # in place, through k = 1 views
+            g1 = [grads[n].unsqueeze(0) for n in names]
+            step_(views, g1, state, recipe)  # in place, through k = 1 views
             if hook.on:
                 def regrad(xb=xb, idx_t=idx_t, w=w):
                     g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
                     return [g2[n].unsqueeze(0) for n in names]
-                hook(s, views, [grads[n].unsqueeze(0) for n in names], state, torch.ones(1, device=x.device), regrad)
+                hook(s, views, g1, state, torch.ones(1, device=x.device), regrad)
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())

@@ -429,7 +429,7 @@ def runtime_table(quick: bool, reps: int, like: Optional[Any] = None) -> dict[st
     for t in range(scale(quick)["R"]):
         sim.run_round(t)
     E = sim.recipe.epochs
-    recipe = sim.recipe.with_(lr=sim.lr_at(0))
+    recipe = sim.recipe_at(0)
     g = sim.flat_params
     lay = sim.layout
     refs = []

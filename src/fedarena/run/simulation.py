@@ -219,14 +219,26 @@ class Simulation:
         if len(xs) > 1:
             self.x_extra, self.y_extra = torch.cat(xs), torch.cat(ys)
 
+    def _own_store(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training data then ``x_extra``, concatenated once (not on every access: the
+        attacker-run training reads it every round); rebuilt if ``x_extra`` is replaced."""
+        cached = getattr(self, "_store_cache", None)
+        if cached is None or cached[0] is not self.x_extra:
+            if len(self.x_extra):
+                x, y = torch.cat([self.data.x_train, self.x_extra]), torch.cat([self.data.y_train, self.y_extra])
+            else:
+                x, y = self.data.x_train, self.data.y_train
+            cached = self._store_cache = (self.x_extra, x, y)
+        return cached[1], cached[2]
+
     @property
     def x_store(self) -> torch.Tensor:
         """The sample store that client indices point into: training data, then ``x_extra``."""
-        return torch.cat([self.data.x_train, self.x_extra]) if len(self.x_extra) else self.data.x_train
+        return self._own_store()[0]
 
     @property
     def y_store(self) -> torch.Tensor:
-        return torch.cat([self.data.y_train, self.y_extra]) if len(self.y_extra) else self.data.y_train
+        return self._own_store()[1]
 
     def _root_index(self) -> Optional[np.ndarray]:
         """Training samples held by the server for root-dataset rules (FLTrust)."""
@@ -242,7 +254,7 @@ class Simulation:
         """``flat_params -> update`` of the benign recipe on the root dataset (one client)."""
         def fn(flat: torch.Tensor) -> torch.Tensor:
             params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
-            recipe = self.recipe.with_(lr=self.lr_at(t)) if self.cfg.fl.algorithm == "fedavg" else self.recipe
+            recipe = self.recipe_at(t)
             sched = BatchSchedule.build([len(self.root_index)], recipe, [self.streams.numpy("defense", t, 10**6)])
             if self.cfg.fl.algorithm == "fedsgd":
                 return minibatch_gradients(self.model, params, self.data.x_train, self.data.y_train, [self.root_index],
@@ -258,6 +270,11 @@ class Simulation:
 
     def lr_at(self, t: int) -> float:
         return self.cfg.fl.lr * self.cfg.fl.lr_decay ** sum(1 for r in self.cfg.fl.lr_decay_at if t >= r)
+
+    def recipe_at(self, t: int) -> TrainRecipe:
+        """The local recipe of round ``t``: the learning-rate schedule applies to FedAvg's
+        local steps (FedSGD applies ``fl.lr`` at the server instead)."""
+        return self.recipe.with_(lr=self.lr_at(t)) if self.cfg.fl.algorithm == "fedavg" else self.recipe
 
     def attack_active(self, t: int) -> bool:
         a = self.cfg.attack
@@ -284,7 +301,7 @@ class Simulation:
 
     def _plan_jobs(self, t: int, cohort: np.ndarray, active: bool, mal_mask: np.ndarray) -> RoundPlan:
         cfg = self.cfg
-        recipe = self.recipe.with_(lr=self.lr_at(t)) if cfg.fl.algorithm == "fedavg" else self.recipe
+        recipe = self.recipe_at(t)
         benign = recipe.with_(step_hook=self.benign_recipe.step_hook)
         groups: dict[TrainRecipe, list[int]] = {}
         index: list[np.ndarray] = []
