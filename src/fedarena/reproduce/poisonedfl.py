@@ -49,6 +49,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
+from ..core.metrics import detection_rates
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 
@@ -97,15 +100,23 @@ def final_c(r: Results, run: str) -> Optional[float]:
     return round(cs[-1], 4) if cs else None
 
 
+def _rejections(r: Results, run: str) -> dict[str, Optional[float]]:
+    """The filter's reject decisions against the truth, over a run's client-rounds."""
+    rows = [c for c in r.runs[run].clients if "accepted" in c]
+    return detection_rates(torch.tensor([not c["accepted"] for c in rows], dtype=torch.bool),
+                           torch.tensor([c["attacking"] for c in rows], dtype=torch.bool))
+
+
 def recall(r: Results, run: str) -> Optional[float]:
     """Share of the fake clients' uploads the filter rejected (%)."""
-    mal = [c for c in r.runs[run].clients if c["attacking"] and "accepted" in c]
-    return round(100 * sum(not c["accepted"] for c in mal) / len(mal), 1) if mal else None
+    tpr = _rejections(r, run)["tpr"]
+    return None if tpr is None else round(100 * tpr, 1)
 
 
 def false_drop(r: Results, run: str) -> Optional[float]:
-    ben = [c for c in r.runs[run].clients if not c["attacking"] and "accepted" in c]
-    return round(100 * sum(not c["accepted"] for c in ben) / len(ben), 2) if ben else None
+    """Share of the genuine clients' uploads the filter rejected (%)."""
+    fpr = _rejections(r, run)["fpr"]
+    return None if fpr is None else round(100 * fpr, 2)
 
 
 @PAPERS.register("poisonedfl")
@@ -205,8 +216,9 @@ class PoisonedFLPaper(Paper):
         out: dict[str, Any] = {"U11": _check_u11(), "U12": _check_u12()}
         lines = ["| run | accuracy, last 20 rounds (%) | final c | filter recall (%) | honest dropped (%) |", "|---|---|---|---|---|"]
         for rid in results.runs:
+            fd = false_drop(results, rid)
             lines.append(f"| {rid} | {acc(results, rid)} | {final_c(results, rid) or '-'} | {recall(results, rid) or '-'} | "
-                         f"{false_drop(results, rid) if false_drop(results, rid) is not None else '-'} |")
+                         f"{fd if fd is not None else '-'} |")
         out["Runs"] = "\n".join(lines)
         return out
 
