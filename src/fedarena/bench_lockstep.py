@@ -124,29 +124,31 @@ def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[
             name: str = "") -> dict[str, Any]:
     """Wall time of the configs one after another and in lockstep, alternating ``reps`` times."""
     from .run.lockstep import groups, run_many
-    from .run.simulation import Simulation
 
-    def sequential():
-        return [Simulation(c).run() for c in cfgs]
+    def sequential(seconds):  # run_many of one config is Simulation(cfg).run()
+        return [run_many([c], seconds=seconds)[0] for c in cfgs]
 
-    def lockstep():
-        return run_many(cfgs)
+    def lockstep(seconds):
+        return run_many(cfgs, seconds=seconds)
 
     times: dict[str, list[float]] = {"sequential": [], "lockstep": []}
     cpu: dict[str, list[float]] = {"sequential": [], "lockstep": []}
     util: dict[str, list[float]] = {"sequential": [], "lockstep": []}
+    phases: dict[str, list[dict[str, float]]] = {"sequential": [], "lockstep": []}
     finals: dict[str, list[tuple]] = {}
     for rep in range(reps):
         for key, fn in (("sequential", sequential), ("lockstep", lockstep)):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             with _GpuSampler(device) as gpu:
+                seconds: dict[str, float] = {}
                 t, c = time.perf_counter(), time.process_time()
-                res = fn()
+                res = fn(seconds)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 times[key].append(time.perf_counter() - t)
                 cpu[key].append(time.process_time() - c)
+                phases[key].append(seconds)
             if gpu.mean is not None:
                 util[key].append(gpu.mean)
             finals[key] = _final(res)
@@ -155,6 +157,9 @@ def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[
     best = {k: min(v) for k, v in times.items()}
     best_cpu = {k: min(v) for k, v in cpu.items()}
     run_rounds = sum(c.fl.rounds for c in cfgs)
+    # each way's phases in its fastest repetition, ms per run-round
+    ms = {k: {p: 1e3 * v / run_rounds for p, v in phases[k][times[k].index(best[k])].items()} for k in times}
+    batched = ms["lockstep"].get("train", 0.0) + ms["lockstep"].get("evaluate", 0.0)
     out = {
         "runs": len(cfgs), "rounds": sorted({c.fl.rounds for c in cfgs}), "lockstep_groups": len(groups(cfgs)),
         "sequential_seconds": best["sequential"], "lockstep_seconds": best["lockstep"],
@@ -163,6 +168,11 @@ def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[
         "speedup_cpu_time": best_cpu["sequential"] / best_cpu["lockstep"],
         "sequential_ms_per_run_round": 1e3 * best["sequential"] / run_rounds,
         "lockstep_ms_per_run_round": 1e3 * best["lockstep"] / run_rounds,
+        "phase_ms_per_run_round": ms,
+        # the phases a lockstep batches are training and evaluation; set-up, planning,
+        # concluding (attack, defense, step) and records are each run's own in both ways. Even
+        # if those cost nothing, the lockstep could not beat its batched phases' time:
+        "speedup_bound": (1e3 * best["sequential"] / run_rounds) / batched if batched > 0 else None,
         "max_abs_diff_final_metrics": _diff(finals["sequential"], finals["lockstep"]),
         "statuses_equal": [f[2] for f in finals["sequential"]] == [f[2] for f in finals["lockstep"]],
         "all_seconds": times, "all_cpu_seconds": cpu,

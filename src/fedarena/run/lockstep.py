@@ -46,6 +46,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .simulation import RoundPlan, RunResult, Simulation
 
 
+#: a lockstep round's phases, in order (:attr:`Lockstep.seconds`)
+PHASES = ("plan", "train", "conclude", "evaluate", "records")
+
+
 @dataclass
 class TrainJob:
     """Clients of one run that train with one recipe in a round."""
@@ -286,6 +290,18 @@ class Lockstep:
                                  f"{s.cfg.name!r} differs from {self.sims[0].cfg.name!r}")
         self._stochastic = random_ops(self.sims[0].model)
         self._stores: Optional[_Stores] = None
+        #: seconds spent in each phase, summed over rounds (what ``fedarena bench`` reports):
+        #: ``plan`` (a), ``train`` (b), ``conclude`` (c), ``evaluate`` (d), ``records``
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._cuda = self.sims[0].device.type == "cuda"
+
+    def _lap(self, phase: str, since: float) -> float:
+        """Add the time since ``since`` to ``phase`` (after the device's queued work) and return now."""
+        if self._cuda:
+            torch.cuda.synchronize(self.sims[0].device)
+        now = time.perf_counter()
+        self.seconds[phase] += now - since
+        return now
 
     @property
     def stores(self) -> _Stores:
@@ -322,8 +338,11 @@ class Lockstep:
             live = [r for r in runs if not r.done and r.sim.next_round <= t]
             if not live and all(r.done for r in runs):
                 break
+            lap = time.perf_counter()
             plans = [r.sim.plan_round(t) for r in live]
+            lap = self._lap("plan", lap)
             train_round([(r.sim, p) for r, p in zip(live, plans)], self)
+            lap = self._lap("train", lap)
             news, due = [], []
             for r, plan in zip(live, plans):
                 rec = r.sim.conclude_round(plan)
@@ -335,11 +354,13 @@ class Lockstep:
                     if r.sim.eval_due(t):
                         due.append((r, rec, new))
                 news.append(new)
+            lap = self._lap("conclude", lap)
             for (r, rec, new), ev in zip(due, evaluate_runs([r.sim for r, _, _ in due])):
                 r.last_eval = {"round": t, **ev, "lr": r.sim.lr_at(t), **scalar_info(rec["agg"].info)}
                 new["metrics"].append(r.last_eval)
                 if not math.isfinite(ev["loss"]):
                     r.error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
+            lap = self._lap("evaluate", lap)
             now = time.perf_counter() - start
             for r, new in zip(live, news):
                 i = runs.index(r)
@@ -355,6 +376,7 @@ class Lockstep:
                     r.done = True
                 if r.done:
                     r.wall = now
+            self._lap("records", lap)
         for r in runs:
             r.sim.finish_result(r.result, r.wall, r.error, r.diverged_at)
         return [r.result for r in runs]
@@ -382,27 +404,37 @@ def groups(configs: Iterable["ExperimentConfig"], max_runs: int = 64) -> list[li
 
 
 def run_many(configs: Sequence["ExperimentConfig"], max_runs: int = 64,
-             on_result: Optional[Callable[[int, "RunResult"], None]] = None) -> list["RunResult"]:
+             on_result: Optional[Callable[[int, "RunResult"], None]] = None,
+             seconds: Optional[dict[str, float]] = None) -> list["RunResult"]:
     """Run every config, compatible ones in lockstep; results in the configs' order.
 
     ``on_result(i, result)`` is called as each group finishes. Set-up of a group's runs
-    happens when the group starts, so memory holds one group at a time.
+    happens when the group starts, so memory holds one group at a time. ``seconds``, when
+    given, receives each phase's time summed over the groups (:attr:`Lockstep.seconds`)
+    and ``setup`` (building the runs).
     """
     from .simulation import Simulation
 
     results: list[Optional["RunResult"]] = [None] * len(configs)
     for members in groups(configs, max_runs):
+        t0 = time.perf_counter()
         sims = [Simulation(configs[i]) for i in members]
+        if seconds is not None:
+            seconds["setup"] = seconds.get("setup", 0.0) + time.perf_counter() - t0
         buckets: dict[tuple, list[int]] = {}
         for j, s in enumerate(sims):  # the config key is a proxy: check the real architecture
             buckets.setdefault(architecture(s), []).append(j)
         for js in buckets.values():
-            for j, res in zip(js, Lockstep([sims[j] for j in js]).run()):
+            lockstep = Lockstep([sims[j] for j in js])
+            for j, res in zip(js, lockstep.run()):
                 results[members[j]] = res
                 if on_result is not None:
                     on_result(members[j], res)
+            if seconds is not None:
+                for k, v in lockstep.seconds.items():
+                    seconds[k] = seconds.get(k, 0.0) + v
     return results  # type: ignore[return-value]
 
 
-__all__ = ["Lockstep", "TrainJob", "train_round", "evaluate_runs", "run_many", "group_key", "groups",
+__all__ = ["Lockstep", "PHASES", "TrainJob", "train_round", "evaluate_runs", "run_many", "group_key", "groups",
            "architecture", "random_ops", "seed_torch"]

@@ -356,7 +356,9 @@ class Simulation:
             else:
                 M = torch.stack([torch.zeros_like(U[i]) if m is None else m for i, m in enumerate(prev)]) if any(
                     m is not None for m in prev) else None
-            U.copy_(U * (1 - beta) if M is None else beta * M + (1 - beta) * U)
+            U.mul_(1 - beta)  # in place: two passes over U, no k x d temporaries
+            if M is not None:
+                U.add_(M, alpha=beta)
             kept = U.clone()  # the defenses may change U in place
             for row, cid in enumerate(cohort):
                 self.client_momentum[int(cid)] = kept[row]
@@ -607,9 +609,13 @@ def round_record(rec: dict[str, Any], attack: Attack) -> dict[str, Any]:
 
 def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[str, Any]]:
     U, agg = rec["U"], rec["agg"]
-    norms = row_norms(U).tolist()
-    cos = cosine_to(torch.nan_to_num(U, nan=0.0, posinf=0.0, neginf=0.0),
-                    torch.nan_to_num(agg.update, nan=0.0, posinf=0.0, neginf=0.0)).tolist()
+    norms_t = row_norms(U)
+    norms = norms_t.tolist()
+
+    def finite(a: torch.Tensor, sum_of: torch.Tensor) -> torch.Tensor:  # a finite sum: no NaN/Inf entry (one cheap pass)
+        return a if bool(torch.isfinite(sum_of.sum())) else torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+
+    cos = cosine_to(finite(U, norms_t), finite(agg.update, agg.update)).tolist()
     w = agg.weights.tolist() if agg.weights is not None else None
     scores = agg.info.get("client_scores")  # a rule's per-row suspicion score (detection metrics)
     scores = scores.tolist() if isinstance(scores, torch.Tensor) and scores.numel() == len(rec["cohort"]) else None
