@@ -73,18 +73,28 @@ def _digits_configs(runs: int, rounds: int, device: str) -> list:
     return cfgs[:runs] if runs < len(cfgs) else cfgs
 
 
+def smi_id(device: torch.device, visible: Optional[str] = None) -> str:
+    """``nvidia-smi``'s id of the CUDA ``device``: its entry of ``CUDA_VISIBLE_DEVICES``
+    (an index or a UUID; torch numbers the visible GPUs from 0), else its index."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if visible is None else visible
+    ids = [v.strip() for v in visible.split(",") if v.strip()]
+    return ids[index] if index < len(ids) else str(index)
+
+
 class _GpuSampler:
     """Mean GPU utilization (%) from ``nvidia-smi`` while a block runs (None without CUDA)."""
 
     def __init__(self, device: torch.device):
         self.on = device.type == "cuda"
         self.samples: list[float] = []
+        self.gpu = smi_id(device) if self.on else None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=5)
+                out = subprocess.run(["nvidia-smi", f"--id={self.gpu}", "--query-gpu=utilization.gpu",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
                 self.samples.append(float(out.stdout.strip().splitlines()[0]))
             except (OSError, ValueError, IndexError, subprocess.SubprocessError):
                 return

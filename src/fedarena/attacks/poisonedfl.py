@@ -177,7 +177,7 @@ class PoisonedFL(Attack):
             rows = torch.zeros(m, d)
             self.last_mal = rows.mean(0)
             self._diag = {"c": c, "lambda": 0.0}
-            return rows
+            return rows.to(view.global_params.device)
         g_prev = g_prev.detach().cpu().float()
         gen = view.generator
         s = self.s if self.consistent else _random_signs(d, gen)
@@ -202,7 +202,7 @@ class PoisonedFL(Attack):
         self._diag = {"c": c, "lambda": lam}
         if self.controller.aligned_frac is not None:
             self._diag["aligned_frac"] = self.controller.aligned_frac
-        return rows
+        return rows.to(view.global_params.device)  # the state lives on the CPU; U on the run's device
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)

@@ -612,7 +612,7 @@ def train_sequential(
         client_buffers.append(bufs_i)
         if opt_states is not None:
             opt_states[i] = state.client(0)
-    return torch.stack(rows) if rows else torch.empty(0), client_buffers
+    return torch.stack(rows) if rows else torch.empty(0, device=x.device), client_buffers
 
 
 def minibatch_gradients(

@@ -114,7 +114,7 @@ class MetricHDBSCAN(Aggregator):
         ok = ~nonfinite_rows(U)
         vals, labels = update_metric_values(U, ctx.global_params, ctx.layout, self.metrics, self.scope, self.flat)
         ok &= torch.isfinite(vals).all(dim=1).to(ok.device)
-        feats = vals[ok.cpu()].numpy()
+        feats = vals[ok].cpu().numpy()
         if self.standardize and feats.shape[1] > 1 and feats.shape[0] > 1:
             sd = feats.std(axis=0)
             feats = feats / np.where(sd > 0, sd, 1.0)
@@ -216,7 +216,7 @@ class MultiMetrics(Aggregator):
         l1 = torch.cdist(X, X, p=1)
         feats = torch.stack([cos.sum(1), l1.sum(1), l2.sum(1)], dim=1)
         if feats.shape[0] < 2:
-            return torch.zeros(feats.shape[0], dtype=torch.float64)
+            return torch.zeros(feats.shape[0], dtype=torch.float64, device=feats.device)
         inv = torch.linalg.pinv(torch.cov(feats.T))
         return torch.einsum("ij,jk,ik->i", feats, inv, feats)
 

@@ -50,7 +50,7 @@ def uniformity_mask(U: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         return keep
     clean = U[keep]
     nn, D = nearest_neighbour_distances(clean)
-    iu = torch.triu_indices(len(clean), len(clean), offset=1)
+    iu = torch.triu_indices(len(clean), len(clean), offset=1, device=D.device)
     med = D[iu[0], iu[1]].median()
     dup = nn <= tol * med
     if bool(dup.all()):

@@ -473,7 +473,7 @@ class ColludingServerSimulation(FedarenaStrategy):
         if crafted is None:
             return U
         U = U.clone()
-        U[mal] = crafted.to(U.dtype).reshape(int(mal.sum()), -1)
+        U[mal] = crafted.to(U.device, U.dtype).reshape(int(mal.sum()), -1)
         return U
 
 

@@ -283,7 +283,7 @@ class FlowerTask:
                              generator=sim.streams.torch("attack", 3, t))
             crafted = sim.attack.craft(view)
             if crafted is not None:
-                U = crafted.to(U.dtype).reshape(1, -1)
+                U = crafted.to(U.device, U.dtype).reshape(1, -1)
         reply = flat_to_record(global_flat + U[0], sim.layout, arrays)
         metrics = MetricRecord({"num-examples": int(len(sim.client_index[pid])), PARTITION_KEY: pid})
         return Message(RecordDict({key: reply, "metrics": metrics}), reply_to=msg)

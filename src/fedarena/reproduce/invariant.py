@@ -301,8 +301,9 @@ def attacker_influence(U, malicious, direction, tau: float = 0.2, trim_frac: flo
     mal = torch.as_tensor(malicious, dtype=torch.bool)
     Ub = U[~mal]
     m, mb = and_mask(U, tau), and_mask(Ub, tau)
-    ours = torch.where(m, trimmed_mean(U, trim_frac), torch.zeros(U.shape[1], dtype=U.dtype))
-    ours_b = torch.where(mb, trimmed_mean(Ub, trim_frac), torch.zeros(U.shape[1], dtype=U.dtype))
+    zero = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
+    ours = torch.where(m, trimmed_mean(U, trim_frac), zero)
+    ours_b = torch.where(mb, trimmed_mean(Ub, trim_frac), zero)
     D = ours - ours_b
     both = m & mb
     same = torch.sign(ours) == torch.sign(ours_b)

@@ -79,4 +79,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, weights_only=True)
+    """The saved state; tensors saved on a GPU load on the CPU when CUDA is unavailable
+    (a run with ``fl.device=auto`` continued on a machine without one)."""
+    return torch.load(path, weights_only=True, map_location=None if torch.cuda.is_available() else "cpu")

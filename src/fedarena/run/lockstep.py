@@ -237,7 +237,7 @@ def _batched_test_logits(sims: Sequence["Simulation"]) -> Optional[list[torch.Te
                                                xb.unsqueeze(0).expand(len(part), *xb.shape)))
                 else:
                     pieces.append(fwd(P, B, xb))
-            logits = torch.cat(pieces, dim=1) if pieces else torch.empty(len(part), 0, s0.data.num_classes)
+            logits = torch.cat(pieces, dim=1) if pieces else torch.empty(len(part), 0, s0.data.num_classes, device=x.device)
             out.extend(logits.unbind(0))
     finally:
         model.train()

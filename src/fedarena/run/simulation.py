@@ -341,7 +341,7 @@ class Simulation:
                 self.client_opt_state.update({int(cohort[i]): st for i, st in zip(job.rows, job.opt_states)})
         if plan.own_loop:
             U[plan.own_loop] = self.attacker_training(plan.round, cohort, plan.own_loop, plan.index, plan.recipe,
-                                                      U).to(U.dtype)
+                                                      U).to(U.device, U.dtype)
         if plan.new_buffers and self.buffers:
             for n, b in self.buffers.items():
                 stacked = torch.stack([nb[n] for nb in plan.new_buffers])
@@ -460,7 +460,7 @@ class Simulation:
             crafted = self.attack.craft(view)
             if crafted is not None:
                 U = U.clone()
-                U[torch.from_numpy(rows)] = crafted.to(U.dtype).reshape(len(rows), -1)
+                U[torch.from_numpy(rows)] = crafted.to(U.device, U.dtype).reshape(len(rows), -1)
         agg = self.pipeline(U, ctx)
         update = agg.update
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
@@ -493,8 +493,8 @@ class Simulation:
             idx = np.concatenate([self.client_index[int(c)] for c in self.malicious])
             opt = self.cfg.attack.optimize
             size = min(len(idx), opt.batch_size if opt is not None else 256)
-            pick = torch.from_numpy(np.sort(self.streams.numpy("attack", 5).choice(idx, size, replace=False)))
-            pick = pick.to(self.device)
+            drawn = np.sort(self.streams.numpy("attack", 5).choice(idx, size, replace=False))
+            pick = torch.from_numpy(drawn).to(self.device)
             self._heldout = (self.data.x_train[pick], self.data.y_train[pick])
         x, y = self._heldout
         params = self.layout.unflatten(flat)
@@ -521,7 +521,7 @@ class Simulation:
                 xb = self.prepare(xb)
             outs.append(functional_call(self.model, (self.params, self.buffers), (xb,)))
         self.model.train()
-        logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes)
+        logits = torch.cat(outs) if outs else torch.empty(0, self.data.num_classes, device=x.device)
         return logits, predictions(logits)
 
     def evaluate(self, logits: Optional[torch.Tensor] = None) -> dict[str, Any]:

@@ -144,6 +144,19 @@ def local_results(jobs: list[dict[str, Any]], workers: int = 1) -> Iterator[dict
                 fut.cancel()
 
 
+def ray_gpus(group: list[dict[str, Any]], workers: int, cluster_gpus: float) -> float:
+    """GPUs a Ray task playing ``group`` asks for: a share of the cluster's GPUs (at most
+    one) when a run of the group uses ``fl.device`` cuda or auto, else none. Ray hides the
+    GPUs from a task that asks for none (``CUDA_VISIBLE_DEVICES`` empty), where
+    ``fl.device=cuda`` would fail and ``auto`` would fall back to the CPU."""
+    if cluster_gpus <= 0:
+        return 0.0
+    fls = [(job.get("config") or {}).get("fl") for job in group]
+    if not any(isinstance(fl, dict) and fl.get("device") in ("cuda", "auto") for fl in fls):
+        return 0.0
+    return min(1.0, cluster_gpus / max(1, workers))
+
+
 def ray_results(jobs: list[dict[str, Any]], workers: int = 1, address: Optional[str] = None) -> Iterator[dict[str, Any]]:
     try:
         import ray
@@ -163,7 +176,9 @@ def ray_results(jobs: list[dict[str, Any]], workers: int = 1, address: Optional[
                               "ray://host:10001 or host:6379 of a running cluster, or no --address") from None
         started = True
     remote = ray.remote(num_cpus=1, max_retries=0)(run_group)
-    pending = [remote.remote(group) for group in job_groups(jobs, parts=max(1, workers))]
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    pending = [remote.options(num_gpus=ray_gpus(group, workers, gpus)).remote(group)
+               for group in job_groups(jobs, parts=max(1, workers))]
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
