@@ -180,7 +180,8 @@ class Attack(Stateful):
         return None
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
-        """Return the malicious rows ``(m, d)`` of the round's U, or None to keep their own."""
+        """Return the malicious rows ``(m, d)`` of the round's U (on ``view.global_params``'
+        device), or None to keep their own."""
         return None
 
     def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
