@@ -284,3 +284,75 @@ def test_poisonedfl_rows_on_the_models_device():
     rows = atk.craft(view)
     assert rows.shape == (2, d) and rows.device == view.global_params.device
     assert np.isfinite(rows.numpy()).all()
+
+
+# ------------------------------------------------------------------ on a GPU (skipped without CUDA)
+def smoke_configs(device: str) -> list:
+    """Small digits runs covering every attack, every defense, the stages, the client-side
+    defenses, FedSGD with client momentum, persistent optimizer state, a CNN, and the
+    strongest-attack search: 2 rounds of 12 clients each."""
+    from fedarena.registry import ATTACKS, DEFENSES
+
+    def tree(name, attack=None, defense=None, fl=None, **extra):
+        t = {"name": name, "data": {"dataset": "digits", "partition": "iid"},
+             "fl": {"num_clients": 12, "rounds": 2, "batch_size": 16, "device": device, **(fl or {})},
+             "attack": {"name": "none", **(attack or {})}, "defense": {"name": "fedavg", **(defense or {})},
+             "eval": {"every": 1}}
+        t.update(extra)
+        return t
+
+    out = []
+    for a in ATTACKS.names():
+        if a not in ("none", "edge-case"):  # edge-case needs its image files
+            out.append(tree(f"attack-{a}", attack={"name": a, "num_malicious": 2}))
+    for d in DEFENSES.names():
+        out.append(tree(f"defense-{d}", attack={"name": "alie", "num_malicious": 2}, defense={"name": d}))
+    for key, val in (("bucketing", 2), ("nnm", True), ("clip", 1.0), ("noise", 0.01)):
+        out.append(tree(f"stage-{key}", attack={"name": "ipm", "num_malicious": 2},
+                        defense={"name": "median", key: val}))
+    out.append(tree("client-clip", defense={"clip": 1.0, "clip_at": "client"}))
+    for dp in ("local", "central"):
+        out.append(tree(f"dp-{dp}", defense={"name": "fedavg", "dp": dp, "dp_clip": 1.0, "dp_sigma": 0.1}))
+    for c in ("leadfl", "ldp", "fl-wbc"):
+        out.append(tree(f"client-{c}", attack={"name": "backdoor", "num_malicious": 2}, defense={"client": c}))
+    out.append(tree("fedsgd-momentum", attack={"name": "alie", "num_malicious": 2}, defense={"name": "cc"},
+                    fl={"algorithm": "fedsgd", "client_momentum": 0.9}))
+    out.append(tree("adam-persistent", fl={"optimizer": "adam", "client_state": "persistent", "lr": 0.01,
+                                           "clients_per_round": 5}))
+    out.append(tree("cnn", attack={"name": "backdoor", "num_malicious": 2}, model={"name": "cnn"}))
+    out.append(tree("optimize", attack={"name": "alie", "num_malicious": 2, "optimize": {"evals": 3}},
+                    defense={"name": "trimmed-mean"}))
+    return out
+
+
+def smoke(device: str) -> dict[str, tuple]:
+    """``name -> (status, final accuracy)`` of :func:`smoke_configs`, played one by one and
+    in lockstep; configs the CPU rejects (ConfigError) are left out."""
+    from fedarena.config import from_tree
+    from fedarena.errors import ConfigError
+    from fedarena.run.lockstep import run_many
+    from fedarena.run.simulation import Simulation
+
+    cfgs = []
+    for t in smoke_configs(device):
+        try:
+            cfg = from_tree(t)
+            Simulation(cfg.model_copy(update={"fl": cfg.fl.model_copy(update={"device": "cpu"})}))
+        except ConfigError:
+            continue
+        cfgs.append(cfg)
+    alone = {c.name: Simulation(c).run().summary for c in cfgs}
+    together = dict(zip([c.name for c in cfgs], (r.summary for r in run_many(cfgs))))
+    for name, s in alone.items():
+        assert s["status"] == together[name]["status"], name
+    return {n: (s["status"], s["final_main_acc"]) for n, s in alone.items()}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_path_runs_on_cuda():
+    gpu, cpu = smoke("cuda"), smoke("cpu")
+    assert set(gpu) == set(cpu) and len(gpu) > 40
+    for name in cpu:
+        assert gpu[name][0] == cpu[name][0], name
+        if cpu[name][0] == "ok":  # same draws; float rounding (TF32 convolutions, GPU reductions) only
+            assert abs(gpu[name][1] - cpu[name][1]) <= 0.25, (name, gpu[name], cpu[name])
