@@ -97,3 +97,13 @@ def test_stage_option_without_its_stage_is_an_error():
     with pytest.raises(ConfigError, match="defense.clip_at: only applies when defense.clip is set"):
         load_config(None, ["defense.clip_at=client"])
     assert load_config(None, ["defense.clip=1.0", "defense.clip_at=client"]).defense.params()["clip_at"] == "client"
+
+
+def test_plugin_parameters_set_before_the_plugin_name_are_kept():
+    """``--set defense.tau=0.5 --set defense.name=cc`` means what it says, in either order;
+    only the replaced plugin's own parameters (from the file or the base) are dropped."""
+    for order in (["defense.tau=0.5", "defense.name=cc"], ["defense.name=cc", "defense.tau=0.5"]):
+        assert load_config(None, order).defense.params() == {"tau": 0.5}
+    assert load_config(None, ["defense.name=median"], base={"defense": {"name": "cc", "tau": 2.0}}).defense.params() == {}
+    with pytest.raises(ConfigError, match="defense.tau: unknown parameter for defense 'median'"):
+        load_config(None, ["defense.tau=0.5", "defense.name=median"])

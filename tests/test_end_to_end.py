@@ -1,6 +1,7 @@
 """Small end-to-end runs on the bundled digits: qualitative results, determinism, faults."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,8 +13,12 @@ from fedarena.run.simulation import Simulation
 from fedarena.run.records import read_jsonl, write_run
 
 
+#: ``FEDARENA_TEST_DEVICE=cuda`` runs these end-to-end checks on a GPU (``benchmarks/gpu.sh``)
+DEVICE = os.environ.get("FEDARENA_TEST_DEVICE", "cpu")
+
+
 def run(overrides, base=None):
-    return Simulation(load_config(None, overrides, base=base)).run()
+    return Simulation(load_config(None, [f"fl.device={DEVICE}", *overrides], base=base)).run()
 
 
 def test_fedavg_without_attack_learns_digits():

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -15,9 +16,13 @@ from fedarena.run.lockstep import Lockstep, group_key, groups, run_many
 from fedarena.run.simulation import Simulation
 
 
+#: ``FEDARENA_TEST_DEVICE=cuda`` runs the identity checks on a GPU (``benchmarks/gpu.sh``)
+DEVICE = os.environ.get("FEDARENA_TEST_DEVICE", "cpu")
+
+
 def _cfg(attack="none", defense="fedavg", seed=0, **fl):
     tree = {"name": f"{attack}-{defense}-s{seed}", "seed": seed,
-            "fl": {"rounds": 3, "num_clients": 12, "clients_per_round": 8, **fl},
+            "fl": {"rounds": 3, "num_clients": 12, "clients_per_round": 8, "device": DEVICE, **fl},
             "defense": {"name": defense}, "eval": {"every": 1 + seed % 2}}
     if attack != "none":
         tree["attack"] = {"name": attack, "num_malicious": 3}

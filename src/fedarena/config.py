@@ -367,11 +367,12 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         tree = _merge(tree, load_yaml(path))
     given = tree.get("name")
     derived = given is None or given == auto_name(tree)
-    renamed, plugins = False, []
+    renamed, plugins, explicit = False, [], set()
     for o in overrides or []:
-        _drop_params_of_replaced_plugin(tree, o)
+        _drop_params_of_replaced_plugin(tree, o, explicit)
         apply_override(tree, o)
         key, _, value = o.partition("=")
+        explicit.add(key.strip())
         renamed |= key.strip() == "name"
         if key.strip() in NAMING_KEYS:
             plugins.append(re.sub(r"[^A-Za-z0-9._+=,@-]", "_", value.strip()))
@@ -405,15 +406,22 @@ _SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round
                                "pert_strength", "double_task_step"}}
 
 
-def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str) -> None:
+def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str, explicit: set[str] = frozenset()) -> None:
     """``--set attack.name=X`` on a config written for attack Y drops Y's own parameters
-    (they would be unknown to X); later overrides may set X's."""
+    (they would be unknown to X); later overrides may set X's. Parameters set by earlier
+    overrides of the same command (``explicit`` keys) stay, whatever their order: X
+    takes them, or validation names them as unknown to X."""
     key, _, value = assignment.partition("=")
     section, _, field = key.strip().partition(".")
     if field != "name" or section not in _SECTION_COMMON or not isinstance(tree.get(section), dict):
         return
+
+    def keep(k: str) -> bool:
+        return k in _SECTION_COMMON[section] or any(e == f"{section}.{k}" or e.startswith(f"{section}.{k}.")
+                                                    for e in explicit)
+
     if tree[section].get("name") not in (None, parse_value(value)):
-        tree[section] = {k: v for k, v in tree[section].items() if k in _SECTION_COMMON[section]}
+        tree[section] = {k: v for k, v in tree[section].items() if keep(k)}
 
 
 def _merge(a: dict, b: dict) -> dict:

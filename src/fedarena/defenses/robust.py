@@ -231,8 +231,9 @@ def trimmed_mean(U: torch.Tensor, trim: int) -> torch.Tensor:
     2018, Def. 2; the Fall-of-CC paper's TM with 0-based kept positions
     ``trim .. n-trim-1``). ``trim = 0`` is the mean. NaN counts as the largest value.
 
-    On CPU: two selections (``numpy.partition``, introselect) per block of columns
-    instead of a full sort (about 4x faster than ``torch.sort`` at n=100).
+    On CPU: one ``numpy`` sort of each block of columns, transposed so that every
+    coordinate's n values are contiguous (NumPy's SIMD sort: 1.4-1.9x faster than two
+    ``numpy.partition`` selections and about 7x faster than ``torch.sort`` at n = 25-100).
     """
     n = U.shape[0]
     if not 0 <= 2 * trim < n:
@@ -246,10 +247,8 @@ def trimmed_mean(U: torch.Tensor, trim: int) -> torch.Tensor:
 
         def tm_block(cols: slice) -> None:
             block = np.ascontiguousarray(src[:, cols].T)  # (c, n)
-            block.partition(n - trim, axis=1)  # the trim largest now sit at n-trim..n-1
-            low = block[:, : n - trim]
-            low.partition(trim, axis=1)  # the trim smallest now sit at 0..trim-1
-            dst[cols] = low[:, trim:].mean(axis=1)
+            block.sort(axis=1)
+            dst[cols] = block[:, trim : n - trim].mean(axis=1)
 
         _for_blocks(tm_block, U.shape[1])
         return out
@@ -265,8 +264,9 @@ def coordinate_median(U: torch.Tensor, even: str = "mean") -> torch.Tensor:
     code's), ``"lower"`` takes the lower one (``torch.median``, the RLR reference
     code's). NaN counts as the largest value.
 
-    On CPU: one selection (``numpy.partition``) per block of columns, about 2x faster
-    than ``torch.median`` / ``torch.kthvalue`` at n=100.
+    On CPU: one ``numpy`` sort of each transposed block of columns (NumPy's SIMD sort:
+    1.0-1.9x faster than a ``numpy.partition`` selection at n = 20-100, which is about 2x
+    faster than ``torch.median`` / ``torch.kthvalue`` at n = 100).
     """
     n = U.shape[0]
     U = sanitize_nan(U)
@@ -275,15 +275,10 @@ def coordinate_median(U: torch.Tensor, even: str = "mean") -> torch.Tensor:
     out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
     if _use_numpy(U):
         src, dst = U.numpy(), out.numpy()
-        k = lo + 1 if two else lo
-
         def median_block(cols: slice) -> None:
             block = np.ascontiguousarray(src[:, cols].T)
-            block.partition(k, axis=1)
-            if two:  # upper middle at lo+1; the lower middle is the max of what precedes it
-                dst[cols] = 0.5 * (block[:, k] + block[:, :k].max(axis=1))
-            else:
-                dst[cols] = block[:, k]
+            block.sort(axis=1)
+            dst[cols] = 0.5 * (block[:, lo] + block[:, lo + 1]) if two else block[:, lo]
 
         _for_blocks(median_block, U.shape[1])
         return out

@@ -595,10 +595,9 @@ def round_record(rec: dict[str, Any], attack: Attack) -> dict[str, Any]:
     """Norms that explain a round: benign update norm (mean, max), aggregate norm, the
     defense's and the attack's scalar diagnostics."""
     U, mal = rec["honest_U"], torch.from_numpy(rec["malicious"])
-    benign = U[~mal]
     out: dict[str, Any] = {"round": rec["round"], "num_attacking": int(mal.sum())}
-    if len(benign):
-        n = row_norms(benign)
+    if not bool(mal.all()):
+        n = row_norms(U)[~mal.to(U.device)]  # the benign rows' norms, without copying those rows
         out.update(benign_norm_mean=float(n.mean()), benign_norm_max=float(n.max()))
     out["aggregate_norm"] = _finite_or_none(float(torch.linalg.vector_norm(rec["agg"].update)))
     out.update(scalar_info(rec["agg"].info))
