@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fedarena's GPU checks in one go, for a machine with CUDA (about 8 minutes on an H200):
 #   1. every path with fl.device=cuda: tests/test_cuda.py (GPU vs CPU runs, CNN and
-#      BatchNorm paths, local optimizers, lockstep, attack search), then the end-to-end
+#      BatchNorm paths, local optimizers, lockstep, attack search, defense stages, DP,
+#      client-side defenses), then the end-to-end
 #      and lockstep checks with FEDARENA_TEST_DEVICE=cuda (every attack, every defense);
 #   2. `fedarena bench` training and lockstep sections on the GPU (GPU time, utilization).
 # Run it from the repository root. Results go to $OUT (default

@@ -83,3 +83,28 @@ def test_run_many_and_the_attack_search_on_the_gpu():
                                defense={"name": "median"}), "name": "opt"})]
     [r] = run_many(cfgs)
     assert r.summary["status"] == "ok", r.summary.get("error")
+
+
+_STAGE_ATTACK = {"name": "ipm", "num_malicious": 2}
+
+
+@pytest.mark.parametrize("sections", [
+    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "bucketing": 2}},
+    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "nnm": True}},
+    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "clip": 1.0}},
+    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "noise": 0.01, "noise_abs": True}},
+    {"defense": {"name": "fedavg", "clip": 1.0, "clip_at": "client"}},
+    {"defense": {"name": "fedavg", "dp": "local", "dp_clip": 1.0, "dp_sigma": 0.1}},
+    {"defense": {"name": "fedavg", "dp": "central", "dp_clip": 1.0, "dp_sigma": 0.1}},
+    {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "leadfl"}},
+    {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "ldp"}},
+    {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "fl-wbc"}},
+    {"attack": {"name": "poisonedfl", "num_malicious": 2}, "defense": {"name": "cos-hdbscan"}},
+], ids=["bucketing", "nnm", "clip", "noise", "client-clip", "dp-local", "dp-central", "leadfl", "ldp", "fl-wbc",
+        "poisonedfl-cos-hdbscan"])
+def test_stages_dp_and_client_side_defenses_on_the_gpu(sections):
+    """Defense stages, DP and the client-side defenses draw their noise and permutations on
+    the CPU and move them: the GPU run sees the same draws as the CPU run."""
+    cpu, gpu = _both(**sections)
+    assert gpu.summary["status"] == cpu.summary["status"] == "ok", gpu.summary.get("error")
+    assert gpu.summary["final_main_acc"] == pytest.approx(cpu.summary["final_main_acc"], abs=0.1)
