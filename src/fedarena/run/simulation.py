@@ -35,7 +35,7 @@ from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
-from .lockstep import Lockstep, TrainJob, train_round
+from .lockstep import Lockstep, TrainJob, seed_torch, train_round
 from .recovery import spike_metrics
 from .sampling import attacker_count, draw_cohort
 
@@ -394,7 +394,7 @@ class Simulation:
             rngs=[self.streams.numpy("training", t, c) for c in ids], generator=self.streams.torch("attack", 4, t),
             benign_updates=benign,
         )
-        torch.manual_seed(self.streams.seed_of("attack") + t)  # dropout masks
+        seed_torch(self.device, self.streams.seed_of("attack") + t)  # dropout masks
         out = self.attack.local_train(ctx)
         if out is None or tuple(out.shape) != (len(rows), self.layout.dim):
             raise RuntimeError(f"attack {self.cfg.attack.name!r}: local_train must return a "
