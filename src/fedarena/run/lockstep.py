@@ -279,7 +279,7 @@ class Lockstep:
     rounds and the evaluation schedule. ``len(sims) == 1`` is the plain run.
     """
 
-    def __init__(self, sims: Sequence["Simulation"]):
+    def __init__(self, sims: Sequence["Simulation"], timed: bool = False):
         self.sims = list(sims)
         if not self.sims:
             raise ValueError("a lockstep needs at least one run")
@@ -291,13 +291,15 @@ class Lockstep:
         self._stochastic = random_ops(self.sims[0].model)
         self._stores: Optional[_Stores] = None
         #: seconds spent in each phase, summed over rounds (what ``fedarena bench`` reports):
-        #: ``plan`` (a), ``train`` (b), ``conclude`` (c), ``evaluate`` (d), ``records``
+        #: ``plan`` (a), ``train`` (b), ``conclude`` (c), ``evaluate`` (d), ``records``. On a
+        #: GPU they count the device's work only when ``timed`` (a synchronize per phase,
+        #: which stops the CPU from running ahead of the GPU: for measurements only)
         self.seconds = dict.fromkeys(PHASES, 0.0)
-        self._cuda = self.sims[0].device.type == "cuda"
+        self._sync = timed and self.sims[0].device.type == "cuda"
 
     def _lap(self, phase: str, since: float) -> float:
-        """Add the time since ``since`` to ``phase`` (after the device's queued work) and return now."""
-        if self._cuda:
+        """Add the time since ``since`` to ``phase`` and return now."""
+        if self._sync:
             torch.cuda.synchronize(self.sims[0].device)
         now = time.perf_counter()
         self.seconds[phase] += now - since
@@ -425,7 +427,7 @@ def run_many(configs: Sequence["ExperimentConfig"], max_runs: int = 64,
         for j, s in enumerate(sims):  # the config key is a proxy: check the real architecture
             buckets.setdefault(architecture(s), []).append(j)
         for js in buckets.values():
-            lockstep = Lockstep([sims[j] for j in js])
+            lockstep = Lockstep([sims[j] for j in js], timed=seconds is not None)
             for j, res in zip(js, lockstep.run()):
                 results[members[j]] = res
                 if on_result is not None:
