@@ -95,4 +95,13 @@ def test_lockstep_section_compares_both_ways(tiny):
         w = data["lockstep"][key]
         assert w["speedup"] == pytest.approx(w["sequential_seconds"] / w["lockstep_seconds"])
         assert w["statuses_equal"] and w["max_abs_diff_final_metrics"] < 1e-4
-    assert "## Lockstep" in (out / "bench.md").read_text()
+        ms = w["phase_ms_per_run_round"]
+        for way, wall in (("sequential", w["sequential_ms_per_run_round"]), ("lockstep", w["lockstep_ms_per_run_round"])):
+            assert set(ms[way]) == {"setup", "plan", "train", "conclude", "evaluate", "records"}
+            assert 0 < sum(ms[way].values()) <= wall * 1.001  # the phases lie inside the way's wall time
+        # the lockstep's total holds its train + evaluate, so the bound is never below the speed-up
+        assert w["speedup_bound"] == pytest.approx(w["sequential_ms_per_run_round"]
+                                                   / (ms["lockstep"]["train"] + ms["lockstep"]["evaluate"]))
+        assert w["speedup_bound"] >= w["speedup"] * 0.999
+    md = (out / "bench.md").read_text()
+    assert "## Lockstep" in md and "### Where a run-round's time goes" in md
