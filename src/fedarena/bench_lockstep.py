@@ -237,8 +237,10 @@ def bench_lockstep(scale: str, device: torch.device, data_root: Optional[str], l
     out["process_startup_s"] = process_startup() if scale != "tiny" else None
     if log:
         for k in ("fall-of-cc", "digits"):
+            bound = out[k].get("speedup_bound")
             log(f"  {k}: {out[k]['runs']} runs, sequential {out[k]['sequential_seconds']:.1f} s, lockstep "
-                f"{out[k]['lockstep_seconds']:.1f} s: x{out[k]['speedup']:.1f}")
+                f"{out[k]['lockstep_seconds']:.1f} s: x{out[k]['speedup']:.1f}"
+                + (f" (bound x{bound:.1f})" if bound is not None else ""))
     return out
 
 
