@@ -38,3 +38,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def kill_slow_cli():
+    """``kill(args, watched, lines)``: start ``tests/slow_cli.py ARGS`` (the CLI with every
+    round slowed), wait until the file ``watched`` holds ``lines`` lines (at most 120 s),
+    then kill it with SIGKILL, as a crash would."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    slow_cli = str(Path(__file__).resolve().parent / "slow_cli.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+    def kill(args: list[str], watched: Path, lines: int) -> None:
+        proc = subprocess.Popen([sys.executable, slow_cli, *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if watched.exists() and len(watched.read_text().splitlines()) >= lines:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    return kill

@@ -4,11 +4,7 @@ codes, Ctrl-C, checkpoints and --resume (byte-identical records after kill -9)."
 import json
 import multiprocessing
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,23 +159,11 @@ def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, monkey
     assert summary["status"] == "ok" and summary["resumed_from"] == 4 and not (tmp_path / "cut" / "checkpoint.pt").exists()
 
 
-SLOW_CLI = str(Path(__file__).resolve().parent / "slow_cli.py")
-
-
-def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path):
+def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, kill_slow_cli):
     over = SMALL + ["fl.rounds=24", "run.checkpoint_every=3", "defense.name=foolsgold", "fl.clients_per_round=4"]
     sets = [a for o in over for a in ("--set", o)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, SLOW_CLI, "run", "--quiet", "--out", str(tmp_path / "cut")] + sets,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 8:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_slow_cli(["run", "--quiet", "--out", str(tmp_path / "cut")] + sets, metrics, 8)
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "running"
     done = len(metrics.read_text().splitlines())
     assert 8 <= done < 24 and (tmp_path / "cut" / "checkpoint.pt").exists()

@@ -2,12 +2,6 @@
 as a result, and the Ray backend."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -86,10 +80,7 @@ def test_sweep_records_divergence_as_a_result(tmp_path):
     assert again.ran == [] and sorted(again.skipped) == ["fedavg", "median"]
 
 
-SLOW_CLI = str(Path(__file__).resolve().parent / "slow_cli.py")
-
-
-def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
+def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path, kill_slow_cli):
     """The first run has its own model, so it plays first and finishes; the other two
     share one and play in lockstep, killed in the middle; the rerun resumes those two
     from their checkpoints and does not play the finished one again."""
@@ -99,17 +90,8 @@ def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path):
         "variants": {"a": {"model": {"name": "mlp", "hidden": [16]}}, "b": {}},
         "grid": {"defense": [{"name": "median"}, {"name": "cc"}]}}))
     out = tmp_path / "sw"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, SLOW_CLI, "sweep", str(spec), "--quiet", "--out", str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = out / "runs" / "b,median" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if second.exists() and len(second.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_slow_cli(["sweep", str(spec), "--quiet", "--out", str(out)], second, 5)
     assert [e["run"] for e in index_entries(out)] == ["a,median", "a,cc"]
     first_metrics = (out / "runs" / "a,median" / "metrics.jsonl").read_bytes()
     outcome = run_sweep(SweepSpec.load(spec).jobs(), out)
