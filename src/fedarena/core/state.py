@@ -12,7 +12,10 @@ holds large scratch buffers) overrides the two methods or lists names in
 
 :func:`encode` / :func:`decode` turn such values into what
 ``torch.load(weights_only=True)`` accepts (tensors, plain containers, numbers, strings):
-NumPy arrays and generator states are wrapped in tagged dicts.
+NumPy arrays and generator states are wrapped in tagged dicts. A reference cycle
+(a stage that holds its owner, which holds the stage) raises :class:`StateCycleError`
+naming the attribute path, instead of recursing until the stack runs out: a component
+that keeps a back-reference lists it in ``state_exclude``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ _SKIP = object()
 _SCALARS = (bool, int, float, str, type(None))
 
 
+class StateCycleError(RuntimeError):
+    """A component's state refers back to itself; the message names the attribute path."""
+
+
 class Stateful:
     """Mixin: ``state_dict()`` / ``load_state_dict()`` over plain instance attributes."""
 
@@ -33,14 +40,7 @@ class Stateful:
     state_exclude: tuple[str, ...] = ()
 
     def state_dict(self) -> dict[str, Any]:
-        out = {}
-        for name, value in vars(self).items():
-            if name in self.state_exclude:
-                continue
-            enc = encode(value)
-            if enc is not _SKIP:
-                out[name] = enc
-        return out
+        return _encode_stateful(self, type(self).__name__, ())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
@@ -51,8 +51,28 @@ class Stateful:
                 setattr(self, name, decode(value))
 
 
+def _encode_stateful(obj: Stateful, path: str, active: tuple[int, ...]) -> dict[str, Any]:
+    active = (*active, id(obj))
+    out = {}
+    for name, value in vars(obj).items():
+        if name in obj.state_exclude:
+            continue
+        enc = _encode(value, f"{path}.{name}", active)
+        if enc is not _SKIP:
+            out[name] = enc
+    return out
+
+
 def encode(value: Any) -> Any:
-    """A copy of ``value`` made of tensors and plain containers, or ``_SKIP``."""
+    """A copy of ``value`` made of tensors and plain containers, or ``_SKIP``.
+
+    Raises :class:`StateCycleError` when ``value`` contains itself."""
+    return _encode(value, type(value).__name__, ())
+
+
+def _encode(value: Any, path: str, active: tuple[int, ...]) -> Any:
+    """:func:`encode` with the attribute path so far and the ids of the containers being
+    encoded on that path (a value met again on its own path is a cycle)."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     if isinstance(value, _SCALARS):
@@ -63,23 +83,27 @@ def encode(value: Any) -> Any:
         if value.dtype == object:
             return _SKIP
         return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value).copy())}
-    if isinstance(value, Stateful):
-        return {"__stateful__": value.state_dict()}
     if isinstance(value, torch.Generator):
         return {"__torch_generator__": value.get_state(), "device": str(value.device)}
     if isinstance(value, np.random.Generator):
         return {"__numpy_generator__": value.bit_generator.state}
+    if not isinstance(value, (Stateful, dict, list, tuple)):
+        return _SKIP
+    if id(value) in active:
+        raise StateCycleError(f"state of {path.split('.')[0]} refers back to itself at {path}; "
+                              "list the back-reference in the component's state_exclude")
+    if isinstance(value, Stateful):
+        return {"__stateful__": _encode_stateful(value, path, active)}
+    active = (*active, id(value))
     if isinstance(value, dict):
-        items = {k: encode(v) for k, v in value.items()}
+        items = {k: _encode(v, f"{path}[{k!r}]", active) for k, v in value.items()}
         if any(v is _SKIP for v in items.values()) or not all(isinstance(k, _SCALARS) for k in items):
             return _SKIP
         return items
-    if isinstance(value, (list, tuple)):
-        items = [encode(v) for v in value]
-        if any(v is _SKIP for v in items):
-            return _SKIP
-        return items if isinstance(value, list) else {"__tuple__": items}
-    return _SKIP
+    items = [_encode(v, f"{path}[{i}]", active) for i, v in enumerate(value)]
+    if any(v is _SKIP for v in items):
+        return _SKIP
+    return items if isinstance(value, list) else {"__tuple__": items}
 
 
 def decode(value: Any) -> Any:

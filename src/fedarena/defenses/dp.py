@@ -68,6 +68,8 @@ class _DPAccounting(PostStage):
     """Post-stage half of :class:`DifferentialPrivacy`: central noise and the accountant."""
 
     order = 60
+    #: the owner is a back-reference (its state is saved where the pipeline holds it)
+    state_exclude = ("owner",)
 
     def __init__(self, owner: "DifferentialPrivacy"):
         self.owner = owner
