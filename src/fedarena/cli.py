@@ -151,7 +151,8 @@ def reproduce(
 ) -> None:
     """Run a paper's experiments and write claims.md, claims.json and results.csv.
 
-    Rerun the same command to continue a stopped reproduction (finished runs are kept)."""
+    Rerun the same command to continue a stopped reproduction (finished runs are kept).
+    Exit codes: 0 every run finished, 1 some runs did not finish (their claims are `error`), 2 bad input."""
     from .reproduce.framework import run_reproduction
 
     out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
@@ -160,10 +161,17 @@ def reproduce(
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
-    out_console.print(report.markdown_table())
+    out_console.print(report.markdown_table(), highlight=False)
     for line in report.failure_lines():  # one line per failed claim: what it measured against which rule
         out_console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
+    out_console.print(f"[bold]{escape(report.counts_line())}[/]", highlight=False, soft_wrap=True)
     out_console.print(f"written to {out}")
+    if report.runs_failed:  # no verdict from an unfinished run: the claims reading them are `error`
+        first = next(iter(report.runs_failed.items()))
+        out_console.print(f"[red]{len(report.runs_failed)} of {report.runs_total} runs did not finish "
+                          f"(first: {escape(first[0])}, {escape(first[1])}); rerun the same command to retry them[/]",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
