@@ -8,6 +8,7 @@ the problem and the valid values.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -16,17 +17,30 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .registry import FLOAT32_MAX
 
 AUTO_MODELS = {"digits": "mlp", "synthetic": "mlp", "mnist": "cnn", "fashion-mnist": "cnn", "cifar10": "cifar-cnn"}
 
 
+def _within_float32(v: Any) -> Any:
+    """Every float key (and float list element) must fit the float32 tensors it meets:
+    a finite value beyond +-3.4e38 overflows the first kernel that takes it."""
+    for x in v if isinstance(v, (list, tuple)) else (v,):
+        if isinstance(x, float) and abs(x) > FLOAT32_MAX:
+            raise ValueError(f"must be within +-{FLOAT32_MAX:.4g} (the float32 range)")
+    return v
+
+
 class _Strict(BaseModel):
-    # every float key rejects NaN and +-Inf ("must be a finite number")
+    # every float key rejects NaN and +-Inf ("must be a finite number") and values beyond float32
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    _float32 = field_validator("*")(classmethod(lambda cls, v: _within_float32(v)))
 
 #: upper bounds that keep a single run's work finite (a typo such as 1e9 epochs is an error, not a hang)
 MAX_LOCAL_EPOCHS = 1000
 MAX_LOCAL_STEPS = 100_000
+MAX_ROUNDS = 1_000_000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=,@-]*$"
 MAX_NAME_LENGTH = 100
 
@@ -63,7 +77,7 @@ class FLConfig(_Strict):
     malicious_counts: list[int] = Field(default_factory=list)  # counts: attackers per round (cyclic)
     forced_rounds: list[int] = Field(default_factory=list)  # LeadFL reference quirk: rounds {0, 10, 12}
     forced_malicious: int = Field(5, ge=0)  # attackers in a forced round
-    rounds: int = Field(30, ge=1)
+    rounds: int = Field(30, ge=1, le=MAX_ROUNDS)
     local_epochs: int = Field(1, ge=1, le=MAX_LOCAL_EPOCHS)
     local_steps: Optional[int] = Field(None, ge=1, le=MAX_LOCAL_STEPS)
     batch_size: int = Field(32, ge=1)
@@ -101,6 +115,7 @@ class OptimizeConfig(_Strict):
 
 class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    _float32 = field_validator("*")(classmethod(lambda cls, v: _within_float32(v)))
     name: str = "none"
     num_malicious: int = Field(0, ge=0)
     start_round: int = Field(0, ge=0)
@@ -120,6 +135,7 @@ class AttackConfig(BaseModel):
 
 class DefenseConfig(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    _float32 = field_validator("*")(classmethod(lambda cls, v: _within_float32(v)))
     name: str = "fedavg"
     weighted: bool = False
     f: Optional[int] = Field(None, ge=0)  # attackers the rule assumes; None: see Experiment.declared_f
@@ -199,6 +215,11 @@ class ExperimentConfig(_Strict):
             raise ValueError("fl.malicious_counts|must list the attackers of each round when fl.sampling = 'counts'|e.g. [6, 6, 0, 0]")
         if any(c < 0 for c in fl.malicious_counts):
             raise ValueError(f"fl.malicious_counts|counts must be >= 0 (got {fl.malicious_counts})|non-negative integers")
+        last = math.log10(fl.lr) + len(fl.lr_decay_at) * math.log10(fl.lr_decay)  # log10 of the last lr
+        if fl.lr_decay_at and not -30 <= last <= math.log10(FLOAT32_MAX):
+            raise ValueError(f"fl.lr_decay|{len(fl.lr_decay_at)} decays of fl.lr = {fl.lr:g} by {fl.lr_decay:g} reach "
+                             f"lr = 1e{last:.0f}, outside the float32 range the steps carry|a decay that keeps every "
+                             f"lr within 1e-30..{FLOAT32_MAX:.3g}")
         if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
             raise ValueError("attack.end_round|must be >= attack.start_round|an inclusive round index >= start_round")
         return self
@@ -272,6 +293,8 @@ def from_tree(tree: dict[str, Any]) -> ExperimentConfig:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"]
+        if msg.startswith("Value error, ") and "|" not in msg:
+            msg = msg[len("Value error, "):]
         if msg.startswith("Value error, ") and "|" in msg:
             field, problem, valid = msg[len("Value error, "):].split("|", 2)
             raise ConfigError(field, problem, valid) from None

@@ -26,3 +26,9 @@ class DataError(DataNotFoundError):
     """A dataset file is there but unusable: damaged, of an unknown hash, or holding
     something other than plain data. One line, like every user error (a subclass of
     :class:`DataNotFoundError`, so every place that reports missing data reports it)."""
+
+
+class Diverged(ArithmeticError):
+    """The run's arithmetic left the finite range in a place that is not the aggregate
+    or the parameters (e.g. the server's own root-dataset update). The engine ends the
+    run with ``status: diverged`` and ``str(err)`` as the reason; never a traceback."""

@@ -62,12 +62,18 @@ def _target(factory: Callable[..., Any]) -> Callable[..., Any] | None:
     return factory
 
 
+#: the largest finite float32 (the tensors every parameter meets are float32)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_value(key: str, value: Any, valid: str) -> None:
     """Generic checks every parameter gets: floats finite (no NaN/Inf, also inside
-    lists), seeds non-negative."""
+    lists) and within the float32 range, seeds non-negative."""
     for v in value if isinstance(value, (list, tuple)) else (value,):
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(key, f"must be a finite number (got {v})", valid)
+        if isinstance(v, float) and abs(v) > FLOAT32_MAX:
+            raise ConfigError(key, f"must be within +-{FLOAT32_MAX:.4g} (the float32 range) (got {v:g})", valid)
     if key.endswith("seed") and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2**63:
         raise ConfigError(key, f"a seed must be in 0..2**63-1 (got {value})", "an integer >= 0")
 

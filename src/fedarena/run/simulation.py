@@ -26,10 +26,10 @@ from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, Serve
 from ..core.distances import update_metric_values
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
-from ..defenses.base import DefensePipeline, RoundContext
+from ..defenses.base import Aggregate, DefensePipeline, RoundContext
 from ..defenses.pipeline import build_pipeline
-from ..errors import ConfigError
-from ..core.metrics import accuracy, backdoor_accuracy, class_accuracy, cosine_to, row_norms
+from ..errors import ConfigError, Diverged
+from ..core.metrics import accuracy, backdoor_accuracy, backdoor_durability, class_accuracy, cosine_to, row_norms
 from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
 from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential
@@ -262,7 +262,13 @@ class Simulation:
             rows, _ = train_sequential(self.model, params, self.data.x_train, self.data.y_train, [self.root_index],
                                        sched, recipe, self.prepare, self.buffers)
             return rows[0]
-        return fn
+
+        def checked(flat: torch.Tensor) -> torch.Tensor:
+            g0 = fn(flat)
+            if not torch.isfinite(g0).all():
+                raise Diverged("the server's update on its root dataset is not finite (NaN/Inf)")
+            return g0
+        return checked
 
     @property
     def flat_params(self) -> torch.Tensor:
@@ -461,10 +467,16 @@ class Simulation:
             if crafted is not None:
                 U = U.clone()
                 U[torch.from_numpy(rows)] = crafted.to(U.device, U.dtype).reshape(len(rows), -1)
-        agg = self.pipeline(U, ctx)
+        try:
+            agg, reason = self.pipeline(U, ctx), None
+        except Diverged as e:
+            agg, reason = Aggregate(torch.full_like(U[0], math.nan)), str(e)
         update = agg.update
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
                                   "extras": self.client_extras(U, mal_mask, cohort)}
+        if reason is not None:
+            record["diverged"] = f"round {t}: {reason}; the run stopped here"
+            return record
         if not torch.isfinite(update).all():
             record["diverged"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
                                   "the run stopped here")
