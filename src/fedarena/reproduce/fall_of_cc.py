@@ -171,6 +171,17 @@ class FallOfCC(Paper):
     """Fall of Centered Clipping: ROP vs CC, RFA, TM (Ozfatura et al., IEEE TIFS 2024)."""
 
     seeds = (0,)
+    not_reproduced = """
+- Table IV, blocks CIFAR-10, CIFAR-100, FMNIST*, CIFAR-10* and the RFA / TM columns' numbers: CIFAR data and the
+  ResNet models are not run at CPU scale; FMNIST* (non-IID Fashion-MNIST) is not in the grid. The FMNIST and MNIST*
+  blocks are compared cell by cell in the Table IV tables below (ROP-lowest counts are judged, not the accuracies:
+  300 rounds of an MLP against 7,500 of a CNN).
+- Figs. 3, 5, 6, 9 (CIFAR-10 / CIFAR-100 curves, ROP-S): CIFAR data and ResNets not run; sparse ROP not built.
+- Fig. 1 (ALIE with an alternating perturbation sign on TM): not built.
+- Figs. 10, 11 (training loss, saddle points): not measured.
+- Figs. 12-14 (λ and z grids on CIFAR-10): not run.
+- Table II and III are the paper's CIFAR-10 IID numbers; ours are measured on Fashion-MNIST / MNIST (the rows say so).
+"""
 
     @property
     def notes(self) -> str:  # type: ignore[override]
@@ -245,7 +256,7 @@ class FallOfCC(Paper):
                 f"T4-{ds}", f"{ds}: with client momentum (β 0.9, 0.99), ROP is the lowest-accuracy attack on CC "
                 f"(τ 0.1 and 1; final accuracy; paper block {block})",
                 paper=f"{paper_n}/4", measure=measure, check=lambda s: int(s.split("/")[0]) >= 3,
-                rule="ROP lowest in >= 3 of 4 cells"))
+                rule="ROP lowest in >= 3 of 4 cells", source="paper", where=f"Table IV ({block} block)"))
         paper_all = sum(paper_rop_lowest(PAPER_BLOCK[ds], a, b) for ds in dss for a, b in MOMENTUM_CC_CELLS)
 
         def measure_all(res: Results) -> str:
@@ -256,33 +267,42 @@ class FallOfCC(Paper):
             "T4-all", "ROP is the lowest-accuracy attack on CC with client momentum, all datasets "
             "(paper: 23 of 24 such cells over its six blocks)", paper=f"{paper_all}/{len(dss) * len(MOMENTUM_CC_CELLS)}",
             measure=measure_all, check=lambda s: int(s.split("/")[0]) > int(s.split("/")[1]) / 2,
-            rule="more than half the cells"))
+            rule="more than half the cells", source="paper", where="Table IV"))
         for ds in dss:
             def measure_speed(res: Results, ds=ds) -> str:
                 flags = [rop_lowest(res, ds, a, b, curve_acc) for a, b in MOMENTUM_CC_CELLS]
                 return f"{sum(bool(f) for f in flags)}/{len(flags)}"
 
-            claims.append(Claim(
-                f"T4-speed-{ds}", f"{ds}: same cells, by mean accuracy over the evaluations (convergence speed; "
-                "the paper's Fig. 4 text: ROP 'significantly reducing the convergence speed')",
-                paper="-", measure=measure_speed, rule="info"))
-            claims.append(Claim(
-                f"T4-drop-{ds}", f"{ds}: accuracy drop of ROP vs no attack on CC τ=1, β=0.99 (final, points)",
-                paper=None, measure=lambda res, ds=ds: _diff(final_acc(res, run_id(ds, "cc1", 0.99, "none")),
-                                                          final_acc(res, run_id(ds, "cc1", 0.99, "rop"))),
-                rule="info (the paper reports no baseline; Fig. 4 text: ~7 points on FMNIST)"))
+            drop = (lambda res, ds=ds: _diff(final_acc(res, run_id(ds, "cc1", 0.99, "none")),
+                                             final_acc(res, run_id(ds, "cc1", 0.99, "rop"))))
+            if PAPER_BLOCK[ds] == "fmnist":  # the paper's Fig. 4 text is about FMNIST IID
+                claims.append(Claim(
+                    f"T4-speed-{ds}", f"{ds}: ROP slows convergence on CC with momentum: cells where ROP has the lowest "
+                    "mean accuracy over the evaluations", paper="'significantly reducing the convergence speed'",
+                    measure=measure_speed, check=lambda s: int(s.split("/")[0]) >= 3, rule="ROP lowest in >= 3 of 4 cells",
+                    source="paper", where="Sec. VI (Fig. 4 text, FMNIST IID)"))
+                claims.append(Claim(
+                    f"T4-drop-{ds}", f"{ds}: accuracy drop of ROP vs no attack on CC τ=1, β=0.99 (final, points)",
+                    paper="7 (τ=1), 5 (τ=0.1)", measure=drop, check=lambda v: v is not None and v >= 3.5,
+                    rule=">= 3.5 (half the paper's 7)", source="paper", where="Sec. VI (Fig. 4 text, FMNIST IID)"))
+            else:  # the paper states neither for its MNIST non-IID runs (Fig. 7)
+                claims.append(Claim(
+                    f"T4-speed-{ds}", f"{ds}: cells where ROP has the lowest mean accuracy over the evaluations "
+                    "(CC with momentum; the paper states no speed result for this block)", paper=None,
+                    measure=measure_speed))
+                claims.append(Claim(
+                    f"T4-drop-{ds}", f"{ds}: accuracy drop of ROP vs no attack on CC τ=1, β=0.99 (final, points; "
+                    "the paper's Fig. 7 text gives a drop for β=0 only)", paper=None, measure=drop))
         # Table II
         for ds in dss:
-            for beta in BETAS:
-                claims.append(Claim(
-                    f"T2-{ds}-b{beta:g}", f"{ds}: mean cos(Δ_t, Δ_(t-1)) of ALIE's perturbation, CC τ=1, β={beta:g}",
-                    paper=TABLE_II[beta], measure=lambda res, ds=ds, beta=beta: alie_cos(res, ds, beta),
-                    rule="info"))
             claims.append(Claim(
-                f"T2-{ds}", f"{ds}: ALIE's perturbation cosine across rounds grows with β (Table II)",
+                f"T2-{ds}", f"{ds}: mean cos(Δ_t, Δ_(t-1)) of ALIE's perturbation, CC τ=1, β 0 / 0.9 / 0.99: "
+                "high and growing with β",
                 paper=" < ".join(f"{TABLE_II[b]:g}" for b in BETAS),
                 measure=lambda res, ds=ds: " / ".join(_fmt(alie_cos(res, ds, b)) for b in BETAS),
-                check=lambda s: _nondecreasing(s), rule="non-decreasing in β"))
+                check=lambda s: _nondecreasing(s) and _near_table_ii(s),
+                rule="non-decreasing in β, each within 0.05 of the paper's", source="paper",
+                where="Table II (CIFAR-10 IID)"))
         # Table III
         for ds in dss:
             for tau, agg in ((0.1, "cc0.1"), (1.0, "cc1")):
@@ -292,7 +312,8 @@ class FallOfCC(Paper):
                     paper=" / ".join(f"{TABLE_III[(tau, b)][1]:g} vs {TABLE_III[(tau, b)][0]:g}" for b in BETAS),
                     measure=lambda res, ds=ds, agg=agg: " / ".join(
                         f"{_fmt(rop_cos(res, ds, agg, b, 'byz'))} vs {_fmt(rop_cos(res, ds, agg, b, 'benign'))}" for b in BETAS),
-                    check=_rop_above, rule="ROP > benign in all 3 cells"))
+                    check=_rop_above, rule="ROP > benign in all 3 cells", source="paper",
+                    where="Table III (CIFAR-10 IID)"))
         return claims
 
     # ------------------------------------------------------------------ tables
@@ -314,6 +335,15 @@ def _diff(a: Optional[float], b: Optional[float]) -> Optional[float]:
 
 def _fmt(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.4g}"
+
+
+def _near_table_ii(s: str) -> bool:
+    """Each of the three cosines (β 0 / 0.9 / 0.99) within 0.05 of Table II's."""
+    try:
+        vals = [float(x) for x in s.split(" / ")]
+    except ValueError:
+        return False
+    return all(abs(v - TABLE_II[b]) <= 0.05 for v, b in zip(vals, BETAS))
 
 
 def _nondecreasing(s: str) -> bool:

@@ -399,6 +399,12 @@ class InvariantAggregatorPaper(Paper):
     """Invariant Aggregator for Defending against Federated Backdoor Attacks (Wang et al., AISTATS 2024)."""
 
     notes = NOTES
+    not_reproduced = """
+- Table 1's Twitter and phishing columns (and Tables 2, 3 of the other tasks): the data is not available here.
+- Table 1's CIFAR-10 column is run on Fashion-MNIST with an MLP (the rows say so): absolute accuracies are not
+  comparable, so each row is judged by whether it halves FedAvg's ASR and whether it costs 0.1 accuracy, as in the paper.
+- Figures (training curves, the AND-mask illustration): not plotted.
+"""
 
     def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
         sc = scale(quick, self.data_root)
@@ -480,79 +486,118 @@ class InvariantAggregatorPaper(Paper):
             return lambda r: r.final(run, "main_acc")
 
         out: list[Claim] = []
+        T1 = "Table 1 (CIFAR-10 column; ours Fashion-MNIST)"
+        fa_acc, fa_asr = PAPER_T1["fedavg"]
         for name, (pa, pr) in PAPER_T1.items():
-            out.append(Claim(f"T1-{name}", f"Table 1 {name}: (Acc, ASR)" + (" (mean of 3 seeds)" if f"t1-{name}" in SEEDED else ""),
-                             paper=f"{pa:.3f} / {pr:.3f}",
-                             measure=lambda r, n=name: f"{acc('t1-' + n)(r):.3f} / {asr('t1-' + n)(r):.3f}"))
+            seeded = " (mean of 3 seeds)" if f"t1-{name}" in SEEDED else ""
+            if name == "fedavg":
+                out.append(Claim("T1-fedavg", f"Table 1 fedavg: the edge-case backdoor works (Acc, ASR){seeded}",
+                                 paper=f"{pa:.3f} / {pr:.3f}", measure=lambda r: (acc("t1-fedavg")(r), asr("t1-fedavg")(r)),
+                                 check=lambda v: v[1] >= 0.4, rule="ASR >= 0.4", source="paper", where=T1))
+                continue
+            if name == "no-attack":
+                out.append(Claim("T1-no-attack", f"Table 1 no-attack: no backdoor without attackers (Acc, ASR){seeded}",
+                                 paper=f"{pa:.3f} / {pr:.3f}",
+                                 measure=lambda r: (acc("t1-no-attack")(r), asr("t1-no-attack")(r)),
+                                 check=lambda v: v[1] <= 0.05, rule="ASR <= 0.05", source="paper", where=T1))
+                continue
+            defends, costs = pr <= 0.5 * fa_asr, pa <= fa_acc - 0.1
+            out.append(Claim(
+                f"T1-{name}", f"Table 1 {name}: (Acc, ASR, FedAvg's Acc, FedAvg's ASR){seeded}; the paper's row "
+                f"{'cuts' if defends else 'does not cut'} FedAvg's ASR by half and {'costs' if costs else 'does not cost'} "
+                "0.1 accuracy", paper=f"{pa:.3f} / {pr:.3f} (FedAvg {fa_acc:.3f} / {fa_asr:.3f})",
+                measure=lambda r, n=name: (acc("t1-" + n)(r), asr("t1-" + n)(r), acc("t1-fedavg")(r), asr("t1-fedavg")(r)),
+                check=lambda v, d=defends, c=costs: (v[1] <= 0.5 * v[3]) == d and (v[0] <= v[2] - 0.1) == c,
+                rule="same as the paper: (ASR <= 0.5 ASR_fedavg) and (Acc <= Acc_fedavg - 0.1)", source="paper", where=T1))
         out += [
             Claim("E1", "edge-case attack succeeds against FedAvg: ASR >= 0.4 and >= no-attack + 0.3",
-                  paper=".717 vs .000", measure=lambda r: (asr("t1-fedavg")(r), asr("t1-no-attack")(r)),
-                  check=lambda v: v[0] >= 0.4 and v[0] >= v[1] + 0.3, rule="ASR_fedavg >= max(0.4, ASR_none + 0.3)"),
-            Claim("E2", "Ours cuts ASR at small accuracy cost vs FedAvg", paper="ASR .001 vs .717; Acc .677 vs .679",
+                  paper="ASR_fedavg >= max(0.4, ASR_none + 0.3)", measure=lambda r: (asr("t1-fedavg")(r), asr("t1-no-attack")(r)),
+                  check=lambda v: v[0] >= 0.4 and v[0] >= v[1] + 0.3, rule="ASR_fedavg >= max(0.4, ASR_none + 0.3)",
+                  source="derived", where="spec E1 (precondition of E2)"),
+            Claim("E2", "Ours cuts ASR at small accuracy cost vs FedAvg (ASR ours, ASR FedAvg, Acc ours, Acc FedAvg)",
+                  paper="ASR .001 vs .717; Acc .677 vs .679",
                   measure=lambda r: (asr("t1-ours")(r), asr("t1-fedavg")(r), acc("t1-ours")(r), acc("t1-fedavg")(r)),
                   check=lambda v: v[0] <= 0.5 * v[1] and v[2] >= v[3] - 0.03,
                   rule="ASR_ours <= 0.5 ASR_fedavg and Acc_ours >= Acc_fedavg - 0.03",
                   why="at this scale the attackers' progress passes the AND-mask on coordinates where the trimmed "
-                      "mean keeps their sign (see the notes' diagnosis)"),
-            Claim("E3", "AND-mask x mean alone does not defend (Table 4)", paper=".655 vs .001",
+                      "mean keeps their sign (see the notes' diagnosis)", source="paper", where=T1),
+            Claim("E3", "AND-mask x mean alone does not defend (ASR AND-mask, ASR ours)", paper=".655 vs .001",
                   measure=lambda r: (asr("t4-and-mask")(r), asr("t1-ours")(r)),
-                  check=lambda v: v[0] >= v[1] + 0.15, rule="ASR_andmask >= ASR_ours + 0.15"),
-            Claim("E4", "(open) Trimmed mean alone does not defend (Table 4); gap Ours vs TrMean",
+                  check=lambda v: v[0] >= v[1] + 0.15, rule="ASR_andmask >= ASR_ours + 0.15", source="paper",
+                  where="Table 4"),
+            Claim("E4", "Trimmed mean alone does not defend (ASR TrMean, ASR ours)",
                   paper=".512 vs .001", measure=lambda r: (asr("t1-trimmed-mean")(r), asr("t1-ours")(r)),
-                  rule="reported: (ASR_trmean, ASR_ours)"),
-            Claim("E4-nonInf", "Ours is not worse than the trimmed mean", paper=".001 <= .512",
-                  measure=lambda r: (asr("t1-ours")(r), asr("t1-trimmed-mean")(r)),
-                  check=lambda v: v[0] <= v[1] + 0.05, rule="ASR_ours <= ASR_trmean + 0.05"),
-            Claim("E4-fixed", "(open) same gap with exactly 20% attackers in every round",
-                  paper="-", measure=lambda r: tuple(round(asr(f"fixed-{w}")(r), 3) for w in ("fedavg", "trimmed-mean", "ours")),
-                  rule="reported: ASR (FedAvg, TrMean, Ours)"),
-            Claim("T4-mean-var", "Mean-variance-ratio mask ablation (Acc, ASR)", paper=".554 / .000",
-                  measure=lambda r: (acc("t4-mean-var")(r), asr("t4-mean-var")(r))),
-            Claim("T4-code", "Authors' code variant (tau .6 >=, middle 10%) (Acc, ASR)", paper="-",
+                  check=lambda v: v[0] >= v[1] + 0.15, rule="ASR_trmean >= ASR_ours + 0.15", source="paper",
+                  where="Table 4"),
+            Claim("E4-nonInf", "Ours is not worse than the trimmed mean (ASR ours, ASR TrMean)",
+                  paper="ASR_ours <= ASR_trmean + 0.05", measure=lambda r: (asr("t1-ours")(r), asr("t1-trimmed-mean")(r)),
+                  check=lambda v: v[0] <= v[1] + 0.05, rule="ASR_ours <= ASR_trmean + 0.05", source="derived",
+                  where="spec E4 (non-inferiority)"),
+            Claim("E4-fixed", "ASR (FedAvg, TrMean, Ours) with exactly 20% attackers in every round", paper=None,
+                  measure=lambda r: tuple(round(asr(f"fixed-{w}")(r), 3) for w in ("fedavg", "trimmed-mean", "ours"))),
+            Claim("T4-mean-var", "Mean-variance-ratio mask ablation defends (Acc, ASR, FedAvg's ASR)", paper=".554 / .000",
+                  measure=lambda r: (acc("t4-mean-var")(r), asr("t4-mean-var")(r), asr("t1-fedavg")(r)),
+                  check=lambda v: v[1] <= 0.5 * v[2], rule="ASR <= 0.5 ASR_fedavg", source="paper", where="Table 4"),
+            Claim("T4-code", "Authors' code variant (tau .6 >=, middle 10%) (Acc, ASR)", paper=None,
                   measure=lambda r: (acc("t4-code-preset")(r), asr("t4-code-preset")(r))),
-            Claim("T5-none", "Ours without attack (Acc, ASR)", paper=".685 / .000",
-                  measure=lambda r: (acc("t5-no-attack")(r), asr("t5-no-attack")(r))),
-            Claim("T5-dba", "DBA pixel trigger (4 lines, one per attacker, target 2): ASR (Ours, FedAvg); meaningful only if "
-                  "the attack succeeds against FedAvg", paper="Ours .001",
+            Claim("T5-none", "Ours without attack: no backdoor (Acc, ASR)", paper=".685 / .000",
+                  measure=lambda r: (acc("t5-no-attack")(r), asr("t5-no-attack")(r)),
+                  check=lambda v: v[1] <= 0.05, rule="ASR <= 0.05", source="paper", where="Table 5"),
+            Claim("T5-dba", "DBA pixel trigger (4 lines, one per attacker, target 2): Ours stops an attack that works "
+                  "against FedAvg (ASR ours, ASR FedAvg)", paper="Ours .001",
                   measure=lambda r: (asr("t5-dba-ours")(r), asr("t5-dba-fedavg")(r)),
-                  rule="reported: (ASR_ours, ASR_fedavg)"),
-            Claim("E11", "(open) collude / adaptive / both barely raise Ours' ASR (Table 5)",
+                  check=lambda v: v[1] >= 0.4 and v[0] <= 0.5 * v[1],
+                  rule="ASR_fedavg >= 0.4 (the attack works) and ASR_ours <= 0.5 ASR_fedavg", source="paper",
+                  where="Table 5"),
+            Claim("E11", "collude / adaptive / both barely raise Ours' ASR",
                   paper=".021 / .013 / .049 (edge .001)",
                   measure=lambda r: tuple(round(asr(f"t5-{v}-ours")(r), 3) for v in ("collude", "adaptive", "collude-adaptive")),
-                  check=None, rule="reported; spec criterion ASR <= ASR_edge + 0.2"),
-            Claim("E11-gate", "collude and adaptive ASR of Ours within +0.2 of the plain edge-case ASR (seed 0)", paper="yes",
+                  check=lambda v: max(v) <= 0.1, rule="each ASR <= 0.1", source="paper", where="Table 5"),
+            Claim("E11-gate", "collude and adaptive ASR of Ours within +0.2 of the plain edge-case ASR (seed 0)",
+                  paper="rise <= 0.2",
                   measure=lambda r: max(asr(f"t5-{v}-ours")(r) for v in ("collude", "adaptive", "collude-adaptive")) - asr0("t1-ours")(r),
-                  check=lambda v: v <= 0.2, rule="max rise <= 0.2"),
-            Claim("E13", "(open) Ours beats FLTrust and RFA under collude (T6) and adaptive (T7)",
+                  check=lambda v: v <= 0.2, rule="max rise <= 0.2", source="derived", where="spec E11"),
+            Claim("E13", "Ours beats FLTrust and RFA under collude (T6) and adaptive (T7): ASR (Ours, FLTrust, RFA)",
                   paper="collude .021 vs .580/.878; adaptive .013 vs .543/.837",
                   measure=lambda r: {v: tuple(round(asr(f"t5-{v}-{w}")(r), 3) for w in ("ours", "fltrust", "rfa"))
                                      for v in ("collude", "adaptive")},
-                  rule="reported: ASR (Ours, FLTrust, RFA)"),
-            Claim("E7", "poison ratio 5/10/15/20%: Ours ASR stays low (Table 8)", paper="<= .001",
+                  check=lambda v: all(o < min(f, g) for o, f, g in v.values()), rule="ASR_ours < min(FLTrust, RFA) in both",
+                  source="paper", where="Tables 6, 7"),
+            Claim("E7", "poison ratio 5/10/15/20%: Ours ASR stays low", paper="<= .001",
                   measure=lambda r: tuple(round(asr0(k)(r), 3) for k in ("t8-ratio5", "t8-ratio10", "t8-ratio15", "t1-ours")),
-                  check=lambda v: max(v[:2]) <= 0.05, rule="ASR <= 0.05 for ratios <= 10%"),
-            Claim("T9", "trigger size x1/x2/x4 (DBA): Ours ASR", paper=".001 / .003 / .003",
-                  measure=lambda r: tuple(round(asr(k)(r), 3) for k in ("t5-dba-ours", "t9-size2", "t9-size4"))),
-            Claim("E8", "heterogeneity: Ours ASR < FedAvg ASR at every Dirichlet alpha (Table 10)",
+                  check=lambda v: max(v) <= 0.05, rule="ASR <= 0.05 at every ratio", source="paper", where="Table 8"),
+            Claim("T9", "trigger size x1/x2/x4 (DBA): Ours ASR stays low", paper=".001 / .003 / .003",
+                  measure=lambda r: tuple(round(asr(k)(r), 3) for k in ("t5-dba-ours", "t9-size2", "t9-size4")),
+                  check=lambda v: max(v) <= 0.05, rule="each ASR <= 0.05", source="paper", where="Table 9"),
+            Claim("E8", "heterogeneity: Ours ASR < FedAvg ASR at every Dirichlet alpha (ours, FedAvg)",
+                  paper="ASR_ours < ASR_fedavg per alpha",
+                  measure=lambda r: {a: (round(asr(f"t10-alpha{a}-ours")(r), 3), round(asr(f"t10-alpha{a}-fedavg")(r), 3))
+                                     for a in ("100", "1", "0.2")},
+                  check=lambda v: all(o < f for o, f in v.values()), rule="ASR_ours < ASR_fedavg per alpha",
+                  source="derived", where="spec E8"),
+            Claim("T10", "heterogeneity: Ours stops the backdoor at every Dirichlet alpha (ASR ours, FedAvg)",
                   paper="Ours ASR <= .001 at all alpha",
                   measure=lambda r: {a: (round(asr(f"t10-alpha{a}-ours")(r), 3), round(asr(f"t10-alpha{a}-fedavg")(r), 3))
                                      for a in ("100", "1", "0.2")},
-                  check=lambda v: all(o < f for o, f in v.values()), rule="ASR_ours < ASR_fedavg per alpha"),
+                  check=lambda v: all(o <= 0.05 for o, _ in v.values()), rule="ASR_ours <= 0.05 per alpha",
+                  source="paper", where="Table 10"),
             Claim("E8-acc", "accuracy falls with heterogeneity (alpha 100 > 1 > 0.5 > 0.2)", paper=".857 > .696 > .677 > .632",
                   measure=lambda r: tuple(round(acc0(k)(r), 3) for k in ("t10-alpha100-ours", "t10-alpha1-ours", "t1-ours", "t10-alpha0.2-ours")),
-                  check=lambda v: all(a >= b - 0.005 for a, b in zip(v, v[1:])), rule="non-increasing (0.005 slack)"),
-            Claim("E12", "Krum loses accuracy vs FedAvg", paper=".140 vs .679",
+                  check=lambda v: all(a >= b - 0.005 for a, b in zip(v, v[1:])), rule="non-increasing (0.005 slack)",
+                  source="paper", where="Table 10"),
+            Claim("E12", "Krum loses accuracy vs FedAvg (Krum, FedAvg; seed 0)", paper=".140 vs .679",
                   measure=lambda r: (acc0("t1-krum")(r), acc0("t1-fedavg")(r)),
-                  check=lambda v: v[0] <= v[1] - 0.02, rule="Acc_krum <= Acc_fedavg - 0.02"),
+                  check=lambda v: v[0] <= v[1] - 0.02, rule="Acc_krum <= Acc_fedavg - 0.02", source="paper", where=T1),
             Claim("Thm10", "Theorem-10 bounds hold in Monte Carlo (4 SE)", paper="bounds",
-                  measure=lambda r: r.extras.get("theorem10_ok"), check=lambda v: v is True, rule="all bounds within 4 SE"),
+                  measure=lambda r: r.extras.get("theorem10_ok"), check=lambda v: v is True, rule="all bounds within 4 SE",
+                  source="derived", where="Theorem 10"),
             Claim("Prop5", "Prop. 5 threshold angle (paper: 0.4 pi suffices)", paper="0.4 pi",
                   measure=lambda r: round(r.extras.get("prop5_threshold_pi"), 6), check=lambda v: v <= 0.4,
-                  rule="arccos(1/3)/pi <= 0.4"),
+                  rule="arccos(1/3)/pi <= 0.4", source="check", where="Prop. 5"),
         ]
         if not quick:
             out.append(Claim("rare-tail", "(extra) rare T-shirts (most atypical 20% of test class 0) -> 9: ASR "
-                             "(no attack, FedAvg, TrMean, Ours)", paper="-",
+                             "(no attack, FedAvg, TrMean, Ours)", paper=None,
                              measure=lambda r: tuple(asr(f"rare-{w}")(r) for w in ("no-attack", "fedavg", "trimmed-mean", "ours"))))
         for c in out:  # report 3 decimals
             c.measure = _rounded(c.measure)
