@@ -41,12 +41,15 @@ def test_grid_follows_the_report():
 def test_reduced_quick_reproduction_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(mod, "GRID", [("periodic", "mk", c, True) for c in ("none", "leadfl")]
                         + [("periodic", "mk", "clean", False)])
-    monkeypatch.setattr(mod, "attack_effect", lambda quick, server, client, overrides=None: [0.9] * 13)
+    # the attack-effect twin runs (L13) are real: 4 pairs of 25 digits rounds
     report = run_reproduction("leadfl", quick=True, out=tmp_path, overrides=["fl.rounds=12"], write_runs=False)
     v = {c.id: c for c in report.claims}
-    for uid in ("U1", "U2", "U3", "U4", "U5", "U6", "U7", "U8", "U9", "U10", "U10b", "L2", "L13"):
+    for uid in ("U1", "U2", "U3", "U4", "U5", "U6", "U7", "U8", "U9", "U10", "U10b", "L2", "L13-persist"):
         assert v[uid].verdict == "pass", (uid, v[uid].ours)
+    r_none, r_leadfl = v["L13"].ours
+    assert 0 < r_none and 0 < r_leadfl and v["L13"].verdict == ("pass" if r_leadfl <= r_none - 0.05 else "fail")
     assert v["L6"].verdict == "error"  # its runs are not in the reduced grid: reported, not hidden
+    assert v["L3"].verdict == "error"  # Table I's random-selection runs are not in the reduced grid
     saved = json.loads((tmp_path / "claims.json").read_text())
     assert saved["name"] == "leadfl" and len(saved["claims"]) == len(report.claims)
     assert (tmp_path / "fig1_periodic_multikrum.png").exists()
