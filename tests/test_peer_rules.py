@@ -196,3 +196,107 @@ def test_subset_rules_agree_with_a_plain_enumeration(name):
     a = agg(name, U, f=f)
     assert torch.nonzero(a.weights).flatten().tolist() == list(best)
     assert a.update.tolist() == pytest.approx(U[list(best)].mean(0).tolist())
+
+
+# ----------------------------------------------------------------------------- DnC
+def test_dnc_hand_computed_one_dim():
+    # [0, 1, 2, 10], f=1: mean 3.25, scores (x - 3.25)^2 = 10.56, 5.06, 1.56, 45.56 -> drop 10: mean 1
+    a = agg("dnc", T([[0], [1], [2], [10]]), f=1)
+    assert a.update.item() == pytest.approx(1.0)
+    assert a.weights.tolist() == [True, True, True, False]
+
+
+def test_dnc_hand_computed_two_dims():
+    # mean (0, .6); centred rows (1,-.6), (-1,-.6), (0,-.1), (0,-1.1), (0,2.4): covariance xx = 2, yy = 7.7,
+    # xy = 0 -> v = (0, 1); scores .36, .36, .01, 1.21, 5.76
+    U = T([[1, 0], [-1, 0], [0, 0.5], [0, -0.5], [0, 3]])
+    assert agg("dnc", U, f=1).update.tolist() == pytest.approx([0.0, 0.0], abs=1e-6)  # drop row 4
+    a = agg("dnc", U, f=2)  # drop rows 4 and 3: mean of (1,0), (-1,0), (0,.5)
+    assert a.update.tolist() == pytest.approx([0.0, 0.5 / 3])
+    assert a.weights.tolist() == [True, True, True, False, False]
+    assert agg("dnc", U, f=2, c=0.5).weights.tolist() == [True, True, True, True, False]  # floor(.5 * 2) = 1
+
+
+def test_dnc_subsamples_coordinates_from_the_round_generator():
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(10, 50, generator=g)
+    U[:2] += 3.0  # two shifted rows
+    rule = DEFENSES.build("dnc", {"subsample": 20, "iters": 3})
+    a1, a2 = rule(U, ctx(10, f=2)), rule(U, ctx(10, f=2))
+    assert torch.equal(a1.update, a2.update) and a1.info["subsample"] == 20
+    assert a1.weights[:2].tolist() == [False, False]
+
+
+# ----------------------------------------------------------------------------- SignGuard
+SG = T([[1, 1, 1, 1], [1.5, 1.5, 1.5, 1.5], [2, 2, 2, 2], [-1, -1, -1, -1], [100, 100, 100, 100]])
+
+
+def test_signguard_paper_hand_computed():
+    # norms 2, 3, 4, 2, 200 -> M = 3; ratios .67, 1, 1.33, .67, 66.7 -> S1 = {0,1,2,3} (row 4 > R = 3);
+    # sign features (1,0,0) for rows 0, 1, 2, 4 and (0,0,1) for row 3 -> S2 = {0,1,2,4};
+    # S = {0,1,2}; clipped to 3: (1,..), (1.5,..), (1.5,..) -> mean 4/3
+    a = agg("signguard", SG, coords=1.0)
+    assert a.weights.tolist() == [True, True, True, False, False]
+    assert a.update.tolist() == pytest.approx([4 / 3] * 4)
+    assert a.info["norm_rejected"] == 1 and a.info["sign_rejected"] == 1
+
+
+def test_signguard_blades_variant_clips_before_filtering():
+    # Blades: rows clipped to M = 3 first (norms 2, 3, 3, 2, 3), so no row exceeds R; 2-means on the
+    # sign features splits off row 3 -> mean of (1,..), (1.5,..), (1.5,..), (1.5,..) = 1.375
+    a = agg("signguard", SG, variant="blades")
+    assert a.weights.tolist() == [True, True, True, False, True]
+    assert a.update.tolist() == pytest.approx([1.375] * 4)
+
+
+# ----------------------------------------------------------------------------- ClippedClustering
+def test_clipped_clustering_matches_blades_published_value():
+    # fedlib/fedlib (Blades' engine) fedlib/aggregators/tests/test_clippedclustering.py, commit 8b57d11:
+    # Clippedclustering()(rows) == [1.9596, 1.6532, 2.9596]. By hand: norms 3.742, 4.243, 4.123, 4.359,
+    # tau = median = (4.123 + 4.243) / 2 = 4.183; rows 1 and 3 clipped; row (-1, 4, -1) is its own cluster;
+    # mean of (1,2,3), (2,2,3) and (3,1,3) * 4.183/4.359
+    U = T([[1, 2, 3], [-1, 4, -1], [2, 2, 3], [3, 1, 3]])
+    a = agg("clipped-clustering", U)
+    assert a.update.tolist() == pytest.approx([1.9596, 1.6532, 2.9596], abs=1e-4)
+    assert a.weights.tolist() == [True, False, True, True]
+    s = 4.1828730 / math.sqrt(19)
+    assert a.update.tolist() == pytest.approx([(1 + 2 + 3 * s) / 3, (2 + 2 + s) / 3, (3 + 3 + 3 * s) / 3], rel=1e-5)
+
+
+def test_clipped_clustering_history_is_kept_and_checkpointed():
+    rule = DEFENSES.build("clipped-clustering", {})
+    rule(T([[1, 0], [2, 0.01], [3, 0]]), ctx(3))  # history 1, 2, 3
+    U2 = T([[10, 0], [0, 10], [10, 0.1]])
+    state = rule.state_dict()
+    a = rule(U2, ctx(3))
+    assert a.info["clip_bound"] == pytest.approx((3 + 10.0) / 2, rel=1e-4)  # median of 1, 2, 3, 10, 10, 10.0005
+    fresh = DEFENSES.build("clipped-clustering", {})
+    fresh.load_state_dict(state)
+    b = fresh(U2, ctx(3))
+    assert torch.equal(a.update, b.update)
+    assert DEFENSES.build("clipped-clustering", {"history": False})(U2, ctx(3)).info["clip_bound"] == pytest.approx(10.0, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- LASA
+def test_lasa_hand_computed():
+    # one layer, no sparsification. norms: five 1.414 and 14.14 -> median 1.414, population sd 4.743,
+    # z(row 5) = 12.73 / 4.743 = 2.68 >= 2 -> rejected. PDP: 1, 1, 1, 1, 0, 1 -> median 1, sd .3727,
+    # z(row 4) = 2.68 >= 1 -> rejected. Mean of the clipped rows 0-3 (norm <= M: unchanged) = (1, 1)
+    U = T([[1, 1], [1, 1], [1, 1], [1, 1], [-1, -1], [10, 10]])
+    a = agg("lasa", U, sparsity=0.0)
+    assert a.update.tolist() == pytest.approx([1.0, 1.0])
+    assert a.weights.tolist() == [1, 1, 1, 1, 0, 0]
+
+
+def test_lasa_sparsify_and_layers():
+    from fedarena.core.layout import ParamLayout
+    from fedarena.defenses.lasa import topk_sparsify
+
+    assert topk_sparsify(T([[3, -1, 2, 0.5]]), 0.5).tolist() == [[3, 0, 2, 0]]
+    # two layers: a (2, 2) weight and a (2,) bias; the attacker flips only the bias
+    lay = ParamLayout.from_params({"w": torch.zeros(2, 2), "b": torch.zeros(2)})
+    U = T([[1, 1, 1, 1, 1, 1]] * 5 + [[1, 1, 1, 1, -1, -1]])
+    rule = DEFENSES.build("lasa", {})
+    a = rule(U, RoundContext(0, lay, torch.arange(6), torch.ones(6)))
+    assert a.weights.tolist() == pytest.approx([1] * 5 + [4 / 6])  # accepted in the weight, not the bias
+    assert a.update.tolist() == pytest.approx([1.0] * 6)
