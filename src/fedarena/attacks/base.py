@@ -175,6 +175,13 @@ class Attack(Stateful):
         """Return the poisoned local data of a malicious client, or None for no poisoning."""
         return None
 
+    def begin_round(self, round: int, layout: ParamLayout, global_params: torch.Tensor,
+                    prev_update: Optional[torch.Tensor]) -> None:
+        """Called at the start of every round whose cohort holds an attacking client, before
+        :meth:`recipe`, with what the broadcast tells that client: the flat global parameters
+        and the previous aggregate (``None`` in round 0). Lets a recipe depend on the round
+        (Neurotoxin's coordinate mask). Default: nothing."""
+
     def recipe(self, base: TrainRecipe, client_id: int) -> Optional[TrainRecipe]:
         """Return a custom recipe for a malicious client, or None to train like a benign one."""
         return None

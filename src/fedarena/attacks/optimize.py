@@ -231,6 +231,9 @@ class OptimizedAttack(Attack):
     def poison(self, x, y, client_id, generator):
         return self.inner.poison(x, y, client_id, generator)
 
+    def begin_round(self, round, layout, global_params, prev_update) -> None:
+        self.inner.begin_round(round, layout, global_params, prev_update)
+
     def recipe(self, base, client_id):
         return self.inner.recipe(base, client_id)
 

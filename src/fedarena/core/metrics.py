@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -49,3 +49,32 @@ def detection_rates(flagged: torch.Tensor, malicious: torch.Tensor) -> dict[str,
     fp = int((flagged & ~malicious).sum())
     pos, neg = int(malicious.sum()), int((~malicious).sum())
     return {"tpr": tp / pos if pos else None, "fpr": fp / neg if neg else None}
+
+
+def backdoor_durability(attackers: Sequence[int], backdoor: Sequence[Optional[float]],
+                        threshold: float = 0.3) -> dict[str, Any]:
+    """How long a backdoor outlives its attack (the quantity Neurotoxin, Zhang et al. ICML
+    2022, Fig. 3, and Chameleon, Dai & Li ICML 2023, Table 2, are judged by).
+
+    ``attackers[t]``: attackers in round ``t``'s cohort; ``backdoor[t]``: backdoor accuracy
+    after round ``t`` (``None`` when not evaluated). The attack *stops* after its last round
+    with an attacker, ``L``. ``backdoor_durability`` is the number of rounds after ``L``
+    until the backdoor accuracy is first evaluated below ``threshold``
+    (``eval.recovery_threshold``): 0 when it is already below after round ``L``. When it
+    never falls below, the value is *censored* at the rounds observed after ``L`` plus one
+    (``T - L``) and ``backdoor_durability_censored`` is True. No attacking round: all None.
+
+    >>> backdoor_durability([2, 2, 0, 0, 0, 0], [0.9, 0.95, 0.8, 0.5, 0.2, 0.1])
+    {'backdoor_durability': 3, 'backdoor_durability_censored': False, 'attack_last_round': 1}
+    >>> backdoor_durability([2, 0, 0], [0.9, 0.8, 0.7])["backdoor_durability"]
+    3
+    """
+    T = len(attackers)
+    ba = list(backdoor)[:T] + [None] * max(0, T - len(backdoor))
+    attacked = [t for t in range(T) if attackers[t] > 0]
+    if not attacked:
+        return {"backdoor_durability": None, "backdoor_durability_censored": None, "attack_last_round": None}
+    last = attacked[-1]
+    k = next((t - last for t in range(last, T) if ba[t] is not None and ba[t] < threshold), None)
+    return {"backdoor_durability": T - last if k is None else k, "backdoor_durability_censored": k is None,
+            "attack_last_round": last}

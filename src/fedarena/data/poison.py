@@ -45,6 +45,14 @@ Triggers (``attack.trigger``):
   top-right (8x8: rows 1..5, cols 5..7). Raw [0, 1] values; the reference stamps the
   MNIST-normalised values into un-normalised images (spec decision A6), not reproduced.
 
+* ``blended`` -- a whole-image blended trigger (Chen, Liu, Li, Lu, Song, "Targeted Backdoor
+  Attacks on Deep Learning Systems Using Data Poisoning", 2017, Sec. 4.1, "blended injection
+  strategy": ``x' = (1 - alpha) x + alpha k``): the pattern ``k`` is a fixed uniform-noise
+  image (``torch.Generator`` seed ``trigger_size``, default 0; the paper's "random pattern"
+  variant, its Hello-Kitty image is not reproduced) and the mask is ``alpha`` on every pixel.
+  ``value`` is ``alpha``, the blend ratio (default 0.2, the paper's training ratio); ``position``
+  does not apply. It splits for DBA like any trigger (row-major chunks of pixels).
+
 Options: ``size`` (the plus's extent, the square's / logo's / checkerboard's side),
 ``position`` (top-left corner ``(row, col)`` of the trigger's bounding box, or one of
 ``top-left``, ``top-right``, ``bottom-left``, ``bottom-right``, ``center``) and ``value``
@@ -71,7 +79,7 @@ import torch
 
 from ..errors import ConfigError
 
-TRIGGERS = ("plus", "square", "copyright", "apple", "pixel", "badnets", "dba-lines", "nine-pixel")
+TRIGGERS = ("plus", "square", "copyright", "apple", "pixel", "badnets", "dba-lines", "nine-pixel", "blended")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
 Position = Union[str, Sequence[int], None]
 
@@ -256,6 +264,8 @@ def make_trigger(
     if name not in TRIGGERS:
         raise ConfigError("attack.trigger", f"unknown trigger {name!r}", ", ".join(TRIGGERS))
     c, h, w = shape
+    if name == "blended":
+        return _blended(c, h, w, value, size, position, blend)
     value = (1.0 if c == 1 or name == "dba-lines" else 0.0) if value is None else float(value)
     if not 0.0 <= value <= 1.0:
         raise ConfigError("attack.trigger_value", f"must be in [0, 1] (raw pixel range) (got {value})", "0..1")
@@ -303,6 +313,29 @@ def make_trigger(
         logo = copyright_logo(s) if name == "copyright" else apple_logo(s)
         mask[0, r0 : r0 + s, c0 : c0 + s] = logo
     return Trigger(mask, pattern, blend, parts)
+
+
+def blended_pattern(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """The ``blended`` trigger's noise image ``(C, H, W)``, uniform in [0, 1], from ``seed``."""
+    return torch.rand(c, h, w, generator=torch.Generator().manual_seed(int(seed)))
+
+
+def _blended(c: int, h: int, w: int, alpha: Optional[float], seed: Optional[int], position: Position,
+             blend: Optional[str]) -> Trigger:
+    """The whole-image blended trigger (see the module docstring)."""
+    alpha = 0.2 if alpha is None else float(alpha)
+    if not 0.0 < alpha <= 1.0:
+        raise ConfigError("attack.trigger_value", f"the blended trigger's ratio alpha must be in (0, 1] (got {alpha})",
+                          "0 < alpha <= 1, e.g. 0.2")
+    if position is not None:
+        raise ConfigError("attack.trigger_position", "does not apply to the blended (whole-image) trigger",
+                          "unset it")
+    if blend not in (None, "replace"):
+        raise ConfigError("attack.trigger_blend", f"the blended trigger mixes images ({blend!r} given)", "replace")
+    if seed is not None and int(seed) < 0:
+        raise ConfigError("attack.trigger_size", f"the blended trigger's noise seed must be >= 0 (got {seed})", ">= 0")
+    mask = torch.full((1, h, w), alpha)
+    return Trigger(mask, blended_pattern(c, h, w, 0 if seed is None else int(seed)), "replace")
 
 
 #: the LeadFL 9-pixel pattern: 1 = trigger value, 0 = its complement, -1 = not in the trigger

@@ -28,6 +28,7 @@ from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
 from ..defenses.base import Aggregate, DefensePipeline, RoundContext
 from ..defenses.pipeline import build_pipeline
+from ..defenses.probe import ModelProbe
 from ..errors import ConfigError, Diverged
 from ..core.metrics import accuracy, backdoor_accuracy, backdoor_durability, class_accuracy, cosine_to, row_norms
 from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
@@ -303,6 +304,8 @@ class Simulation:
         cohort = self.sample_clients(t)
         active = self.attack_active(t)
         mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
+        if mal_mask.any():
+            self.attack.begin_round(t, self.layout, self.flat_params, self.prev_update)
         return self._plan_jobs(t, cohort, active, mal_mask)
 
     def _plan_jobs(self, t: int, cohort: np.ndarray, active: bool, mal_mask: np.ndarray) -> RoundPlan:
@@ -374,6 +377,8 @@ class Simulation:
     def local_updates(self, t: int, cohort: np.ndarray, active: bool) -> torch.Tensor:
         """Rows of U before crafting: each client's honest (or data-poisoned) update."""
         mal_mask = self.is_malicious[cohort] if active else np.zeros(len(cohort), dtype=bool)
+        if mal_mask.any():
+            self.attack.begin_round(t, self.layout, self.flat_params, self.prev_update)
         plan = self._plan_jobs(t, cohort, active, mal_mask)
         train_round([(self, plan)], self._solo())
         return self.finish_updates(plan)
@@ -449,7 +454,7 @@ class Simulation:
             generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
             root_gradient=self.root_gradient(t) if self.root_index is not None else None,
             extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm,
-                    "sampling_rate": cfg.cohort_size / cfg.fl.num_clients},
+                    "sampling_rate": cfg.cohort_size / cfg.fl.num_clients, "probe": self.probe()},
         )
         if active and mal_mask.any():
             rows = np.flatnonzero(mal_mask)
@@ -488,6 +493,12 @@ class Simulation:
         self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
         self.prev_update = update.detach()
         return record
+
+    def probe(self) -> ModelProbe:
+        """The model as defenses may query it (``RoundContext.extras["probe"]``)."""
+        root_x = None if self.root_index is None else self.data.x_train[torch.from_numpy(self.root_index).to(self.device)]
+        return ModelProbe(self.model, self.buffers, self.layout, tuple(self.data.input_shape), self.data.num_classes,
+                          self.prepare, root_x)
 
     def server_step(self, t: int, update: torch.Tensor) -> torch.Tensor:
         """The change of the flat global parameters an aggregate causes in round ``t``."""
@@ -585,6 +596,9 @@ class Simulation:
             result.summary.update(spike_metrics([r["num_attacking"] for r in result.rounds],
                                                 [bd.get(t) for t in range(len(result.rounds))],
                                                 cfg.cohort_size, cfg.eval.recovery_threshold))
+            result.summary.update(backdoor_durability([r["num_attacking"] for r in result.rounds],
+                                                      [bd.get(t) for t in range(len(result.rounds))],
+                                                      cfg.eval.recovery_threshold))
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,8 @@ from .results import find_runs, results_table
 #: columns that describe one run but not its setting
 _RUN_COLS = {"run", "attack", "defense", "seed", "attack_name", "defense_name", "optimized", "num_malicious", "final_main_acc",
              "final_backdoor_acc", "final_base_acc", "final_loss", "mean_main_acc", "mean_backdoor_acc",
-             "max_backdoor_acc", "num_classes", "status", "rounds_completed", "diverged_at", "wall_time_s", "path",
+             "max_backdoor_acc", "backdoor_durability",
+             "num_classes", "status", "rounds_completed", "diverged_at", "wall_time_s", "path",
              "ma", "ba"}
 
 
@@ -107,8 +108,10 @@ def cells(t: pd.DataFrame) -> pd.DataFrame:
     for (attack, defense), g in t.groupby(["attack", "defense"], sort=False):
         ma, ma_ci = mean_ci(g["ma"])
         ba, ba_ci = mean_ci(g["ba"].dropna())
+        dur = pd.to_numeric(g["backdoor_durability"], errors="coerce").dropna() if "backdoor_durability" in g else g["ba"].iloc[:0]
         rows.append({"attack": attack, "defense": defense, "seeds": len(g), "ma": ma, "ma_ci": ma_ci, "ba": ba,
-                     "ba_ci": ba_ci, "diverged": int((g["status"] == "diverged").sum())})
+                     "ba_ci": ba_ci, "durability": float(dur.mean()) if len(dur) else math.nan,
+                     "diverged": int((g["status"] == "diverged").sum())})
     return pd.DataFrame(rows)
 
 
@@ -285,14 +288,18 @@ def _cell(v: Any) -> str:
 def _cells_text(c: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"attack": c["attack"], "defense": c["defense"], "seeds": c["seeds"],
                          "MA": [fmt_ci(m, h) for m, h in zip(c["ma"], c["ma_ci"])],
-                         "BA": [fmt_ci(m, h) for m, h in zip(c["ba"], c["ba_ci"])], "diverged": c["diverged"]})
+                         "BA": [fmt_ci(m, h) for m, h in zip(c["ba"], c["ba_ci"])],
+                         **({"durability": ["-" if pd.isna(v) else f"{v:.1f}" for v in c["durability"]]}
+                            if c["durability"].notna().any() else {}),
+                         "diverged": c["diverged"]})
 
 
 LEGEND = ("MA: final main (clean test) accuracy, %; BA: final backdoor accuracy (attack success rate of backdoor "
           "attacks), %; mean ± 95% CI (Student t) over seeds, per seed the mean over attacks; worst: the attack "
           "with the lowest MA / highest BA (mean over seeds), +opt: strength searched by attack.optimize (worst opt MA: "
           "over those alone); clean MA: attack none; div: diverged runs (counted "
-          "with chance accuracy). Ranked by worst-case MA.")
+          "with chance accuracy). Ranked by worst-case MA. durability (attack x defense table): rounds after the attack's "
+          "last round until BA falls below eval.recovery_threshold, mean over seeds (censored at the rounds left).")
 
 
 def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report") -> dict[str, Any]:

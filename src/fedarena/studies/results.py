@@ -5,7 +5,8 @@ Columns: the run's identity (``run``, grid labels such as ``variant``, ``attack`
 ``algorithm``, ``num_clients``, ``clients_per_round``, ``num_malicious``, ``rounds``,
 ``attack_name``, ``defense_name``), final and mean metrics (``final_main_acc``,
 ``final_backdoor_acc``, ``final_base_acc``, ``final_loss``, ``mean_main_acc``,
-``mean_backdoor_acc``, ``max_backdoor_acc``), ``status``, ``rounds_completed``,
+``mean_backdoor_acc``, ``max_backdoor_acc``, ``backdoor_durability``: rounds the backdoor
+lasts after the attack stops, see :func:`fedarena.core.metrics.backdoor_durability`), ``status``, ``rounds_completed``,
 ``diverged_at``, ``wall_time_s`` and ``path``.
 """
 
@@ -82,6 +83,7 @@ def run_row(run_dir: Path, labels: Optional[dict[str, Any]] = None) -> dict[str,
         mean_main_acc=_mean([m.get("main_acc") for m in metrics]),
         mean_backdoor_acc=_mean([m.get("backdoor_acc") for m in metrics]),
         max_backdoor_acc=summary.get("max_backdoor_acc"),
+        backdoor_durability=summary.get("backdoor_durability"),
         num_classes=summary.get("num_classes"), status=summary.get("status"), rounds_completed=summary.get("rounds_completed"),
         diverged_at=summary.get("diverged_at"), wall_time_s=summary.get("wall_time_s"),
         path=str(run_dir),
