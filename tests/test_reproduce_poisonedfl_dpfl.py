@@ -84,7 +84,7 @@ def test_robust_dpfl_score_singles_out_attack_dpfl_uploads():
 
 @pytest.mark.xfail(reason="does not reproduce at this scale: 1-D K-means lets ~20-40 % of the amplified "
                           "uploads through, and each one carries a noise-sized backdoor push (see "
-                          "reproductions/dpfl/claims.md, D3)", strict=False)
+                          "reproductions/dpfl/claims.md, D3)", strict=True, raises=AssertionError)
 @pytest.mark.usefixtures("one_thread")
 def test_robust_dpfl_cuts_attack_dpfl_asr_relative_to_median():
     # sigma = 0.1: the model learns (MTA ~90 %); at sigma = 1 it barely does and ASR means little

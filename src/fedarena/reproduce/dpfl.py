@@ -112,6 +112,12 @@ class DPFLPaper(Paper):
     """Qi, Wang, Huang: Towards the Robustness of Differentially Private FL (AAAI 2024), LeadFL report Sec. VI."""
 
     notes = _NOTES
+    not_reproduced = """
+- The paper itself (Qi, Wang, Huang, AAAI 2024) is not in our sources: its claims are taken as the report (Sec. VI)
+  restates them; the report gives no table or number beyond "ASR nearly 100 %".
+- The report's MNIST, FEMNIST and CIFAR-10 runs: FEMNIST and CIFAR-10 are not available here.
+- The privacy budget epsilon axis of the "three-way trade-off": we sweep sigma directly (no accountant mapping).
+"""
 
     def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
         s = QUICK if quick else FULL
@@ -129,31 +135,45 @@ class DPFLPaper(Paper):
         s = QUICK if quick else FULL
         ref = f"s{_sig(REF_SIGMA)}"
         sig = s["sigmas"]
+        VI = "report Sec. VI"
         return [
             Claim("U13", "Z of noise ~ sigma C sqrt(2/pi)/sqrt(d); amplified constant poison Z = sigma C; centred Z = 0",
-                  "exact (derivation)", lambda r: r.extras.get("U13"), lambda v: v == "holds", "within 5 % / exact"),
-            Claim("D1", f"Krum and median fail against Attack-DPFL (ASR %, sigma = {REF_SIGMA})", "nearly 100",
-                  lambda r: f"{_last(r, f'{ref}/krum', 'backdoor_acc')} / {_last(r, f'{ref}/median', 'backdoor_acc')}",
-                  lambda v: all(x != "None" and float(x) >= 80 for x in v.split(" / ")), "both >= 80"),
-            Claim("D2", f"the Eq. 12 score separates amplified poison from DP noise (AUC, sigma = {REF_SIGMA})", ">= 0.95 (spec)",
-                  lambda r: detection(r, f"{ref}/robust-dpfl")["auc"], lambda v: v is not None and v >= 0.95, ">= 0.95"),
+                  "exact (derivation)", lambda r: r.extras.get("U13"), lambda v: v == "holds", "within 5 % / exact",
+                  source="check", where="spec 4.2 (Eq. 12)"),
+            Claim("D1", f"Krum and median fail against Attack-DPFL while the model still works (ASR Krum, ASR median, "
+                  f"MTA Krum, MTA median, MTA without attack; %, sigma = {REF_SIGMA})", "ASR nearly 100",
+                  lambda r: tuple(_last(r, f"{ref}/{k}", key) for k, key in (("krum", "backdoor_acc"), ("median", "backdoor_acc"),
+                                                                              ("krum", "main_acc"), ("median", "main_acc"),
+                                                                              ("noattack", "main_acc"))),
+                  lambda v: None not in v and v[0] >= 80 and v[1] >= 80 and min(v[2], v[3]) >= v[4] - 20,
+                  "both ASR >= 80 and both MTA >= no-attack MTA - 20 (a model that always answers the target "
+                  "scores 100 % ASR)", source="paper", where=VI),
+            Claim("D2", f"the Eq. 12 score separates amplified poison from DP noise (AUC, sigma = {REF_SIGMA})", ">= 0.95",
+                  lambda r: detection(r, f"{ref}/robust-dpfl")["auc"], lambda v: v is not None and v >= 0.95, ">= 0.95",
+                  source="derived", where="spec D2"),
             Claim("D3.asr", f"Robust-DPFL lowers ASR vs median (ASR %, robust / median, sigma = {REF_SIGMA})", "lower",
                   lambda r: f"{_last(r, f'{ref}/robust-dpfl', 'backdoor_acc')} / {_last(r, f'{ref}/median', 'backdoor_acc')}",
-                  lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 30, "robust <= median - 30"),
+                  lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 30, "robust <= median - 30",
+                  source="paper", where=VI),
             Claim("D3.mta", f"... while keeping MTA (robust-dpfl under attack / DP-FL without attack, %, sigma = {REF_SIGMA})",
                   "high MTA", lambda r: f"{_last(r, f'{ref}/robust-dpfl', 'main_acc')} / {_last(r, f'{ref}/noattack', 'main_acc')}",
-                  lambda v: float(v.split(" / ")[0]) >= float(v.split(" / ")[1]) - 5, "within 5 pts"),
-            Claim("D3.best", "ASR of Robust-DPFL vs median at every sigma (robust / median, %)", "lower everywhere",
-                  lambda r: "; ".join(f"{x}: {_last(r, f's{_sig(x)}/robust-dpfl', 'backdoor_acc')} / "
-                                      f"{_last(r, f's{_sig(x)}/median', 'backdoor_acc')}" for x in sig)),
+                  lambda v: float(v.split(" / ")[0]) >= float(v.split(" / ")[1]) - 5, "within 5 pts",
+                  source="paper", where=VI),
+            Claim("D3.best", "Robust-DPFL's ASR is below the median's at every sigma (sigma: robust, median; %)",
+                  "'optimal balance ... where other defenses fail'",
+                  lambda r: {f"{x:g}": (_last(r, f"s{_sig(x)}/robust-dpfl", "backdoor_acc"),
+                                        _last(r, f"s{_sig(x)}/median", "backdoor_acc")) for x in sig},
+                  lambda v: all(a is not None and b is not None and a <= b - 10 for a, b in v.values()),
+                  "robust <= median - 10 at every sigma", source="paper", where=VI),
             Claim("D4", "more privacy (larger sigma) -> detection slightly less precise (precision of dropped rows per sigma)",
                   "non-increasing in sigma",
                   lambda r: [detection(r, f"s{_sig(x)}/robust-dpfl")["precision"] for x in sig],
                   lambda v: all(a is not None for a in v) and all(v[i + 1] <= v[i] + 0.02 for i in range(len(v) - 1)),
-                  "non-increasing (+0.02 tolerance)"),
-            Claim("D5", f"the mean-centred attacker evades the score (AUC, sigma = {REF_SIGMA}; ASR %)", "AUC <= 0.6 (spec)",
+                  "non-increasing (+0.02 tolerance)", source="paper", where=VI),
+            Claim("D5", f"the mean-centred attacker evades the score (AUC, sigma = {REF_SIGMA}; ASR %)", "AUC <= 0.6",
                   lambda r: f"{detection(r, f'{ref}/robust-dpfl-centred')['auc']}; ASR {_last(r, f'{ref}/robust-dpfl-centred', 'backdoor_acc')}",
-                  lambda v: v.split(";")[0] != "None" and float(v.split(";")[0]) <= 0.6, "AUC <= 0.6"),
+                  lambda v: v.split(";")[0] != "None" and float(v.split(";")[0]) <= 0.6, "AUC <= 0.6",
+                  source="derived", where="spec D5 ('smarter attackers', report Sec. VI future work)"),
         ]
 
     def extras(self, quick: bool, results: Results) -> dict[str, Any]:
