@@ -599,6 +599,11 @@ class Simulation:
             result.summary.update(backdoor_durability([r["num_attacking"] for r in result.rounds],
                                                       [bd.get(t) for t in range(len(result.rounds))],
                                                       cfg.eval.recovery_threshold))
+        for stage in (*self.pipeline.pre, self.pipeline.aggregator, *self.pipeline.post):
+            final = getattr(stage, "final_metrics", None)  # a defense's own evaluation (CRFL's certification)
+            if final is not None and error is None:
+                result.summary.update(final(self.probe(), self.flat_params, self.data.x_test, self.data.y_test,
+                                            self.backdoor_test, self.streams.torch("evaluation", 1)))
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:
