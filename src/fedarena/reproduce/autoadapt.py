@@ -171,7 +171,7 @@ What does not reproduce, and why (full run):
   upper edge (Sect. VI) and form the majority cluster: BA 0.228 vs 0.059 under FedAvg.
 - C23: Krum (f = 8) picks one benign model in both runs; Multi-Krum keeps 5 adapted
   poisoned of 11 (2 unadapted), not "only poisoned".
-- C24 passes trivially: FoolsGold gives every client weight 1 in both runs (it does not
+- C24 fails its precondition: FoolsGold gives every client weight 1 in both runs, adapted or not (it does not
   discriminate after one attacked round at this scale). FLAME keeps all 9 poisoned and 2
   benign with or without adaptation (the 9 poisoned updates are mutually similar and form
   its majority cluster); Multi-metrics keeps 5 poisoned and 1 benign in both.

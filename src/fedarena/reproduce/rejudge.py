@@ -78,6 +78,15 @@ ADAPT: dict[str, dict[str, Callable[[dict, str], Any]]] = {
                              _md_runs(md, "s1/median", 2), _md_runs(md, "s1/noattack", 2)),
         "D3.best": lambda o, md: {k.strip(): tuple(_nums(v)) for k, v in (p.split(":") for p in o["D3.best"].split(";"))},
     },
+    "invariant": {
+        **{f"T1-{n}": (lambda o, md, n=n: tuple(_nums(o[f"T1-{n}"].split("(")[0])) + (
+            () if n in ("fedavg", "no-attack") else tuple(_nums(o["T1-fedavg"].split("(")[0]))))
+           for n in ("fedavg", "krum", "multi-krum", "multi-krum-cos", "trimmed-mean", "multi-krum-tm", "sign", "weak-dp",
+                     "rlr", "rfa", "sparsefed", "fltrust", "no-attack", "ours")},
+        "T4-mean-var": lambda o, md: tuple(o["T4-mean-var"]) + (_nums(o["T1-fedavg"].split("(")[0])[1],),
+        "T10": lambda o, md: o["E8"],
+    },
+    "rlr": {"T7.val": None},  # now a gap to the no-attack run, which the committed value is not
     "fall-of-cc": {
         **{f"T2-{ds}": (lambda o, md, ds=ds: " / ".join(fmt(o[f"T2-{ds}-b{b}"]) for b in ("0", "0.9", "0.99")))
            for ds in ("fmnist", "mnist-noniid")},
