@@ -28,8 +28,28 @@ out_console = Console()
 
 def user_error(msg: str) -> None:
     """Print one line and exit with code 2 (a user error, not a crash)."""
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def internal_error(e: BaseException, out: Optional[Path]) -> None:
+    """One line naming the error, the run folder and where the traceback is; exit 1."""
+    import tempfile
+    import traceback
+
+    from .run.runner import ERROR_LOG
+
+    log = out / ERROR_LOG if out is not None and (out / ERROR_LOG).exists() else None
+    if log is None:  # no run folder yet (set-up failed): a log file of its own
+        fd, name = tempfile.mkstemp(prefix="fedarena-error-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(traceback.format_exception(e)))
+        log = Path(name)
+    where = f"run {out} failed (status: error)" if out is not None else "the run failed during set-up"
+    first = (str(e).splitlines() or [""])[0][:200]
+    console.print(f"[bold red]error:[/] {escape(where)}: {type(e).__name__}: {escape(first)}; "
+                  f"traceback in {escape(str(log))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -68,6 +88,8 @@ def run(
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
+    except Exception as e:  # an internal error before the run has a folder
+        internal_error(e, None)
     status = "error"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -91,6 +113,9 @@ def run(
             bar.stop()
             user_error(str(e))
             return
+        except Exception as e:  # the run folder has summary.json (status: error) and error.log
+            bar.stop()
+            internal_error(e, out)
     print_summary(result.summary, out)
     if result.summary.get("error"):
         console.print(f"[yellow]{result.summary['error']}[/]")
@@ -248,6 +273,10 @@ def report(
         user_error(str(e))
         return
     print_leaderboards(parts)
+    for _, reason in parts["skipped"]:
+        console.print(f"[yellow]skipped: {escape(reason)}[/]", highlight=False, soft_wrap=True)
+    if parts["skipped"]:
+        console.print(f"[yellow]{len(parts['skipped'])} damaged run(s) skipped (listed in the report)[/]")
     out_console.print(f"report: {out / 'report.html'} (and report.md, figures)", highlight=False)
 
 

@@ -32,3 +32,17 @@ class Diverged(ArithmeticError):
     """The run's arithmetic left the finite range in a place that is not the aggregate
     or the parameters (e.g. the server's own root-dataset update). The engine ends the
     run with ``status: diverged`` and ``str(err)`` as the reason; never a traceback."""
+
+
+class DamagedFileError(ConfigError):
+    """A file fedarena wrote (records, summary, checkpoint, sweep index) or reads (a
+    config) is damaged: truncated, binary, or of the wrong shape. One line naming the file
+    and the problem; the CLI reports it like any user error (exit 2).
+
+    >>> str(DamagedFileError("run/summary.json", "not JSON (Expecting value)"))
+    'run/summary.json: not JSON (Expecting value)'
+    """
+
+    def __init__(self, path: object, problem: str, valid: str | None = None):
+        super().__init__(str(path), problem, valid)
+        self.path = path

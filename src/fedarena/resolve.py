@@ -50,10 +50,11 @@ def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
         tree["data"]["synthetic"] = {**_defaults(DATASETS, "synthetic", skip=("root", "download", "verify")),
                                      **tree["data"]["synthetic"]}
     tree["fl"]["clients_per_round"] = cfg.cohort_size
-    common = {k: tree["attack"][k] for k in ("name", "num_malicious", "start_round", "end_round")}
+    # every declared key of the two sections (attack.optimize, defense.client, ...), then the plugin's own
+    common = {k: tree["attack"][k] for k in type(cfg.attack).model_fields}
     tree["attack"] = {**common, **attack_params(cfg)}
-    tree["defense"] = {"name": cfg.defense.name, "weighted": cfg.defense.weighted, "f": cfg.declared_f,
-                       **defense_params(cfg)}
+    declared = {k: tree["defense"][k] for k in type(cfg.defense).model_fields}
+    tree["defense"] = {**declared, "f": cfg.declared_f, **defense_params(cfg)}
     return tree
 
 

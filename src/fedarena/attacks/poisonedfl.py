@@ -47,6 +47,7 @@ from typing import Optional
 import torch
 from scipy.stats import binom
 
+from ..core.state import Stateful
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, DataInfo, RoundView, ThreatModel
@@ -62,7 +63,7 @@ def k99(d: int, quantile: float = 0.99) -> int:
     return int(binom.ppf(quantile, d, 0.5))
 
 
-class MagnitudeController:
+class MagnitudeController(Stateful):
     """The scale factor ``c_t`` of PoisonedFL (authors' code, LeadFL spec §4.1 / A19).
 
     :meth:`observe` is called with the round index and the flat global model *before* that
@@ -154,6 +155,7 @@ class PoisonedFL(Attack):
         self.controller: Optional[MagnitudeController] = None
         self.last_mal: Optional[torch.Tensor] = None
         self.perm: Optional[torch.Tensor] = None
+        self.direction = 1.0
         self._diag: dict[str, float] = {}
 
     def _init_state(self, view: RoundView) -> None:
@@ -162,10 +164,21 @@ class PoisonedFL(Attack):
         self.s = torch.sign(torch.randn(d, generator=g))
         self.s[self.s == 0] = 1.0
         self.perm = torch.randperm(d, generator=g)
-        direction = 1.0 if view.algorithm == "fedavg" else -1.0  # fedsgd steps against the aggregate
-        self.controller = MagnitudeController(self.s, c0=self.c0, beta=self.beta, c_min=self.c_min,
-                                              check_every=self.check_every, quantile=self.quantile,
-                                              rule=self.rule, direction=direction)
+        self.direction = 1.0 if view.algorithm == "fedavg" else -1.0  # fedsgd steps against the aggregate
+        self.controller = self._controller()
+
+    def _controller(self) -> MagnitudeController:
+        return MagnitudeController(self.s, c0=self.c0, beta=self.beta, c_min=self.c_min, check_every=self.check_every,
+                                   quantile=self.quantile, rule=self.rule, direction=self.direction)
+
+    def load_state_dict(self, state: dict) -> None:
+        """The controller is built on the restored sign vector, then given its state (a
+        checkpoint taken after the first crafted round holds both)."""
+        ctrl = state.get("controller")
+        super().load_state_dict({k: v for k, v in state.items() if k != "controller"})
+        if isinstance(ctrl, dict) and "__stateful__" in ctrl:
+            self.controller = self._controller()
+            self.controller.load_state_dict(ctrl["__stateful__"])
 
     def craft(self, view: RoundView) -> torch.Tensor:
         if self.s is None:

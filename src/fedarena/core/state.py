@@ -45,7 +45,10 @@ class Stateful:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             current = getattr(self, name, None)
-            if isinstance(value, dict) and "__stateful__" in value and isinstance(current, Stateful):
+            if isinstance(value, dict) and "__stateful__" in value:
+                if not isinstance(current, Stateful):  # built lazily: the component must build it first
+                    raise TypeError(f"{type(self).__name__}.{name} is {type(current).__name__} where the checkpoint "
+                                    f"holds a component; {type(self).__name__}.load_state_dict must build it")
                 current.load_state_dict(value["__stateful__"])
             else:
                 setattr(self, name, decode(value))

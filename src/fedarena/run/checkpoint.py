@@ -78,7 +78,23 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+#: what a damaged checkpoint's message suggests
+RESTART = "delete it to play the run again from round 0"
+
+
+def load_checkpoint(path: str | Path, keys: tuple[str, ...] = ("simulation",)) -> dict[str, Any]:
     """The saved state; tensors saved on a GPU load on the CPU when CUDA is unavailable
-    (a run with ``fl.device=auto`` continued on a machine without one)."""
-    return torch.load(path, weights_only=True, map_location=None if torch.cuda.is_available() else "cpu")
+    (a run with ``fl.device=auto`` continued on a machine without one).
+
+    A file that is empty, not a checkpoint, or a checkpoint without ``keys`` raises
+    :class:`~fedarena.errors.DamagedFileError` naming it."""
+    path = Path(path)
+    try:
+        state = torch.load(path, weights_only=True, map_location=None if torch.cuda.is_available() else "cpu")
+    except Exception as e:  # torch raises many types for foreign bytes: pickle, zip, EOF, runtime errors
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise DamagedFileError(path, f"is not a readable checkpoint ({type(e).__name__}: {first})", RESTART) from None
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise DamagedFileError(path, f"is not a fedarena checkpoint (expected a mapping with {', '.join(keys)})",
+                               RESTART)
+    return state

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import dump_config
-from ..errors import ConfigError
+from ..errors import ConfigError, DamagedFileError
 from ..run.plots import plot_curves
 from ..run.simulation import RunResult
 
@@ -40,16 +40,61 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(_clean(r)) + "\n")
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DamagedFileError(path, f"is not text (byte {e.start} is not UTF-8)") from None
+    except OSError as e:
+        raise DamagedFileError(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """The records of a ``.jsonl`` file, one JSON object a line.
+
+    A torn last line (text after the last newline that is not a whole record: the write a
+    kill interrupted) is dropped; any other line that is not a JSON object raises
+    :class:`~fedarena.errors.DamagedFileError` naming the file and the line."""
+    path = Path(path)
+    *lines, tail = _read_text(path).split("\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DamagedFileError(path, f"line {i} is not a JSON record ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise DamagedFileError(path, f"line {i} is not a JSON object (got {type(rec).__name__})")
+        out.append(rec)
+    try:
+        rec = json.loads(tail) if tail.strip() else None
+    except json.JSONDecodeError:
+        rec = None  # torn
+    if isinstance(rec, dict):  # a whole last record written without its newline
+        out.append(rec)
+    return out
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object file (``summary.json``, ``sweep.json``); a damaged one raises
+    :class:`~fedarena.errors.DamagedFileError` naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise DamagedFileError(path, f"is not JSON ({e.msg} at line {e.lineno}; truncated?)") from None
+    if not isinstance(data, dict):
+        raise DamagedFileError(path, f"holds a {type(data).__name__}, not a JSON object")
+    return data
 
 
 #: the record files a run appends round by round (RunResult attribute = file stem)
 RECORD_FILES = ("metrics", "clients", "rounds")
 #: every file a run writes in its folder
 RUN_FILES = ("config.yaml", "metrics.jsonl", "clients.jsonl", "rounds.jsonl", "summary.json", "curves.png",
-             "checkpoint.pt", "checkpoint.pt.tmp", "summary.json.tmp")
+             "checkpoint.pt", "checkpoint.pt.tmp", "summary.json.tmp", "error.log")
 #: statuses of a run that has ended and will not change (a sweep counts them as results)
 FINISHED = ("ok", "diverged")
 
@@ -142,11 +187,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def cut_records(out: Path, sizes: dict[str, int]) -> None:
-    """Cut the record files back to ``sizes`` bytes (the rounds a checkpoint holds)."""
+    """Cut the record files back to ``sizes`` bytes (the rounds a checkpoint holds); a
+    file shorter than its size (cut or lost after the checkpoint) is damaged."""
     for key in RECORD_FILES:
-        path = out / f"{key}.jsonl"
+        path, size = out / f"{key}.jsonl", int(sizes.get(key, 0))
+        have = path.stat().st_size if path.exists() else 0
+        if have < size:
+            raise DamagedFileError(path, f"holds {have} bytes, fewer than the {size} its checkpoint recorded",
+                                   "delete checkpoint.pt to play the run again from round 0")
         with open(path, "a") as fh:
-            fh.truncate(sizes.get(key, 0))
+            fh.truncate(size)
 
 
 class RunWriter:
@@ -187,8 +237,14 @@ def read_run(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     rec: dict[str, Any] = {k: read_jsonl(out / f"{k}.jsonl") if (out / f"{k}.jsonl").exists() else []
                            for k in RECORD_FILES}
-    rec["summary"] = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    rec["summary"] = read_summary(out)
     return rec
+
+
+def read_summary(out: str | Path) -> dict[str, Any]:
+    """A run folder's ``summary.json`` (``{}`` when there is none yet)."""
+    path = Path(out) / "summary.json"
+    return read_json(path) if path.exists() else {}
 
 
 def write_run(result: RunResult, out: str | Path, plot: bool = True) -> Path:

@@ -22,16 +22,21 @@ in lockstep, each writing its own folder.
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
 from ..config import ExperimentConfig, dump_config, load_config
-from .checkpoint import load_checkpoint, load_simulation_state, save_checkpoint, simulation_state
-from .records import FINISHED, RECORD_FILES, RunWriter, cut_records, plot_curves, read_run, write_json_atomic
+from ..errors import ConfigError, DamagedFileError, DataNotFoundError
+from .checkpoint import RESTART, load_checkpoint, load_simulation_state, save_checkpoint, simulation_state
+from .records import (FINISHED, RECORD_FILES, RunWriter, cut_records, plot_curves, read_run, read_summary,
+                      write_json_atomic)
 from .lockstep import Lockstep
 from .simulation import RunResult, Simulation, summarize
 
 #: process exit code of ``fedarena run`` per final status (2: a user error, nothing ran)
+#: where an internal error's traceback goes, in the run folder
+ERROR_LOG = "error.log"
 EXIT_CODES = {"ok": 0, "error": 1, "diverged": 3, "interrupted": 130}
 
 CHECKPOINT = "checkpoint.pt"
@@ -50,8 +55,8 @@ class RunFolder:
         self.out, self.plot, self.finished = out, plot, None
         if resume:
             cfg = load_config(out / "config.yaml")
-            prior = read_run(out)
-            if prior["summary"].get("status") in FINISHED:
+            if read_summary(out).get("status") in FINISHED:
+                prior = read_run(out)
                 self.finished = RunResult(cfg, prior["metrics"], prior["clients"], prior["rounds"], prior["summary"])
                 return
         else:
@@ -64,10 +69,15 @@ class RunFolder:
         if resume:
             sizes: dict[str, int] = {}  # no checkpoint yet: start again from round 0
             if (out / CHECKPOINT).exists():
-                state = load_checkpoint(out / CHECKPOINT)
-                load_simulation_state(sim, state["simulation"])
-                sizes, self.wall_before = state["files"], float(state["wall_time_s"])
-            cut_records(out, sizes)
+                state = load_checkpoint(out / CHECKPOINT, ("simulation", "files", "wall_time_s"))
+                try:
+                    load_simulation_state(sim, state["simulation"])
+                    sizes, self.wall_before = dict(state["files"]), float(state["wall_time_s"])
+                except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+                    raise DamagedFileError(out / CHECKPOINT, f"does not fit this run's config ({type(e).__name__}: "
+                                           f"{str(e)[:120]})", RESTART) from None
+            cut_records(out, sizes)  # back to the checkpoint's rounds: a torn last line goes too
+            (out / ERROR_LOG).unlink(missing_ok=True)  # an earlier attempt's
             prior = read_run(out)
             for key in RECORD_FILES:
                 getattr(self.result, key).extend(prior[key])
@@ -84,12 +94,16 @@ class RunFolder:
             save_checkpoint(self.out / CHECKPOINT, {"simulation": simulation_state(sim), "files": self.writer.sizes(),
                                                     "wall_time_s": self.wall_before + time.perf_counter() - self.start})
 
-    def finish(self, status: str, message: Optional[str]) -> RunResult:
-        """Close the records and write the summary (``status`` interrupted/error: from here)."""
+    def finish(self, status: str, message: Optional[str], trace: Optional[str] = None) -> RunResult:
+        """Close the records and write the summary (``status`` interrupted/error: from here).
+        ``trace``: the traceback of an internal error, written to ``error.log``."""
         out, cfg, result = self.out, self.cfg, self.result
         self.writer.close()
         if status in ("interrupted", "error"):
             result.summary = {**summarize(result.metrics, cfg, 0.0, message, self.sim.next_round), "status": status}
+        if trace is not None:
+            (out / ERROR_LOG).write_text(trace)
+            result.summary["error_log"] = ERROR_LOG
         result.summary["wall_time_s"] = round(self.wall_before + time.perf_counter() - self.start, 3)
         result.summary["num_classes"] = self.sim.data.num_classes  # chance accuracy = 1 / num_classes
         if self.start_round:
@@ -119,7 +133,7 @@ def execute_many(folders: list[RunFolder], progress: Optional[Callable[[int, dic
     first run. An exception stops all of them (status interrupted or error) and is
     re-raised."""
     live = [f for f in folders if f.finished is None]
-    status, message = "error", None
+    status, message, trace = "error", None, None
     try:
         if live:
             Lockstep([f.sim for f in live]).run(
@@ -131,10 +145,12 @@ def execute_many(folders: list[RunFolder], progress: Optional[Callable[[int, dic
         raise
     except BaseException as e:
         message = f"{type(e).__name__}: {e}"
+        if not isinstance(e, (ConfigError, DataNotFoundError)):  # a user error needs no traceback
+            trace = traceback.format_exc()
         raise
     finally:
         for f in live:
             st = f.result.summary.get("status", "error") if status == "ok" else status
             msg = message.format(f.sim.next_round - 1) if message and status == "interrupted" else message
-            f.finish(st, msg)
+            f.finish(st, msg, trace)
     return [f.finished if f.finished is not None else f.result for f in folders]

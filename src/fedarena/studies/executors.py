@@ -16,7 +16,6 @@ its own folder; the executors hand out such groups (:func:`job_groups`), so swee
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..config import dump_config, from_tree
-from ..errors import ConfigError
+from ..errors import ConfigError, DamagedFileError
 
 
 _STOPPING = False  # set in a worker process by Ctrl-C: it starts no further run
@@ -33,7 +32,7 @@ _STOPPING = False  # set in a worker process by Ctrl-C: it starts no further run
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """``job``: ``{"run_id", "config" (tree), "out", "plot"}`` -> ``{"run", "summary"}``."""
-    from ..run.records import open_run_dir
+    from ..run.records import open_run_dir, read_summary
     from ..run.runner import execute
 
     if _STOPPING:
@@ -41,17 +40,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["out"])
     try:
         cfg = from_tree(job["config"])
-        same = (out / "config.yaml").is_file() and (out / "config.yaml").read_text() == dump_config(cfg)
+        same = (out / "config.yaml").is_file() and (out / "config.yaml").read_bytes() == dump_config(cfg).encode()
+        result = None
         if same:
-            result = execute(out, resume=True, plot=job.get("plot", False))
-        else:
+            try:
+                result = execute(out, resume=True, plot=job.get("plot", False))
+            except DamagedFileError:  # a damaged checkpoint or record: the run is played again from round 0
+                result = None
+        if result is None:
             result = execute(open_run_dir(out, overwrite=True), cfg, plot=job.get("plot", False))
         summary = result.summary
     except KeyboardInterrupt:
         raise
     except Exception as e:  # the run's summary.json says error; the study goes on
-        path = out / "summary.json"
-        summary = json.loads(path.read_text()) if path.exists() else {}
+        try:
+            summary = read_summary(out)
+        except ConfigError:  # damaged: the error below is what the sweep records
+            summary = {}
         summary.update(status="error", error=str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}")
     return {"run": job["run_id"], "summary": summary}
 
@@ -65,7 +70,7 @@ def run_group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(jobs) == 1:
         return [run_job(jobs[0])]
     from ..run.lockstep import architecture
-    from ..run.records import open_run_dir
+    from ..run.records import open_run_dir, read_summary
     from ..run.runner import RunFolder, execute_many
 
     try:

@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from ..run.records import read_jsonl
-from .results import find_runs, results_table
+from .results import find_runs, readable_runs, results_table
 
 #: columns that describe one run but not its setting
 _RUN_COLS = {"run", "attack", "defense", "seed", "attack_name", "defense_name", "optimized", "num_malicious", "final_main_acc",
@@ -306,16 +306,22 @@ def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fed
     """Write the report of the runs at or under ``paths`` into ``out``; returns its parts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = find_runs(paths)
+    runs, skipped = readable_runs(find_runs(paths))
     if not runs:
         from ..errors import ConfigError
 
-        raise ConfigError("DIR", "holds no run folders (config.yaml + summary.json)", "a sweep folder or run folders")
+        raise ConfigError("DIR", "holds no readable run folders (config.yaml + summary.json)"
+                          + (f"; {len(skipped)} damaged, the first: {skipped[0][1]}" if skipped else ""),
+                          "a sweep folder or run folders")
     table = prepare(results_table(runs))
     md = [f"# {title}", "", f"{len(table)} runs; status: {table['status'].value_counts().to_dict()}.", ""]
     page: list[str] = [f"<h1>{html.escape(title)}</h1>",
                        f"<p>{len(table)} runs; status: {html.escape(str(table['status'].value_counts().to_dict()))}.</p>"]
-    parts: dict[str, Any] = {"table": table, "settings": []}
+    if skipped:
+        md += [f"{len(skipped)} run(s) skipped, their files are damaged:", ""] + [f"- {r}" for _, r in skipped] + [""]
+        page += [f"<p>{len(skipped)} run(s) skipped, their files are damaged:</p><ul>"
+                 + "".join(f"<li>{html.escape(r)}</li>" for _, r in skipped) + "</ul>"]
+    parts: dict[str, Any] = {"table": table, "settings": [], "skipped": skipped}
     for i, (name, t) in enumerate(settings(table)):
         sfx = f"_{i + 1}" if name else ""
         lb, c, det = leaderboard(t), cells(t), detection(t)

@@ -21,7 +21,8 @@ import pandas as pd
 import yaml
 
 from ..config import AUTO_MODELS
-from ..run.records import read_jsonl
+from ..errors import DamagedFileError
+from ..run.records import read_json, read_jsonl, read_run
 
 SWEEP_FILE = "sweep.json"
 
@@ -32,12 +33,21 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if (p / "config.yaml").is_file() and (p / "summary.json").is_file():
             found.append(p)
-        elif (p / SWEEP_FILE).is_file():  # a sweep: its runs in the sweep's order
-            names = json.loads((p / SWEEP_FILE).read_text()).get("runs", {})
-            found += [p / "runs" / n for n in names if (p / "runs" / n / "summary.json").is_file()]
+        elif (p / SWEEP_FILE).is_file() and (names := _sweep_runs(p / SWEEP_FILE)) is not None:
+            found += [p / "runs" / n for n in names if (p / "runs" / n / "summary.json").is_file()]  # sweep order
         elif p.is_dir():
             found += sorted(s.parent for s in p.rglob("summary.json") if (s.parent / "config.yaml").is_file())
     return list(dict.fromkeys(found))
+
+
+def _sweep_runs(path: Path) -> Optional[dict[str, Any]]:
+    """Run name -> grid labels of a ``sweep.json``; None when it is damaged (its runs are
+    then found by searching the folder, without labels)."""
+    try:
+        runs = read_json(path).get("runs", {})
+    except DamagedFileError:
+        return None
+    return runs if isinstance(runs, dict) else None
 
 
 def sweep_labels(run_dir: Path) -> Optional[dict[str, Any]]:
@@ -45,7 +55,35 @@ def sweep_labels(run_dir: Path) -> Optional[dict[str, Any]]:
     path = run_dir.parent.parent / SWEEP_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("runs", {}).get(run_dir.name)
+    labels = (_sweep_runs(path) or {}).get(run_dir.name)
+    return labels if isinstance(labels, dict) else None
+
+
+def readable_runs(run_dirs: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The run folders whose files read cleanly, and ``(folder, reason)`` for each other
+    one (a damaged ``config.yaml``, ``summary.json`` or record file): one bad run does
+    not stop a report."""
+    good, bad = [], []
+    for d in run_dirs:
+        try:
+            cfg = yaml.safe_load(_text(d / "config.yaml"))
+            if not isinstance(cfg, dict):
+                raise DamagedFileError(d / "config.yaml", "does not hold a mapping")
+            read_run(d)
+        except yaml.YAMLError as e:
+            bad.append((d, f"{d / 'config.yaml'}: not valid YAML ({str(e).splitlines()[0]})"))
+        except DamagedFileError as e:
+            bad.append((d, str(e)))
+        else:
+            good.append(d)
+    return good, bad
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise DamagedFileError(path, f"cannot be read as text ({type(e).__name__})") from None
 
 
 def _mean(xs: list[Any]) -> Optional[float]:

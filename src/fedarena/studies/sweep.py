@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from ..run.records import FINISHED, check_writable, read_jsonl
+from ..errors import DamagedFileError
+from ..run.records import FINISHED, check_writable, read_json, read_jsonl
 from . import executors
 from .results import SWEEP_FILE, results_table, write_table
 from .spec import Job, config_sha
@@ -47,26 +48,31 @@ class SweepOutcome:
 
 
 def read_index(path: Path) -> dict[str, dict[str, Any]]:
-    """Run id -> its last index entry (a torn last line of a killed sweep is ignored)."""
+    """Run id -> its last index entry.
+
+    The index is a cache of what the run folders say: a line that is not an entry (the
+    torn last line of a killed sweep, or damage anywhere) is ignored, and its run is
+    found finished from its own folder (:func:`_finished_in_folder`) or played again."""
     out: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return out
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        out[entry["run"]] = entry
+        if isinstance(entry, dict) and isinstance(entry.get("run"), str):
+            out[entry["run"]] = entry
     return out
 
 
 def _finished_in_folder(run_dir: Path, cfg_text: str) -> Optional[dict[str, Any]]:
     """The summary of a finished run of this very config in ``run_dir``, else None."""
     try:
-        if (run_dir / "config.yaml").read_text() != cfg_text:
+        if (run_dir / "config.yaml").read_bytes() != cfg_text.encode():
             return None
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        summary = read_json(run_dir / "summary.json")
+    except (OSError, DamagedFileError):
         return None
     return summary if summary.get("status") in FINISHED else None
 
@@ -99,7 +105,7 @@ def run_sweep(jobs: list[Job], out: str | Path, workers: int = 1, backend: str =
             pending_index.append({"run": job.run_id, "summary": summary})
             outcome.skipped.append(job.run_id)
             continue
-        if (run_dir / "config.yaml").exists() and (run_dir / "config.yaml").read_text() == dump_config(cfg):
+        if (run_dir / "config.yaml").exists() and (run_dir / "config.yaml").read_bytes() == dump_config(cfg).encode():
             outcome.resumed.append(job.run_id)
         todo.append({"run_id": job.run_id, "config": job.config, "out": str(run_dir), "plot": plot})
     with open(out / INDEX, "a") as fh:
