@@ -40,8 +40,8 @@ def test_signflip_matches_byzfl():
     assert out.tolist() == [[-4.0, -5.0, -6.0]] * 2
 
 
-def test_signflip_own_source_negates_each_own_update():
-    a = ATTACKS.build("signflip", {"source": "own", "scale": 2.0})
+def test_signflip_own_base_negates_each_own_update():
+    a = ATTACKS.build("signflip", {"base": "own", "scale": 2.0})
     assert a.threat.knowledge == "own" and a.trains
     out = a.craft(make_view(X3, own=[[1.0, 0.0, -1.0], [0.5, 0.5, 0.5]]))
     assert out.tolist() == [[-2.0, 0.0, 2.0], [-1.0, -1.0, -1.0]]

@@ -4,7 +4,7 @@
 name       source                         knowledge collude  sends
 ========== ============================== ========= ======== ==========================
 signflip   Allen-Zhu et al., ICLR 2021    benign    yes      ``-scale * mean(B)`` (ByzFL)
-           (``source=own``: Blades)       own       no       ``-scale * own update``
+           (``base=own``: Blades)       own       no       ``-scale * own update``
 inf        ByzFL ``Inf``                  own       no       rows of +inf (or ``magnitude``)
 ========== ============================== ========= ======== ==========================
 """
@@ -31,9 +31,9 @@ class SignFlip(Attack):
     Allen-Zhu, Ebrahimian, Li, Alistarh, "Byzantine-Resilient Non-Convex Stochastic
     Gradient Descent", ICLR 2021 (the sign-flipping attack of their experiments).
 
-    ``source="benign-mean"`` (default, ByzFL's ``SignFlipping``): every attacker sends
+    ``base="benign-mean"`` (default, ByzFL's ``SignFlipping``): every attacker sends
     ``-scale * mean(B)`` of the round's benign rows ``B`` (omniscient, colluding; IPM with
-    epsilon = scale). ``source="own"`` (Blades' and FLPoison's): each attacker trains
+    epsilon = scale). ``base="own"`` (Blades' and FLPoison's): each attacker trains
     honestly and sends ``-scale * own update`` (the ``bit-flip`` attack; Blades negates
     every local gradient instead, which equals it for one local step). ``scale`` is the
     strength ``attack.optimize`` searches (0..10).
@@ -45,14 +45,14 @@ class SignFlip(Attack):
 
     strength = Strength("scale", 0.0, 10.0)
 
-    def __init__(self, *, scale: float = 1.0, source: Literal["benign-mean", "own"] = "benign-mean"):
+    def __init__(self, *, scale: float = 1.0, base: Literal["benign-mean", "own"] = "benign-mean"):
         if scale < 0:
             raise ConfigError("attack.scale", f"must be >= 0 (got {scale})", "a float >= 0")
-        if source not in ("benign-mean", "own"):
-            raise ConfigError("attack.source", f"unknown source {source!r}", "benign-mean, own")
-        self.scale, self.source = float(scale), source
-        self.threat = _OMNISCIENT if source == "benign-mean" else _OWN
-        self.trains = source == "own"
+        if base not in ("benign-mean", "own"):
+            raise ConfigError("attack.base", f"unknown base {base!r}", "benign-mean, own")
+        self.scale, self.base = float(scale), base
+        self.threat = _OMNISCIENT if base == "benign-mean" else _OWN
+        self.trains = base == "own"
 
     def flip(self, rows: torch.Tensor) -> torch.Tensor:
         """``-scale * mean(rows)``."""
@@ -60,7 +60,7 @@ class SignFlip(Attack):
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         m = len(view.malicious_ids)
-        if self.source == "own":
+        if self.base == "own":
             return -self.scale * view.own_updates
         B = view.benign_updates
         if B is None or len(B) == 0:
