@@ -55,7 +55,8 @@ import torch
 BYZFL_SECONDS = {"krum": 0.97, "multi-krum": 1.18, "trimmed-mean": 2.40, "median": 2.49, "rfa": 1.43, "cc": 0.33}
 #: what ``only`` may name
 SECTIONS = ("training", "memory", "aggregators", "lockstep", "flower", "end_to_end", "constrained_epoch")
-ROBUST_RULES = ("median", "trimmed-mean", "krum", "multi-krum", "bulyan", "rfa", "cc", "sign")
+ROBUST_RULES = ("median", "trimmed-mean", "krum", "multi-krum", "bulyan", "rfa", "cc", "sign",
+                "mda", "monna", "meamed", "caf", "smea", "dnc", "signguard", "clipped-clustering", "fldetector", "lasa")
 
 
 # ----------------------------------------------------------------------------- plan
@@ -444,6 +445,12 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
                 rule.reset()
                 ts.append(_timed(call, device)[0])
             sec = min(ts)
+            out[r]["seconds"][key] = sec
+            out[r].setdefault("over_gram", {})[key] = sec / gram_s
+            if r not in refs:  # no reference implementation: timed only
+                if log:
+                    log(f"  {r:13s} {key}: {sec:.4f} s")
+                continue
             ref_fn, pairwise = refs[r]
             ref_s, ref_out = _timed(lambda: ref_fn(A, D), torch.device("cpu"))
             if pairwise:
