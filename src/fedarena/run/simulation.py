@@ -556,6 +556,8 @@ class Simulation:
             pred = predictions(logits)
         loss = float(torch.nn.functional.cross_entropy(logits, self.data.y_test))
         out: dict[str, Any] = {"main_acc": accuracy(pred, self.data.y_test), "loss": loss, "backdoor_acc": None, "base_acc": None}
+        if getattr(self.attack, "dynamic_trigger", False):  # a trigger that changes every round (A3FL): its current one
+            self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
         if self.backdoor_test is not None:
             bx, by = self.backdoor_test
             _, bpred = self.predict(bx)
