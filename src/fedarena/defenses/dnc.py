@@ -40,10 +40,10 @@ class DnC(Aggregator):
     ``defense.f`` to it for their convention).
 
     Args:
-        subsample: ``b``, coordinates per iteration (the paper's and Blades' 10000).
+        subsample: ``b``, coordinates per iteration (Blades' default, 10000).
         subsample_frac: a fraction of the ``d`` coordinates instead (FLPoison: 0.2).
         iters: ``niters`` (Blades and FLPoison: 5).
-        c: the filtering fraction (the paper's ``c``, default 1.0).
+        c: the filtering fraction (the paper's ``c``; Blades and FLPoison: 1.0).
 
     Rows holding NaN/Inf are removed first and count towards the ``floor(c f)`` removed
     per iteration. The coordinate samples come from the round's defense generator.
@@ -53,13 +53,13 @@ class DnC(Aggregator):
     def __init__(self, *, subsample: int = 10000, subsample_frac: Optional[float] = None, iters: int = 5,
                  c: float = 1.0):
         if subsample < 1:
-            raise ConfigError("defense.subsample", f"must be >= 1 (got {subsample})", ">= 1, paper: 10000")
+            raise ConfigError("defense.subsample", f"must be >= 1 (got {subsample})", ">= 1, Blades: 10000")
         if subsample_frac is not None and not 0.0 < subsample_frac <= 1.0:
             raise ConfigError("defense.subsample_frac", f"must be in (0, 1] (got {subsample_frac})", "0 < frac <= 1, or null")
         if not 1 <= iters <= 1000:
             raise ConfigError("defense.iters", f"must be in 1..1000 (got {iters})", "1..1000, paper code: 5")
         if not c >= 0:
-            raise ConfigError("defense.c", f"must be >= 0 (got {c})", ">= 0, paper: 1.0")
+            raise ConfigError("defense.c", f"must be >= 0 (got {c})", ">= 0, Blades and FLPoison: 1.0")
         self.subsample, self.subsample_frac, self.iters, self.c = int(subsample), subsample_frac, int(iters), float(c)
 
     def validate(self, n: int, f: int) -> None:

@@ -56,9 +56,11 @@ class SignGuard(Aggregator):
     Algorithm 1 of the paper, on the round's rows ``g_i``:
 
     1. ``M = median_i ||g_i||``; ``S1 = {i : lower <= ||g_i|| / M <= upper}`` (L = 0.1, R = 3.0);
-    2. on a random ``coords`` fraction of the coordinates (the round's defense generator),
-       each row's sign statistics (fractions of positive, zero, negative entries) are
-       clustered (Mean-Shift); ``S2`` = the largest cluster;
+    2. on a random ``coords`` fraction of the coordinates (the round's defense generator;
+       the fraction is a setting here, default 0.1), each row's sign statistics
+       (fractions of positive, zero, negative entries) are clustered (Mean-Shift,
+       bandwidth ``sklearn.cluster.estimate_bandwidth`` at quantile 0.5); ``S2`` = the
+       largest cluster;
     3. the aggregate is the mean over ``S1 & S2`` of ``g_i min(1, M / ||g_i||)``.
 
     ``variant="blades"``: Blades' implementation instead: every row is first clipped to
@@ -74,7 +76,7 @@ class SignGuard(Aggregator):
             raise ConfigError("defense.lower", f"need 0 <= lower <= 1 <= upper (got {lower}, {upper})",
                               "paper: lower=0.1, upper=3.0")
         if not 0 < coords <= 1:
-            raise ConfigError("defense.coords", f"must be in (0, 1] (got {coords})", "0 < coords <= 1, paper: 0.1")
+            raise ConfigError("defense.coords", f"must be in (0, 1] (got {coords})", "0 < coords <= 1, default 0.1")
         if clustering not in ("meanshift", "kmeans"):
             raise ConfigError("defense.clustering", f"unknown method {clustering!r}", "meanshift, kmeans")
         if variant not in ("paper", "blades"):
