@@ -32,6 +32,13 @@ def user_error(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _workers(value: int) -> int:
+    """``--workers``: a bad count is one line (exit 2), not a usage box."""
+    if value < 1:
+        user_error(f"--workers: must be >= 1 (got {value}) (valid: 1, 2, ... worker processes)")
+    return value
+
+
 def internal_error(e: BaseException, out: Optional[Path]) -> None:
     """One line naming the error, the run folder and where the traceback is; exit 1."""
     import tempfile
@@ -172,7 +179,7 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="The CPU-sized version (minutes)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/reproduce-<name>)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key in every run (e.g. data.root=...)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+    workers: int = typer.Option(1, "--workers", callback=_workers, help="Worker processes (>= 1)."),
 ) -> None:
     """Run a paper's experiments and write claims.md, claims.json and results.csv.
 
@@ -203,10 +210,11 @@ def reproduce(
 def sweep(
     spec: Path = typer.Argument(..., help="Sweep spec YAML: base config, grid, variants (see examples/sweep.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default runs/sweep-<name>)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (or Ray CPUs)."),
+    workers: int = typer.Option(1, "--workers", callback=_workers, help="Worker processes (or Ray CPUs, >= 1)."),
     backend: str = typer.Option("local", "--backend", help="local (processes) or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    max_runs: int = typer.Option(2000, "--max-runs", help="Refuse a sweep of more runs than this."),
 ) -> None:
     """Run a grid of experiments; rerun the same command to continue a stopped sweep.
 
@@ -218,7 +226,10 @@ def sweep(
         if backend not in ("local", "ray"):
             raise ConfigError("--backend", f"unknown backend {backend!r}", "local, ray")
         sweep_spec = SweepSpec.load(spec)
-        jobs = sweep_spec.jobs()
+        with Progress(TextColumn("[bold]validating"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=console, disable=quiet, transient=True) as bar:
+            task = bar.add_task("validate", total=min(sweep_spec.size, max_runs))
+            jobs = sweep_spec.jobs(max_runs, lambda done, total: bar.update(task, completed=done))
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return

@@ -11,7 +11,7 @@ import copy
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -262,9 +262,11 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
                           else f"empty part in key {key.strip()!r}", "key=value with a dotted key, e.g. fl.rounds=10")
     node = tree
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
+        if node.get(p) is True or node.get(p) is None:  # a switch (attack.optimize=true) opened as a section
+            node[p] = {}
+        node = node[p]
         if not isinstance(node, dict):
-            raise ConfigError(key, "is not a section", "a dotted key such as fl.rounds")
+            raise ConfigError(key, f"{p!r} is {node!r}, not a section", "a dotted key such as fl.rounds")
     node[parts[-1]] = parse_value(value)
 
 
@@ -303,18 +305,35 @@ def from_tree(tree: dict[str, Any]) -> ExperimentConfig:
             valid = ", ".join(section.model_fields) if section else None
             raise ConfigError(loc, "unknown key", valid) from None
         got = err.get("input")
+        at = next((i for i, x in enumerate(err["loc"]) if isinstance(x, int)), None)
+        if at is not None:  # a list element: name the list, the position and the list's valid values
+            key = ".".join(str(x) for x in err["loc"][:at])
+            problem = " is missing" if err["type"] == "missing" else f": {msg}"
+            raise ConfigError(key, f"item {err['loc'][at]}{problem} (got {got!r})",
+                              _field_type(err["loc"][:at]) or _valid_hint(err)) from None
+        if err["type"] == "missing" and isinstance(got, (list, tuple)):
+            raise ConfigError(loc, f"{msg} (got {list(got)!r})", _field_type(err["loc"])) from None
         raise ConfigError(loc, f"{msg} (got {got!r})" if not isinstance(got, dict) else msg,
                           _valid_hint(err) or _field_type(err["loc"])) from None
     validate_plugins(cfg)
     return cfg
 
 
+def _model_of(annotation: Any) -> Optional[type[BaseModel]]:
+    """The pydantic model of a field annotated ``Model`` or ``Optional[Model]``."""
+    for a in (annotation, *get_args(annotation)):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
 def _section(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        sub = _model_of(field.annotation) if field is not None else None
+        if sub is None:
             return None
-        model = field.annotation
+        model = sub
     return model
 
 
@@ -374,7 +393,9 @@ def _check_benign_left(cfg: ExperimentConfig, attack: Any) -> None:
     if all_mal:
         raise ConfigError("attack.num_malicious", f"attack {cfg.attack.name!r} crafts from the benign clients' updates, "
                           f"and with {m} of {n} clients malicious no cohort has a benign one",
-                          f"1..{n - 1}" if k == n else f"fewer attackers than clients, at least one benign per cohort")
+                          f"1..{n - 1}" if k == n and n > 1 else
+                          "at least 2 clients (fl.num_clients) with one benign" if n == 1 else
+                          "fewer attackers than clients, at least one benign per cohort")
 
 
 def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:

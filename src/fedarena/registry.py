@@ -49,9 +49,17 @@ def describe_type(a: Any) -> str:
         parts = [describe_type(x) for x in args if x is not type(None)]
         return " or ".join(parts) + (", or null" if type(None) in args else "")
     if origin in (list, tuple, set) and args:
-        return f"a list of {describe_type(args[0])}"
+        one = describe_type(args[0])
+        many = _PLURALS.get(one, one)
+        if origin is tuple and Ellipsis not in args:
+            return f"a list of {len(args)} {many}"
+        return f"a list of {many}"
     name = getattr(a, "__name__", None) or str(a).replace("typing.", "")
     return {"float": "a finite float", "int": "an integer", "bool": "true, false", "str": "a string"}.get(name, name)
+
+
+_PLURALS = {"a finite float": "finite floats", "an integer": "integers", "a string": "strings",
+            "true, false": "booleans"}
 
 
 def _target(factory: Callable[..., Any]) -> Callable[..., Any] | None:

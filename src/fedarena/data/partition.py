@@ -65,7 +65,11 @@ def dirichlet(
         raise ConfigError("data.alpha", f"must be > 0 (got {alpha})", "alpha > 0, e.g. 0.5 or 1")
     if dirichlet_variant not in ("per-class", "per-client"):
         raise ConfigError("data.dirichlet_variant", f"unknown value {dirichlet_variant!r}", "per-class, per-client")
-    _check_clients(labels, num_clients, max(1, min_size))
+    _check_clients(labels, num_clients)
+    if num_clients * min_size > len(labels):
+        top = len(labels) // num_clients
+        raise ConfigError("data.min_size", f"{num_clients} clients of at least {min_size} samples need "
+                          f"{num_clients * min_size} samples; the training set has {len(labels)}", f"0..{top}")
     classes = np.unique(labels)
     by_class = [np.flatnonzero(labels == c) for c in classes]
     for _ in range(100):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..core.state import Stateful, decode, encode
+from ..errors import DamagedFileError
 
 FORMAT = 1
 

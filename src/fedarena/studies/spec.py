@@ -28,15 +28,19 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from ..config import ExperimentConfig, _merge, dump_config, from_tree, load_yaml
+from ..config import MAX_NAME_LENGTH, NAME_PATTERN, ExperimentConfig, _merge, dump_config, from_tree, load_yaml
 from ..errors import ConfigError
 
 SPEC_KEYS = {"name", "base", "config", "grid", "variants"}
+#: the most runs a sweep may have unless ``--max-runs`` raises it (validation alone takes
+#: about 10 ms a run; a typo in a grid should not start an hour of it)
+MAX_RUNS = 2000
 
 
 @dataclass
@@ -83,6 +87,8 @@ class SweepSpec:
             raise ConfigError(f"spec.{sorted(unknown)[0]}", "unknown key", ", ".join(sorted(SPEC_KEYS)))
         base: dict[str, Any] = {}
         if tree.get("config"):
+            if not isinstance(tree["config"], str):
+                raise ConfigError("spec.config", f"must be a path (got {tree['config']!r})", "a config YAML file")
             cpath = Path(tree["config"])
             base = load_yaml(cpath if cpath.is_absolute() or root is None else root / cpath)
         base = _merge(base, _mapping(tree.get("base") or {}, "spec.base"))
@@ -93,10 +99,26 @@ class SweepSpec:
         variants = _mapping(tree.get("variants") or {}, "spec.variants")
         for vname, v in variants.items():
             _mapping(v or {}, f"spec.variants.{vname}")
-        return cls(str(tree.get("name") or default_name), base, grid, {k: v or {} for k, v in variants.items()})
+        if not (base or grid or variants):
+            raise ConfigError("spec", "is empty: it would run the default experiment once",
+                              "a spec with base, config, grid or variants (see examples/sweep.yaml)")
+        name = tree.get("name") or default_name
+        if not isinstance(name, str) or not re.match(NAME_PATTERN, name) or len(name) > MAX_NAME_LENGTH:
+            raise ConfigError("spec.name", f"must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
+                              f"(got {str(name)[:40]!r})", "e.g. attacks-vs-defenses (it names the sweep folder)")
+        return cls(name, base, grid, {k: v or {} for k, v in variants.items()})
 
-    def jobs(self) -> list[Job]:
-        """Every run of the sweep (variants x grid), validated."""
+    @property
+    def size(self) -> int:
+        """The number of runs: variants x the product of the grid's axes."""
+        return max(1, len(self.variants)) * math.prod(len(v) for v in self.grid.values())
+
+    def jobs(self, max_runs: int = MAX_RUNS, progress: Optional[Callable[[int, int], None]] = None) -> list[Job]:
+        """Every run of the sweep (variants x grid), validated; ``progress(done, total)``
+        after each. A sweep of more than ``max_runs`` runs is refused before any is built."""
+        if self.size > max_runs:
+            raise ConfigError("spec.grid", f"makes {self.size:,} runs, more than the limit of {max_runs:,}",
+                              "a smaller grid, or raise the limit with --max-runs")
         labels = {key: grid_labels(key, values) for key, values in self.grid.items()}
         out, seen = [], set()
         for vname, variant in (self.variants or {"": {}}).items():
@@ -116,6 +138,8 @@ class SweepSpec:
                 job = Job(run_id, tree, cell)
                 job.validated()
                 out.append(job)
+                if progress is not None:
+                    progress(len(out), self.size)
         return out
 
 
