@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -61,7 +62,12 @@ def dp_epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str
         return math.inf
     event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
     acc = rdp.RdpAccountant(list(RDP_ORDERS)) if accountant == "rdp" else pld.PLDAccountant()
-    return float(acc.compose(event, int(steps)).get_epsilon(delta))
+    with np.errstate(all="ignore"):  # a vanishing sigma overflows the RDP series: epsilon is then inf
+        try:
+            eps = float(acc.compose(event, int(steps)).get_epsilon(delta))
+        except (OverflowError, ValueError, ZeroDivisionError):
+            return math.inf
+    return eps if eps == eps else math.inf  # NaN: no finite guarantee
 
 
 class _DPAccounting(PostStage):
