@@ -39,7 +39,7 @@ def _workers(value: int) -> int:
     return value
 
 
-def internal_error(e: BaseException, out: Optional[Path]) -> None:
+def internal_error(e: BaseException, out: Optional[Path], where: str = "the run failed during set-up") -> None:
     """One line naming the error, the run folder and where the traceback is; exit 1."""
     import tempfile
     import traceback
@@ -52,7 +52,7 @@ def internal_error(e: BaseException, out: Optional[Path]) -> None:
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(traceback.format_exception(e)))
         log = Path(name)
-    where = f"run {out} failed (status: error)" if out is not None else "the run failed during set-up"
+    where = f"run {out} failed (status: error)" if out is not None else where
     first = (str(e).splitlines() or [""])[0][:200]
     console.print(f"[bold red]error:[/] {escape(where)}: {type(e).__name__}: {escape(first)}; "
                   f"traceback in {escape(str(log))}", highlight=False, soft_wrap=True)
@@ -367,6 +367,13 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+    except typer.Exit:  # pragma: no cover - raised by internal_error itself
+        raise
+    except Exception as e:  # any command's internal error: one line, the traceback in a log file
+        try:
+            internal_error(e, None, "fedarena failed")
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover
