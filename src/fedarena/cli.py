@@ -292,22 +292,44 @@ def report(
 
 
 def print_leaderboards(parts: dict) -> None:
-    """The leaderboard of every setting, fitting 80 columns."""
+    """The leaderboard of every setting as a rich table fitting 80 columns (all columns are
+    in report.md / report.html)."""
     from rich import box
 
     for s in parts["settings"]:
         lbt = s["leaderboard_text"]
-        lbt = lbt.assign(**{"clean MA": [v.split("±")[0] for v in lbt["clean MA"]]})
-        lbt = lbt.drop(columns=["worst opt MA"], errors="ignore")  # 80 columns; worst MA counts +opt attacks
-        if not (lbt["div"] > 0).any():
-            lbt = lbt.drop(columns="div")
-        table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; MA, BA: mean±95% CI over seeds)",
+        base = s["leaderboard"].attrs.get("baseline")
+        keep = ["rank", "defense", "MA", f"ΔMA vs {base}", "worst MA", "BA", f"ΔBA vs {base}"]
+        lbt = lbt[[c for c in keep if c in lbt.columns]].rename(columns={f"ΔMA vs {base}": "ΔMA", f"ΔBA vs {base}": "ΔBA"})
+        if (s["leaderboard"]["diverged"] > 0).any():
+            lbt = lbt.assign(div=s["leaderboard"]["diverged"].to_numpy())
+        note = f"; Δ: paired difference vs {base}" if base else ""
+        table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; mean±95% CI over seeds{note})",
                       box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
         for i, col in enumerate(lbt.columns):
-            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
+            table.add_column(col, justify="left" if i < 2 else "right", no_wrap=i < 2)
         for _, row in lbt.iterrows():
-            table.add_row(*[str(v) for v in row])
+            table.add_row(*[_coloured(str(v), lower_is_better=c == "ΔBA") for c, v in row.items()])
         out_console.print(table)
+
+
+def _coloured(cell: str, lower_is_better: bool = False) -> str:
+    """A paired difference whose interval excludes 0: green when it is better than the
+    baseline, red when worse."""
+    import re
+
+    m = re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", cell)
+    pm = re.fullmatch(r"([+-][\d.]+)±([\d.]+)", cell)
+    if m is not None:
+        lo, hi = float(m.group(2)), float(m.group(3))
+    elif pm is not None:
+        lo, hi = float(pm.group(1)) - float(pm.group(2)), float(pm.group(1)) + float(pm.group(2))
+    else:
+        return escape(cell)
+    if lower_is_better:
+        lo, hi = -hi, -lo
+    colour = "green" if lo > 0 else "red" if hi < 0 else None
+    return f"[{colour}]{escape(cell)}[/]" if colour else escape(cell)
 
 
 @app.command()

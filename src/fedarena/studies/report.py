@@ -35,6 +35,7 @@ from scipy import stats
 
 from ..run.records import read_jsonl
 from .results import find_runs, readable_runs, results_table
+from .stats import INTERVAL_METHOD, PAIRED_METHOD, Interval, fmt_bounded, fmt_diff, paired_interval, rank_labels, ranks_with_ties, t_interval
 
 #: columns that describe one run but not its setting
 _RUN_COLS = {"run", "attack", "defense", "seed", "attack_name", "defense_name", "optimized", "num_malicious", "final_main_acc",
@@ -80,27 +81,69 @@ def settings(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             for key, g in table.groupby(cols, sort=False, dropna=False)]
 
 
-def leaderboard(t: pd.DataFrame) -> pd.DataFrame:
+def _per_seed(g: pd.DataFrame, col: str) -> pd.DataFrame:
+    """seed x attack table of ``col`` (mean over duplicate runs)."""
+    return g.pivot_table(index="seed", columns="attack", values=col, aggfunc="mean")
+
+
+def _series(s: pd.Series) -> dict[Any, float]:
+    return {k: float(v) for k, v in s.items() if not pd.isna(v)}
+
+
+def leaderboard(t: pd.DataFrame, baseline: Optional[str] = "fedavg") -> pd.DataFrame:
+    """One row per defense: clean MA, MA under attack (per seed the mean over attacks),
+    worst-case MA (per seed the lowest MA over attacks), BA, each as mean and interval over
+    seeds (:func:`fedarena.studies.stats.t_interval`); the paired differences against
+    ``baseline`` (``d_ma``, ``d_worst_ma``, ``d_ba`` with ``_lo``/``_hi``, see
+    :func:`fedarena.studies.stats.paired_interval`); ``rank``: competition rank by the
+    per-seed worst-case MA, tied where the paired interval of two defenses' difference
+    holds 0 (:func:`fedarena.studies.stats.ranks_with_ties`)."""
+    per: dict[str, dict[str, dict[Any, float]]] = {}
     rows = []
     for defense, g in t.groupby("defense", sort=False):
         clean = g[g["attack_name"] == "none"]
         att = g[g["attack_name"] != "none"]
-        row: dict[str, Any] = {"defense": defense, "runs": len(g), "diverged": int((g["status"] == "diverged").sum())}
-        row["clean_ma"], row["clean_ma_ci"] = mean_ci(clean.groupby("seed")["ma"].mean())
-        row["ma"], row["ma_ci"] = mean_ci(att.groupby("seed")["ma"].mean())
+        row: dict[str, Any] = {"defense": defense, "runs": len(g), "seeds": g["seed"].nunique(),
+                               "diverged": int((g["status"] == "diverged").sum())}
+        ma_seed = _per_seed(att, "ma") if len(att) else pd.DataFrame()
+        series = {"clean": _series(clean.groupby("seed")["ma"].mean()),
+                  "ma": _series(ma_seed.mean(axis=1)) if len(ma_seed) else {},
+                  "worst": _series(ma_seed.min(axis=1)) if len(ma_seed) else {}}
         per_attack = att.groupby("attack")["ma"].mean()
-        row["worst_ma"], row["worst_ma_attack"] = (per_attack.min(), per_attack.idxmin()) if len(per_attack) else (math.nan, "")
         opt = att[att["optimized"].fillna(False).astype(bool)] if "optimized" in att else att.iloc[:0]
-        per_opt = opt.groupby("attack")["ma"].mean()
-        row["worst_opt_ma"], row["worst_opt_ma_attack"] = (per_opt.min(), per_opt.idxmin()) if len(per_opt) else (math.nan, "")
+        opt_seed = _per_seed(opt, "ma") if len(opt) else pd.DataFrame()
         bd = att[att["ba"].notna()]
-        row["ba"], row["ba_ci"] = mean_ci(bd.groupby("seed")["ba"].mean())
+        ba_seed = _per_seed(bd, "ba") if len(bd) else pd.DataFrame()
+        series["ba"] = _series(ba_seed.mean(axis=1)) if len(ba_seed) else {}
+        per[defense] = series
+        for key, col in (("clean", "clean_ma"), ("ma", "ma"), ("worst", "worst_ma"), ("ba", "ba")):
+            iv = t_interval(series[key].values())
+            row[col], row[f"{col}_ci"], row[f"{col}_lo"], row[f"{col}_hi"] = iv.mean, iv.half, iv.lo, iv.hi
+        row["worst_ma_attack"] = per_attack.idxmin() if len(per_attack) else ""
+        per_opt = opt.groupby("attack")["ma"].mean()
+        row["worst_opt_ma"] = float(opt_seed.min(axis=1).mean()) if len(opt_seed) else math.nan
+        row["worst_opt_ma_attack"] = per_opt.idxmin() if len(per_opt) else ""
         per_bd = bd.groupby("attack")["ba"].mean()
         row["worst_ba"], row["worst_ba_attack"] = (per_bd.max(), per_bd.idxmax()) if len(per_bd) else (math.nan, "")
         rows.append(row)
     lb = pd.DataFrame(rows)
+    base = baseline if baseline in per else None
+    for key, col in (("ma", "d_ma"), ("worst", "d_worst_ma"), ("ba", "d_ba")):
+        ivs = [paired_interval(per[d][key], per[base][key]) if base and d != base else None for d in lb["defense"]]
+        lb[col] = [iv.mean if iv else math.nan for iv in ivs]
+        lb[f"{col}_lo"] = [iv.lo if iv else math.nan for iv in ivs]
+        lb[f"{col}_hi"] = [iv.hi if iv else math.nan for iv in ivs]
+    scores = [per[d]["worst"] or per[d]["clean"] for d in lb["defense"]]
+    lb.insert(0, "rank", ranks_with_ties(scores))
+    lb.attrs["baseline"] = base
     key = lb["worst_ma"].fillna(lb["clean_ma"])
-    return lb.assign(_k=key).sort_values("_k", ascending=False, kind="stable").drop(columns="_k").reset_index(drop=True)
+    return (lb.assign(_k=key).sort_values(["rank", "_k"], ascending=[True, False], kind="stable")
+            .drop(columns="_k").reset_index(drop=True).pipe(lambda d: _keep_attrs(d, base)))
+
+
+def _keep_attrs(d: pd.DataFrame, base: Optional[str]) -> pd.DataFrame:
+    d.attrs["baseline"] = base
+    return d
 
 
 def cells(t: pd.DataFrame) -> pd.DataFrame:
@@ -252,20 +295,38 @@ def curves(t: pd.DataFrame, path: Path) -> Optional[Path]:
 
 
 # ---------------------------------------------------------------- text
+def _iv(lb: pd.DataFrame, col: str) -> list[Interval]:
+    return [Interval(m, lo, hi, 0) for m, lo, hi in zip(lb[col], lb[f"{col}_lo"], lb[f"{col}_hi"])]
+
+
 def leaderboard_text(lb: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as display strings (percent)."""
+    """The leaderboard as display strings (percent; differences in points): intervals that
+    would leave [0, 100] are shown as ``[lo, hi]`` clipped (:func:`fmt_bounded`)."""
     def pct(v):
         return "-" if pd.isna(v) else f"{100 * v:.1f}"
 
+    base = lb.attrs.get("baseline")
+    diff = {}
+    if base:
+        diff = {f"ΔMA vs {base}": [fmt_diff(iv) if d != base else "(baseline)" for iv, d in zip(_iv(lb, "d_ma"), lb["defense"])],
+                f"Δworst MA vs {base}": [fmt_diff(iv) if d != base else "(baseline)"
+                                         for iv, d in zip(_iv(lb, "d_worst_ma"), lb["defense"])]}
+        bdiff = {f"ΔBA vs {base}": [fmt_diff(iv) if d != base else "(baseline)" for iv, d in zip(_iv(lb, "d_ba"), lb["defense"])]}
+    else:
+        bdiff = {}
     return pd.DataFrame({
+        "rank": rank_labels(list(lb["rank"])),
         "defense": lb["defense"],
-        "clean MA": [fmt_ci(m, h) for m, h in zip(lb["clean_ma"], lb["clean_ma_ci"])],
-        "MA": [fmt_ci(m, h) for m, h in zip(lb["ma"], lb["ma_ci"])],
-        "worst MA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-" for v, a in zip(lb["worst_ma"], lb["worst_ma_attack"])],
+        "clean MA": [fmt_bounded(iv) for iv in _iv(lb, "clean_ma")],
+        "MA": [fmt_bounded(iv) for iv in _iv(lb, "ma")],
+        "worst MA": [fmt_bounded(iv) for iv in _iv(lb, "worst_ma")],
+        "worst attack": [a or "-" for a in lb["worst_ma_attack"]],
+        **diff,
         **({"worst opt MA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-"
                                for v, a in zip(lb["worst_opt_ma"], lb["worst_opt_ma_attack"])]}
            if lb["worst_opt_ma"].notna().any() else {}),
-        "BA": [fmt_ci(m, h) for m, h in zip(lb["ba"], lb["ba_ci"])],
+        "BA": [fmt_bounded(iv) for iv in _iv(lb, "ba")],
+        **(bdiff if lb["ba"].notna().any() else {}),
         "worst BA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-" for v, a in zip(lb["worst_ba"], lb["worst_ba_attack"])],
         "div": lb["diverged"],
     })
@@ -287,19 +348,23 @@ def _cell(v: Any) -> str:
 
 def _cells_text(c: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"attack": c["attack"], "defense": c["defense"], "seeds": c["seeds"],
-                         "MA": [fmt_ci(m, h) for m, h in zip(c["ma"], c["ma_ci"])],
-                         "BA": [fmt_ci(m, h) for m, h in zip(c["ba"], c["ba_ci"])],
+                         "MA": [fmt_bounded(Interval(m, m - h, m + h, 0)) for m, h in zip(c["ma"], c["ma_ci"])],
+                         "BA": [fmt_bounded(Interval(m, m - h, m + h, 0)) for m, h in zip(c["ba"], c["ba_ci"])],
                          **({"durability": ["-" if pd.isna(v) else f"{v:.1f}" for v in c["durability"]]}
                             if c["durability"].notna().any() else {}),
                          "diverged": c["diverged"]})
 
 
 LEGEND = ("MA: final main (clean test) accuracy, %; BA: final backdoor accuracy (attack success rate of backdoor "
-          "attacks), %; mean ± 95% CI (Student t) over seeds, per seed the mean over attacks; worst: the attack "
-          "with the lowest MA / highest BA (mean over seeds), +opt: strength searched by attack.optimize (worst opt MA: "
-          "over those alone); clean MA: attack none; div: diverged runs (counted "
-          "with chance accuracy). Ranked by worst-case MA. durability (attack x defense table): rounds after the attack's "
-          "last round until BA falls below eval.recovery_threshold, mean over seeds (censored at the rounds left).")
+          f"attacks), %. MA, BA: per seed the mean over attacks; worst MA: per seed the lowest MA over attacks (worst "
+          f"attack: the one with the lowest mean); each with its {INTERVAL_METHOD}, written m±h, or m [lo, hi] clipped "
+          "to 0..100 where m±h would leave the range. ΔMA, Δworst MA, ΔBA vs the baseline: mean difference in points "
+          f"± half-width (or [lo, hi] clipped to ±100), {PAIRED_METHOD}. rank: by worst MA; a defense's rank is 1 + the number of defenses whose paired "
+          "interval of the worst-MA difference to it lies above 0, so defenses that no interval separates share a "
+          "rank (=). +opt: strength searched by attack.optimize (worst opt MA: over those alone); clean MA: attack "
+          "none; div: diverged runs (counted with chance accuracy). durability (attack x defense table): rounds after "
+          "the attack's last round until BA falls below eval.recovery_threshold, mean over seeds (censored at the "
+          "rounds left).")
 
 
 def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report") -> dict[str, Any]:
