@@ -20,11 +20,17 @@ The authors' code applies the rescale to the full weight vector instead (spec §
 (``w`` the global model), so the amplified model carries an amplified copy of ``w``'s
 mean, which is what the Robust-DPFL score then sees (``defense.scope=weights``).
 ``scope="update"`` (default) follows Eq. 11 as written.
+
+Poisoning: by default the :class:`~fedarena.attacks.data_poisoning.Backdoor` poisoning
+(``poison_frac`` of the attacker's non-target samples triggered and relabelled in place).
+``copies=True`` is the authors' code's (``poison.py``, spec §5c): a triggered copy of
+*every* sample of the attacker (target class included), labelled ``target``, is added to
+its clean data, so half of its training set is poisoned; ``poison_frac`` is then unused.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -42,20 +48,31 @@ class AttackDPFL(Backdoor):
     ``backdoor``), then ``A_u = (||S_benign|| / ||G_u||) G_u``. ``centered``: subtract the
     mean coordinate first (the "smarter attacker" that evades the Eq. 12 score).
     ``scope``: ``"update"`` (Eq. 11) or ``"weights"`` (the authors' code: the whole model
-    ``w + G_u`` is rescaled to the norm of ``w + S``).
+    ``w + G_u`` is rescaled to the norm of ``w + S``). ``copies``: the authors' poisoning
+    (a triggered copy of every sample added).
     """
 
     threat = ThreatModel(knowledge="own", collude=False)
 
-    def __init__(self, *, centered: bool = False, scope: str = "update", target: int = 0, source: Optional[int] = None,
+    def __init__(self, *, centered: bool = False, scope: str = "update", copies: bool = False, target: int = 0,
+                 source: Optional[int] = None,
                  trigger: str = "square", poison_frac: float = 0.5, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[str] = None, trigger_value: Optional[float] = None):
+                 trigger_position: Optional[Union[str, tuple[int, int]]] = None, trigger_value: Optional[float] = None):
         super().__init__(target=target, source=source, trigger=trigger, poison_frac=poison_frac,
                          trigger_size=trigger_size, trigger_position=trigger_position, trigger_value=trigger_value)
         if scope not in ("update", "weights"):
             raise ConfigError("attack.scope", f"unknown value {scope!r}", "update, weights")
-        self.centered, self.scope = centered, scope
+        self.centered, self.scope, self.copies = centered, scope, bool(copies)
         self._diag: dict[str, float] = {}
+
+    def poison(self, x, y, client_id, generator):
+        """``copies``: the clean samples plus a triggered copy of each, labelled ``target``
+        (the authors' code); else the backdoor's in-place poisoning."""
+        if not self.copies:
+            return super().poison(x, y, client_id, generator)
+        tx = self.client_trigger(client_id).apply(x.clone())
+        self.poisoned_counts[int(client_id)] = len(y)
+        return torch.cat([x, tx]), torch.cat([y, torch.full_like(y, self.target)])
 
     def craft(self, view: RoundView) -> torch.Tensor:
         G = view.own_updates
