@@ -37,6 +37,7 @@ from ..registry import DEFENSES
 from .base import Aggregate, RoundContext
 from .robust import (
     _RowRule,
+    _distances_to,
     _mean_of,
     _work_dtype,
     closest_to_median_mean,
@@ -89,21 +90,48 @@ def _mask_of(idx: torch.Tensor, n: int, device) -> torch.Tensor:
     return mask
 
 
+def _first_near_min(values: torch.Tensor, rtol: float) -> int:
+    """Index of the first value within ``rtol`` (relative) of the minimum: ties that only
+    rounding separates go to the first candidate, whatever the BLAS blocking."""
+    v = torch.nan_to_num(values, nan=math.inf)
+    best = float(v.min())
+    if not math.isfinite(best):
+        return 0
+    return int(torch.nonzero(v <= best + rtol * max(abs(best), 1e-30)).flatten()[0])
+
+
+def _subset_search(n: int, f: int, score, device) -> tuple[torch.Tensor, float]:
+    """Score every kept set of ``n - f`` rows (``score(keep masks (B, n)) -> (B,)``) and
+    return the first near-minimal one's mask and score."""
+    masks, values = [], []
+    for removed in _removed_sets(n, f):
+        keep = _keep_masks(removed, n, device)
+        masks.append(removed)
+        values.append(score(keep).to(torch.float64).cpu())
+    allv = torch.cat(values)
+    j = _first_near_min(allv, TIE_RTOL)
+    removed = torch.cat(masks)[j : j + 1]
+    return _keep_masks(removed, n, device)[0], float(allv[j])
+
+
+#: relative tolerance under which two subsets' scores count as tied (float32 rounding of the
+#: Gram expansion is ~1e-7 relative)
+TIE_RTOL = 1e-5
+
+
 def min_diameter_subset(D: torch.Tensor, f: int) -> tuple[torch.Tensor, float]:
     """The subset of ``n - f`` rows with the smallest diameter ``max_{i,j in S} D_ij``
-    (``D``: ``(n, n)`` distances, +inf for faulty rows). Ties: the first subset in the
-    lexicographic order of kept sets. Returns ``(bool mask (n,), diameter)``."""
+    (``D``: ``(n, n)`` distances, +inf for faulty rows). Ties (within ``TIE_RTOL``): the
+    first subset in the lexicographic order of kept sets. Returns ``(bool mask (n,), diameter)``."""
     n = D.shape[0]
     D = torch.nan_to_num(D, nan=math.inf)
-    best_mask, best = None, math.inf
-    for removed in _removed_sets(n, f):
-        keep = _keep_masks(removed, n, D.device)
+    zero = torch.zeros((), dtype=D.dtype, device=D.device)
+
+    def diameters(keep: torch.Tensor) -> torch.Tensor:
         pair = keep.unsqueeze(2) & keep.unsqueeze(1)
-        diam = torch.where(pair, D.unsqueeze(0), torch.zeros((), dtype=D.dtype, device=D.device)).amax(dim=(1, 2))
-        j = int(torch.argmin(diam))
-        if best_mask is None or float(diam[j]) < best:
-            best_mask, best = keep[j], float(diam[j])
-    return best_mask, best
+        return torch.where(pair, D.unsqueeze(0), zero).amax(dim=(1, 2))
+
+    return _subset_search(n, f, diameters, D.device)
 
 
 @DEFENSES.register("mda")
@@ -116,8 +144,8 @@ class MDA(_RowRule):
         S* = argmin_{|S| = n - f} max_{i, j in S} ||x_i - x_j||,   MDA(x) = mean_{i in S*} x_i
 
     Exhaustive over the ``C(n, f)`` subsets (the problem is NP-hard in general), on one
-    Gram matrix; ``max_subsets`` bounds the search. Ties go to the lexicographically first
-    kept set (ByzFL's order). ``weights``: the selection mask. Needs ``2f < n``.
+    Gram matrix; ``max_subsets`` bounds the search. Ties (within a relative ``TIE_RTOL``,
+    above float32 rounding) go to the lexicographically first kept set (ByzFL's order). ``weights``: the selection mask. Needs ``2f < n``.
 
     >>> import torch; from fedarena.defenses.base import RoundContext
     >>> U = torch.tensor([[1., 2., 3.], [4., 5., 6.], [7., 8., 9.]])
@@ -169,9 +197,14 @@ class MoNNA(_RowRule):
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n, f = self._checked(U, ctx)
         sq, bad = row_sq_norms(U)
-        D = pairwise_sq_distances(U, sq, bad)
-        dist = torch.nan_to_num(D[self.idx], nan=math.inf)
-        dist = dist.masked_fill(bad, math.inf)
+        if bool(bad[self.idx]):
+            dist = torch.full((n,), math.inf, dtype=sq.dtype, device=U.device)
+            dist[self.idx] = 0.0
+        else:  # distances to one row: one GEMV (no n x n Gram matrix)
+            work = zero_faulty_rows(U, bad).to(_work_dtype(U))
+            dist = _distances_to(work, sq.masked_fill(bad, 0.0), work[self.idx])
+        dist = torch.nan_to_num(dist, nan=math.inf).masked_fill(bad, math.inf)
+        dist[self.idx] = -1.0  # the trusted row is always its own first neighbour
         order = torch.argsort(dist, stable=True)[: n - f]
         idx = order[~bad[order]]
         return Aggregate(_mean_of(U, idx, bad), _mask_of(idx, n, U.device), {"reference_row": self.idx})
@@ -201,13 +234,14 @@ class Meamed(_RowRule):
 
 
 def _centred_gram(U: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
-    """``(n, n)`` Gram matrix of the rows in float64, after subtracting the mean of the
-    finite rows (distances and covariances are unchanged; precision is better)."""
-    X = zero_faulty_rows(U, bad).to(torch.float64)
-    keep = (~bad).to(torch.float64)
+    """``(n, n)`` Gram matrix of the rows after subtracting the mean of the finite rows
+    (distances and covariances are unchanged; the centring keeps the precision of the
+    rows' spread), computed in ``U``'s working precision and returned in float64."""
+    X = zero_faulty_rows(U, bad).to(_work_dtype(U))
+    keep = (~bad).to(X.dtype)
     X = X - (keep / keep.sum().clamp_min(1)) @ X
     X = X.masked_fill(bad.unsqueeze(1), 0.0)
-    return X @ X.T
+    return (X @ X.T).to(torch.float64)
 
 
 def _weighted_top_eig(G: torch.Tensor, c: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -283,7 +317,8 @@ class SMEA(_RowRule):
 
     Exhaustive over the ``C(n, f)`` subsets, batched, with exact eigenvalues of each
     subset's centred ``(n-f) x (n-f)`` Gram matrix (``max_subsets`` bounds the search);
-    ties go to the lexicographically first kept set. ``weights``: the selection mask.
+    ties (within ``TIE_RTOL``) go to the lexicographically first kept set. ``weights``:
+    the selection mask.
     Needs ``2f < n``.
     """
 
@@ -302,16 +337,14 @@ class SMEA(_RowRule):
         G = _centred_gram(U, bad)
         k = n - f
         H = torch.eye(k, dtype=torch.float64) - 1.0 / k
-        best_mask, best = None, math.inf
-        for removed in _removed_sets(n, f):
-            keep = _keep_masks(removed, n, G.device)
+
+        def top_eigenvalues(keep: torch.Tensor) -> torch.Tensor:
             idx = torch.nonzero(keep)[:, 1].reshape(len(keep), k)  # kept rows, ascending
             sub = G[idx.unsqueeze(2), idx.unsqueeze(1)]  # (B, k, k)
             lam = torch.linalg.eigvalsh(H @ sub @ H)[:, -1] / k
-            lam = lam.masked_fill(bad[idx].any(dim=1), math.inf)
-            j = int(torch.argmin(lam))
-            if best_mask is None or float(lam[j]) < best:
-                best_mask, best = keep[j], float(lam[j])
+            return lam.masked_fill(bad[idx].any(dim=1), math.inf)
+
+        best_mask, best = _subset_search(n, f, top_eigenvalues, G.device)
         mask = best_mask.to(U.device)
         idx = torch.nonzero(mask & ~bad).flatten()
         return Aggregate(_mean_of(U, idx, bad), mask, {"lambda_max": best})

@@ -14,7 +14,8 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import DEFENSES
-from .base import Aggregate, Aggregator, RoundContext, nonfinite_rows
+from ._rows import nonfinite_rows_fast as nonfinite_rows
+from .base import Aggregate, Aggregator, RoundContext
 from .robust import pairwise_cosine_distances, safe_row_norms
 
 
@@ -71,7 +72,8 @@ class ClippedClustering(Aggregator):
             self.norm_history = pool
         tau = min(float(np.median(pool.numpy())), self.max_tau) if pool.numel() else 0.0
         rows = torch.nonzero(ok).flatten()
-        D = pairwise_cosine_distances(U[rows].to(torch.float64)).cpu().numpy()
+        X = U if rows.numel() == n else U[rows]
+        D = pairwise_cosine_distances(X).to(torch.float64).cpu().numpy()  # one Gram GEMM in U's precision
         D = np.clip(np.nan_to_num(0.5 * (D + D.T), nan=2.0, posinf=2.0), 0.0, 2.0)
         np.fill_diagonal(D, 0.0)
         sub = two_cluster_majority(D, self.linkage)

@@ -26,7 +26,8 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import DEFENSES
-from .base import Aggregate, Aggregator, RoundContext, nonfinite_rows
+from ._rows import nonfinite_rows_fast as nonfinite_rows
+from .base import Aggregate, Aggregator, RoundContext
 from .robust import coordinate_median
 
 
