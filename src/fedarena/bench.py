@@ -475,14 +475,11 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
 
 # ----------------------------------------------------------------------------- end to end
 def find_data_root(data_root: Optional[str]) -> Optional[str]:
-    """``data_root``, else ``$FEDARENA_DATA``, else the shared data folder beside the checkout."""
-    root = data_root or os.environ.get("FEDARENA_DATA")
-    if root is None:
-        for cand in (Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")):
-            if (cand / "fashion-mnist").exists():
-                root = str(cand)
-                break
-    return root
+    """``data_root``, else the first of ``$FEDARENA_DATA``, ``../shared/data`` and the cache
+    that holds Fashion-MNIST (:func:`fedarena.reproduce.quick.find_fashion_mnist`)."""
+    from .reproduce.quick import find_fashion_mnist
+
+    return data_root or find_fashion_mnist()
 
 
 def bench_end_to_end(data_root: Optional[str], device: torch.device, rounds: int = 100, log=None) -> dict[str, Any]:

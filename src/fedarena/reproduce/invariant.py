@@ -44,7 +44,7 @@ own data plus 12.5% MNIST "7"s labelled 9 (838 training 7s), and ASR is the shar
 232 held-out MNIST test 7s (no overlap with the pool) predicted 9; 0.000 without attack.
 Instrumented t1-ours run (seed 0, 30 rounds), command:
 ``python -c "from fedarena.reproduce.invariant import main; main()" --set
-data.root=/work/shared/data --set data.download=false`` (``diagnose``; sums over rounds of
+data.root=DATA --set data.download=false`` (DATA: the folder holding ``mnist/``) (``diagnose``; sums over rounds of
 the first-order change of the held-out backdoor loss, <step, grad L_bd>, negative = the
 backdoor is learned):
 
