@@ -337,15 +337,26 @@ def arena(
     out: Path = typer.Option(Path("runs") / "arena", "--out", help="Sweep folder (rerun: finished runs are kept)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    backdoor: bool = typer.Option(False, "--backdoor", help="The backdoor arena: Neurotoxin, A3FL, blended, model "
+                                  "replacement x DeepSight, CRFL, FLARE, AlignIns and classic rules (default --out "
+                                  "runs/backdoor-arena)."),
 ) -> None:
     """A small attack x defense matrix on the bundled digits (minutes on 2 cores): leaderboard and report."""
     from .studies.arena import arena_spec
     from .studies.report import build_report
 
     start = time.perf_counter()
-    jobs = arena_spec().jobs()
+    if backdoor:
+        from .studies.backdoor_arena import backdoor_arena_jobs
+
+        jobs = backdoor_arena_jobs()
+        out = Path("runs") / "backdoor-arena" if out == Path("runs") / "arena" else out
+        title = "fedarena backdoor arena: digits, 20 clients (4 malicious, rounds 0-14), 20 rounds"
+    else:
+        jobs = arena_spec().jobs()
+        title = "fedarena arena: digits, 20 clients (4 malicious), 20 rounds"
     run_study(jobs, out, workers, "local", None, quiet)
-    parts = build_report([out], out / "report", title="fedarena arena: digits, 20 clients (4 malicious), 20 rounds")
+    parts = build_report([out], out / "report", title=title)
     print_leaderboards(parts)
     out_console.print(f"{len(jobs)} runs in {time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}",
                       highlight=False)
