@@ -96,6 +96,9 @@ class FLConfig(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     vectorize: bool = True  # False: train every client on the sequential path
     chunk_size: Optional[int] = Field(None, ge=1)  # clients per vmap call (None: automatic)
+    #: how the clients' buffers (BatchNorm statistics) become the global ones: "mean" of the round's
+    #: clients, or "selected": the clients the server rule accepted, with its weights (LeadFL reference code)
+    buffers: Literal["mean", "selected"] = "mean"
 
 
 class OptimizeConfig(_Strict):
@@ -159,6 +162,7 @@ class EvalConfig(_Strict):
     every: int = Field(1, ge=1)
     batch_size: int = Field(1000, ge=1)
     recovery_threshold: float = Field(0.3, ge=0, le=1)  # backdoor accuracy that ends a spike's recovery
+    test_samples: Optional[int] = Field(None, ge=1)  # evaluate on the first N test samples (None: all)
 
 
 class RunConfig(_Strict):

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 from .optim import ClientState, OptState, step_
 from .recipe import Params, TrainRecipe
@@ -348,7 +348,7 @@ class _HookRunner:
             self.state = self.hook.init(names, [p.detach() for p in params])
         self.plain = recipe.with_(grad_clip=None)
 
-    def __call__(self, s: int, params, grads, opt: OptState, active, regrad) -> None:
+    def __call__(self, s: int, params, grads, opt: OptState, active, regrad, batch=None, grad_on=None) -> None:
         from .recipe import HookStep
 
         starts = self.schedule.epoch_start
@@ -364,8 +364,14 @@ class _HookRunner:
             with torch.enable_grad():
                 return [g.detach() for g in regrad()]
 
+        def grad_on_with_grad(xr, yr, need_grad=True):
+            with torch.enable_grad():
+                losses, gs = grad_on(xr, yr, need_grad)
+            return losses.detach(), None if gs is None else [g.detach() for g in gs]
+
+        xr, yr = batch if batch is not None else (None, None)
         hs = HookStep(self.names, params, grads, opt.tensors.get("momentum_buffer"), first, active, self.gens, self.state, regrad_with_grad,
-                      self.recipe, step)
+                      self.recipe, step, xr, yr, grad_on_with_grad if grad_on is not None else None)
         with torch.no_grad():
             self.hook(hs)  # the optimizer state is updated in place
 
@@ -513,7 +519,7 @@ def train_vectorized(
             hook = _HookRunner(recipe, names, params, schedule, rows, x.device)
             for s in range(len(plan.full)):
                 idx_t = idx_all[s].reshape(-1)  # index_select: several times faster than x[idx] for rows
-                xb = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
+                xb = xraw = x.index_select(0, idx_t).reshape(kc, pad_b, *x.shape[1:])
                 if prepare is not None:
                     xb = prepare(xb)
                 yb, wb = y.index_select(0, idx_t).reshape(kc, pad_b), mask_all[s]
@@ -550,7 +556,34 @@ def train_vectorized(
                         nn_ = len(names)
                         return [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
                                              for j in range(kc)]) for q, p in enumerate(params)]
-                    hook(s, params, grads, state, act_all[s], regrad)
+
+                    def grad_on(xr, yr, need_grad=True, wb=wb, s=s):
+                        xp = prepare(xr) if prepare is not None else xr
+                        if strategy in ("vmap", "fold"):
+                            ps = dict(zip(names, params))
+                            with torch.set_grad_enabled(need_grad):
+                                logits = (_fold_logits(model, names, params, xp) if strategy == "fold"
+                                          else batched_logits(ps, xp))
+                                b = yr.shape[1]
+                                per = recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(),
+                                                  yr.reshape(-1)).reshape(kc, b)
+                                vec = per.mean(1) if plan.full[s] else (per * wb).sum(1) / wb.sum(1).clamp_min(1.0)
+                                if batched_extra is not None:
+                                    vec = vec + batched_extra(ps, gpc)
+                            if not need_grad:
+                                return vec, None
+                            gs = torch.autograd.grad(vec.sum(), params, allow_unused=True)
+                            return vec, [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+                        with torch.set_grad_enabled(need_grad):
+                            vec = torch.stack([loss(dict(zip(names, leaves[j])), xp[j], yr[j], wb[j], gp_of(j))
+                                               for j in range(kc)])
+                        if not need_grad:
+                            return vec, None
+                        gs = torch.autograd.grad(vec.sum(), [t for j in range(kc) for t in leaves[j]], allow_unused=True)
+                        nn_ = len(names)
+                        return vec, [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
+                                                  for j in range(kc)]) for q, p in enumerate(params)]
+                    hook(s, params, grads, state, act_all[s], regrad, (xraw, yb), grad_on)
                 with torch.no_grad():
                     if recipe.project is not None:
                         projected = vmap(recipe.project, in_dims=(0, None if shared else 0))(
@@ -593,7 +626,7 @@ def train_sequential(
         hook = _HookRunner(recipe, names, views, schedule, [i], x.device)
         for s, b in enumerate(schedule.batches[i]):
             idx_t = torch.from_numpy(index[i][b]).to(x.device)
-            xb = x[idx_t]
+            xb = xraw = x[idx_t]
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
@@ -605,7 +638,16 @@ def train_sequential(
                 def regrad(xb=xb, idx_t=idx_t, w=w):
                     g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
                     return [g2[n].unsqueeze(0) for n in names]
-                hook(s, views, g1, state, torch.ones(1, device=x.device), regrad)
+                def grad_on(xr, yr, need_grad=True, w=w):
+                    xp = prepare(xr[0]) if prepare is not None else xr[0]
+                    if not need_grad:  # a copy of the statistics: this forward does not move them
+                        val = _loss_fn(model, recipe, {})(params, xp, yr[0], w, global_params,
+                                                          {n_: v.clone() for n_, v in bufs_i.items()})
+                        return val.reshape(1), None
+                    g2, val = grad_and_value(_loss_fn(model, recipe, {}))(params, xp, yr[0], w, global_params, bufs_i)
+                    return val.reshape(1), [g2[n].unsqueeze(0) for n in names]
+                hook(s, views, g1, state, torch.ones(1, device=x.device), regrad, (xraw.unsqueeze(0), y[idx_t].unsqueeze(0)),
+                     grad_on)
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())

@@ -88,6 +88,12 @@ class HookStep:
     ``regrad()``: the task gradients at the current ``params`` on the same batch;
     ``step(grads, bufs, active, idx)``: one more SGD step (the recipe's momentum and weight
     decay) of the tensors ``idx`` with ``grads``, returning the new buffers of those tensors.
+    ``x``/``y``: the step's batch, raw inputs ``(k, B, ...)`` (before the data's normalisation)
+    and labels ``(k, B)``; ``grad_on(x, y, need_grad=True)``: each client's mean loss ``(k,)``
+    and its gradients on another batch of the same shape (e.g. the batch with a trigger
+    stamped) at the current ``params``; with ``need_grad=False`` only the losses, and then
+    the forward does not move BatchNorm statistics (with gradients it does, as a training
+    forward pass).
     """
 
     names: list[str]
@@ -101,6 +107,9 @@ class HookStep:
     regrad: Callable[[], list[torch.Tensor]]
     recipe: "TrainRecipe"
     step: Optional[Callable] = None
+    x: Optional[torch.Tensor] = None
+    y: Optional[torch.Tensor] = None
+    grad_on: Optional[Callable] = None
 
 
 class StepHook:

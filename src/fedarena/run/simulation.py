@@ -81,11 +81,15 @@ def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
     opts: dict[str, Any] = {"root": cfg.data.root, "download": cfg.data.download, "verify": cfg.data.verify}
     if cfg.data.dataset == "synthetic":
         opts.update(cfg.data.synthetic)
-    key = (cfg.data.dataset, repr(sorted(opts.items())))
+    n_test = cfg.eval.test_samples
+    key = (cfg.data.dataset, repr(sorted(opts.items())), n_test)
     if key not in _DATASET_CACHE:
         if len(_DATASET_CACHE) >= 2:
             _DATASET_CACHE.pop(next(iter(_DATASET_CACHE)))
-        _DATASET_CACHE[key] = DATASETS.build(cfg.data.dataset, opts)
+        data = DATASETS.build(cfg.data.dataset, opts)
+        if n_test is not None:  # eval.test_samples: the first N test samples (one shared copy per process)
+            data = dataclasses.replace(data, x_test=data.x_test[:n_test].clone(), y_test=data.y_test[:n_test].clone())
+        _DATASET_CACHE[key] = data
     return dataclasses.replace(_DATASET_CACHE[key])
 
 
@@ -351,7 +355,7 @@ class Simulation:
         if plan.own_loop:
             U[plan.own_loop] = self.attacker_training(plan.round, cohort, plan.own_loop, plan.index, plan.recipe,
                                                       U).to(U.device, U.dtype)
-        if plan.new_buffers and self.buffers:
+        if plan.new_buffers and self.buffers and self.cfg.fl.buffers == "mean":
             for n, b in self.buffers.items():
                 stacked = torch.stack([nb[n] for nb in plan.new_buffers])
                 self.buffers[n] = stacked.float().mean(0).to(b.dtype) if b.is_floating_point() else stacked.max(0).values
@@ -477,6 +481,8 @@ class Simulation:
         except Diverged as e:
             agg, reason = Aggregate(torch.full_like(U[0], math.nan)), str(e)
         update = agg.update
+        if plan.new_buffers and self.buffers and cfg.fl.buffers == "selected":
+            self.buffers = selected_buffers(self.buffers, plan, agg.weights)
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
                                   "extras": self.client_extras(U, mal_mask, cohort)}
         if reason is not None:
@@ -606,6 +612,36 @@ class Simulation:
             if final is not None and error is None:
                 result.summary.update(final(self.probe(), self.flat_params, self.data.x_test, self.data.y_test,
                                             self.backdoor_test, self.streams.torch("evaluation", 1)))
+
+
+def selected_buffers(buffers: dict[str, torch.Tensor], plan: RoundPlan,
+                     weights: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``fl.buffers=selected``: the global buffers (BatchNorm statistics) as the weighted mean
+    of the clients' new buffers with the server rule's per-row weights (an accept mask:
+    the plain mean of the accepted rows; ``None`` or nothing accepted: all rows). The
+    LeadFL reference code runs its rule on the whole ``state_dict``, so Multi-Krum's
+    buffers are the mean of its 5 selected clients'. Integer buffers (``num_batches_tracked``)
+    take the largest of the weighted rows. Rows are matched through the jobs' rows (the
+    order in which the sequential path appends the buffers)."""
+    rows = [r for job in plan.jobs for r in job.rows]
+    if len(rows) != len(plan.new_buffers):  # not every row trained here: all rows count
+        rows = list(range(len(plan.new_buffers)))
+        weights = None
+    w = torch.ones(len(plan.cohort)) if weights is None else weights.detach().to("cpu", torch.float64)
+    w = torch.nan_to_num(w.to(torch.float64), nan=0.0).clamp_min(0.0)
+    w = torch.tensor([float(w[r]) for r in rows], dtype=torch.float64)
+    if float(w.sum()) <= 0:
+        w = torch.ones(len(rows), dtype=torch.float64)
+    w = w / w.sum()
+    out = {}
+    for n, b in buffers.items():
+        stacked = torch.stack([nb[n] for nb in plan.new_buffers])
+        if b.is_floating_point():
+            ww = w.to(stacked.device).reshape(-1, *([1] * (stacked.dim() - 1)))
+            out[n] = (stacked.double() * ww).sum(0).to(b.dtype)
+        else:
+            out[n] = stacked[(w > 0).to(stacked.device)].max(0).values
+    return out
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:
