@@ -373,3 +373,41 @@ def test_example_app_config_is_valid_and_its_apps_import(monkeypatch):
     assert cfg.defense.name == run_config["defense"] and cfg.attack.num_malicious == 2
     with pytest.raises(ConfigError, match="defense.name"):
         load_config(None, task_mod.overrides({**run_config, "defense": "nope"}))
+
+
+@pytest.mark.parametrize("over", [
+    ["attack.name=backdoor", "defense.name=median"],
+    ["attack.name=backdoor", "attack.boost=3.0", "defense.name=fedavg"],  # an own-update craft in the client
+    ["attack.name=alie", "defense.name=multi-krum"],  # omniscient: crafted by the colluding server
+    ["attack.name=minmax", "defense.name=trimmed-mean", "defense.clip=5.0"],
+])
+def test_flower_and_native_rounds_give_the_same_aggregate_every_round(over):
+    """The strategy's round and the simulation's round are one function
+    (:func:`fedarena.run.server_round.server_round`): driven by hand with FlowerTask's
+    clients (every client every round), the Flower strategy steps the global model exactly
+    as fedarena's Simulation does, round by round."""
+    cfg = load_config(None, ["data.dataset=digits", "fl.num_clients=8", "fl.rounds=3", "fl.local_epochs=1",
+                             "fl.batch_size=32", "attack.num_malicious=2", "defense.f=2"] + over)
+    native = Simulation(cfg)
+    native_params = []
+    for t in range(cfg.fl.rounds):
+        rec = native.run_round(t)
+        assert "diverged" not in rec
+        native_params.append(native.flat_params.clone())
+    task = FlowerTask(cfg)
+    strategy = task.strategy()
+    arrays = task.initial_arrays()
+    for t in range(cfg.fl.rounds):
+        strategy.remember(arrays)
+        msgs = []
+        for pid in range(cfg.fl.num_clients):
+            msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": t + 1})}),
+                          metadata=_metadata(100 + pid))
+            ctx = Context(run_id=1, node_id=100 + pid, node_config={"partition-id": pid}, state=RecordDict(),
+                          run_config={})
+            out = task.train(msg, ctx)
+            msgs.append(Message(out.content, metadata=_metadata(100 + pid)))
+        arrays, _ = strategy.aggregate_train(t + 1, msgs)
+        assert arrays is not None, strategy.history[-1]["skipped"]
+        flat = record_to_flat(arrays, record_layout(arrays))
+        assert torch.allclose(flat, native_params[t], atol=1e-5, rtol=1e-5), (t, (flat - native_params[t]).abs().max())

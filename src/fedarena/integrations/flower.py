@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..attacks.base import Attack, DataInfo, RoundView, ServerView
+from ..attacks.base import Attack, DataInfo
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
@@ -45,6 +45,8 @@ from ..defenses.base import DefensePipeline, RoundContext
 from ..defenses.pipeline import build_pipeline
 from ..errors import ConfigError
 from ..registry import ATTACKS
+from ..run.server_round import Attackers
+from ..run.server_round import server_round as server_half  # aggregate_train has a parameter server_round
 from ..run.simulation import scalar_info
 from ._flwr import Array, ArrayRecord, FedAvg, Message, MetricRecord, log
 
@@ -330,9 +332,9 @@ class FedarenaStrategy(FedAvg):
         self.remember(arrays)
         return super().configure_train(server_round, arrays, config, grid)
 
-    def before_defense(self, U: torch.Tensor, batch: ReplyBatch, ctx: RoundContext) -> torch.Tensor:
-        """Hook between the replies and the defense (identity; the simulation mode overrides it)."""
-        return U
+    def attackers(self, batch: ReplyBatch, ctx: RoundContext) -> Optional[Attackers]:
+        """The round's crafting attackers (none; the colluding-server simulation overrides it)."""
+        return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
         if self.global_arrays is None or self.layout is None:
@@ -364,18 +366,18 @@ class FedarenaStrategy(FedAvg):
                 prev_update=self.prev_update, generator=self.streams.torch("defense", t), server_lr=self.server_lr,
                 extras={"algorithm": "fedavg", "sampling_rate": self.fraction_train},
             )
-            U = self.before_defense(batch.U, batch, ctx)
-            agg = self.pipeline(U, ctx)
-            if not bool(torch.isfinite(agg.update).all()):
-                skip, agg = "the aggregate is not finite (NaN/Inf)", None
+            out = server_half(batch.U, ctx, self.pipeline, lambda u: self.server_lr * u,
+                               attackers=self.attackers(batch, ctx), defense_name=self.defense["name"])
+            agg = out.agg
+            if out.params is None:
+                skip, agg = out.problem, None
         metrics = self._round_metrics(batch, agg, skip)
         record.update(skipped=skip, metrics=metrics)
         if skip is not None:
             log(WARNING, "fedarena: round %d skipped, the global model stays: %s", server_round, skip)
             return None, MetricRecord(metrics)
         self.prev_update = agg.update.detach().clone()
-        new = self.global_flat + self.server_lr * agg.update
-        return flat_to_record(new, self.layout, self.global_arrays), MetricRecord(metrics)
+        return flat_to_record(out.params, self.layout, self.global_arrays), MetricRecord(metrics)
 
     def _round_metrics(self, batch: ReplyBatch, agg, skip: Optional[str]) -> dict[str, Any]:
         entries = batch.entries
@@ -418,7 +420,8 @@ class ColludingServerSimulation(FedarenaStrategy):
     simulates the threat model instead: after the replies are checked and before the
     defense runs, it replaces the rows of the malicious partitions (found through the
     ``partition-id`` metric the clients report) with the attack's ``craft()`` output,
-    given the round's benign rows -- exactly what fedarena's own simulation does. Use it
+    given the round's benign rows, through the same server round as fedarena's own
+    simulation (:func:`fedarena.run.server_round.server_round`). Use it
     to measure a defense against these attacks, never in a deployment.
 
     Args:
@@ -447,34 +450,21 @@ class ColludingServerSimulation(FedarenaStrategy):
         log(WARNING, "ColludingServerSimulation: the server crafts the updates of partitions %s with %r; "
                      "a simulation for measuring defenses, not a deployment", sorted(self.malicious_partitions), name)
 
-    def before_defense(self, U: torch.Tensor, batch: ReplyBatch, ctx: RoundContext) -> torch.Tensor:
+    def attackers(self, batch: ReplyBatch, ctx: RoundContext) -> Optional[Attackers]:
+        """The valid replies of the malicious partitions, while the attack is active."""
         t = ctx.round
         if t < self.start_round or (self.end_round is not None and t > self.end_round):
-            return U
+            return None
         valid = batch.valid
         mal = torch.tensor([e.partition_id in self.malicious_partitions for e in valid], dtype=torch.bool)
         if not bool(mal.any()):
-            return U
-        omniscient = self.attack.threat.knowledge == "benign"
-        view = RoundView(
-            round=t, layout=ctx.layout, global_params=ctx.global_params, prev_update=ctx.prev_update,
-            malicious_ids=torch.tensor([e.partition_id for e in valid if e.partition_id in self.malicious_partitions]),
-            num_clients=U.shape[0], own_updates=U[mal].clone(),
-            benign_updates=U[~mal].clone() if omniscient else None,
-            lr=self.server_lr, algorithm="fedavg", generator=self.streams.torch("attack", 3, t),
-            benign_ids=(torch.tensor([-1 if e.partition_id is None else e.partition_id
-                                      for e in valid if e.partition_id not in self.malicious_partitions])
-                        if omniscient else None),
-            # the attacker holds no data at the server: no loss oracle (loss=None)
-            server=(ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.nonzero(mal).flatten(),
-                               step=lambda u: self.server_lr * u) if self.attack.threat.aggregator_aware else None),
-        )
-        crafted = self.attack.craft(view)
-        if crafted is None:
-            return U
-        U = U.clone()
-        U[mal] = crafted.to(U.device, U.dtype).reshape(int(mal.sum()), -1)
-        return U
+            return None
+        # the attacker holds no data at the server: no loss oracle (loss=None)
+        return Attackers(self.attack, torch.nonzero(mal).flatten(),
+                         torch.tensor([e.partition_id for e in valid if e.partition_id in self.malicious_partitions]),
+                         lr=self.server_lr, algorithm="fedavg", generator=self.streams.torch("attack", 3, t),
+                         benign_ids=torch.tensor([-1 if e.partition_id is None else e.partition_id
+                                                  for e in valid if e.partition_id not in self.malicious_partitions]))
 
 
 _CLIENT_NAMES = ("ClientAttack", "FlowerTask", "client_side_attacks")

@@ -24,13 +24,14 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, runs_local_training
+from ..attacks.base import Attack, DataInfo, LocalTrainContext, runs_local_training
 from ..config import ExperimentConfig, defense_dict
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
 from ..errors import ConfigError
 from ..registry import ATTACKS
+from ..run.server_round import Attackers, craft_rows
 from ..run.simulation import Simulation
 from ._flwr import ArrayRecord, ClientApp, Context, Message, MessageType, MetricRecord, RecordDict
 from .flower import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, flat_to_record, record_layout,
@@ -141,14 +142,12 @@ class ClientAttack:
         g = record_to_flat(sent, layout)
         own = (record_to_flat(reply, layout) - g).unsqueeze(0)
         t = server_round - 1
-        view = RoundView(round=t, layout=layout, global_params=g, prev_update=None,
-                         malicious_ids=torch.tensor([int(partition_id)]), num_clients=1, own_updates=own.clone(),
-                         benign_updates=None, lr=1.0, algorithm="fedavg",
-                         generator=self.streams.torch("attack", 3, t, int(partition_id)))
-        crafted = self.attack.craft(view)
-        if crafted is None:
+        who = Attackers(self.attack, torch.tensor([0]), torch.tensor([int(partition_id)]), lr=1.0, algorithm="fedavg",
+                        generator=self.streams.torch("attack", 3, t, int(partition_id)))
+        crafted = craft_rows(own, who, round=t, layout=layout, global_params=g, prev_update=None)
+        if crafted is own:
             return reply
-        return flat_to_record(g + crafted.reshape(-1).to(g.dtype), layout, reply)
+        return flat_to_record(g + crafted[0].to(g.dtype), layout, reply)
 
     def __call__(self, msg: Message, context: Context, call_next) -> Message:
         """Flower mod: rewrite a malicious partition's train reply with :meth:`craft`."""
@@ -275,15 +274,11 @@ class FlowerTask:
         cohort = np.array([pid])
         raw = sim.local_updates(t, cohort, active)
         U = sim.pipeline.client_upload(raw, sim.streams.torch("defense", t, 1, pid))  # e.g. local DP noise
-        if active and sim.is_malicious[pid] and type(sim.attack).craft is not Attack.craft:
-            view = RoundView(round=t, layout=sim.layout, global_params=global_flat, prev_update=None,
-                             malicious_ids=torch.from_numpy(cohort), num_clients=1, own_updates=raw.clone(),
-                             uploads=U.clone() if U is not raw else None,
-                             benign_updates=None, lr=self.cfg.fl.server_lr, algorithm="fedavg",
-                             generator=sim.streams.torch("attack", 3, t))
-            crafted = sim.attack.craft(view)
-            if crafted is not None:
-                U = crafted.to(U.device, U.dtype).reshape(1, -1)
+        if active and sim.is_malicious[pid]:  # the client crafts its own row (e.g. boosting)
+            who = Attackers(sim.attack, torch.tensor([0]), torch.from_numpy(cohort), lr=self.cfg.fl.server_lr,
+                            algorithm="fedavg", generator=sim.streams.torch("attack", 3, t),
+                            own=raw if U is not raw else None)
+            U = craft_rows(U, who, round=t, layout=sim.layout, global_params=global_flat, prev_update=None)
         reply = flat_to_record(global_flat + U[0], sim.layout, arrays)
         metrics = MetricRecord({"num-examples": int(len(sim.client_index[pid])), PARTITION_KEY: pid})
         return Message(RecordDict({key: reply, "metrics": metrics}), reply_to=msg)

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..attacks.base import Attack, DataInfo, LocalTrainContext, RoundView, ServerView, is_noop, runs_local_training
+from ..attacks.base import Attack, DataInfo, LocalTrainContext, is_noop, runs_local_training
 from ..core.distances import update_metric_values
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
-from ..defenses.base import Aggregate, DefensePipeline, RoundContext
+from ..defenses.base import DefensePipeline, RoundContext
 from ..defenses.pipeline import build_pipeline
 from ..defenses.probe import ModelProbe
 from ..errors import ConfigError, Diverged
@@ -37,6 +37,7 @@ from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
 from .lockstep import Lockstep, TrainJob, seed_torch, train_round
+from .server_round import Attackers, server_round
 from .recovery import spike_metrics
 from .sampling import attacker_count, draw_cohort
 
@@ -460,44 +461,27 @@ class Simulation:
             extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm,
                     "sampling_rate": cfg.cohort_size / cfg.fl.num_clients, "probe": self.probe()},
         )
+        attackers = None
         if active and mal_mask.any():
             rows = np.flatnonzero(mal_mask)
-            view = RoundView(
-                round=t, layout=self.layout, global_params=self.flat_params, prev_update=self.prev_update,
-                malicious_ids=torch.from_numpy(cohort[rows]), num_clients=len(cohort),
-                own_updates=raw_U[rows].clone(), uploads=U[rows].clone() if U is not raw_U else None,
-                benign_updates=U[~torch.from_numpy(mal_mask)].clone() if self.attack.threat.knowledge == "benign" else None,
-                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
-                algorithm=cfg.fl.algorithm, generator=self.streams.torch("attack", 3, t),
-                benign_ids=torch.from_numpy(cohort[~mal_mask]) if self.attack.threat.knowledge == "benign" else None,
-                server=self._server_view(t, ctx, rows) if self.attack.threat.aggregator_aware else None,
-            )
-            crafted = self.attack.craft(view)
-            if crafted is not None:
-                U = U.clone()
-                U[torch.from_numpy(rows)] = crafted.to(U.device, U.dtype).reshape(len(rows), -1)
-        try:
-            agg, reason = self.pipeline(U, ctx), None
-        except Diverged as e:
-            agg, reason = Aggregate(torch.full_like(U[0], math.nan)), str(e)
-        update = agg.update
+            omniscient = self.attack.threat.knowledge == "benign"
+            attackers = Attackers(
+                self.attack, torch.from_numpy(rows), torch.from_numpy(cohort[rows]),
+                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr, algorithm=cfg.fl.algorithm,
+                generator=self.streams.torch("attack", 3, t), own=raw_U[rows] if U is not raw_U else None,
+                benign_ids=torch.from_numpy(cohort[~mal_mask]) if omniscient else None, loss=self._attacker_loss)
+        out = server_round(U, ctx, self.pipeline, lambda u: self.server_step(t, u), attackers=attackers,
+                           defense_name=cfg.defense.name)
+        U, agg = out.U, out.agg
         if plan.new_buffers and self.buffers and cfg.fl.buffers == "selected":
             self.buffers = selected_buffers(self.buffers, plan, agg.weights)
         record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
                                   "extras": self.client_extras(U, mal_mask, cohort)}
-        if reason is not None:
-            record["diverged"] = f"round {t}: {reason}; the run stopped here"
+        if out.params is None:
+            record["diverged"] = f"round {t}: {out.problem}; the run stopped here"
             return record
-        if not torch.isfinite(update).all():
-            record["diverged"] = (f"round {t}: the aggregate of defense {cfg.defense.name!r} is not finite (NaN/Inf); "
-                                  "the run stopped here")
-            return record
-        flat = self.flat_params + self.server_step(t, update)
-        if not torch.isfinite(flat).all():
-            record["diverged"] = f"round {t}: the model's parameters became NaN/Inf; the run stopped here"
-            return record
-        self.params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
-        self.prev_update = update.detach()
+        self.params = {n: v.clone() for n, v in self.layout.unflatten(out.params).items()}
+        self.prev_update = agg.update.detach()
         return record
 
     def probe(self) -> ModelProbe:
@@ -509,11 +493,6 @@ class Simulation:
     def server_step(self, t: int, update: torch.Tensor) -> torch.Tensor:
         """The change of the flat global parameters an aggregate causes in round ``t``."""
         return -self.lr_at(t) * update if self.cfg.fl.algorithm == "fedsgd" else self.cfg.fl.server_lr * update
-
-    def _server_view(self, t: int, ctx: RoundContext, rows: np.ndarray) -> ServerView:
-        """What an aggregator-aware attack sees of the server (:class:`ServerView`)."""
-        return ServerView(pipeline=self.pipeline, context=ctx, malicious_rows=torch.from_numpy(rows),
-                          step=lambda u: self.server_step(t, u), loss=self._attacker_loss)
 
     def _attacker_loss(self, flat: torch.Tensor) -> float:
         """Loss of the model at ``flat`` on the malicious clients' held-out batch: up to
