@@ -234,17 +234,53 @@ def sweep(
         user_error(str(e))
         return
     out = out or Path("runs") / f"sweep-{sweep_spec.name}"
+    jobs = tune(sweep_spec, jobs, out, workers, backend, address, quiet)  # select: worst-case tuning first
     run_study(jobs, out, workers, backend, address, quiet)
 
 
+def tune(spec, jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool) -> list:
+    """A spec with ``select:``: play the tuning runs (``<out>/tuning``), print the chosen
+    values and return the jobs at those values; other specs: ``jobs`` unchanged."""
+    from rich import box
+
+    from .studies.select import params_text, run_selected
+
+    if not getattr(spec, "select", None):
+        return jobs
+
+    def play(tjobs: list, folder: Path):
+        outcome = run_study(tjobs, folder, workers, backend, address, quiet, what="tuning")
+        if outcome is None:
+            raise typer.Exit(2)
+        return outcome.table
+
+    try:
+        jobs, chosen = run_selected(spec, jobs, out, play)
+    except (ConfigError, DataNotFoundError) as e:
+        user_error(str(e))
+    with_setting = any(c["setting"] for c in chosen)
+    table = Table(title="worst-case tuning (validation split; score: lowest mean MA over attacks, %)",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
+    for col in (["setting"] if with_setting else []) + ["defense", "chosen", "worst val", "candidates: score"]:
+        table.add_column(col, justify="right" if col == "worst val" else "left")
+    for c in chosen:
+        score = "-" if c["score"] is None else f"{100 * c['score']:.1f} {c['worst_attack']}"
+        cands = ", ".join(f"{params_text(k['params'])}: " + ("-" if k["score"] is None else f"{100 * k['score']:.1f}")
+                          for k in c["candidates"])
+        row = [c["defense"], params_text(c["params"]), score, cands]
+        table.add_row(*map(escape, ([c["setting"]] if with_setting else []) + row))
+    out_console.print(table)
+    return jobs
+
+
 def run_study(jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool,
-              plot: bool = False):
+              plot: bool = False, what: str = "sweep"):
     """Run the jobs of a sweep in ``out`` with a progress bar; exit 130 on Ctrl-C."""
     from .studies.sweep import run_sweep
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, disable=quiet) as bar:
-        task = bar.add_task(f"sweep ({len(jobs)} runs)", total=len(jobs))
+        task = bar.add_task(f"{what} ({len(jobs)} runs)", total=len(jobs))
 
         def on_result(res: dict) -> None:
             bar.advance(task)
@@ -353,7 +389,8 @@ def arena(
         out = Path("runs") / "backdoor-arena" if out == Path("runs") / "arena" else out
         title = "fedarena backdoor arena: digits, 20 clients (4 malicious, rounds 0-14), 20 rounds"
     else:
-        jobs = arena_spec().jobs()
+        spec = arena_spec()
+        jobs = tune(spec, spec.jobs(), out, workers, "local", None, quiet)  # worst-case tuning on validation
         title = "fedarena arena: digits, 20 clients (4 malicious), 20 rounds"
     run_study(jobs, out, workers, "local", None, quiet)
     parts = build_report([out], out / "report", title=title)

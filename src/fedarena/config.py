@@ -162,6 +162,10 @@ class EvalConfig(_Strict):
     every: int = Field(1, ge=1)
     batch_size: int = Field(1000, ge=1)
     recovery_threshold: float = Field(0.3, ge=0, le=1)  # backdoor accuracy that ends a spike's recovery
+    # test: the dataset's test split; validation: a stratified validation_frac of the training data, held out
+    # from training (the same samples for every seed), stands in for it (worst-case tuning, studies/select.py)
+    split: Literal["test", "validation"] = "test"
+    validation_frac: float = Field(0.2, gt=0, lt=1)
     test_samples: Optional[int] = Field(None, ge=1)  # evaluate on the first N test samples (None: all)
 
 

@@ -91,6 +91,10 @@ def load_dataset(cfg: ExperimentConfig) -> TensorDataset:
         if n_test is not None:  # eval.test_samples: the first N test samples (one shared copy per process)
             data = dataclasses.replace(data, x_test=data.x_test[:n_test].clone(), y_test=data.y_test[:n_test].clone())
         _DATASET_CACHE[key] = data
+    if cfg.eval.split == "validation":  # train minus a held-out share; that share is the "test" set
+        from ..data.validation import validation_split
+
+        return dataclasses.replace(validation_split(_DATASET_CACHE[key], cfg.eval.validation_frac))
     return dataclasses.replace(_DATASET_CACHE[key])
 
 

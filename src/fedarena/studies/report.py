@@ -367,6 +367,32 @@ LEGEND = ("MA: final main (clean test) accuracy, %; BA: final backdoor accuracy 
           "rounds left).")
 
 
+SELECTION_LEGEND = ("Each parameterised defense ran at every listed value against every attack of the study on a "
+                    "validation split carved from the training data (eval.split=validation); its score is the lowest "
+                    "over attacks of the mean over tuning seeds of the final validation objective; the value with the "
+                    "highest worst case was chosen, and every test metric above and below is at that value.")
+
+
+def selection_table(paths: list[Path]) -> pd.DataFrame:
+    """The chosen values of a worst-case-tuned sweep (``selection.json``), one row per defense."""
+    from .select import params_text, read_selection
+
+    rows = []
+    for doc in read_selection(paths):
+        for c in doc.get("chosen", []):
+            rows.append({**({"setting": c["setting"]} if c.get("setting") else {}), "defense": c["defense"],
+                         "chosen": params_text(c.get("params")),
+                         f"worst validation {doc.get('objective', 'main_acc')} (%)":
+                             "-" if c.get("score") is None else f"{100 * c['score']:.1f} ({c.get('worst_attack')})",
+                         "candidates (worst case, %)": "; ".join(
+                             f"{params_text(k.get('params'))}: " + ("-" if k.get("score") is None else
+                                                                    f"{100 * k['score']:.1f}")
+                             for k in c.get("candidates", [])),
+                         "tuning seeds": ", ".join(map(str, doc.get("seeds") or [])) or "the study's",
+                         "validation share": doc.get("validation_frac")})
+    return pd.DataFrame(rows)
+
+
 def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report") -> dict[str, Any]:
     """Write the report of the runs at or under ``paths`` into ``out``; returns its parts."""
     out = Path(out)
@@ -387,6 +413,12 @@ def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fed
         page += [f"<p>{len(skipped)} run(s) skipped, their files are damaged:</p><ul>"
                  + "".join(f"<li>{html.escape(r)}</li>" for _, r in skipped) + "</ul>"]
     parts: dict[str, Any] = {"table": table, "settings": [], "skipped": skipped}
+    tuned = selection_table([Path(p) for p in paths])
+    parts["selection"] = tuned
+    if len(tuned):
+        md += ["## Worst-case tuning", "", _md_table(tuned), "", SELECTION_LEGEND, ""]
+        page += ["<h2>Worst-case tuning</h2>", tuned.to_html(index=False, border=0),
+                 f"<p class='legend'>{html.escape(SELECTION_LEGEND)}</p>"]
     for i, (name, t) in enumerate(settings(table)):
         sfx = f"_{i + 1}" if name else ""
         lb, c, det = leaderboard(t), cells(t), detection(t)

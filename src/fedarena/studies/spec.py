@@ -37,7 +37,7 @@ from typing import Any, Callable, Optional
 from ..config import MAX_NAME_LENGTH, NAME_PATTERN, ExperimentConfig, _merge, dump_config, from_tree, load_yaml
 from ..errors import ConfigError
 
-SPEC_KEYS = {"name", "base", "config", "grid", "variants"}
+SPEC_KEYS = {"name", "base", "config", "grid", "variants", "select"}
 #: the most runs a sweep may have unless ``--max-runs`` raises it (validation alone takes
 #: about 10 ms a run; a typo in a grid should not start an hour of it)
 MAX_RUNS = 2000
@@ -69,6 +69,8 @@ class SweepSpec:
     base: dict[str, Any]
     grid: dict[str, list[Any]]
     variants: dict[str, dict[str, Any]]
+    #: ``select:`` -- worst-case tuning of defense parameters (:mod:`fedarena.studies.select`)
+    select: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "SweepSpec":
@@ -106,7 +108,13 @@ class SweepSpec:
         if not isinstance(name, str) or not re.match(NAME_PATTERN, name) or len(name) > MAX_NAME_LENGTH:
             raise ConfigError("spec.name", f"must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
                               f"(got {str(name)[:40]!r})", "e.g. attacks-vs-defenses (it names the sweep folder)")
-        return cls(name, base, grid, {k: v or {} for k, v in variants.items()})
+        spec = cls(name, base, grid, {k: v or {} for k, v in variants.items()})
+        if tree.get("select"):
+            from .select import Selection
+
+            spec.select = _mapping(tree["select"], "spec.select")
+            Selection.from_tree(spec.select, spec)  # validated now, not after the tuning runs
+        return spec
 
     @property
     def size(self) -> int:
