@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fedarena.config import from_tree
-from fedarena.run.lockstep import Lockstep, run_many
+from fedarena.run.lockstep import Lockstep
+from fedarena.run.runner import run_many
 from fedarena.run.simulation import Simulation
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

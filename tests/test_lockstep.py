@@ -12,7 +12,8 @@ from fedarena.config import from_tree
 from fedarena.core.local import BatchSchedule, minibatch_gradients, train_vectorized
 from fedarena.core.recipe import TrainRecipe
 from fedarena.models.simple import MLP
-from fedarena.run.lockstep import Lockstep, group_key, groups, run_many
+from fedarena.run.lockstep import Lockstep, group_key, groups
+from fedarena.run.runner import run_many
 from fedarena.run.simulation import Simulation
 
 

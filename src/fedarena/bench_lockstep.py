@@ -12,7 +12,7 @@ Two workloads, each played both ways in one process on the same configs, alterna
 ``sequential`` is ``Simulation(cfg).run()`` for one config after another (set-up
 included; one process, so without the start-up a process per run adds, measured
 separately as ``process_startup_s``); ``lockstep`` is
-:func:`fedarena.run.lockstep.run_many` on the same configs. Both wall time and this
+:func:`fedarena.run.runner.run_many` on the same configs. Both wall time and this
 process's CPU time are reported (best of the repetitions): on a machine shared with
 other work the CPU-time ratio is the steadier one. ``max_abs_diff`` compares the two
 ways' final accuracies and losses (float rounding only). On CUDA the section also
@@ -133,7 +133,8 @@ def _diff(a: list[tuple], b: list[tuple]) -> float:
 def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[[str], None]] = None,
             name: str = "") -> dict[str, Any]:
     """Wall time of the configs one after another and in lockstep, alternating ``reps`` times."""
-    from .run.lockstep import groups, run_many
+    from .run.lockstep import groups
+    from .run.runner import run_many
 
     def sequential(seconds):  # run_many of one config is Simulation(cfg).run()
         return [run_many([c], seconds=seconds)[0] for c in cfgs]

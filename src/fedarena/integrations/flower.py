@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from ..registry import ATTACKS
 from ..run.server_round import Attackers
 from ..run.server_round import server_round as server_half  # aggregate_train has a parameter server_round
-from ..run.simulation import scalar_info
+from ..run.results import scalar_info
 from ._flwr import Array, ArrayRecord, FedAvg, Message, MetricRecord, log
 
 #: reject codes reported per client as ``client-reject-code`` (0: the reply was valid)

@@ -23,7 +23,7 @@ so there is one engine. Records are per run and equal, up to float rounding, to 
 the runs one by one (``tests/test_lockstep.py``). Models with random operations
 (dropout) train batched within a run only, so their dropout masks stay each run's own.
 
-:func:`run_many` groups configs by :func:`group_key` and runs each group in lockstep.
+:func:`fedarena.run.runner.run_many` groups configs by :func:`group_key` and runs each group in lockstep.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ from torch.func import functional_call, vmap
 from ..core.local import (BatchSchedule, _fold_logits, auto_chunk_size, auto_strategy, minibatch_gradients,
                           train_sequential, train_vectorized)
 from ..core.recipe import TrainRecipe
+from .results import RunResult, client_records, round_record, scalar_info
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import ExperimentConfig
-    from .simulation import RoundPlan, RunResult, Simulation
+    from .simulation import RoundPlan, Simulation
 
 
 #: a lockstep round's phases, in order (:attr:`Lockstep.seconds`)
@@ -327,7 +328,6 @@ class Lockstep:
         with the round's new records (see :meth:`Simulation.run`); ``results[run]``: the
         records so far of a run that continues from a checkpoint.
         """
-        from .simulation import RunResult, client_records, round_record, scalar_info
 
         runs = [_Progress(s, (results[i] if results and results[i] is not None else None) or RunResult(s.cfg))
                 for i, s in enumerate(self.sims)]
@@ -405,38 +405,5 @@ def groups(configs: Iterable["ExperimentConfig"], max_runs: int = 64) -> list[li
     return sorted(out, key=lambda g: g[0])
 
 
-def run_many(configs: Sequence["ExperimentConfig"], max_runs: int = 64,
-             on_result: Optional[Callable[[int, "RunResult"], None]] = None,
-             seconds: Optional[dict[str, float]] = None) -> list["RunResult"]:
-    """Run every config, compatible ones in lockstep; results in the configs' order.
-
-    ``on_result(i, result)`` is called as each group finishes. Set-up of a group's runs
-    happens when the group starts, so memory holds one group at a time. ``seconds``, when
-    given, receives each phase's time summed over the groups (:attr:`Lockstep.seconds`)
-    and ``setup`` (building the runs).
-    """
-    from .simulation import Simulation
-
-    results: list[Optional["RunResult"]] = [None] * len(configs)
-    for members in groups(configs, max_runs):
-        t0 = time.perf_counter()
-        sims = [Simulation(configs[i]) for i in members]
-        if seconds is not None:
-            seconds["setup"] = seconds.get("setup", 0.0) + time.perf_counter() - t0
-        buckets: dict[tuple, list[int]] = {}
-        for j, s in enumerate(sims):  # the config key is a proxy: check the real architecture
-            buckets.setdefault(architecture(s), []).append(j)
-        for js in buckets.values():
-            lockstep = Lockstep([sims[j] for j in js], timed=seconds is not None)
-            for j, res in zip(js, lockstep.run()):
-                results[members[j]] = res
-                if on_result is not None:
-                    on_result(members[j], res)
-            if seconds is not None:
-                for k, v in lockstep.seconds.items():
-                    seconds[k] = seconds.get(k, 0.0) + v
-    return results  # type: ignore[return-value]
-
-
-__all__ = ["Lockstep", "PHASES", "TrainJob", "train_round", "evaluate_runs", "run_many", "group_key", "groups",
+__all__ = ["Lockstep", "PHASES", "TrainJob", "train_round", "evaluate_runs", "group_key", "groups",
            "architecture", "random_ops", "seed_torch"]

@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from ..config import dump_config
 from ..errors import ConfigError, DamagedFileError
-from ..run.plots import plot_curves
-from ..run.simulation import RunResult
+from .plots import plot_curves
+from .results import RunResult
 
 
 def _clean(v: Any) -> Any:

@@ -24,15 +24,16 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ..config import ExperimentConfig, dump_config, load_config
 from ..errors import ConfigError, DamagedFileError, DataNotFoundError
 from .checkpoint import RESTART, load_checkpoint, load_simulation_state, save_checkpoint, simulation_state
 from .records import (FINISHED, RECORD_FILES, RunWriter, cut_records, plot_curves, read_run, read_summary,
                       write_json_atomic)
-from .lockstep import Lockstep
-from .simulation import RunResult, Simulation, summarize
+from .lockstep import Lockstep, architecture, groups
+from .results import RunResult, summarize
+from .simulation import Simulation
 
 #: process exit code of ``fedarena run`` per final status (2: a user error, nothing ran)
 #: where an internal error's traceback goes, in the run folder
@@ -154,3 +155,34 @@ def execute_many(folders: list[RunFolder], progress: Optional[Callable[[int, dic
             msg = message.format(f.sim.next_round - 1) if message and status == "interrupted" else message
             f.finish(st, msg, trace)
     return [f.finished if f.finished is not None else f.result for f in folders]
+
+
+def run_many(configs: Sequence["ExperimentConfig"], max_runs: int = 64,
+             on_result: Optional[Callable[[int, "RunResult"], None]] = None,
+             seconds: Optional[dict[str, float]] = None) -> list["RunResult"]:
+    """Run every config, compatible ones in lockstep; results in the configs' order.
+
+    ``on_result(i, result)`` is called as each group finishes. Set-up of a group's runs
+    happens when the group starts, so memory holds one group at a time. ``seconds``, when
+    given, receives each phase's time summed over the groups (:attr:`Lockstep.seconds`)
+    and ``setup`` (building the runs).
+    """
+    results: list[Optional["RunResult"]] = [None] * len(configs)
+    for members in groups(configs, max_runs):
+        t0 = time.perf_counter()
+        sims = [Simulation(configs[i]) for i in members]
+        if seconds is not None:
+            seconds["setup"] = seconds.get("setup", 0.0) + time.perf_counter() - t0
+        buckets: dict[tuple, list[int]] = {}
+        for j, s in enumerate(sims):  # the config key is a proxy: check the real architecture
+            buckets.setdefault(architecture(s), []).append(j)
+        for js in buckets.values():
+            lockstep = Lockstep([sims[j] for j in js], timed=seconds is not None)
+            for j, res in zip(js, lockstep.run()):
+                results[members[j]] = res
+                if on_result is not None:
+                    on_result(members[j], res)
+            if seconds is not None:
+                for k, v in lockstep.seconds.items():
+                    seconds[k] = seconds.get(k, 0.0) + v
+    return results  # type: ignore[return-value]
