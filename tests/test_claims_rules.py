@@ -570,3 +570,47 @@ def test_results_that_agree_with_the_paper_pass_every_paper_row(name):
 
 def test_every_reproduction_has_hand_made_results():
     assert set(REPRODUCTIONS) <= set(PAPER_LIKE) and set(REPRODUCTIONS) <= set(PAPERS.names())
+
+
+def xfail_problems(source: str, name: str) -> list[str]:
+    """The xfails of a test module that cannot fail: not strict, no ``raises=``, a bare
+    ``@pytest.mark.xfail`` or ``pytest.xfail(...)`` inside a test."""
+    import ast
+
+    tree = ast.parse(source)
+    called = {id(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    out = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr == "xfail"):
+            continue
+        where = f"{name}:{node.lineno}"
+        if not (isinstance(node.value, ast.Attribute) and node.value.attr == "mark"):
+            out.append(f"{where}: pytest.xfail() inside a test")
+        elif id(node) not in called:
+            out.append(f"{where}: a bare xfail mark")
+        else:
+            kw = {k.arg: k.value for k in called[id(node)].keywords}
+            if "raises" not in kw:
+                out.append(f"{where}: xfail without raises=")
+            if not (isinstance(kw.get("strict"), ast.Constant) and kw["strict"].value is True):
+                out.append(f"{where}: xfail not strict")
+    return out
+
+
+def test_xfail_problems_are_found():
+    good = "@pytest.mark.xfail(reason='r', strict=True, raises=AssertionError)\ndef test_a(): pass\n"
+    assert xfail_problems(good, "t.py") == []
+    bad = ("@pytest.mark.xfail(reason='r')\ndef test_a(): pass\n@pytest.mark.xfail\ndef test_b(): pass\n"
+           "def test_c():\n    pytest.xfail('later')\n")
+    assert sorted(xfail_problems(bad, "t.py")) == ["t.py:1: xfail not strict", "t.py:1: xfail without raises=",
+                                                   "t.py:3: a bare xfail mark", "t.py:6: pytest.xfail() inside a test"]
+
+
+def test_every_xfail_in_the_suite_is_strict_and_names_its_exception():
+    """An xfail that is not strict passes when the test starts to pass, and one without
+    ``raises=`` counts a crash as the expected failure: neither can fail."""
+    from pathlib import Path
+
+    problems = [p for path in sorted(Path(__file__).parent.glob("*.py")) if path.name != Path(__file__).name
+                for p in xfail_problems(path.read_text(), path.name)]
+    assert not problems, problems
