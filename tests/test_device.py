@@ -38,13 +38,13 @@ ALLOWED_FILES = {
     "data/poison.py": "trigger templates are CPU; Trigger.apply moves mask and pattern to the batch's device",
     "models/simple.py": "shape probe at construction, before build_model(...).to(device)",
     "models/paper_cnns.py": "shape probe at construction, before build_model(...).to(device)",
-    "integrations/flower.py": "the Flower strategy aggregates on the CPU: records arrive as NumPy arrays",
+    "integrations/flower_server.py": "the Flower strategy aggregates on the CPU: records arrive as NumPy arrays",
     "core/state.py": "checkpoint encoding of NumPy arrays (CPU by construction)",
 }
 
 #: (file, function, call) -> why the site is safe on a GPU run
 ALLOWED = {
-    ("run/simulation.py", "round_record", "torch.from_numpy(rec['malicious'])"): _IDS,
+    ("run/results.py", "round_record", "torch.from_numpy(rec['malicious'])"): _IDS,
     ("run/simulation.py", "Simulation.attacker_training", "torch.from_numpy(mask)"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(cohort)"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round",
@@ -53,7 +53,6 @@ ALLOWED = {
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(rows)"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(cohort[~mal_mask])"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(mal_mask)"): _IDS,
-    ("run/simulation.py", "Simulation._server_view", "torch.from_numpy(rows)"): _IDS,
     ("core/layout.py", "ParamLayout.columns", "torch.arange(self.slice(n).start, self.slice(n).stop)"):
         "column index for U[:, cols] (a CPU index is allowed for a CUDA tensor)",
     ("core/layout.py", "ParamLayout.columns", "torch.empty(0, dtype=torch.long)"): "as above (no columns)",

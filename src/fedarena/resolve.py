@@ -8,10 +8,12 @@ attackers. Loading it again gives the same run.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ExperimentConfig
 from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, STAGES
+
+if TYPE_CHECKING:  # pragma: no cover - config imports this module to write config.yaml
+    from .config import ExperimentConfig
 
 
 def _plain(v: Any) -> Any:

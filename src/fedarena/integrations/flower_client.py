@@ -34,7 +34,7 @@ from ..registry import ATTACKS
 from ..run.server_round import Attackers, craft_rows
 from ..run.simulation import Simulation
 from ._flwr import ArrayRecord, ClientApp, Context, Message, MessageType, MetricRecord, RecordDict
-from .flower import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, flat_to_record, record_layout,
+from .flower_server import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, flat_to_record, record_layout,
                      record_to_flat, split_spec)
 
 
