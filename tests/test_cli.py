@@ -13,7 +13,7 @@ runner = CliRunner()
 
 def test_run_writes_outputs(tmp_path):
     out = tmp_path / "r"
-    res = runner.invoke(app, ["run", "--quiet", "--set", "fl.rounds=2", "--set", "fl.num_clients=5",
+    res = runner.invoke(app, ["run", "--quiet", "--demo", "--set", "fl.rounds=2", "--set", "fl.num_clients=5",
                               "--set", "attack.num_malicious=1", "--out", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())

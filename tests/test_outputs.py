@@ -18,7 +18,7 @@ runner = CliRunner()
 
 def test_run_records_resolved_config_and_named_summary(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    res = runner.invoke(app, ["run", "--quiet", "--set", "fl.rounds=1", "--set", "defense.name=median"])
+    res = runner.invoke(app, ["run", "--quiet", "--demo", "--set", "fl.rounds=1", "--set", "defense.name=median"])
     assert res.exit_code == 0, res.output
     (out,) = (tmp_path / "runs").iterdir()
     assert out.name.endswith("-digits-backdoor-median")  # the name follows --set defense.name

@@ -61,8 +61,12 @@ def internal_error(e: BaseException, out: Optional[Path], where: str = "the run 
 
 @app.command()
 def run(
-    config: Optional[Path] = typer.Argument(None, help="YAML config; omitted: the built-in digits backdoor demo."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set fl.rounds=10 (repeatable)."),
+    config: Optional[Path] = typer.Argument(None, help="YAML config (on the library defaults); omitted with no "
+                                            "--set: the demo (configs/demo.yaml)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set fl.rounds=10 (repeatable); without "
+                                   "CONFIG or --demo they apply to the library defaults."),
+    demo: bool = typer.Option(False, "--demo", help="Start from the demo (configs/demo.yaml: digits, 4 of 20 "
+                              "clients plant a backdoor, FedAvg)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new runs/<time>-<name>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --out folder."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the unfinished run in this folder."),
@@ -72,7 +76,7 @@ def run(
 
     Exit codes: 0 completed, 3 diverged (NaN/Inf), 1 failed, 2 bad input, 130 interrupted.
     """
-    from .config import DEFAULT_RUN, load_config
+    from .config import DEMO_RUN, load_config
     from .run.records import new_run_dir, open_run_dir
     from .run.runner import EXIT_CODES, execute
     from .run.simulation import Simulation
@@ -80,13 +84,19 @@ def run(
     sim = None
     try:
         if resume is not None:
-            if config is not None or set_ or out is not None or overwrite:
+            if config is not None or set_ or out is not None or overwrite or demo:
                 raise ConfigError("--resume", "continues a run with its own config.yaml and folder",
-                                  "--resume DIR alone (no CONFIG, --set, --out or --overwrite)")
+                                  "--resume DIR alone (no CONFIG, --set, --demo, --out or --overwrite)")
             out = open_run_dir(resume, resume=True)
             cfg = load_config(out / "config.yaml")
         else:
-            cfg = load_config(config, set_, base=None if config else DEFAULT_RUN)
+            if demo and config is not None:
+                raise ConfigError("--demo", "is a config of its own", "either CONFIG or --demo")
+            demo = demo or (config is None and not set_)  # `fedarena run` alone: the demo
+            if demo and not quiet:
+                console.print("running the demo (configs/demo.yaml: digits, 4 of 20 clients plant a backdoor, FedAvg); "
+                              "--set without a config starts from the library defaults", highlight=False)
+            cfg = load_config(config, set_, base=DEMO_RUN if demo else None)
             if out is not None:
                 out = open_run_dir(out, overwrite=overwrite)
             sim = Simulation(cfg)

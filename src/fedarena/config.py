@@ -491,8 +491,11 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(resolved_config(cfg), sort_keys=False)
 
 
-#: the built-in default run: digits, 20 clients, 30 rounds, 4 backdoor attackers, FedAvg
-DEFAULT_RUN: dict[str, Any] = {
+#: the demo (``configs/demo.yaml``; ``fedarena run --demo``, and ``fedarena run`` without arguments):
+#: digits, 20 clients, 30 rounds, 2 local epochs, 4 clients plant a backdoor, FedAvg. A named config, not a
+#: base: a config file, ``--set`` without a config, a sweep and the Python API all start from the library
+#: defaults (the pydantic models above), never from this.
+DEMO_RUN: dict[str, Any] = {
     "name": "digits-backdoor-fedavg",
     "seed": 0,
     "data": {"dataset": "digits", "partition": "iid"},
@@ -501,3 +504,4 @@ DEFAULT_RUN: dict[str, Any] = {
     "defense": {"name": "fedavg"},
     "eval": {"every": 1},
 }
+DEFAULT_RUN = DEMO_RUN  # the former name of the demo (kept for existing imports)
