@@ -308,17 +308,21 @@ def test_leadfl_l3_needs_an_effect_above_twice_the_seed_spread():
 
 
 # ============================================================================ autoadapt
-AA_R = 4  # the attacked round (after R benign rounds)
+AA_R = 4  # the attacked round of the default scenario (after R benign rounds); Sect. V-C runs attack from round 0
 
 
-def aa_run(mal: dict | list, ben: dict | None = None, ba: float = 0.95, n_mal: int = 9, n_ben: int = 11) -> RunResult:
+def aa_rows(mal: dict | list, ben: dict | None = None, n_mal: int = 9, n_ben: int = 11, rnd: int = AA_R) -> list[dict]:
     """One attacked round's client rows: ``mal`` the malicious rows' fields (a dict for all, or
     one dict per client), ``ben`` the benign rows'."""
     mal = mal if isinstance(mal, list) else [dict(mal) for _ in range(n_mal)]
-    rows = [{"round": AA_R, "client": i, "malicious": True, **m} for i, m in enumerate(mal)]
-    rows += [{"round": AA_R, "client": n_mal + i, "malicious": False, **(ben or {})} for i in range(n_ben)]
-    cfg = SimpleNamespace(attack=SimpleNamespace(start_round=AA_R))
-    return RunResult(cfg, [], rows, [], {"status": "ok", "final_backdoor_acc": ba, "final_main_acc": 0.9})
+    rows = [{"round": rnd, "client": i, "malicious": True, **m} for i, m in enumerate(mal)]
+    return rows + [{"round": rnd, "client": n_mal + i, "malicious": False, **(ben or {})} for i in range(n_ben)]
+
+
+def aa_run(mal: dict | list, ben: dict | None = None, ba: float = 0.95, rnd: int = AA_R) -> RunResult:
+    cfg = SimpleNamespace(attack=SimpleNamespace(start_round=rnd))
+    return RunResult(cfg, [{"round": rnd, "main_acc": 0.9, "backdoor_acc": ba}], aa_rows(mal, ben, rnd=rnd), [],
+                     {"status": "ok", "final_backdoor_acc": ba, "final_main_acc": 0.9})
 
 
 def feasible(batches: range, **extra) -> list[dict]:
@@ -326,11 +330,18 @@ def feasible(batches: range, **extra) -> list[dict]:
              "penalty_sum": 0.0, **extra} for b in batches]
 
 
+def aa_main(r: Results) -> str:
+    """The Sect. V-C main scenario: the one with Eq. 2 and defense runs."""
+    return next(rid.split("/")[1] for rid in r.runs if rid.startswith("vc/") and "/eq2/" in rid)
+
+
 def aa_results(change: dict | None = None) -> Results:
-    """The full grid (quick=False). Paper-like: every AutoAdapt run feasible within one epoch
-    (10 batches), Eq. 2 fails layer-wise and works for the whole model, the defenses stop the
-    unadapted attack and keep the adapted one."""
+    """The full grid (quick=False). Paper-like: every AutoAdapt run feasible within one epoch,
+    Eq. 2 fails layer-wise and works for the whole model, the adapted backdoor reaches 95 %,
+    the defenses stop the unadapted attack and keep the adapted one. ``change``: run ->
+    RunResult, ``{main}`` in a run id standing for the Sect. V-C main scenario."""
     r = base_results("autoadapt", False)
+    main = aa_main(r)
     runs = {
         "unadapted": aa_run({"violations": 2, "violations_at_activation": 2, "num_constraints": 2}, ba=0.9),
         "unadapted/cos+l2-layers": aa_run({"violations": 5, "num_constraints": 8}),
@@ -340,22 +351,33 @@ def aa_results(change: dict | None = None) -> Results:
         "feas/cos-last": aa_run(feasible(range(1, 5))),
         "feas/cos-layers": aa_run(feasible(range(1, 6))),
         "feas/cos+l2-layers": aa_run(feasible(range(20, 29), penalty_sum=1e-5)),
-        **{f"eq2/layers/{a}": aa_run({"violations": 1}) for a in (0.1, 0.5, 0.9)},
         "eq2/whole/0.1": aa_run({"violations": 1, "offtarget_outside": 5}),
         "eq2/whole/0.5": aa_run(feasible(range(1, 10), offtarget_outside=5)),
         "eq2/whole/0.9": aa_run({"violations": 1, "offtarget_outside": 5}),
-        # accept masks: the unadapted poisoned updates removed, the adapted ones kept
-        **{f"def/{d}/unadapted": aa_run({"accepted": False}, {"accepted": True}, ba=0.0)
-           for d in ("cos-hdbscan", "krum", "multi-krum", "flame", "multi-metrics")},
-        **{f"def/{d}/adapted": aa_run({"accepted": True}, {"accepted": False}, ba=0.95)
-           for d in ("cos-hdbscan", "krum", "multi-krum", "flame", "multi-metrics")},
         # FoolsGold weighs: unadapted poisoned ~0, adapted poisoned weighted like the benign
         "def/foolsgold/unadapted": aa_run({"weight": 0.0}, {"weight": 1.0}, ba=0.0),
         "def/foolsgold/adapted": aa_run({"weight": 0.9}, {"weight": 1.0}, ba=0.95),
     }
-    runs.update(change or {})
-    assert set(runs) <= set(r.runs), set(runs) - set(r.runs)
-    r.runs.update(runs)
+    for rid in r.runs:
+        parts = rid.split("/")
+        if parts[0] == "def" and parts[1] != "foolsgold":  # accept masks: unadapted poisoned removed, adapted kept
+            runs[rid] = aa_run({"accepted": parts[2] == "adapted"}, {"accepted": parts[2] != "adapted"},
+                               ba=0.95 if parts[2] == "adapted" else 0.0)
+        if parts[0] != "vc":
+            continue
+        tail = "/".join(parts[2:])
+        if tail == "adapted":  # all layers, Cos + Euclidean (20 constraints), feasible within one epoch, every round
+            runs[rid] = aa_run(feasible(range(1, 10), num_constraints=20, train_backdoor_acc=1.0), ba=0.95, rnd=0)
+        elif tail == "unadapted":
+            runs[rid] = aa_run({"violations": 3, "violations_at_activation": 3, "num_constraints": 20}, ba=0.3, rnd=0)
+        elif tail.startswith("eq2/"):
+            runs[rid] = aa_run({"violations": 1, "num_constraints": 20}, rnd=0)
+        else:  # Sect. V-F defenses
+            ad = tail.endswith("/adapted")
+            runs[rid] = aa_run({"accepted": ad}, {"accepted": not ad}, ba=0.95 if ad else 0.0, rnd=0)
+    change = {rid.format(main=main): run for rid, run in (change or {}).items()}
+    assert set(change) <= set(r.runs), set(change) - set(r.runs)
+    r.runs.update({rid: run for rid, run in {**runs, **change}.items() if rid in r.runs})
     eq2 = {a: 1 + 2 * a for a in (0.1, 0.3, 0.5, 0.7, 0.9)}
     r.extras = {"toys": {
         "slack": 1e-12, "slack_grid": 1e-9, "grad": 1e-15,
@@ -392,20 +414,30 @@ def test_autoadapt_c24_fails_without_its_precondition():
 def test_autoadapt_rules_fail_on_our_measured_results():
     change = {
         # cos-HDBSCAN keeps 8 of 9 unadapted poisoned updates (our run): no separation to begin with
-        "def/cos-hdbscan/unadapted": aa_run([{"accepted": i > 0} for i in range(9)], {"accepted": True}, ba=0.06),
+        "vc/{main}/cos-hdbscan/unadapted": aa_run([{"accepted": i > 0} for i in range(9)], {"accepted": True}, ba=0.06,
+                                                  rnd=0),
         # Krum picks one benign model in both runs
-        "def/krum/adapted": aa_run({"accepted": False}, {"accepted": True}, ba=0.06),
+        "vc/{main}/krum/adapted": aa_run({"accepted": False}, {"accepted": True}, ba=0.06, rnd=0),
         # Multi-Krum keeps 5 adapted poisoned and 6 benign
-        "def/multi-krum/adapted": aa_run([{"accepted": i < 5} for i in range(9)], {"accepted": True}),
-        # 5 of 9 clients feasible (C7, C11); the global backdoor is not implanted (C15: 0.059)
+        "vc/{main}/multi-krum/adapted": aa_run([{"accepted": i < 5} for i in range(9)], {"accepted": True}, rnd=0),
+        # the global backdoor is not implanted (C15: 0.059); 5 of 9 clients feasible, 4 left with 3 violations (C13)
+        "vc/{main}/adapted": aa_run(feasible(range(1, 6), num_constraints=20, train_backdoor_acc=1.0)
+                                    + [{"violations": 3, "num_constraints": 20, "penalty_sum": 1e-2}] * 4, ba=0.059, rnd=0),
+        # default scenario: 5 of 9 clients feasible (C7, C11)
         "feas/cos-whole": aa_run(feasible(range(1, 6), offtarget_outside=1, offtarget_total=7, train_backdoor_acc=1.0)
-                                 + [{"violations": 1, "batches_to_feasible": None}] * 4, ba=0.059),
+                                 + [{"violations": 1, "batches_to_feasible": None}] * 4),
         "feas/cos-layers": aa_run(feasible(range(6, 11)) + [{"violations": 1}] * 4),
-        # Eq. 2 meets every layer-wise constraint at a = 0.5 (C13)
-        "eq2/layers/0.5": aa_run(feasible(range(1, 10))),
     }
     out = judge("autoadapt", False, aa_results(change))
     assert_verdicts(out, {cid: "fail" for cid in ("C7", "C11", "C13", "C15", "C22", "C23", "C23b")})
+
+
+def test_autoadapt_c13_fails_when_eq2_meets_the_layer_wise_constraints():
+    # Eq. 2 meets every layer-wise constraint at some alpha: nothing for AutoAdapt to win
+    r = aa_results()
+    alpha = next(rid for rid in r.runs if rid.startswith(f"vc/{aa_main(r)}/eq2/"))
+    r.runs[alpha] = aa_run(feasible(range(1, 10), num_constraints=20), rnd=0)
+    assert judge("autoadapt", False, r)["C13"].verdict == "fail"
 
 
 # ============================================================================ poisonedfl
@@ -516,7 +548,8 @@ def dpfl_results(mta: dict | None = None, asr: dict | None = None, false_drops: 
 
 def test_dpfl_rules_pass_when_robust_dpfl_defends_and_the_model_works():
     out = judge("dpfl", False, dpfl_results())
-    assert out["D1"].ours == (100.0, 100.0, 85.0, 85.0, 90.0) and out["D4"].ours == [1.0, 1.0, 0.889, 0.8]
+    precision = out["D4"].ours  # one per sigma: 40 / (40 + false drops)
+    assert out["D1"].ours == (100.0, 100.0, 85.0, 85.0, 90.0) and precision == [1.0, 1.0, 0.889, 0.8][:len(precision)]
     assert_verdicts(out, {"D1": "pass", "D2": "pass", "D3.asr": "pass", "D3.mta": "pass", "D3.best": "pass",
                           "D4": "pass", "D5": "pass"})
 
