@@ -203,10 +203,13 @@ def reproduce(
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
-    out_console.print(report.markdown_table(), highlight=False)
+    from .terminal import claims_tables
+
+    for table in claims_tables(report):  # claims.md holds the Markdown, with the where and rule columns
+        out_console.print(table)
     for line in report.failure_lines():  # one line per failed claim: what it measured against which rule
         out_console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
-    out_console.print(f"[bold]{escape(report.counts_line())}[/]", highlight=False, soft_wrap=True)
+    out_console.print(f"[bold]{escape(report.counts_line())}[/]", highlight=False)  # wrapped at spaces
     out_console.print(f"written to {out}")
     if report.runs_failed:  # no verdict from an unfinished run: the claims reading them are `error`
         first = next(iter(report.runs_failed.items()))
@@ -405,8 +408,9 @@ def arena(
     run_study(jobs, out, workers, "local", None, quiet)
     parts = build_report([out], out / "report", title=title)
     print_leaderboards(parts)
-    out_console.print(f"{len(jobs)} runs in {time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}",
-                      highlight=False)
+    tuned = len(list((out / "tuning" / "runs").glob("*"))) if (out / "tuning" / "runs").is_dir() else 0
+    out_console.print(f"{len(jobs)} runs{f' (and {tuned} tuning runs)' if tuned else ''} in "
+                      f"{time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}", highlight=False)
 
 
 @app.command()
@@ -425,6 +429,10 @@ def bench(
     except ConfigError as e:
         user_error(str(e))
         return
+    from .terminal import print_markdown_tables
+
+    if (out / "bench.md").is_file():  # the results as tables; bench.md / bench.json keep them for the files
+        print_markdown_tables(out_console, (out / "bench.md").read_text())
     out_console.print(f"written to {out}")
 
 
