@@ -9,9 +9,7 @@ import torch
 from fedarena.config import load_config
 from fedarena.defenses.base import RoundContext
 from fedarena.defenses.pipeline import build_pipeline
-from fedarena.defenses.robust import (
-    bulyan_select,
-    closest_to_median_mean,
+from fedarena.core.robust_kernels import (
     coordinate_median,
     geometric_median,
     krum_scores,
@@ -21,6 +19,7 @@ from fedarena.defenses.robust import (
     row_sq_norms,
     trimmed_mean,
 )
+from fedarena.defenses.robust import bulyan_select, closest_to_median_mean
 from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 from fedarena.registry import DEFENSES
@@ -384,7 +383,8 @@ def test_gram_distances_centered_match_float64_on_tight_rows():
     """Rows 1 + 1e-3 N(0,1), d = 1e4 (tight cluster far from 0, as fedsgd momenta at beta = 0.99):
     the uncentred float32 Gram expansion loses every digit; the default centred one matches float64,
     and Krum picks the row float64 distances pick."""
-    from fedarena.defenses.robust import Krum, krum_scores, pairwise_sq_distances
+    from fedarena.core.robust_kernels import krum_scores, pairwise_sq_distances
+    from fedarena.defenses.robust import Krum
 
     g = torch.Generator().manual_seed(0)
     U = 1 + 1e-3 * torch.randn(15, 10_000, generator=g)

@@ -45,6 +45,8 @@ ALLOWED_FILES = {
 #: (file, function, call) -> why the site is safe on a GPU run
 ALLOWED = {
     ("run/results.py", "round_record", "torch.from_numpy(rec['malicious'])"): _IDS,
+    ("integrations/flower_client.py", "ClientAttack.craft", "torch.tensor([0])"): _IDS,
+    ("integrations/flower_client.py", "FlowerTask.train", "torch.tensor([0])"): _IDS,
     ("run/simulation.py", "Simulation.attacker_training", "torch.from_numpy(mask)"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(cohort)"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round",
@@ -80,10 +82,10 @@ ALLOWED = {
     ("defenses/foolsgold.py", "foolsgold_weights", "torch.ones(n, dtype=torch.float64)"):
         "FoolsGold.aggregate calls it on H.cpu() and moves the weights",
     ("defenses/foolsgold.py", "foolsgold_weights", "torch.zeros(n, dtype=torch.float64)"): "as above",
-    ("defenses/robust.py", "trimmed_mean", "U.numpy()"): "the NumPy path runs only for CPU tensors (_use_numpy)",
-    ("defenses/robust.py", "trimmed_mean", "out.numpy()"): "as above",
-    ("defenses/robust.py", "coordinate_median", "U.numpy()"): "as above",
-    ("defenses/robust.py", "coordinate_median", "out.numpy()"): "as above",
+    ("core/robust_kernels.py", "trimmed_mean", "U.numpy()"): "the NumPy path runs only for CPU tensors (use_numpy)",
+    ("core/robust_kernels.py", "trimmed_mean", "out.numpy()"): "as above",
+    ("core/robust_kernels.py", "coordinate_median", "U.numpy()"): "as above",
+    ("core/robust_kernels.py", "coordinate_median", "out.numpy()"): "as above",
     ("defenses/robust.py", "closest_to_median_mean", "S.numpy()"): "as above",
     ("defenses/robust.py", "closest_to_median_mean", "out.numpy()"): "as above",
     ("defenses/robust_dpfl.py", "RobustDPFL.aggregate",
@@ -226,6 +228,7 @@ def test_cuda_unavailable_is_one_line_config_error(tmp_path, monkeypatch):
 def test_robust_rules_torch_path_matches_numpy_path(monkeypatch):
     """On a GPU the trimmed mean, the median and Bulyan's step 2 run their torch code;
     on the CPU, NumPy's. Both on the same rows (NaN and Inf included)."""
+    from fedarena.core import robust_kernels
     from fedarena.defenses import robust
 
     g = torch.Generator().manual_seed(0)
@@ -240,7 +243,8 @@ def test_robust_rules_torch_path_matches_numpy_path(monkeypatch):
              "bulyan": lambda: robust.closest_to_median_mean(U, 4, rows),
              "bulyan_all": lambda: robust.closest_to_median_mean(U, 7)}
     want = {k: fn() for k, fn in calls.items()}
-    monkeypatch.setattr(robust, "_use_numpy", lambda U: False)
+    monkeypatch.setattr(robust_kernels, "use_numpy", lambda U: False)  # the kernels' own check
+    monkeypatch.setattr(robust, "use_numpy", lambda U: False)  # Bulyan's, in the rule's module
     for k, fn in calls.items():
         torch.testing.assert_close(fn(), want[k], equal_nan=True, msg=k)
 

@@ -12,7 +12,7 @@ from fedarena.attacks.base import RoundView
 from fedarena.attacks.fang import FangKrum, FangTrim, fang_krum_lambda_max
 from fedarena.attacks.mimic import Mimic
 from fedarena.core.layout import ParamLayout
-from fedarena.defenses.robust import krum_scores, lowest_scores, pairwise_sq_distances
+from fedarena.core.robust_kernels import krum_scores, lowest_scores, pairwise_sq_distances
 from fedarena.errors import ConfigError
 
 

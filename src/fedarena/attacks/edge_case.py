@@ -46,7 +46,7 @@ from typing import Literal, Optional
 import torch
 
 from ..data.edge_sets import EdgeSet, load_edge_set
-from ..defenses.invariant import adaptive_rescale, and_mask
+from ..core.sign_masks import adaptive_rescale, and_mask
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, DataInfo, RoundView, ThreatModel

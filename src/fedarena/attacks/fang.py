@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ..defenses.robust import krum_scores, lowest_scores, pairwise_sq_distances
+from ..core.robust_kernels import krum_scores, lowest_scores, pairwise_sq_distances
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, RoundView, ThreatModel

@@ -15,7 +15,7 @@ import torch
 
 from ..registry import STAGES
 from .base import PreStage, RoundContext
-from .robust import safe_row_norms
+from ..core.robust_kernels import safe_row_norms
 from .stages import _reusable
 
 

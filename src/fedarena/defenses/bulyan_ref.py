@@ -26,7 +26,8 @@ import torch
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
-from .robust import _mean_of, krum_scores, lowest_scores, pairwise_sq_distances, row_sq_norms
+from ..core.robust_kernels import krum_scores, lowest_scores, pairwise_sq_distances, row_sq_norms
+from ..core.robust_kernels import mean_of
 
 
 @DEFENSES.register("bulyan-ref")
@@ -57,5 +58,5 @@ class BulyanRef(Aggregator):
         idx = idx[~bad[idx]]
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(_mean_of(U, idx, bad), mask, {"selected": int(idx.numel()),
+        return Aggregate(mean_of(U, idx, bad), mask, {"selected": int(idx.numel()),
                                                        "dropped_best": int(order[0]) if self.skip else -1})

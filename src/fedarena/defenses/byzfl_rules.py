@@ -35,16 +35,8 @@ import torch
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, RoundContext
-from .robust import (
-    _RowRule,
-    _distances_to,
-    _mean_of,
-    _work_dtype,
-    closest_to_median_mean,
-    pairwise_sq_distances,
-    row_sq_norms,
-    zero_faulty_rows,
-)
+from ..core.robust_kernels import distances_to, mean_of, pairwise_sq_distances, row_sq_norms, work_dtype, zero_faulty_rows
+from .robust import RowRule, closest_to_median_mean
 
 #: rows of the ``C(n, f)`` enumeration evaluated together (a (B, n, n) temporary)
 SUBSET_BATCH = 512
@@ -135,7 +127,7 @@ def min_diameter_subset(D: torch.Tensor, f: int) -> tuple[torch.Tensor, float]:
 
 
 @DEFENSES.register("mda")
-class MDA(_RowRule):
+class MDA(RowRule):
     """Minimum-Diameter Averaging: the mean of the n - f rows of smallest diameter.
 
     El Mhamdi, Guerraoui, Guirguis, Hoang, Rouault, "Genuinely Distributed Byzantine
@@ -168,11 +160,11 @@ class MDA(_RowRule):
         D = pairwise_sq_distances(U, sq, bad)  # squared distances: same argmin as distances
         mask, diam = min_diameter_subset(D, f)
         idx = torch.nonzero(mask & ~bad).flatten()
-        return Aggregate(_mean_of(U, idx, bad), mask, {"diameter": math.sqrt(diam) if math.isfinite(diam) else diam})
+        return Aggregate(mean_of(U, idx, bad), mask, {"diameter": math.sqrt(diam) if math.isfinite(diam) else diam})
 
 
 @DEFENSES.register("monna")
-class MoNNA(_RowRule):
+class MoNNA(RowRule):
     """MoNNA: the mean of the n - f nearest neighbours of a trusted row.
 
     Farhadkhani, Guerraoui, Gupta, Hoang, Pinot, Stephan, "Robust Collaborative Learning
@@ -201,17 +193,17 @@ class MoNNA(_RowRule):
             dist = torch.full((n,), math.inf, dtype=sq.dtype, device=U.device)
             dist[self.idx] = 0.0
         else:  # distances to one row: one GEMV (no n x n Gram matrix)
-            work = zero_faulty_rows(U, bad).to(_work_dtype(U))
-            dist = _distances_to(work, sq.masked_fill(bad, 0.0), work[self.idx])
+            work = zero_faulty_rows(U, bad).to(work_dtype(U))
+            dist = distances_to(work, sq.masked_fill(bad, 0.0), work[self.idx])
         dist = torch.nan_to_num(dist, nan=math.inf).masked_fill(bad, math.inf)
         dist[self.idx] = -1.0  # the trusted row is always its own first neighbour
         order = torch.argsort(dist, stable=True)[: n - f]
         idx = order[~bad[order]]
-        return Aggregate(_mean_of(U, idx, bad), _mask_of(idx, n, U.device), {"reference_row": self.idx})
+        return Aggregate(mean_of(U, idx, bad), _mask_of(idx, n, U.device), {"reference_row": self.idx})
 
 
 @DEFENSES.register("meamed")
-class Meamed(_RowRule):
+class Meamed(RowRule):
     """Mean around the median: per coordinate, the mean of the n - f values closest to the median.
 
     Xie, Koyejo, Gupta, "Generalized Byzantine-tolerant SGD", arXiv:1802.10116, 2018
@@ -237,7 +229,7 @@ def _centred_gram(U: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
     """``(n, n)`` Gram matrix of the rows after subtracting the mean of the finite rows
     (distances and covariances are unchanged; the centring keeps the precision of the
     rows' spread), computed in ``U``'s working precision and returned in float64."""
-    X = zero_faulty_rows(U, bad).to(_work_dtype(U))
+    X = zero_faulty_rows(U, bad).to(work_dtype(U))
     keep = (~bad).to(X.dtype)
     X = X - (keep / keep.sum().clamp_min(1)) @ X
     X = X.masked_fill(bad.unsqueeze(1), 0.0)
@@ -263,7 +255,7 @@ def _weighted_top_eig(G: torch.Tensor, c: torch.Tensor) -> tuple[float, torch.Te
 
 
 @DEFENSES.register("caf")
-class CAF(_RowRule):
+class CAF(RowRule):
     """CAF: covariance-bound agnostic filter, a spectral down-weighting of outliers.
 
     Allouah, Guerraoui, Stephan, "Towards Trustworthy Federated Learning with Untrusted
@@ -301,12 +293,12 @@ class CAF(_RowRule):
                 break
             c = (c * (1.0 - tau / top)).clamp_min(0.0)
         w = best_w.to(U.device)
-        update = w.to(_work_dtype(U)) @ zero_faulty_rows(U, bad).to(_work_dtype(U))
+        update = w.to(work_dtype(U)) @ zero_faulty_rows(U, bad).to(work_dtype(U))
         return Aggregate(update.to(U.dtype), w.to(U.dtype), {"lambda_max": best_lam, "iterations": iters})
 
 
 @DEFENSES.register("smea")
-class SMEA(_RowRule):
+class SMEA(RowRule):
     """SMEA: the mean of the n - f rows whose covariance has the smallest top eigenvalue.
 
     Allouah, Guerraoui, Gupta, Pinot, Stephan, "On the Privacy-Robustness-Utility
@@ -347,4 +339,4 @@ class SMEA(_RowRule):
         best_mask, best = _subset_search(n, f, top_eigenvalues, G.device)
         mask = best_mask.to(U.device)
         idx = torch.nonzero(mask & ~bad).flatten()
-        return Aggregate(_mean_of(U, idx, bad), mask, {"lambda_max": best})
+        return Aggregate(mean_of(U, idx, bad), mask, {"lambda_max": best})

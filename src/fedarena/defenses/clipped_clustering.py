@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..registry import DEFENSES
 from ._rows import nonfinite_rows_fast as nonfinite_rows
 from .base import Aggregate, Aggregator, RoundContext
-from .robust import pairwise_cosine_distances, safe_row_norms
+from ..core.robust_kernels import pairwise_cosine_distances, safe_row_norms
 
 
 def two_cluster_majority(D: np.ndarray, linkage: str) -> np.ndarray:

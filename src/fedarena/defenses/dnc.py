@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..registry import DEFENSES
 from ._rows import nonfinite_rows_fast as nonfinite_rows
 from .base import Aggregate, Aggregator, RoundContext
-from .robust import _mean_of
+from ..core.robust_kernels import mean_of
 
 
 def dnc_scores(X: torch.Tensor) -> torch.Tensor:
@@ -89,4 +89,4 @@ class DnC(Aggregator):
                 good[rows.cpu()[worst]] = False
         good = good.to(U.device)
         idx = torch.nonzero(good).flatten()
-        return Aggregate(_mean_of(U, idx, bad), good, {"accepted": int(good.sum()), "subsample": b})
+        return Aggregate(mean_of(U, idx, bad), good, {"accepted": int(good.sum()), "subsample": b})

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..registry import DEFENSES
 from ._rows import nonfinite_rows_fast as nonfinite_rows
 from .base import Aggregate, Aggregator, RoundContext
-from .robust import coordinate_median
+from ..core.robust_kernels import coordinate_median
 
 
 def lbfgs_hvp(S: torch.Tensor, Y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

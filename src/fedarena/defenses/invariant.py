@@ -53,6 +53,7 @@ from typing import Literal, Optional
 
 import torch
 
+from ..core.sign_masks import adaptive_rescale, and_mask, sign_consistency, sign_sum  # noqa: F401 (public here too)
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
@@ -111,42 +112,9 @@ def trimmed_mean(U: torch.Tensor, trim_frac: float = 0.25, mode: TrimMode = "cei
     return torch.sort(U, dim=0).values[lo:hi].mean(0)
 
 
-def sign_sum(U: torch.Tensor) -> torch.Tensor:
-    """``sum_i sign(U_{i,k})`` per coordinate (integer valued; ``sign(0) = 0``)."""
-    return torch.sign(U).sum(0)
-
-
-def sign_consistency(U: torch.Tensor) -> torch.Tensor:
-    """``|mean_i sign(U_{i,k})|`` in [0, 1] (Section 5.1)."""
-    return sign_sum(U).abs() / U.shape[0]
-
-
-def and_mask(U: torch.Tensor, tau: float, strict: bool = True) -> torch.Tensor:
-    """The AND-mask ``1[|sum_i sign(U_{i,k})| > tau N]`` (``>=`` when ``strict=False``), as a bool ``(d,)``.
-
-    Comparing the integer sign sum with ``tau N`` (tolerance 1e-9) keeps boundary cases
-    such as ``|S| = 4`` vs ``0.2 * 20`` deterministic.
-    """
-    s = sign_sum(U).abs()
-    thr = tau * U.shape[0]
-    return s > thr + TOL if strict else s >= thr - TOL
-
-
 def mean_var_ratio(U: torch.Tensor) -> torch.Tensor:
     """``|mean_k| / (std_k + 1e-12)`` per coordinate (population std), the Table 4 ablation's statistic."""
     return U.mean(0).abs() / (U.std(0, unbiased=False) + 1e-12)
-
-
-def adaptive_rescale(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The paper's adaptive adversary (App. C.1): zero the masked coordinates and scale the
-    rest so that the norm is unchanged, ``m * g * ||g|| / ||m * g||`` (row-wise for a matrix).
-    Rows with ``||m * g|| = 0`` are returned unchanged."""
-    m = mask.to(g.dtype)
-    mg = g * m
-    full = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
-    kept = torch.linalg.vector_norm(mg, dim=-1, keepdim=True)
-    scale = torch.where(kept > 0, full / kept.clamp_min(1e-30), torch.ones_like(kept))
-    return torch.where(kept > 0, mg * scale, g)
 
 
 def invariant_aggregate(U: torch.Tensor, tau: float = 0.2, trim_frac: float = 0.25, strict: bool = True,

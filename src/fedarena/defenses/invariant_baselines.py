@@ -23,8 +23,7 @@ from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
 from .invariant import sanitize, trim_slice, trimmed_mean
-from .robust import (krum_scores, lowest_scores, pairwise_cosine_distances, pairwise_sq_distances, row_sq_norms,
-                     zero_faulty_rows)
+from ..core.robust_kernels import krum_scores, lowest_scores, pairwise_cosine_distances, pairwise_sq_distances, row_sq_norms, zero_faulty_rows
 
 
 # ---------------------------------------------------------------- shared helpers

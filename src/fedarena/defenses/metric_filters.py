@@ -23,7 +23,7 @@ from ..core.distances import METRICS, SCOPES, update_metric_values
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext, nonfinite_rows
-from .robust import pairwise_cosine_distances
+from ..core.robust_kernels import pairwise_cosine_distances
 
 
 def hdbscan_largest(features: np.ndarray, min_cluster_size: int, min_samples: Optional[int],
@@ -48,7 +48,7 @@ def hdbscan_largest(features: np.ndarray, min_cluster_size: int, min_samples: Op
     return labels == top
 
 
-def _mean_of(U: torch.Tensor, keep: torch.Tensor, ctx: RoundContext, weighted: bool) -> torch.Tensor:
+def mean_of(U: torch.Tensor, keep: torch.Tensor, ctx: RoundContext, weighted: bool) -> torch.Tensor:
     w = keep.to(torch.float64)
     if weighted:
         w = w * ctx.num_samples.to(torch.float64).to(w.device)
@@ -124,7 +124,7 @@ class MetricHDBSCAN(Aggregator):
         keep = torch.zeros_like(ok)
         keep[torch.nonzero(ok).flatten()[torch.from_numpy(sub).to(ok.device)]] = True
         info = {"accepted": int(keep.sum()), "rejected": int((~keep).sum())}
-        return Aggregate(_mean_of(U, keep, ctx, self.weighted), weights=keep, info=info)
+        return Aggregate(mean_of(U, keep, ctx, self.weighted), weights=keep, info=info)
 
 
 @DEFENSES.register("flame")
@@ -229,4 +229,4 @@ class MultiMetrics(Aggregator):
         keep = torch.zeros_like(ok)
         keep[best] = True
         info = {"accepted": int(keep.sum())}
-        return Aggregate(_mean_of(U, keep, ctx, self.weighted), weights=keep, info=info)
+        return Aggregate(mean_of(U, keep, ctx, self.weighted), weights=keep, info=info)

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..registry import DEFENSES
 from ._rows import nonfinite_rows_fast as nonfinite_rows
 from .base import Aggregate, Aggregator, RoundContext
-from .robust import safe_row_norms
+from ..core.robust_kernels import safe_row_norms
 
 
 def sign_features(X: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from ..core.recipe import Params, TrainRecipe
 from ..errors import ConfigError
 from ..registry import STAGES
 from .base import PreStage, RoundContext
-from .robust import zero_faulty_rows, pairwise_sq_distances, row_sq_norms, safe_row_norms
+from ..core.robust_kernels import zero_faulty_rows, pairwise_sq_distances, row_sq_norms, safe_row_norms
 
 
 def _reusable(buf: Optional[torch.Tensor], U: torch.Tensor) -> torch.Tensor:

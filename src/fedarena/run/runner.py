@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..config import ExperimentConfig, dump_config, load_config
 from ..errors import ConfigError, DamagedFileError, DataNotFoundError

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -30,7 +29,7 @@ from ..defenses.base import DefensePipeline, RoundContext
 from ..defenses.pipeline import build_pipeline
 from ..defenses.probe import ModelProbe
 from ..errors import ConfigError, Diverged
-from ..core.metrics import accuracy, backdoor_accuracy, backdoor_durability, class_accuracy, cosine_to, row_norms
+from ..core.metrics import accuracy, backdoor_accuracy, backdoor_durability, class_accuracy
 from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
 from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential

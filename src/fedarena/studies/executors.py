@@ -70,7 +70,7 @@ def run_group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(jobs) == 1:
         return [run_job(jobs[0])]
     from ..run.lockstep import architecture
-    from ..run.records import open_run_dir, read_summary
+    from ..run.records import open_run_dir
     from ..run.runner import RunFolder, execute_many
 
     try:
