@@ -148,12 +148,6 @@ class DefenseConfig(BaseModel):
     pert_strength: float = 0.2  # leadfl: clip q; ldp / fl-wbc: Laplace scale
     double_task_step: bool = True  # leadfl ref: the second step also carries the task gradient
 
-    def client_hook(self):
-        from .defenses.client import client_defense
-
-        return client_defense(self.client, self.client_variant, self.regular_weight, self.pert_strength,
-                              self.double_task_step)
-
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
@@ -365,9 +359,9 @@ def _valid_hint(err: dict) -> Optional[str]:
 
 
 def validate_plugins(cfg: ExperimentConfig) -> None:
-    """Check names and parameters of dataset, partition, model, attack and defense."""
-    from .defenses.pipeline import build_pipeline
-    from .registry import ATTACKS, DATASETS, MODELS, PARTITIONS
+    """Check names and parameters of dataset, partition, model, attack and defense (the
+    checks that need a component are registered by it: :func:`fedarena.registry.config_check`)."""
+    from .registry import ATTACKS, DATASETS, MODELS, PARTITIONS, run_config_checks
 
     DATASETS.get(cfg.data.dataset)
     if cfg.data.dataset == "synthetic":
@@ -380,13 +374,7 @@ def validate_plugins(cfg: ExperimentConfig) -> None:
     MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
     ATTACKS.validate(cfg.attack.name, cfg.attack.params())
     _check_benign_left(cfg, ATTACKS.get(cfg.attack.name))
-    if cfg.attack.optimize is not None:
-        from .attacks.optimize import check_optimizable
-
-        check_optimizable(ATTACKS.get(cfg.attack.name))
-    build_pipeline(defense_dict(cfg))  # validates names and parameters
-    if cfg.defense.client_hook() is not None and cfg.fl.algorithm == "fedsgd":
-        raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
+    run_config_checks(cfg)  # the defense pipeline builds, attack.optimize can search, ...
 
 
 def _check_benign_left(cfg: ExperimentConfig, attack: Any) -> None:

@@ -87,12 +87,18 @@ def check_value(key: str, value: Any, valid: str) -> None:
 
 
 class Registry:
-    """A mapping from names to factories, with parameter introspection."""
+    """A mapping from names to factories, with parameter introspection.
 
-    def __init__(self, kind: str, prefix: str, name_field: str | None = None):
+    ``packages``: the plugin packages whose modules are imported on the first lookup (so
+    their decorators run): the components for the component registries, ``reproduce``
+    alone for the reproductions (building a simulation loads no paper module)."""
+
+    def __init__(self, kind: str, prefix: str, name_field: str | None = None,
+                 packages: tuple[str, ...] = ("data", "models", "attacks", "defenses")):
         self.kind = kind  # e.g. "defense"
         self.prefix = prefix  # config prefix of its parameters, e.g. "defense"
         self.name_field = name_field or f"{prefix}.name"  # the key that selects it
+        self.packages = packages
         self._items: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -109,15 +115,15 @@ class Registry:
         return deco
 
     def names(self) -> list[str]:
-        _discover()
+        _discover(self.packages)
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        _discover()
+        _discover(self.packages)
         return name in self._items
 
     def get(self, name: str) -> Callable[..., Any]:
-        _discover()
+        _discover(self.packages)
         if name not in self._items:
             raise ConfigError(self.name_field, f"unknown {self.kind} {name!r}", ", ".join(self.names()))
         return self._items[name]
@@ -187,19 +193,36 @@ MODELS = Registry("model", "model", "model.name")
 ATTACKS = Registry("attack", "attack")
 DEFENSES = Registry("defense", "defense")
 STAGES = Registry("defense stage", "defense", "defense")
-PAPERS = Registry("reproduction", "reproduce", "reproduce NAME")
+PAPERS = Registry("reproduction", "reproduce", "reproduce NAME", packages=("reproduce",))
 
-_PACKAGES = ("data", "models", "attacks", "defenses", "reproduce")
-_discovered = False
+#: checks of a whole experiment config that need components (a defense pipeline that
+#: builds, an attack whose strength can be searched, ...): registered by the component
+#: modules with :func:`config_check`, run by :func:`fedarena.config.from_tree`, so the
+#: config module imports no component
+_CONFIG_CHECKS: list[Callable[[Any], None]] = []
+_discovered: set[str] = set()
 
 
-def _discover() -> None:
-    """Import every module of the plugin packages so their decorators run."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for pkg_name in _PACKAGES:
+def config_check(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Register ``fn(cfg)``: raise :class:`~fedarena.errors.ConfigError` for a config the
+    component cannot run."""
+    _CONFIG_CHECKS.append(fn)
+    return fn
+
+
+def run_config_checks(cfg: Any) -> None:
+    """Every registered config check, in registration order (components loaded first)."""
+    _discover(("data", "models", "attacks", "defenses"))
+    for check in list(_CONFIG_CHECKS):
+        check(cfg)
+
+
+def _discover(packages: tuple[str, ...]) -> None:
+    """Import every module of the plugin ``packages`` so their decorators run."""
+    for pkg_name in packages:
+        if pkg_name in _discovered:
+            continue
+        _discovered.add(pkg_name)
         pkg = importlib.import_module(f"fedarena.{pkg_name}")
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):

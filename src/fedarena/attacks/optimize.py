@@ -63,11 +63,12 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from ..errors import ConfigError
+from ..registry import ATTACKS, config_check
 from .base import Attack, RoundView, ThreatModel
 
 OBJECTIVES = ("distance", "loss")
@@ -191,8 +192,6 @@ def _clone_generator(g: Optional[torch.Generator]) -> Optional[torch.Generator]:
 def check_optimizable(attack_cls) -> None:
     """ConfigError unless the attack declares a strength that ``attack.optimize`` can search."""
     if getattr(attack_cls, "strength", None) is None or getattr(attack_cls, "craft", None) is Attack.craft:
-        from ..registry import ATTACKS
-
         ok = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "strength", None) is not None]
         name = getattr(attack_cls, "registered_name", attack_cls.__name__)
         raise ConfigError("attack.optimize", f"attack {name!r} declares no strength to search", ", ".join(ok))
@@ -336,3 +335,10 @@ class OptimizedAttack(Attack):
 
 __all__ = ["OptimizedAttack", "Trace", "check_optimizable", "expand_contract", "golden_section", "grid_refine",
            "maximize", "OBJECTIVES", "SEARCHES"]
+
+
+@config_check
+def check_optimize_config(cfg: Any) -> None:
+    """``attack.optimize`` needs an attack with a searchable strength."""
+    if cfg.attack.optimize is not None:
+        check_optimizable(ATTACKS.get(cfg.attack.name))

@@ -49,12 +49,13 @@ first batch of an epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from ..core.recipe import HookStep, StepHook
 from ..errors import ConfigError
+from ..registry import config_check
 
 CLIENT_DEFENSES = ("none", "leadfl", "ldp", "fl-wbc")
 LEADFL_VARIANTS = ("ref", "a3", "a1n")
@@ -215,5 +216,18 @@ def client_defense(name: str = "none", variant: str = "ref", regular_weight: flo
     return None
 
 
-__all__ = ["CLIENT_DEFENSES", "LEADFL_VARIANTS", "client_defense", "LeadFLRef", "LeadFLA3", "LeadFLA1N",
+def client_hook(defense: Any) -> Optional[StepHook]:
+    """The step hook of a config's ``defense`` section (``None`` for ``defense.client=none``)."""
+    return client_defense(defense.client, defense.client_variant, defense.regular_weight, defense.pert_strength,
+                          defense.double_task_step)
+
+
+@config_check
+def check_client_defense_config(cfg: Any) -> None:
+    """``defense.client`` and its parameters are valid, and have local steps to act on."""
+    if client_hook(cfg.defense) is not None and cfg.fl.algorithm == "fedsgd":
+        raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
+
+
+__all__ = ["CLIENT_DEFENSES", "client_hook", "LEADFL_VARIANTS", "client_defense", "LeadFLRef", "LeadFLA3", "LeadFLA1N",
            "NoiseDefense", "laplace", "weight_indices"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..registry import DEFENSES, STAGES
+from ..registry import DEFENSES, STAGES, config_check
 from .base import DefensePipeline, PostStage, PreStage
 
 #: keys every defense accepts, consumed by the engine rather than a factory
@@ -67,3 +67,10 @@ def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
         [s for _, s in sorted(post, key=lambda t: t[0])],
     )
 
+
+@config_check
+def check_defense_config(cfg: Any) -> None:
+    """The defense section builds a pipeline (names and parameters of the rule and stages)."""
+    from ..config import defense_dict
+
+    build_pipeline(defense_dict(cfg))

@@ -26,6 +26,7 @@ from ..core.distances import update_metric_values
 from ..config import ExperimentConfig, defense_dict
 from ..data.datasets import TensorDataset
 from ..defenses.base import DefensePipeline, RoundContext
+from ..defenses.client import client_hook
 from ..defenses.pipeline import build_pipeline
 from ..defenses.probe import ModelProbe
 from ..errors import ConfigError, Diverged
@@ -186,7 +187,7 @@ class Simulation:
             optimizer=cfg.fl.optimizer, betas=tuple(cfg.fl.adam_betas), eps=cfg.fl.adam_eps,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
-        self.benign_recipe = self.recipe.with_(step_hook=cfg.defense.client_hook())  # attackers train without it
+        self.benign_recipe = self.recipe.with_(step_hook=client_hook(cfg.defense))  # attackers train without it
         if cfg.fl.algorithm == "fedsgd" and runs_local_training(self.attack):
             raise ConfigError("attack.name", f"{cfg.attack.name!r} runs its own local training, which needs "
                               "fl.algorithm=fedavg", "fl.algorithm=fedavg")
