@@ -71,6 +71,9 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --out folder."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the unfinished run in this folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    track: Optional[str] = typer.Option(None, "--track", help="Follow the run in mlflow (local ./mlruns) or "
+                                        "tensorboard (./tensorboard); optional extras."),
+    track_uri: Optional[str] = typer.Option(None, "--track-uri", help="MLflow tracking URI or TensorBoard log folder."),
 ) -> None:
     """Run one experiment and write its metrics, client records, summary and curves.
 
@@ -83,6 +86,7 @@ def run(
 
     sim = None
     try:
+        tracker = _tracker(track, track_uri)  # a missing extra is an error before a folder is made
         if resume is not None:
             if config is not None or set_ or out is not None or overwrite or demo:
                 raise ConfigError("--resume", "continues a run with its own config.yaml and folder",
@@ -102,6 +106,12 @@ def run(
             sim = Simulation(cfg)
             if out is None:
                 out = new_run_dir(cfg.name)
+        if tracker is not None:
+            import yaml
+
+            from .config import dump_config
+
+            tracker.start(out.name, yaml.safe_load(dump_config(cfg)))
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
         return
@@ -118,7 +128,11 @@ def run(
             if ev and ev.get("backdoor_acc") is not None:
                 info += f"  backdoor {ev['backdoor_acc']:.3f}"
             bar.update(task, completed=t + 1, info=info)
+            if tracker is not None and ev and ev is not logged[0]:  # each evaluation once, as it comes
+                logged[0] = ev
+                tracker.log_round(ev.get("round", t), ev)
 
+        logged: list = [None]
         try:
             result = execute(out, cfg if resume is None else None, sim=sim, resume=resume is not None, progress=progress)
             status = result.summary["status"]
@@ -133,10 +147,21 @@ def run(
         except Exception as e:  # the run folder has summary.json (status: error) and error.log
             bar.stop()
             internal_error(e, out)
+    if tracker is not None:
+        from .tracking import RUN_FILES
+
+        tracker.finish(result.summary, [out / f for f in RUN_FILES])
     print_summary(result.summary, out)
     if result.summary.get("error"):
         console.print(f"[yellow]{result.summary['error']}[/]")
     raise typer.Exit(EXIT_CODES[status])
+
+
+def _tracker(kind: Optional[str], uri: Optional[str]):
+    """The tracker ``--track`` asks for (None without it); a missing extra is a ConfigError."""
+    from .tracking import make_tracker
+
+    return make_tracker(kind, uri)
 
 
 def print_summary(summary: dict, out: Path) -> None:
@@ -228,6 +253,8 @@ def sweep(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     max_runs: int = typer.Option(2000, "--max-runs", help="Refuse a sweep of more runs than this."),
+    track: Optional[str] = typer.Option(None, "--track", help="Log every run to mlflow or tensorboard."),
+    track_uri: Optional[str] = typer.Option(None, "--track-uri", help="MLflow tracking URI or TensorBoard log folder."),
 ) -> None:
     """Run a grid of experiments; rerun the same command to continue a stopped sweep.
 
@@ -248,7 +275,21 @@ def sweep(
         return
     out = out or Path("runs") / f"sweep-{sweep_spec.name}"
     jobs = tune(sweep_spec, jobs, out, workers, backend, address, quiet)  # select: worst-case tuning first
-    run_study(jobs, out, workers, backend, address, quiet)
+    tracker = _study_tracker(track, track_uri, sweep_spec.name, out, len(jobs))
+    run_study(jobs, out, workers, backend, address, quiet, tracker=tracker)
+    if tracker is not None:
+        tracker.finish_parent([out / "results.csv"])
+
+
+def _study_tracker(track: Optional[str], uri: Optional[str], name: str, out: Path, runs: int):
+    """A tracker with a parent run for a study (its runs nest under it)."""
+    try:
+        tracker = _tracker(track, uri)
+    except ConfigError as e:
+        user_error(str(e))
+    if tracker is not None:
+        tracker.start_parent(name, {"study": name, "folder": str(out), "runs": runs})
+    return tracker
 
 
 def tune(spec, jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool) -> list:
@@ -287,7 +328,7 @@ def tune(spec, jobs: list, out: Path, workers: int, backend: str, address: Optio
 
 
 def run_study(jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool,
-              plot: bool = False, what: str = "sweep"):
+              plot: bool = False, what: str = "sweep", tracker=None):
     """Run the jobs of a sweep in ``out`` with a progress bar; exit 130 on Ctrl-C."""
     from .studies.sweep import run_sweep
 
@@ -297,6 +338,11 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
 
         def on_result(res: dict) -> None:
             bar.advance(task)
+            if tracker is not None:  # each run as it finishes, from its folder (workers and Ray write them)
+                from .studies.sweep import folder_name
+                from .tracking import track_folder
+
+                track_folder(tracker, out / "runs" / folder_name(res["run"]), name=folder_name(res["run"]))
             if res["summary"].get("status") == "error":
                 bar.console.print(f"[yellow]{res['run']}: {res['summary'].get('error')}[/]", highlight=False)
 
@@ -389,6 +435,9 @@ def arena(
     backdoor: bool = typer.Option(False, "--backdoor", help="The backdoor arena: Neurotoxin, A3FL, blended, model "
                                   "replacement x DeepSight, CRFL, FLARE, AlignIns and classic rules (default --out "
                                   "runs/backdoor-arena)."),
+    track: Optional[str] = typer.Option(None, "--track", help="Log every run to mlflow or tensorboard, the report "
+                                        "as the parent run's artifact."),
+    track_uri: Optional[str] = typer.Option(None, "--track-uri", help="MLflow tracking URI or TensorBoard log folder."),
 ) -> None:
     """A small attack x defense matrix on the bundled digits (minutes on 2 cores): leaderboard and report."""
     from .studies.arena import arena_spec
@@ -405,8 +454,12 @@ def arena(
         spec = arena_spec()
         jobs = tune(spec, spec.jobs(), out, workers, "local", None, quiet)  # worst-case tuning on validation
         title = "fedarena arena: digits, 20 clients (4 malicious), 20 rounds"
-    run_study(jobs, out, workers, "local", None, quiet)
+    tracker = _study_tracker(track, track_uri, out.name, out, len(jobs))
+    run_study(jobs, out, workers, "local", None, quiet, tracker=tracker)
     parts = build_report([out], out / "report", title=title)
+    if tracker is not None:
+        tracker.finish_parent([out / "report" / f for f in ("report.html", "report.md", "leaderboard.csv")]
+                              + [out / "selection.json"])
     print_leaderboards(parts)
     tuned = len(list((out / "tuning" / "runs").glob("*"))) if (out / "tuning" / "runs").is_dir() else 0
     out_console.print(f"{len(jobs)} runs{f' (and {tuned} tuning runs)' if tuned else ''} in "
