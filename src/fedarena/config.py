@@ -404,7 +404,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     """YAML file (optional) + ``key=value`` overrides -> validated config."""
     tree: dict[str, Any] = copy.deepcopy(base or {})
     if path is not None:
-        tree = _merge(tree, load_yaml(path))
+        tree = merge_trees(tree, load_yaml(path))
     given = tree.get("name")
     derived = given is None or given == auto_name(tree)
     renamed, plugins, explicit = False, [], set()
@@ -464,10 +464,11 @@ def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str, expli
         tree[section] = {k: v for k, v in tree[section].items() if keep(k)}
 
 
-def _merge(a: dict, b: dict) -> dict:
+def merge_trees(a: dict, b: dict) -> dict:
+    """``b`` laid over ``a``: nested mappings merge key by key, anything else replaces."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_trees(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

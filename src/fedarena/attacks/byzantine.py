@@ -68,17 +68,17 @@ def _mean_cos_rows(U: torch.Tensor, v: torch.Tensor, eps: float = 1e-12) -> floa
     return float(cos.mean())
 
 
-def _repeat(v: torch.Tensor, m: int) -> torch.Tensor:
+def repeat_rows(v: torch.Tensor, m: int) -> torch.Tensor:
     """``m`` identical rows (colluding attackers send the same vector)."""
     return v.reshape(1, -1).repeat(m, 1)
 
 
-def _benign(view: RoundView) -> Optional[torch.Tensor]:
+def benign_rows(view: RoundView) -> Optional[torch.Tensor]:
     B = view.benign_updates
     return B if B is not None and len(B) > 0 else None
 
 
-def _std(B: torch.Tensor) -> torch.Tensor:
+def coordinate_std(B: torch.Tensor) -> torch.Tensor:
     """Coordinate-wise unbiased standard deviation (ddof = 1; 0 with a single row)."""
     if len(B) < 2:
         return torch.zeros_like(B[0])
@@ -176,18 +176,18 @@ class ALIE(Attack):
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         self._diag = {}
-        B = _benign(view)
+        B = benign_rows(view)
         if B is None:
             return None
         m = len(view.malicious_ids)
         z = self.z_for(view.num_clients, m)
         sign = -1.0 if (self.alternate and view.round % 2 == 1) else 1.0
-        delta = -sign * z * _std(B)
+        delta = -sign * z * coordinate_std(B)
         diag = {"z": z, "pert_norm": float(torch.linalg.vector_norm(delta))}
         if self._prev is not None:
             diag["pert_cos_prev"] = _cos(delta, self._prev)
         self._prev, self._diag = delta, diag
-        return _repeat(B.mean(0) + delta, m)
+        return repeat_rows(B.mean(0) + delta, m)
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)
@@ -211,10 +211,10 @@ class IPM(Attack):
         self.epsilon = epsilon
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
-        B = _benign(view)
+        B = benign_rows(view)
         if B is None:
             return None
-        return _repeat(-self.epsilon * B.mean(0), len(view.malicious_ids))
+        return repeat_rows(-self.epsilon * B.mean(0), len(view.malicious_ids))
 
 
 # ---------------------------------------------------------------- bit flip
@@ -300,7 +300,7 @@ def perturbation(B: torch.Tensor, kind: str) -> torch.Tensor:
     ``std``: ``-std(B)``; ``unit-vector``: ``-mean/||mean||``; ``sign``: ``-sign(mean)``."""
     mu = B.mean(0)
     if kind == "std":
-        return -_std(B)
+        return -coordinate_std(B)
     if kind == "unit-vector":
         n = torch.linalg.vector_norm(mu)
         return -mu / n if float(n) > 0 else torch.zeros_like(mu)
@@ -358,7 +358,7 @@ class _OptimizedMean(Attack):
     def strength_value(self, view: RoundView) -> float:
         if self.gamma is not None:
             return float(self.gamma)
-        B = _benign(view)
+        B = benign_rows(view)
         return 0.0 if B is None else self.find_gamma(B, perturbation(B, self.perturbation))
 
     # statistic of the crafted vector's squared distances (n,) vs the benign threshold
@@ -402,13 +402,13 @@ class _OptimizedMean(Attack):
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         self._diag = {}
-        B = _benign(view)
+        B = benign_rows(view)
         if B is None:
             return None
         p = perturbation(B, self.perturbation)
         gamma = self.find_gamma(B, p) if self.gamma is None else float(self.gamma)
         self._diag = {"gamma": gamma}
-        return _repeat(B.mean(0) + gamma * p, len(view.malicious_ids))
+        return repeat_rows(B.mean(0) + gamma * p, len(view.malicious_ids))
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)
@@ -523,7 +523,7 @@ class ROP(Attack):
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         self._diag = {}
-        B = _benign(view)
+        B = benign_rows(view)
         if B is None:
             return None
         mbar = B.mean(0)
@@ -537,7 +537,7 @@ class ROP(Attack):
             diag["cos_ref_byz"] = _cos(out, ref)
             diag["cos_ref_benign"] = _mean_cos_rows(B, ref)
         self._diag = diag
-        return _repeat(out, len(view.malicious_ids))
+        return repeat_rows(out, len(view.malicious_ids))
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)

@@ -32,7 +32,7 @@ from ..core.robust_kernels import krum_scores, lowest_scores, pairwise_sq_distan
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, RoundView, ThreatModel
-from .byzantine import OMNISCIENT, _benign, _repeat, _std
+from .byzantine import OMNISCIENT, benign_rows, repeat_rows, coordinate_std
 
 
 @ATTACKS.register("fang-trim")
@@ -74,12 +74,12 @@ class FangTrim(Attack):
         """``(lo, hi, s)``: each coordinate's sampling interval and the change direction."""
         if self.knowledge == "partial":
             own = view.own_updates
-            mu, sigma = own.mean(0), _std(own)
+            mu, sigma = own.mean(0), coordinate_std(own)
             s = torch.sign(own.sum(0))
             lo = torch.where(s > 0, mu - 4 * sigma, mu + 3 * sigma)
             hi = torch.where(s > 0, mu - 3 * sigma, mu + 4 * sigma)
             return lo, hi, s
-        B = _benign(view)
+        B = benign_rows(view)
         if B is None:
             return None
         s = torch.sign(B.sum(0))
@@ -152,7 +152,7 @@ class FangKrum(Attack):
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         self._diag = {}
-        B = _benign(view)
+        B = benign_rows(view)
         if B is None:
             return None
         c, n = len(view.malicious_ids), view.num_clients
@@ -160,13 +160,13 @@ class FangKrum(Attack):
         lam_max = fang_krum_lambda_max(B, n, c)
         lam, picked = lam_max, False
         for _ in range(64):
-            U = torch.cat([_repeat(-lam * s, c), B])
+            U = torch.cat([repeat_rows(-lam * s, c), B])
             picked = int(lowest_scores(krum_scores(pairwise_sq_distances(U), c), 1)[0]) < c
             if picked or lam / 2 < self.threshold:
                 break
             lam /= 2
         self._diag = {"lambda": lam, "lambda_max": lam_max, "selected": float(picked)}
-        return _repeat(-lam * s, c)
+        return repeat_rows(-lam * s, c)
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)

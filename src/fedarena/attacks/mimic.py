@@ -16,7 +16,7 @@ import torch
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, RoundView
-from .byzantine import OMNISCIENT, _benign, _repeat
+from .byzantine import OMNISCIENT, benign_rows, repeat_rows
 
 
 @ATTACKS.register("mimic")
@@ -74,7 +74,7 @@ class Mimic(Attack):
 
     def craft(self, view: RoundView) -> Optional[torch.Tensor]:
         self._diag = {}
-        B = _benign(view)
+        B = benign_rows(view)
         if B is None:
             return None
         m = len(view.malicious_ids)
@@ -82,7 +82,7 @@ class Mimic(Attack):
         if self.target is not None:
             j = min(self.target, len(B) - 1)
             self._diag = {"target": float(ids[j]) if ids else -1.0}
-            return _repeat(B[j], m)
+            return repeat_rows(B[j], m)
         if self.t < self.warmup:
             self._update_direction(B)
         scores = B @ self.z
@@ -94,7 +94,7 @@ class Mimic(Attack):
                 self.chosen = ids[j] if ids is not None else None
         self.t += 1
         self._diag = {"target": float(ids[j]) if ids is not None else -1.0, "score": float(scores[j])}
-        return _repeat(B[j], m)
+        return repeat_rows(B[j], m)
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)

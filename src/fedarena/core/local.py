@@ -269,7 +269,7 @@ def _fold_inputs(xb: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=_CL) if x.dim() == 4 else x
 
 
-def _fold_logits(model: torch.nn.Module, names: Sequence[str], params: Sequence[torch.Tensor], xb: torch.Tensor):
+def fold_logits(model: torch.nn.Module, names: Sequence[str], params: Sequence[torch.Tensor], xb: torch.Tensor):
     """Logits ``(k, B, ...)`` of ``k`` clients on their batches ``xb`` ``(k, B, ...)``."""
     k, b = xb.shape[:2]
     xf = _fold_inputs(xb)
@@ -303,7 +303,7 @@ def fold_supported(model: torch.nn.Module, sample: torch.Tensor) -> bool:
         model.eval()  # no dropout in the check
         try:
             with torch.no_grad():
-                got = _fold_logits(model, names, stacked, xb)
+                got = fold_logits(model, names, stacked, xb)
                 want = torch.stack([functional_call(model, ({n: s[i] for n, s in zip(names, stacked)}, {}), (xb[i],))
                                     for i in range(2)])
             ok = got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5))
@@ -484,7 +484,7 @@ def train_vectorized(
         """Sum over clients of :func:`_loss_fn`; the per-sample loss runs outside vmap on ``(k*B,)``.
         ``wb=None``: every client has a full batch (the mean is the sum over ``k*B`` over ``B``)."""
         if strategy == "fold":
-            logits = _fold_logits(model, names, [params[n] for n in names], xb)
+            logits = fold_logits(model, names, [params[n] for n in names], xb)
         else:
             logits = batched_logits(params, xb)
         kc, b = yb.shape
@@ -562,7 +562,7 @@ def train_vectorized(
                         if strategy in ("vmap", "fold"):
                             ps = dict(zip(names, params))
                             with torch.set_grad_enabled(need_grad):
-                                logits = (_fold_logits(model, names, params, xp) if strategy == "fold"
+                                logits = (fold_logits(model, names, params, xp) if strategy == "fold"
                                           else batched_logits(ps, xp))
                                 b = yr.shape[1]
                                 per = recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(),

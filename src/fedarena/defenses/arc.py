@@ -16,7 +16,7 @@ import torch
 from ..registry import STAGES
 from .base import PreStage, RoundContext
 from ..core.robust_kernels import safe_row_norms
-from .stages import _reusable
+from .stages import reusable_buffer
 
 
 def arc_clip_count(n: int, f: int) -> int:
@@ -76,7 +76,7 @@ class ARC(PreStage):
         self._buf: Optional[torch.Tensor] = None
 
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
-        self._buf = _reusable(self._buf, U)
+        self._buf = reusable_buffer(self._buf, U)
         out, self.last_threshold = adaptive_robust_clip(U, int(ctx.f), self._buf)
         return out
 

@@ -33,7 +33,7 @@ from .base import PreStage, RoundContext
 from ..core.robust_kernels import zero_faulty_rows, pairwise_sq_distances, row_sq_norms, safe_row_norms
 
 
-def _reusable(buf: Optional[torch.Tensor], U: torch.Tensor) -> torch.Tensor:
+def reusable_buffer(buf: Optional[torch.Tensor], U: torch.Tensor) -> torch.Tensor:
     """An output buffer like ``U``, kept by a stage across rounds: a fresh ``(n x d)``
     allocation (page faults) costs more than clipping or mixing itself. The stage's
     output is only read within its round, before the stage runs again."""
@@ -107,7 +107,7 @@ class NormClip(PreStage):
                 raise ConfigError("defense.clip_at", "client-side clipping projects local SGD steps, and "
                                   "fl.algorithm=fedsgd takes none (the rows are gradients)", "server")
             return U
-        self._buf = _reusable(self._buf, U)
+        self._buf = reusable_buffer(self._buf, U)
         return clip_rows(U, self.clip, self._buf)
 
     def reset(self) -> None:
@@ -162,7 +162,7 @@ class NNM(PreStage):
         if f >= n:
             raise ConfigError("defense.f", f"nnm mixes the n - f nearest rows, needs f < n (n={n}, f={f})",
                               f"0..{n - 1}")
-        self._buf = _reusable(self._buf, U)
+        self._buf = reusable_buffer(self._buf, U)
         return nearest_neighbor_mixing(U, f, self._buf)
 
     def reset(self) -> None:
@@ -227,7 +227,7 @@ class Bucketing(PreStage):
         gen = ctx.generator
         if gen is None:
             gen = torch.Generator().manual_seed(int(ctx.round))
-        self._buf = _reusable(self._buf, U[: self.rows_out(U.shape[0])])
+        self._buf = reusable_buffer(self._buf, U[: self.rows_out(U.shape[0])])
         means, row_of = bucket_means(U, self.s, gen, self._buf)
         prev = ctx.extras.get("row_of_client")
         ctx.extras["row_of_client"] = row_of if prev is None else row_of[prev.to(row_of.device)]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..registry import MODELS
-from .paper_cnns import _flat_features
+from .paper_cnns import flat_features
 
 
 @MODELS.register("leadfl-cnn")
@@ -40,7 +40,7 @@ class LeadFLCNN(nn.Module):
             nn.Conv2d(16, 32, 5, padding=2), norm(32), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        flat = _flat_features(self.features, input_shape, "leadfl-cnn", "4x4")
+        flat = flat_features(self.features, input_shape, "leadfl-cnn", "4x4")
         self.fc = nn.Linear(flat, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

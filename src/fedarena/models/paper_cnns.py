@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..registry import MODELS
 
 
-def _flat_features(features: nn.Module, input_shape: tuple[int, ...], name: str, minimum: str) -> int:
+def flat_features(features: nn.Module, input_shape: tuple[int, ...], name: str, minimum: str) -> int:
     """Output size of ``features`` for one input, or a one-line error if the input is too small."""
     try:
         with torch.no_grad():
@@ -54,7 +54,7 @@ class FMNISTCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        flat = _flat_features(self.features, input_shape, "fmnist-cnn", "6x6")
+        flat = flat_features(self.features, input_shape, "fmnist-cnn", "6x6")
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(flat, 128), nn.ReLU(),
             nn.Dropout(dropout), nn.Linear(128, num_classes),
@@ -78,7 +78,7 @@ class CIFARCNN(nn.Module):
             nn.Conv2d(128, 256, 3), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        flat = _flat_features(self.features, input_shape, "cifar-cnn", "22x22")
+        flat = flat_features(self.features, input_shape, "cifar-cnn", "22x22")
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(flat, 128), nn.ReLU(),
             nn.Dropout(dropout), nn.Linear(128, 256), nn.ReLU(),

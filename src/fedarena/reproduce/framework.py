@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Optional
 from ..config import load_config
 from ..errors import ConfigError
 from ..registry import PAPERS
-from ..run.records import FINISHED, _clean, read_run
+from ..run.records import FINISHED, json_safe, read_run
 from ..run.simulation import RunResult
 from ..studies.spec import Job
 from ..studies.sweep import INDEX, folder_name, run_sweep
@@ -406,7 +406,7 @@ def write_report(report: Report, results: Results, paper: Paper, out: Path, figu
     if figures:
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     (out / "claims.md").write_text("\n".join(md))
-    (out / "claims.json").write_text(json.dumps(_clean({
+    (out / "claims.json").write_text(json.dumps(json_safe({
         "name": report.name, "quick": report.quick, "wall_time_s": report.wall_time_s, "counts": report.counts(),
         "counts_by_source": report.counts_by_source(), "counts_line": report.counts_line(),
         "runs_total": report.runs_total, "runs_failed": report.runs_failed,

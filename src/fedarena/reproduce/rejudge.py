@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..registry import PAPERS
-from ..run.records import FINISHED, _clean
+from ..run.records import FINISHED, json_safe
 from .framework import ClaimResult, Report, fmt
 
 NOT_MEASURED = "not measured by the committed run (the claim is newer than the run): rerun the reproduction"
@@ -181,7 +181,7 @@ def _write(report: Report, paper, folder: Path, old_md: str) -> None:
         if head not in OWN_SECTIONS:
             md += [text.rstrip(), ""]
     (folder / "claims.md").write_text("\n".join(md))
-    (folder / "claims.json").write_text(json.dumps(_clean({
+    (folder / "claims.json").write_text(json.dumps(json_safe({
         "name": report.name, "quick": report.quick, "wall_time_s": report.wall_time_s, "counts": report.counts(),
         "counts_by_source": report.counts_by_source(), "counts_line": report.counts_line(),
         "runs_total": report.runs_total, "runs_failed": report.runs_failed, "rejudged_from_committed_values": True,

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from ..core.local import (BatchSchedule, _fold_logits, auto_chunk_size, auto_strategy, minibatch_gradients,
+from ..core.local import (BatchSchedule, fold_logits, auto_chunk_size, auto_strategy, minibatch_gradients,
                           train_sequential, train_vectorized)
 from ..core.recipe import TrainRecipe
 from .results import RunResult, client_records, round_record, scalar_info
@@ -234,7 +234,7 @@ def _batched_test_logits(sims: Sequence["Simulation"]) -> Optional[list[torch.Te
                 if prepare is not None:
                     xb = prepare(xb)
                 if strategy == "fold":
-                    pieces.append(_fold_logits(model, names, [P[n] for n in names],
+                    pieces.append(fold_logits(model, names, [P[n] for n in names],
                                                xb.unsqueeze(0).expand(len(part), *xb.shape)))
                 else:
                     pieces.append(fwd(P, B, xb))

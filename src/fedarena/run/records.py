@@ -24,20 +24,21 @@ from .plots import plot_curves
 from .results import RunResult
 
 
-def _clean(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
+    """``v`` with every non-finite float replaced by None (JSON has no NaN/Inf)."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w") as fh:
         for r in rows:
-            fh.write(json.dumps(_clean(r)) + "\n")
+            fh.write(json.dumps(json_safe(r)) + "\n")
 
 
 def _read_text(path: Path) -> str:
@@ -182,7 +183,7 @@ def _why(e: OSError) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2) + "\n")
+    tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -215,7 +216,7 @@ class RunWriter:
             if fh is None:
                 self.files[key] = fh = open(self.out / f"{key}.jsonl", "a")
             for r in rows:
-                fh.write(json.dumps(_clean(r)) + "\n")
+                fh.write(json.dumps(json_safe(r)) + "\n")
             fh.flush()
 
     def sizes(self) -> dict[str, int]:

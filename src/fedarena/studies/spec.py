@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..config import MAX_NAME_LENGTH, NAME_PATTERN, ExperimentConfig, _merge, dump_config, from_tree, load_yaml
+from ..config import MAX_NAME_LENGTH, NAME_PATTERN, ExperimentConfig, merge_trees, dump_config, from_tree, load_yaml
 from ..errors import ConfigError
 
 SPEC_KEYS = {"name", "base", "config", "grid", "variants", "select"}
@@ -93,7 +93,7 @@ class SweepSpec:
                 raise ConfigError("spec.config", f"must be a path (got {tree['config']!r})", "a config YAML file")
             cpath = Path(tree["config"])
             base = load_yaml(cpath if cpath.is_absolute() or root is None else root / cpath)
-        base = _merge(base, _mapping(tree.get("base") or {}, "spec.base"))
+        base = merge_trees(base, _mapping(tree.get("base") or {}, "spec.base"))
         grid = _mapping(tree.get("grid") or {}, "spec.grid")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
@@ -131,7 +131,7 @@ class SweepSpec:
         out, seen = [], set()
         for vname, variant in (self.variants or {"": {}}).items():
             for combo in itertools.product(*(range(len(v)) for v in self.grid.values())):
-                tree = _merge(copy.deepcopy(self.base), variant)
+                tree = merge_trees(copy.deepcopy(self.base), variant)
                 cell: dict[str, Any] = {"variant": vname} if self.variants else {}
                 parts = [vname] if self.variants else []
                 for (key, values), i in zip(self.grid.items(), combo):
