@@ -49,14 +49,26 @@ def test_dpfl_claims_on_a_smoke_run(tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_autoadapt_claims_on_a_smoke_run(tmp_path, monkeypatch):
-    """2 benign rounds, then the attacked one with 3 attackers of 20; 2 local epochs of 5
-    batches, the second constrained; one Eq. 2 alpha per scope; toys with 200 steps; one
-    runtime repetition."""
+    """The default scenario: 2 benign rounds, then the attacked one with 3 attackers of 20;
+    2 local epochs of 5 batches, the second constrained; one Eq. 2 alpha per scope; toys
+    with 200 steps; one runtime repetition. Sect. V-C: the CNN pretrained for 2 rounds, one
+    attacked round, 2 local epochs, one Eq. 2 alpha. No figures."""
     from fedarena.reproduce import autoadapt as mod
 
-    small = {"R": 2, "epochs": 2, "per_class": 8, "alphas_layers": [0.9], "alphas_whole": [0.5], "activate": 2,
-             "extra": 1, "reps": 1, "toy_steps": 200, "lr": 0.05}
-    monkeypatch.setattr(mod, "scale", lambda quick: dict(small))
+    scale, vc_scale = mod.scale, getattr(mod, "vc_scale", None)
+    monkeypatch.setattr(mod, "scale", lambda quick: {**scale(quick), "R": 2, "epochs": 2, "per_class": 8, "activate": 2,
+                                                     "extra": 1, "reps": 1, "toy_steps": 200, "alphas_layers": [0.9],
+                                                     "alphas_whole": [0.5]})
+    if vc_scale is not None:
+        def small_vc(quick):
+            v = vc_scale(quick)
+            ds, backdoor = v["scenarios"][v["main"]][:2]
+            return {**v, "scenarios": {v["main"]: (ds, backdoor, 2, 1)}, "epochs": 2, "activate": 2, "extra": 1,
+                    "alphas": v["alphas"][-1:], "pre_rounds": {ds: 2}, "snapshots": {ds: [2]}}
+
+        monkeypatch.setattr(mod, "vc_scale", small_vc)
+    # the range plots (one panel per constraint) are not what this test is about (test_reproduce_autoadapt.py draws one)
+    monkeypatch.setattr(mod.AutoAdaptPaper, "figures", lambda self, quick, results, out: [])
     report = run_reproduction("autoadapt", quick="smoke", out=tmp_path, overrides=["attack.num_malicious=3"],
                               write_runs=False)
     by_id = _check_report(report, tmp_path)
