@@ -96,7 +96,7 @@ ALLOWED = {
     ("integrations/flower_client.py", "ClientAttack.craft", "torch.tensor([int(partition_id)])"): _IDS,
     ("integrations/flower_client.py", "FlowerTask.train", "torch.from_numpy(cohort)"): _IDS,
     ("reproduce/invariant.py", "attacker_influence", "torch.as_tensor(malicious, dtype=torch.bool)"): _IDS,
-    ("reproduce/invariant.py", "diagnose", "torch.from_numpy(rec['malicious'])"): _IDS,
+    ("reproduce/invariant.py", "diagnose.observe", "torch.from_numpy(obs.malicious)"): _IDS,
 }
 #: PoisonedFL keeps its sign vector, controller and draws on the CPU; craft() returns the rows on the run's device
 ALLOWED_FUNCS = {("attacks/poisonedfl.py", f) for f in

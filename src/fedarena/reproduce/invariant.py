@@ -327,36 +327,31 @@ def diagnose(overrides: list[str] | None = None, quick: bool = False) -> list[di
     main()" --set data.root=... --set data.download=false [--set defense.tau=0.5 ...]``.
     """
     import torch
-    from torch.func import functional_call
 
-    from ..config import load_config
-    from ..defenses.invariant import and_mask, trimmed_mean
+    from ..config import defense_dict, load_config
+    from ..core.sign_masks import and_mask
+    from ..defenses.invariant import trimmed_mean
+    from ..defenses.pipeline import build_pipeline
     from ..run.simulation import Simulation
 
     s = _Scale(quick)
-    cfg = load_config(None, list(overrides or []), base=_set_defense(_base(s), _defenses(s)["ours"]))
+    cfg = load_config(None, list(overrides or []) + ["eval.every=1"],
+                      base=_set_defense(_base(s), _defenses(s)["ours"]))
+    rule = build_pipeline(defense_dict(cfg)).aggregator  # a fresh copy: its presets resolved
+    tau, trim_frac = float(getattr(rule, "tau", 0.2)), float(getattr(rule, "trim_frac", 0.25))
     sim = Simulation(cfg)
-    agg = sim.pipeline.aggregator
-    tau, trim_frac = float(getattr(agg, "tau", 0.2)), float(getattr(agg, "trim_frac", 0.25))
     bx, by = sim.backdoor_test
-    bxp = sim.prepare(bx) if sim.prepare is not None else bx
-
-    def bd_grad(flat):
-        p = {n: v.clone().requires_grad_(True) for n, v in sim.layout.unflatten(flat).items()}
-        loss = torch.nn.functional.cross_entropy(functional_call(sim.model, (p, sim.buffers), (bxp,)), by)
-        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(p.values()))])
-
     rows = []
-    for t in range(cfg.fl.rounds):
-        g = bd_grad(sim.flat_params)
-        rec = sim.run_round(t)
-        U, mal = rec["U"], torch.from_numpy(rec["malicious"])
+
+    def observe(obs) -> None:  # one finished round: the rows the defense saw and the model before it
+        g = sim.loss_gradient(obs.params_before, bx, by)
+        U, mal = obs.U, torch.from_numpy(obs.malicious)
         m = and_mask(U, tau)
         tm = trimmed_mean(U, trim_frac)
         ours = torch.where(m, tm, torch.zeros_like(tm))
-        row: dict[str, Any] = {"round": t, "attackers": int(mal.sum()), "mask_keeps": float(m.float().mean()),
+        row: dict[str, Any] = {"round": obs.round, "attackers": int(mal.sum()), "mask_keeps": float(m.float().mean()),
                                "fo_trmean": float(tm @ g), "fo_ours": float(ours @ g)}
-        for name, sl in sim.layout.slices().items():
+        for name, sl in obs.layout.slices().items():
             row[f"keeps[{name}]"] = float(m[sl].float().mean())
             row[f"fo_ours[{name}]"] = float(ours[sl] @ g[sl])
             row[f"fo_trmean[{name}]"] = float(tm[sl] @ g[sl])
@@ -365,9 +360,10 @@ def diagnose(overrides: list[str] | None = None, quick: bool = False) -> list[di
             ob = torch.where(and_mask(Ub, tau), trimmed_mean(Ub, trim_frac), torch.zeros_like(tm))
             row["fo_ours_benign_only"] = float(ob @ g)
             row.update({f"infl_{k}": v for k, v in attacker_influence(U, mal, g, tau, trim_frac).items()})
-        ev = sim.evaluate()
-        row.update(acc=ev["main_acc"], asr=ev["backdoor_acc"])
+        row.update(acc=obs.metrics["main_acc"], asr=obs.metrics["backdoor_acc"])
         rows.append(row)
+
+    sim.run(observe=observe)
     return rows
 
 

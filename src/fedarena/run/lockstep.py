@@ -40,7 +40,7 @@ from torch.func import functional_call, vmap
 from ..core.local import (BatchSchedule, fold_logits, auto_chunk_size, auto_strategy, minibatch_gradients,
                           train_sequential, train_vectorized)
 from ..core.recipe import TrainRecipe
-from .results import RunResult, client_records, round_record, scalar_info
+from .results import RoundObservation, RunResult, client_records, round_record, scalar_info
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import ExperimentConfig
@@ -321,12 +321,14 @@ class Lockstep:
 
     def run(self, progress: Optional[Callable[[int, int, dict], None]] = None,
             on_round: Optional[Callable[[int, int, dict[str, list]], None]] = None,
-            results: Optional[Sequence[Optional["RunResult"]]] = None) -> list["RunResult"]:
+            results: Optional[Sequence[Optional["RunResult"]]] = None,
+            observe: Optional[Callable[[int, RoundObservation], None]] = None) -> list["RunResult"]:
         """Play every run from its ``next_round`` to its last round.
 
         ``progress(run, t, last_eval)`` after each run's round; ``on_round(run, t, records)``
         with the round's new records (see :meth:`Simulation.run`); ``results[run]``: the
-        records so far of a run that continues from a checkpoint.
+        records so far of a run that continues from a checkpoint; ``observe(run, obs)``:
+        each finished round as a :class:`~fedarena.run.results.RoundObservation`.
         """
 
         runs = [_Progress(s, (results[i] if results and results[i] is not None else None) or RunResult(s.cfg))
@@ -345,9 +347,12 @@ class Lockstep:
             lap = self._lap("plan", lap)
             train_round([(r.sim, p) for r, p in zip(live, plans)], self)
             lap = self._lap("train", lap)
-            news, due = [], []
+            news, due, seen = [], [], []
             for r, plan in zip(live, plans):
+                before = r.sim.flat_params if observe is not None else None
                 rec = r.sim.conclude_round(plan)
+                if observe is not None:
+                    seen.append((r, rec, before))
                 new = {"metrics": [], "clients": client_records(rec, r.sim.is_malicious),
                        "rounds": [round_record(rec, r.sim.attack)]}
                 r.error = rec.get("diverged")
@@ -363,6 +368,11 @@ class Lockstep:
                 if not math.isfinite(ev["loss"]):
                     r.error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
             lap = self._lap("evaluate", lap)
+            for r, rec, before in seen:
+                observe(runs.index(r), RoundObservation(
+                    round=t, cohort=rec["cohort"], malicious=rec["malicious"], U=rec["U"], aggregate=rec["agg"],
+                    layout=r.sim.layout, params_before=before, params_after=None if r.error else r.sim.flat_params,
+                    metrics=r.last_eval if r.last_eval.get("round") == t else None, diverged=r.error))
             now = time.perf_counter() - start
             for r, new in zip(live, news):
                 i = runs.index(r)

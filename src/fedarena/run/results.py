@@ -19,6 +19,8 @@ from ..core.metrics import cosine_to, row_norms
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..attacks.base import Attack
+    from ..core.layout import ParamLayout
+    from ..defenses.base import Aggregate
 
 
 @dataclass
@@ -29,6 +31,31 @@ class RunResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)  # per-round diagnostics, every round
     summary: dict[str, Any] = field(default_factory=dict)
 
+
+
+@dataclass(frozen=True)
+class RoundObservation:
+    """A finished round as an observer sees it (``Simulation.run(observe=...)``,
+    ``Lockstep.run(observe=...)``): for instrumentation such as a paper's diagnostics,
+    without driving rounds or reading the simulation's internals.
+
+    ``U``: the rows the defense saw (crafted rows included), one per cohort client;
+    ``malicious``: ``(k,)`` bool, the rows that attacked this round; ``aggregate``: the
+    defense's output; ``params_before`` / ``params_after``: the flat global model before
+    and after the round (``params_after`` is None when the round diverged); ``metrics``:
+    the round's evaluation when it was evaluated (``eval.every``), else None.
+    """
+
+    round: int
+    cohort: np.ndarray
+    malicious: np.ndarray
+    U: torch.Tensor
+    aggregate: "Aggregate"
+    layout: "ParamLayout"
+    params_before: torch.Tensor
+    params_after: Optional[torch.Tensor]
+    metrics: Optional[dict[str, Any]] = None
+    diverged: Optional[str] = None
 
 
 def scalar_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
 from .lockstep import Lockstep, TrainJob, seed_torch, train_round
-from .results import RunResult, client_records, round_record, scalar_info, summarize  # noqa: F401 (re-exported)
+from .results import RoundObservation, RunResult, client_records, round_record, scalar_info, summarize  # noqa: F401 (re-exported)
 from .server_round import Attackers, server_round
 from .recovery import spike_metrics
 from .sampling import attacker_count, draw_cohort
@@ -554,7 +554,8 @@ class Simulation:
     # ------------------------------------------------------------ the loop
     def run(self, progress: Optional[Callable[[int, dict], None]] = None,
             on_round: Optional[Callable[[int, dict[str, list]], None]] = None,
-            result: Optional[RunResult] = None) -> RunResult:
+            result: Optional[RunResult] = None,
+            observe: Optional[Callable[[RoundObservation], None]] = None) -> RunResult:
         """Play rounds ``next_round .. fl.rounds - 1``: a lockstep of this one run.
 
         ``on_round(t, records)``: called after every round with the round's new records,
@@ -562,12 +563,26 @@ class Simulation:
         :class:`fedarena.run.records.RunWriter`). ``result``: the records of the rounds
         before ``next_round`` when a run continues from a checkpoint.
 
+        ``observe(obs)``: every finished round as a
+        :class:`~fedarena.run.results.RoundObservation` (the rows the defense saw, its
+        aggregate, the model before and after, the round's metrics): instrumentation
+        without a round loop of one's own.
+
         A run whose aggregate, parameters or test loss become NaN/Inf stops at that round
         with ``status: diverged``.
         """
         return Lockstep([self]).run(None if progress is None else (lambda i, t, ev: progress(t, ev)),
                                     None if on_round is None else (lambda i, t, new: on_round(t, new)),
-                                    [result])[0]
+                                    [result], None if observe is None else (lambda i, obs: observe(obs)))[0]
+
+    def loss_gradient(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The gradient ``(d,)`` of the mean cross-entropy on ``(x, y)`` (inputs as stored,
+        normalised here) at the flat parameters ``flat``: for diagnostics such as the
+        first-order change of a backdoor loss."""
+        params = {n: v.detach().clone().requires_grad_(True) for n, v in self.layout.unflatten(flat).items()}
+        xp = self.prepare(x) if self.prepare is not None else x
+        loss = torch.nn.functional.cross_entropy(functional_call(self.model, (params, self.buffers), (xp,)), y)
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))])
 
     def finish_result(self, result: RunResult, wall: float, error: Optional[str], diverged_at: Optional[int]) -> None:
         """The run's summary once its last round is played."""
