@@ -11,8 +11,8 @@ from fedarena.studies.report import build_report
 
 def test_grid_runs_have_short_distinct_attack_labels_and_valid_configs():
     jobs = backdoor_arena_jobs()
-    assert len(jobs) == 6 * 10 * 2 and len({j.run_id for j in jobs}) == len(jobs)
-    assert {j.labels["attack"] for j in jobs} == {"none", "backdoor", "blended", "neurotoxin", "a3fl", "replace"}
+    assert len(jobs) == 8 * 10 * 2 and len({j.run_id for j in jobs}) == len(jobs)
+    assert {j.labels["attack"] for j in jobs} == {"none", "backdoor", "blended", "neurotoxin", "a3fl", "replace", "chameleon", "iba"}
     assert {"deepsight", "crfl", "flare", "alignins"} <= {j.labels["defense"] for j in jobs}
     for j in jobs:
         j.validated()

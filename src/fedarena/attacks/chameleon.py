@@ -110,7 +110,7 @@ class Chameleon(Backdoor):
             idx = np.asarray(ctx.poisoned_index[i])
             stamped = self.stamped.get(int(cid), torch.zeros(len(idx), dtype=torch.bool))
             feats: list[torch.Tensor] = []
-            hook = net.get_submodule(prefix).register_forward_pre_hook(lambda m, inp: feats.append(inp[0].flatten(1)))
+            hook = net.get_submodule(prefix).register_forward_pre_hook(lambda m, inp, feats=feats: feats.append(inp[0].flatten(1)))
             enc = [p for n, p in net.named_parameters() if n not in head]
             top = [p for n, p in net.named_parameters() if n in head]
             rng = ctx.rngs[i]

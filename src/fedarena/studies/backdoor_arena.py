@@ -10,11 +10,14 @@ rounds measure how long each backdoor lasts: ``backdoor_durability`` in the repo
 * ``a3fl``: a 3x3 patch re-optimized every round against the global model and its
   unlearning (Zhang et al., NeurIPS 2023);
 * ``replace``: the square trigger with model replacement (boost 5, Bagdasaryan et al. 2020);
+* ``chameleon``: the square trigger with Chameleon's contrastive two-stage training (Dai & Li,
+  ICML 2023);
+* ``iba``: IBA's learned eps = 0.3 trigger generator (Nguyen et al., NeurIPS 2023);
 * ``none``: no attack (clean accuracy).
 
 Defenses: FedAvg, the median, Multi-Krum, FoolsGold, RLR (theta 8), FLAME, and the
 detectors added with the recent attacks: DeepSight, CRFL, FLARE, AlignIns. Two seeds:
-120 runs of 20 rounds; a few CPU-minutes.
+160 runs of 20 rounds; about ten CPU-minutes (Chameleon and IBA train their own loops).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ BACKDOOR_ARENA: dict[str, Any] = {
             {"name": "neurotoxin", **_COMMON, "poison_frac": 0.5, "mask_ratio": 0.3},
             {"name": "a3fl", **_COMMON, "poison_frac": 0.5, "trigger_size": 3},
             {"name": "backdoor", **_COMMON, "poison_frac": 0.5, "boost": 5.0},
+            {"name": "chameleon", **_COMMON, "poison_frac": 0.5},
+            {"name": "iba", **_COMMON, "poison_frac": 0.5},
         ],
         "defense": [
             {"name": "fedavg"},
