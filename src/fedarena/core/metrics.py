@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import math
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
@@ -40,6 +41,53 @@ def cosine_to(U: torch.Tensor, v: torch.Tensor, eps: float = 1e-12) -> torch.Ten
     num = U @ v
     den = row_norms(U) * torch.linalg.vector_norm(v)
     return torch.where(den > eps, num / den.clamp_min(eps), torch.zeros_like(num))
+
+
+def flagged(record: dict[str, Any]) -> Optional[bool]:
+    """Whether a defense flagged a client in a round: the one definition every report and
+    reproduction uses. ``record``: a client record (``clients.jsonl``); flagged = rejected
+    (``accepted`` false) or given weight 0 or less; None when the defense made no
+    per-client decision (e.g. the median).
+
+    >>> flagged({"accepted": False}), flagged({"weight": 0.0}), flagged({"weight": 0.2}), flagged({})
+    (True, True, False, None)
+    """
+    if "accepted" in record:
+        return not record["accepted"]
+    w = record.get("weight")
+    return None if w is None else w <= 0
+
+
+def detection(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Confusion counts and rates of a defense's decisions over client records (the truth
+    is ``attacking``: the client attacked in that round); rows without a decision are
+    skipped. ``fpr_no_attack_rounds``: false-positive rate in rounds with no attacker.
+
+    >>> d = detection([{"round": 0, "attacking": True, "accepted": False},
+    ...                {"round": 0, "attacking": False, "accepted": False},
+    ...                {"round": 0, "attacking": False, "accepted": True},
+    ...                {"round": 1, "attacking": False, "weight": 0.0}])
+    >>> (d["tp"], d["fp"], d["tn"], d["precision"], d["recall"], d["fpr"], d["fpr_no_attack_rounds"])
+    (1, 2, 1, 0.3333333333333333, 1.0, 0.6666666666666666, 1.0)
+    """
+    records = list(records)
+    attacked = {r["round"] for r in records if r.get("attacking")}
+    tp = fp = fn = tn = fp0 = tn0 = 0
+    for r in records:
+        f = flagged(r)
+        if f is None:
+            continue
+        bad = bool(r.get("attacking"))
+        tp, fp, fn, tn = tp + (f and bad), fp + (f and not bad), fn + (not f and bad), tn + (not f and not bad)
+        if r.get("round") not in attacked:
+            fp0, tn0 = fp0 + f, tn0 + (not f)
+    nan = math.nan
+    prec = tp / (tp + fp) if tp + fp else nan
+    rec = tp / (tp + fn) if tp + fn else nan
+    return {"decisions": tp + fp + fn + tn, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": prec,
+            "recall": rec, "f1": 2 * prec * rec / (prec + rec) if tp else (0.0 if tp + fp + fn else nan),
+            "fpr": fp / (fp + tn) if fp + tn else nan,
+            "fpr_no_attack_rounds": fp0 / (fp0 + tn0) if fp0 + tn0 else nan}
 
 
 def detection_rates(flagged: torch.Tensor, malicious: torch.Tensor) -> dict[str, Optional[float]]:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.metrics import detection as client_detection
 from ..run.records import read_jsonl
 from .results import find_runs, readable_runs, results_table
 from .stats import INTERVAL_METHOD, PAIRED_METHOD, Interval, fmt_bounded, fmt_diff, paired_interval, rank_labels, ranks_with_ties, t_interval
@@ -159,42 +160,18 @@ def cells(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def detection(t: pd.DataFrame) -> pd.DataFrame:
-    """Pooled confusion counts per defense from the runs' ``clients.jsonl``."""
+    """Pooled confusion counts per defense from the runs' ``clients.jsonl``
+    (:func:`fedarena.core.metrics.detection`: the one definition of *flagged*)."""
     rows = []
     for defense, g in t.groupby("defense", sort=False):
-        tp = fp = fn = tn = fp0 = tn0 = 0
-        decided = False
-        for path in g["path"]:
-            f = Path(path) / "clients.jsonl"
-            if not f.exists():
-                continue
-            recs = read_jsonl(f)
-            attacked_rounds = {r["round"] for r in recs if r.get("attacking")}
-            for r in recs:
-                if "accepted" in r:
-                    flagged = not r["accepted"]
-                elif r.get("weight") is not None:
-                    flagged = r["weight"] <= 0
-                else:
-                    continue
-                decided = True
-                bad = bool(r.get("attacking"))
-                tp += flagged and bad
-                fp += flagged and not bad
-                fn += (not flagged) and bad
-                tn += (not flagged) and not bad
-                if r["round"] not in attacked_rounds:
-                    fp0 += flagged
-                    tn0 += not flagged
-        if not decided:
+        recs = [r for path in g["path"] if (Path(path) / "clients.jsonl").exists()
+                for r in read_jsonl(Path(path) / "clients.jsonl")]
+        d = client_detection(recs)
+        if not d["decisions"]:
             rows.append({"defense": defense, "decisions": 0})
             continue
-        prec = tp / (tp + fp) if tp + fp else math.nan
-        rec = tp / (tp + fn) if tp + fn else math.nan
-        f1 = 2 * prec * rec / (prec + rec) if tp else (0.0 if tp + fp + fn else math.nan)
-        rows.append({"defense": defense, "decisions": tp + fp + fn + tn, "precision": prec, "recall": rec, "f1": f1,
-                     "fpr": fp / (fp + tn) if fp + tn else math.nan,
-                     "fpr_no_attack_rounds": fp0 / (fp0 + tn0) if fp0 + tn0 else math.nan})
+        rows.append({"defense": defense, **{k: d[k] for k in ("decisions", "precision", "recall", "f1", "fpr",
+                                                              "fpr_no_attack_rounds")}})
     return pd.DataFrame(rows)
 
 
