@@ -1,6 +1,6 @@
 """The whole ``fedarena reproduce fall-of-cc`` grid (144 runs x 300 rounds) played one run
 after another and in lockstep, in one process, as ``fedarena bench``'s lockstep section
-does for its 16-run subset (:func:`fedarena.bench_lockstep.compare`, one repetition of
+does for its 16-run subset (:func:`fedarena.bench.lockstep.compare`, one repetition of
 each way: together about 25 minutes on one CPU thread).
 
 Usage (from the repository root)::
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args()
 
-    from fedarena.bench_lockstep import compare
+    from fedarena.bench.lockstep import compare
     from fedarena.config import load_config
     from fedarena.reproduce.fall_of_cc import FallOfCC
 

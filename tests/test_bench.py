@@ -55,7 +55,7 @@ def test_flops_of_an_mlp_match_the_hand_count():
 
 def test_references_on_a_hand_example():
     A = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [10.0, 10.0], [0.2, 0.1]], dtype=np.float32)
-    D = bench._pairwise_loop(A)
+    D = bench.pairwise_loop(A)
     assert D[0, 3] == 200.0 and D[1, 2] == 2.0
     # f=1: scores sum the n-f-2 = 2 nearest squared distances: row 4 -> 0.05 + 0.65 = 0.7, the lowest
     assert np.allclose(bench.ref_krum(A, 1, D), [0.2, 0.1])

@@ -263,7 +263,7 @@ def test_ray_task_gpu_share():
 
 
 def test_bench_samples_the_runs_gpu():
-    from fedarena.bench_lockstep import smi_id
+    from fedarena.bench.lockstep import smi_id
 
     assert smi_id(torch.device("cuda", 1), visible="") == "1"
     assert smi_id(torch.device("cuda", 1), visible="3,5") == "5"

@@ -41,9 +41,9 @@ def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _fedarena(x: torch.Tensor, y: torch.Tensor, rounds: int, vectorize: bool, device: str) -> list[float]:
     """Round end times (perf_counter) of a Simulation on the shared tensors."""
-    from .config import from_tree
-    from .data.datasets import TensorDataset
-    from .run.simulation import Simulation
+    from ..config import from_tree
+    from ..data.datasets import TensorDataset
+    from ..run.simulation import Simulation
 
     data = TensorDataset("bench-synthetic", x, y, x[:200], y[:200], 10)
     cfg = from_tree({"name": "bench-flower", "seed": 0, "model": {"name": "cnn"},
@@ -63,7 +63,7 @@ def _flower(x: torch.Tensor, y: torch.Tensor, rounds: int, actors: int) -> list[
     import flwr
     from flwr.server.strategy import FedAvg
 
-    from .models.simple import LeNet
+    from ..models.simple import LeNet
 
     xs, ys = x.numpy(), y.numpy()
     torch.manual_seed(0)

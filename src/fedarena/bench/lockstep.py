@@ -34,8 +34,8 @@ import torch
 
 
 def _fall_of_cc_configs(runs: int, rounds: int, data_root: Optional[str], device: str) -> tuple[list, str]:
-    from .config import load_config
-    from .reproduce.fall_of_cc import FallOfCC
+    from ..config import load_config
+    from ..reproduce.fall_of_cc import FallOfCC
 
     trees = FallOfCC().runs(quick=False)
     step = max(1, len(trees) // runs)
@@ -56,7 +56,7 @@ def _fall_of_cc_configs(runs: int, rounds: int, data_root: Optional[str], device
 
 
 def _digits_configs(runs: int, rounds: int, device: str) -> list:
-    from .config import from_tree
+    from ..config import from_tree
 
     attacks = ["none", "label-flip", "alie", "ipm"]
     defenses = ["fedavg", "median", "trimmed-mean", "krum"]
@@ -133,8 +133,8 @@ def _diff(a: list[tuple], b: list[tuple]) -> float:
 def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[[str], None]] = None,
             name: str = "") -> dict[str, Any]:
     """Wall time of the configs one after another and in lockstep, alternating ``reps`` times."""
-    from .run.lockstep import groups
-    from .run.runner import run_many
+    from ..run.lockstep import groups
+    from ..run.runner import run_many
 
     def sequential(seconds):  # run_many of one config is Simulation(cfg).run()
         return [run_many([c], seconds=seconds)[0] for c in cfgs]
