@@ -169,7 +169,7 @@ class A3FL(Attack):
             yi[chosen] = self.target
             sched = BatchSchedule.build([len(yi)], ctx.recipe, [ctx.rngs[i]])
             out, _ = train_sequential(ctx.model, ctx.global_params, xi, yi, [np.arange(len(yi))], sched, ctx.recipe,
-                                      ctx.prepare, ctx.buffers)
+                                      prepare=ctx.prepare, buffers=ctx.buffers)
             rows.append(out[0] if len(out) else torch.zeros(ctx.layout.dim, device=device))
         return torch.stack(rows)
 

@@ -416,6 +416,7 @@ def train_vectorized(
     index: Sequence[np.ndarray],
     schedule: BatchSchedule,
     recipe: TrainRecipe,
+    *,
     chunk_size: Optional[int] = None,
     prepare=None,
     strategy: str = "auto",
@@ -606,6 +607,7 @@ def train_sequential(
     index: Sequence[np.ndarray],
     schedule: BatchSchedule,
     recipe: TrainRecipe,
+    *,
     prepare=None,
     buffers: Optional[Params] = None,
     opt_states: Optional[list[Optional[ClientState]]] = None,
@@ -665,6 +667,7 @@ def minibatch_gradients(
     index: Sequence[np.ndarray],
     schedule: BatchSchedule,
     recipe: TrainRecipe,
+    *,
     prepare=None,
     vectorized: bool = True,
     buffers: Optional[Params] = None,
@@ -766,7 +769,7 @@ def has_buffers(model: torch.nn.Module) -> bool:
     return any(True for _ in model.buffers())
 
 
-__all__ = [
+__all__ = ["train_clients", 
     "BatchSchedule",
     "train_vectorized",
     "train_sequential",
@@ -776,3 +779,27 @@ __all__ = [
     "fold_supported",
     "has_buffers",
 ]
+
+
+def train_clients(model: torch.nn.Module, global_params: Params, x: torch.Tensor, y: torch.Tensor,
+                  index: Sequence[np.ndarray], schedule: BatchSchedule, recipe: TrainRecipe, *, algorithm: str,
+                  vectorized: bool = True, prepare=None, buffers: Optional[Params] = None,
+                  chunk_size: Optional[int] = None, opt_states: Optional[list[Optional[ClientState]]] = None,
+                  out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list[Params]]:
+    """The one dispatch of local training: FedSGD's one gradient per client
+    (:func:`minibatch_gradients`), FedAvg's local steps vectorized (:func:`train_vectorized`)
+    or one client after another (:func:`train_sequential`, which also returns each client's
+    new BatchNorm buffers). Returns ``(rows (k, d), new buffers)``; ``out``: write the rows
+    there (vectorized FedAvg only) instead of allocating them."""
+    new_buffers: list[Params] = []
+    if algorithm == "fedsgd":
+        rows = minibatch_gradients(model, global_params, x, y, index, schedule, recipe, prepare=prepare,
+                                   vectorized=vectorized, buffers=buffers, buffers_out=new_buffers,
+                                   chunk_size=chunk_size)
+    elif vectorized:
+        rows = train_vectorized(model, global_params, x, y, index, schedule, recipe, chunk_size=chunk_size,
+                                prepare=prepare, out=out, opt_states=opt_states)
+    else:
+        rows, new_buffers = train_sequential(model, global_params, x, y, index, schedule, recipe, prepare=prepare,
+                                             buffers=buffers, opt_states=opt_states)
+    return rows, new_buffers

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from ..core.local import (BatchSchedule, fold_logits, auto_chunk_size, auto_strategy, minibatch_gradients,
-                          train_sequential, train_vectorized)
+from ..core.local import (BatchSchedule, auto_chunk_size, auto_strategy, fold_logits, minibatch_gradients, train_clients,
+                          train_vectorized)
 from ..core.recipe import TrainRecipe
 from .results import RoundObservation, RunResult, client_records, round_record, scalar_info
 
@@ -142,22 +142,14 @@ def _train_alone(lockstep: "Lockstep", sim: "Simulation", plan: "RoundPlan", job
     x, y = lockstep.stores.of(sim)
     idx = lockstep.stores.index(sim, job.index)
     seed_torch(sim.device, job.seed)
-    if cfg.fl.algorithm == "fedsgd":
-        U[job.rows] = minibatch_gradients(sim.model, sim.params, x, y, idx, job.schedule, r, sim.prepare,
-                                          vectorized=job.vectorized, buffers=sim.buffers, buffers_out=plan.new_buffers,
-                                          chunk_size=cfg.fl.chunk_size)
-    elif job.vectorized:
-        if len(job.rows) == len(U):  # one job: train straight into U (no second k x d copy)
-            train_vectorized(sim.model, sim.params, x, y, idx, job.schedule, r, cfg.fl.chunk_size, sim.prepare, out=U,
-                             opt_states=job.opt_states)
-        else:
-            U[job.rows] = train_vectorized(sim.model, sim.params, x, y, idx, job.schedule, r, cfg.fl.chunk_size,
-                                           sim.prepare, opt_states=job.opt_states)
-    else:
-        rows_u, bufs = train_sequential(sim.model, sim.params, x, y, idx, job.schedule, r, sim.prepare, sim.buffers,
-                                        opt_states=job.opt_states)
-        U[job.rows] = rows_u
-        plan.new_buffers += bufs
+    whole = job.vectorized and cfg.fl.algorithm == "fedavg" and len(job.rows) == len(U)
+    rows, bufs = train_clients(sim.model, sim.params, x, y, idx, job.schedule, r, algorithm=cfg.fl.algorithm,
+                               vectorized=job.vectorized, prepare=sim.prepare, buffers=sim.buffers,
+                               chunk_size=cfg.fl.chunk_size, opt_states=job.opt_states,
+                               out=U if whole else None)  # one job: trained straight into U (no k x d copy)
+    if not whole:
+        U[job.rows] = rows
+    plan.new_buffers += bufs
 
 
 def _train_together(lockstep: "Lockstep", members: list[tuple["Simulation", "RoundPlan", TrainJob]]) -> None:
@@ -186,10 +178,10 @@ def _train_together(lockstep: "Lockstep", members: list[tuple["Simulation", "Rou
         index, owner = [c[2] for c in part], [c[3] for c in part]
         states = None if part[0][4].opt_states is None else [c[4].opt_states[c[5]] for c in part]
         if fedsgd:
-            G = minibatch_gradients(sim0.model, stacked, x, y, index, sched, recipe, sim0.prepare,
+            G = minibatch_gradients(sim0.model, stacked, x, y, index, sched, recipe, prepare=sim0.prepare,
                                     chunk_size=sim0.cfg.fl.chunk_size, owner=owner)
         else:
-            G = train_vectorized(sim0.model, stacked, x, y, index, sched, recipe, len(part), sim0.prepare,
+            G = train_vectorized(sim0.model, stacked, x, y, index, sched, recipe, chunk_size=len(part), prepare=sim0.prepare,
                                  opt_states=states, owner=owner)
         if states is not None:
             for c, st in zip(part, states):

@@ -33,7 +33,7 @@ from ..errors import ConfigError, Diverged
 from ..core.metrics import accuracy, backdoor_accuracy, backdoor_durability, class_accuracy
 from ..registry import ATTACKS, DATASETS, MODELS, PARTITIONS
 from ..core.layout import ParamLayout
-from ..core.local import BatchSchedule, has_buffers, minibatch_gradients, train_sequential
+from ..core.local import BatchSchedule, has_buffers, train_clients
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
 from .lockstep import Lockstep, TrainJob, seed_torch, train_round
@@ -258,11 +258,10 @@ class Simulation:
             params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
             recipe = self.recipe_at(t)
             sched = BatchSchedule.build([len(self.root_index)], recipe, [self.streams.numpy("defense", t, 10**6)])
-            if self.cfg.fl.algorithm == "fedsgd":
-                return minibatch_gradients(self.model, params, self.data.x_train, self.data.y_train, [self.root_index],
-                                           sched, recipe, self.prepare, vectorized=False)[0]
-            rows, _ = train_sequential(self.model, params, self.data.x_train, self.data.y_train, [self.root_index],
-                                       sched, recipe, self.prepare, self.buffers)
+            fedsgd = self.cfg.fl.algorithm == "fedsgd"
+            rows, _ = train_clients(self.model, params, self.data.x_train, self.data.y_train, [self.root_index], sched,
+                                    recipe, algorithm=self.cfg.fl.algorithm, vectorized=False, prepare=self.prepare,
+                                    buffers=None if fedsgd else self.buffers)
             return rows[0]
 
         def checked(flat: torch.Tensor) -> torch.Tensor:
