@@ -75,20 +75,31 @@ def assert_verdicts(out: dict, expected: dict[str, str]) -> None:
 FOC_CELLS = [(a, b) for a in ("cc0.1", "cc1") for b in ("b0.9", "b0.99")]  # CC with client momentum
 
 
-def foc_results(rop: dict | None = None, alie_cos=(0.94, 0.995, 0.999), rop_cos=(0.5, 0.1)) -> Results:
+#: Table III: (CC key, β run key) -> (ROP, benign) mean cosine to CC's reference
+FOC_TABLE_III = {("cc0.1", "b0"): (0.94, 0.0), ("cc0.1", "b0.9"): (0.77, 0.2), ("cc0.1", "b0.99"): (0.75, 0.3),
+                 ("cc1", "b0"): (0.48, -0.03), ("cc1", "b0.9"): (0.44, 0.07), ("cc1", "b0.99"): (0.27, 0.04)}
+
+
+def foc_results(rop: dict | None = None, alie_cos=(0.94, 0.995, 0.999), rop_cos: Any = None) -> Results:
     """digits (the smoke scale). Final accuracy (%): no attack 90, ROP 80 unless ``rop`` gives
     its cell, every other attack 84. ALIE's perturbation cosine per β (0, 0.9, 0.99) on CC τ=1;
-    ROP's and the benign clients' cosine to CC's reference."""
+    ROP's and the benign clients' cosine to CC's reference: Table III's per cell, or ``rop_cos``
+    ((ROP, benign) for every cell, or a dict (agg, β key) -> (ROP, benign) of changed cells)."""
     r = base_results("fall-of-cc", "smoke")
     betas = {"b0": 0, "b0.9": 1, "b0.99": 2}
+    cos = dict(FOC_TABLE_III)
+    if isinstance(rop_cos, tuple):
+        cos = {cell: rop_cos for cell in cos}
+    elif rop_cos:
+        cos.update(rop_cos)
     for rid in r.runs:
         _, agg, b, att = rid.split("/")
         acc = 90.0 if att == "none" else (rop or {}).get((agg, b), 80.0) if att == "rop" else 84.0
         put(r, rid, main_acc=acc / 100)
         if att == "alie":
             put_rounds(r, rid, attack_pert_cos_prev=alie_cos[betas[b]])
-        if att == "rop":
-            put_rounds(r, rid, attack_cos_ref_byz=rop_cos[0], attack_cos_ref_benign=rop_cos[1])
+        if att == "rop" and (agg, b) in cos:
+            put_rounds(r, rid, attack_cos_ref_byz=cos[(agg, b)][0], attack_cos_ref_benign=cos[(agg, b)][1])
     return r
 
 
@@ -112,6 +123,28 @@ def test_fall_of_cc_drop_reads_cc1_beta099_only():
     # only CC τ=1, β=0.99 has ROP above the others: T4 still 3 of 4 (pass), the drop there is 2 points (fail)
     out = judge("fall-of-cc", "smoke", foc_results(rop={("cc1", "b0.99"): 88.0}))
     assert_verdicts(out, {"T4-digits": "pass", "T4-drop-digits": "fail"})
+
+
+def test_fall_of_cc_table_iii_needs_half_the_papers_gap_in_every_cell():
+    # Table III's own cosines pass (gaps τ 0.1: 0.94 / 0.57 / 0.45; τ 1: 0.51 / 0.37 / 0.23)
+    out = judge("fall-of-cc", "smoke", foc_results())
+    assert out["T3-digits-tau0.1"].ours == "0.94 vs 0 / 0.77 vs 0.2 / 0.75 vs 0.3"
+    assert_verdicts(out, {"T3-digits-tau0.1": "pass", "T3-digits-tau1": "pass"})
+    # exactly half the paper's gap in every cell still passes (the rule is >=)
+    half = {("cc0.1", "b0"): (0.47, 0.0), ("cc0.1", "b0.9"): (0.485, 0.2), ("cc0.1", "b0.99"): (0.525, 0.3),
+            ("cc1", "b0"): (0.255, 0.0), ("cc1", "b0.9"): (0.255, 0.07), ("cc1", "b0.99"): (0.155, 0.04)}
+    assert_verdicts(judge("fall-of-cc", "smoke", foc_results(rop_cos=half)),
+                    {"T3-digits-tau0.1": "pass", "T3-digits-tau1": "pass"})
+    # ROP above the benign mean in every cell, but by 0.01 in one cell (β 0.99): below half the paper's gap
+    # (0.225 for τ 0.1, 0.115 for τ 1), so both rows fail; the old rule "ROP > benign" passed them
+    tiny = {("cc0.1", "b0.99"): (0.31, 0.3), ("cc1", "b0.99"): (0.05, 0.04)}
+    out = judge("fall-of-cc", "smoke", foc_results(rop_cos=tiny))
+    assert out["T3-digits-tau1"].ours == "0.48 vs -0.03 / 0.44 vs 0.07 / 0.05 vs 0.04"
+    assert_verdicts(out, {"T3-digits-tau0.1": "fail", "T3-digits-tau1": "fail"})
+    # the committed MNIST non-IID τ=0.1 cosines: gaps 0.49 / 0.317 / 0.129, the last below 0.225
+    committed = {("cc0.1", "b0"): (0.5349, 0.04456), ("cc0.1", "b0.9"): (0.6698, 0.3525),
+                 ("cc0.1", "b0.99"): (0.5358, 0.4069)}
+    assert judge("fall-of-cc", "smoke", foc_results(rop_cos=committed))["T3-digits-tau0.1"].verdict == "fail"
 
 
 @pytest.mark.parametrize("cos", [(0.6, 0.7, 0.8), (0.96, 0.95, 0.99)])
@@ -171,6 +204,33 @@ def test_rlr_table6_is_judged_in_the_full_version():
     # RLR's accuracy grows with corruption (the paper's falls) and RLR leaves 40 % corruption's backdoor in
     out = judge("rlr", False, rlr_results(False, change={"t6/40/rlr": (0.6, 0.91, 0.97)}))
     assert_verdicts(out, {"T6.fedavg": "pass", "T6.rlr": "fail", "T6.rlr-val": "fail"})
+
+
+def test_rlr_t6_val_needs_half_the_papers_drop():
+    # the paper's 82.5 - 89.6 = -7.1 passes; the rule is <= -3.55 (half the paper's drop)
+    out = judge("rlr", False, rlr_results(False))
+    assert out["T6.rlr-val"].ours == -7.1 and out["T6.rlr-val"].verdict == "pass"
+    # 86.0 - 89.6 = -3.6: just past half the drop, passes
+    out = judge("rlr", False, rlr_results(False, change={"t6/40/rlr": (0.0, 0.86, 0.942)}))
+    assert out["T6.rlr-val"].ours == -3.6 and out["T6.rlr-val"].verdict == "pass"
+    # 89.5 - 89.6 = -0.1: accuracy falls, but by a tenth of a point (the old rule "< 0" passed it)
+    out = judge("rlr", False, rlr_results(False, change={"t6/40/rlr": (0.0, 0.895, 0.942)}))
+    assert out["T6.rlr-val"].ours == -0.1 and out["T6.rlr-val"].verdict == "fail"
+
+
+def test_rlr_t2_dba_weaker_needs_half_the_papers_gap():
+    # the paper's 88.6 - 61.7 = 26.9 points passes; the rule is >= 13.45 (half the paper's gap)
+    out = judge("rlr", "smoke", rlr_results())
+    assert out["T2.dba-weaker"].ours == 26.9 and out["T2.dba-weaker"].verdict == "pass"
+    # 88.6 - 75.0 = 13.6 passes
+    out = judge("rlr", "smoke", rlr_results(change={"t2/dba/fedavg": (0.75, 0.766, 0.782)}))
+    assert out["T2.dba-weaker"].ours == 13.6 and out["T2.dba-weaker"].verdict == "pass"
+    # DBA 88.5 vs regular 88.6: weaker by 0.1 point (the old rule "DBA < regular" passed it)
+    out = judge("rlr", "smoke", rlr_results(change={"t2/dba/fedavg": (0.885, 0.766, 0.782)}))
+    assert out["T2.dba-weaker"].ours == 0.1 and out["T2.dba-weaker"].verdict == "fail"
+    # in the full version the regular runs are Table 6's 20 % runs: 99.6 - 61.7 = 37.9
+    out = judge("rlr", False, rlr_results(False))
+    assert out["T2.dba-weaker"].ours == 37.9 and out["T2.dba-weaker"].verdict == "pass"
 
 
 # ============================================================================ invariant

@@ -34,7 +34,12 @@ def test_paper_tables_and_derived_orderings():
     assert not foc.paper_rop_lowest("fmnist", "rfa", 0.0)  # ALIE collapses RFA at beta 0
     assert foc._nondecreasing("0.9 / 0.95 / 0.95") and not foc._nondecreasing("0.9 / 0.8 / 1") \
         and not foc._nondecreasing("0.9 / - / 1")
-    assert foc._rop_above("0.5 vs 0.1 / 0.4 vs 0.3 / 0.3 vs 0.2") and not foc._rop_above("0.5 vs 0.6 / 1 vs 0 / 1 vs 0")
+    # Table III's rows: half of ROP minus benign, per beta (tau 0.1: (0.94 - 0) / 2, (0.77 - 0.2) / 2, (0.75 - 0.3) / 2)
+    assert foc.t3_min_gaps(0.1) == (0.47, 0.285, 0.225) and foc.t3_min_gaps(1.0) == (0.255, 0.185, 0.115)
+    need = foc.t3_min_gaps(1.0)
+    assert foc._rop_above("0.5 vs 0.1 / 0.4 vs 0.2 / 0.3 vs 0.185", need)  # gaps 0.4, 0.2, 0.115 (the last exactly)
+    assert not foc._rop_above("0.5 vs 0.1 / 0.4 vs 0.3 / 0.3 vs 0.2", need)  # gap 0.1 < 0.185 at beta 0.9
+    assert not foc._rop_above("0.5 vs 0.6 / 1 vs 0 / 1 vs 0", need) and not foc._rop_above("- vs 0 / 1 vs 0 / 1 vs 0", need)
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -29,7 +29,7 @@ settings (24 runs, about 6 min); without it (and the tests' smoke version): digi
 Claims: Table IV's ordering (with client momentum, ROP is the lowest-accuracy attack
 on CC), Table II (cosine of ALIE's perturbation across consecutive rounds grows with
 beta) and Table III (ROP's cosine to CC's reference m~_{t-1} exceeds the benign
-clients'). The extras give every Table IV cell as ``ours (paper)`` and the norms that
+clients' by at least half the paper's gap). The extras give every Table IV cell as ``ours (paper)`` and the norms that
 decide what CC does (benign momentum norm, aggregate norm, share of benign clients CC
 clips) so that a reader can see why a small model may not show the paper's effect.
 """
@@ -306,13 +306,16 @@ class FallOfCC(Paper):
         # Table III
         for ds in dss:
             for tau, agg in ((0.1, "cc0.1"), (1.0, "cc1")):
+                need = t3_min_gaps(tau)
                 claims.append(Claim(
                     f"T3-{ds}-tau{tau:g}", f"{ds}: cosine to CC's reference m̃_(t-1), τ={tau:g}: ROP above the benign "
-                    "mean at every β (Table III; β 0 / 0.9 / 0.99, 'ROP vs benign')",
+                    "mean at every β by half the paper's gap or more (Table III; β 0 / 0.9 / 0.99, 'ROP vs benign')",
                     paper=" / ".join(f"{TABLE_III[(tau, b)][1]:g} vs {TABLE_III[(tau, b)][0]:g}" for b in BETAS),
                     measure=lambda res, ds=ds, agg=agg: " / ".join(
                         f"{_fmt(rop_cos(res, ds, agg, b, 'byz'))} vs {_fmt(rop_cos(res, ds, agg, b, 'benign'))}" for b in BETAS),
-                    check=_rop_above, rule="ROP > benign in all 3 cells", source="paper",
+                    check=lambda s, need=need: _rop_above(s, need),
+                    rule="ROP − benign >= " + " / ".join(f"{g:g}" for g in need) + " (effect size: half the paper's gap "
+                    "in each cell; one seed, the paper gives no spread: none measured)", source="paper",
                     where="Table III (CIFAR-10 IID)"))
         return claims
 
@@ -353,11 +356,19 @@ def _nondecreasing(s: str) -> bool:
     return all(b >= a for a, b in zip(vals, vals[1:]))
 
 
-def _rop_above(s: str) -> bool:
+def t3_min_gaps(tau: float) -> tuple[float, ...]:
+    """The effect the T3 rows require per β (0, 0.9, 0.99): half of Table III's ROP minus
+    benign cosine (τ 0.1: 0.47 / 0.285 / 0.225; τ 1: 0.255 / 0.185 / 0.115)."""
+    return tuple(round((TABLE_III[(tau, b)][1] - TABLE_III[(tau, b)][0]) / 2, 4) for b in BETAS)
+
+
+def _rop_above(s: str, need: tuple[float, ...]) -> bool:
+    """Each cell ``"ROP vs benign"``: ROP's cosine exceeds the benign mean by at least ``need``
+    (the difference rounded to 4 decimals, the precision of the reported cosines)."""
     cells = [c.split(" vs ") for c in s.split(" / ")]
-    if any("-" in c for c in cells):
+    if len(cells) != len(need) or any("-" in c for c in cells):
         return False
-    return all(float(r) > float(b) for r, b in cells)
+    return all(round(float(r) - float(b), 4) >= g for (r, b), g in zip(cells, need))
 
 
 def alie_cos(res: Results, ds: str, beta: float) -> Optional[float]:
