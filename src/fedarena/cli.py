@@ -430,7 +430,7 @@ def _coloured(cell: str, lower_is_better: bool = False) -> str:
 @app.command()
 def arena(
     out: Path = typer.Option(Path("runs") / "arena", "--out", help="Sweep folder (rerun: finished runs are kept)."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
+    workers: int = typer.Option(2, "--workers", callback=_workers, help="Worker processes (>= 1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     backdoor: bool = typer.Option(False, "--backdoor", help="The backdoor arena: Neurotoxin, A3FL, blended, model "
                                   "replacement x DeepSight, CRFL, FLARE, AlignIns and classic rules (default --out "
