@@ -75,3 +75,11 @@ def test_leaderboard_paired_against_fedavg(tmp_path):
     assert text.loc["median", "ΔMA vs fedavg"] == "+17.3±6.3"
     assert text.loc["fedavg", "ΔMA vs fedavg"] == "(baseline)"
     assert "paired" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_significant_differences_are_coloured_by_direction():
+    from fedarena.studies.report import diff_verdict
+
+    assert diff_verdict("+3.0±2.0") == "better" and diff_verdict("+1.0±2.0") is None
+    assert diff_verdict("-5.0±1.0") == "worse" and diff_verdict("-5.0±1.0", lower_is_better=True) == "better"
+    assert diff_verdict("-50.0 [-100.0, -10.0]") == "worse" and diff_verdict("(baseline)") is None

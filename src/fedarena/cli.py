@@ -411,19 +411,9 @@ def print_leaderboards(parts: dict) -> None:
 def _coloured(cell: str, lower_is_better: bool = False) -> str:
     """A paired difference whose interval excludes 0: green when it is better than the
     baseline, red when worse."""
-    import re
+    from .studies.report import diff_verdict
 
-    m = re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", cell)
-    pm = re.fullmatch(r"([+-][\d.]+)±([\d.]+)", cell)
-    if m is not None:
-        lo, hi = float(m.group(2)), float(m.group(3))
-    elif pm is not None:
-        lo, hi = float(pm.group(1)) - float(pm.group(2)), float(pm.group(1)) + float(pm.group(2))
-    else:
-        return escape(cell)
-    if lower_is_better:
-        lo, hi = -hi, -lo
-    colour = "green" if lo > 0 else "red" if hi < 0 else None
+    colour = {"better": "green", "worse": "red"}.get(diff_verdict(cell, lower_is_better) or "")
     return f"[{colour}]{escape(cell)}[/]" if colour else escape(cell)
 
 

@@ -350,6 +350,39 @@ SELECTION_LEGEND = ("Each parameterised defense ran at every listed value agains
                     "highest worst case was chosen, and every test metric above and below is at that value.")
 
 
+def diff_verdict(cell: str, lower_is_better: bool = False) -> Optional[str]:
+    """``better`` / ``worse`` for a paired difference (``+m±h`` or ``+m [lo, hi]``) whose
+    interval excludes 0, else None."""
+    import re
+
+    m = re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", cell)
+    pm = re.fullmatch(r"([+-][\d.]+)±([\d.]+)", cell)
+    if m is not None:
+        lo, hi = float(m.group(2)), float(m.group(3))
+    elif pm is not None:
+        lo, hi = float(pm.group(1)) - float(pm.group(2)), float(pm.group(1)) + float(pm.group(2))
+    else:
+        return None
+    if lower_is_better:
+        lo, hi = -hi, -lo
+    return "better" if lo > 0 else "worse" if hi < 0 else None
+
+
+def leaderboard_html(lbt: pd.DataFrame) -> str:
+    """The leaderboard as an HTML table; a paired difference whose interval excludes 0 is
+    green when the defense is better than the baseline there, red when worse."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in lbt.columns)
+    rows = []
+    for _, r in lbt.iterrows():
+        cells = []
+        for c, v in r.items():
+            verdict = diff_verdict(str(v), lower_is_better=str(c).startswith("ΔBA")) if str(c).startswith("Δ") else None
+            cls = f" class='{verdict}'" if verdict else ""
+            cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table class='leaderboard'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
 def selection_table(paths: list[Path]) -> pd.DataFrame:
     """The chosen values of a worst-case-tuned sweep (``selection.json``), one row per defense."""
     from .select import params_text, read_selection
@@ -417,7 +450,7 @@ def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fed
                "A client is flagged when the defense rejected it or gave it weight 0; pooled over the defense's runs; "
                "`fpr_no_attack_rounds`: false-positive rate on rounds without attackers.", ""]
         md += [f"![{f.stem}]({f.name})" for f in figs] + [""]
-        page += [f"<h2>{html.escape(head[3:])}</h2>", "<h3>Leaderboard</h3>", lbt.to_html(index=False, border=0),
+        page += [f"<h2>{html.escape(head[3:])}</h2>", "<h3>Leaderboard</h3>", leaderboard_html(lbt),
                  f"<p class='legend'>{html.escape(LEGEND)}</p>", "<h3>Attack x defense</h3>",
                  _cells_text(c).to_html(index=False, border=0), "<h3>Detection</h3>",
                  det.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-") if len(det) else "",
@@ -437,6 +470,8 @@ body {{ font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto;
 table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 14px; }}
 th, td {{ padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
 th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
+table.leaderboard td:nth-child(2), table.leaderboard th:nth-child(2) {{ text-align: left; }}
+td.better {{ color: #1a7f37; font-weight: 600; }} td.worse {{ color: #c62828; font-weight: 600; }}
 .legend {{ color: #555; font-size: 13px; max-width: 60em; }}
 figure {{ margin: 1em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #777; font-size: 12px; }}
 </style></head>
