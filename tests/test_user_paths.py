@@ -25,7 +25,7 @@ runner = CliRunner()
 
 def test_there_are_shipped_configs_and_examples():
     assert {p.name for p in CONFIGS} >= {"demo.yaml", "digits-alie-cc-fedsgd.yaml", "fmnist-cnn-fedavg.yaml"}
-    assert [p.name for p in EXAMPLES] == ["sweep.yaml"]
+    assert [p.name for p in EXAMPLES] == ["sweep.yaml", "tuned-sweep.yaml"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -55,6 +55,10 @@ def test_each_example_spec_validates_and_its_first_run_plays_a_round(path):
     spec = SweepSpec.load(path)
     jobs = spec.jobs()
     assert len(jobs) == spec.size > 1
+    if spec.select:  # its tuning runs validate too, on the validation split
+        from fedarena.studies.select import selection_of, tuning_spec
+
+        assert all(j.validated().eval.split == "validation" for j in tuning_spec(spec, selection_of(spec)).jobs())
     tree = yaml.safe_load(yaml.safe_dump(jobs[0].config))
     tree["fl"]["rounds"] = 1
     result = Simulation(load_config(None, ["run.checkpoint_every=0"], base=tree)).run()

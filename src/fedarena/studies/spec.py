@@ -18,6 +18,10 @@ A spec is a YAML file::
       iid: {}
       non-iid: {data: {partition: dirichlet, alpha: 0.3}}
 
+A ``select:`` block tunes defense parameters by their worst case over the grid's attacks
+on a validation split before the runs play (:mod:`fedarena.studies.select`,
+``examples/tuned-sweep.yaml``).
+
 Each run gets an id made of its variant and grid labels (``non-iid,backdoor,median,seed=0``):
 a block's label is its ``name`` (with the parameters that tell same-named blocks apart),
 a scalar's is ``key=value``.
