@@ -131,3 +131,55 @@ def test_fldetector_nan_row_is_rejected_and_not_remembered():
     assert a.weights.tolist() == [True, True, False, True]
     assert a.update.tolist() == [1.0, 1.0, 1.0]
     assert 2 not in rule.last_rows
+
+
+def _colluders_rounds(rule, rounds=3):
+    """Hand-built: 7 clients, the global model never moves (so H (w_t - w_{t-1}) = 0 and the
+    prediction of a row is the client's previous row). Clients 0, 1 collude and send (1, 1) every
+    round; the benign 2..6 send (0, 0) in odd rounds and (2, 0) in even rounds."""
+    out = []
+    for t in range(rounds):
+        U = torch.tensor([[1.0, 1.0]] * 2 + [[2.0 * (t % 2 == 0), 0.0]] * 5)
+        out.append(rule(U, RoundContext(t, None, torch.arange(7), torch.ones(7), f=2, global_params=torch.zeros(2),
+                                        generator=torch.Generator().manual_seed(t))))
+    return out
+
+
+def test_fldetector_flags_the_benign_majority_against_one_consistent_vector():
+    # round 2 (window 1): errors ||g^t-1 - g^t|| = 0, 0, 2, 2, 2, 2, 2 -> normalised 0, 0, .2 x 5; two clusters,
+    # the one of larger scores is the benign five: the paper's rule flags them and keeps only the colluders
+    rule = DEFENSES.build("fldetector", {"window": 1})
+    a = _colluders_rounds(rule)[-1]
+    assert a.info["client_scores"].tolist() == pytest.approx([0, 0, 0.2, 0.2, 0.2, 0.2, 0.2])
+    assert a.info["gap_clusters"] >= 2
+    assert sorted(rule.flagged) == [2, 3, 4, 5, 6] and rule.detected_round == 2
+    assert a.weights.tolist() == [True, True] + [False] * 5
+    assert a.update.tolist() == [1.0, 1.0]  # the aggregate is the colluders' vector
+
+
+@pytest.mark.parametrize("mode", ["once", "every-round"])
+def test_fldetector_majority_guard_refuses_to_flag_the_majority(mode):
+    # same rounds with the guard: 5 of 7 flagged > 7 / 2, refused; every row accepted and
+    # the mean is (2 (1, 1) + 5 (2, 0)) / 7 = (12/7, 2/7)
+    rule = DEFENSES.build("fldetector", {"window": 1, "majority_guard": True, "mode": mode})
+    a = _colluders_rounds(rule)[-1]
+    assert a.info["guard_refused"] == 1 and rule.flagged == [] and rule.detected_round is None
+    assert a.weights.tolist() == [True] * 7
+    assert a.update.tolist() == pytest.approx([12 / 7, 2 / 7])
+
+
+def test_fldetector_majority_guard_keeps_a_minority_detection():
+    # persistent Gaussian attackers 0, 1 of 10 (a minority): the guard changes nothing
+    rule = DEFENSES.build("fldetector", {"window": 5, "majority_guard": True})
+    flagged, last = _quadratic_rounds(rule, 12)
+    assert next(t for t, f in enumerate(flagged) if f) == 6
+    assert sorted(flagged[-1]) == [0, 1]
+    assert last.weights.tolist() == [False, False] + [True] * 8
+    assert "guard_refused" not in last.info
+
+
+def test_fldetector_majority_guard_must_be_a_bool():
+    from fedarena.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="defense.majority_guard"):
+        DEFENSES.build("fldetector", {"majority_guard": "maybe"})

@@ -146,10 +146,19 @@ class FLDetector(Aggregator):
     ``info["client_scores"]``: ``s_i`` (NaN without a full window); ``info["flagged"]``:
     clients flagged so far. Rows holding NaN/Inf are rejected that round and leave the
     history unchanged.
+
+    ``majority_guard=True`` (an option of fedarena, not the paper's: Algorithm 1 flags the
+    cluster of larger scores whatever its size): a detection that would leave more than
+    half of the round's finite rows flagged is refused; nobody is flagged that round,
+    ``info["guard_refused"] = 1``, and in ``mode="once"`` detection keeps running in later
+    rounds. It guards against colluders that send one consistent vector: their
+    prediction errors are then the smallest, and the paper's rule flags the benign
+    majority. Default ``False`` (the paper's behaviour).
     """
 
     def __init__(self, *, window: int = 10, start: int = 0, agg: Literal["mean", "median"] = "mean",
-                 gap_samples: int = 20, k_max: int = 10, mode: Literal["once", "every-round"] = "once"):
+                 gap_samples: int = 20, k_max: int = 10, mode: Literal["once", "every-round"] = "once",
+                 majority_guard: bool = False):
         if not 1 <= window <= 1000:
             raise ConfigError("defense.window", f"must be in 1..1000 (got {window})", "1..1000, paper: 10")
         if start < 0:
@@ -162,7 +171,7 @@ class FLDetector(Aggregator):
             raise ConfigError("defense.k_max", f"must be in 2..100 (got {k_max})", "2..100, paper: 10")
         if mode not in ("once", "every-round"):
             raise ConfigError("defense.mode", f"unknown mode {mode!r}", "once, every-round")
-        self.mode = mode
+        self.mode, self.majority_guard = mode, bool(majority_guard)
         self.window, self.start, self.agg, self.gap_samples, self.k_max = int(window), int(start), agg, int(gap_samples), int(k_max)
         self.reset()
 
@@ -209,7 +218,7 @@ class FLDetector(Aggregator):
         for i in full:
             susp[i] = float(np.mean(self.scores[ids[i]]))
         cand = [i for i in full if ids[i] not in flagged and bool(ok[i])]
-        k_hat = None
+        k_hat, refused = None, False
         searching = self.mode == "every-round" or self.detected_round is None
         if searching and t >= self.start and len(cand) >= 3:
             s = susp[cand].numpy()
@@ -219,6 +228,9 @@ class FLDetector(Aggregator):
             if k_hat > 1:
                 _, labels = kmeans_1d(s, 2)  # label 1: the cluster of larger scores
                 new = [ids[i] for i, lab in zip(cand, labels) if lab == 1]
+                present = len(new) + sum(1 for i in range(n) if bool(ok[i]) and ids[i] in flagged)
+                if self.majority_guard and 2 * present > int(ok.sum()):
+                    refused, new = True, []
                 if new and self.detected_round is None:
                     self.detected_round = t
                 if self.mode == "once":
@@ -252,4 +264,6 @@ class FLDetector(Aggregator):
         info = {"accepted": int(keep.sum()), "flagged": len(self.flagged), "client_scores": susp.to(torch.float32)}
         if k_hat is not None:
             info["gap_clusters"] = k_hat
+        if refused:
+            info["guard_refused"] = 1
         return Aggregate(update, keep, info)
