@@ -54,7 +54,6 @@ ALLOWED = {
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(cohort[rows])"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(rows)"): _IDS,
     ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(cohort[~mal_mask])"): _IDS,
-    ("run/simulation.py", "Simulation.conclude_round", "torch.from_numpy(mal_mask)"): _IDS,
     ("core/layout.py", "ParamLayout.columns", "torch.arange(self.slice(n).start, self.slice(n).stop)"):
         "column index for U[:, cols] (a CPU index is allowed for a CUDA tensor)",
     ("core/layout.py", "ParamLayout.columns", "torch.empty(0, dtype=torch.long)"): "as above (no columns)",
@@ -97,6 +96,56 @@ ALLOWED = {
     ("integrations/flower_client.py", "FlowerTask.train", "torch.from_numpy(cohort)"): _IDS,
     ("reproduce/invariant.py", "attacker_influence", "torch.as_tensor(malicious, dtype=torch.bool)"): _IDS,
     ("reproduce/invariant.py", "diagnose.observe", "torch.from_numpy(obs.malicious)"): _IDS,
+    ("defenses/byzfl_rules.py", "_removed_sets", "torch.tensor(chunk, dtype=torch.long)"):
+        "CPU row-index batches; _keep_masks moves them with removed.to(device)",
+    ("defenses/clipped_clustering.py", "ClippedClustering.__init__", "torch.zeros(0, dtype=torch.float64)"):
+        "the norm history is kept on the CPU (checkpointed state): the round's norms join it as norms[ok].cpu()",
+    ("defenses/clipped_clustering.py", "ClippedClustering.reset", "torch.zeros(0, dtype=torch.float64)"): "as above",
+    ("defenses/crfl.py", "smoothed_votes", "torch.zeros(len(x), probe.num_classes, dtype=torch.long)"):
+        "vote counts on the CPU: predictions and finite masks are read in with .cpu()",
+    ("defenses/crfl.py", "smoothed_votes", "torch.arange(len(pred))"): "row index of the CPU vote counts",
+    ("defenses/crfl.py", "certify", "top2.values[:, 0].numpy()"): "top-2 of the CPU vote counts (smoothed_votes)",
+    ("defenses/crfl.py", "certify", "top2.values[:, 1].numpy()"): "as above",
+    ("defenses/crfl.py", "CRFL.final_metrics", "(pred == y.cpu()).numpy()"):
+        "pred is certify's argmax of the CPU vote counts, compared with y.cpu()",
+    ("defenses/crfl.py", "CRFL.final_metrics", "(bpred != by.cpu()).numpy()"): "as above",
+    ("defenses/deepsight.py", "DeepSight.aggregate", "torch.zeros(len(idx), dtype=torch.bool)"):
+        "CPU mask over HDBSCAN's NumPy labels (indexes susp.cpu()), moved with keep.to(idx.device)",
+    ("defenses/deepsight.py", "DeepSight.aggregate", "torch.from_numpy(final == lab)"): "as above",
+    ("defenses/deepsight.py", "DeepSight.aggregate", "torch.Generator()"): _CPU_GEN + " (noise inputs)",
+    ("defenses/dnc.py", "DnC.aggregate", "torch.zeros(n, dtype=torch.bool)"):
+        "CPU accept mask (written with rows.cpu() and CPU scores), moved with good.to(U.device)",
+    ("defenses/dnc.py", "DnC.aggregate", "torch.Generator()"): _CPU_GEN + " (column subsample)",
+    ("defenses/flare.py", "FLARE.aggregate", "torch.zeros(n, dtype=torch.long)"):
+        "CPU nomination counts (written with idx.cpu()); client_scores are read with .tolist()",
+    ("defenses/flare.py", "FLARE.aggregate", "torch.zeros(n, dtype=torch.float64)"):
+        "CPU trust scores (written with idx.cpu()), moved with ts.to(U.device) before the weighted sum",
+    ("defenses/flare.py", "FLARE.aggregate", "torch.zeros(m, m, dtype=torch.float64)"):
+        "CPU MMD matrix: every entry is written with mmd2(...).cpu()",
+    ("defenses/signguard.py", "SignGuard.aggregate", "torch.Generator()"): _CPU_GEN + " (coordinate subsample)",
+    ("defenses/fldetector.py", "FLDetector.aggregate", "torch.tensor(scored)"):
+        "row index of G, which FLDetector keeps on the CPU (its L-BFGS history is CPU state)",
+    ("defenses/fldetector.py", "FLDetector.aggregate", "torch.full((n,), math.nan, dtype=torch.float64)"):
+        "CPU suspicion scores from the CPU score windows; client_scores are read with .tolist()",
+    ("defenses/fldetector.py", "FLDetector.aggregate", "susp[cand].numpy()"): "susp is the CPU tensor above",
+    ("defenses/fldetector.py", "FLDetector.aggregate",
+     "torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)"):
+        "a seed read with .item(), drawn only when ctx.generator is a CPU generator",
+    ("attacks/blades_adaptive.py", "sign_mimic", "torch.zeros(d, dtype=torch.float64)"):
+        _CPU_GEN + " (SignGuardMimic.craft: sign_mimic(...).to(B.device))",
+    ("attacks/blades_adaptive.py", "sign_mimic", "torch.rand(pos + neg, generator=generator, dtype=torch.float64)"):
+        _CPU_GEN,
+    ("attacks/blades_adaptive.py", "sign_mimic", "torch.randperm(d, generator=generator)"): _CPU_GEN,
+    ("attacks/chameleon.py", "Chameleon.local_train", "torch.zeros(len(idx), dtype=torch.bool)"):
+        "the stamped-sample masks are CPU (stored with .cpu()); a batch's slice is moved with .to(z.device)",
+    ("attacks/chameleon.py", "Chameleon.local_train", "torch.from_numpy(b)"): "CPU index into the CPU stamped mask",
+    ("attacks/iba.py", "IBA.setup", "torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)"):
+        "a seed read with int() from the attack's CPU setup stream",
+    ("run/simulation.py", "selected_buffers", "torch.ones(len(plan.cohort))"):
+        "buffer weights on the CPU (the rule's weights arrive with .to('cpu')), moved with w.to(stacked.device)",
+    ("run/simulation.py", "selected_buffers",
+     "torch.tensor([float(w[r]) for r in rows], dtype=torch.float64)"): "as above",
+    ("run/simulation.py", "selected_buffers", "torch.ones(len(rows), dtype=torch.float64)"): "as above",
 }
 #: PoisonedFL keeps its sign vector, controller and draws on the CPU; craft() returns the rows on the run's device
 ALLOWED_FUNCS = {("attacks/poisonedfl.py", f) for f in

@@ -38,7 +38,7 @@ def validation_split(data: TensorDataset, frac: float) -> TensorDataset:
     if hit is not None and hit[0] is data:
         return hit[1]
     train, val = validation_indices(data.y_train.cpu().numpy(), frac)
-    tr, va = torch.from_numpy(train), torch.from_numpy(val)
+    tr, va = torch.from_numpy(train).to(data.x_train.device), torch.from_numpy(val).to(data.x_train.device)
     out = dataclasses.replace(data, x_train=data.x_train[tr], y_train=data.y_train[tr],
                               x_test=data.x_train[va], y_test=data.y_train[va])
     if len(_CACHE) >= 4:

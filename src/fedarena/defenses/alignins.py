@@ -61,7 +61,7 @@ def mz_scores(x: torch.Tensor) -> torch.Tensor:
     xs = x.sort().values
     n = len(xs)
     med = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-    sd = x.std(unbiased=False) if n > 1 else torch.zeros((), dtype=x.dtype)
+    sd = x.std(unbiased=False) if n > 1 else torch.zeros((), dtype=x.dtype, device=x.device)
     return torch.where(sd > 0, (x - med) / sd.clamp_min(1e-300), torch.zeros_like(x))
 
 
@@ -91,7 +91,7 @@ class AlignIns(Aggregator):
         w = ctx.global_params.to(U.device, torch.float64)
         scores = torch.full((n,), float("inf"), dtype=torch.float64, device=U.device)
         accept = torch.zeros(n, dtype=torch.bool, device=U.device)
-        t = m = torch.zeros(0, dtype=torch.float64)
+        t = m = torch.zeros(0, dtype=torch.float64, device=U.device)
         if len(idx):
             t, m = tda(X, w), mpsa(X, self.topk_ratio)
             zt, zm = mz_scores(t).abs(), mz_scores(m).abs()

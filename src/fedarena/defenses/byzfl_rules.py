@@ -328,7 +328,7 @@ class SMEA(RowRule):
         sq, bad = row_sq_norms(U)
         G = _centred_gram(U, bad)
         k = n - f
-        H = torch.eye(k, dtype=torch.float64) - 1.0 / k
+        H = torch.eye(k, dtype=torch.float64, device=G.device) - 1.0 / k
 
         def top_eigenvalues(keep: torch.Tensor) -> torch.Tensor:
             idx = torch.nonzero(keep)[:, 1].reshape(len(keep), k)  # kept rows, ascending

@@ -70,7 +70,7 @@ class ClippedClustering(Aggregator):
         pool = torch.cat([self.norm_history, fresh]) if self.history else fresh
         if self.history:
             self.norm_history = pool
-        tau = min(float(np.median(pool.numpy())), self.max_tau) if pool.numel() else 0.0
+        tau = min(float(np.median(pool.cpu().numpy())), self.max_tau) if pool.numel() else 0.0
         rows = torch.nonzero(ok).flatten()
         X = U if rows.numel() == n else U[rows]
         D = pairwise_cosine_distances(X).to(torch.float64).cpu().numpy()  # one Gram GEMM in U's precision
