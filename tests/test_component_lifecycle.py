@@ -158,3 +158,11 @@ def test_config_yaml_gives_the_same_run(tmp_path, over):
                 assert getattr(a, key) == getattr(b, key), f"{section}.{key}"
         assert {**b.model_dump(), **(a.model_extra or {})} == b.model_dump(), section  # set extras kept
     assert dump_config(back) == dump_config(cfg)
+
+
+def test_no_rule_parameter_is_a_stage_switch():
+    """A defense parameter named like a stage's key (``clip``, ``noise``, ...) would switch
+    that stage on for the rule instead of reaching the rule."""
+    stage_keys = {k for s in STAGES.names() for k in STAGES.params(s)}
+    clashes = {d: sorted(set(DEFENSES.params(d)) & stage_keys) for d in DEFENSES.names()}
+    assert not {d: c for d, c in clashes.items() if c}

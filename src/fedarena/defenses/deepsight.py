@@ -132,18 +132,19 @@ class DeepSight(Aggregator):
         tau: a cluster is rejected when at least this share of its models is labelled suspicious.
         noise_samples: random inputs per seed for the DDifs.
         seeds: seeds of the DDif inputs (one DDif clustering per seed).
-        clip: clip accepted updates to the median norm of the round's updates (Sec. IV-F).
+        median_clip: clip accepted updates to the median norm of the round's updates (Sec. IV-F).
+            (Not ``clip``: that key switches on the clipping stage for any rule.)
     """
 
     def __init__(self, *, tau: float = 1 / 3, noise_samples: int = 200, seeds: tuple[int, ...] = (0, 1, 2),
-                 clip: bool = True):
+                 median_clip: bool = True):
         if not 0.0 < tau <= 1.0:
             raise ConfigError("defense.tau", f"must be in (0, 1] (got {tau})", "0 < tau <= 1, e.g. 0.333")
         if noise_samples < 1:
             raise ConfigError("defense.noise_samples", f"must be >= 1 (got {noise_samples})", ">= 1, e.g. 200")
         if not seeds:
             raise ConfigError("defense.seeds", "needs at least one seed", "a list of integers, e.g. [0, 1, 2]")
-        self.tau, self.noise_samples, self.seeds, self.clip = float(tau), int(noise_samples), tuple(seeds), clip
+        self.tau, self.noise_samples, self.seeds, self.median_clip = float(tau), int(noise_samples), tuple(seeds), median_clip
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         probe = probe_of(ctx, "deepsight")
@@ -183,7 +184,7 @@ class DeepSight(Aggregator):
             update = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
         else:
             A = U[rows]
-            if self.clip and len(idx):
+            if self.median_clip and len(idx):
                 bound = torch.linalg.vector_norm(U[idx], dim=1).median()
                 A = A * torch.clamp(bound / torch.linalg.vector_norm(A, dim=1).clamp_min(1e-30), max=1.0).unsqueeze(1)
             update = A.mean(0)
