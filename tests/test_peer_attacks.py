@@ -79,6 +79,30 @@ def test_chain_directions_hand_computed():
     assert far[9].tolist() != pytest.approx(far[10].tolist())
 
 
+def test_chain_row_equals_blades_decomposition():
+    # Blades writes the next row as a e + b u with u the previous unit row at angle theta from e:
+    # a = cos(theta + step) - sin(theta + step) / tan(theta), b = cos(step) + sin(step) / tan(theta).
+    # Same case: theta = pi/4 (tan = 1), step = .22175, theta + step = 1.00715:
+    # a = cos 1.00715 - sin 1.00715 = .53427 - .84531 = -.31104, b = cos .22175 + sin .22175 = .97551 + .21994
+    # = 1.19545; u = (1, 0), e = (.70711, .70711): a e + b u = (-.21994 + 1.19545, -.21994) = (.97551, -.21994)
+    # = (cos .22175, -sin .22175): the unit row at angle theta + step from e
+    B = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]])
+    step = math.atan(2) - math.pi / 4 - 0.1
+    th = math.pi / 4
+    a = math.cos(th + step) - math.sin(th + step) / math.tan(th)
+    b = math.cos(step) + math.sin(step) / math.tan(th)
+    assert a == pytest.approx(-0.31104, abs=1e-5) and b == pytest.approx(1.19545, abs=1e-5)
+    e = torch.tensor([math.sqrt(0.5), math.sqrt(0.5)])
+    dirs, _ = chain_directions(B, 2)
+    assert dirs[0].tolist() == pytest.approx((a * e + b * torch.tensor([1.0, 0.0])).tolist(), abs=1e-6)
+    # the second row: the same decomposition from the first row (unit, at theta + step), theta advanced by step
+    th2 = th + step
+    a2 = math.cos(th2 + step) - math.sin(th2 + step) / math.tan(th2)
+    b2 = math.cos(step) + math.sin(step) / math.tan(th2)
+    assert dirs[1].tolist() == pytest.approx((a2 * e + b2 * dirs[0].double()).tolist(), abs=1e-6)
+    assert math.acos(float(dirs[1].double() @ e.double())) == pytest.approx(th + 2 * step)  # 1.45065 rad
+
+
 def test_cc_chain_rows_have_the_benign_mean_norm():
     B = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]])
     out = ATTACKS.build("cc-chain", {}).craft(make_view(B, m=2))

@@ -78,6 +78,16 @@ class ClippedClusteringChain(Attack):
 
     Blades' code picks the start row by an index into the larger cluster but reads it
     from all rows; this picks the benign row at the largest angle from the mean.
+
+    Blades writes row ``j`` as ``a e + b u_{j-1}`` with ``a = cos(theta_j + delta) -
+    sin(theta_j + delta) / tan(theta_j)``, ``b = cos(delta) + sin(delta) / tan(theta_j)``
+    and ``theta_{j+1} = theta_j + delta``: for a unit ``u_{j-1}`` at angle ``theta_j`` this
+    is the unit vector at ``theta_j + delta``, the row here. Its code then feeds the
+    previous row already multiplied by 10 back as ``u_{j-1}``, so from the second
+    attacker on the norms grow tenfold per row and the angles stall near
+    ``theta + delta`` (on the 2-D case of the tests: 1.007, 1.027, 1.029 rad instead of
+    1.007, 1.229, 1.451); this follows the stated geometry (``theta`` advancing by
+    ``delta`` per attacker), not that feedback.
     """
 
     threat = _OMNISCIENT
