@@ -94,8 +94,20 @@ def test_selected_sweep_plays_the_chosen_value_on_test(tmp_path):
 ])
 def test_bad_select_is_one_config_error(select, field):
     with pytest.raises(ConfigError) as e:
-        SweepSpec.from_tree({**SPEC, "select": select})
+        selection_of(SweepSpec.from_tree({**SPEC, "select": select}))
     assert e.value.field == field
+
+
+def test_bad_select_stops_the_sweep_command_before_any_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from fedarena.cli import app
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "select": {"params": {"trimmed-mean": {"trim": [1]}}, "objective": "x"}}))
+    res = CliRunner().invoke(app, ["sweep", str(spec), "--quiet", "--out", str(tmp_path / "sw")])
+    assert res.exit_code == 2 and "spec.select.objective" in res.output
+    assert not (tmp_path / "sw" / "tuning").exists() and not (tmp_path / "sw" / "runs").exists()
 
 
 def test_report_shows_the_chosen_values(tmp_path):

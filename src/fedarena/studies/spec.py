@@ -113,11 +113,8 @@ class SweepSpec:
             raise ConfigError("spec.name", f"must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
                               f"(got {str(name)[:40]!r})", "e.g. attacks-vs-defenses (it names the sweep folder)")
         spec = cls(name, base, grid, {k: v or {} for k, v in variants.items()})
-        if tree.get("select"):
-            from .select import Selection
-
+        if tree.get("select"):  # parsed and checked by studies.select.selection_of, before any run plays
             spec.select = _mapping(tree["select"], "spec.select")
-            Selection.from_tree(spec.select, spec)  # validated now, not after the tuning runs
         return spec
 
     @property
