@@ -83,3 +83,15 @@ def test_significant_differences_are_coloured_by_direction():
     assert diff_verdict("+3.0±2.0") == "better" and diff_verdict("+1.0±2.0") is None
     assert diff_verdict("-5.0±1.0") == "worse" and diff_verdict("-5.0±1.0", lower_is_better=True) == "better"
     assert diff_verdict("-50.0 [-100.0, -10.0]") == "worse" and diff_verdict("(baseline)") is None
+
+
+def test_another_baseline(tmp_path):
+    # median as the baseline: fedavg - median per seed = -0.20, -0.15, -0.17 (see above) -> -17.3±6.3
+    for seed, (fa, me) in enumerate([(0.50, 0.70), (0.60, 0.75), (0.55, 0.72)]):
+        _fake_run(tmp_path, f"f-lf-{seed}", "label-flip", "fedavg", seed, fa, None, [])
+        _fake_run(tmp_path, f"m-lf-{seed}", "label-flip", "median", seed, me, None, [])
+    parts = build_report([tmp_path], tmp_path / "rep", baseline="median")
+    text = parts["settings"][0]["leaderboard_text"].set_index("defense")
+    assert text.loc["fedavg", "ΔMA vs median"] == "-17.3±6.3" and text.loc["median", "ΔMA vs median"] == "(baseline)"
+    parts = build_report([tmp_path], tmp_path / "rep2", baseline="krum")  # not in the study: no paired columns
+    assert not any(c.startswith("Δ") for c in parts["settings"][0]["leaderboard_text"].columns)

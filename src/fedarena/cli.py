@@ -368,13 +368,15 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
 def report(
     dirs: List[Path] = typer.Argument(..., help="A sweep folder, or run folders (searched recursively)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default <first DIR>/report)."),
+    baseline: str = typer.Option("fedavg", "--baseline", help="The defense every other is compared with, "
+                                 "seed by seed (paired differences)."),
 ) -> None:
     """Leaderboard per defense, attack x defense heatmaps, curves, detection metrics (report.md, report.html)."""
     from .studies.report import build_report
 
     out = out or dirs[0] / "report"
     try:
-        parts = build_report(dirs, out, title=f"fedarena report: {', '.join(str(d) for d in dirs)}")
+        parts = build_report(dirs, out, title=f"fedarena report: {', '.join(str(d) for d in dirs)}", baseline=baseline)
     except ConfigError as e:
         user_error(str(e))
         return

@@ -403,7 +403,8 @@ def selection_table(paths: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report") -> dict[str, Any]:
+def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report",
+                 baseline: Optional[str] = "fedavg") -> dict[str, Any]:
     """Write the report of the runs at or under ``paths`` into ``out``; returns its parts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -431,7 +432,7 @@ def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fed
                  f"<p class='legend'>{html.escape(SELECTION_LEGEND)}</p>"]
     for i, (name, t) in enumerate(settings(table)):
         sfx = f"_{i + 1}" if name else ""
-        lb, c, det = leaderboard(t), cells(t), detection(t)
+        lb, c, det = leaderboard(t, baseline), cells(t), detection(t)
         lb.to_csv(out / f"leaderboard{sfx}.csv", index=False)
         c.to_csv(out / f"cells{sfx}.csv", index=False)
         det.to_csv(out / f"detection{sfx}.csv", index=False)
