@@ -80,3 +80,26 @@ def test_missing_extra_is_one_line(tmp_path, monkeypatch):
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
     res = runner.invoke(app, ["run", "--quiet", "--track", "wandb", "--out", str(tmp_path / "w")] + SMALL)
     assert res.exit_code == 2 and "mlflow, tensorboard" in res.output
+
+
+def test_an_interrupted_tracked_run_ends_killed(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from fedarena.run.simulation import Simulation
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    real = Simulation.plan_round
+
+    def stop_at_1(self, t):
+        if t == 1:
+            raise KeyboardInterrupt
+        return real(self, t)
+
+    monkeypatch.setattr(Simulation, "plan_round", stop_at_1)
+    uri = (tmp_path / "mlruns").as_uri()
+    res = runner.invoke(app, ["run", "--quiet", "--track", "mlflow", "--track-uri", uri, "--out", str(tmp_path / "r")]
+                        + SMALL)
+    assert res.exit_code == 130, res.output
+    client = mlflow.tracking.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("fedarena").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["fedarena.status"] == "interrupted"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "main_acc")] == [0]  # the round it finished

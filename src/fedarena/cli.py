@@ -138,14 +138,17 @@ def run(
             status = result.summary["status"]
         except KeyboardInterrupt:
             bar.stop()
+            _end_tracked(tracker, "interrupted")
             console.print(f"[yellow]interrupted; the finished rounds are in {out} (continue: fedarena run --resume {out})[/]")
             raise typer.Exit(EXIT_CODES["interrupted"])
         except (ConfigError, DataNotFoundError) as e:
             bar.stop()
+            _end_tracked(tracker, "error")
             user_error(str(e))
             return
         except Exception as e:  # the run folder has summary.json (status: error) and error.log
             bar.stop()
+            _end_tracked(tracker, "error")
             internal_error(e, out)
     if tracker is not None:
         from .tracking import RUN_FILES
@@ -155,6 +158,12 @@ def run(
     if result.summary.get("error"):
         console.print(f"[yellow]{result.summary['error']}[/]")
     raise typer.Exit(EXIT_CODES[status])
+
+
+def _end_tracked(tracker, status: str) -> None:
+    """A tracked run that stopped early ends with its status (not left running)."""
+    if tracker is not None:
+        tracker.finish({"status": status}, [])
 
 
 def _tracker(kind: Optional[str], uri: Optional[str]):

@@ -126,7 +126,8 @@ class MLflowTracker(Tracker):
                 self.client.log_artifact(self.run_id, str(f))
         status = summary.get("status", "ok")
         self.client.set_tag(self.run_id, "fedarena.status", str(status))
-        self.client.set_terminated(self.run_id, "FINISHED" if status in ("ok", "diverged") else "FAILED")
+        state = "FINISHED" if status in ("ok", "diverged") else "KILLED" if status == "interrupted" else "FAILED"
+        self.client.set_terminated(self.run_id, state)
 
     # a study: one parent run, each run of the study nested under it
     def start_parent(self, name: str, params: dict[str, Any]) -> None:
