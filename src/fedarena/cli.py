@@ -407,6 +407,7 @@ def print_leaderboards(parts: dict) -> None:
         base = s["leaderboard"].attrs.get("baseline")
         keep = ["rank", "defense", "MA", f"ΔMA vs {base}", "worst MA", "BA", f"ΔBA vs {base}"]
         lbt = lbt[[c for c in keep if c in lbt.columns]].rename(columns={f"ΔMA vs {base}": "ΔMA", f"ΔBA vs {base}": "ΔBA"})
+        lbt = lbt[[c for c in lbt.columns if not (lbt[c].astype(str) == "-").all()]]  # no backdoor: no BA columns
         if (s["leaderboard"]["diverged"] > 0).any():
             lbt = lbt.assign(div=s["leaderboard"]["diverged"].to_numpy())
         note = f"; Δ: paired difference vs {base}" if base else ""
