@@ -64,3 +64,24 @@ def test_demo_flag_runs_the_demo(tmp_path):
     assert res.exit_code == 0, res.output
     s = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert s["attack"]["name"] == "backdoor" and s["final_backdoor_acc"] is not None
+
+
+def test_the_readme_defaults_table_is_the_library_defaults():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Defaults"):text.index("## ", text.index("## Defaults") + 3)]
+    lib = ExperimentConfig().model_dump()
+    rows = re.findall(r"^\| (`[^|]+) \| ([^|]+) \|$", table, flags=re.M)
+    assert len(rows) == 8
+    for keys, values in rows:
+        keys = re.findall(r"`([^`]+)`", keys)
+        # the value of each key is the first backquoted word of its cell ("all (`null`)" -> null)
+        values = [v.strip() for v in values.split(",")]
+        assert len(keys) == len(values), (keys, values)
+        for key, value in zip(keys, values):
+            node = lib
+            for part in key.split("."):
+                node = node[part]
+            shown = re.findall(r"`([^`]+)`", value)[0]
+            assert shown == ("null" if node is None else str(node)), (key, shown, node)
