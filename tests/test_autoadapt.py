@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedarena.attacks.autoadapt import (AutoAdapt, Constraints, LoopConfig, Memory, al_penalty, eq24_alpha, make_net,
-                                        penalty_sum, train_loop, update_mu)
+                                        train_loop, update_mu)
 from fedarena.config import load_config
 from fedarena.core.layout import ParamLayout
 from fedarena.core.recipe import TrainRecipe

@@ -95,7 +95,7 @@ def test_huge_values_end_ok_diverged_or_refused(tmp_path_factory, pairs, attack,
     over = ["data.dataset=digits", "fl.num_clients=8", "fl.rounds=2", "attack.num_malicious=2",
             f"attack.name={attack}", f"defense.name={defense}", f"defense.client={client}", "run.checkpoint_every=1"]
     over += [f"defense.dp={dp}"] if dp else []
-    over += [f"fl.lr_decay_at=[1]"] + [f"{k}={v!r}" for k, v in pairs]
+    over += ["fl.lr_decay_at=[1]"] + [f"{k}={v!r}" for k, v in pairs]
     try:
         cfg = load_config(None, over)
     except ConfigError as e:

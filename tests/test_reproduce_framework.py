@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 from fedarena.cli import app
 from fedarena.registry import PAPERS
-from fedarena.reproduce.framework import (Claim, Paper, Results, counts_line, deep_update, evaluate_claims,
-                                          run_reproduction)
+from fedarena.reproduce.framework import (Claim, Paper, Results, counts_line, deep_update, evaluate_claims)
 from fedarena.run.simulation import RunResult
 
 runner = CliRunner()

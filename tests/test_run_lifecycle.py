@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fedarena.cli import app
 from fedarena.config import DEFAULT_RUN, load_config
 from fedarena.core.state import _SKIP, Stateful, decode, encode
-from fedarena.run.records import new_run_dir, open_run_dir, read_jsonl
+from fedarena.run.records import new_run_dir, read_jsonl
 from fedarena.run.runner import execute
 from fedarena.run.simulation import Simulation
 

@@ -140,7 +140,7 @@ def run(
             bar.stop()
             _end_tracked(tracker, "interrupted")
             console.print(f"[yellow]interrupted; the finished rounds are in {out} (continue: fedarena run --resume {out})[/]")
-            raise typer.Exit(EXIT_CODES["interrupted"])
+            raise typer.Exit(EXIT_CODES["interrupted"]) from None
         except (ConfigError, DataNotFoundError) as e:
             bar.stop()
             _end_tracked(tracker, "error")
@@ -360,7 +360,7 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
         except KeyboardInterrupt:
             bar.stop()
             console.print(f"[yellow]interrupted; finished runs are kept in {out}; run the same command to continue[/]")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except (ConfigError, DataNotFoundError) as e:
             bar.stop()
             user_error(str(e))

@@ -769,7 +769,7 @@ def has_buffers(model: torch.nn.Module) -> bool:
     return any(True for _ in model.buffers())
 
 
-__all__ = ["train_clients", 
+__all__ = ["train_clients",
     "BatchSchedule",
     "train_vectorized",
     "train_sequential",

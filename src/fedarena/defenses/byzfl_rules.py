@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal, Optional
 
 import torch
 

@@ -6,7 +6,6 @@ Sparsified Model Aggregation", WACV 2025 (Algorithm 1); the rule FLPoison ships 
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 import torch

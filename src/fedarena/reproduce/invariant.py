@@ -88,10 +88,10 @@ import numpy as np
 from scipy import optimize, stats
 
 from ..registry import PAPERS
-
-NOTES = __doc__
 from .framework import Claim, Paper, Results, deep_update
 from .quick import DIGITS, HEADLINE, data_section, scale
+
+NOTES = __doc__
 
 
 # ---------------------------------------------------------------- Theorem 10 (Monte Carlo)
