@@ -8,7 +8,7 @@ import torch
 
 from fedarena.config import load_config
 from fedarena.errors import ConfigError
-from fedarena.models import pretrained as mod
+from fedarena.run import pretrained as mod
 from fedarena.run.simulation import Simulation
 
 PRE = {"seed": 3, "data": {"dataset": "digits"},

@@ -189,7 +189,7 @@ class Registry:
 
 DATASETS = Registry("dataset", "data", "data.dataset")
 PARTITIONS = Registry("partition", "data", "data.partition")
-MODELS = Registry("model", "model", "model.name")
+MODELS = Registry("model", "model", "model.name", packages=("models", "run"))  # run: fl-pretrained
 ATTACKS = Registry("attack", "attack")
 DEFENSES = Registry("defense", "defense")
 STAGES = Registry("defense stage", "defense", "defense")

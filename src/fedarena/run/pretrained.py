@@ -1,5 +1,8 @@
 """A model that starts from a benign federated pre-training run (``model.name=fl-pretrained``).
 
+It lives in ``run/`` (not ``models/``) because building it plays a simulation; the model
+registry loads it from here (``MODELS`` discovers ``fedarena.models`` and ``fedarena.run``).
+
 The AutoAdapt paper (Krauß et al., NDSS 2024, Sect. V-A / V-C) attacks a global model that
 has already been trained benignly: FL round 0 from pre-trained weights, and rounds 20 and
 50 of a benign run. ``fl-pretrained`` gives a run that starting point::
@@ -23,6 +26,7 @@ cache already existed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -42,9 +46,7 @@ def cache_dir() -> Path:
 
 def pretrain_tree(arch: str, arch_params: dict[str, Any], pretrain: dict[str, Any]) -> dict[str, Any]:
     """The benign run's config tree: ``pretrain`` with the model, attack and defense fixed."""
-    from ..reproduce.framework import deep_update
-
-    tree = deep_update(pretrain, {})
+    tree = copy.deepcopy(pretrain)
     tree["model"] = {"name": arch, **arch_params}
     tree["attack"] = {"name": "none"}
     tree["defense"] = {"name": "fedavg"}
@@ -57,7 +59,7 @@ def snapshots_of(arch: str, arch_params: dict[str, Any], pretrain: dict[str, Any
     """Round -> ``{"params": ..., "buffers": ...}`` of the benign run's global model after
     that many rounds (from the cache, else played now and cached)."""
     from ..config import load_config
-    from ..run.simulation import Simulation
+    from .simulation import Simulation
 
     cfg = load_config(None, base=pretrain_tree(arch, arch_params, pretrain))
     resolved = cfg.model_dump(mode="json")

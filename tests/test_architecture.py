@@ -1,0 +1,37 @@
+"""The layers hold and the code lints: import-linter's contract and ruff's rules, both in
+``pyproject.toml``, run as part of the suite (an upward import or a lint error fails CI)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool(name: str) -> str:
+    exe = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(exe).exists():
+        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+    return exe
+
+
+def test_import_layers_hold():
+    res = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+
+
+def test_no_import_circles():
+    import grimp
+
+    g = grimp.build_graph("fedarena", exclude_type_checking_imports=True)
+    circles = sorted({tuple(sorted((a, b))) for a in g.modules for b in g.find_modules_directly_imported_by(a)
+                      if a in g.find_modules_directly_imported_by(b)})
+    assert not circles, circles
+
+
+def test_ruff_lint_passes():
+    res = subprocess.run([_tool("ruff"), "check", "src", "tests"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:]
