@@ -70,7 +70,7 @@ def test_list_section_never_cut_at_80_columns(monkeypatch):
         for name in reg.names():
             for p in reg.params(name).values():
                 if not p.required:
-                    assert f"{reg.prefix}.{p.name}={p.default!r}" in out, (name, p.name)
+                    assert f"{reg.prefix}.{p.name}={cli.shown_default(p.default)}" in out, (name, p.name)
     assert max(len(line) for line in out.splitlines()) <= 80
     res = runner.invoke(app, ["list", "attacks"])
     assert res.exit_code == 0 and "alie" in res.output and "fedavg" not in res.output

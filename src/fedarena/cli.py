@@ -186,6 +186,14 @@ def print_summary(summary: dict, out: Path) -> None:
     out_console.print(table)
 
 
+def shown_default(value) -> str:
+    """A parameter's default as ``--set`` takes it, without spaces so that a listing
+    wrapped at spaces never splits it: ``(0, 1, 2)`` -> ``[0,1,2]``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(shown_default(v) for v in value) + "]"
+    return repr(value)
+
+
 def _sections():
     from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
 
@@ -209,7 +217,7 @@ def list_(section: Optional[str] = typer.Argument(
         out_console.print(f"[bold underline]{title}[/]")
         prefix = {"synthetic": "data.synthetic"}
         for name in reg.names():
-            params = [f"{prefix.get(name, reg.prefix)}.{p.name}={p.default!r}" for p in reg.params(name).values()
+            params = [f"{prefix.get(name, reg.prefix)}.{p.name}={shown_default(p.default)}" for p in reg.params(name).values()
                       if not p.required and p.name not in ("root", "download", "verify")]
             out_console.print(f"[bold]{name}[/]  {escape(reg.summary(name))}", highlight=False)
             if params:
