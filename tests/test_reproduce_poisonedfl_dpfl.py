@@ -24,23 +24,46 @@ def test_poisonedfl_grid_follows_the_spec():
     assert full["mnist/filter/pfl"]["defense"]["name"] == "uniformity-filter"
     assert full["mnist/median/none"]["attack"] == {"name": "none"}
     assert full["mnist/median/pfl-f5"]["fl"]["clients_per_round"] == 21  # 1 fake of 21 (4.8 %)
+    # the scale curve: the median runs play 2,400 rounds, also at 400 genuine + 80 fake clients (same cohort 20 + 4)
+    assert pfl["fl"]["rounds"] == 2400 and full["mnist/trimmed-mean/pfl"]["fl"]["rounds"] == 400
+    big = full["mnist/median-n400/pfl"]
+    assert big["fl"]["num_clients"] == 480 and big["fl"]["clients_per_round"] == 24 and big["fl"]["rounds"] == 2400
+    assert big["attack"]["num_malicious"] == 80 and full["mnist/median-n400/random"]["attack"]["consistent"] is False
+    assert full["fashion-mnist/median/pfl"]["fl"]["rounds"] == 1000
+    assert full["mnist/median/noise0.5"]["defense"]["name"] == "median"  # P5 under a proximity-type rule
     for tree in list(full.values()) + list(paper.runs(quick=True).values()):
         load_config(None, base=tree)
     ids = {c.id for c in paper.claims(quick=False)}
-    assert {"U11", "U12", "P1.mnist.median", "P2.mnist", "P3.mnist", "P4.mnist", "P5", "P6", "P7", "P8.mnist"} <= ids
+    assert {"U11", "U12", "P1.mnist.median", "P1.mnist-n400.median", "P1-curve.mnist", "P2.mnist", "P3.mnist",
+            "P4.mnist", "P5", "P5-median", "P6", "P7", "P8.mnist"} <= ids
+    kinds = {c.id: c.source for c in paper.claims(quick=False)}
+    assert kinds["P1.mnist-n400.median"] == "paper" and kinds["P1-curve.mnist"] == "measurement"
 
 
 def test_dpfl_grid_follows_the_spec():
     paper = PAPERS.get("dpfl")()
     full = paper.runs(quick=False)
-    r = full["s1/robust-dpfl"]
-    assert r["defense"]["dp"] == "local" and r["defense"]["dp_clip"] == 1.0 and r["defense"]["dp_sigma"] == 1.0
-    assert r["attack"]["name"] == "attack-dpfl" and r["attack"]["target"] == 0
-    assert full["s1/robust-dpfl-centred"]["attack"]["centered"] is True
-    assert full["s0.05/krum"]["defense"]["name"] == "krum" and full["s0.05/krum"]["defense"]["f"] == 4
+    # the authors' code's regime: every client every round, 10 % attackers, C = 3, noise std 0.1887, 50 rounds,
+    # triggered copies of all samples, K-means without a separation guard
+    r = full["s0.0629/robust-dpfl"]
+    assert r["fl"]["num_clients"] == r["fl"]["clients_per_round"] == 150 and r["fl"]["rounds"] == 50
+    assert r["defense"]["dp"] == "local" and r["defense"]["dp_clip"] == 3.0 and r["defense"]["dp_sigma"] == 0.0629
+    assert r["defense"]["dp_delta"] == 1e-8 and r["defense"]["separation"] == 1.0 and r["defense"]["scope"] == "update"
+    assert r["attack"]["name"] == "attack-dpfl" and r["attack"]["target"] == 0 and r["attack"]["num_malicious"] == 15
+    assert r["attack"]["copies"] is True and r["attack"]["trigger_size"] == 3
+    w = full["s0.0629/robust-dpfl-w"]
+    assert w["attack"]["scope"] == "weights" and w["defense"]["scope"] == "weights"
+    assert full["s0.0629/robust-dpfl-centred"]["attack"]["centered"] is True
+    assert full["s0.0629/krum"]["defense"]["name"] == "krum" and full["s0.0629/krum"]["defense"]["f"] == 15
+    assert full["s0.0629/factor-share20"]["attack"]["num_malicious"] == 30
+    assert full["s0.0629/factor-half"]["attack"]["copies"] is False and full["s0.0629/noattack"]["attack"] == {"name": "none"}
+    assert "s0.0629/factor-half-w" in paper.runs(quick=True) and "s0.0629/factor-half-w" not in full  # CPU time
     for tree in list(full.values()) + list(paper.runs(quick=True).values()):
         load_config(None, base=tree)
-    assert {c.id for c in paper.claims(quick=False)} >= {"U13", "D1", "D2", "D3.asr", "D3.mta", "D4", "D5"}
+    claims = {c.id: c.source for c in paper.claims(quick=False)}
+    assert {"U13", "D1", "D2", "D2.weights", "D3.asr", "D3.asr.weights", "D3.mta", "D3.best", "D4", "D5",
+            "D-factors"} <= set(claims)
+    assert claims["D2"] == claims["D5"] == claims["D2.weights"] == "paper" and claims["D-factors"] == "measurement"
 
 
 def _acc_tail(res, n=3):
@@ -90,3 +113,28 @@ def test_robust_dpfl_cuts_attack_dpfl_asr_relative_to_median():
     # sigma = 0.1: the model learns (MTA ~90 %); at sigma = 1 it barely does and ASR means little
     robust, median = _dpfl("robust-dpfl", 30, 0.1), _dpfl("median", 30, 0.1)
     assert robust.metrics[-1]["backdoor_acc"] <= median.metrics[-1]["backdoor_acc"] - 0.3
+
+
+def test_dpfl_d2_rule_is_the_reports_statement():
+    from fedarena.reproduce.dpfl import _identified
+
+    # "identified as malicious and filtered out": attackers score higher and the dropped cluster is mostly them
+    assert _identified({"auc": 0.9, "precision": 0.8, "recall": 0.7})
+    assert not _identified({"auc": 0.83, "precision": 0.27, "recall": 0.78})  # drops more honest rows than attackers
+    assert not _identified({"auc": 0.1, "precision": 0.0, "recall": 0.0})  # inverted score (weights scope)
+    assert not _identified({"auc": None, "precision": None, "recall": None})
+
+
+def test_poisonedfl_scale_curve_reads_the_gap_before_each_round():
+    from fedarena.reproduce import poisonedfl as mod
+    from fedarena.reproduce.framework import Results
+    from fedarena.run.simulation import RunResult
+
+    def run(accs):  # evaluations every 5 rounds, accuracy per evaluation
+        return RunResult(None, [{"round": 5 * i, "main_acc": a} for i, a in enumerate(accs)], [], [], {})
+
+    s = {"datasets": ["x"], "sizes": [100], "long_rounds": {"x": 40}, "rounds": {"x": 40}, "curve": {"x": [20, 40]}}
+    # PFL 0.9 until round 20, then 0.8; random sign 0.9 throughout: gap 0 at round 20 (rounds 5..20), at 40 the
+    # mean of rounds 25..40 = 0.8 vs 0.9 -> -10 points
+    r = Results(runs={"x/median/pfl": run([0.9] * 5 + [0.8] * 4), "x/median/random": run([0.9] * 9)})
+    assert mod.scale_curve(r, s, "x") == {"n100": [(20, 0.0), (40, -10.0)]}

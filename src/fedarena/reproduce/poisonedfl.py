@@ -18,9 +18,13 @@ then trained on; in the attacked runs they are unused).
 * Full: MNIST (the 10k subset: 8,000 train / 2,000 test) and Fashion-MNIST, MLP 784-64-10
   (50,890 parameters; the paper: a 139,960-parameter CNN), 2 local steps of batch 32 (the
   paper's local work: one epoch over ~50 samples), 400 rounds on MNIST and 250 on
-  Fashion-MNIST (the paper: 6,000). The
-  variants (P5: rho = 0.5, p = 0.05, partitioned s; P6; P7) run on MNIST only;
-  Fashion-MNIST runs median, FedAvg (attacked only) and the filter.
+  Fashion-MNIST (the paper: 6,000), except the median runs (no attack, PoisonedFL, random
+  sign), which play 2,400 rounds on MNIST and 1,000 on Fashion-MNIST for the scale curve;
+  on MNIST the PoisonedFL / random-sign pair also runs at a second federation size, 400
+  genuine + 80 fake clients (20 + 4 per round as before: participation 5 %, the paper's
+  2.5 %; 17 samples per client, the paper's ~50). The variants (P5: rho = 0.5, p = 0.05,
+  partitioned s, each against the filter and the median; P6; P7) run on MNIST only,
+  400 rounds; Fashion-MNIST runs median, FedAvg (attacked only) and the filter.
 * ``--quick``: scikit-learn digits (8x8), MLP 64-32-10, batch 8, 300 rounds, the core
   claims only (P1-P4, P8).
 
@@ -56,9 +60,13 @@ from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 
 FULL = {"datasets": ["mnist", "fashion-mnist"], "model": {"name": "mlp", "hidden": [64]}, "batch_size": 32,
-        "local_steps": 2, "rounds": {"mnist": 400, "fashion-mnist": 250}, "variants": True}
+        "local_steps": 2, "rounds": {"mnist": 400, "fashion-mnist": 250}, "variants": True,
+        # the scale curve: the median runs (none / fixed s / random s) play this many rounds, and the
+        # first dataset also at a second federation size (genuine clients; fakes = genuine / 5)
+        "long_rounds": {"mnist": 2400, "fashion-mnist": 1000}, "sizes": [100, 400],
+        "curve": {"mnist": [400, 1000, 2000, 2400], "fashion-mnist": [250, 500, 1000]}}
 QUICK = {"datasets": ["digits"], "model": {"name": "mlp", "hidden": [32]}, "batch_size": 8, "local_steps": None,
-         "rounds": 300, "variants": False}
+         "rounds": 300, "variants": False, "long_rounds": {}, "sizes": [100], "curve": {"digits": [100, 200, 300]}}
 #: Fashion-MNIST runs only the core comparison (median, FedAvg, the filter), for time
 SECOND_DATASET_AGGREGATORS = ("median", "fedavg")
 GENUINE, FAKE, PER_ROUND = 100, 20, 20  # genuine clients, fake clients, genuine per round
@@ -71,10 +79,15 @@ def rounds_of(s: dict, dataset: str) -> int:
     return s["rounds"][dataset] if isinstance(s["rounds"], dict) else s["rounds"]
 
 
-def base(s: dict, dataset: str, fakes: int = FAKE) -> dict[str, Any]:
-    k = PER_ROUND + round(PER_ROUND * fakes / GENUINE)
+def long_rounds(s: dict, dataset: str) -> int:
+    """Rounds of the median runs (the scale curve): ``long_rounds`` where given."""
+    return s.get("long_rounds", {}).get(dataset, rounds_of(s, dataset))
+
+
+def base(s: dict, dataset: str, fakes: int = FAKE, genuine: int = GENUINE) -> dict[str, Any]:
+    k = PER_ROUND + round(PER_ROUND * fakes / genuine)
     return {"seed": 0, "data": {"dataset": dataset}, "model": dict(s["model"]),
-            "fl": {"num_clients": GENUINE + fakes, "clients_per_round": k, "sampling": "fixed-malicious",
+            "fl": {"num_clients": genuine + fakes, "clients_per_round": k, "sampling": "fixed-malicious",
                    "rounds": rounds_of(s, dataset), "local_epochs": 1, "batch_size": s["batch_size"], "lr": 0.05,
                    **({"local_steps": s["local_steps"]} if s["local_steps"] else {})},
             "attack": {"name": "poisonedfl", "num_malicious": fakes}, "defense": {"name": "median"},
@@ -141,11 +154,18 @@ class PoisonedFLPaper(Paper):
                 if i > 0 and agg not in SECOND_DATASET_AGGREGATORS:
                     continue
                 t = deep_update(b, {"defense": dfn})
+                if agg == "median":  # the scale curve's runs
+                    t = deep_update(t, {"fl": {"rounds": long_rounds(s, ds)}})
                 if not (i > 0 and agg == "fedavg"):  # FedAvg without attack: the first dataset only
                     runs[f"{ds}/{agg}/none"] = no_attack(t)
                 runs[f"{ds}/{agg}/pfl"] = t
                 if agg != "fedavg":
                     runs[f"{ds}/{agg}/random"] = deep_update(t, {"attack": {"consistent": False}})
+            if i == 0:
+                for n in s["sizes"][1:]:  # the second federation size: same per-round cohort (20 + 4)
+                    t = deep_update(base(s, ds, fakes=n // 5, genuine=n), {"fl": {"rounds": long_rounds(s, ds)}})
+                    runs[f"{ds}/median-n{n}/pfl"] = t
+                    runs[f"{ds}/median-n{n}/random"] = deep_update(t, {"attack": {"consistent": False}})
             filt = deep_update(b, {"defense": {"name": "uniformity-filter"}})
             runs[f"{ds}/filter/pfl"] = filt
             runs[f"{ds}/filter/none"] = no_attack(filt)
@@ -154,7 +174,7 @@ class PoisonedFLPaper(Paper):
             b = base(s, ds)
             variants = {"noise0.5": {"noise_rho": 0.5}, "flip0.05": {"flip_p": 0.05}, "partition": {"partition_dims": True}}
             for name, opt in variants.items():
-                for agg in (("filter", "median") if name == "partition" else ("filter",)):
+                for agg in ("filter", "median"):
                     dfn = {"name": "uniformity-filter"} if agg == "filter" else AGGREGATORS["median"]
                     runs[f"{ds}/{agg}/{name}"] = deep_update(b, {"attack": opt, "defense": dfn})
             for fakes in (5, 10):  # P6: 1 of 21 (4.8 %) and 2 of 22 (9.1 %) per round; 4 of 24 is the main run
@@ -185,13 +205,26 @@ class PoisonedFLPaper(Paper):
                     lambda r, ds=ds, agg=agg: f"{acc(r, f'{ds}/{agg}/pfl')} / {acc(r, f'{ds}/{agg}/random')} / {acc(r, f'{ds}/{agg}/none')}",
                     lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 1.5, "PFL <= random - 1.5",
                     source="paper", where="report Sec. V (multi-round consistency)"))
-            T = rounds_of(s, ds)
+            T = long_rounds(s, ds)
             checkpoints = [T // 6 * i for i in range(1, 7)]
             out.append(Claim(
                 f"P2.{ds}", f"{ds}: the damage grows with rounds (median; gap none - PFL at rounds {checkpoints})",
                 "grows", lambda r, ds=ds, cps=checkpoints: [round(acc(r, f"{ds}/median/none", upto=c) - acc(r, f"{ds}/median/pfl", upto=c), 2) for c in cps],
                 lambda v: v[-1] > v[0], "gap at T > gap at T/6", source="paper",
                 where="report Sec. V ('requires several rounds to become effective')"))
+            if i == 0:
+                for n in s["sizes"][1:]:
+                    out.append(Claim(
+                        f"P1.{ds}-n{n}.median", f"{ds}, {n} genuine + {n // 5} fake clients (20 + 4 per round), "
+                        f"{long_rounds(s, ds)} rounds: fixed s hurts more than a fresh random s (median); acc PFL / random",
+                        "PFL < random",
+                        lambda r, ds=ds, n=n: f"{acc(r, f'{ds}/median-n{n}/pfl')} / {acc(r, f'{ds}/median-n{n}/random')}",
+                        lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 1.5, "PFL <= random - 1.5",
+                        source="paper", where="report Sec. V (multi-round consistency)"))
+            out.append(Claim(
+                f"P1-curve.{ds}", f"{ds}: scale curve, accuracy gap PFL - random sign (median; points, mean of the 20 "
+                f"rounds before each round) per federation size (genuine clients)", None,
+                lambda r, ds=ds: scale_curve(r, s, ds)))
             out.append(Claim(f"P3.{ds}", f"{ds}: FedAvg is broken (accuracy %)", "~10 (error ~90 %)",
                              lambda r, ds=ds: acc(r, f"{ds}/fedavg/pfl"), lambda v: v < 30, "< 30",
                              source="derived", where="spec P3 (not in the report)"))
@@ -220,18 +253,23 @@ class PoisonedFLPaper(Paper):
                 "P5-partition", f"{ds}: partitioned s (the report's proposal) vs the filter and the median "
                 "(filter recall %, filter acc %, median acc %, plain PFL median acc %)", None,
                 lambda r, ds=ds: (recall(r, f"{ds}/filter/partition"), acc(r, f"{ds}/filter/partition"),
-                                  acc(r, f"{ds}/median/partition"), acc(r, f"{ds}/median/pfl"))))
+                                  acc(r, f"{ds}/median/partition"), acc(r, f"{ds}/median/pfl", upto=T + 1))))
+            out.append(Claim(
+                "P5-median", f"{ds}: noise adaptation (rho 0.5) / sign flipping (p 0.05) under the coordinate median "
+                f"(a proximity-type rule, ProDiGy's other half), {T} rounds (acc %; plain PFL, no attack)", None,
+                lambda r, ds=ds, h=T + 1: {"noise0.5": acc(r, f"{ds}/median/noise0.5"), "flip0.05": acc(r, f"{ds}/median/flip0.05"),
+                                           "pfl": acc(r, f"{ds}/median/pfl", upto=h), "none": acc(r, f"{ds}/median/none", upto=h)}))
             out.append(Claim(
                 "P6", f"{ds}: with >= 9 % fake clients among the selected the attack degrades accuracy: median accuracy "
                 "with no attack / 4.8 / 9.1 / 16.7 % fakes", ">= 9 % degrades",
-                lambda r, ds=ds: [acc(r, f"{ds}/median/none"), acc(r, f"{ds}/median/pfl-f5"), acc(r, f"{ds}/median/pfl-f10"),
-                                  acc(r, f"{ds}/median/pfl")],
+                lambda r, ds=ds, h=T + 1: [acc(r, f"{ds}/median/none", upto=h), acc(r, f"{ds}/median/pfl-f5"),
+                                           acc(r, f"{ds}/median/pfl-f10"), acc(r, f"{ds}/median/pfl", upto=h)],
                 lambda v: v[0] - v[2] >= 1.5 and v[0] - v[3] >= 1.5 and v[1] >= v[2] >= v[3],
                 "none - acc >= 1.5 pts at 9.1 and 16.7 % (P1's effect size; one seed), monotone",
                 source="paper", where="report Sec. V"))
             out.append(Claim(
                 "P7", f"{ds}: lr decay weakens it (gap none - PFL, median: constant lr vs 0.5x every {T // 4} rounds)",
-                "smaller gap", lambda r, ds=ds: f"{round(acc(r, f'{ds}/median/none') - acc(r, f'{ds}/median/pfl'), 2)} vs "
+                "smaller gap", lambda r, ds=ds, h=T + 1: f"{round(acc(r, f'{ds}/median/none', upto=h) - acc(r, f'{ds}/median/pfl', upto=h), 2)} vs "
                                                 f"{round(acc(r, f'{ds}/median/none-decay') - acc(r, f'{ds}/median/pfl-decay'), 2)}",
                 lambda v: float(v.split(" vs ")[1]) < float(v.split(" vs ")[0]), "decay gap < constant gap",
                 source="paper", where="report Sec. V (learning-rate scheduler)"))
@@ -284,7 +322,42 @@ class PoisonedFLPaper(Paper):
             fig.savefig(out / name, dpi=110)
             plt.close(fig)
             names.append(out / name)
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        drawn = False
+        for j, ds in enumerate(s["datasets"]):
+            try:
+                curve = scale_curve(results, s, ds)
+            except KeyError:
+                continue
+            for k, (size, pts) in enumerate(curve.items()):
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o" if k == 0 else "--s", color=f"C{j}",
+                        label=f"{ds}, {size[1:]} genuine + {int(size[1:]) // 5} fake")
+                drawn = True
+        if drawn:
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.axhline(-1.5, color="0.5", lw=0.8, ls=":", label="P1 margin (-1.5)")
+            ax.set_xlabel("round")
+            ax.set_ylabel("accuracy PFL - random sign (points)")
+            ax.set_title("PoisonedFL vs a fresh random sign each round (median)", fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            fig.savefig(out / "scale-curve.png", dpi=110)
+            names.append(out / "scale-curve.png")
+        plt.close(fig)
         return names
+
+
+def scale_curve(r: Results, s: dict, ds: str) -> dict[str, list[tuple[int, float]]]:
+    """Federation size -> [(round, acc(PFL) - acc(random sign))] at the curve's rounds."""
+    out = {}
+    for n in s["sizes"] if ds == s["datasets"][0] else s["sizes"][:1]:
+        tag = "median" if n == s["sizes"][0] else f"median-n{n}"
+        T = long_rounds(s, ds)
+        pts = [c for c in s["curve"].get(ds, [T]) if c <= T]
+        out[f"n{n}"] = [(c, round(acc(r, f"{ds}/{tag}/pfl", upto=c + 1) - acc(r, f"{ds}/{tag}/random", upto=c + 1), 2))
+                        for c in pts]
+    return out
 
 
 def _check_u11() -> str:
