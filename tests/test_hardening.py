@@ -17,8 +17,8 @@ runner = CliRunner()
 LONG_NAME = "a" * 300
 
 CASES = [
-    (["attack.name=minmax", "attack.gamma_init=.inf"], "attack.gamma_init: must be a finite number"),
-    (["attack.name=minsum", "attack.tol=1e-300"], "attack.tol: must be in [1e-12, 1)"),
+    (["attack.name=minmax", "attack.num_malicious=4", "attack.gamma_init=.inf"], "attack.gamma_init: must be a finite number"),
+    (["attack.name=minsum", "attack.num_malicious=4", "attack.tol=1e-300"], "attack.tol: must be in [1e-12, 1)"),
     (["defense.name=cc", "defense.iterations=1000000000"], "defense.iterations: must be in 1..1000"),
     (["defense.name=rfa", "defense.iters=1000000000"], "defense.iters: must be in 1..1000"),
     (["defense.name=krum", "defense.m=3"], "defense.m: unknown parameter for defense 'krum' (valid: none"),
@@ -26,7 +26,7 @@ CASES = [
     (["defense.name=sign", "defense.m=3"], "defense.m: unknown parameter for defense 'sign'"),
     (["attack.name=none", "attack.num_malicious=0", "attack.foo=3"], "attack.foo: unknown parameter for attack 'none'"),
     (["seed=-1"], "seed: "),
-    (["attack.name=edge-case", "attack.edge_seed=-1"], "attack.edge_seed: a seed must be in 0..2**63-1"),
+    (["attack.name=edge-case", "attack.num_malicious=4", "attack.edge_seed=-1"], "attack.edge_seed: a seed must be in 0..2**63-1"),
     (["data.dataset=synthetic", "data.synthetic.synthetic_seed=-1"], "data.synthetic.synthetic_seed: a seed"),
     (["model.hidden=[-5]"], "model.hidden: layer widths must be in 1..100000"),
     (["data.dataset=synthetic", "data.synthetic.train_size=99999999999999999999999"], "data.synthetic.train_size: must be in"),
@@ -40,7 +40,7 @@ CASES = [
     (["fl.server_lr=.inf"], "fl.server_lr: Input should be a finite number"),
     (["fl.weight_decay=.inf"], "fl.weight_decay: Input should be a finite number"),
     (["defense.noise=.inf"], "defense.noise: must be a finite number"),
-    (["attack.name=alie", "attack.z=.nan"], "attack.z: must be a finite number (got nan) (valid: a finite float, or null)"),
+    (["attack.name=alie", "attack.num_malicious=4", "attack.z=.nan"], "attack.z: must be a finite number (got nan) (valid: a finite float, or null)"),
     (["defense.name=sparsefed", "defense.norm_bound=.nan"], "defense.norm_bound: must be a finite number"),
     (["defense.name=cc", "defense.tau=.inf"], "defense.tau: must be a finite number"),
     (["data.dataset=synthetic", "data.synthetic.noise=.nan"], "data.synthetic.noise: must be a finite number"),
