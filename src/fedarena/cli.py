@@ -445,6 +445,9 @@ def arena(
     backdoor: bool = typer.Option(False, "--backdoor", help="The backdoor arena: Neurotoxin, A3FL, blended, model "
                                   "replacement x DeepSight, CRFL, FLARE, AlignIns and classic rules (default --out "
                                   "runs/backdoor-arena)."),
+    robust: bool = typer.Option(False, "--robust", help="The robust-rules arena: ALIE, IPM, Min-Max, SignFlip and "
+                                "Blades' adaptive attacks x DnC, SignGuard, ClippedClustering, FLDetector, MoNNA, "
+                                "Meamed, CAF, LASA, ARC and classic rules (default --out runs/robust-arena)."),
     track: Optional[str] = typer.Option(None, "--track", help="Log every run to mlflow or tensorboard, the report "
                                         "as the parent run's artifact."),
     track_uri: Optional[str] = typer.Option(None, "--track-uri", help="MLflow tracking URI or TensorBoard log folder."),
@@ -454,7 +457,15 @@ def arena(
     from .studies.report import build_report
 
     start = time.perf_counter()
-    if backdoor:
+    if backdoor and robust:
+        user_error("arena: --backdoor and --robust are two arenas; choose one (valid: --backdoor, --robust, neither)")
+    if robust:
+        from .studies.robust_arena import robust_arena_jobs
+
+        jobs = robust_arena_jobs()
+        out = Path("runs") / "robust-arena" if out == Path("runs") / "arena" else out
+        title = "fedarena robust arena: digits (Dirichlet 0.3), 20 clients (4 malicious), FedSGD + momentum, 20 rounds"
+    elif backdoor:
         from .studies.backdoor_arena import backdoor_arena_jobs
 
         jobs = backdoor_arena_jobs()
