@@ -16,7 +16,7 @@ def test_grid_validates_and_covers_the_peer_rules():
     assert PEER_RULES <= set(DEFENSES.names())
     attacks = {j.labels["attack"] for j in jobs}
     assert {"cc-chain", "signguard-mimic", "signflip", "alie", "minmax", "ipm", "none"} == attacks
-    assert len({j.run_id for j in jobs}) == len(jobs) == 7 * 12 * 2
+    assert len({j.run_id for j in jobs}) == len(jobs) == 7 * 12 * 5
 
 
 def test_one_cell_plays():

@@ -8,8 +8,9 @@ et al., ICDCS 2022), ClippedClustering (Li et al. 2023), FLDetector (Zhang et al
 (Allouah et al. 2024) in front of the median. Attacks (4 of 20 clients, every round):
 none, ALIE, IPM, Min-Max, SignFlip, and Blades' adaptive attacks against
 ClippedClustering (``cc-chain``) and SignGuard (``signguard-mimic``). Label-skewed data
-(Dirichlet 0.3) and client momentum 0.9 (FedSGD), where the rules differ; two seeds:
-168 runs of 20 rounds, a few CPU-minutes.
+(Dirichlet 0.3) and client momentum 0.9 (FedSGD), where the rules differ; five seeds
+(the seeds pair the defenses: same partition and cohorts): 420 runs of 20 rounds, a few
+CPU-minutes.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ ROBUST_ARENA: dict[str, Any] = {
             {"name": "lasa"},
             {"name": "median", "arc": True},
         ],
-        "seed": [0, 1],
+        "seed": [0, 1, 2, 3, 4],
     },
 }
 
