@@ -508,6 +508,15 @@ def test_autoadapt_rules_fail_on_our_measured_results():
     assert_verdicts(out, {cid: "fail" for cid in ("C7", "C11", "C13", "C15", "C22", "C23", "C23b")})
 
 
+def test_autoadapt_c23_needs_krum_to_stop_the_unadapted_attack_first():
+    # Krum and Multi-Krum already keep unadapted poisoned models: nothing to bypass
+    change = {"vc/{main}/krum/unadapted": aa_run({"accepted": True}, {"accepted": False}, ba=0.9, rnd=0),
+              "vc/{main}/multi-krum/unadapted": aa_run({"accepted": True}, {"accepted": False}, ba=0.9, rnd=0)}
+    out = judge("autoadapt", False, aa_results(change))
+    assert out["C23"].ours["ad"]["poisoned_kept"] >= 1  # the adapted models are still kept
+    assert_verdicts(out, {"C23": "fail", "C23b": "fail"})
+
+
 def test_autoadapt_c13_fails_when_eq2_meets_the_layer_wise_constraints():
     # Eq. 2 meets every layer-wise constraint at some alpha: nothing for AutoAdapt to win
     r = aa_results()
@@ -574,6 +583,16 @@ def test_poisonedfl_rules_fail_on_a_tiny_gap():
     v = out["P6"].ours
     assert v[1] >= v[2] >= v[3] and v[0] - v[2] < 0.2 and v[0] - v[3] < 0.25
     assert_verdicts(out, {"P1.mnist.median": "fail", "P1.mnist.trimmed-mean": "fail", "P6": "fail", "P7": "fail"})
+
+
+def test_poisonedfl_p2_and_p7_need_the_minimum_effect():
+    # the damage grows by under 1.5 points from T/6 to T, and lr decay removes under 1.5 points of it
+    out = judge("poisonedfl", False, pfl_results(gap=0.25, decay_gap=0.1))
+    grow = out["P2.mnist"].ours
+    assert 0 < grow[-1] - grow[0] < 1.5
+    assert_verdicts(out, {"P2.mnist": "fail", "P7": "fail"})
+    # growth of 4 points per 400 rounds and a decay that halves it: both effects are large enough
+    assert_verdicts(judge("poisonedfl", False, pfl_results(gap=4.0, decay_gap=1.0)), {"P2.mnist": "pass", "P7": "pass"})
 
 
 def test_poisonedfl_p5_and_p4_need_accuracy_and_recall():

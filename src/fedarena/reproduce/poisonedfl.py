@@ -67,6 +67,10 @@ from ..core.metrics import detection_rates
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 
+#: the smallest accuracy effect (points) a comparative claim counts: P1's margin. The
+#: report gives no spread and our runs are one seed, so none is measured.
+MIN_EFFECT = 1.5
+
 FULL = {"datasets": ["mnist", "fashion-mnist"], "model": {"name": "mlp", "hidden": [64]}, "batch_size": 32,
         "local_steps": 2, "rounds": {"mnist": 400, "fashion-mnist": 250}, "variants": True,
         # the scale curve: the median runs (none / fixed s / random s) play this many rounds, and the
@@ -211,14 +215,15 @@ class PoisonedFLPaper(Paper):
                     f"P1.{ds}.{agg}", f"{ds}: fixed s hurts more than a fresh random s each round ({agg}); acc PFL / random / none",
                     "PFL < random",
                     lambda r, ds=ds, agg=agg: f"{acc(r, f'{ds}/{agg}/pfl')} / {acc(r, f'{ds}/{agg}/random')} / {acc(r, f'{ds}/{agg}/none')}",
-                    lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 1.5, "PFL <= random - 1.5",
+                    lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - MIN_EFFECT, f"PFL <= random - {MIN_EFFECT}",
                     source="paper", where="report Sec. V (multi-round consistency)"))
             T = long_rounds(s, ds)
             checkpoints = [T // 6 * i for i in range(1, 7)]
             out.append(Claim(
                 f"P2.{ds}", f"{ds}: the damage grows with rounds (median; gap none - PFL at rounds {checkpoints})",
                 "grows", lambda r, ds=ds, cps=checkpoints: [round(acc(r, f"{ds}/median/none", upto=c) - acc(r, f"{ds}/median/pfl", upto=c), 2) for c in cps],
-                lambda v: v[-1] > v[0], "gap at T > gap at T/6", source="paper",
+                lambda v: v[-1] >= v[0] + MIN_EFFECT, f"gap at T >= gap at T/6 + {MIN_EFFECT} pts (P1's effect size; one seed)",
+                source="paper",
                 where="report Sec. V ('requires several rounds to become effective')"))
             if i == 0:
                 for n in s["sizes"][1:]:
@@ -227,7 +232,7 @@ class PoisonedFLPaper(Paper):
                         f"{long_rounds(s, ds)} rounds: fixed s hurts more than a fresh random s (median); acc PFL / random",
                         "PFL < random",
                         lambda r, ds=ds, n=n: f"{acc(r, f'{ds}/median-n{n}/pfl')} / {acc(r, f'{ds}/median-n{n}/random')}",
-                        lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 1.5, "PFL <= random - 1.5",
+                        lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - MIN_EFFECT, f"PFL <= random - {MIN_EFFECT}",
                         source="paper", where="report Sec. V (multi-round consistency)"))
             out.append(Claim(
                 f"P1-curve.{ds}", f"{ds}: scale curve, accuracy gap PFL - random sign (median; points, mean of the 20 "
@@ -272,14 +277,15 @@ class PoisonedFLPaper(Paper):
                 "with no attack / 4.8 / 9.1 / 16.7 % fakes", ">= 9 % degrades",
                 lambda r, ds=ds, h=T + 1: [acc(r, f"{ds}/median/none", upto=h), acc(r, f"{ds}/median/pfl-f5"),
                                            acc(r, f"{ds}/median/pfl-f10"), acc(r, f"{ds}/median/pfl", upto=h)],
-                lambda v: v[0] - v[2] >= 1.5 and v[0] - v[3] >= 1.5 and v[1] >= v[2] >= v[3],
+                lambda v: v[0] - v[2] >= MIN_EFFECT and v[0] - v[3] >= MIN_EFFECT and v[1] >= v[2] >= v[3],
                 "none - acc >= 1.5 pts at 9.1 and 16.7 % (P1's effect size; one seed), monotone",
                 source="paper", where="report Sec. V"))
             out.append(Claim(
                 "P7", f"{ds}: lr decay weakens it (gap none - PFL, median: constant lr vs 0.5x every {T // 4} rounds)",
                 "smaller gap", lambda r, ds=ds, h=T + 1: f"{round(acc(r, f'{ds}/median/none', upto=h) - acc(r, f'{ds}/median/pfl', upto=h), 2)} vs "
                                                 f"{round(acc(r, f'{ds}/median/none-decay') - acc(r, f'{ds}/median/pfl-decay'), 2)}",
-                lambda v: float(v.split(" vs ")[1]) < float(v.split(" vs ")[0]), "decay gap < constant gap",
+                lambda v: float(v.split(" vs ")[1]) <= float(v.split(" vs ")[0]) - MIN_EFFECT,
+                f"decay gap <= constant gap - {MIN_EFFECT} pts (P1's effect size; one seed)",
                 source="paper", where="report Sec. V (learning-rate scheduler)"))
         return out
 
