@@ -73,6 +73,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..core.metrics import flagged
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 
@@ -132,7 +133,7 @@ def detection(r: Results, run: str) -> dict[str, Optional[float]]:
     out: dict[str, Optional[float]] = {"auc": None, "precision": None, "recall": None}
     if rows and 0 < y.sum() < len(y):
         out["auc"] = round(float(roc_auc_score(y, [c["score"] for c in rows])), 3)
-    dropped = np.array([not c.get("accepted", True) for c in rows])
+    dropped = np.array([bool(flagged(c)) for c in rows])  # the one definition (a rejected or zero-weight row)
     if dropped.any():
         out["precision"] = round(float((dropped & y).sum() / dropped.sum()), 3)
     if y.any():

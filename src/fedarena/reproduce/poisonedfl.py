@@ -63,7 +63,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..core.metrics import detection_rates
+from ..core.metrics import detection_rates, flagged
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 
@@ -127,8 +127,8 @@ def final_c(r: Results, run: str) -> Optional[float]:
 
 def _rejections(r: Results, run: str) -> dict[str, Optional[float]]:
     """The filter's reject decisions against the truth, over a run's client-rounds."""
-    rows = [c for c in r.runs[run].clients if "accepted" in c]
-    return detection_rates(torch.tensor([not c["accepted"] for c in rows], dtype=torch.bool),
+    rows = [c for c in r.runs[run].clients if flagged(c) is not None]
+    return detection_rates(torch.tensor([flagged(c) for c in rows], dtype=torch.bool),
                            torch.tensor([c["attacking"] for c in rows], dtype=torch.bool))
 
 
