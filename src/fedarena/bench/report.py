@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from ..core.tables import markdown_row, markdown_table
 from .aggregators import BYZFL_SECONDS
 
 
@@ -80,37 +81,40 @@ def to_markdown(res: dict[str, Any]) -> str:
              f"GEMM peak {res['gemm']['gflops']:.1f} GFLOP/s (n={res['gemm']['size']}) | total {res['seconds']:.0f} s | "
              f"load average at start {res.get('load_average_start')}, at end {res.get('load_average_end')}", "",
              "## Local training (client-epochs/s; best of the repetitions, variants interleaved)", "",
-             "| workload | params | clients | engine | sequential loop | batched bound | speedup vs sequential "
-             "| fraction of batched bound | (channels-last bound) | engine GFLOP/s | fraction of GEMM peak | engine path "
-             "| max abs diff |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             ]
+    rows: list = []
     for name, t in res.get("training", {}).items():
         if "skipped" in t:
-            lines.append(f"| {name} | skipped: {t['skipped']} ||||||||||||")
+            rows.append(f"| {name} | skipped: {t['skipped']} ||||||||||||")  # one cell spanning the row
             continue
-        lines.append(f"| {name} | {t['params']:,} | {t['clients']} | {_fmt(t['engine']['client_epochs_per_s'])} | "
-                     f"{_fmt(t['sequential']['client_epochs_per_s'])} | {_fmt(t['batched']['client_epochs_per_s'])} | "
-                     f"{_fmt(t['speedup_vs_sequential'])} | {_fmt(t['fraction_of_batched_bound'])} | "
-                     f"{_fmt(t.get('fraction_of_channels_last_bound'))} | "
-                     f"{_fmt(t['engine_gflops'])} | {_fmt(t['fraction_of_gemm_peak'])} | {t['engine']['path']} | "
-                     f"{t['max_abs_diff_vs_sequential']:.1e} |")
+        rows.append([name, f"{t['params']:,}", t["clients"], _fmt(t["engine"]["client_epochs_per_s"]),
+                     _fmt(t["sequential"]["client_epochs_per_s"]), _fmt(t["batched"]["client_epochs_per_s"]),
+                     _fmt(t["speedup_vs_sequential"]), _fmt(t["fraction_of_batched_bound"]),
+                     _fmt(t.get("fraction_of_channels_last_bound")),
+                     _fmt(t["engine_gflops"]), _fmt(t["fraction_of_gemm_peak"]), t["engine"]["path"],
+                     f"{t['max_abs_diff_vs_sequential']:.1e}"])
+    lines.append(markdown_table(
+        ["workload", "params", "clients", "engine", "sequential loop", "batched bound", "speedup vs sequential",
+         "fraction of batched bound", "(channels-last bound)", "engine GFLOP/s", "fraction of GEMM peak", "engine path",
+         "max abs diff"], rows, align="lrrrrrrrrrrlr"))
     ag, yard = res.get("aggregators", {}), res.get("yardsticks", {})
     if ag:
         keys = list(yard)
-        lines += ["", "## Aggregators (seconds per call; reference speed-up in parentheses)", "",
-                  "| rule | " + " | ".join(keys) + " | x Gram (largest) | vs ByzFL (n=100, d=1e6) |",
-                  "|---|" + "---:|" * len(keys) + "---:|---:|"]
+        rows = []
         for r, v in ag.items():
             cells = []
             for k in keys:
                 s = v["seconds"].get(k)
                 cells.append("-" if s is None else f"{s:.4f} ({_fmt(v['speedup'].get(k), 2)}x)")
             og = v.get("over_gram", {}).get(v.get("at"))
-            lines.append(f"| {r} | " + " | ".join(cells) + f" | {_fmt(og, 2)} | {_fmt(v.get('speedup_vs_byzfl'), 2)} |")
-        lines.append("| *mean (one memory pass)* | " + " | ".join(f"{yard[k]['mean_seconds']:.4f}" for k in keys) + " | | |")
-        lines.append("| *Gram GEMM U U^T* | " + " | ".join(f"{yard[k]['gram_seconds']:.4f}" for k in keys) + " | | |")
-        lines.append("| *reference pairwise loop* | " + " | ".join(f"{yard[k]['reference_pairwise_loop_seconds']:.3f}"
-                                                                for k in keys) + " | | |")
+            rows.append([r, *cells, _fmt(og, 2), _fmt(v.get("speedup_vs_byzfl"), 2)])
+        # the yardstick rows leave the last two cells bare ("| |", not "|  |"): written as lines
+        for label, key, digits in (("*mean (one memory pass)*", "mean_seconds", 4), ("*Gram GEMM U U^T*", "gram_seconds", 4),
+                                   ("*reference pairwise loop*", "reference_pairwise_loop_seconds", 3)):
+            rows.append(markdown_row([label, *(f"{yard[k][key]:.{digits}f}" for k in keys)]) + " | |")
+        lines += ["", "## Aggregators (seconds per call; reference speed-up in parentheses)", "",
+                  markdown_table(["rule", *keys, "x Gram (largest)", "vs ByzFL (n=100, d=1e6)"], rows,
+                                 align="l" + "r" * (len(keys) + 2))]
         lines += ["", "f = n // 5 declared attackers; U ~ N(0, 1). References: NumPy median / sort, pairwise-loop "
                   "distances for Krum, Multi-Krum and Bulyan, per-client loops for RFA and CC, NumPy sign vote."]
     lines += _lockstep_markdown(res.get("lockstep")) + _flower_markdown(res.get("flower"))
@@ -121,8 +125,9 @@ def to_markdown(res: dict[str, Any]) -> str:
             lines += ["", f"## {title}", ""] + [f"- {k}: {_fmt(v)}" for k, v in sec.items()]
     tg = res.get("targets", [])
     if tg:
-        lines += ["", "## Targets", "", "| target | goal | measured | met |", "|---|---|---:|---|"]
-        lines += [f"| {t['target']} | {t['goal']} | {_fmt(t['measured'])} | {_fmt(t['met'])} |" for t in tg]
+        lines += ["", "## Targets", "", markdown_table(["target", "goal", "measured", "met"],
+                                                       ([t["target"], t["goal"], _fmt(t["measured"]), _fmt(t["met"])]
+                                                        for t in tg), align="llrl")]
     for note in res.get("notes", []):
         lines.append(f"\n> {note}")
     return "\n".join(lines) + "\n"
@@ -131,21 +136,22 @@ def to_markdown(res: dict[str, Any]) -> str:
 def _lockstep_markdown(ls: Optional[dict]) -> list[str]:
     if not ls:
         return []
-    lines = ["", "## Lockstep (one run after another vs in lockstep, same process, alternating)", "",
-             "| workload | runs x rounds | groups | one after another (s) | lockstep (s) | speed-up (wall) "
-             "| speed-up (CPU time) | ms per run-round (after / lockstep) | max abs diff | GPU util % (after / lockstep) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    rows = []
     for key in ("fall-of-cc", "digits"):
         w = ls.get(key)
         if not w:
             continue
         gpu = w.get("gpu_utilization_pct")
         gpu_s = f"{_fmt(gpu.get('sequential'))} / {_fmt(gpu.get('lockstep'))}" if gpu else "-"
-        lines.append(f"| {key} | {w['runs']} x {'/'.join(str(r) for r in w['rounds'])} | {w['lockstep_groups']} | "
-                     f"{w['sequential_seconds']:.1f} | {w['lockstep_seconds']:.1f} | **{w['speedup']:.2f}x** | "
-                     f"{w['speedup_cpu_time']:.2f}x | "
-                     f"{w['sequential_ms_per_run_round']:.1f} / {w['lockstep_ms_per_run_round']:.1f} | "
-                     f"{w['max_abs_diff_final_metrics']:.1e} | {gpu_s} |")
+        rows.append([key, f"{w['runs']} x {'/'.join(str(r) for r in w['rounds'])}", w["lockstep_groups"],
+                     f"{w['sequential_seconds']:.1f}", f"{w['lockstep_seconds']:.1f}", f"**{w['speedup']:.2f}x**",
+                     f"{w['speedup_cpu_time']:.2f}x",
+                     f"{w['sequential_ms_per_run_round']:.1f} / {w['lockstep_ms_per_run_round']:.1f}",
+                     f"{w['max_abs_diff_final_metrics']:.1e}", gpu_s])
+    lines = ["", "## Lockstep (one run after another vs in lockstep, same process, alternating)", "",
+             markdown_table(["workload", "runs x rounds", "groups", "one after another (s)", "lockstep (s)",
+                             "speed-up (wall)", "speed-up (CPU time)", "ms per run-round (after / lockstep)",
+                             "max abs diff", "GPU util % (after / lockstep)"], rows, align="llrrrrrrrl")]
     for key in ("fall-of-cc", "digits"):
         if ls.get(key, {}).get("workload"):
             lines.append(f"\n- {key}: {ls[key]['workload']}" + (f"; data: {ls[key]['data']}" if ls[key].get("data") else ""))
@@ -159,15 +165,16 @@ def _lockstep_markdown(ls: Optional[dict]) -> list[str]:
                   "Training (b) and evaluation (d) are batched over runs; set-up, planning (a), concluding (c: "
                   "attack, defense, step, checks) and records are each run's own in both ways. `bound` is the "
                   "speed-up the lockstep would reach if everything but its batched phases cost nothing: one after "
-                  "another's total over lockstep's training + evaluation.", "",
-                  "| workload | " + " | ".join(cols) + " | bound |", "|---|" + "---:|" * (len(cols) + 1)]
+                  "another's total over lockstep's training + evaluation.", ""]
+        rows = []
         for key in ("fall-of-cc", "digits"):
             w = ls.get(key, {})
             ms = w.get("phase_ms_per_run_round")
             if not ms:
                 continue
             cells = [f"{ms['sequential'].get(c, 0.0):.2f} / {ms['lockstep'].get(c, 0.0):.2f}" for c in cols]
-            lines.append(f"| {key} | " + " | ".join(cells) + f" | {_fmt(w.get('speedup_bound'))}x |")
+            rows.append([key, *cells, f"{_fmt(w.get('speedup_bound'))}x"])
+        lines.append(markdown_table(["workload", *cols, "bound"], rows, align="l" + "r" * (len(cols) + 1)))
     return lines
 
 
@@ -178,10 +185,10 @@ def _flower_markdown(fl: Optional[dict]) -> list[str]:
         return ["", "## Flower", "", f"skipped: {fl['skipped']}"]
     r = fl["client_epochs_per_s"]
     lines = ["", f"## Flower (flwr {fl['flwr']}, Ray, {fl['ray_actors']} actor(s)), alternating runs", "",
-             fl["workload"], "", "| path | client-epochs/s |", "|---|---:|",
-             f"| fedarena, vectorized | {_fmt(r['fedarena_vectorized'])} |",
-             f"| fedarena, sequential | {_fmt(r['fedarena_sequential'])} |",
-             f"| Flower simulation | {_fmt(r['flower'])} |", "",
+             fl["workload"], "",
+             markdown_table(["path", "client-epochs/s"], [["fedarena, vectorized", _fmt(r["fedarena_vectorized"])],
+                                                          ["fedarena, sequential", _fmt(r["fedarena_sequential"])],
+                                                          ["Flower simulation", _fmt(r["flower"])]], align="lr"), "",
              f"fedarena (vectorized) is {_fmt(fl['vectorized_over_flower'])}x Flower's simulation; sequential "
              f"{_fmt(fl['sequential_over_flower'])}x."]
     return lines

@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from ..core.metrics import detection as client_detection
+from ..core.tables import markdown_table
 from ..run.records import read_jsonl
 from .results import find_runs, readable_runs, results_table
 from .stats import INTERVAL_METHOD, PAIRED_METHOD, Interval, fmt_bounded, fmt_diff, paired_interval, rank_labels, ranks_with_ties, t_interval
@@ -311,10 +312,7 @@ def leaderboard_text(lb: pd.DataFrame) -> pd.DataFrame:
 
 def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_cell(r[c]) for c in cols) + " |")
-    return "\n".join(lines)
+    return markdown_table(cols, ([_cell(r[c]) for c in cols] for _, r in df.iterrows()))
 
 
 def _cell(v: Any) -> str:
