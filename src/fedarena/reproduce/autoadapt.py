@@ -37,6 +37,7 @@ import torch
 from ..attacks.autoadapt import Constraints, LoopConfig, make_net, train_loop
 from ..config import load_config
 from ..core.distances import update_metric_values
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from ..run.simulation import RunResult, Simulation
 from . import autoadapt_toys as toys
@@ -648,17 +649,17 @@ def defense_pair(r: Results, name: str) -> Stat:
 def feasibility_markdown(results: Results, quick: bool) -> str:
     s = scale(quick)
     bpe = -(-10 * s["per_class"] // 16)
-    lines = ["| run | constraints | feasible | batches to feasible (per client) | paper |", "|---|---|---|---|---|"]
+    rows = []
     for key in FEAS:
         rid = f"feas/{key}"
         if rid not in results.runs:
             continue
         f = feasibility(results.runs[rid], bpe)
-        lines.append(f"| {key} | {f['m']} | {f['feasible']}/{f['clients']} | {f['batches']} | {BATCHES.get(key, '-')} |")
+        rows.append([key, f["m"], f"{f['feasible']}/{f['clients']}", f["batches"], BATCHES.get(key, "-")])
     for a in s["alphas_whole"]:
         f = feasibility(results.runs[f"eq2/whole/{a}"], bpe)
-        lines.append(f"| Eq. 2 whole cos, a={a} | {f['m']} | {f['feasible']}/{f['clients']} | {f['batches']} | works |")
-    lines.append("")
+        rows.append([f"Eq. 2 whole cos, a={a}", f["m"], f"{f['feasible']}/{f['clients']}", f["batches"], "works"])
+    lines = [markdown_table(["run", "constraints", "feasible", "batches to feasible (per client)", "paper"], rows), ""]
     lines.append(f"{bpe} batches per epoch; batches count constrained steps from activation (Eq. 2: from the first step).")
     return "\n".join(lines)
 
@@ -730,10 +731,9 @@ def runtime_markdown(rt: dict[str, Any]) -> str:
     rows = [("No adaption", "none"), ("Eq. 2, a = 0.9", "eq2"), ("Eq. 2, a = 0.1..0.9 (9 x)", "sweep"),
             ("AutoAdapt, 3 epochs", "aa3"), ("AutoAdapt, 1 epoch", "aa1")]
     lines = [f"One client, {rt['epochs']} epochs, mean of {rt['reps']} runs on this CPU (paper: Table I, GPU).", "",
-             "| variant | ours (s) | vs none | paper (s) | paper vs none |", "|---|---|---|---|---|"]
-    for label, k in rows:
-        lines.append(f"| {label} | {T[k]:.3f} | {100 * (T[k] / T['none'] - 1):+.0f} % | {TABLE1[k]} | "
-                     f"{100 * (TABLE1[k] / TABLE1['none'] - 1):+.0f} % |")
+             markdown_table(["variant", "ours (s)", "vs none", "paper (s)", "paper vs none"],
+                            [[label, f"{T[k]:.3f}", f"{100 * (T[k] / T['none'] - 1):+.0f} %", TABLE1[k],
+                              f"{100 * (TABLE1[k] / TABLE1['none'] - 1):+.0f} %"] for label, k in rows])]
     lines += ["", f"Speed-up over the sweep: AutoAdapt 1 epoch {rt['speedup_aa1']:.2f}x (paper 15.67x), "
                   f"3 epochs {rt['speedup_aa3']:.2f}x (paper 11.18x). Time to the first stealthy model "
                   f"(3 constrained epochs, median): {rt['seconds_to_feasible_aa3']} s."]

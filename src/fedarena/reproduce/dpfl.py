@@ -74,6 +74,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.metrics import flagged
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 
@@ -263,9 +264,7 @@ class DPFLPaper(Paper):
         return out
 
     def extras(self, quick: bool, results: Results) -> dict[str, Any]:
-        lines = [f"| run | epsilon (delta {DELTA:g}) | MTA % | ASR % | Attack-DPFL's A, first / last round | "
-                 "mean score attackers / honest | score AUC | dropped: precision | recall |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+        lines = []
         for rid in results.runs:
             det = detection(results, rid)
             eps = _eps(results, rid)
@@ -275,12 +274,14 @@ class DPFLPaper(Paper):
             ratio = f"{statistics.fmean(za) / statistics.fmean(zh):.2f}" if za and zh and statistics.fmean(zh) > 0 else "-"
             amp = [x["attack_amplification"] for x in results.runs[rid].rounds if x.get("attack_amplification") is not None]
             amp_s = f"{amp[0]:.3g} / {amp[-1]:.3g}" if amp else "-"
-            lines.append(f"| {rid} | {'-' if eps is None else f'{eps:.3g}'} | {_last(results, rid, 'main_acc')} | "
-                         f"{_last(results, rid, 'backdoor_acc')} | {amp_s} | {ratio} | "
-                         f"{det['auc'] if det['auc'] is not None else '-'} | "
-                         f"{det['precision'] if det['precision'] is not None else '-'} | "
-                         f"{det['recall'] if det['recall'] is not None else '-'} |")
-        return {"U13": _check_u13(), "Runs": "\n".join(lines)}
+            lines.append([rid, "-" if eps is None else f"{eps:.3g}", _last(results, rid, "main_acc"),
+                          _last(results, rid, "backdoor_acc"), amp_s, ratio,
+                          det["auc"] if det["auc"] is not None else "-",
+                          det["precision"] if det["precision"] is not None else "-",
+                          det["recall"] if det["recall"] is not None else "-"])
+        table = markdown_table(["run", f"epsilon (delta {DELTA:g})", "MTA %", "ASR %", "Attack-DPFL's A, first / last round",
+                                "mean score attackers / honest", "score AUC", "dropped: precision", "recall"], lines)
+        return {"U13": _check_u13(), "Runs": table}
 
     def figures(self, quick: bool, results: Results, out: Path) -> list[str]:
         import matplotlib

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .quick import DIGITS, HEADLINE, data_section, scale
 from .framework import Claim, Paper, Results, deep_update
@@ -380,8 +381,7 @@ def rop_cos(res: Results, ds: str, agg: str, beta: float, who: str) -> Optional[
 
 
 def table_iv(results: Results, ds: str, block: Optional[str], measure) -> str:
-    head = "| AGG / β | " + " | ".join(ATTACKS) + " | lowest attack (ours / paper) |"
-    lines = [head, "|" + "---|" * (len(ATTACKS) + 2)]
+    lines = []
     for agg in AGGREGATORS:
         for beta in BETAS:
             cells, accs = [], {}
@@ -398,14 +398,12 @@ def table_iv(results: Results, ds: str, block: Optional[str], measure) -> str:
                 col = (agg, beta)
                 plow = min((a for a in TABLE_IV[block]), key=lambda a: TABLE_IV[block][a][col])
                 low = f"{low} / {plow}"
-            lines.append(f"| {AGG_LABEL[agg]} / {beta:g} | " + " | ".join(cells) + f" | {low} |")
-    return "\n".join(lines)
+            lines.append([f"{AGG_LABEL[agg]} / {beta:g}", *cells, low])
+    return markdown_table(["AGG / β", *ATTACKS, "lowest attack (ours / paper)"], lines)
 
 
 def norms_table(results: Results, ds: str) -> str:
-    lines = ["| AGG / β | benign momentum norm (none) | aggregate norm (none) | aggregate norm (ROP) | "
-             "benign clipped by CC (none) | benign clipped by CC (ROP) | ROP dist to ref (z) | ‖m̃_(t-1)‖ (ROP) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = []
     for agg in AGGREGATORS:
         for beta in BETAS:
             none, rop = run_id(ds, agg, beta, "none"), run_id(ds, agg, beta, "rop")
@@ -413,5 +411,7 @@ def norms_table(results: Results, ds: str) -> str:
                     round_mean(results, rop, "aggregate_norm"), benign_clipped_frac(results, none),
                     benign_clipped_frac(results, rop), round_mean(results, rop, "attack_dist_ref"),
                     round_mean(results, rop, "attack_ref_norm")]
-            lines.append(f"| {AGG_LABEL[agg]} / {beta:g} | " + " | ".join(_fmt(v) for v in vals) + " |")
-    return "\n".join(lines)
+            lines.append([f"{AGG_LABEL[agg]} / {beta:g}", *(_fmt(v) for v in vals)])
+    return markdown_table(["AGG / β", "benign momentum norm (none)", "aggregate norm (none)", "aggregate norm (ROP)",
+                           "benign clipped by CC (none)", "benign clipped by CC (ROP)", "ROP dist to ref (z)",
+                           "‖m̃_(t-1)‖ (ROP)"], lines)

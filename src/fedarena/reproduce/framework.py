@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from ..config import load_config
 from ..errors import ConfigError
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from ..run.records import FINISHED, json_safe, read_run
 from ..run.simulation import RunResult
@@ -172,12 +173,10 @@ class Report:
             if not rows:
                 continue
             ref = {"paper": "paper", "derived": "expected", "check": "reference", "measurement": "-"}[source]
-            lines = [f"### {HEADINGS[source]}", "", f"| claim | description | where | {ref} | ours | rule | verdict |",
-                     "|---|---|---|---|---|---|---|"]
-            for c in rows:
-                lines.append(f"| {c.id} | {cell(c.description)} | {cell(c.where) or '-'} | {cell(fmt(c.paper))} | "
-                             f"{cell(fmt(c.ours))} | {cell(c.rule) or '-'} | **{c.verdict}** |")
-            out.append("\n".join(lines))
+            table = markdown_table(["claim", "description", "where", ref, "ours", "rule", "verdict"],
+                                   ([c.id, cell(c.description), cell(c.where) or "-", cell(fmt(c.paper)),
+                                     cell(fmt(c.ours)), cell(c.rule) or "-", f"**{c.verdict}**"] for c in rows))
+            out.append("\n".join([f"### {HEADINGS[source]}", "", table]))
         return "\n\n".join(out)
 
     def failure_lines(self) -> list[str]:

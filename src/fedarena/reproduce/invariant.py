@@ -87,6 +87,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 from .quick import DIGITS, HEADLINE, data_section, scale
@@ -139,18 +140,17 @@ def theorem10_monte_carlo(gammas=(0.0, 0.25, 0.5, 1.0), trials: int = 200_000, s
 
 
 def theorem10_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| gamma | p | mean P(b)/P(m) | TrMean P(b)/P(m) | Ours > P(b)/P(m) | Ours >= P(b)/P(m) | "
-            "AND-mask+mean P(b)/P(m) | bound TrMean P(m) <= | bound Ours> P(m) <= | bound P(b) >= (TrMean, Ours>=) | "
-            "bound Ours> P(b) >= |")
-    lines = [head, "|" + "---|" * 11]
+    lines = []
     for r in rows:
         cells = [f"{r['gamma']:.2f}", f"{r['p']:.3f}"]
         for k in ("mean", "trmean", "ours_strict", "ours_ge", "andmask_mean"):
             cells.append(f"{r[k + '_b']:.4f} / {r[k + '_m']:.4f}")
         cells += [f"{r['bound_trmean_m']:.4f}", f"{r['bound_ours_strict_m']:.6f}", f"{r['bound_b']:.4f}",
                   f"{r['bound_ours_strict_b']:.4f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return markdown_table(["gamma", "p", "mean P(b)/P(m)", "TrMean P(b)/P(m)", "Ours > P(b)/P(m)", "Ours >= P(b)/P(m)",
+                           "AND-mask+mean P(b)/P(m)", "bound TrMean P(m) <=", "bound Ours> P(m) <=",
+                           "bound P(b) >= (TrMean, Ours>=)", "bound Ours> P(b) >="], lines)
 
 
 # ---------------------------------------------------------------- Proposition 5 (FLTrust failure)
@@ -617,8 +617,7 @@ class InvariantAggregatorPaper(Paper):
 
     @staticmethod
     def _table1(results: Results) -> str:
-        lines = ["| method | paper Acc | paper ASR | ours Acc | ours ASR | ours max ASR over rounds |",
-                 "|---|---|---|---|---|---|", ]
+        lines = []
         for name, (pa, pr) in PAPER_T1.items():
             rid = f"t1-{name}"
             if rid not in results.runs:
@@ -635,5 +634,6 @@ class InvariantAggregatorPaper(Paper):
                 else:  # the paper's format: mean +- sample variance (ddof 1), rounded up
                     var = math.ceil(float(np.var(vals, ddof=1)) * 1000) / 1000
                     cells.append(f"{np.mean(vals):.3f} ± {var:.3f}")
-            lines.append(f"| {name} | {pa:.3f} | {pr:.3f} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            lines.append([name, f"{pa:.3f}", f"{pr:.3f}", *cells])
+        return markdown_table(["method", "paper Acc", "paper ASR", "ours Acc", "ours ASR", "ours max ASR over rounds"],
+                              lines)

@@ -83,6 +83,7 @@ from statistics import mean
 from typing import Any, Optional
 
 
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 from .leadfl_units import UNITS
@@ -327,9 +328,9 @@ class LeadFL(Paper):
             overrides = self._overrides(results)
             effect = {f"{srv}/{c}": attack_effect(quick, srv, c, overrides) for srv in ("mk",)
                       for c in ("none", "leadfl")}
-            rows = ["| run | " + " | ".join(f"r_{k}" for k in range(1, 14)) + " |", "|---" * 14 + "|"]
-            rows += [f"| {k} | " + " | ".join(f"{v:.2f}" for v in r) + " |" for k, r in effect.items()]
-            out.update({"effect": effect, "Attack effect after a single spike (L13)": "\n".join(rows)})
+            table = markdown_table(["run", *(f"r_{k}" for k in range(1, 14))],
+                                   ([k, *(f"{v:.2f}" for v in r)] for k, r in effect.items()))
+            out.update({"effect": effect, "Attack effect after a single spike (L13)": table})
         return out
 
     @staticmethod
@@ -355,19 +356,17 @@ class LeadFL(Paper):
                 *[(f"{k[4:]}: {v}", k, "mk") for k, v in DEVIATIONS.items() if k != "dev-server"],
                 ("server, reference: bulyan-ref (the code's Bulyan)", "random", "bulyan-ref"),
                 (f"server: {DEVIATIONS['dev-server']}", "dev-server", "bulyan")]
-        lines = ["| setting | None | LeadFL |", "|---|---|---|"]
-        for label, sch, srv in rows:
-            lines.append(f"| {label} | {cls._cell(results, sch, srv, 'none')} | {cls._cell(results, sch, srv, 'leadfl')} |")
-        lines.append("| paper (Table I, reference code, 10 local epochs) | 82.6 / 93.2 / 89.3 | 32.9 / 0.0 / 87.9 |")
-        return "\n".join(lines)
+        cells = [[label, cls._cell(results, sch, srv, "none"), cls._cell(results, sch, srv, "leadfl")]
+                 for label, sch, srv in rows]
+        cells.append(["paper (Table I, reference code, 10 local epochs)", "82.6 / 93.2 / 89.3", "32.9 / 0.0 / 87.9"])
+        return markdown_table(["setting", "None", "LeadFL"], cells)
 
     @staticmethod
     def _selection(results: Results) -> str:
         """Per group of runs (seeds pooled): in rounds with 1-4 attackers, the share of attacker
         rows and of benign rows the server accepted, and the mean L2 norm of the benign and the
         attacker updates over all rounds (``clients.jsonl``)."""
-        lines = ["| schedule / server / client | P(accept \\| attacker) | P(accept \\| benign) | benign norm | "
-                 "attacker norm |", "|---|---|---|---|---|"]
+        lines = []
         groups: dict[str, list[str]] = {}
         for rid in results.runs:
             groups.setdefault(rid.rsplit("/s", 1)[0], []).append(rid)
@@ -391,14 +390,14 @@ class LeadFL(Paper):
                 continue
             f = lambda a: f"{acc[a][0] / acc[a][1]:.2f}" if acc[a][1] else "-"  # noqa: E731
             g = lambda a: f"{mean(norms[a]):.3f}" if norms[a] else "-"  # noqa: E731
-            lines.append(f"| {group} | {f(True)} | {f(False)} | {g(False)} | {g(True)} |")
-        return "\n".join(lines)
+            lines.append([group, f(True), f(False), g(False), g(True)])
+        return markdown_table(["schedule / server / client", "P(accept \\| attacker)", "P(accept \\| benign)",
+                               "benign norm", "attacker norm"], lines)
 
     @staticmethod
     def _table(results: Results) -> str:
         keys = ("final_main_acc", "ba_mean", "ba_mean_spike", "ba_mean_benign", "ba_final", "recovery_rounds_mean")
-        lines = ["| schedule / server / client | seeds | MTA final | BA avg | BA spike | BA benign | BA final | "
-                 "recovery |", "|---|---|---|---|---|---|---|---|"]
+        lines = []
         seen = []
         for rid in results.runs:
             group = rid.rsplit("/s", 1)[0]
@@ -412,8 +411,9 @@ class LeadFL(Paper):
                     vals.append(f"{summ(results, sch, srv, cl, k):.1f}")
                 except KeyError:
                     vals.append("-")
-            lines.append(f"| {group} | {len(_runs(results, sch, srv, cl))} | " + " | ".join(vals) + " |")
-        return "\n".join(lines)
+            lines.append([group, len(_runs(results, sch, srv, cl)), *vals])
+        return markdown_table(["schedule / server / client", "seeds", "MTA final", "BA avg", "BA spike", "BA benign",
+                               "BA final", "recovery"], lines)
 
     def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
         four = {c: c for c in FOUR}

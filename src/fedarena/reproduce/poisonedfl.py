@@ -64,6 +64,7 @@ from typing import Any, Optional
 import torch
 
 from ..core.metrics import detection_rates, flagged
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 
@@ -291,12 +292,13 @@ class PoisonedFLPaper(Paper):
 
     def extras(self, quick: bool, results: Results) -> dict[str, Any]:
         out: dict[str, Any] = {"U11": _check_u11(), "U12": _check_u12()}
-        lines = ["| run | accuracy, last 20 rounds (%) | final c | filter recall (%) | honest dropped (%) |", "|---|---|---|---|---|"]
+        rows = []
         for rid in results.runs:
             fd = false_drop(results, rid)
-            lines.append(f"| {rid} | {acc(results, rid)} | {final_c(results, rid) or '-'} | {recall(results, rid) or '-'} | "
-                         f"{fd if fd is not None else '-'} |")
-        out["Runs"] = "\n".join(lines)
+            rows.append([rid, acc(results, rid), final_c(results, rid) or "-", recall(results, rid) or "-",
+                         fd if fd is not None else "-"])
+        out["Runs"] = markdown_table(["run", "accuracy, last 20 rounds (%)", "final c", "filter recall (%)",
+                                      "honest dropped (%)"], rows)
         return out
 
     def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 
 ORDER = ("fall-of-cc", "rlr", "invariant", "leadfl", "autoadapt", "poisonedfl", "dpfl")
@@ -30,8 +31,7 @@ def table(folder: str | Path = "reproductions") -> str:
     folder = Path(folder)
     names = [n for n in ORDER if (folder / n / "claims.json").exists()]
     names += sorted(p.parent.name for p in folder.glob("*/claims.json") if p.parent.name not in names)
-    lines = ["| command | paper | paper claims reproduced | derived expectations met | implementation checks "
-             "| runs failed | report |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for name in names:
         data = json.loads((folder / name / "claims.json").read_text())
         by = data.get("counts_by_source", {})
@@ -41,10 +41,11 @@ def table(folder: str | Path = "reproductions") -> str:
             title = data["name"]
         runs = f"{len(data.get('runs_failed') or {})} of {data.get('runs_total', '-')}"
         note = " (re-judged from the committed values)" if data.get("rejudged_from_committed_values") else ""
-        lines.append(f"| `fedarena reproduce {data['name']}` | {title} | {_part(by.get('paper', {}))} | "
-                     f"{_part(by.get('derived', {}))} | {_part(by.get('check', {}))} | {runs} | "
-                     f"[claims.md]({folder.name}/{name}/claims.md){note} |")
-    return "\n".join(lines)
+        rows.append([f"`fedarena reproduce {data['name']}`", title, _part(by.get("paper", {})),
+                     _part(by.get("derived", {})), _part(by.get("check", {})), runs,
+                     f"[claims.md]({folder.name}/{name}/claims.md){note}"])
+    return markdown_table(["command", "paper", "paper claims reproduced", "derived expectations met",
+                           "implementation checks", "runs failed", "report"], rows)
 
 
 def update_readme(readme: str | Path, folder: str | Path = "reproductions") -> None:

@@ -48,6 +48,7 @@ import math
 import statistics
 from typing import Any, Optional
 
+from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 from .quick import DIGITS, HEADLINE, data_section, scale
@@ -304,9 +305,7 @@ class RobustLearningRatePaper(Paper):
                     **{f"t6/{p}/fedavg": v[0] for p, v in TABLE6.items()}, **{f"t6/{p}/rlr": v[1] for p, v in TABLE6.items()},
                     **{f"t2/{k}": v for k, v in TABLE2.items()},
                     "f6/late-rlr": (FIG6["final_bd"], FIG6["final_val"], FIG6["final_base"])}
-        lines = ["| run | backdoor % ours (paper) | validation % ours (paper) | base-class % ours (paper) | "
-                 "RLR flipped share, last round | mean honest norm | attacker norm |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = []
         for rid, res in results.runs.items():
             p = paper_of.get(rid, (None, None, None))
             cells = []
@@ -315,13 +314,15 @@ class RobustLearningRatePaper(Paper):
             flips = [r.get("defense_rlr_flipped_frac_nonzero") for r in res.rounds if r.get("defense_rlr_flipped_frac_nonzero") is not None]
             honest = [c["norm"] for c in res.clients if not c["attacking"] and c["norm"] is not None]
             attacker = [c["norm"] for c in res.clients if c["attacking"] and c["norm"] is not None]
-            lines.append(f"| {rid} | {' | '.join(cells)} | {round(flips[-1], 3) if flips else '-'} | "
-                         f"{round(statistics.fmean(honest), 3) if honest else '-'} | "
-                         f"{round(statistics.fmean(attacker), 3) if attacker else '-'} |")
+            lines.append([rid, *cells, round(flips[-1], 3) if flips else "-",
+                          round(statistics.fmean(honest), 3) if honest else "-",
+                          round(statistics.fmean(attacker), 3) if attacker else "-"])
+        table = markdown_table(["run", "backdoor % ours (paper)", "validation % ours (paper)", "base-class % ours (paper)",
+                                "RLR flipped share, last round", "mean honest norm", "attacker norm"], lines)
         setting = (f"clip + noise: M = {m.clip} (client-side projected GD), sigma = {m.sigma} (noise std {m.clip * m.sigma:.2g}, "
                    f"noise L2 norm ~ {m.clip * m.sigma * math.sqrt(m.s['dim']):.2g}); sign aggregation server lr {m.s['sign_lr']}; "
                    "FedAvg weighted by sample counts; median = mean of the two middle values (RLR spec decision 6).")
-        return {"Runs (paper values in parentheses; Table 2's are CIFAR-10)": "\n".join(lines), "Settings": setting}
+        return {"Runs (paper values in parentheses; Table 2's are CIFAR-10)": table, "Settings": setting}
 
 
 def _regular_is_t6(s: dict[str, Any]) -> bool:
