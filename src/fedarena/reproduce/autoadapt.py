@@ -42,6 +42,7 @@ from ..registry import PAPERS
 from ..run.simulation import RunResult, Simulation
 from . import autoadapt_toys as toys
 from .framework import Claim, Paper, Results, deep_update
+from .quick import Scale
 
 #: Table I (seconds, one client, ten epochs): no adaption, Eq. 2 (alpha 0.9), 9 x Eq. 2,
 #: AutoAdapt with 3 and with 1 constrained epochs
@@ -286,7 +287,8 @@ round 20, 94.5 % from round 50; Fashion-MNIST 73.5 %):
   paper's because Eq. 2 evaluates its penalty in every epoch.
 """.strip()
 
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         base = base_tree(quick)
         s = scale(quick)
         runs: dict[str, dict[str, Any]] = {"unadapted": deep_update(base, {"attack": {"adapt": False}})}
@@ -315,7 +317,8 @@ round 20, 94.5 % from round 50; Fashion-MNIST 73.5 %):
         return runs
 
     # ------------------------------------------------------------------ extras: toys and runtime
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         s = scale(quick)
         out: dict[str, Any] = {}
         steps = s["toy_steps"]
@@ -337,7 +340,8 @@ round 20, 94.5 % from round 50; Fashion-MNIST 73.5 %):
         return out
 
     # ------------------------------------------------------------------ claims
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         s = scale(quick)
         bpe = -(-10 * s["per_class"] // 16)  # batches per epoch
         T = lambda r: r.extras["toys"]  # noqa: E731
@@ -430,7 +434,8 @@ round 20, 94.5 % from round 50; Fashion-MNIST 73.5 %):
                                  lambda r, n=name: defense_pair(r, n)))
         return out
 
-    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+    def figures(self, quick: Scale, results: Results, out: Path) -> list[Path]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         # pairs with the same benign pre-rounds (FedAvg; FoolsGold weighs every client 1 at this scale), so
         # the benign values and the attackers' range refer to the same global model
         pairs = [("fig4_whole_cos.png", "unadapted", "feas/cos-whole", "whole model, cosine (Fig. 4)"),

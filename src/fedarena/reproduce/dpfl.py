@@ -77,6 +77,7 @@ from ..core.metrics import flagged
 from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
+from .quick import Scale
 
 FULL = {"dataset": "mnist", "clients": 150, "batch_size": 16, "rounds": 50, "sigmas": [0.0629, 0.25, 1.0],
         "trigger": {"trigger_size": 3, "trigger_position": [25, 25]},
@@ -172,7 +173,8 @@ class DPFLPaper(Paper):
   x 400 samples): too large for this CPU; an MLP on 150 clients x ~53 samples stands in.
 """
 
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         s = QUICK if quick else FULL
         runs: dict[str, dict[str, Any]] = {}
         for sigma in s["sigmas"]:
@@ -195,7 +197,8 @@ class DPFLPaper(Paper):
             runs[f"{k}/factor-half{tag}"] = deep_update(r, {"attack": {"copies": False, "poison_frac": 0.5}})
         return runs
 
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         s = QUICK if quick else FULL
         ref = f"s{_sig(REF_SIGMA)}"
         sig = s["sigmas"]
@@ -263,7 +266,7 @@ class DPFLPaper(Paper):
         ]
         return out
 
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
         lines = []
         for rid in results.runs:
             det = detection(results, rid)
@@ -283,7 +286,8 @@ class DPFLPaper(Paper):
                                 "mean score attackers / honest", "score AUC", "dropped: precision", "recall"], lines)
         return {"U13": _check_u13(), "Runs": table}
 
-    def figures(self, quick: bool, results: Results, out: Path) -> list[str]:
+    def figures(self, quick: Scale, results: Results, out: Path) -> list[str]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         import matplotlib
 
         matplotlib.use("Agg")

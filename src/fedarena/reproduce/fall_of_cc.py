@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 from ..core.tables import markdown_table
 from ..registry import PAPERS
-from .quick import DIGITS, HEADLINE, data_section, scale
+from .quick import DIGITS, HEADLINE, Scale, data_section, scale
 from .framework import Claim, Paper, Results, deep_update
 
 BETAS = (0.0, 0.9, 0.99)
@@ -204,7 +204,8 @@ class FallOfCC(Paper):
     def rounds(self, quick: bool) -> int:
         return ROUNDS_QUICK if quick else ROUNDS_FULL
 
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
+        quick = Scale.of(quick)
         sc = scale(quick, self.data_root)
         runs = self._runs(sc == DIGITS)
         if sc == HEADLINE:  # Table IV's headline cells on Fashion-MNIST, full settings
@@ -237,7 +238,8 @@ class FallOfCC(Paper):
         return out
 
     # ------------------------------------------------------------------ claims
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
+        quick = Scale.of(quick)
         sc = scale(quick, self.data_root)
         claims = self._claims(sc == DIGITS)
         return [c for c in claims if c.id in HEADLINE_CLAIMS] if sc == HEADLINE else claims
@@ -321,7 +323,8 @@ class FallOfCC(Paper):
         return claims
 
     # ------------------------------------------------------------------ tables
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
+        quick = Scale.of(quick)
         out: dict[str, Any] = {}
         sc = scale(quick, self.data_root)
         for ds in datasets(sc == DIGITS) if sc != HEADLINE else ("fmnist",):

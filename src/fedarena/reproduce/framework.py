@@ -5,8 +5,8 @@ A paper module registers a :class:`Paper` subclass in ``PAPERS``::
     @PAPERS.register("my-paper")
     class MyPaper(Paper):
         '''Title (venue year).'''
-        def runs(self, quick):
-            base = {"data": {"dataset": "digits"}, "fl": {"rounds": 20 if quick else 200}}
+        def runs(self, quick):  # quick: a Scale
+            base = {"data": {"dataset": "digits"}, "fl": {"rounds": 200 if quick is Scale.FULL else 20}}
             return {"fedavg": base, "median": deep_update(base, {"defense": {"name": "median"}})}
         def claims(self, quick):
             return [Claim("T1", "median keeps accuracy", paper=0.9,
@@ -51,6 +51,7 @@ from ..run.records import FINISHED, json_safe, read_run
 from ..run.simulation import RunResult
 from ..studies.spec import Job
 from ..studies.sweep import INDEX, folder_name, run_sweep
+from .quick import Scale
 
 
 @dataclass
@@ -154,7 +155,9 @@ class ClaimResult:
 @dataclass
 class Report:
     name: str
-    quick: bool
+    #: the older ``quick`` value of the scale (``False``, ``True`` or ``"smoke"``; :attr:`Scale.legacy`),
+    #: as written in ``claims.json``
+    quick: Any
     claims: list[ClaimResult]
     wall_time_s: float
     runs_total: int = 0
@@ -251,18 +254,21 @@ class Paper:
     #: ``--set data.root=...`` of the reproduction, if given (where ``--quick`` looks for Fashion-MNIST)
     data_root: Optional[str] = None
 
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    # Every method receives ``quick``, a :class:`~fedarena.reproduce.quick.Scale` (FULL, QUICK or
+    # SMOKE); a subclass called directly with an older value (False / True / "smoke") maps it with Scale.of.
+
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
         """Run id -> config tree (nested dict, the same keys as a YAML config)."""
         return {}
 
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
         return []
 
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
         """Computations that are not federated runs (Monte-Carlo checks, timing tables)."""
         return {}
 
-    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+    def figures(self, quick: Scale, results: Results, out: Path) -> list[Path]:
         """Write the paper's figures (PNG) into ``out``; return their paths (listed in claims.md)."""
         return []
 
@@ -302,19 +308,21 @@ def configs_with_overrides(runs: dict[str, dict[str, Any]], overrides: list[str]
     return configs
 
 
-def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optional[list[str]] = None,
+def run_reproduction(name: str, quick: Scale | bool | str, out: str | Path, overrides: Optional[list[str]] = None,
                      console=None, write_runs: bool = True, workers: int = 1) -> Report:
     """Run a paper's runs as a study in ``out`` (see :mod:`fedarena.studies.sweep`): a
     killed reproduction continues where it stopped when run again (finished runs are
     skipped, unfinished ones resume from their checkpoints). ``write_runs=False``
-    removes the run folders once the claims are computed."""
+    removes the run folders once the claims are computed. ``quick``: a :class:`Scale` (or
+    an older value, ``False`` / ``True`` / ``"smoke"``, see :meth:`Scale.of`)."""
+    scale = Scale.of(quick)
     paper: Paper = PAPERS.get(name)()
     paper.data_root = next((o.split("=", 1)[1].strip() for o in overrides or [] if o.split("=", 1)[0].strip() == "data.root"),
                            None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    configs = configs_with_overrides(paper.runs(quick), overrides or [])
+    configs = configs_with_overrides(paper.runs(scale), overrides or [])
     jobs = [Job(rid, cfg.model_dump(mode="json")) for rid, cfg in configs.items()]
     progress = None
     if console is not None:
@@ -336,14 +344,14 @@ def run_reproduction(name: str, quick: bool, out: str | Path, overrides: Optiona
                                                  rec["summary"])
             results.status[job.run_id] = {"status": rec["summary"].get("status"), "error": rec["summary"].get("error")}
         results.runs = _Tracked(results.runs)
-        results.extras = paper.extras(quick, results)
+        results.extras = paper.extras(scale, results)
         extras_runs = set(results.runs.read)
     finally:
         if progress is not None:
             progress.stop()
-    claim_results = evaluate_claims(paper.claims(quick), results, extras_runs)
-    figures = [out / Path(p).name for p in paper.figures(quick, results, out)]
-    report = Report(name, quick, claim_results, round(time.perf_counter() - start, 1), runs_total=len(jobs),
+    claim_results = evaluate_claims(paper.claims(scale), results, extras_runs)
+    figures = [out / Path(p).name for p in paper.figures(scale, results, out)]
+    report = Report(name, scale.legacy, claim_results, round(time.perf_counter() - start, 1), runs_total=len(jobs),
                     runs_failed=results.unfinished())
     write_report(report, results, paper, out, figures)
     if not write_runs:

@@ -90,7 +90,7 @@ from scipy import optimize, stats
 from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
-from .quick import DIGITS, HEADLINE, data_section, scale
+from .quick import DIGITS, HEADLINE, Scale, data_section, scale
 
 NOTES = __doc__
 
@@ -402,7 +402,8 @@ class InvariantAggregatorPaper(Paper):
 - Figures (training curves, the AND-mask illustration): not plotted.
 """
 
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
+        quick = Scale.of(quick)
         sc = scale(quick, self.data_root)
         runs = self._runs(sc == DIGITS)
         if sc == HEADLINE:  # Table 1's headline (FedAvg vs Ours vs no attack, 3 seeds) at the full settings
@@ -463,7 +464,8 @@ class InvariantAggregatorPaper(Paper):
         return runs
 
     # ------------------------------------------------------------ claims
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
+        quick = Scale.of(quick)
         sc = scale(quick, self.data_root)
         claims = self._claims(sc == DIGITS)
         return [c for c in claims if c.id in HEADLINE_CLAIMS] if sc == HEADLINE else claims
@@ -599,8 +601,9 @@ class InvariantAggregatorPaper(Paper):
             c.measure = _rounded(c.measure)
         return out
 
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
-        rows = theorem10_monte_carlo(trials=40_000 if quick else 200_000)  # --quick (any scale): fewer trials
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
+        quick = Scale.of(quick)
+        rows = theorem10_monte_carlo(trials=40_000 if quick is not Scale.FULL else 200_000)  # --quick (any scale): fewer trials
         ok = True
         for r in rows:
             def se(p):

@@ -86,6 +86,7 @@ from typing import Any, Optional
 from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
+from .quick import Scale
 from .leadfl_units import UNITS
 
 #: the reference setting at two scales. ``steps``: local SGD steps of ``batch`` per round (the
@@ -306,7 +307,8 @@ class LeadFL(Paper):
   1 / 0. Its backdoor accuracy includes the target class (spec A12); ours excludes it.
 """
 
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         seeds = _scale(quick)["seeds"]
         out = {}
         for schedule, server, client, all_seeds in GRID:
@@ -314,7 +316,8 @@ class LeadFL(Paper):
                 out[run_id(schedule, server, client, seed)] = tree_for(quick, schedule, server, client, seed)
         return out
 
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         units = {}
         for uid, fn in UNITS.items():
             try:
@@ -415,7 +418,7 @@ class LeadFL(Paper):
         return markdown_table(["schedule / server / client", "seeds", "MTA final", "BA avg", "BA spike", "BA benign",
                                "BA final", "recovery"], lines)
 
-    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+    def figures(self, quick: Scale, results: Results, out: Path) -> list[Path]:
         four = {c: c for c in FOUR}
         figs = {
             "fig1_periodic_multikrum.png": ("periodic", "mk", {"None": "none", "LeadFL": "leadfl"},
@@ -431,7 +434,8 @@ class LeadFL(Paper):
                 written.append(out / name)
         return written
 
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         S = summ
         unit_paper = {
             "U1": "P(X>=6)=0.014493, P(X>=5)=0.067466, P(any X>=6 in 80 rounds)=0.6890",

@@ -67,6 +67,7 @@ from ..core.metrics import detection_rates, flagged
 from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
+from .quick import Scale
 
 #: the smallest accuracy effect (points) a comparative claim counts: P1's margin. The
 #: report gives no spread and our runs are one seed, so none is measured.
@@ -158,7 +159,8 @@ class PoisonedFLPaper(Paper):
 - Sign-flip and noise strengths other than p 0.05 and rho 0.5 ("different scaling factors and probabilities"): not run.
 """
 
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         s = QUICK if quick else FULL
         runs: dict[str, dict[str, Any]] = {}
         for i, ds in enumerate(s["datasets"]):
@@ -198,7 +200,8 @@ class PoisonedFLPaper(Paper):
             runs[f"{ds}/median/none-decay"] = no_attack(deep_update(b, decay))
         return runs
 
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         s = QUICK if quick else FULL
         out: list[Claim] = [
             Claim("U11", "fake update: sign = s, norm = c ||g||, all fakes identical, zeros in round 1", "exact",
@@ -290,7 +293,7 @@ class PoisonedFLPaper(Paper):
                 source="paper", where="report Sec. V (learning-rate scheduler)"))
         return out
 
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
         out: dict[str, Any] = {"U11": _check_u11(), "U12": _check_u12()}
         rows = []
         for rid in results.runs:
@@ -301,7 +304,8 @@ class PoisonedFLPaper(Paper):
                                       "honest dropped (%)"], rows)
         return out
 
-    def figures(self, quick: bool, results: Results, out: Path) -> list[Path]:
+    def figures(self, quick: Scale, results: Results, out: Path) -> list[Path]:
+        quick = Scale.of(quick) is not Scale.FULL  # --quick or the test suite's smoke version
         import matplotlib
 
         matplotlib.use("Agg")

@@ -51,7 +51,7 @@ from typing import Any, Optional
 from ..core.tables import markdown_table
 from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
-from .quick import DIGITS, HEADLINE, data_section, scale
+from .quick import DIGITS, HEADLINE, Scale, data_section, scale
 
 # ------------------------------------------------------------------ settings
 FULL: dict[str, Any] = {
@@ -151,7 +151,8 @@ class RobustLearningRatePaper(Paper):
 """
 
     # ------------------------------------------------------------- runs
-    def runs(self, quick: bool) -> dict[str, dict[str, Any]]:
+    def runs(self, quick: Scale) -> dict[str, dict[str, Any]]:
+        quick = Scale.of(quick)
         sc = scale(quick, self.data_root)
         runs = self._runs(sc == DIGITS)
         if sc == HEADLINE:  # Table 1's headline on Fashion-MNIST at the full settings
@@ -201,7 +202,8 @@ class RobustLearningRatePaper(Paper):
         return runs
 
     # ------------------------------------------------------------- claims
-    def claims(self, quick: bool) -> list[Claim]:
+    def claims(self, quick: Scale) -> list[Claim]:
+        quick = Scale.of(quick)
         sc = scale(quick, self.data_root)
         claims = self._claims(sc == DIGITS)
         return [c for c in claims if c.id in HEADLINE_CLAIMS] if sc == HEADLINE else claims
@@ -299,7 +301,8 @@ class RobustLearningRatePaper(Paper):
         return claims
 
     # ------------------------------------------------------------- extras
-    def extras(self, quick: bool, results: Results) -> dict[str, Any]:
+    def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
+        quick = Scale.of(quick)
         m = _Mode(scale(quick, self.data_root) == DIGITS)
         paper_of = {**{f"t1/{k}": v for k, v in TABLE1.items()}, "t7/negated-rlr": TABLE7,
                     **{f"t6/{p}/fedavg": v[0] for p, v in TABLE6.items()}, **{f"t6/{p}/rlr": v[1] for p, v in TABLE6.items()},
