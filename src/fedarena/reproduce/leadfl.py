@@ -238,13 +238,12 @@ def attack_effect(quick: bool, server: str, client: str, overrides: Optional[lis
     tree = tree_for(quick, "periodic", server, client)
     tree = deep_update(tree, {"fl": {"sampling": "counts", "malicious_counts": TWIN_COUNTS,
                                      "rounds": len(TWIN_COUNTS)}})
-    sims = [Simulation(load_config(None, overrides or [], base=t))
-            for t in (tree, deep_update(tree, {"attack": {"name": "backdoor", "poison_frac": 0.0}}))]
-    norms = []
-    for t in range(len(TWIN_COUNTS)):
-        for s in sims:
-            s.run_round(t)
-        norms.append(float(torch.linalg.vector_norm(sims[0].flat_params - sims[1].flat_params)))
+    models: list[list] = []
+    for t in (tree, deep_update(tree, {"attack": {"name": "backdoor", "poison_frac": 0.0}})):
+        after: list = []  # the global model after every round, read through the run's observer
+        Simulation(load_config(None, overrides or [], base=t)).run(observe=lambda obs, a=after: a.append(obs.params_after))
+        models.append(after)
+    norms = [float(torch.linalg.vector_norm(w - wm)) for w, wm in zip(*models)]
     t0 = 11
     return [round(norms[t0 + k] / max(norms[t0], 1e-12), 3) for k in range(1, len(TWIN_COUNTS) - t0)]
 
