@@ -41,6 +41,25 @@ def one_thread():
 
 
 @pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(t)``: the next runs stop with Ctrl-C (KeyboardInterrupt) as round ``t``
+    begins; ``interrupt_at(None)`` lets them play again."""
+    from fedarena.run.simulation import Simulation
+
+    real = Simulation.plan_round
+
+    def arm(t):
+        def plan_round(self, r):
+            if t is not None and r == t:
+                raise KeyboardInterrupt
+            return real(self, r)
+
+        monkeypatch.setattr(Simulation, "plan_round", plan_round if t is not None else real)
+
+    return arm
+
+
+@pytest.fixture
 def kill_slow_cli():
     """``kill(args, watched, lines)``: start ``tests/slow_cli.py ARGS`` (the CLI with every
     round slowed), wait until the file ``watched`` holds ``lines`` lines (at most 120 s),

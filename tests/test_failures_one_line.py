@@ -33,19 +33,12 @@ def test_a_dp_run_passes_its_checkpoints(tmp_path, dp):
     assert summary["status"] == "ok" and summary["rounds_completed"] == 11
 
 
-def test_resume_after_a_kill_in_the_middle_of_a_line(tmp_path, monkeypatch):
+def test_resume_after_a_kill_in_the_middle_of_a_line(tmp_path, interrupt_at):
     over = SMALL + ["fl.rounds=6", "run.checkpoint_every=2"]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "ref")] + _sets(over)).exit_code == 0
-    real = Simulation.plan_round
-
-    def stop_at_5(self, t):
-        if t == 5:
-            raise KeyboardInterrupt
-        return real(self, t)
-
-    monkeypatch.setattr(Simulation, "plan_round", stop_at_5)
+    interrupt_at(5)
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "cut")] + _sets(over)).exit_code == 130
-    monkeypatch.undo()
+    interrupt_at(None)
     cut = tmp_path / "cut"
     with open(cut / "metrics.jsonl", "a") as fh:
         fh.write('{"round": 99, "main_acc": 0.1')  # the kill came in the middle of this write

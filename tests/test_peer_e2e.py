@@ -57,21 +57,14 @@ def test_fldetector_flags_persistent_attackers_within_a_few_rounds(one_thread):
 @pytest.mark.parametrize("defense", [["defense.name=clipped-clustering"],
                                      ["defense.name=fldetector", "defense.window=2"],
                                      ["defense.name=median", "defense.arc=true"]])
-def test_stateful_peer_rules_resume_byte_identical(tmp_path, monkeypatch, defense, one_thread):
+def test_stateful_peer_rules_resume_byte_identical(tmp_path, interrupt_at, defense, one_thread):
     over = ["fl.num_clients=6", "attack.num_malicious=1", "attack.name=signflip", "fl.rounds=6",
             "run.checkpoint_every=2", "defense.f=1", *defense]
     sets = [a for o in over for a in ("--set", o)]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "ref")] + sets).exit_code == 0
-    real = Simulation.plan_round
-
-    def stop_at_4(self, t):
-        if t == 4:
-            raise KeyboardInterrupt
-        return real(self, t)
-
-    monkeypatch.setattr(Simulation, "plan_round", stop_at_4)
+    interrupt_at(4)
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "cut")] + sets).exit_code == 130
-    monkeypatch.setattr(Simulation, "plan_round", real)
+    interrupt_at(None)
     res = runner.invoke(app, ["run", "--quiet", "--resume", str(tmp_path / "cut")])
     assert res.exit_code == 0, res.output
     for f in ("metrics.jsonl", "clients.jsonl", "rounds.jsonl"):

@@ -133,24 +133,17 @@ def test_nan_loss_or_params_is_diverged_with_exit_code_3(tmp_path, defense):
     assert summary["status"] == "diverged" and summary["diverged_at"] == 0 and "NaN/Inf" in summary["error"]
 
 
-def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, monkeypatch):
+def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, interrupt_at):
     over = SMALL + ["fl.rounds=6", "run.checkpoint_every=2"]
     sets = [a for o in over for a in ("--set", o)]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "ref")] + sets).exit_code == 0
-    real = Simulation.plan_round
-
-    def stop_at_4(self, t):
-        if t == 4:
-            raise KeyboardInterrupt
-        return real(self, t)
-
-    monkeypatch.setattr(Simulation, "plan_round", stop_at_4)
+    interrupt_at(4)
     res = runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "cut")] + sets)
     assert res.exit_code == 130, res.output
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_completed"] == 4
     assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 4
-    monkeypatch.setattr(Simulation, "plan_round", real)
+    interrupt_at(None)
     res = runner.invoke(app, ["run", "--quiet", "--resume", str(tmp_path / "cut")])
     assert res.exit_code == 0, res.output
     for f in ("metrics.jsonl", "clients.jsonl", "rounds.jsonl"):

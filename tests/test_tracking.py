@@ -82,19 +82,11 @@ def test_missing_extra_is_one_line(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "mlflow, tensorboard" in res.output
 
 
-def test_an_interrupted_tracked_run_ends_killed(tmp_path, monkeypatch):
+def test_an_interrupted_tracked_run_ends_killed(tmp_path, monkeypatch, interrupt_at):
     mlflow = pytest.importorskip("mlflow")
-    from fedarena.run.simulation import Simulation
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    real = Simulation.plan_round
-
-    def stop_at_1(self, t):
-        if t == 1:
-            raise KeyboardInterrupt
-        return real(self, t)
-
-    monkeypatch.setattr(Simulation, "plan_round", stop_at_1)
+    interrupt_at(1)
     uri = (tmp_path / "mlruns").as_uri()
     res = runner.invoke(app, ["run", "--quiet", "--track", "mlflow", "--track-uri", uri, "--out", str(tmp_path / "r")]
                         + SMALL)

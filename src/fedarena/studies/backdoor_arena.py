@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .spec import Job, SweepSpec, run_name
+from .spec import Job, SweepSpec, relabel
 
 _COMMON = {"num_malicious": 4, "target": 0, "end_round": 14}
 
@@ -76,11 +76,4 @@ def backdoor_arena_spec() -> SweepSpec:
 
 def backdoor_arena_jobs() -> list[Job]:
     """The arena's runs, the attacks labelled by their short names."""
-    jobs = []
-    for job in backdoor_arena_spec().jobs():
-        old = job.labels["attack"]
-        new = LABELS.get(old, old)
-        run_id = job.run_id.replace(old, new, 1)
-        config = dict(job.config, name=run_name(run_id))
-        jobs.append(Job(run_id, config, {**job.labels, "attack": new}))
-    return jobs
+    return relabel(backdoor_arena_spec().jobs(), "attack", LABELS)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .spec import Job, SweepSpec, run_name
+from .spec import Job, SweepSpec, relabel
 
 _M = {"num_malicious": 4}
 
@@ -69,13 +69,7 @@ LABELS = {"median(arc=None)": "median", "median(arc=True)": "arc+median"}
 
 def robust_arena_jobs() -> list[Job]:
     """The arena's runs, the two medians labelled ``median`` and ``arc+median``."""
-    jobs = []
-    for job in robust_arena_spec().jobs():
-        old = job.labels["defense"]
-        new = LABELS.get(old, old)
-        run_id = job.run_id.replace(old, new, 1)
-        jobs.append(Job(run_id, dict(job.config, name=run_name(run_id)), {**job.labels, "defense": new}))
-    return jobs
+    return relabel(robust_arena_spec().jobs(), "defense", LABELS)
 
 
 __all__ = ["ROBUST_ARENA", "robust_arena_jobs", "robust_arena_spec"]

@@ -152,6 +152,19 @@ class SweepSpec:
         return out
 
 
+def relabel(jobs: list[Job], axis: str, labels: dict[str, str]) -> list[Job]:
+    """``jobs`` with the ``axis`` labels renamed by ``labels`` (the grid's automatic labels
+    of same-named blocks list the keys that tell them apart; an arena gives them short
+    names), in the run ids and run names too."""
+    out = []
+    for job in jobs:
+        old = job.labels[axis]
+        new = labels.get(old, old)
+        run_id = job.run_id.replace(old, new, 1)
+        out.append(Job(run_id, dict(job.config, name=run_name(run_id)), {**job.labels, axis: new}))
+    return out
+
+
 def run_name(run_id: str) -> str:
     """The config ``name`` of a run: its id with the characters a name may not hold
     (brackets, spaces, ...) replaced by ``-``, at most 100 characters."""
