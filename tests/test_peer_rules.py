@@ -17,20 +17,12 @@ from fedarena.defenses.base import RoundContext
 from fedarena.defenses.pipeline import build_pipeline
 from fedarena.errors import ConfigError
 from fedarena.registry import DEFENSES, STAGES
+from test_aggregators import agg, ctx  # one way to build a rule and its round
 
 T = lambda rows: torch.tensor(rows, dtype=torch.float32)  # noqa: E731
 X3 = T([[1, 2, 3], [4, 5, 6], [7, 8, 9]])  # ByzFL's test input
 
 
-def ctx(n, f=0, **kw):
-    return RoundContext(round=0, layout=None, client_ids=torch.arange(n), num_samples=torch.ones(n, dtype=torch.long),
-                        f=f, generator=torch.Generator().manual_seed(0), **kw)
-
-
-def agg(name, U, f=0, **params):
-    rule = DEFENSES.build(name, params)
-    rule.validate(U.shape[0], f)
-    return rule(U, ctx(U.shape[0], f))
 
 
 # ----------------------------------------------------------------------------- ByzFL's published values

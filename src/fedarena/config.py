@@ -31,11 +31,15 @@ def _within_float32(v: Any) -> Any:
     return v
 
 
-class _Strict(BaseModel):
-    # every float key rejects NaN and +-Inf ("must be a finite number") and values beyond float32
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+class _Float32(BaseModel):
+    """A section whose float keys must fit float32 (:func:`_within_float32`)."""
 
     _float32 = field_validator("*")(classmethod(lambda cls, v: _within_float32(v)))
+
+
+class _Strict(_Float32):
+    # every float key rejects NaN and +-Inf ("must be a finite number") and values beyond float32
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 #: upper bounds that keep a single run's work finite (a typo such as 1e9 epochs is an error, not a hang)
 MAX_LOCAL_EPOCHS = 1000
@@ -116,9 +120,8 @@ class OptimizeConfig(_Strict):
     batch_size: int = Field(256, ge=1)  # objective=loss: the attackers' held-out batch
 
 
-class AttackConfig(BaseModel):
+class AttackConfig(_Float32):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    _float32 = field_validator("*")(classmethod(lambda cls, v: _within_float32(v)))
     name: str = "none"
     num_malicious: int = Field(0, ge=0)
     start_round: int = Field(0, ge=0)
@@ -136,9 +139,8 @@ class AttackConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class DefenseConfig(BaseModel):
+class DefenseConfig(_Float32):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    _float32 = field_validator("*")(classmethod(lambda cls, v: _within_float32(v)))
     name: str = "fedavg"
     weighted: bool = False
     f: Optional[int] = Field(None, ge=0)  # attackers the rule assumes; None: see Experiment.declared_f

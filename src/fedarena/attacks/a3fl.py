@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..core.local import BatchSchedule, train_sequential
-from ..data.poison import TRIGGERS, Trigger, make_trigger
+from ..data.poison import TRIGGERS, Trigger, eligible, make_trigger, poisoned_indices
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, DataInfo, LocalTrainContext
@@ -97,11 +97,8 @@ class A3FL(Attack):
         """The current trigger (mask and optimized pattern)."""
         return Trigger(self.mask, self.pattern, "replace")
 
-    def _eligible(self, y: torch.Tensor) -> torch.Tensor:
-        return (y == self.source) if self.source is not None else (y != self.target)
-
     def backdoor_testset(self, x, y):
-        keep = self._eligible(y)
+        keep = eligible(y, self.target, self.source)
         return self.trigger.apply(x[keep]), torch.full_like(y[keep], self.target)
 
     # ------------------------------------------------------------ trigger optimization
@@ -153,7 +150,7 @@ class A3FL(Attack):
         device = ctx.x.device
         pool = np.concatenate([np.asarray(c) for c in ctx.clean_index]) if ctx.clean_index else np.zeros(0, dtype=np.int64)
         pool_t = torch.from_numpy(pool).to(device)
-        elig = pool_t[self._eligible(ctx.y[pool_t])] if len(pool_t) else pool_t
+        elig = pool_t[eligible(ctx.y[pool_t], self.target, self.source)] if len(pool_t) else pool_t
         if len(elig):
             pick = elig[torch.randperm(len(elig), generator=ctx.generator)[: self.opt_samples].to(device)]
             self.optimize_trigger(ctx.model, ctx.global_params, ctx.buffers, ctx.x[pick], ctx.y[pick], ctx.prepare)
@@ -162,9 +159,7 @@ class A3FL(Attack):
         for i in range(len(ctx.client_ids)):
             idx = torch.from_numpy(np.asarray(ctx.clean_index[i])).to(device)
             xi, yi = ctx.x[idx].clone(), ctx.y[idx].clone()
-            cand = torch.nonzero(self._eligible(yi)).flatten()
-            n = int(math.floor(self.poison_frac * len(cand)))
-            chosen = cand[torch.randperm(len(cand), generator=ctx.generator)[:n].to(device)]
+            chosen = poisoned_indices(yi, self.target, self.source, self.poison_frac, ctx.generator)
             xi[chosen] = trig.apply(xi[chosen])
             yi[chosen] = self.target
             sched = BatchSchedule.build([len(yi)], ctx.recipe, [ctx.rngs[i]])

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from ..core.distances import METRICS, SCOPES, metric_values, update_metric_values
 from ..core.layout import ParamLayout
 from ..core.recipe import TrainRecipe
+from ..data.poison import eligible
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import DataInfo, LocalTrainContext, ThreatModel
@@ -394,7 +395,7 @@ class _RangeAdaptiveBackdoor(Backdoor):
     def poison(self, x, y, client_id, generator):
         """PDR: ``floor(poison_frac * n)`` of the client's samples (of the source class, or of
         any non-target class) get the trigger and the target label (decision 12)."""
-        cand = torch.nonzero(self._eligible(y)).flatten()
+        cand = torch.nonzero(eligible(y, self.target, self.source)).flatten()
         k = min(len(cand), int(math.floor(self.poison_frac * len(y))))
         pick = cand[torch.randperm(len(cand), generator=generator)[:k].to(cand.device)]
         x, y = x.clone(), y.clone()

@@ -7,7 +7,7 @@ from typing import Literal, Optional, Union
 
 import torch
 
-from ..data.poison import TRIGGERS, Trigger, flip_labels, make_trigger
+from ..data.poison import TRIGGERS, Trigger, eligible, flip_labels, make_trigger, poisoned_indices
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, DataInfo, RoundView
@@ -105,9 +105,6 @@ class Backdoor(Attack):
                                              self.trigger_size, self.trigger_position, self.trigger_blend)
         self.parts = self.trigger.split(self.dba_parts) if self.dba else None
 
-    def _eligible(self, y: torch.Tensor) -> torch.Tensor:
-        return (y == self.source) if self.source is not None else (y != self.target)
-
     def client_trigger(self, client_id: int) -> Trigger:
         """The trigger a malicious client stamps: the full one, or its DBA part."""
         if self.parts is None:
@@ -116,9 +113,8 @@ class Backdoor(Attack):
         return self.parts[j % len(self.parts)]
 
     def poison(self, x, y, client_id, generator):
-        cand = torch.nonzero(self._eligible(y)).flatten()
-        n = int(math.floor(self.poison_frac * len(cand)))
-        pick = cand[torch.randperm(len(cand), generator=generator)[:n].to(cand.device)]
+        pick = poisoned_indices(y, self.target, self.source, self.poison_frac, generator)
+        n = len(pick)
         x, y = x.clone(), y.clone()
         x[pick] = self.client_trigger(client_id).apply(x[pick])
         y[pick] = self.target
@@ -131,7 +127,7 @@ class Backdoor(Attack):
         return view.own_updates * self.boost
 
     def backdoor_testset(self, x, y):
-        keep = self._eligible(y)
+        keep = eligible(y, self.target, self.source)
         return self.trigger.apply(x[keep]), torch.full_like(y[keep], self.target)
 
     def diagnostics(self) -> dict[str, float]:

@@ -38,6 +38,7 @@ from torch.func import functional_call
 
 from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, train_sequential
+from ..data.poison import eligible, poisoned_indices
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import Attack, DataInfo, LocalTrainContext
@@ -107,11 +108,8 @@ class IBA(Attack):
         gen.load_state_dict(self.gen_state)
         return gen.to(device) if device is not None else gen
 
-    def _eligible(self, y: torch.Tensor) -> torch.Tensor:
-        return (y == self.source) if self.source is not None else (y != self.target)
-
     def backdoor_testset(self, x, y):
-        keep = self._eligible(y)
+        keep = eligible(y, self.target, self.source)
         gen = self.generator_module(x.device)
         with torch.no_grad():
             return poisoned_inputs(gen, x[keep], self.eps), torch.full_like(y[keep], self.target)
@@ -156,7 +154,7 @@ class IBA(Attack):
     def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
         device = ctx.x.device
         pool = torch.from_numpy(np.concatenate([np.asarray(c) for c in ctx.clean_index])).to(device)
-        elig = pool[self._eligible(ctx.y[pool])] if len(pool) else pool
+        elig = pool[eligible(ctx.y[pool], self.target, self.source)] if len(pool) else pool
         if len(elig) and self.gen_steps:
             pick = elig[torch.randperm(len(elig), generator=ctx.generator)[: self.gen_samples].to(device)]
             self.train_generator(ctx.model, ctx.global_params, ctx.buffers, ctx.x[pick], ctx.prepare)
@@ -172,9 +170,7 @@ class IBA(Attack):
         for i in range(len(ctx.client_ids)):
             idx = torch.from_numpy(np.asarray(ctx.clean_index[i])).to(device)
             xi, yi = ctx.x[idx].clone(), ctx.y[idx].clone()
-            cand = torch.nonzero(self._eligible(yi)).flatten()
-            n = int(math.floor(self.poison_frac * len(cand)))
-            chosen = cand[torch.randperm(len(cand), generator=ctx.generator)[:n].to(device)]
+            chosen = poisoned_indices(yi, self.target, self.source, self.poison_frac, ctx.generator)
             with torch.no_grad():
                 xi[chosen] = poisoned_inputs(gen, xi[chosen], self.eps)
             yi[chosen] = self.target

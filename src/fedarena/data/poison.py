@@ -384,3 +384,18 @@ def flip_labels(y: torch.Tensor, num_classes: int, source: int | None = None, ta
     if source is None or target is None:
         return num_classes - 1 - y
     return torch.where(y == source, torch.full_like(y, target), y)
+
+
+def eligible(y: torch.Tensor, target: int, source: Optional[int] = None) -> torch.Tensor:
+    """Bool mask of the samples a backdoor may stamp: class ``source`` when one is set,
+    else every sample not already of class ``target``."""
+    return (y == source) if source is not None else (y != target)
+
+
+def poisoned_indices(y: torch.Tensor, target: int, source: Optional[int], frac: float,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Positions of the samples a backdoor attacker poisons: ``floor(frac * #eligible)``
+    of the eligible ones (:func:`eligible`), drawn with ``generator``."""
+    cand = torch.nonzero(eligible(y, target, source)).flatten()
+    n = int(math.floor(frac * len(cand)))
+    return cand[torch.randperm(len(cand), generator=generator)[:n].to(cand.device)]

@@ -400,26 +400,38 @@ def write_report(report: Report, results: Results, paper: Paper, out: Path, figu
         first = next(iter(report.runs_failed.items()))
         md += [f"**{len(report.runs_failed)} of {report.runs_total} runs did not finish** (first: {first[0]}, "
                f"{first[1]}); every claim that reads them is `error`.", ""]
-    md += [report.markdown_table(), ""]
-    if report.failure_lines():
-        md += ["## Why claims failed", ""] + [f"- {line}" for line in report.failure_lines()] + [""]
-    if paper.not_reproduced.strip():
-        md += ["## Not reproduced", "", paper.not_reproduced.strip(), ""]
-    if paper.notes:
-        md += ["## Notes", "", paper.notes.strip(), ""]
+    md += claims_sections(report, paper)
     for key, table in results.extras.items():
         if isinstance(table, str):
             md += [f"## {key}", "", table, ""]
     if figures:
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     (out / "claims.md").write_text("\n".join(md))
-    (out / "claims.json").write_text(json.dumps(json_safe({
+    write_claims_json(report, out / "claims.json")
+
+
+def claims_sections(report: Report, paper: Paper) -> list[str]:
+    """The claims tables and the sections every ``claims.md`` has after its header: why
+    claims failed, what is not reproduced, the paper module's notes."""
+    md = [report.markdown_table(), ""]
+    if report.failure_lines():
+        md += ["## Why claims failed", ""] + [f"- {line}" for line in report.failure_lines()] + [""]
+    if paper.not_reproduced.strip():
+        md += ["## Not reproduced", "", paper.not_reproduced.strip(), ""]
+    if paper.notes:
+        md += ["## Notes", "", paper.notes.strip(), ""]
+    return md
+
+
+def write_claims_json(report: Report, path: Path, **extra: Any) -> None:
+    """``claims.json``: the counts, the runs that did not finish, ``extra`` keys, every claim."""
+    path.write_text(json.dumps(json_safe({
         "name": report.name, "quick": report.quick, "wall_time_s": report.wall_time_s, "counts": report.counts(),
         "counts_by_source": report.counts_by_source(), "counts_line": report.counts_line(),
-        "runs_total": report.runs_total, "runs_failed": report.runs_failed,
+        "runs_total": report.runs_total, "runs_failed": report.runs_failed, **extra,
         "claims": [c.__dict__ for c in report.claims],
     }), indent=2, default=str) + "\n")
 
 
 __all__ = ["Paper", "Claim", "Results", "Report", "deep_update", "run_reproduction", "configs_with_overrides",
-           "evaluate_claims", "counts_line", "SOURCES"]
+           "evaluate_claims", "counts_line", "SOURCES", "claims_sections", "write_claims_json"]

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..registry import PAPERS
-from ..run.records import FINISHED, json_safe
-from .framework import ClaimResult, Report, fmt
+from ..run.records import FINISHED
+from .framework import ClaimResult, Report, claims_sections, fmt, write_claims_json
 
 NOT_MEASURED = "not measured by the committed run (the claim is newer than the run): rerun the reproduction"
 
@@ -181,23 +181,12 @@ def _write(report: Report, paper, folder: Path, old_md: str) -> None:
           "rerun the reproduction for them.", ""]
     if report.runs_failed:
         md += [f"**{len(report.runs_failed)} of {report.runs_total} runs did not finish.**", ""]
-    md += [report.markdown_table(), ""]
-    if report.failure_lines():
-        md += ["## Why claims failed", ""] + [f"- {line}" for line in report.failure_lines()] + [""]
-    if paper.not_reproduced.strip():
-        md += ["## Not reproduced", "", paper.not_reproduced.strip(), ""]
-    if paper.notes:
-        md += ["## Notes", "", paper.notes.strip(), ""]
+    md += claims_sections(report, paper)
     for head, text in _sections(old_md):
         if head not in OWN_SECTIONS:
             md += [text.rstrip(), ""]
     (folder / "claims.md").write_text("\n".join(md))
-    (folder / "claims.json").write_text(json.dumps(json_safe({
-        "name": report.name, "quick": report.quick, "wall_time_s": report.wall_time_s, "counts": report.counts(),
-        "counts_by_source": report.counts_by_source(), "counts_line": report.counts_line(),
-        "runs_total": report.runs_total, "runs_failed": report.runs_failed, "rejudged_from_committed_values": True,
-        "claims": [c.__dict__ for c in report.claims],
-    }), indent=2, default=str) + "\n")
+    write_claims_json(report, folder / "claims.json", rejudged_from_committed_values=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(json_safe(r)) + "\n")
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A file's UTF-8 text; a file that cannot be read or is not text raises
+    :class:`~fedarena.errors.DamagedFileError` naming it."""
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -57,7 +59,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     kill interrupted) is dropped; any other line that is not a JSON object raises
     :class:`~fedarena.errors.DamagedFileError` naming the file and the line."""
     path = Path(path)
-    *lines, tail = _read_text(path).split("\n")
+    *lines, tail = read_text(path).split("\n")
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -83,7 +85,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
     :class:`~fedarena.errors.DamagedFileError` naming the file."""
     path = Path(path)
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DamagedFileError(path, f"is not JSON ({e.msg} at line {e.lineno}; truncated?)") from None
     if not isinstance(data, dict):

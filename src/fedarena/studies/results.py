@@ -22,7 +22,7 @@ import yaml
 
 from ..config import AUTO_MODELS
 from ..errors import DamagedFileError
-from ..run.records import read_json, read_jsonl, read_run
+from ..run.records import read_json, read_jsonl, read_run, read_text
 
 SWEEP_FILE = "sweep.json"
 
@@ -66,7 +66,7 @@ def readable_runs(run_dirs: Iterable[Path]) -> tuple[list[Path], list[tuple[Path
     good, bad = [], []
     for d in run_dirs:
         try:
-            cfg = yaml.safe_load(_text(d / "config.yaml"))
+            cfg = yaml.safe_load(read_text(d / "config.yaml"))
             if not isinstance(cfg, dict):
                 raise DamagedFileError(d / "config.yaml", "does not hold a mapping")
             read_run(d)
@@ -77,13 +77,6 @@ def readable_runs(run_dirs: Iterable[Path]) -> tuple[list[Path], list[tuple[Path
         else:
             good.append(d)
     return good, bad
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except (UnicodeDecodeError, OSError) as e:
-        raise DamagedFileError(path, f"cannot be read as text ({type(e).__name__})") from None
 
 
 def _mean(xs: list[Any]) -> Optional[float]:
