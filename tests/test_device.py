@@ -81,8 +81,8 @@ ALLOWED = {
     ("defenses/foolsgold.py", "foolsgold_weights", "torch.ones(n, dtype=torch.float64)"):
         "FoolsGold.aggregate calls it on H.cpu() and moves the weights",
     ("defenses/foolsgold.py", "foolsgold_weights", "torch.zeros(n, dtype=torch.float64)"): "as above",
-    ("core/robust_kernels.py", "trimmed_mean", "U.numpy()"): "the NumPy path runs only for CPU tensors (use_numpy)",
-    ("core/robust_kernels.py", "trimmed_mean", "out.numpy()"): "as above",
+    ("core/robust_kernels.py", "sorted_slice_mean", "U.numpy()"): "the NumPy path runs only for CPU tensors (use_numpy)",
+    ("core/robust_kernels.py", "sorted_slice_mean", "out.numpy()"): "as above",
     ("core/robust_kernels.py", "coordinate_median", "U.numpy()"): "as above",
     ("core/robust_kernels.py", "coordinate_median", "out.numpy()"): "as above",
     ("defenses/robust.py", "closest_to_median_mean", "S.numpy()"): "as above",
@@ -286,6 +286,7 @@ def test_robust_rules_torch_path_matches_numpy_path(monkeypatch):
     U[5, 10:20] = float("inf")
     rows = torch.tensor([0, 2, 3, 4, 6, 7, 9, 10])
     calls = {"trimmed_mean": lambda: robust.trimmed_mean(U, 3),
+             "slice": lambda: robust_kernels.sorted_slice_mean(U, 2, 7),
              "median_odd": lambda: robust.coordinate_median(U),
              "median_even": lambda: robust.coordinate_median(U[:10]),
              "median_lower": lambda: robust.coordinate_median(U[:10], even="lower"),

@@ -3,12 +3,22 @@ no component).
 
 Distances (:func:`pairwise_sq_distances`, :func:`pairwise_cosine_distances`), Krum scores
 (:func:`krum_scores`, :func:`lowest_scores`), coordinate-wise statistics
-(:func:`trimmed_mean`, :func:`coordinate_median`), the geometric median, centered
-clipping, and the NaN policy of the rules: a NaN, Inf or huge row is *faulty*
-(:func:`row_sq_norms` flags it); distance rules put it infinitely far from every row,
-coordinate rules sort NaN to the top of every coordinate (:func:`sanitize_nan`) so
-trimming removes it, and means leave it out (:func:`zero_faulty_rows`, :func:`mean_of`).
-Attacks that simulate a rule (Fang's Krum attack) use the same kernels as the rule.
+(:func:`trimmed_mean`, :func:`sorted_slice_mean`, :func:`coordinate_median`), the
+geometric median and centered clipping. Attacks that simulate a rule (Fang's Krum
+attack) use the same kernels as the rule.
+
+**The NaN policy** of every rule, stated once: a client's non-finite values never crash
+a rule, and never make its output non-finite while there are no more such clients than
+the rule tolerates.
+
+* Row statistics (distances, norms, weights, means): a row holding a NaN or Inf, or
+  whose squared norm overflows (1e30 in float32), is *faulty* (:func:`row_sq_norms`).
+  It is infinitely far from every other row, gets weight 0 and is left out of means
+  (:func:`zero_faulty_rows`, :func:`clean_rows`, :func:`mean_of`).
+* Coordinate order statistics (median, trimmed mean): NaN sorts above +Inf
+  (:func:`sanitize_nan`), so trimming removes it like any extreme value.
+* Sign votes (signSGD, RLR, the AND-mask): a NaN entry abstains and +-Inf votes +-1
+  (:func:`fedarena.core.sign_masks.sign_votes`).
 """
 
 from __future__ import annotations
@@ -203,31 +213,42 @@ def trimmed_mean(U: torch.Tensor, trim: int) -> torch.Tensor:
     and ``trim`` smallest values and average the other ``n - 2 trim`` (Yin et al.
     2018, Def. 2; the Fall-of-CC paper's TM with 0-based kept positions
     ``trim .. n-trim-1``). ``trim = 0`` is the mean. NaN counts as the largest value.
-
-    On CPU: one ``numpy`` sort of each block of columns, transposed so that every
-    coordinate's n values are contiguous (NumPy's SIMD sort: 1.4-1.9x faster than two
-    ``numpy.partition`` selections and about 7x faster than ``torch.sort`` at n = 25-100).
     """
     n = U.shape[0]
     if not 0 <= 2 * trim < n:
         raise ValueError(f"trim must satisfy 0 <= 2*trim < n (trim={trim}, n={n})")
     if trim == 0:
         return mean_rows(U)
+    return sorted_slice_mean(U, trim, n - trim)
+
+
+def sorted_slice_mean(U: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Per column, the mean of the values at sorted positions ``lo .. hi-1`` (0-based):
+    the trimmed mean's kernel, asymmetric slices included (the Invariant Aggregator
+    code's middle 10 %). NaN counts as the largest value (:func:`sanitize_nan`).
+
+    On CPU: one ``numpy`` sort of each block of columns, transposed so that every
+    coordinate's n values are contiguous (NumPy's SIMD sort: 1.4-1.9x faster than two
+    ``numpy.partition`` selections and about 7x faster than ``torch.sort`` at n = 25-100).
+    """
+    n = U.shape[0]
+    if not 0 <= lo < hi <= n:
+        raise ValueError(f"the kept slice must satisfy 0 <= lo < hi <= n (lo={lo}, hi={hi}, n={n})")
     U = sanitize_nan(U)
     out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
     if use_numpy(U):
         src, dst = U.numpy(), out.numpy()
 
-        def tm_block(cols: slice) -> None:
+        def slice_block(cols: slice) -> None:
             block = np.ascontiguousarray(src[:, cols].T)  # (c, n)
             block.sort(axis=1)
-            dst[cols] = block[:, trim : n - trim].mean(axis=1)
+            dst[cols] = block[:, lo:hi].mean(axis=1)
 
-        for_blocks(tm_block, U.shape[1])
+        for_blocks(slice_block, U.shape[1])
         return out
     for cols in column_blocks(U.shape[1]):
         block = U[:, cols].T.contiguous()
-        out[cols] = torch.sort(block, dim=1).values[:, trim : n - trim].mean(dim=1)
+        out[cols] = torch.sort(block, dim=1).values[:, lo:hi].mean(dim=1)
     return out
 
 
@@ -274,6 +295,14 @@ def zero_faulty_rows(U: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
     """``U`` with faulty rows set to 0 (a copy only when there is one), so that a weight
     of 0 on such a row contributes 0 instead of ``0 * NaN = NaN``."""
     return U.masked_fill(bad.unsqueeze(1), 0.0) if bool(bad.any()) else U
+
+
+def clean_rows(U: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U in dtype with its faulty rows set to 0, the faulty-row mask)``; faulty as in
+    :func:`row_sq_norms`, measured in ``U``'s own dtype (a 1e30 row in float32 is faulty
+    even though float64 would hold its norm)."""
+    _, bad = row_sq_norms(U)
+    return zero_faulty_rows(U.to(dtype), bad), bad
 
 
 def geometric_median(U: torch.Tensor, iters: int = 3, nu: float = 0.1, alpha: Optional[torch.Tensor] = None,

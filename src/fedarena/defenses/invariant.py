@@ -33,9 +33,10 @@ Choices where the paper is ambiguous (spec ``invariant-aggregator.md`` section 7
 ``trim_frac=0.25``. Ablations of Table 4: ``estimator="mean"`` (AND-mask * mean),
 ``mask="none"`` (trimmed mean alone), ``mask="mean-var"`` (mean-variance ratio).
 
-Non-finite values from malicious clients are sanitised first: NaN -> 0, +-Inf and
-magnitudes above 1e30 -> +-1e30, so they are trimmed like any extreme value and the
-output stays finite.
+Non-finite values from malicious clients follow the rules' NaN policy
+(:mod:`fedarena.core.robust_kernels`): in the sign mask a NaN abstains and +-Inf votes
++-1; in the trimmed mean NaN sorts above +Inf, so it is trimmed like any extreme value;
+the mean ablation and the mean-variance statistic leave faulty rows out.
 
 Example::
 
@@ -53,13 +54,13 @@ from typing import Literal, Optional
 
 import torch
 
-from ..core.sign_masks import adaptive_rescale, and_mask, sign_consistency, sign_sum  # noqa: F401 (public here too)
+from ..core.robust_kernels import mean_of, mean_rows, row_sq_norms, sorted_slice_mean
+from ..core.sign_masks import adaptive_rescale, and_mask, sign_consistency, sign_votes  # noqa: F401 (public here too)
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
 
-#: magnitude every value of ``U`` is clamped to before aggregation
-BIG = 1e30
+#: tolerance of the trim count (``0.25 * 20`` gives 5, not 6)
 TOL = 1e-9
 
 TrimMode = Literal["ceil", "middle"]
@@ -72,13 +73,6 @@ PRESETS = {
     # the authors' released code: |mean sign| >= 0.6, sorted slice [int(.45N), int(.55N))
     "code": {"tau": 0.6, "strict": False, "trim_mode": "middle"},
 }
-
-
-def sanitize(U: torch.Tensor) -> torch.Tensor:
-    """NaN -> 0, +-Inf (and anything beyond +-1e30) -> +-1e30. Finite inputs are unchanged."""
-    if torch.isfinite(U).all() and (U.abs() <= BIG).all():
-        return U
-    return torch.nan_to_num(U, nan=0.0, posinf=BIG, neginf=-BIG).clamp(-BIG, BIG)
 
 
 def trim_count(n: int, trim_frac: float) -> int:
@@ -108,19 +102,29 @@ def trimmed_mean(U: torch.Tensor, trim_frac: float = 0.25, mode: TrimMode = "cei
         raise ConfigError("defense.trim_frac", f"keeps no value with {U.shape[0]} rows (trims {lo} per side)",
                           f"< {0.5 - 0.5 / max(U.shape[0], 1):.3f}")
     if lo == 0 and hi == U.shape[0]:
-        return U.mean(0)
-    return torch.sort(U, dim=0).values[lo:hi].mean(0)
+        return mean_rows(U)
+    return sorted_slice_mean(U, lo, hi)
+
+
+def mean_without_faulty(U: torch.Tensor) -> torch.Tensor:
+    """The mean of the rows, faulty ones left out (0 when every row is faulty)."""
+    _, bad = row_sq_norms(U)
+    return mean_of(U, torch.arange(U.shape[0], device=U.device), bad)
 
 
 def mean_var_ratio(U: torch.Tensor) -> torch.Tensor:
-    """``|mean_k| / (std_k + 1e-12)`` per coordinate (population std), the Table 4 ablation's statistic."""
-    return U.mean(0).abs() / (U.std(0, unbiased=False) + 1e-12)
+    """``|mean_k| / (std_k + 1e-12)`` per coordinate (population std) over the rows that
+    are not faulty, the Table 4 ablation's statistic."""
+    _, bad = row_sq_norms(U)
+    X = U[~bad] if bool(bad.any()) else U
+    if X.shape[0] == 0:
+        return torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
+    return X.mean(0).abs() / (X.std(0, unbiased=False) + 1e-12)
 
 
 def invariant_aggregate(U: torch.Tensor, tau: float = 0.2, trim_frac: float = 0.25, strict: bool = True,
                         trim_mode: TrimMode = "ceil") -> torch.Tensor:
     """Algorithm 1 as a function: ``and_mask(U, tau) * trimmed_mean(U, trim_frac)``."""
-    U = sanitize(U)
     tm = trimmed_mean(U, trim_frac, trim_mode)
     return torch.where(and_mask(U, tau, strict), tm, torch.zeros_like(tm))
 
@@ -186,9 +190,8 @@ class InvariantAggregator(Aggregator):
         return r > self.mv_tau
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        U = sanitize(U)
         m = self.mask(U)
-        est = trimmed_mean(U, self.trim_frac, self.trim_mode) if self.estimator == "trimmed-mean" else U.mean(0)
+        est = trimmed_mean(U, self.trim_frac, self.trim_mode) if self.estimator == "trimmed-mean" else mean_without_faulty(U)
         info = {"pass_frac": float(m.float().mean())}
         if self.mask_kind == "mean-var":
             info["mv_tau"] = self.mv_tau

@@ -8,8 +8,9 @@ stated in each docstring. FLIP (Zhang et al., 2023) is not provided: it needs a
 Neural-Cleanse-style trigger-inversion optimiser on every benign client and an
 inference-time confidence threshold, none of whose settings the paper gives.
 
-Every rule tolerates NaN/Inf rows: they get an infinite distance (Multi-Krum) or a zero
-trust score (FLTrust), or are sanitised (SparseFed), so the aggregate stays finite.
+Every rule follows the rules' NaN policy (:mod:`fedarena.core.robust_kernels`): a NaN/Inf
+row is faulty and gets an infinite distance (Multi-Krum), a zero trust score (FLTrust)
+or is left out of the mean (SparseFed), so the aggregate stays finite.
 """
 
 from __future__ import annotations
@@ -22,19 +23,11 @@ import torch
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
-from .invariant import sanitize, trim_slice, trimmed_mean
-from ..core.robust_kernels import krum_scores, lowest_scores, pairwise_cosine_distances, pairwise_sq_distances, row_sq_norms, zero_faulty_rows
+from .invariant import trim_slice, trimmed_mean
+from ..core.robust_kernels import clean_rows, krum_scores, lowest_scores, pairwise_cosine_distances, pairwise_sq_distances
 
 
 # ---------------------------------------------------------------- shared helpers
-def _clean(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(U with faulty rows zeroed, in float64; faulty-row mask)``; faulty = NaN/Inf or a
-    squared norm that overflows (see :func:`fedarena.defenses.robust.row_sq_norms`)."""
-    _, bad = row_sq_norms(U)  # in U's own dtype: a 1e30 row in float32 is faulty
-    bad = bad | ~torch.isfinite(U).all(dim=1)
-    return zero_faulty_rows(U.double(), bad), bad
-
-
 def multi_krum_select(D: torch.Tensor, f: int, m: int, bad: torch.Tensor) -> torch.Tensor:
     """Indices of the ``m`` rows with the lowest Krum scores (Blanchard et al. 2017, one-shot
     selection) under distances ``D``; faulty rows are never selected unless every row is."""
@@ -59,7 +52,7 @@ def _multi_krum_rows(U: torch.Tensor, f: int, m: Optional[int], distances) -> tu
     selected indices and the accept mask."""
     n = U.shape[0]
     m = _check_krum(n, f, m)
-    X, bad = _clean(U)
+    X, bad = clean_rows(U)
     sel = multi_krum_select(distances(U.double()), f, m, bad)
     accepted = torch.zeros(n, dtype=torch.bool, device=U.device)
     accepted[sel] = True
@@ -144,7 +137,7 @@ class SparseFed(Aggregator):
         self.e: Optional[torch.Tensor] = None
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        X, bad = _clean(U)
+        X, bad = clean_rows(U)
         norms = torch.linalg.vector_norm(X, dim=1)
         if self.clip is None:
             good = norms[~bad]
@@ -190,8 +183,8 @@ class FLTrust(Aggregator):
     @staticmethod
     def combine(U: torch.Tensor, g0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(aggregate, trust scores)`` for reports ``U`` and the server update ``g0``."""
-        X, bad = _clean(U)
-        g0 = sanitize(g0).double()
+        X, bad = clean_rows(U)
+        g0 = clean_rows(g0.unsqueeze(0))[0][0]  # a faulty server update trusts nobody
         n0 = torch.linalg.vector_norm(g0)
         norms = torch.linalg.vector_norm(X, dim=1)
         ok = (~bad) & (norms > 0)

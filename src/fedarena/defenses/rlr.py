@@ -41,14 +41,10 @@ from typing import Any
 
 import torch
 
+from ..core.sign_masks import sign_votes
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
-
-
-def sign_votes(U: torch.Tensor) -> torch.Tensor:
-    """``(d,)`` integer vote sums ``sum_k sgn(U_k)`` with ``sgn(0) = 0`` and NaN -> 0."""
-    return torch.nan_to_num(torch.sign(U), nan=0.0).sum(dim=0).round().to(torch.int64)
 
 
 def robust_lr_signs(U: torch.Tensor, theta: int) -> torch.Tensor:

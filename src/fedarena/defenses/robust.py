@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..core.robust_kernels import (MAX_ITERATIONS, centered_clip, column_blocks, coordinate_median, for_blocks, geometric_median, krum_scores, lowest_scores, mean_of, pairwise_sq_distances, row_sq_norms, sanitize_nan, trimmed_mean, use_numpy, work_dtype)
+from ..core.sign_masks import sign_votes
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
@@ -369,10 +370,5 @@ class SignMajority(RowRule):
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         self._checked(U, ctx)
-        if not bool(torch.isfinite(U.sum())):
-            U = torch.nan_to_num(U, nan=0.0)  # a NaN entry abstains; +-inf votes +-1
-        ones = torch.ones(U.shape[0], dtype=U.dtype, device=U.device)
-        out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
-        for cols in column_blocks(U.shape[1], 1 << 16):
-            out[cols] = torch.sign(ones @ torch.sign(U[:, cols]))  # exact: integer votes <= n
+        out = torch.sign(sign_votes(U))  # a NaN entry abstains; +-inf votes +-1
         return Aggregate(out, info={"tie_frac": float((out == 0).to(torch.float32).mean())})
