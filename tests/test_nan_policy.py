@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fedarena.core.layout import ParamLayout
-from fedarena.core.robust_kernels import clean_rows, sorted_slice_mean, trimmed_mean
+from fedarena.core.robust_kernels import clean_rows, multi_krum_select, pairwise_sq_distances, sorted_slice_mean, trimmed_mean
 from fedarena.core.sign_masks import and_mask, sign_votes
 from fedarena.defenses.base import RoundContext
 from fedarena.defenses.invariant import InvariantAggregator, mean_var_ratio, mean_without_faulty
@@ -45,6 +45,18 @@ def test_clean_rows_zeroes_faulty_rows_measured_in_the_own_dtype():
     X, bad = clean_rows(U)
     assert bad.tolist() == [False, True, True, True]  # 1e30^2 overflows float32's Gram arithmetic
     assert X.dtype == torch.float64 and X.tolist() == [[1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+
+
+def test_multi_krum_select_leaves_faulty_rows_out():
+    # points 0, 1, 2, 3, 100 on a line, f = 1: scores sum the n - f - 2 = 2 nearest squared
+    # distances: 1+4, 1+1, 1+1, 1+4, 97^2+98^2 -> lowest first, ties by index: 1, 2, 0, 3, 4
+    U = torch.tensor([[0.0], [1.0], [2.0], [3.0], [100.0]])
+    D = pairwise_sq_distances(U)
+    none = torch.zeros(5, dtype=torch.bool)
+    assert multi_krum_select(D, 1, 3, none).tolist() == [1, 2, 0]
+    # row 1 faulty: it goes last and is dropped, so m = 5 selects four rows
+    bad = torch.tensor([False, True, False, False, False])
+    assert multi_krum_select(D, 1, 5, bad).tolist() == [2, 0, 3, 4]
 
 
 def test_sign_votes_nan_abstains_inf_votes():

@@ -178,6 +178,14 @@ def lowest_scores(scores: torch.Tensor, m: int, bad: Optional[torch.Tensor] = No
     return torch.argsort(key, stable=True)[:m]
 
 
+def multi_krum_select(D: torch.Tensor, f: int, m: int, bad: torch.Tensor) -> torch.Tensor:
+    """Multi-Krum's one-shot selection (Blanchard et al. 2017, Sec. 4): the indices of the
+    ``m`` rows with the lowest Krum scores under distances ``D``, lowest first, faulty rows
+    left out (so fewer than ``m``, or none, when the ``m`` best include faulty rows)."""
+    idx = lowest_scores(krum_scores(D, f), m, bad)
+    return idx[~bad[idx]]
+
+
 def sanitize_nan(U: torch.Tensor) -> torch.Tensor:
     """``U`` with NaN replaced by +inf, so coordinate-wise sorts put it at the top (a
     copy only when ``U`` holds a NaN; the check is one summation pass)."""

@@ -24,18 +24,10 @@ from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
 from .invariant import trim_slice, trimmed_mean
-from ..core.robust_kernels import clean_rows, krum_scores, lowest_scores, pairwise_cosine_distances, pairwise_sq_distances
+from ..core.robust_kernels import clean_rows, multi_krum_select, pairwise_cosine_distances, pairwise_sq_distances
 
 
 # ---------------------------------------------------------------- shared helpers
-def multi_krum_select(D: torch.Tensor, f: int, m: int, bad: torch.Tensor) -> torch.Tensor:
-    """Indices of the ``m`` rows with the lowest Krum scores (Blanchard et al. 2017, one-shot
-    selection) under distances ``D``; faulty rows are never selected unless every row is."""
-    order = lowest_scores(krum_scores(D, f), m, bad)
-    keep = ~bad[order]
-    return order[keep] if keep.any() else order
-
-
 def _check_krum(n: int, f: int, m: Optional[int]) -> int:
     if n < 2 * f + 3:
         raise ConfigError("defense.f", f"Multi-Krum needs n >= 2f + 3 with n = {n} (got f = {f})",
@@ -47,16 +39,16 @@ def _check_krum(n: int, f: int, m: Optional[int]) -> int:
 
 
 # ---------------------------------------------------------------- Multi-Krum variants
-def _multi_krum_rows(U: torch.Tensor, f: int, m: Optional[int], distances) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Multi-Krum selection under a distance (``U -> (n, n)``): the cleaned rows, the
-    selected indices and the accept mask."""
+def _multi_krum_rows(U: torch.Tensor, f: int, m: Optional[int], distances) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-Krum selection under a distance (``U -> (n, n)``): the selected rows (in
+    float64, none when every candidate is faulty) and the accept mask."""
     n = U.shape[0]
     m = _check_krum(n, f, m)
     X, bad = clean_rows(U)
     sel = multi_krum_select(distances(U.double()), f, m, bad)
     accepted = torch.zeros(n, dtype=torch.bool, device=U.device)
     accepted[sel] = True
-    return X, sel, accepted
+    return X[sel], accepted
 
 
 @DEFENSES.register("multi-krum-cos")
@@ -74,8 +66,9 @@ class MultiKrumCosine(Aggregator):
         _check_krum(n, f, self.m)
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        X, sel, accepted = _multi_krum_rows(U, ctx.f, self.m, pairwise_cosine_distances)
-        return Aggregate(X[sel].mean(0).to(U.dtype), weights=accepted, info={"num_selected": int(len(sel))})
+        S, accepted = _multi_krum_rows(U, ctx.f, self.m, pairwise_cosine_distances)
+        agg = S.mean(0) if len(S) else torch.zeros(U.shape[1], dtype=S.dtype, device=U.device)
+        return Aggregate(agg.to(U.dtype), weights=accepted, info={"num_selected": int(len(S))})
 
 
 @DEFENSES.register("multi-krum-tm")
@@ -100,9 +93,13 @@ class MultiKrumTrimmedMean(Aggregator):
                               "a smaller trim_frac")
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        X, sel, accepted = _multi_krum_rows(U, ctx.f, self.m, pairwise_sq_distances)
-        agg = trimmed_mean(X[sel], self.trim_frac) if len(sel) > 2 * math.ceil(self.trim_frac * len(sel) - 1e-9) else X[sel].mean(0)
-        return Aggregate(agg.to(U.dtype), weights=accepted, info={"num_selected": int(len(sel))})
+        S, accepted = _multi_krum_rows(U, ctx.f, self.m, pairwise_sq_distances)
+        lo, hi = trim_slice(len(S), self.trim_frac)
+        if not len(S):
+            agg = torch.zeros(U.shape[1], dtype=S.dtype, device=U.device)
+        else:
+            agg = trimmed_mean(S, self.trim_frac) if hi > lo else S.mean(0)
+        return Aggregate(agg.to(U.dtype), weights=accepted, info={"num_selected": int(len(S))})
 
 
 # ---------------------------------------------------------------- SparseFed

@@ -44,7 +44,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..core.robust_kernels import (MAX_ITERATIONS, centered_clip, column_blocks, coordinate_median, for_blocks, geometric_median, krum_scores, lowest_scores, mean_of, pairwise_sq_distances, row_sq_norms, sanitize_nan, trimmed_mean, use_numpy, work_dtype)
+from ..core.robust_kernels import (MAX_ITERATIONS, centered_clip, column_blocks, coordinate_median, for_blocks, geometric_median, krum_scores, lowest_scores, mean_of, multi_krum_select, pairwise_sq_distances, row_sq_norms, sanitize_nan, trimmed_mean, use_numpy, work_dtype)
 from ..core.sign_masks import sign_votes
 from ..errors import ConfigError
 from ..registry import DEFENSES
@@ -186,9 +186,7 @@ class MultiKrum(RowRule):
         n, f = self._checked(U, ctx)
         m = n - f if self.m is None else self.m
         sq, bad = row_sq_norms(U)
-        scores = krum_scores(pairwise_sq_distances(U, sq, bad), f)
-        idx = lowest_scores(scores, m, bad)
-        idx = idx[~bad[idx]]  # a faulty row is never averaged (only picked when m > finite rows)
+        idx = multi_krum_select(pairwise_sq_distances(U, sq, bad), f, m, bad)  # a faulty row is never averaged
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
         return Aggregate(mean_of(U, idx, bad), mask, {"selected": int(idx.numel())})
