@@ -203,7 +203,7 @@ def test_buffers_follow_the_server_selection_end_to_end():
             "defense": {"name": "multi-krum", "f": 1, "m": 5}}
     sim = Simulation(load_config(None, [], base=base))
     plan = sim.plan_round(0)
-    from fedarena.run.lockstep import train_round
+    from fedarena.run.training import train_round
 
     train_round([(sim, plan)], sim._solo())
     rec = sim.conclude_round(plan)

@@ -36,7 +36,8 @@ from ..core.layout import ParamLayout
 from ..core.local import BatchSchedule, has_buffers, train_clients
 from ..core.recipe import TrainRecipe
 from ..core.seeds import SeedStreams
-from .lockstep import Lockstep, TrainJob, seed_torch, train_round
+from .lockstep import Lockstep
+from .training import TrainJob, seed_torch, train_round
 from .results import RoundObservation, RunResult, client_records, round_record, scalar_info, summarize  # noqa: F401 (re-exported)
 from .server_round import Attackers, server_round
 from .recovery import spike_metrics
