@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from fedarena.config import FLConfig, dump_config, load_config
-from fedarena.defenses.client import CLIENT_DEFENSES, LEADFL_VARIANTS
-from fedarena.registry import ATTACKS, DEFENSES, STAGES
+from fedarena.registry import ATTACKS, CLIENT_DEFENSES, DEFENSES, STAGES
 from fedarena.run.records import RECORD_FILES, read_summary
 from fedarena.run.runner import execute
 from fedarena.run.simulation import Simulation
@@ -49,6 +48,14 @@ def _stage_values(name: str) -> list[str]:
     return {bool: ["true"], int: ["2"], float: ["0.5"]}.get(base, [])
 
 
+def _client_variants(name: str) -> list[list[str]]:
+    """The settings that cover client-side defense ``name``: one per value of each of its
+    ``Literal`` parameters (LeadFL's ``client_variant``), else its defaults."""
+    out = [[f"defense.{k}={v}"] for k, p in CLIENT_DEFENSES.params(name).items()
+           if typing.get_origin(p.annotation) is typing.Literal for v in typing.get_args(p.annotation)]
+    return out or [[]]
+
+
 def cases() -> list[tuple[str, list[str]]]:
     out: list[tuple[str, list[str]]] = []
     for a in ATTACKS.names():
@@ -61,12 +68,11 @@ def cases() -> list[tuple[str, list[str]]]:
         out += [(f"stage:{s}={v}", ["defense.name=median", "attack.name=alie", f"defense.{s}={v}"]) for v in values]
         if not values:
             out.append((f"stage:{s}", ["defense.name=median", "attack.name=alie"]))  # fails below: needs NEEDS
-    for c in CLIENT_DEFENSES:
+    for c in CLIENT_DEFENSES.names():
         if c == "none":
             continue
-        variants = LEADFL_VARIANTS if c == "leadfl" else ("ref",)
-        out += [(f"client:{c}-{v}", ["attack.name=backdoor", f"defense.client={c}", f"defense.client_variant={v}"])
-                for v in variants]
+        out += [(",".join([f"client:{c}", *(s.split("=")[1] for s in v)]),
+                 ["attack.name=backdoor", f"defense.client={c}", *v]) for v in _client_variants(c)]
     for s in typing.get_args(FLConfig.model_fields["sampling"].annotation):
         out.append((f"sampling:{s}", ["attack.name=backdoor", f"fl.sampling={s}"]))
     return [(cid, BASE + over + NEEDS.get(cid, [])) for cid, over in out]
@@ -106,6 +112,8 @@ def test_the_generated_cases_cover_every_registered_component():
     ids = {cid.split(":")[1].split("=")[0] for cid, _ in CASES}
     assert set(ATTACKS.names()) - {"none"} <= ids
     assert set(DEFENSES.names()) <= ids and set(STAGES.names()) <= ids
+    clients = {cid.split(":")[1].split(",")[0] for cid, _ in CASES if cid.startswith("client:")}
+    assert set(CLIENT_DEFENSES.names()) - {"none"} == clients
 
 
 @pytest.mark.parametrize("over", [c for _, c in CASES], ids=[cid for cid, _ in CASES])

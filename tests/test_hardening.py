@@ -78,9 +78,9 @@ def test_folder_as_config_one_line(tmp_path):
 
 def test_no_message_names_a_typing_construct():
     """Every registry parameter's valid values are real values, not 'Optional'/'Literal'."""
-    from fedarena.registry import ATTACKS, DATASETS, DEFENSES, MODELS, STAGES
+    from fedarena.registry import ATTACKS, CLIENT_DEFENSES, DATASETS, DEFENSES, MODELS, STAGES
 
-    for reg in (ATTACKS, DEFENSES, STAGES, MODELS, DATASETS):
+    for reg in (ATTACKS, DEFENSES, STAGES, CLIENT_DEFENSES, MODELS, DATASETS):
         for name in reg.names():
             for p in reg.params(name).values():
                 assert not p.type_name.startswith(("Optional", "Literal", "Union")), (name, p.name, p.type_name)

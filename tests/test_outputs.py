@@ -61,12 +61,12 @@ def test_list_section_never_cut_at_80_columns(monkeypatch):
     from rich.console import Console
 
     from fedarena import cli
-    from fedarena.registry import ATTACKS, DEFENSES
+    from fedarena.registry import ATTACKS, CLIENT_DEFENSES, DEFENSES
 
     monkeypatch.setattr(cli, "out_console", Console(width=80))  # an 80-column terminal
     out = runner.invoke(app, ["list"]).output
 
-    for reg in (ATTACKS, DEFENSES):
+    for reg in (ATTACKS, DEFENSES, CLIENT_DEFENSES):
         for name in reg.names():
             for p in reg.params(name).values():
                 if not p.required:

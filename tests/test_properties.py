@@ -2,7 +2,7 @@
 answers with a clean one-line error, a ``diverged`` run or an ``ok`` run, in bounded time.
 
 - config keys: random values (huge finite numbers, wrong types, lists, nesting) for every
-  declared key and every parameter of the chosen attack and defense;
+  declared key and every parameter of the chosen attack, defense and client-side defense;
 - runs: huge and tiny values of the numeric keys that the arithmetic carries;
 - file readers: records, summaries, checkpoints, configs and sweep indexes, damaged at
   random (cut, flipped bytes, random bytes);
@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from fedarena.config import ExperimentConfig, _model_of, load_config
 from fedarena.errors import ConfigError, DamagedFileError
-from fedarena.registry import ATTACKS, DEFENSES
+from fedarena.registry import ATTACKS, CLIENT_DEFENSES, DEFENSES
 from fedarena.run.checkpoint import load_checkpoint, save_checkpoint
 from fedarena.run.records import read_json, read_jsonl
 from fedarena.run.runner import execute
@@ -45,7 +45,8 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 CONFIG_KEYS = _keys(ExperimentConfig)
 PLUGIN_KEYS = sorted({f"attack.{p}" for a in ATTACKS.names() for p in ATTACKS.params(a)}
-                     | {f"defense.{p}" for d in DEFENSES.names() for p in DEFENSES.params(d)})
+                     | {f"defense.{p}" for d in DEFENSES.names() for p in DEFENSES.params(d)}
+                     | {f"defense.{p}" for c in CLIENT_DEFENSES.names() for p in CLIENT_DEFENSES.params(c)})
 
 huge = st.sampled_from([1e300, -1e300, 3.5e38, -3.5e38, 1e38, 1e-300, 5e-324, 2**63, 10**18, -(10**18)])
 scalars = st.one_of(huge, st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
@@ -64,9 +65,10 @@ def _one_line(e: BaseException) -> None:
 
 @FAST
 @given(st.lists(st.tuples(st.sampled_from(CONFIG_KEYS + PLUGIN_KEYS), values), min_size=1, max_size=4),
-       st.sampled_from(ATTACKS.names()), st.sampled_from(DEFENSES.names()))
-def test_any_config_value_is_accepted_or_refused_in_one_line(pairs, attack, defense):
-    over = ["data.dataset=digits", f"attack.name={attack}", f"defense.name={defense}", "attack.num_malicious=2"]
+       st.sampled_from(ATTACKS.names()), st.sampled_from(DEFENSES.names()), st.sampled_from(CLIENT_DEFENSES.names()))
+def test_any_config_value_is_accepted_or_refused_in_one_line(pairs, attack, defense, client):
+    over = ["data.dataset=digits", f"attack.name={attack}", f"defense.name={defense}", f"defense.client={client}",
+            "attack.num_malicious=2"]
     over += [f"{k}={_yaml(v)}" for k, v in pairs]
     try:
         cfg = load_config(None, over)

@@ -4,9 +4,9 @@ keys, types and defaults the code validates.
 
 A page holding the line ``<!-- generated: config-keys -->`` gets the tables of every
 config section; ``<!-- generated: components -->`` gets every registered dataset,
-partition, model, attack, defense, defense stage and reproduction with its parameters;
-``<!-- readme: HEADING -->`` gets the README's section of that heading (the capability
-and reproduction tables live in the README only).
+partition, model, attack, defense, defense stage, client-side defense and reproduction
+with its parameters; ``<!-- readme: HEADING -->`` gets the README's section of that
+heading (the capability and reproduction tables live in the README only).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def config_keys() -> str:
             lines += [f"### `{name}`", ""]
             if extra:
                 lines += [f"Besides these keys, `{name}.*` takes the parameters of the chosen "
-                          f"{'attack' if name == 'attack' else 'defense and its stages' if name == 'defense' else 'model'}"
+                          f"{'attack' if name == 'attack' else 'defense, its stages and the client-side defense' if name == 'defense' else 'model'}"
                           " (see [Components](#components)).", ""]
             lines += ["| key | valid values | default | bounds |", "|---|---|---|---|"]
             for key, f in section.model_fields.items():
@@ -71,12 +71,13 @@ def config_keys() -> str:
 
 
 def components() -> str:
-    from fedarena.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
+    from fedarena.registry import ATTACKS, CLIENT_DEFENSES, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
 
     out = []
     for title, reg, key in (("Datasets", DATASETS, "data.dataset"), ("Partitions", PARTITIONS, "data.partition"),
                             ("Models", MODELS, "model.name"), ("Attacks", ATTACKS, "attack.name"),
                             ("Defenses", DEFENSES, "defense.name"), ("Defense stages", STAGES, "switched on by its key"),
+                            ("Client-side defenses", CLIENT_DEFENSES, "defense.client"),
                             ("Reproductions", PAPERS, "fedarena reproduce NAME")):
         out += [f"### {title}", "", f"Chosen by `{key}`." if "." in key else f"{key[0].upper()}{key[1:]}.", "",
                 "| name | what | parameters (default) |", "|---|---|---|"]

@@ -195,16 +195,17 @@ def shown_default(value) -> str:
 
 
 def _sections():
-    from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
+    from .registry import ATTACKS, CLIENT_DEFENSES, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
 
     return {"datasets": DATASETS, "partitions": PARTITIONS, "models": MODELS, "attacks": ATTACKS,
-            "defenses": DEFENSES, "stages": STAGES, "reproductions": PAPERS}
+            "defenses": DEFENSES, "stages": STAGES, "client-defenses": CLIENT_DEFENSES, "reproductions": PAPERS}
 
 
 @app.command("list")
 def list_(section: Optional[str] = typer.Argument(
-        None, help="Only one section: datasets, partitions, models, attacks, defenses, stages, reproductions.")) -> None:
-    """Every registered dataset, partition, model, attack, defense (and stage) with its parameters."""
+        None, help="Only one section: datasets, partitions, models, attacks, defenses, stages, client-defenses, "
+        "reproductions.")) -> None:
+    """Every registered dataset, partition, model, attack, defense (stage, client-side defense) with its parameters."""
     sections = _sections()
     if section is not None:
         key = section.lower().rstrip("s") + "s"

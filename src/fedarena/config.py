@@ -144,11 +144,9 @@ class DefenseConfig(_Float32):
     name: str = "fedavg"
     weighted: bool = False
     f: Optional[int] = Field(None, ge=0)  # attackers the rule assumes; None: see Experiment.declared_f
-    client: str = "none"  # client-side defense of benign clients: none, leadfl, ldp, fl-wbc (defenses/client.py)
-    client_variant: str = "ref"  # leadfl: ref (authors' code), a3 (report's Alg. 3), a1n
-    regular_weight: float = 0.4  # leadfl: alpha
-    pert_strength: float = 0.2  # leadfl: clip q; ldp / fl-wbc: Laplace scale
-    double_task_step: bool = True  # leadfl ref: the second step also carries the task gradient
+    #: client-side defense of benign clients (registry.CLIENT_DEFENSES: none, leadfl, ldp, fl-wbc); its
+    #: parameters are ``defense.*`` keys like the aggregator's and the stages'
+    client: str = "none"
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -443,27 +441,50 @@ def auto_name(tree: dict[str, Any]) -> str:
 
 
 #: keys of the attack / defense sections that do not belong to the chosen attack or defense
+#: (and the parameters of the client-side defenses, :func:`_section_common`)
 _SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round", "optimize"},
-                   "defense": {"name", "weighted", "f", "client", "client_variant", "regular_weight",
-                               "pert_strength", "double_task_step"}}
+                   "defense": {"name", "weighted", "f", "client"}}
+
+
+def _section_common(section: str) -> set[str]:
+    if section != "defense":
+        return _SECTION_COMMON[section]
+    from .registry import CLIENT_DEFENSES
+
+    return _SECTION_COMMON[section] | set(CLIENT_DEFENSES.owners())
 
 
 def _drop_params_of_replaced_plugin(tree: dict[str, Any], assignment: str, explicit: set[str] = frozenset()) -> None:
     """``--set attack.name=X`` on a config written for attack Y drops Y's own parameters
     (they would be unknown to X); later overrides may set X's. Parameters set by earlier
     overrides of the same command (``explicit`` keys) stay, whatever their order: X
-    takes them, or validation names them as unknown to X."""
+    takes them, or validation names them as unknown to X. Likewise ``--set
+    defense.client=X`` drops the parameters of client-side defense Y that X does not read
+    (``pert_strength`` stays from ``leadfl`` to ``ldp``)."""
     key, _, value = assignment.partition("=")
     section, _, field = key.strip().partition(".")
-    if field != "name" or section not in _SECTION_COMMON or not isinstance(tree.get(section), dict):
+    if field not in ("name", "client") or section not in _SECTION_COMMON or not isinstance(tree.get(section), dict):
+        return
+    if field == "client" and section != "defense":
         return
 
-    def keep(k: str) -> bool:
-        return k in _SECTION_COMMON[section] or any(e == f"{section}.{k}" or e.startswith(f"{section}.{k}.")
-                                                    for e in explicit)
+    def stated(k: str) -> bool:
+        return any(e == f"{section}.{k}" or e.startswith(f"{section}.{k}.") for e in explicit)
 
-    if tree[section].get("name") not in (None, parse_value(value)):
-        tree[section] = {k: v for k, v in tree[section].items() if keep(k)}
+    old = tree[section].get(field)
+    if old in (None, parse_value(value)):
+        return
+    if field == "name":
+        common = _section_common(section)
+        tree[section] = {k: v for k, v in tree[section].items() if k in common or stated(k)}
+        return
+    from .registry import CLIENT_DEFENSES
+
+    new = parse_value(value)
+    if not (isinstance(old, str) and isinstance(new, str) and old in CLIENT_DEFENSES and new in CLIENT_DEFENSES):
+        return  # an unknown name: validation names it
+    gone = set(CLIENT_DEFENSES.params(old)) - set(CLIENT_DEFENSES.params(new))
+    tree[section] = {k: v for k, v in tree[section].items() if k not in gone or stated(k)}
 
 
 def merge_trees(a: dict, b: dict) -> dict:

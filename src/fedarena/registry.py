@@ -146,6 +146,14 @@ class Registry:
             out[p.name] = Param(p.name, ann, None if p.default is p.empty else p.default, p.default is p.empty)
         return out
 
+    def owners(self) -> dict[str, list[str]]:
+        """Each parameter name -> the components that take it (in name order)."""
+        out: dict[str, list[str]] = {}
+        for name in self.names():
+            for key in self.params(name):
+                out.setdefault(key, []).append(name)
+        return out
+
     def accepts_extra(self, name: str) -> bool:
         target = _target(self.get(name))
         return target is not None and any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
@@ -193,6 +201,8 @@ MODELS = Registry("model", "model", "model.name", packages=("models", "run"))  #
 ATTACKS = Registry("attack", "attack")
 DEFENSES = Registry("defense", "defense")
 STAGES = Registry("defense stage", "defense", "defense")
+#: client-side defenses (``defense.client``): their parameters are flat ``defense.*`` keys, as a stage's
+CLIENT_DEFENSES = Registry("client-side defense", "defense", "defense.client")
 PAPERS = Registry("reproduction", "reproduce", "reproduce NAME", packages=("reproduce",))
 
 #: checks of a whole experiment config that need components (a defense pipeline that

@@ -1,16 +1,16 @@
 """The fully resolved configuration of a run, and the short description a summary carries.
 
 ``config.yaml`` holds what the run actually used: the config the user wrote plus every
-default of the chosen attack, defense (aggregator and active stages), model and
-synthetic dataset, the resolved model name, the cohort size and the declared number of
-attackers. Loading it again gives the same run.
+default of the chosen attack, defense (aggregator, active stages and client-side
+defense), model and synthetic dataset, the resolved model name, the cohort size and the
+declared number of attackers. Loading it again gives the same run.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, STAGES
+from .registry import ATTACKS, CLIENT_DEFENSES, DATASETS, DEFENSES, MODELS, STAGES
 
 if TYPE_CHECKING:  # pragma: no cover - config imports this module to write config.yaml
     from .config import ExperimentConfig
@@ -34,9 +34,21 @@ def attack_params(cfg: ExperimentConfig) -> dict[str, Any]:
     return {**_defaults(ATTACKS, cfg.attack.name), **_plain(cfg.attack.params())}
 
 
+def client_defense_params(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The parameters of the chosen client-side defense (``defense.client``): its
+    defaults, overridden by the config. The keys of other client-side defenses are not
+    its (at their defaults, the config check lets them pass: they are dropped here)."""
+    name = cfg.defense.client
+    mine = CLIENT_DEFENSES.params(name)
+    given = CLIENT_DEFENSES.validate(name, {k: v for k, v in cfg.defense.params().items() if k in mine})
+    return {**_defaults(CLIENT_DEFENSES, name), **_plain(given)}
+
+
 def defense_params(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The aggregator's parameters and those of every active stage (defaults filled in)."""
-    given = _plain(cfg.defense.params())
+    """The aggregator's parameters and those of every active stage (defaults filled in);
+    not the client-side defense's (:func:`client_defense_params`)."""
+    client_keys = CLIENT_DEFENSES.owners()
+    given = {k: v for k, v in _plain(cfg.defense.params()).items() if k not in client_keys}
     out = _defaults(DEFENSES, cfg.defense.name, skip=("weighted",))
     for trigger in STAGES.names():
         if given.get(trigger):
@@ -56,7 +68,7 @@ def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
     common = {k: tree["attack"][k] for k in type(cfg.attack).model_fields}
     tree["attack"] = {**common, **attack_params(cfg)}
     declared = {k: tree["defense"][k] for k in type(cfg.defense).model_fields}
-    tree["defense"] = {**declared, "f": cfg.declared_f, **defense_params(cfg)}
+    tree["defense"] = {**declared, "f": cfg.declared_f, **client_defense_params(cfg), **defense_params(cfg)}
     return tree
 
 

@@ -1,6 +1,8 @@
 """Client-side defenses (``defense.client``): benign clients change their own local training.
 
-Each is a :class:`~fedarena.core.recipe.StepHook` run after every local SGD step, on the
+Each is a component registered in :data:`fedarena.registry.CLIENT_DEFENSES` (``fedarena
+list client-defenses``): its keyword-only parameters are flat ``defense.*`` keys, like a
+stage's, and it builds a :class:`~fedarena.core.recipe.StepHook` run after every local SGD step, on the
 stacked ``(k, ...)`` parameters of all clients trained together, so it runs on the
 vectorized path as well as the sequential one with the same arithmetic (tested). None
 falls back to the sequential path (models with BatchNorm buffers train sequentially
@@ -48,16 +50,16 @@ first batch of an epoch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 
 from ..core.recipe import HookStep, StepHook
 from ..errors import ConfigError
-from ..registry import config_check
+from ..registry import CLIENT_DEFENSES, config_check
 
-CLIENT_DEFENSES = ("none", "leadfl", "ldp", "fl-wbc")
 LEADFL_VARIANTS = ("ref", "a3", "a1n")
 
 
@@ -194,32 +196,116 @@ class NoiseDefense(StepHook):
         return s.bufs
 
 
-def client_defense(name: str = "none", variant: str = "ref", regular_weight: float = 0.4, pert_strength: float = 0.2,
-                   double_task_step: bool = True) -> Optional[StepHook]:
-    """The step hook of ``defense.client`` (``None`` for ``none``); one-line errors on bad values."""
-    if name not in CLIENT_DEFENSES:
-        raise ConfigError("defense.client", f"unknown client-side defense {name!r}", ", ".join(CLIENT_DEFENSES))
-    if variant not in LEADFL_VARIANTS:
-        raise ConfigError("defense.client_variant", f"unknown LeadFL variant {variant!r}", ", ".join(LEADFL_VARIANTS))
-    if not regular_weight >= 0:
-        raise ConfigError("defense.regular_weight", f"must be >= 0 (got {regular_weight})", ">= 0")
+class ClientDefense:
+    """A client-side defense: what benign clients add to their local training.
+
+    Registered in :data:`fedarena.registry.CLIENT_DEFENSES` under its ``defense.client``
+    name; its keyword-only constructor parameters (with defaults) are flat ``defense.*``
+    keys, validated by the registry's types and by the constructor (one-line
+    :class:`~fedarena.errors.ConfigError`)."""
+
+    def hook(self) -> Optional[StepHook]:
+        """The step hook benign clients run after every local step (None: train plainly)."""
+        return None
+
+
+@CLIENT_DEFENSES.register("none")
+class NoClientDefense(ClientDefense):
+    """No client-side defense: benign clients train as the recipe says."""
+
+
+def _check_strength(pert_strength: float) -> float:
     if not pert_strength > 0:
         raise ConfigError("defense.pert_strength", f"must be > 0 (got {pert_strength})", "> 0")
-    if name == "leadfl":
-        if variant == "a3":
-            return LeadFLA3(regular_weight, pert_strength)
-        if variant == "a1n":
-            return LeadFLA1N(regular_weight, pert_strength)
-        return LeadFLRef(regular_weight, pert_strength, double_task_step)
-    if name in ("ldp", "fl-wbc"):
-        return NoiseDefense(pert_strength, name == "fl-wbc")
-    return None
+    return float(pert_strength)
+
+
+@CLIENT_DEFENSES.register("leadfl")
+class LeadFL(ClientDefense):
+    """LeadFL (Zhu, Roos, Chen, ICML 2023): a per-step regulariser of the local Hessian.
+
+    ``client_variant``: ``ref`` the authors' code, ``a3`` the report's Algorithm 3, ``a1n``
+    its Eq. (5)-(6) as a normalised gradient; ``regular_weight`` alpha, ``pert_strength``
+    the clip q, ``double_task_step`` (ref) the code's un-zeroed task gradient in the second
+    step. See :mod:`fedarena.defenses.client`."""
+
+    def __init__(self, *, client_variant: Literal["ref", "a3", "a1n"] = "ref", regular_weight: float = 0.4,
+                 pert_strength: float = 0.2, double_task_step: bool = True):
+        if client_variant not in LEADFL_VARIANTS:
+            raise ConfigError("defense.client_variant", f"unknown LeadFL variant {client_variant!r}",
+                              ", ".join(LEADFL_VARIANTS))
+        if not regular_weight >= 0:
+            raise ConfigError("defense.regular_weight", f"must be >= 0 (got {regular_weight})", ">= 0")
+        self.variant, self.alpha, self.q = client_variant, float(regular_weight), _check_strength(pert_strength)
+        self.double_task_step = bool(double_task_step)
+
+    def hook(self) -> StepHook:
+        if self.variant == "a3":
+            return LeadFLA3(self.alpha, self.q)
+        if self.variant == "a1n":
+            return LeadFLA1N(self.alpha, self.q)
+        return LeadFLRef(self.alpha, self.q, self.double_task_step)
+
+
+@CLIENT_DEFENSES.register("ldp")
+class LDP(ClientDefense):
+    """Local Laplace noise on the weights after every step (the LeadFL code's LDP baseline).
+
+    Scale ``pert_strength``; noise injection only, no clipping and no privacy accounting."""
+
+    def __init__(self, *, pert_strength: float = 0.2):
+        self.scale = _check_strength(pert_strength)
+
+    def hook(self) -> StepHook:
+        return NoiseDefense(self.scale, False)
+
+
+@CLIENT_DEFENSES.register("fl-wbc")
+class FLWBC(ClientDefense):
+    """FL-WBC (Sun et al., NeurIPS 2021) as in the LeadFL code: LDP's noise, zeroed where
+    the task gradient changed more than the noise since the previous step."""
+
+    def __init__(self, *, pert_strength: float = 0.2):
+        self.scale = _check_strength(pert_strength)
+
+    def hook(self) -> StepHook:
+        return NoiseDefense(self.scale, True)
+
+
+def stale_default(key: str, value: Any) -> bool:
+    """Whether ``defense.<key>`` holds the default of every client-side defense that reads it.
+
+    Such a key, set while the chosen client-side defense does not read it, is accepted and
+    ignored: ``config.yaml`` files written before the client-side defenses were registered
+    components hold ``client_variant``, ``regular_weight``, ``pert_strength`` and
+    ``double_task_step`` at their defaults whatever ``defense.client`` is."""
+    return all(CLIENT_DEFENSES.params(name)[key].default == value for name in CLIENT_DEFENSES.owners()[key])
+
+
+def build_client_defense(defense: Mapping[str, Any]) -> ClientDefense:
+    """The client-side defense of a flat ``defense`` dict (``client`` and ``defense.*`` keys).
+
+    The chosen defense (``client``, default ``none``) gets the keys it reads; a
+    client-side defense's key that it does not read is a one-line error, unless it holds
+    the default (:func:`stale_default`). Keys of no client-side defense are left alone
+    (they belong to the aggregator and the stages)."""
+    name = defense.get("client", "none")
+    CLIENT_DEFENSES.get(name)  # unknown name: a one-line error first
+    mine, owners = CLIENT_DEFENSES.params(name), CLIENT_DEFENSES.owners()
+    values = {}
+    for key, value in defense.items():
+        if key in mine:
+            values[key] = value
+        elif key in owners and not stale_default(key, value):
+            readers = " or ".join(owners[key])
+            raise ConfigError(f"defense.{key}", f"only applies when defense.client is {readers} "
+                              f"(got defense.client={name!r})", f"set defense.client={owners[key][0]}, or drop this key")
+    return CLIENT_DEFENSES.build(name, values)
 
 
 def client_hook(defense: Any) -> Optional[StepHook]:
     """The step hook of a config's ``defense`` section (``None`` for ``defense.client=none``)."""
-    return client_defense(defense.client, defense.client_variant, defense.regular_weight, defense.pert_strength,
-                          defense.double_task_step)
+    return build_client_defense({"client": defense.client, **defense.params()}).hook()
 
 
 @config_check
@@ -229,5 +315,6 @@ def check_client_defense_config(cfg: Any) -> None:
         raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
 
 
-__all__ = ["CLIENT_DEFENSES", "client_hook", "LEADFL_VARIANTS", "client_defense", "LeadFLRef", "LeadFLA3", "LeadFLA1N",
-           "NoiseDefense", "laplace", "weight_indices"]
+__all__ = ["ClientDefense", "NoClientDefense", "LeadFL", "LDP", "FLWBC", "build_client_defense", "client_hook",
+           "stale_default", "LEADFL_VARIANTS", "LeadFLRef", "LeadFLA3", "LeadFLA1N", "NoiseDefense", "laplace",
+           "weight_indices"]

@@ -3,8 +3,9 @@
 ``defense.name`` picks the aggregator. Stages compose with any aggregator and switch on
 through their trigger key: a stage class registered in ``STAGES`` under ``"clip"`` is
 added when ``defense.clip`` is set. Its keyword parameters are read from ``defense.*``;
-the remaining keys go to the aggregator. So RLR over the median with clipping and
-noise is a configuration, not new code.
+so are those of the client-side defense (``defense.client``, :mod:`.client`: they change
+the benign clients' training, not the pipeline); the remaining keys go to the aggregator.
+So RLR over the median with clipping and noise is a configuration, not new code.
 """
 
 from __future__ import annotations
@@ -12,20 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..registry import DEFENSES, STAGES, config_check
+from ..registry import CLIENT_DEFENSES, DEFENSES, STAGES, config_check
 from .base import DefensePipeline, PostStage, PreStage
 
 #: keys every defense accepts, consumed by the engine rather than a factory
-COMMON_KEYS = {"name", "f", "weighted"}
+COMMON_KEYS = {"name", "f", "weighted", "client"}
 
 
 def stage_owners() -> dict[str, list[str]]:
     """Each stage parameter -> the trigger keys of the stages that read it."""
-    owners: dict[str, list[str]] = {}
-    for trigger in STAGES.names():
-        for key in STAGES.params(trigger):
-            owners.setdefault(key, []).append(trigger)
-    return owners
+    return STAGES.owners()
 
 
 def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
@@ -46,7 +43,8 @@ def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
         if companion is not None:
             half = companion()
             post.append((getattr(half, "order", 50), half))
-    agg_values = {k: v for k, v in defense.items() if k not in used and k not in COMMON_KEYS}
+    client_keys = CLIENT_DEFENSES.owners()  # the client-side defense's (checked by defenses/client.py)
+    agg_values = {k: v for k, v in defense.items() if k not in used and k not in COMMON_KEYS and k not in client_keys}
     # a stage's own options are not the aggregator's; set while their stage is off, they
     # would do nothing, so they are an error (a trigger left at 0/None/False is fine)
     owners = stage_owners()
