@@ -67,6 +67,30 @@ def test_sweep_cli_workers_table_and_rerun_skips(tmp_path):
     assert len(index_entries(out)) == 2
 
 
+def test_finished_runs_written_by_an_earlier_version_are_not_replayed(tmp_path):
+    # a study folder from before the client-side defenses were registered: every config.yaml
+    # held the four LeadFL keys at their defaults, and the index holds the sha of that text
+    spec = _spec(tmp_path, {"defense": [{"name": "fedavg"}, {"name": "median"}], "seed": [0]})
+    out = tmp_path / "sw"
+    assert runner.invoke(app, ["sweep", str(spec), "--quiet", "--out", str(out)]).exit_code == 0
+    for cfg_file in (out / "runs").glob("*/config.yaml"):
+        tree = yaml.safe_load(cfg_file.read_text())
+        tree["defense"].update(client_variant="ref", regular_weight=0.4, pert_strength=0.2, double_task_step=True)
+        cfg_file.write_text(yaml.safe_dump(tree, sort_keys=False))
+    index = out / "index.jsonl"
+    index.write_text("".join(json.dumps({**e, "config_sha": "0" * 16}) + "\n" for e in index_entries(out)))
+    res = runner.invoke(app, ["sweep", str(spec), "--quiet", "--out", str(out)])
+    assert res.exit_code == 0 and "0 runs played" in res.output and "2 already finished" in res.output, res.output
+    # a stored run of another config is still replayed
+    cfg_file = next((out / "runs").glob("median*/config.yaml"))
+    tree = yaml.safe_load(cfg_file.read_text())
+    tree["fl"]["rounds"] = 1
+    cfg_file.write_text(yaml.safe_dump(tree, sort_keys=False))
+    index.write_text("".join(json.dumps({**e, "config_sha": "0" * 16}) + "\n" for e in index_entries(out)))
+    res = runner.invoke(app, ["sweep", str(spec), "--quiet", "--out", str(out)])
+    assert res.exit_code == 0 and "1 runs played" in res.output and "1 already finished" in res.output, res.output
+
+
 def test_sweep_records_divergence_as_a_result(tmp_path):
     grid = {"defense": [{"name": "fedavg"}, {"name": "median"}]}
     extra = {"fl": {"num_clients": 10, "rounds": 2, "algorithm": "fedsgd", "client_momentum": 0.9},

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from ..errors import DamagedFileError
+from ..errors import ConfigError, DamagedFileError
 from ..run.records import FINISHED, check_writable, read_json, read_jsonl
 from . import executors
 from .results import SWEEP_FILE, results_table, write_table
@@ -67,14 +67,29 @@ def read_index(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _finished_in_folder(run_dir: Path, cfg_text: str) -> Optional[dict[str, Any]]:
-    """The summary of a finished run of this very config in ``run_dir``, else None."""
+    """The summary of a finished run of this very config in ``run_dir``, else None.
+
+    A ``config.yaml`` written by an earlier version (keys since dropped, e.g. the LeadFL
+    keys every config used to carry) is this run when the current code resolves it to
+    the same config: a schema change does not make a study replay its finished runs."""
     try:
-        if (run_dir / "config.yaml").read_bytes() != cfg_text.encode():
+        stored = (run_dir / "config.yaml").read_bytes()
+        if stored != cfg_text.encode() and _resolved(run_dir / "config.yaml") != cfg_text:
             return None
         summary = read_json(run_dir / "summary.json")
     except (OSError, DamagedFileError):
         return None
     return summary if summary.get("status") in FINISHED else None
+
+
+def _resolved(path: Path) -> Optional[str]:
+    """``path``'s config as the current code resolves and writes it (None if it does not load)."""
+    from ..config import dump_config, load_config
+
+    try:
+        return dump_config(load_config(path))
+    except (ConfigError, DamagedFileError, OSError, ValueError):
+        return None
 
 
 def run_sweep(jobs: list[Job], out: str | Path, workers: int = 1, backend: str = "local",
