@@ -15,7 +15,11 @@ Two paths with the same arithmetic:
   buffers such as BatchNorm).
 
 Both read the same :class:`BatchSchedule`, so for the same recipe they give the same
-updates (tested in ``tests/test_local.py``).
+updates (tested in ``tests/test_local.py``). A recipe's
+:class:`~fedarena.core.recipe.StepHook` runs after every step on both, sees the step's
+loss (``HookStep.loss``) and may end a client's training early (``HookStep.stop``): an
+attack or client-side defense that owns its loop (AutoAdapt's augmented Lagrangian,
+:mod:`fedarena.attacks.autoadapt`) is a recipe plus a hook, not a second loop.
 
 Every client starts from the round's global parameters (one shared set), or from its
 own row of stacked initial parameters (``global_params`` with a leading axis, the row
@@ -348,7 +352,9 @@ class _HookRunner:
             self.state = self.hook.init(names, [p.detach() for p in params])
         self.plain = recipe.with_(grad_clip=None)
 
-    def __call__(self, s: int, params, grads, opt: OptState, active, regrad, batch=None, grad_on=None) -> None:
+    def __call__(self, s: int, params, grads, opt: OptState, active, regrad, batch=None, grad_on=None,
+                 loss: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run the hook after step ``s``; returns the clients it stopped (``(k,)`` bool)."""
         from .recipe import HookStep
 
         starts = self.schedule.epoch_start
@@ -370,10 +376,12 @@ class _HookRunner:
             return losses.detach(), None if gs is None else [g.detach() for g in gs]
 
         xr, yr = batch if batch is not None else (None, None)
+        stop = torch.zeros(len(self.rows), dtype=torch.bool, device=self.device)
         hs = HookStep(self.names, params, grads, opt.tensors.get("momentum_buffer"), first, active, self.gens, self.state, regrad_with_grad,
-                      self.recipe, step, xr, yr, grad_on_with_grad if grad_on is not None else None)
+                      self.recipe, step, xr, yr, grad_on_with_grad if grad_on is not None else None, loss, stop)
         with torch.no_grad():
             self.hook(hs)  # the optimizer state is updated in place
+        return stop
 
 
 def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
@@ -481,9 +489,11 @@ def train_vectorized(
     shared = own is None
     batched_extra = vmap(recipe.extra_loss, in_dims=(0, None if shared else 0)) if recipe.extra_loss is not None else None
 
-    def batched_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor]) -> torch.Tensor:
+    def batched_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor],
+                     values: Optional[list] = None) -> torch.Tensor:
         """Sum over clients of :func:`_loss_fn`; the per-sample loss runs outside vmap on ``(k*B,)``.
-        ``wb=None``: every client has a full batch (the mean is the sum over ``k*B`` over ``B``)."""
+        ``wb=None``: every client has a full batch (the mean is the sum over ``k*B`` over ``B``).
+        ``values``: append each client's loss ``(k,)`` (detached) to it, for a step hook."""
         if strategy == "fold":
             logits = fold_logits(model, names, [params[n] for n in names], xb)
         else:
@@ -494,8 +504,13 @@ def train_vectorized(
             total = per.sum() / b
         else:
             total = ((per.reshape(kc, b) * wb).sum(1) / wb.sum(1).clamp_min(1.0)).sum()
-        if batched_extra is not None:
-            total = total + batched_extra(params, gpc).sum()
+        extra = batched_extra(params, gpc) if batched_extra is not None else None
+        if extra is not None:
+            total = total + extra.sum()
+        if values is not None:
+            pv = per.detach().reshape(kc, b)
+            vec = pv.mean(1) if wb is None else (pv * wb).sum(1) / wb.sum(1).clamp_min(1.0)
+            values.append(vec if extra is None else vec + extra.detach())
         return total
 
     def gp_of(j: int) -> Params:  # the global parameters client j of the chunk sees
@@ -524,13 +539,20 @@ def train_vectorized(
                 if prepare is not None:
                     xb = prepare(xb)
                 yb, wb = y.index_select(0, idx_t).reshape(kc, pad_b), mask_all[s]
+                step_loss: Optional[torch.Tensor] = None
                 if strategy in ("vmap", "fold"):
-                    total = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
+                    vals: Optional[list] = [] if hook.on else None
+                    total = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb, vals)
+                    step_loss = vals[0] if vals else None
                     grads = list(torch.autograd.grad(total, params, allow_unused=True))
                     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
                 else:
                     live = list(range(kc)) if plan.full[s] else np.flatnonzero(plan.active[s]).tolist()
-                    total = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp_of(j)) for j in live)
+                    per_client = [loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp_of(j)) for j in live]
+                    total = sum(per_client)
+                    if hook.on:
+                        step_loss = torch.zeros(kc, device=x.device)
+                        step_loss[live] = torch.stack(per_client).detach().to(step_loss.dtype)
                     flat_leaves = [t for j in live for t in leaves[j]]
                     g_live = torch.autograd.grad(total, flat_leaves, allow_unused=True)
                     nn_ = len(names)
@@ -584,13 +606,21 @@ def train_vectorized(
                         nn_ = len(names)
                         return vec, [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
                                                   for j in range(kc)]) for q, p in enumerate(params)]
-                    hook(s, params, grads, state, act_all[s], regrad, (xraw, yb), grad_on)
+                    stop = hook(s, params, grads, state, act_all[s], regrad, (xraw, yb), grad_on, step_loss)
                 with torch.no_grad():
                     if recipe.project is not None:
                         projected = vmap(recipe.project, in_dims=(0, None if shared else 0))(
                             {n: p.detach() for n, p in zip(names, params)}, gpc)
                         for n, p in zip(names, params):
                             p.copy_(projected[n])
+                if hook.on and bool(stop.any()):  # the hook ended these clients' training: no more steps
+                    gone = torch.nonzero(stop).flatten()
+                    act_all[s + 1 :, gone] = 0.0
+                    mask_all[s + 1 :, gone] = 0.0
+                    plan.active[s + 1 :, gone.cpu().numpy()] = 0.0
+                    plan.full[s + 1 :] = [False] * (len(plan.full) - s - 1)
+                    if not bool(act_all[s + 1 :].any()):
+                        break
             with torch.no_grad():
                 out[start : start + kc] = torch.cat([(p - i).reshape(kc, -1) for p, i in zip(params, init)], dim=1)
             if opt_states is not None:
@@ -622,6 +652,7 @@ def train_sequential(
     for i in range(len(index)):
         bufs_i = {n: b.clone() for n, b in (buffers or {}).items()}
         grad_fn = grad(_loss_fn(model, recipe, {}))
+        step_fn = grad_and_value(_loss_fn(model, recipe, {})) if recipe.step_hook is not None else None
         params = {n: p.detach().clone() for n, p in global_params.items()}
         views = [params[n].unsqueeze(0) for n in names]
         state = OptState.load(recipe, views, None if opt_states is None else [opt_states[i]])
@@ -632,7 +663,10 @@ def train_sequential(
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
-            grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+            if step_fn is not None:  # the same gradient, and the loss for the step hook
+                grads, val = step_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+            else:
+                grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
             views = [params[n].unsqueeze(0) for n in names]
             g1 = [grads[n].unsqueeze(0) for n in names]
             step_(views, g1, state, recipe)  # in place, through k = 1 views
@@ -648,10 +682,12 @@ def train_sequential(
                         return val.reshape(1), None
                     g2, val = grad_and_value(_loss_fn(model, recipe, {}))(params, xp, yr[0], w, global_params, bufs_i)
                     return val.reshape(1), [g2[n].unsqueeze(0) for n in names]
-                hook(s, views, g1, state, torch.ones(1, device=x.device), regrad, (xraw.unsqueeze(0), y[idx_t].unsqueeze(0)),
-                     grad_on)
+                stop = hook(s, views, g1, state, torch.ones(1, device=x.device), regrad,
+                            (xraw.unsqueeze(0), y[idx_t].unsqueeze(0)), grad_on, val.detach().reshape(1))
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
+            if hook.on and bool(stop[0]):  # the hook ended this client's training
+                break
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())
         client_buffers.append(bufs_i)
         if opt_states is not None:

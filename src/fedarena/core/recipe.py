@@ -94,6 +94,11 @@ class HookStep:
     stamped) at the current ``params``; with ``need_grad=False`` only the losses, and then
     the forward does not move BatchNorm statistics (with gradients it does, as a training
     forward pass).
+    ``loss``: ``(k,)`` each client's loss of this step (the recipe's loss and ``extra_loss``
+    at the parameters before the step: the value whose gradient the step took; not
+    meaningful for an inactive client). ``stop``: ``(k,)`` bool, all False when the hook is
+    called; setting entry ``j`` ends client ``j``'s local training after this step (its
+    remaining steps are skipped, its update is its parameters now), on both training paths.
     """
 
     names: list[str]
@@ -110,6 +115,8 @@ class HookStep:
     x: Optional[torch.Tensor] = None
     y: Optional[torch.Tensor] = None
     grad_on: Optional[Callable] = None
+    loss: Optional[torch.Tensor] = None
+    stop: Optional[torch.Tensor] = None
 
 
 class StepHook:
