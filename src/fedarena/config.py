@@ -17,17 +17,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .registry import FLOAT32_MAX
+from .registry import FLOAT32_MAX, float_problem
 
 AUTO_MODELS = {"digits": "mlp", "synthetic": "mlp", "mnist": "cnn", "fashion-mnist": "cnn", "cifar10": "cifar-cnn"}
 
 
 def _within_float32(v: Any) -> Any:
-    """Every float key (and float list element) must fit the float32 tensors it meets:
-    a finite value beyond +-3.4e38 overflows the first kernel that takes it."""
-    for x in v if isinstance(v, (list, tuple)) else (v,):
-        if isinstance(x, float) and abs(x) > FLOAT32_MAX:
-            raise ValueError(f"must be within +-{FLOAT32_MAX:.4g} (the float32 range)")
+    """Every float key (and float list element) passes :func:`fedarena.registry.float_problem`."""
+    problem = float_problem(v)
+    if problem:
+        raise ValueError(problem)
     return v
 
 

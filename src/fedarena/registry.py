@@ -20,7 +20,7 @@ import math
 import pkgutil
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -74,14 +74,24 @@ def _target(factory: Callable[..., Any]) -> Callable[..., Any] | None:
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def check_value(key: str, value: Any, valid: str) -> None:
-    """Generic checks every parameter gets: floats finite (no NaN/Inf, also inside
-    lists) and within the float32 range, seeds non-negative."""
+def float_problem(value: Any) -> Optional[str]:
+    """What is wrong with a float value (or a float inside a list) that every parameter
+    and config key refuses: NaN/Inf, or a magnitude beyond float32 (it overflows the
+    first kernel that takes it); None when nothing is."""
     for v in value if isinstance(value, (list, tuple)) else (value,):
         if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(key, f"must be a finite number (got {v})", valid)
+            return f"must be a finite number (got {v})"
         if isinstance(v, float) and abs(v) > FLOAT32_MAX:
-            raise ConfigError(key, f"must be within +-{FLOAT32_MAX:.4g} (the float32 range) (got {v:g})", valid)
+            return f"must be within +-{FLOAT32_MAX:.4g} (the float32 range) (got {v:g})"
+    return None
+
+
+def check_value(key: str, value: Any, valid: str) -> None:
+    """Generic checks every parameter gets: floats finite and within the float32 range
+    (:func:`float_problem`), seeds non-negative."""
+    problem = float_problem(value)
+    if problem:
+        raise ConfigError(key, problem, valid)
     if key.endswith("seed") and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2**63:
         raise ConfigError(key, f"a seed must be in 0..2**63-1 (got {value})", "an integer >= 0")
 
