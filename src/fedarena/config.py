@@ -26,7 +26,7 @@ def _within_float32(v: Any) -> Any:
     """Every float key (and float list element) passes :func:`fedarena.registry.float_problem`."""
     problem = float_problem(v)
     if problem:
-        raise ValueError(problem)
+        raise ValueError(problem[0])  # the error line adds the value given
     return v
 
 

@@ -74,15 +74,15 @@ def _target(factory: Callable[..., Any]) -> Callable[..., Any] | None:
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def float_problem(value: Any) -> Optional[str]:
+def float_problem(value: Any) -> Optional[tuple[str, float]]:
     """What is wrong with a float value (or a float inside a list) that every parameter
-    and config key refuses: NaN/Inf, or a magnitude beyond float32 (it overflows the
-    first kernel that takes it); None when nothing is."""
+    and config key refuses, and the offending float: NaN/Inf, or a magnitude beyond
+    float32 (it overflows the first kernel that takes it); None when nothing is."""
     for v in value if isinstance(value, (list, tuple)) else (value,):
         if isinstance(v, float) and not math.isfinite(v):
-            return f"must be a finite number (got {v})"
+            return "must be a finite number", v
         if isinstance(v, float) and abs(v) > FLOAT32_MAX:
-            return f"must be within +-{FLOAT32_MAX:.4g} (the float32 range) (got {v:g})"
+            return f"must be within +-{FLOAT32_MAX:.4g} (the float32 range)", v
     return None
 
 
@@ -91,7 +91,7 @@ def check_value(key: str, value: Any, valid: str) -> None:
     (:func:`float_problem`), seeds non-negative."""
     problem = float_problem(value)
     if problem:
-        raise ConfigError(key, problem, valid)
+        raise ConfigError(key, f"{problem[0]} (got {problem[1]:g})", valid)
     if key.endswith("seed") and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2**63:
         raise ConfigError(key, f"a seed must be in 0..2**63-1 (got {value})", "an integer >= 0")
 
