@@ -1,15 +1,18 @@
 """AutoAdapt: the equations (App. A-C), the multiplier reset, the memory, the spec's toy
-problems, the local loop, and one small federated round against cos-hdbscan."""
+problems, the constrained training on core's trainer, and one small federated round
+against cos-hdbscan."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from fedarena.attacks.autoadapt import (AutoAdapt, Constraints, LoopConfig, Memory, al_penalty, eq24_alpha, make_net,
-                                        train_loop, update_mu)
+from fedarena.attacks.autoadapt import (AutoAdapt, Constraints, LoopConfig, Memory, al_penalty, eq24_alpha,
+                                        train_constrained, update_mu)
 from fedarena.config import load_config
 from fedarena.core.layout import ParamLayout
+from fedarena.core.local import BatchSchedule, train_sequential
 from fedarena.core.recipe import TrainRecipe
 from fedarena.errors import ConfigError
 from fedarena.reproduce import autoadapt_toys as toys
@@ -64,26 +67,117 @@ def test_spec_toy_problems():
     assert toys.toy_eq2(0.3, lr=0.1, steps=500) == pytest.approx(1.6, abs=1e-6)
 
 
-def test_loop_switches_off_momentum_and_logs(one_thread):
+def _linear_task(n=64):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    params = {n_: p.detach().clone() for n_, p in model.named_parameters()}
     lay = ParamLayout.from_params(params)
-    g = lay.flatten(params)
-    x = torch.randn(64, 4)
-    y = torch.randint(0, 3, (64,))
-    v0 = torch.tensor([0.0])
-    cons = Constraints(lay, g, ["l2"], "whole", False, v0, torch.tensor([0.1], dtype=torch.float64), ["l2/whole"])
-    import numpy as np
-    recipe = TrainRecipe(lr=0.1, momentum=0.9, weight_decay=0.005, batch_size=16, epochs=4)
-    res = train_loop(make_net(model, params, {}), x, y, np.arange(64), None, recipe, np.random.default_rng(0),
-                     LoopConfig(mode="autoadapt", activate_epoch=3), cons)
+    x = torch.randn(n, 4)
+    y = torch.randint(0, 3, (n,))
+    return model, params, lay, lay.flatten(params), x, y
+
+
+def _l2_range(lay, g, lo, hi):
+    return Constraints(lay, g, ["l2"], "whole", False, torch.tensor([lo], dtype=torch.float64),
+                       torch.tensor([hi], dtype=torch.float64), ["l2/whole"])
+
+
+RECIPE = TrainRecipe(lr=0.1, momentum=0.9, weight_decay=0.005, batch_size=16, epochs=4)
+
+
+def test_constrained_training_meets_the_range_and_logs(one_thread):
+    model, params, lay, g, x, y = _linear_task()
+    cons = _l2_range(lay, g, 0.0, 0.1)
+    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
+                            LoopConfig(mode="autoadapt", activate_epoch=3), cons)
     assert res.log["violations"] == 0 and res.log["batches_to_feasible"] is not None
-    assert res.log["num_constraints"] == 2 and res.log["alpha_al"] <= 10
+    assert res.log["num_constraints"] == 2 and res.log["alpha_al"] <= 10 and res.log["epochs"] == 4
     assert torch.linalg.vector_norm(res.flat - g) <= 0.1 + 1e-9
-    free = train_loop(make_net(model, params, {}), x, y, np.arange(64), None, recipe, np.random.default_rng(0),
-                      LoopConfig(mode="none"), cons)
+    assert torch.equal(res.update, res.flat - g)
+    free = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
+                             LoopConfig(mode="none"), cons)
     assert free.log["violations"] == 1  # unconstrained training leaves the range
+
+
+def test_mode_none_is_the_core_trainer_exactly(one_thread):
+    # the benign reference models: core's sequential trainer, same batches (one permutation per epoch)
+    model, params, lay, g, x, y = _linear_task()
+    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(7),
+                            LoopConfig(mode="none"))
+    sched = BatchSchedule.build([64], RECIPE, [np.random.default_rng(7)])
+    rows, _ = train_sequential(model, params, x, y, [np.arange(64)], sched, RECIPE)
+    assert torch.equal(res.update, rows[0]) and res.log["epochs"] == 4
+    assert torch.equal(res.flat, g + rows[0])
+
+
+def test_activation_switches_to_plain_sgd(one_thread):
+    # A range every model meets ([-1, 1e6] on a distance >= 0): the penalty and its gradient are 0,
+    # so AutoAdapt is 2 epochs with the recipe's SGD (momentum 0.9, decay 0.005), then 2 epochs of
+    # plain SGD (momentum and decay off) from there, on the same batch stream; the memory keeps
+    # the last iterate (every iterate is feasible with penalty 0; ties go to the later one).
+    model, params, lay, g, x, y = _linear_task()
+    cons = _l2_range(lay, g, -1.0, 1e6)
+    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(1),
+                            LoopConfig(mode="autoadapt", activate_epoch=3), cons)
+    assert res.log["batches_to_feasible"] == 0 and res.log["alpha_al"] == 10.0  # Eq. 24 with a 0 denominator
+    rng = np.random.default_rng(1)
+    first, _ = train_sequential(model, params, x, y, [np.arange(64)], BatchSchedule.build([64], RECIPE.with_(epochs=2), [rng]),
+                                RECIPE)
+    mid = lay.unflatten(g + first[0])
+    late = BatchSchedule.build([64], RECIPE.with_(epochs=2), [rng])
+    plain, _ = train_sequential(model, mid, x, y, [np.arange(64)], late, RECIPE.with_(momentum=0.0, weight_decay=0.0))
+    assert torch.allclose(res.flat, g + first[0] + plain[0], atol=1e-6)
+    kept, _ = train_sequential(model, mid, x, y, [np.arange(64)], late, RECIPE)  # momentum and decay still on
+    assert not torch.allclose(res.flat, g + first[0] + kept[0], atol=1e-3)
+
+
+def _record_offers(monkeypatch):
+    offers = []
+    orig = Memory.offer
+
+    def offer(self, x, violations, penalty, step=0):
+        offers.append((step, violations, penalty, x.detach().clone()))
+        return orig(self, x, violations, penalty, step)
+
+    monkeypatch.setattr(Memory, "offer", offer)
+    return offers
+
+
+def test_stop_when_feasible_ends_training_at_the_first_feasible_step(one_thread, monkeypatch):
+    model, params, lay, g, x, y = _linear_task()
+    cons = _l2_range(lay, g, 0.0, 0.1)
+    cfg = LoopConfig(mode="autoadapt", activate_epoch=3, stop_when_feasible=True)
+    offers = _record_offers(monkeypatch)
+    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0), cfg, cons)
+    b = res.log["batches_to_feasible"]
+    assert b is not None and b >= 1 and res.log["violations"] == 0
+    # offers: activation (step 0) then one per constrained step; the last is the first feasible one
+    assert [o[0] for o in offers] == list(range(b + 1)) and offers[-1][1] == 0
+    assert all(o[1] > 0 for o in offers[:-1])
+    assert torch.equal(res.flat, offers[-1][3])
+    assert res.log["epochs"] == 3 + (b - 1) // 4  # 4 batches per epoch; stopped in the epoch of step b
+    offers.clear()
+    longer = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
+                               LoopConfig(mode="autoadapt", activate_epoch=3), cons)
+    assert len(offers) == 1 + 8 and longer.log["batches_to_feasible"] == b  # without the stop: 2 full epochs
+
+
+def test_memory_submits_the_best_iterate(one_thread, monkeypatch):
+    # a narrow range away from the global model (l2 distance in [0.5, 0.52]) that box 7 never
+    # meets here: every iterate violates one constraint, the penalty sum goes down and up again,
+    # the memory keeps the smallest (ties: the later iterate, Memory's rule) and the extra
+    # epochs run while it violates (max_extra_epochs=2: 4 + 2 epochs, 5 of them constrained)
+    model, params, lay, g, x, y = _linear_task()
+    cons = _l2_range(lay, g, 0.5, 0.52)
+    offers = _record_offers(monkeypatch)
+    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
+                            LoopConfig(mode="autoadapt", activate_epoch=2, max_extra_epochs=2), cons)
+    assert res.log["epochs"] == 6 and len(offers) == 1 + 5 * 4
+    assert all(o[1] == 1 for o in offers) and res.log["violations"] == 1
+    best = min(range(len(offers)), key=lambda i: (offers[i][1], offers[i][2], -i))
+    assert 0 < best < len(offers) - 1  # neither the activation point nor the last iterate
+    assert torch.equal(res.flat, offers[best][3])
+    assert res.log["penalty_sum"] == pytest.approx(offers[best][2])
 
 
 def test_bad_parameters_are_one_line_errors():

@@ -122,3 +122,24 @@ def test_a_hook_does_not_change_the_sequential_arithmetic():
     plain, _ = train_sequential(model, params, x, y, index, sched, RECIPE)
     hooked, _ = train_sequential(model, params, x, y, index, sched, RECIPE.with_(step_hook=LossLog()))
     assert torch.equal(plain, hooked)
+
+
+def test_stop_on_the_fold_path():
+    # a CNN folded over clients (the CPU path for convolutional models): the same cut as the schedule's
+    from fedarena.models.simple import LeNet
+
+    torch.manual_seed(0)
+    model = LeNet((1, 28, 28), 10)
+    sizes = (9, 20, 5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(sum(sizes), 1, 28, 28, generator=g)
+    y = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    bounds = np.cumsum((0,) + sizes)
+    index = [np.arange(bounds[i], bounds[i + 1]) for i in range(3)]
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    recipe = TrainRecipe(lr=0.05, batch_size=4, epochs=1, momentum=0.5)
+    sched = BatchSchedule.build(list(sizes), recipe, [np.random.default_rng(i) for i in range(3)])
+    limits = (2, 3, 9)
+    want, _ = train_sequential(model, params, x, y, index, _truncated(sched, limits), recipe)
+    got = train_vectorized(model, params, x, y, index, sched, recipe.with_(step_hook=StopAfter(limits)), strategy="fold")
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)

@@ -5,7 +5,10 @@ Krauß, König, Dmitrienko, Kanzow, "Automatic Adversarial Adaption for Stealthy
 Attacks in Federated Learning" (NDSS 2024); ``../shared/specs/autoadapt.md`` (Sect. 3.9 is
 the procedure implemented here, Sect. 10 the decisions).
 
-Both attacks own their clients' local loop (:meth:`Attack.local_train`):
+Both attacks run their clients' local training themselves (:meth:`Attack.local_train`),
+on core's trainer (:func:`train_constrained`: phases of
+:func:`fedarena.core.local.train_sequential`, the penalty as the recipe's ``extra_loss``,
+the multipliers, memory and log in a step hook, :class:`ConstrainedRun`):
 
 1-3. Each malicious client trains a **benign** model from the global model on its clean
      data with the benign recipe. For every metric in ``metrics`` (``cos``, ``l2``) and
@@ -39,13 +42,12 @@ Per client and round the attack records (``clients.jsonl``): ``batches_to_feasib
 (constrained steps from activation to the first iterate meeting every constraint; 0 if
 the activation point meets them; null if none did), ``violations`` and ``penalty_sum``
 of the submitted model, ``constraints`` (each one's value and range), ``alpha_al``,
-``epochs``, ``train_seconds`` (the poisoned loop), ``seconds_to_feasible``,
+``epochs``, ``train_seconds`` (the poisoned training), ``seconds_to_feasible``,
 ``train_backdoor_acc`` (the submitted model on the client's own poisoned samples).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -53,11 +55,12 @@ from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.func import functional_call
 
 from ..core.distances import METRICS, SCOPES, metric_values, update_metric_values
 from ..core.layout import ParamLayout
-from ..core.recipe import TrainRecipe
+from ..core.local import BatchSchedule, train_sequential
+from ..core.recipe import HookStep, StepHook, TrainRecipe, cross_entropy
 from ..data.poison import eligible
 from ..errors import ConfigError
 from ..registry import ATTACKS
@@ -178,7 +181,7 @@ class Constraints:
                 for i, lb in enumerate(self.labels)}
 
 
-# ----------------------------------------------------------------------------- the local loop
+# ----------------------------------------------------------------------------- local training
 
 
 @dataclass
@@ -200,161 +203,223 @@ class LoopConfig:
 
 @dataclass
 class LoopResult:
+    """A client's submitted model: ``flat`` (its parameters), ``update`` (``flat`` minus the
+    parameters it started from), ``buffers`` (its BatchNorm statistics after training) and
+    ``log`` (its record, see the module docstring)."""
+
     flat: torch.Tensor
     log: dict[str, Any] = field(default_factory=dict)
+    update: Optional[torch.Tensor] = None
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _flat(net: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.reshape(-1) for p in net.parameters()])
+def _weighted_ce(weight: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Eq. 2's task term as a per-sample loss: ``weight * cross_entropy``."""
+    return lambda logits, y: weight * cross_entropy(logits, y)
 
 
-def _load(net: torch.nn.Module, flat: torch.Tensor) -> None:
-    off = 0
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(flat[off: off + p.numel()].view_as(p))
-            off += p.numel()
+class ConstrainedRun(StepHook):
+    """One client's constrained objective and bookkeeping on core's trainer.
 
+    :meth:`objective` is the recipe's ``extra_loss`` (the box-7 penalty with the current
+    multipliers and ``alpha_al``, the equality form, or Eq. 2's adaptation term);
+    :meth:`__call__`, the recipe's step hook, runs after every optimizer step of
+    :func:`fedarena.core.local.train_sequential`: before activation it keeps the step's
+    loss (Eq. 24's ``f``); once constrained it evaluates the constraints at the new
+    iterate, updates the multipliers (:func:`update_mu`) and ``alpha_al`` (growth rule),
+    offers the iterate to the :class:`Memory`, notes the first feasible step and, with
+    ``stop_when_feasible``, ends training there (``HookStep.stop``). State of one client for
+    one :func:`train_constrained` call (compares by identity).
+    """
 
-def make_net(model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A trainable copy of ``model`` holding ``params`` and ``buffers``."""
-    net = copy.deepcopy(model)
-    state = {**{n: v.detach().clone() for n, v in params.items()}, **{n: v.detach().clone() for n, v in buffers.items()}}
-    net.load_state_dict(state, strict=False)
-    net.train()
-    return net
+    def __init__(self, cfg: LoopConfig, cons: Optional["Constraints"], start: float):
+        self.cfg, self.cons, self.start = cfg, cons, start
+        self.tracking = cons is not None and (cfg.mode == "autoadapt" or cfg.track)
+        self.constrained = False
+        self.mem = Memory()
+        self.mu: Optional[torch.Tensor] = None
+        self.lam: Optional[torch.Tensor] = None
+        self.alpha: Optional[float] = None
+        self.f_prev: Optional[float] = None
+        self.steps = 0  # steps since activation (autoadapt) or since the start (eq2)
+        self.first_feasible: Optional[int] = None
+        self.t_feasible: Optional[float] = None
+        self.last_pen: Optional[float] = None
+        self.act_violations: Optional[int] = None
+        self.stopped = False
+        self.epochs = 0  # epochs begun under this hook
+        self.current: Optional[torch.Tensor] = None  # the flat parameters after the last step
 
+    def objective(self, params: dict[str, torch.Tensor], global_params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The term added to the task loss, at the parameters before the step."""
+        cfg, cons = self.cfg, self.cons
+        v = cons.values(cons.layout.flatten(params))
+        if cfg.mode == "eq2":
+            return (1 - cfg.eq2_alpha) * adaptation_loss(cons.h(v), v, cfg.adaptation)
+        if cons.equality:
+            g = cons.h(v, surrogate=True)
+            return self.alpha / 2 * g.square().sum() + (self.lam * g).sum()
+        return al_penalty(cons.h(v, surrogate=True), self.mu, self.alpha)
 
-def make_optimizer(net: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    """The benign clients' optimizer (``fl.optimizer``: SGD with momentum and weight decay,
-    Adam or AdamW), used for the benign reference models and the unconstrained phase; the
-    constrained phase always runs plain SGD (momentum and decay off, Sect. IV)."""
-    kind = getattr(recipe, "optimizer", "sgd")
-    if kind == "adam":
-        return torch.optim.Adam(net.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
-                                weight_decay=recipe.weight_decay)
-    if kind == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
-                                 weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    def activate(self, flat: torch.Tensor) -> None:
+        """AutoAdapt's activation at the iterate ``flat``: ``alpha_al`` by Eq. 24 from the last
+        unconstrained batch's loss, multipliers 0, the memory's first entry (step 0)."""
+        cons, cfg = self.cons, self.cfg
+        self.constrained = True
+        with torch.no_grad():
+            v = cons.values(flat)
+        hs, ho = cons.h(v, surrogate=True), cons.h(v)
+        if cons.equality:
+            self.alpha = eq24_alpha(self.f_prev, torch.cat([hs, -hs]), cfg.alpha_max)
+            self.lam = torch.zeros_like(hs)
+        else:
+            self.alpha = eq24_alpha(self.f_prev, hs, cfg.alpha_max)
+            self.mu = torch.zeros_like(hs)
+        viol, pen = cons.measure(ho)
+        self.act_violations = viol
+        self.mem.offer(flat, viol, pen, 0)
+        if viol == 0:
+            self.first_feasible, self.t_feasible = 0, time.perf_counter() - self.start
 
-
-def train_loop(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: np.ndarray,
-               prepare: Optional[Callable], recipe: TrainRecipe, rng: np.random.Generator,
-               cfg: LoopConfig, cons: Optional[Constraints] = None) -> LoopResult:
-    """Train ``net`` in place on samples ``index`` of ``x``/``y`` for ``recipe.epochs``
-    epochs of SGD (plus up to ``cfg.max_extra_epochs``), with the objective of
-    ``cfg.mode``; return the submitted flat parameters and the client's log."""
-    start = time.perf_counter()
-    opt = make_optimizer(net, recipe)
-    n, bs = len(index), recipe.batch_size
-    constrained = cfg.mode == "eq2"
-    tracking = cons is not None and (cfg.mode == "autoadapt" or cfg.track)
-    mem = Memory()
-    mu = lam = None
-    alpha = None
-    f_prev: Optional[float] = None
-    steps = 0  # steps since activation (autoadapt) or since the start (eq2)
-    first_feasible: Optional[int] = None
-    t_feasible: Optional[float] = None
-    last_pen: Optional[float] = None
-    act_violations: Optional[int] = None
-    stop = False
-    epoch = 0
-    max_epochs = recipe.epochs + max(0, cfg.max_extra_epochs)
-    while epoch < max_epochs and not stop:
-        epoch += 1
-        if epoch > recipe.epochs and (mem.key[0] == 0 or cfg.mode != "autoadapt" or mem.best is None):
-            epoch -= 1
-            break
-        if cfg.mode == "autoadapt" and epoch == cfg.activate_epoch and not constrained and cons is not None:
-            constrained = True
-            opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=0.0, weight_decay=0.0)
-            with torch.no_grad():
-                v = cons.values(_flat(net))
-            hs, ho = cons.h(v, surrogate=True), cons.h(v)
+    def __call__(self, s: HookStep) -> Optional[list[torch.Tensor]]:
+        cfg, cons = self.cfg, self.cons
+        if bool(s.first[0]):
+            self.epochs += 1
+        self.current = cons.layout.flatten(dict(zip(s.names, s.params)))[0].detach()
+        if not self.constrained:
+            self.f_prev = float(s.loss[0])
+            return s.bufs
+        if not self.tracking:
+            return s.bufs
+        self.steps += 1
+        v = cons.values(self.current)
+        hs, ho = cons.h(v, surrogate=True), cons.h(v)
+        if cfg.mode == "autoadapt":
             if cons.equality:
-                alpha = eq24_alpha(f_prev, torch.cat([hs, -hs]), cfg.alpha_max)
-                lam = torch.zeros_like(hs)
+                self.lam = self.lam + self.alpha * hs
             else:
-                alpha = eq24_alpha(f_prev, hs, cfg.alpha_max)
-                mu = torch.zeros_like(hs)
-            viol, pen = cons.measure(ho)
-            act_violations = viol
-            mem.offer(_flat(net), viol, pen, 0)
-            if viol == 0:
-                first_feasible, t_feasible = 0, time.perf_counter() - start
-        perm = rng.permutation(n)
-        for i in range(0, n, bs):
-            b = torch.as_tensor(index[perm[i: i + bs]], device=x.device)
-            xb = x[b]
-            if prepare is not None:
-                xb = prepare(xb)
-            f = F.cross_entropy(net(xb), y[b])
-            loss = f
-            if constrained and cons is not None:
-                v = cons.values(_flat(net))
-                if cfg.mode == "eq2":
-                    h = cons.h(v)
-                    loss = cfg.eq2_alpha * f + (1 - cfg.eq2_alpha) * adaptation_loss(h, v, cfg.adaptation)
-                elif cons.equality:
-                    g = cons.h(v, surrogate=True)
-                    loss = f + alpha / 2 * g.square().sum() + (lam * g).sum()
-                else:
-                    loss = f + al_penalty(cons.h(v, surrogate=True), mu, alpha)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
-            opt.step()
-            f_prev = float(f.detach())
-            if not (constrained and tracking):
-                continue
-            steps += 1
-            with torch.no_grad():
-                v = cons.values(_flat(net))
-            hs, ho = cons.h(v, surrogate=True), cons.h(v)
-            if cfg.mode == "autoadapt":
-                if cons.equality:
-                    lam = lam + alpha * hs
-                else:
-                    mu = update_mu(mu, hs, alpha, cfg.mu_reset)
-            viol, pen = cons.measure(ho)
-            if cfg.mode == "autoadapt" and cfg.alpha_growth > 1 and viol > 0:
-                if last_pen is not None and abs(pen - last_pen) <= 1e-12 * max(1.0, abs(last_pen)):
-                    alpha = min(alpha * cfg.alpha_growth, 1e12)
-                last_pen = pen
-            if cfg.mode == "autoadapt" or cfg.eq2_memory:
-                mem.offer(_flat(net), viol, pen, steps)
-            if viol == 0 and first_feasible is None:
-                first_feasible, t_feasible = steps, time.perf_counter() - start
-            if viol == 0 and cfg.stop_when_feasible:
-                stop = True
-                break
-    final = _flat(net).detach().clone()
-    submitted = mem.best if (mem.best is not None and (cfg.mode == "autoadapt" or cfg.eq2_memory)) else final
-    log: dict[str, Any] = {"epochs": epoch, "train_seconds": round(time.perf_counter() - start, 4)}
+                self.mu = update_mu(self.mu, hs, self.alpha, cfg.mu_reset)
+        viol, pen = cons.measure(ho)
+        if cfg.mode == "autoadapt" and cfg.alpha_growth > 1 and viol > 0:
+            if self.last_pen is not None and abs(pen - self.last_pen) <= 1e-12 * max(1.0, abs(self.last_pen)):
+                self.alpha = min(self.alpha * cfg.alpha_growth, 1e12)
+            self.last_pen = pen
+        if cfg.mode == "autoadapt" or cfg.eq2_memory:
+            self.mem.offer(self.current, viol, pen, self.steps)
+        if viol == 0 and self.first_feasible is None:
+            self.first_feasible, self.t_feasible = self.steps, time.perf_counter() - self.start
+        if viol == 0 and cfg.stop_when_feasible:
+            self.stopped = True
+            s.stop[0] = True
+        return s.bufs
+
+
+def train_constrained(model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                      x: torch.Tensor, y: torch.Tensor, index: np.ndarray, prepare: Optional[Callable],
+                      recipe: TrainRecipe, rng: np.random.Generator, cfg: LoopConfig,
+                      cons: Optional[Constraints] = None) -> LoopResult:
+    """One client's local training with the objective of ``cfg.mode``, on core's trainer
+    (:func:`fedarena.core.local.train_sequential`; no loop of its own).
+
+    From ``params`` (and ``buffers``) on samples ``index`` of ``x``/``y``, ``recipe.epochs``
+    epochs (plus up to ``cfg.max_extra_epochs``), each a fresh ``rng.permutation`` in
+    batches of ``recipe.batch_size`` (:class:`~fedarena.core.local.BatchSchedule`). The
+    recipe's optimizer, learning rate, momentum, weight decay and gradient clipping apply;
+    the loss is the cross-entropy; the benign clients' client-side additions (projection,
+    extra loss, step hook) are not the attacker's and are dropped. Phases, one trainer call
+    each:
+
+    * ``none`` (or no constraints): plain training; the update is the trainer's row.
+    * ``eq2``: from the first batch, per-sample loss ``a * CE`` and extra loss
+      ``(1 - a) * adaptation`` (:meth:`ConstrainedRun.objective`).
+    * ``autoadapt``: epochs ``1 .. activate_epoch - 1`` with the recipe's optimizer, the
+      hook keeping the last batch's loss; activation (:meth:`ConstrainedRun.activate`);
+      the remaining epochs with plain SGD (momentum and weight decay off, Sect. IV) and the
+      box-7 penalty as extra loss; then, while the memory's model violates a constraint,
+      one more epoch at a time, up to ``max_extra_epochs``. A phase starts from the exact
+      parameters the previous one ended with (kept by the hook).
+
+    Returns the submitted model (the memory's for ``autoadapt``, and for ``eq2`` with
+    ``eq2_memory``; else the final one, ``params + update``) and the client's log.
+    """
+    start = time.perf_counter()
+    E = recipe.epochs
+    base = recipe.with_(loss=cross_entropy, extra_loss=None, project=None, step_hook=None)
+    names = list(params)
+    start_flat = torch.cat([params[n].detach().reshape(-1) for n in names])
+    run = ConstrainedRun(cfg, cons, start)
+    cur = {n: params[n].detach() for n in names}
+    bufs = dict(buffers)
+    done = 0  # epochs trained
+    row: Optional[torch.Tensor] = None
+
+    def train(rec: TrainRecipe, epochs: int, hook: Optional[StepHook]) -> torch.Tensor:
+        nonlocal bufs, done
+        sched = BatchSchedule.build([len(index)], base.with_(epochs=epochs), [rng])  # the hookless recipe's batches
+        rows, new = train_sequential(model, cur, x, y, [np.asarray(index)], sched, rec.with_(step_hook=hook),
+                                     prepare=prepare, buffers=bufs)
+        bufs, done = new[0], done + epochs
+        return rows[0]
+
+    was_training = model.training
+    model.train()
+    try:
+        if cfg.mode == "eq2" and cons is not None:
+            run.constrained = True
+            row = train(base.with_(loss=_weighted_ce(cfg.eq2_alpha), extra_loss=run.objective), E,
+                        run if run.tracking else None)
+        elif cfg.mode == "autoadapt" and cons is not None and cfg.activate_epoch <= E:
+            free = cfg.activate_epoch - 1
+            run.current = start_flat
+            if free > 0:
+                train(base, free, run)
+                cur = cons.layout.unflatten(run.current)
+            run.activate(run.current)
+            sgd = base.with_(optimizer="sgd", momentum=0.0, weight_decay=0.0, extra_loss=run.objective)
+            train(sgd, E - free, run)
+            extra = 0
+            while not run.stopped and extra < cfg.max_extra_epochs and run.mem.key[0] != 0:
+                cur = cons.layout.unflatten(run.current)
+                train(sgd, 1, run)
+                extra += 1
+        else:
+            row = train(base, E, None)
+    finally:
+        model.train(was_training)
+    if run.mem.best is not None and (cfg.mode == "autoadapt" or cfg.eq2_memory):
+        submitted = run.mem.best
+        update = submitted - start_flat
+    else:
+        update = row
+        submitted = start_flat + row
+    epochs = run.epochs if run.stopped else done  # stopped: the epochs begun
+    log: dict[str, Any] = {"epochs": epochs, "train_seconds": round(time.perf_counter() - start, 4)}
     if cons is not None:
         with torch.no_grad():
             v = cons.values(submitted)
         viol, pen = cons.measure(cons.h(v))
-        log.update(batches_to_feasible=first_feasible, seconds_to_feasible=None if t_feasible is None else round(t_feasible, 4),
-                   violations=viol, penalty_sum=pen, violations_at_activation=act_violations,
-                   alpha_al=alpha, constraints=cons.describe(v), num_constraints=int(cons.h(v).numel()))
-    return LoopResult(submitted, log)
+        log.update(batches_to_feasible=run.first_feasible,
+                   seconds_to_feasible=None if run.t_feasible is None else round(run.t_feasible, 4),
+                   violations=viol, penalty_sum=pen, violations_at_activation=run.act_violations,
+                   alpha_al=run.alpha, constraints=cons.describe(v), num_constraints=int(cons.h(v).numel()))
+    return LoopResult(submitted, log, update, bufs)
 
 
 @torch.no_grad()
-def hit_rate(net: torch.nn.Module, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, prepare, target: int) -> Optional[float]:
-    """Share of inputs ``x`` that ``flat`` classifies as ``target`` (None when empty)."""
+def hit_rate(model: torch.nn.Module, layout: ParamLayout, flat: torch.Tensor, buffers: dict[str, torch.Tensor],
+             x: torch.Tensor, prepare, target: int) -> Optional[float]:
+    """Share of inputs ``x`` that the model with parameters ``flat`` (and ``buffers``, in
+    evaluation mode) classifies as ``target`` (None when empty)."""
     if len(x) == 0:
         return None
-    _load(net, flat)
-    net.eval()
-    xb = prepare(x) if prepare is not None else x
-    out = float((net(xb).argmax(1) == target).float().mean())
-    net.train()
-    return out
+    was_training = model.training
+    model.eval()
+    try:
+        xb = prepare(x) if prepare is not None else x
+        out = functional_call(model, (layout.unflatten(flat), buffers), (xb,))
+    finally:
+        model.train(was_training)
+    return float((out.argmax(1) == target).float().mean())
 
 
 # ----------------------------------------------------------------------------- the attacks
@@ -437,13 +502,9 @@ class _RangeAdaptiveBackdoor(Backdoor):
         seeds = torch.randint(0, 2**31 - 1, (m,), generator=ctx.generator).tolist()
         plain = LoopConfig(mode="none")
         # steps 1-3: a benign model per attacker on its clean data -> ranges
-        refs = []
-        for i in range(m):
-            net = make_net(ctx.model, ctx.global_params, ctx.buffers)
-            res = train_loop(net, ctx.x, ctx.y, ctx.clean_index[i], ctx.prepare, ctx.recipe,
-                             np.random.default_rng(seeds[i]), plain)
-            refs.append(res.flat)
-        ref_vals, labels = update_metric_values(torch.stack(refs) - g, g, ctx.layout, self.metrics, self.scope, self.flat)
+        refs = [train_constrained(ctx.model, ctx.global_params, ctx.buffers, ctx.x, ctx.y, ctx.clean_index[i], ctx.prepare,
+                                  ctx.recipe, np.random.default_rng(seeds[i]), plain).update for i in range(m)]
+        ref_vals, labels = update_metric_values(torch.stack(refs), g, ctx.layout, self.metrics, self.scope, self.flat)
         if self.ranges == "oracle" and ctx.benign_updates is not None and len(ctx.benign_updates):
             src, _ = update_metric_values(ctx.benign_updates, g, ctx.layout, self.metrics, self.scope, self.flat)
             src = src[torch.isfinite(src).all(1)]
@@ -454,26 +515,28 @@ class _RangeAdaptiveBackdoor(Backdoor):
         rows, self._logs = [], {}
         for i, cid in enumerate(ctx.client_ids):
             cons = self.constraints(ctx, g, lo, hi, ref_vals[i], labels)
-            net = make_net(ctx.model, ctx.global_params, ctx.buffers)
-            res = train_loop(net, ctx.x, ctx.y, ctx.poisoned_index[i], ctx.prepare, ctx.recipe, ctx.rngs[i], cfg, cons)
-            rows.append(self.finish(res.flat - g))
+            res = train_constrained(ctx.model, ctx.global_params, ctx.buffers, ctx.x, ctx.y, ctx.poisoned_index[i],
+                                    ctx.prepare, ctx.recipe, ctx.rngs[i], cfg, cons)
+            rows.append(self.finish(res.update))
             pick = self._poisoned_pick.get(int(cid))
             if pick is not None and len(pick):
                 idx = torch.as_tensor(ctx.poisoned_index[i][pick], device=ctx.x.device)
-                res.log["train_backdoor_acc"] = hit_rate(net, res.flat, ctx.x[idx], ctx.y[idx], ctx.prepare, self.target)
+                res.log["train_backdoor_acc"] = hit_rate(ctx.model, ctx.layout, res.flat, res.buffers, ctx.x[idx],
+                                                         ctx.prepare, self.target)
             self._logs[int(cid)] = res.log
         self._offtarget(torch.stack(rows) / self.gamma_scale() + g, torch.stack(refs), g, ctx.layout)
         return torch.stack(rows)
 
-    def _offtarget(self, models: torch.Tensor, refs: torch.Tensor, g: torch.Tensor, layout: ParamLayout) -> None:
+    def _offtarget(self, models: torch.Tensor, ref_updates: torch.Tensor, g: torch.Tensor, layout: ParamLayout) -> None:
         """Side effects on the metrics the attack does not constrain (claim C14): for every
         (metric, scope) of ``cos``/``l2`` x ``whole``/``last``/``layers`` other than its own, how
-        many values of the submitted model lie outside the attackers' benign min/max."""
+        many values of the submitted model lie outside the attackers' benign min/max
+        (``ref_updates``: the attackers' benign updates)."""
         for metric in METRICS:
             for scope in SCOPES:
                 if metric in self.metrics and scope == self.scope:
                     continue
-                rv, _ = update_metric_values(refs - g, g, layout, [metric], scope, self.flat)
+                rv, _ = update_metric_values(ref_updates, g, layout, [metric], scope, self.flat)
                 mv, _ = update_metric_values(models - g, g, layout, [metric], scope, self.flat)
                 lo, hi = rv.min(0).values, rv.max(0).values
                 out = (mv < lo) | (mv > hi)

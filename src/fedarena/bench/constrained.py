@@ -16,8 +16,9 @@ def bench_constrained(reps: int = 3, samples: int = 160) -> dict[str, Any]:
     """AutoAdapt's cost (``reproduce autoadapt``'s model: an MLP 784-64-10, batch 16):
     seconds of one epoch of plain local SGD vs one epoch under the box-7 objective (the
     constraints' forward and backward every step plus their evaluation after the step),
-    for cos over the whole model and cos + l2 per layer; best of ``reps``."""
-    from ..attacks.autoadapt import Constraints, LoopConfig, make_net, train_loop
+    for cos over the whole model and cos + l2 per layer; best of ``reps``. Both run on core's
+    trainer (:func:`fedarena.attacks.autoadapt.train_constrained`)."""
+    from ..attacks.autoadapt import Constraints, LoopConfig, train_constrained
     from ..core.distances import metric_values
     from ..core.layout import ParamLayout
     from ..core.recipe import TrainRecipe
@@ -40,9 +41,8 @@ def bench_constrained(reps: int = 3, samples: int = 160) -> dict[str, Any]:
                 v, labels = metric_values(g, g, lay, spec[0], spec[1])
                 cons = Constraints(lay, g, spec[0], spec[1], False, v - 1.0, v - 0.5, labels)  # always violated
             cfg = LoopConfig(mode="none") if spec is None else LoopConfig(mode="autoadapt", activate_epoch=1)
-            net = make_net(model, params, {})
             t0 = time.perf_counter()
-            train_loop(net, x, y, np.arange(samples), None, recipe, np.random.default_rng(0), cfg, cons)
+            train_constrained(model, params, {}, x, y, np.arange(samples), None, recipe, np.random.default_rng(0), cfg, cons)
             best[k] = min(best[k], time.perf_counter() - t0)
     out["epoch_seconds"] = best
     out["constrained_over_unconstrained"] = {k: best[k] / best["unconstrained"] for k in variants if k != "unconstrained"}

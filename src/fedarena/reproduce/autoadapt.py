@@ -34,7 +34,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..attacks.autoadapt import Constraints, LoopConfig, make_net, train_loop
+from ..attacks.autoadapt import Constraints, LoopConfig, train_constrained
 from ..config import load_config
 from ..core.distances import update_metric_values
 from ..core.tables import markdown_table
@@ -678,34 +678,36 @@ def runtime_table(quick: bool, reps: int, like: Optional[Any] = None) -> dict[st
     with one constrained epoch (activation at E-2 and E); the sweep is 9 x Eq. 2 (computed,
     as the paper did). Single metric, whole model (decision 23); the ranges (steps 1-3) are
     excluded, as in the paper. ``like``: a run's config whose data settings (``data.root``)
-    are used."""
+    are used. The global model is the one after ``R`` benign FedAvg rounds (a run of its
+    own); each variant is :func:`~fedarena.attacks.autoadapt.train_constrained` from there
+    (:meth:`Simulation.local_context`: the model, clients' data, recipe)."""
+    R = scale(quick)["R"]
     tree = like.model_dump(mode="json") if like is not None else base_tree(quick)
-    tree = deep_update(tree, {"fl": {"rounds": scale(quick)["R"]}})
+    tree = deep_update(tree, {"fl": {"rounds": R}})
     tree["attack"] = {"name": "none", "num_malicious": 0}
     tree["defense"] = {"name": "fedavg"}
     sim = Simulation(load_config(None, base=tree))
-    for t in range(scale(quick)["R"]):
-        sim.run_round(t)
-    E = sim.recipe.epochs
-    recipe = sim.recipe_at(0)
-    g = sim.flat_params
-    lay = sim.layout
-    refs = []
-    for c in range(2):
-        net = make_net(sim.model, sim.params, sim.buffers)
-        refs.append(train_loop(net, sim.x_store, sim.y_store, sim.client_index[c], sim.prepare, recipe,
-                               np.random.default_rng(c), LoopConfig(mode="none")).flat)
-    vals, labels = update_metric_values(torch.stack(refs) - g, g, lay, ["cos"], "whole")
+    sim.run()
+    ctx = sim.local_context(R, [0, 1, 2])  # after the R rounds; clients 0, 1: the ranges, client 2: timed
+    recipe, lay = ctx.recipe, ctx.layout
+    E = recipe.epochs
+    g = lay.flatten(ctx.global_params)
+
+    def train(x, y, index, rng, cfg, cons=None, r=recipe):
+        return train_constrained(ctx.model, ctx.global_params, ctx.buffers, x, y, index, ctx.prepare, r, rng, cfg, cons)
+
+    refs = [train(ctx.x, ctx.y, ctx.clean_index[c], np.random.default_rng(c), LoopConfig(mode="none")).update
+            for c in range(2)]
+    vals, labels = update_metric_values(torch.stack(refs), g, lay, ["cos"], "whole")
     cons = Constraints(lay, g, ["cos"], "whole", False, vals.min(0).values, vals.max(0).values, labels)
     # the client's poisoned data: the backdoor's poisoning on client 2's samples
     from ..attacks.autoadapt import AutoAdapt
-    from ..attacks.base import DataInfo
 
     base_attack = base_tree(quick)["attack"]
     atk = AutoAdapt(poison_frac=0.1, target=0, trigger_size=base_attack.get("trigger_size"))
-    atk.setup(DataInfo(sim.data.num_classes, sim.data.input_shape), torch.Generator().manual_seed(0))
-    idx = torch.as_tensor(sim.client_index[2])
-    px, py = atk.poison(sim.x_store[idx].clone(), sim.y_store[idx].clone(), 2, torch.Generator().manual_seed(1))
+    atk.setup(sim.data_info, torch.Generator().manual_seed(0))
+    idx = torch.as_tensor(ctx.clean_index[2])
+    px, py = atk.poison(ctx.x[idx].clone(), ctx.y[idx].clone(), 2, torch.Generator().manual_seed(1))
     index = np.arange(len(py))
     variants = {"none": LoopConfig(mode="none"),
                 "eq2": LoopConfig(mode="eq2", eq2_alpha=0.9, track=False),
@@ -714,13 +716,12 @@ def runtime_table(quick: bool, reps: int, like: Optional[Any] = None) -> dict[st
     times: dict[str, list[float]] = {k: [] for k in variants}
     feas: list[Optional[float]] = []
     torch.manual_seed(0)
-    warm = make_net(sim.model, sim.params, sim.buffers)  # first-call overheads out of the timing
-    train_loop(warm, px, py, index[:32], sim.prepare, recipe.with_(epochs=1), np.random.default_rng(0), variants["aa1"], cons)
+    # first-call overheads out of the timing
+    train(px, py, index[:32], np.random.default_rng(0), variants["aa1"], cons, recipe.with_(epochs=1))
     for rep in range(reps):
         for k, cfg in variants.items():
-            net = make_net(sim.model, sim.params, sim.buffers)
             t0 = time.perf_counter()
-            res = train_loop(net, px, py, index, sim.prepare, recipe, np.random.default_rng(rep), cfg, cons)
+            res = train(px, py, index, np.random.default_rng(rep), cfg, cons)
             times[k].append(time.perf_counter() - t0)
             if k == "aa3":
                 feas.append(res.log.get("seconds_to_feasible"))

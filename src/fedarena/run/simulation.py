@@ -166,6 +166,7 @@ class Simulation:
             self.attack = OptimizedAttack(self.attack, **cfg.attack.optimize.model_dump())
         info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download,
                         cfg.data.verify)
+        self.data_info = info  # what an attack may know about the task (public: attacks built on the side)
         self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
         self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
@@ -399,19 +400,32 @@ class Simulation:
             mask = np.ones(len(cohort), dtype=bool)
             mask[rows] = False
             benign = U[torch.from_numpy(mask)].clone()
-        ctx = LocalTrainContext(
-            round=t, model=self.model, global_params=self.params, buffers=self.buffers, layout=self.layout,
-            client_ids=ids, clean_index=[self.client_index[c] for c in ids], poisoned_index=[index[i] for i in rows],
-            x=self.x_store, y=self.y_store, prepare=self.prepare, recipe=recipe,
-            rngs=[self.streams.numpy("training", t, c) for c in ids], generator=self.streams.torch("attack", 4, t),
-            benign_updates=benign,
-        )
+        ctx = dataclasses.replace(self.local_context(t, ids), poisoned_index=[index[i] for i in rows], recipe=recipe,
+                                  benign_updates=benign)
         seed_torch(self.device, self.streams.seed_of("attack") + t)  # dropout masks
         out = self.attack.local_train(ctx)
         if out is None or tuple(out.shape) != (len(rows), self.layout.dim):
             raise RuntimeError(f"attack {self.cfg.attack.name!r}: local_train must return a "
                                f"({len(rows)}, {self.layout.dim}) tensor of update rows")
         return out
+
+    def local_context(self, t: int, clients: Sequence[int]) -> LocalTrainContext:
+        """What local training of ``clients`` in round ``t`` starts from, as
+        :meth:`~fedarena.attacks.base.Attack.local_train` gets it: the model, the current
+        global parameters and buffers, the layout, each client's clean sample indices and
+        its data after poisoning (a malicious client's poisoned copy, else the clean data)
+        into the sample store ``x``/``y``, ``prepare``, the round's recipe, each client's
+        batch-order stream and the attack's round generator (fresh, seeded streams: calling
+        this changes nothing). For tools that train a client outside a round, e.g. after
+        :meth:`run` (the AutoAdapt reproduction times one client's local training); the
+        tensors are the run's own: read them, do not modify them."""
+        ids = [int(c) for c in clients]
+        return LocalTrainContext(
+            round=t, model=self.model, global_params=self.params, buffers=self.buffers, layout=self.layout,
+            client_ids=ids, clean_index=[self.client_index[c] for c in ids],
+            poisoned_index=[self.poisoned_index.get(c, self.client_index[c]) for c in ids],
+            x=self.x_store, y=self.y_store, prepare=self.prepare, recipe=self.recipe_at(t),
+            rngs=[self.streams.numpy("training", t, c) for c in ids], generator=self.streams.torch("attack", 4, t))
 
     def client_extras(self, U: torch.Tensor, mal_mask: np.ndarray, cohort: np.ndarray) -> list[dict[str, Any]]:
         """Per-row additions to ``clients.jsonl``: the distances to the global model that
