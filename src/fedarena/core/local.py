@@ -821,20 +821,23 @@ def train_clients(model: torch.nn.Module, global_params: Params, x: torch.Tensor
                   index: Sequence[np.ndarray], schedule: BatchSchedule, recipe: TrainRecipe, *, algorithm: str,
                   vectorized: bool = True, prepare=None, buffers: Optional[Params] = None,
                   chunk_size: Optional[int] = None, opt_states: Optional[list[Optional[ClientState]]] = None,
-                  out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list[Params]]:
+                  out: Optional[torch.Tensor] = None, owner: Optional[Sequence[int]] = None
+                  ) -> tuple[torch.Tensor, list[Params]]:
     """The one dispatch of local training: FedSGD's one gradient per client
     (:func:`minibatch_gradients`), FedAvg's local steps vectorized (:func:`train_vectorized`)
     or one client after another (:func:`train_sequential`, which also returns each client's
     new BatchNorm buffers). Returns ``(rows (k, d), new buffers)``; ``out``: write the rows
-    there (vectorized FedAvg only) instead of allocating them."""
+    there (vectorized FedAvg only) instead of allocating them; ``owner``: with stacked
+    ``global_params`` (one row per run, vectorized paths only), the row each client starts
+    from (:mod:`fedarena.run.training` trains several runs as one computation)."""
     new_buffers: list[Params] = []
     if algorithm == "fedsgd":
         rows = minibatch_gradients(model, global_params, x, y, index, schedule, recipe, prepare=prepare,
                                    vectorized=vectorized, buffers=buffers, buffers_out=new_buffers,
-                                   chunk_size=chunk_size)
+                                   chunk_size=chunk_size, owner=owner)
     elif vectorized:
         rows = train_vectorized(model, global_params, x, y, index, schedule, recipe, chunk_size=chunk_size,
-                                prepare=prepare, out=out, opt_states=opt_states)
+                                prepare=prepare, out=out, opt_states=opt_states, owner=owner)
     else:
         rows, new_buffers = train_sequential(model, global_params, x, y, index, schedule, recipe, prepare=prepare,
                                              buffers=buffers, opt_states=opt_states)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..core.local import BatchSchedule, auto_chunk_size, minibatch_gradients, train_clients, train_vectorized
+from ..core.local import BatchSchedule, auto_chunk_size, train_clients
 from ..core.recipe import TrainRecipe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,12 +141,9 @@ def _train_together(lockstep: "Lockstep", members: list[tuple["Simulation", "Rou
                               [c[4].schedule.seeds[c[5]] for c in part] if part[0][4].schedule.seeds else None)
         index, owner = [c[2] for c in part], [c[3] for c in part]
         states = None if part[0][4].opt_states is None else [c[4].opt_states[c[5]] for c in part]
-        if fedsgd:
-            G = minibatch_gradients(sim0.model, stacked, x, y, index, sched, recipe, prepare=sim0.prepare,
-                                    chunk_size=sim0.cfg.fl.chunk_size, owner=owner)
-        else:
-            G = train_vectorized(sim0.model, stacked, x, y, index, sched, recipe, chunk_size=len(part), prepare=sim0.prepare,
-                                 opt_states=states, owner=owner)
+        G, _ = train_clients(sim0.model, stacked, x, y, index, sched, recipe, algorithm=sim0.cfg.fl.algorithm,
+                             prepare=sim0.prepare, chunk_size=sim0.cfg.fl.chunk_size if fedsgd else len(part),
+                             opt_states=states, owner=owner)
         if states is not None:
             for c, st in zip(part, states):
                 c[4].opt_states[c[5]] = st
