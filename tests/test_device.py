@@ -137,8 +137,7 @@ ALLOWED = {
         _CPU_GEN,
     ("attacks/blades_adaptive.py", "sign_mimic", "torch.randperm(d, generator=generator)"): _CPU_GEN,
     ("attacks/chameleon.py", "Chameleon.local_train", "torch.zeros(len(idx), dtype=torch.bool)"):
-        "the stamped-sample masks are CPU (stored with .cpu()); a batch's slice is moved with .to(z.device)",
-    ("attacks/chameleon.py", "Chameleon.local_train", "torch.from_numpy(b)"): "CPU index into the CPU stamped mask",
+        "the stamped-sample masks are CPU (stored with .cpu()); the client's mask is moved with .to(ctx.x.device)",
     ("attacks/iba.py", "IBA.setup", "torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)"):
         "a seed read with int() from the attack's CPU setup stream",
     ("run/simulation.py", "selected_buffers", "torch.ones(len(plan.cohort))"):

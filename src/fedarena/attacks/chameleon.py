@@ -20,12 +20,15 @@ trains the attacker's model in two stages:
 The update is the final model minus the global model. Poisoning (trigger, ``source``,
 ``poison_frac``) is the ``backdoor`` attack's; the attack records which samples it
 stamped. Attacker-run local training (plain SGD with the benign recipe's learning rate,
-momentum and batch size); needs ``fl.algorithm=fedavg``.
+momentum, weight decay and batch size, a fresh optimizer per stage) on core's trainer:
+each stage is one :func:`fedarena.core.local.train_sequential` call whose recipe names
+the parameters that train (``trainable``) and, for stage 1, the batch loss
+(``batch_loss`` on the input of the last layer, ``feature_layer``); needs
+``fl.algorithm=fedavg``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Literal, Optional, Union
 
@@ -33,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.local import BatchSchedule, train_sequential
+from ..core.recipe import LossBatch, cross_entropy
 from ..errors import ConfigError
 from ..registry import ATTACKS
 from .base import LocalTrainContext
@@ -95,53 +100,46 @@ class Chameleon(Backdoor):
 
     def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
         head = ctx.layout.last_layer()
-        prefix = head[0].rsplit(".", 1)[0]
+        enc = [n for n in ctx.global_params if n not in head]
+        # the attacker's optimizer: SGD with the benign lr, momentum, weight decay and batch size, no clipping;
+        # a fresh one per stage (each stage is one trainer call)
+        base = ctx.recipe.with_(optimizer="sgd", steps=None, grad_clip=None, loss=cross_entropy, extra_loss=None,
+                                project=None, step_hook=None)
         g = ctx.layout.flatten(ctx.global_params).detach()
         rows = []
-        for i, cid in enumerate(ctx.client_ids):
-            net = copy.deepcopy(ctx.model)
-            with torch.no_grad():
-                for n, p in net.named_parameters():
-                    p.copy_(ctx.global_params[n])
-                for n, b in net.named_buffers():
-                    if n in ctx.buffers:
-                        b.copy_(ctx.buffers[n])
-            net.train()
-            idx = np.asarray(ctx.poisoned_index[i])
-            stamped = self.stamped.get(int(cid), torch.zeros(len(idx), dtype=torch.bool))
-            feats: list[torch.Tensor] = []
-            hook = net.get_submodule(prefix).register_forward_pre_hook(lambda m, inp, feats=feats: feats.append(inp[0].flatten(1)))
-            enc = [p for n, p in net.named_parameters() if n not in head]
-            top = [p for n, p in net.named_parameters() if n in head]
-            rng = ctx.rngs[i]
-            r = ctx.recipe
-            try:
-                for stage, epochs, params in (("contrastive", self.contrastive_epochs, enc), ("head", self.head_epochs, top)):
-                    if not params or epochs == 0:
+        was_training = ctx.model.training
+        ctx.model.train()
+        try:
+            for i, cid in enumerate(ctx.client_ids):
+                idx = np.asarray(ctx.poisoned_index[i])
+                stamped = self.stamped.get(int(cid), torch.zeros(len(idx), dtype=torch.bool)).to(ctx.x.device)
+                stages = (
+                    base.with_(epochs=self.contrastive_epochs, trainable=enc, batch_loss=self._contrastive_loss(stamped),
+                               feature_layer=head[0].rsplit(".", 1)[0]),
+                    base.with_(epochs=self.head_epochs, trainable=head),
+                )
+                row, bufs = torch.zeros_like(g), ctx.buffers
+                for recipe in stages:
+                    if not recipe.trainable or recipe.epochs == 0:
                         continue
-                    opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
-                    for _ in range(epochs):
-                        perm = rng.permutation(len(idx))
-                        for s in range(0, len(idx), r.batch_size):
-                            b = perm[s : s + r.batch_size]
-                            bt = torch.from_numpy(idx[b]).to(ctx.x.device)
-                            xb, yb = ctx.x[bt], ctx.y[bt]
-                            if ctx.prepare is not None:
-                                xb = ctx.prepare(xb)
-                            feats.clear()
-                            logits = net(xb)
-                            if stage == "contrastive":
-                                z = F.normalize(feats[-1], dim=1)
-                                sb = stamped[torch.from_numpy(b)].to(z.device)
-                                w = 1.0 + (self.poison_pull - 1.0) * (sb.unsqueeze(0) | sb.unsqueeze(1)).to(z.dtype)
-                                loss = supcon_loss(z, yb, self.temperature, w)
-                            else:
-                                loss = F.cross_entropy(logits, yb)
-                            opt.zero_grad()
-                            loss.backward()
-                            opt.step()
-            finally:
-                hook.remove()
-            flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-            rows.append(flat - g)
+                    # one permutation per epoch from the client's stream, as before (no step hook: no other draw)
+                    sched = BatchSchedule.build([len(idx)], recipe, [ctx.rngs[i]])
+                    out, new_bufs = train_sequential(ctx.model, ctx.layout.unflatten(g + row), ctx.x, ctx.y, [idx],
+                                                     sched, recipe, prepare=ctx.prepare, buffers=bufs)
+                    row, bufs = row + out[0], new_bufs[0]  # a stage's frozen parameters' entries are exactly 0
+                rows.append(row)
+        finally:
+            ctx.model.train(was_training)
         return torch.stack(rows)
+
+    def _contrastive_loss(self, stamped: torch.Tensor):
+        """Stage 1's batch loss: :func:`supcon_loss` on the L2-normalised features, positive
+        pairs that hold a stamped sample weighted ``poison_pull``."""
+
+        def loss(b: LossBatch) -> torch.Tensor:
+            z = F.normalize(b.features, dim=1)
+            sb = stamped[b.positions]
+            w = 1.0 + (self.poison_pull - 1.0) * (sb.unsqueeze(0) | sb.unsqueeze(1)).to(z.dtype)
+            return supcon_loss(z, b.y, self.temperature, w)
+
+        return loss

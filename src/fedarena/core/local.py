@@ -19,7 +19,12 @@ updates (tested in ``tests/test_local.py``). A recipe's
 :class:`~fedarena.core.recipe.StepHook` runs after every step on both, sees the step's
 loss (``HookStep.loss``) and may end a client's training early (``HookStep.stop``): an
 attack or client-side defense that owns its loop (AutoAdapt's augmented Lagrangian,
-:mod:`fedarena.attacks.autoadapt`) is a recipe plus a hook, not a second loop.
+:mod:`fedarena.attacks.autoadapt`) is a recipe plus a hook, not a second loop. On the
+sequential path a recipe may also replace the per-sample loss by a loss of the whole
+batch (``batch_loss``: logits, targets, the batch's positions in the client's data, the
+input of a named layer) and train only some parameters (``trainable``): Chameleon's
+contrastive encoder stage, then its head stage (:mod:`fedarena.attacks.chameleon`), are
+two such recipes.
 
 Every client starts from the round's global parameters (one shared set), or from its
 own row of stacked initial parameters (``global_params`` with a leading axis, the row
@@ -38,7 +43,7 @@ import torch
 from torch.func import functional_call, grad, grad_and_value, vmap
 
 from .optim import ClientState, OptState, step_
-from .recipe import Params, TrainRecipe
+from .recipe import LossBatch, Params, TrainRecipe
 
 
 @dataclass
@@ -88,9 +93,32 @@ def _loss_fn(model: torch.nn.Module, recipe: TrainRecipe, buffers: Params):
     Buffers (BatchNorm running statistics) are passed as an argument, not captured:
     ``torch.func.grad`` forbids in-place updates of captured tensors, while updating an
     argument is allowed (the caller passes each client's own copy).
+
+    With ``recipe.batch_loss`` (sequential path only) the loss of the batch is that
+    function's, given a :class:`~fedarena.core.recipe.LossBatch` built from ``pos`` (the
+    batch's positions in the client's index) and ``client``; the features of
+    ``recipe.feature_layer`` are its input, caught by a forward pre-hook for this call.
     """
+    layer = model.get_submodule(recipe.feature_layer) if recipe.feature_layer is not None else None
+
     def loss(params: Params, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, global_params: Params,
-             bufs: Optional[Params] = None):
+             bufs: Optional[Params] = None, pos: Optional[torch.Tensor] = None, client: int = 0):
+        if recipe.batch_loss is not None:
+            feats: list[torch.Tensor] = []
+            handle = (layer.register_forward_pre_hook(lambda m, inp: feats.append(inp[0].flatten(1)))
+                      if layer is not None else None)
+            try:
+                logits = functional_call(model, (params, buffers if bufs is None else bufs), (x,))
+            finally:
+                if handle is not None:
+                    handle.remove()
+            if layer is not None and not feats:
+                raise ValueError(f"feature_layer {recipe.feature_layer!r} was not called in the forward pass")
+            val = recipe.batch_loss(LossBatch(logits, y, pos, feats[-1] if feats else None, params, global_params,
+                                              client))
+            if recipe.extra_loss is not None:
+                val = val + recipe.extra_loss(params, global_params)
+            return val
         logits = functional_call(model, (params, buffers if bufs is None else bufs), (x,))
         per = recipe.loss(logits, y)
         val = (per * w).sum() / w.sum().clamp_min(1.0)
@@ -384,6 +412,12 @@ class _HookRunner:
         return stop
 
 
+def _refuse_sequential_only(recipe: TrainRecipe, where: str) -> None:
+    if recipe.sequential_only:
+        raise ValueError(f"{where} cannot train a recipe with batch_loss or trainable set; "
+                         "use train_sequential (train_clients sends such a recipe there)")
+
+
 def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
                     owner: Optional[Sequence[int]]) -> tuple[Params, Optional[torch.Tensor]]:
     """Detached initial parameters and, when they are stacked (one row per run, the
@@ -464,8 +498,10 @@ def train_vectorized(
     * ``"auto"``: ``"loop"`` for one-client chunks, else :func:`auto_strategy`.
 
     The batch indices of the whole chunk are built once (:func:`_plan`). Same arithmetic as
-    :func:`train_sequential` (tested).
+    :func:`train_sequential` (tested). A recipe with ``batch_loss`` or ``trainable`` is
+    refused (ValueError): it trains on :func:`train_sequential` only.
     """
+    _refuse_sequential_only(recipe, "train_vectorized")
     k = len(index)
     gp, own = _initial_params(model, global_params, k, owner)
     names = list(gp)
@@ -629,6 +665,38 @@ def train_vectorized(
     return out
 
 
+def _trainable(recipe: TrainRecipe, names: list[str]) -> Optional[list[int]]:
+    """Positions in ``names`` of the recipe's trainable parameters (``None``: all train)."""
+    if recipe.trainable is None:
+        return None
+    unknown = sorted(recipe.trainable - set(names))
+    if unknown:
+        raise ValueError(f"recipe.trainable names parameters the model does not have: {unknown}")
+    if not recipe.trainable:
+        raise ValueError("recipe.trainable is empty: no parameter would train")
+    return [q for q, n in enumerate(names) if n in recipe.trainable]
+
+
+def _partial_grad(loss, names: list[str], tq: list[int], with_value: bool):
+    """``grad`` (or ``grad_and_value``) of ``loss`` with respect to the parameters ``names[q]``,
+    ``q`` in ``tq``, only: the others enter as constants (no backward pass through them) and
+    get zero gradients. Same call signature as ``grad(loss)``."""
+    train = [names[q] for q in tq]
+
+    def of_trained(tr: Params, params: Params, *args):
+        return loss({**params, **tr}, *args)
+
+    g = (grad_and_value if with_value else grad)(of_trained)
+
+    def fn(params: Params, *args):
+        out = g({n: params[n] for n in train}, params, *args)
+        grads, val = out if with_value else (out, None)
+        full = {n: grads[n] if n in grads else torch.zeros_like(params[n]) for n in names}
+        return (full, val) if with_value else full
+
+    return fn
+
+
 def train_sequential(
     model: torch.nn.Module,
     global_params: Params,
@@ -646,13 +714,25 @@ def train_sequential(
 
     Returns the updates and each client's final buffers (BatchNorm statistics), which
     start from ``buffers`` (the global ones) for every client.
+
+    Also the path of recipes that :func:`train_vectorized` refuses: a ``recipe.batch_loss``
+    (the loss of the whole batch, from a :class:`~fedarena.core.recipe.LossBatch` holding
+    the logits, targets, the batch's positions in ``index[i]``, the ``feature_layer``'s
+    input and the parameters) and ``recipe.trainable`` (the other parameters frozen: their
+    gradient is not taken, the optimizer step leaves them and their state unchanged, a
+    frozen parameter's row entries are exactly 0).
     """
     names = list(global_params)
     rows, client_buffers = [], []
+    tq = _trainable(recipe, names)
     for i in range(len(index)):
         bufs_i = {n: b.clone() for n, b in (buffers or {}).items()}
-        grad_fn = grad(_loss_fn(model, recipe, {}))
-        step_fn = grad_and_value(_loss_fn(model, recipe, {})) if recipe.step_hook is not None else None
+        loss_i = _loss_fn(model, recipe, {})
+        if tq is None:
+            grad_fn, value_fn = grad(loss_i), grad_and_value(loss_i)
+        else:  # gradients of the trainable parameters only; zeros for the frozen ones
+            grad_fn, value_fn = _partial_grad(loss_i, names, tq, False), _partial_grad(loss_i, names, tq, True)
+        step_fn = value_fn if recipe.step_hook is not None else None
         params = {n: p.detach().clone() for n, p in global_params.items()}
         views = [params[n].unsqueeze(0) for n in names]
         state = OptState.load(recipe, views, None if opt_states is None else [opt_states[i]])
@@ -663,24 +743,29 @@ def train_sequential(
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
+            pos = torch.from_numpy(np.asarray(b, dtype=np.int64)).to(x.device) if recipe.batch_loss is not None else None
             if step_fn is not None:  # the same gradient, and the loss for the step hook
-                grads, val = step_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+                grads, val = step_fn(params, xb, y[idx_t], w, global_params, bufs_i, pos, i)
             else:
-                grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+                grads = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i, pos, i)
             views = [params[n].unsqueeze(0) for n in names]
             g1 = [grads[n].unsqueeze(0) for n in names]
-            step_(views, g1, state, recipe)  # in place, through k = 1 views
+            if tq is None:
+                step_(views, g1, state, recipe)  # in place, through k = 1 views
+            else:  # the trainable tensors and their optimizer state only (the step count is shared)
+                step_([views[q] for q in tq], [g1[q] for q in tq],
+                      OptState({key: [ts[q] for q in tq] for key, ts in state.tensors.items()}, state.step), recipe)
             if hook.on:
-                def regrad(xb=xb, idx_t=idx_t, w=w):
-                    g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i)
+                def regrad(xb=xb, idx_t=idx_t, w=w, pos=pos):
+                    g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i, pos, i)
                     return [g2[n].unsqueeze(0) for n in names]
-                def grad_on(xr, yr, need_grad=True, w=w):
+                def grad_on(xr, yr, need_grad=True, w=w, pos=pos):
                     xp = prepare(xr[0]) if prepare is not None else xr[0]
                     if not need_grad:  # a copy of the statistics: this forward does not move them
-                        val = _loss_fn(model, recipe, {})(params, xp, yr[0], w, global_params,
-                                                          {n_: v.clone() for n_, v in bufs_i.items()})
+                        val = loss_i(params, xp, yr[0], w, global_params,
+                                     {n_: v.clone() for n_, v in bufs_i.items()}, pos, i)
                         return val.reshape(1), None
-                    g2, val = grad_and_value(_loss_fn(model, recipe, {}))(params, xp, yr[0], w, global_params, bufs_i)
+                    g2, val = value_fn(params, xp, yr[0], w, global_params, bufs_i, pos, i)
                     return val.reshape(1), [g2[n].unsqueeze(0) for n in names]
                 stop = hook(s, views, g1, state, torch.ones(1, device=x.device), regrad,
                             (xraw.unsqueeze(0), y[idx_t].unsqueeze(0)), grad_on, val.detach().reshape(1))
@@ -724,7 +809,11 @@ def minibatch_gradients(
     selected by ``owner``, one per run, as in :func:`train_vectorized`), the runs with
     equally many clients together, ``vmap`` over the runs of that ``vmap(grad)`` (each
     run's forward stays one dense product over its clients' batches).
+
+    A recipe with ``batch_loss`` or ``trainable`` is refused (ValueError): FedSGD takes the
+    plain per-sample loss of every parameter.
     """
+    _refuse_sequential_only(recipe, "minibatch_gradients (FedSGD)")
     k = len(index)
     gp, own = _initial_params(model, global_params, k, owner)
     names = list(gp)
@@ -829,8 +918,15 @@ def train_clients(model: torch.nn.Module, global_params: Params, x: torch.Tensor
     new BatchNorm buffers). Returns ``(rows (k, d), new buffers)``; ``out``: write the rows
     there (vectorized FedAvg only) instead of allocating them; ``owner``: with stacked
     ``global_params`` (one row per run, vectorized paths only), the row each client starts
-    from (:mod:`fedarena.run.training` trains several runs as one computation)."""
+    from (:mod:`fedarena.run.training` trains several runs as one computation). A recipe with
+    ``batch_loss`` or ``trainable`` (:attr:`TrainRecipe.sequential_only`) always trains on
+    the sequential path, whatever ``vectorized`` says (with ``owner``: a ValueError)."""
     new_buffers: list[Params] = []
+    if recipe.sequential_only and algorithm != "fedsgd":
+        if owner is not None:
+            raise ValueError("a recipe with batch_loss or trainable trains on the sequential path, "
+                             "which takes one shared set of global_params (no owner)")
+        vectorized = False
     if algorithm == "fedsgd":
         rows = minibatch_gradients(model, global_params, x, y, index, schedule, recipe, prepare=prepare,
                                    vectorized=vectorized, buffers=buffers, buffers_out=new_buffers,

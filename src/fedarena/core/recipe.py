@@ -49,6 +49,26 @@ class TrainRecipe:
         step_hook: optional :class:`StepHook` run after every SGD step (client-side
             defenses such as LeadFL, LDP, FL-WBC). It works on the stacked ``(k, ...)``
             parameters of all clients of a chunk, so the same code runs on both paths.
+        batch_loss: optional ``(LossBatch) -> scalar``, the loss of a whole batch; it
+            replaces the mean of ``loss`` (``extra_loss`` is still added). It sees the
+            logits, the targets, the batch's positions in the client's sample index
+            (to look up per-sample flags, e.g. which samples an attack stamped), the
+            features of ``feature_layer`` and the parameters (:class:`LossBatch`), for
+            losses that are not a mean over samples (e.g. a contrastive loss).
+        feature_layer: the name of a submodule (``model.get_submodule``) whose input,
+            flattened to ``(B, -1)``, ``batch_loss`` gets as ``LossBatch.features`` (e.g.
+            the input of the last layer: the penultimate features). Needs ``batch_loss``.
+        trainable: the names of the parameters that train (``None``: all). The others are
+            frozen: no gradient is taken for them and the optimizer step (weight decay,
+            momentum, Adam moments, gradient clipping's norm) leaves them and their state
+            unchanged; a step hook sees zero gradients for them. An attack that trains
+            part of the model (an encoder, then the head) makes one recipe per part.
+
+    A recipe with ``batch_loss`` or ``trainable`` trains on the sequential path only
+    (:func:`fedarena.core.local.train_sequential`): ``vectorize`` is set to False for it (a
+    ``with_`` copy keeps that), :func:`~fedarena.core.local.train_clients` sends it there,
+    and :func:`~fedarena.core.local.train_vectorized` and
+    :func:`~fedarena.core.local.minibatch_gradients` refuse it.
     """
 
     lr: float = 0.1
@@ -66,6 +86,24 @@ class TrainRecipe:
     project: Optional[Callable[[Params, Params], Params]] = None
     vectorize: bool = True
     step_hook: Optional["StepHook"] = None
+    batch_loss: Optional[Callable[["LossBatch"], torch.Tensor]] = None
+    feature_layer: Optional[str] = None
+    trainable: Optional[frozenset[str]] = None
+
+    def __post_init__(self) -> None:
+        if self.trainable is not None:
+            if isinstance(self.trainable, str):
+                raise TypeError("trainable must be a collection of parameter names, not one string")
+            object.__setattr__(self, "trainable", frozenset(self.trainable))
+        if self.feature_layer is not None and self.batch_loss is None:
+            raise ValueError("feature_layer is read by batch_loss only: set batch_loss too")
+        if self.sequential_only and self.vectorize:
+            object.__setattr__(self, "vectorize", False)
+
+    @property
+    def sequential_only(self) -> bool:
+        """Whether this recipe trains on the sequential path only (``batch_loss`` or ``trainable`` set)."""
+        return self.batch_loss is not None or self.trainable is not None
 
     def with_(self, **changes) -> "TrainRecipe":
         return replace(self, **changes)
@@ -74,6 +112,28 @@ class TrainRecipe:
         if self.steps is not None:
             return self.steps
         return self.epochs * max(1, -(-n_samples // self.batch_size))
+
+
+@dataclass
+class LossBatch:
+    """What a recipe's ``batch_loss`` sees: one client's batch at one step.
+
+    ``logits``: ``(B, C)`` the model's outputs; ``y``: ``(B,)`` the targets; ``positions``:
+    ``(B,)`` int64, the batch's samples as positions in the client's sample index
+    (``index[client]`` of :func:`~fedarena.core.local.train_sequential`, the schedule's
+    batch), on the batch's device; ``features``: ``(B, p)`` the input of the recipe's
+    ``feature_layer`` (``None`` without one); ``params``/``global_params``: the client's
+    parameters (differentiate through them) and where it started; ``client``: the
+    client's row in the trainer call.
+    """
+
+    logits: torch.Tensor
+    y: torch.Tensor
+    positions: torch.Tensor
+    features: Optional[torch.Tensor]
+    params: Params
+    global_params: Params
+    client: int
 
 
 @dataclass
