@@ -35,18 +35,27 @@ def main() -> None:
 
     trees = FallOfCC().runs(quick=False)
     over = [f"data.root={args.data_root}", "data.download=false"]
-    cfgs = [load_config(None, over, base=tree).model_copy(update={"name": rid.replace("/", "-")})
-            for rid, tree in trees.items()]
+    cfgs = [
+        load_config(None, over, base=tree).model_copy(update={"name": rid.replace("/", "-")})
+        for rid, tree in trees.items()
+    ]
     print(f"{len(cfgs)} runs x {cfgs[0].fl.rounds} rounds", flush=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     load = os.getloadavg()
     out = compare(cfgs, 1, torch.device("cpu"), lambda line: print(line, flush=True), "fall-of-cc (all 144 runs)")
-    out.update(started=started, threads=torch.get_num_threads(), load_average_start=load,
-               load_average_end=os.getloadavg(), torch=torch.__version__)
+    out.update(
+        started=started,
+        threads=torch.get_num_threads(),
+        load_average_start=load,
+        load_average_end=os.getloadavg(),
+        torch=torch.__version__,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(out, indent=1, default=str))
-    print(f"one after another {out['sequential_seconds']:.1f} s, lockstep {out['lockstep_seconds']:.1f} s: "
-          f"x{out['speedup']:.2f} (bound x{out['speedup_bound']:.2f}); written to {args.out}")
+    print(
+        f"one after another {out['sequential_seconds']:.1f} s, lockstep {out['lockstep_seconds']:.1f} s: "
+        f"x{out['speedup']:.2f} (bound x{out['speedup_bound']:.2f}); written to {args.out}"
+    )
 
 
 if __name__ == "__main__":

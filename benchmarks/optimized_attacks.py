@@ -47,10 +47,22 @@ ATTACKS = {
 
 
 def base(args, seed: int) -> list[str]:
-    return [f"data.root={args.data_root}", "data.dataset=fashion-mnist", "data.download=false",
-            "data.partition=dirichlet", "data.alpha=1.0", "model.name=mlp", "fl.num_clients=20",
-            "fl.local_steps=5", "fl.batch_size=32", "fl.lr=0.1", f"fl.rounds={args.rounds}",
-            "attack.num_malicious=4", f"eval.every={max(1, args.rounds // 4)}", f"seed={seed}"]
+    return [
+        f"data.root={args.data_root}",
+        "data.dataset=fashion-mnist",
+        "data.download=false",
+        "data.partition=dirichlet",
+        "data.alpha=1.0",
+        "model.name=mlp",
+        "fl.num_clients=20",
+        "fl.local_steps=5",
+        "fl.batch_size=32",
+        "fl.lr=0.1",
+        f"fl.rounds={args.rounds}",
+        "attack.num_malicious=4",
+        f"eval.every={max(1, args.rounds // 4)}",
+        f"seed={seed}",
+    ]
 
 
 def run_one(overrides: list[str]) -> dict:
@@ -61,12 +73,16 @@ def run_one(overrides: list[str]) -> dict:
     t = time.perf_counter()
     res = Simulation(cfg).run()
     strengths = [r["attack_strength"] for r in res.rounds if "attack_strength" in r]
-    return {"final_main_acc": res.summary["final_main_acc"], "status": res.summary["status"],
-            "wall_s": round(time.perf_counter() - t, 1),
-            "strength_median": statistics.median(strengths) if strengths else None,
-            "strength_default": next((r["attack_strength_default"] for r in res.rounds
-                                      if "attack_strength_default" in r), None),
-            "curve": [[m["round"], m["main_acc"]] for m in res.metrics]}
+    return {
+        "final_main_acc": res.summary["final_main_acc"],
+        "status": res.summary["status"],
+        "wall_s": round(time.perf_counter() - t, 1),
+        "strength_median": statistics.median(strengths) if strengths else None,
+        "strength_default": next(
+            (r["attack_strength_default"] for r in res.rounds if "attack_strength_default" in r), None
+        ),
+        "curve": [[m["round"], m["main_acc"]] for m in res.metrics],
+    }
 
 
 def _mean(values: list) -> float | None:
@@ -80,8 +96,10 @@ def table(rows: list[dict]) -> str:
     acc: dict[tuple[str, str], dict] = {}
     for key in {(r["defense"], r["attack"]) for r in rows}:
         same = [r for r in rows if (r["defense"], r["attack"]) == key]
-        acc[key] = {"final_main_acc": _mean([r["final_main_acc"] for r in same]),
-                    "strength_median": _mean([r["strength_median"] for r in same])}
+        acc[key] = {
+            "final_main_acc": _mean([r["final_main_acc"] for r in same]),
+            "strength_median": _mean([r["strength_median"] for r in same]),
+        }
     cols = list(ATTACKS)
     head = "| defense | " + " | ".join(cols) + " | worst | ALIE z* | IPM eps* |"
     lines = [head, "|" + "---|" * (len(cols) + 4)]
@@ -96,8 +114,10 @@ def table(rows: list[dict]) -> str:
         worst = min(finite) if finite else None
         z = acc.get((d, "alie-opt"), {}).get("strength_median")
         e = acc.get((d, "ipm-opt"), {}).get("strength_median")
-        lines.append(f"| {d} | " + " | ".join(cells) + f" | {'–' if worst is None else f'{worst[0]:.3f} ({worst[1]})'}"
-                     f" | {'–' if z is None else f'{z:.2f}'} | {'–' if e is None else f'{e:.2f}'} |")
+        lines.append(
+            f"| {d} | " + " | ".join(cells) + f" | {'–' if worst is None else f'{worst[0]:.3f} ({worst[1]})'}"
+            f" | {'–' if z is None else f'{z:.2f}'} | {'–' if e is None else f'{e:.2f}'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -123,16 +143,25 @@ def main() -> None:
             for a, over in ATTACKS.items():
                 if (d, a, seed, args.rounds) in have:
                     continue
-                row = {"defense": d, "attack": a, "seed": seed, "rounds": args.rounds,
-                       **run_one(base(args, seed) + DEFENSES[d] + over)}
+                row = {
+                    "defense": d,
+                    "attack": a,
+                    "seed": seed,
+                    "rounds": args.rounds,
+                    **run_one(base(args, seed) + DEFENSES[d] + over),
+                }
                 done.append(row)
                 with open(path, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
-                print(f"[{time.perf_counter() - start:7.1f}s] seed {seed} {d:12s} {a:9s} "
-                      f"acc={row['final_main_acc']:.3f} strength={row['strength_median']} ({row['wall_s']} s)",
-                      flush=True)
+                print(
+                    f"[{time.perf_counter() - start:7.1f}s] seed {seed} {d:12s} {a:9s} "
+                    f"acc={row['final_main_acc']:.3f} strength={row['strength_median']} ({row['wall_s']} s)",
+                    flush=True,
+                )
     rows = [r for r in done if r["seed"] in args.seeds and r["rounds"] == args.rounds]
-    text = f"Final accuracy, mean over seeds {sorted({r['seed'] for r in rows})}, {args.rounds} rounds\n\n" + table(rows)
+    text = f"Final accuracy, mean over seeds {sorted({r['seed'] for r in rows})}, {args.rounds} rounds\n\n" + table(
+        rows
+    )
     (out / "table.md").write_text(text)
     print(text)
 

@@ -28,10 +28,15 @@ SMALL_F = {"mda": 2, "smea": 2}
 
 
 def ctx_for(n: int, d: int, f: int, t: int = 0, params: torch.Tensor | None = None) -> RoundContext:
-    return RoundContext(round=t, layout=ParamLayout.from_params({"w": torch.zeros(d)}), client_ids=torch.arange(n),
-                        num_samples=torch.ones(n, dtype=torch.long), f=f,
-                        global_params=torch.zeros(d) if params is None else params,
-                        generator=torch.Generator().manual_seed(t))
+    return RoundContext(
+        round=t,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n, dtype=torch.long),
+        f=f,
+        global_params=torch.zeros(d) if params is None else params,
+        generator=torch.Generator().manual_seed(t),
+    )
 
 
 def time_rule(name: str, U: torch.Tensor, f: int, reps: int) -> float:
@@ -88,20 +93,36 @@ def main() -> None:
     gram_s = time.perf_counter() - t1
     import os
 
-    res = {"load_average_1_5_15min": list(os.getloadavg()), "n": n, "d": d, "threads": args.threads, "reps": args.reps, "mean_seconds": mean_s, "gram_seconds": gram_s,
-           "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__},
-           "rules": rows}
+    res = {
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "n": n,
+        "d": d,
+        "threads": args.threads,
+        "reps": args.reps,
+        "mean_seconds": mean_s,
+        "gram_seconds": gram_s,
+        "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "rules": rows,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "peer-rules-timing.json").write_text(json.dumps(res, indent=1) + "\n")
-    lines = [f"# Robust rules at n = {n}, d = {d:.0e} (seconds per call, best of {args.reps}, {args.threads} thread(s))", "",
-             "U ~ N(0, 1), float32, CPU; f = n // 5 declared attackers except where the f column says otherwise "
-             "(MDA and SMEA enumerate every subset of n - f rows). Written by `benchmarks/peer_rules_timing.py`.", "",
-             "| rule | added in issue 23 | f | seconds |", "|---|---|---:|---:|"]
+    lines = [
+        f"# Robust rules at n = {n}, d = {d:.0e} (seconds per call, best of {args.reps}, {args.threads} thread(s))",
+        "",
+        "U ~ N(0, 1), float32, CPU; f = n // 5 declared attackers except where the f column says otherwise "
+        "(MDA and SMEA enumerate every subset of n - f rows). Written by `benchmarks/peer_rules_timing.py`.",
+        "",
+        "| rule | added in issue 23 | f | seconds |",
+        "|---|---|---:|---:|",
+    ]
     lines += [f"| {r['rule']} | {'yes' if r['new'] else ''} | {r['f']} | {r['seconds']:.3f} |" for r in rows]
-    lines += ["", f"Yardsticks: mean of the rows {mean_s:.3f} s, Gram matrix U U^T {gram_s:.3f} s. "
-              f"Load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in res['load_average_1_5_15min'])} "
-              "(a shared machine: compare rules within one table, not across runs)."]
+    lines += [
+        "",
+        f"Yardsticks: mean of the rows {mean_s:.3f} s, Gram matrix U U^T {gram_s:.3f} s. "
+        f"Load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in res['load_average_1_5_15min'])} "
+        "(a shared machine: compare rules within one table, not across runs).",
+    ]
     (out / "peer-rules-timing.md").write_text("\n".join(lines) + "\n")
 
 

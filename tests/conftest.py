@@ -73,8 +73,9 @@ def kill_slow_cli():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
 
     def kill(args: list[str], watched: Path, lines: int) -> None:
-        proc = subprocess.Popen([sys.executable, slow_cli, *args], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, slow_cli, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if watched.exists() and len(watched.read_text().splitlines()) >= lines:

@@ -25,8 +25,18 @@ def test_pgd_drives_the_pattern_towards_the_target_logit_weights():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2, bias=False))
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([[1.0, -1.0, 1.0, -1.0], [0.0, 0.0, 0.0, 0.0]]))
-    a = A3FL(target=0, source=1, trigger="square", trigger_size=2, trigger_position=(0, 0), trigger_rounds=1,
-             trigger_steps=10, trigger_lr=0.1, adv_steps=0, adv_weight=0.0)
+    a = A3FL(
+        target=0,
+        source=1,
+        trigger="square",
+        trigger_size=2,
+        trigger_position=(0, 0),
+        trigger_rounds=1,
+        trigger_steps=10,
+        trigger_lr=0.1,
+        adv_steps=0,
+        adv_weight=0.0,
+    )
     a.setup(DataInfo(2, (1, 2, 2)), torch.Generator())
     a.pattern = torch.tensor([[[0.3, 0.7], [0.3, 0.7]]])  # logit_0 = 0.3 - 0.7 + 0.3 - 0.7 = -0.8 < 0: class 1
     x, y = torch.zeros(3, 1, 2, 2), torch.ones(3, dtype=torch.long)
@@ -57,8 +67,13 @@ def test_bad_parameters_are_one_clear_error():
 
 
 def _ba(attack):
-    r = Simulation(load_config(None, [f"attack.name={attack}", "attack.trigger_size=4", "defense.name=median",
-                                      "fl.rounds=8"], base=DEFAULT_RUN)).run()
+    r = Simulation(
+        load_config(
+            None,
+            [f"attack.name={attack}", "attack.trigger_size=4", "defense.name=median", "fl.rounds=8"],
+            base=DEFAULT_RUN,
+        )
+    ).run()
     return r.summary["final_backdoor_acc"]
 
 

@@ -10,9 +10,21 @@ the strongest of ALIE, Min-Max and SignFlip.
 from fedarena.config import load_config
 from fedarena.run.simulation import Simulation
 
-SETTING = ["fl.algorithm=fedsgd", "fl.client_momentum=0.9", "fl.lr=0.5", "fl.rounds=30", "fl.num_clients=20",
-           "fl.batch_size=16", "data.partition=dirichlet", "data.alpha=0.3", "attack.num_malicious=4", "defense.f=4",
-           "defense.name=clipped-clustering", "defense.linkage=single", "seed=0"]
+SETTING = [
+    "fl.algorithm=fedsgd",
+    "fl.client_momentum=0.9",
+    "fl.lr=0.5",
+    "fl.rounds=30",
+    "fl.num_clients=20",
+    "fl.batch_size=16",
+    "data.partition=dirichlet",
+    "data.alpha=0.3",
+    "attack.num_malicious=4",
+    "defense.f=4",
+    "defense.name=clipped-clustering",
+    "defense.linkage=single",
+    "seed=0",
+]
 
 
 def acc(attack):

@@ -28,8 +28,15 @@ RULES = ["median", "trimmed-mean", "krum", "multi-krum", "bulyan", "rfa", "cc", 
 
 
 def ctx(n, f=0, **kw):
-    return RoundContext(round=0, layout=None, client_ids=torch.arange(n), num_samples=torch.ones(n, dtype=torch.long),
-                        f=f, generator=torch.Generator().manual_seed(0), **kw)
+    return RoundContext(
+        round=0,
+        layout=None,
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n, dtype=torch.long),
+        f=f,
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    )
 
 
 def agg(name, U, f=0, **params):
@@ -38,7 +45,7 @@ def agg(name, U, f=0, **params):
     return rule(U, ctx(U.shape[0], f))
 
 
-T = lambda rows: torch.tensor(rows, dtype=torch.float32)  # noqa: E731
+T = lambda rows: torch.tensor(rows, dtype=torch.float32)
 
 # five points in the plane; squared distances by hand:
 #   r0=(0,0): 1, 1, 1, 200   r1=(1,0): 1, 2, 4, 181   r2=(0,1): 1, 2, 2, 181
@@ -264,15 +271,18 @@ def test_sign_majority_vote_by_hand():
 # ----------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("name, params, n, f, field, valid", [
-    ("krum", {}, 6, 2, "defense.f", "0..1"),
-    ("multi-krum", {}, 6, 2, "defense.f", "0..1"),
-    ("bulyan", {}, 10, 2, "defense.f", "0..1"),
-    ("bulyan", {}, 2, 0, "defense.f", "none for n=2"),
-    ("trimmed-mean", {"trim": 5}, 10, 0, "defense.trim", "0..4"),
-    ("trimmed-mean", {}, 10, 5, "defense.f", "0..4"),
-    ("multi-krum", {"m": 11}, 10, 1, "defense.m", "1..10"),
-])
+@pytest.mark.parametrize(
+    "name, params, n, f, field, valid",
+    [
+        ("krum", {}, 6, 2, "defense.f", "0..1"),
+        ("multi-krum", {}, 6, 2, "defense.f", "0..1"),
+        ("bulyan", {}, 10, 2, "defense.f", "0..1"),
+        ("bulyan", {}, 2, 0, "defense.f", "none for n=2"),
+        ("trimmed-mean", {"trim": 5}, 10, 0, "defense.trim", "0..4"),
+        ("trimmed-mean", {}, 10, 5, "defense.f", "0..4"),
+        ("multi-krum", {"m": 11}, 10, 1, "defense.m", "1..10"),
+    ],
+)
 def test_impossible_settings_give_one_line_errors(name, params, n, f, field, valid):
     rule = DEFENSES.build(name, params)
     with pytest.raises(ConfigError) as e:
@@ -282,12 +292,18 @@ def test_impossible_settings_give_one_line_errors(name, params, n, f, field, val
         rule(torch.zeros(n, 3), ctx(n, f))
 
 
-@pytest.mark.parametrize("name, params, field", [
-    ("cc", {"tau": 0.0}, "defense.tau"), ("cc", {"iterations": 0}, "defense.iterations"),
-    ("rfa", {"nu": 0.0}, "defense.nu"), ("rfa", {"iters": 0}, "defense.iters"),
-    ("trimmed-mean", {"trim": -1}, "defense.trim"), ("multi-krum", {"m": 0}, "defense.m"),
-    ("median", {"even": "upper"}, "defense.even"),
-])
+@pytest.mark.parametrize(
+    "name, params, field",
+    [
+        ("cc", {"tau": 0.0}, "defense.tau"),
+        ("cc", {"iterations": 0}, "defense.iterations"),
+        ("rfa", {"nu": 0.0}, "defense.nu"),
+        ("rfa", {"iters": 0}, "defense.iters"),
+        ("trimmed-mean", {"trim": -1}, "defense.trim"),
+        ("multi-krum", {"m": 0}, "defense.m"),
+        ("median", {"even": "upper"}, "defense.even"),
+    ],
+)
 def test_bad_parameters(name, params, field):
     with pytest.raises(ConfigError) as e:
         DEFENSES.build(name, params)
@@ -295,8 +311,9 @@ def test_bad_parameters(name, params, field):
 
 
 def test_bulyan_needs_4f_plus_3_at_config_time():
-    cfg = load_config(None, ["fl.num_clients=10", "attack.name=label-flip", "attack.num_malicious=3",
-                             "defense.name=bulyan"])
+    cfg = load_config(
+        None, ["fl.num_clients=10", "attack.name=label-flip", "attack.num_malicious=3", "defense.name=bulyan"]
+    )
     with pytest.raises(ConfigError, match=r"defense.f: bulyan needs n >= 4f\+3 rows \(n=10, f=3\)"):
         Simulation(cfg)
 
@@ -346,8 +363,14 @@ def test_huge_row_is_clipped_not_dropped_by_cc():
 
 
 def test_robust_rules_survive_the_nan_attack_end_to_end():
-    over = ["fl.algorithm=fedsgd", "fl.num_clients=10", "fl.rounds=3", "fl.lr=0.5", "attack.name=nan",
-            "attack.num_malicious=2"]
+    over = [
+        "fl.algorithm=fedsgd",
+        "fl.num_clients=10",
+        "fl.rounds=3",
+        "fl.lr=0.5",
+        "attack.name=nan",
+        "attack.num_malicious=2",
+    ]
     assert Simulation(load_config(None, over)).run().summary["status"] != "ok"  # fedavg stops
     for name in ("median", "krum", "cc"):
         r = Simulation(load_config(None, over + [f"defense.name={name}"])).run()
@@ -363,8 +386,16 @@ def test_pipeline_passes_declared_f_and_registry_lists_rules():
 
 
 def test_median_keeps_accuracy_under_label_flipping():
-    over = ["fl.algorithm=fedsgd", "fl.num_clients=10", "fl.rounds=60", "fl.lr=0.5", "fl.client_momentum=0.9",
-            "eval.every=60", "attack.name=label-flip", "attack.num_malicious=3"]
+    over = [
+        "fl.algorithm=fedsgd",
+        "fl.num_clients=10",
+        "fl.rounds=60",
+        "fl.lr=0.5",
+        "fl.client_momentum=0.9",
+        "eval.every=60",
+        "attack.name=label-flip",
+        "attack.num_malicious=3",
+    ]
     plain = Simulation(load_config(None, over)).run().summary["final_main_acc"]
     robust = Simulation(load_config(None, over + ["defense.name=median"])).run().summary["final_main_acc"]
     assert robust >= 0.9 and robust >= plain + 0.03
@@ -390,7 +421,7 @@ def test_gram_distances_centered_match_float64_on_tight_rows():
     U = 1 + 1e-3 * torch.randn(15, 10_000, generator=g)
     D64 = torch.cdist(U.double(), U.double()) ** 2
     off = ~torch.eye(15, dtype=torch.bool)
-    rel = lambda D: float(((D.double() - D64).abs()[off] / D64[off]).max())  # noqa: E731
+    rel = lambda D: float(((D.double() - D64).abs()[off] / D64[off]).max())
     assert rel(pairwise_sq_distances(U, center=False)) > 0.05  # the failure being fixed
     assert rel(pairwise_sq_distances(U)) < 1e-4  # default: centred, because distances are tiny next to norms
     assert rel(pairwise_sq_distances(U, center=True)) < 1e-4

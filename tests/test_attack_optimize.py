@@ -29,13 +29,28 @@ def make_view(benign, pipeline, f=1, m=1, mal_rows=None, seed=0, gen_seed=7):
     d, k = benign.shape[1], len(benign) + m
     layout = ParamLayout.from_params({"w": torch.zeros(d)})
     rows = torch.arange(len(benign), k) if mal_rows is None else torch.as_tensor(mal_rows)
-    ctx = RoundContext(round=0, layout=layout, client_ids=torch.arange(k), num_samples=torch.ones(k), f=f,
-                       generator=torch.Generator().manual_seed(gen_seed))
-    return RoundView(round=0, layout=layout, global_params=torch.zeros(d), prev_update=None,
-                     malicious_ids=torch.arange(100, 100 + m), num_clients=k, own_updates=torch.zeros(m, d),
-                     benign_updates=benign, lr=1.0, algorithm="fedavg",
-                     generator=torch.Generator().manual_seed(seed),
-                     server=ServerView(pipeline, ctx, rows, step=lambda u: u))
+    ctx = RoundContext(
+        round=0,
+        layout=layout,
+        client_ids=torch.arange(k),
+        num_samples=torch.ones(k),
+        f=f,
+        generator=torch.Generator().manual_seed(gen_seed),
+    )
+    return RoundView(
+        round=0,
+        layout=layout,
+        global_params=torch.zeros(d),
+        prev_update=None,
+        malicious_ids=torch.arange(100, 100 + m),
+        num_clients=k,
+        own_updates=torch.zeros(m, d),
+        benign_updates=benign,
+        lr=1.0,
+        algorithm="fedavg",
+        generator=torch.Generator().manual_seed(seed),
+        server=ServerView(pipeline, ctx, rows, step=lambda u: u),
+    )
 
 
 def _byzfl_pipeline():
@@ -49,7 +64,7 @@ def test_matches_byzfl_optimal_ipm_published_value():
     a = OptimizedAttack(IPM(), search="byzfl", evals=20, include_default=False)
     out = a.craft(make_view(X3, _byzfl_pipeline()))
     assert torch.allclose(out[0], torch.tensor([-2.74877907, -3.43597384, -4.1231686]), atol=1e-5)
-    assert a.diagnostics()["strength"] == pytest.approx(10 * 0.8 ** 12)
+    assert a.diagnostics()["strength"] == pytest.approx(10 * 0.8**12)
     assert a.diagnostics()["evals"] == 20
 
 
@@ -68,7 +83,7 @@ def test_search_uses_exactly_its_evaluation_budget(search, evals):
 
     def f(x):
         calls.append(x)
-        return -(x - 3.3) ** 2
+        return -((x - 3.3) ** 2)
 
     trace = maximize(f, search, evals, 0.0, 10.0, start=0.0, delta=1.0)
     assert len(calls) == evals == len(trace.xs)
@@ -84,7 +99,7 @@ def test_budget_refuses_an_extra_evaluation():
 
 
 def test_searches_find_a_smooth_maximum():
-    f = lambda x: -(x - 3.3) ** 2
+    f = lambda x: -((x - 3.3) ** 2)
     assert maximize(f, "golden", 30, 0.0, 10.0).best[0] == pytest.approx(3.3, abs=1e-4)
     assert maximize(f, "grid", 20, 0.0, 10.0).best[0] == pytest.approx(3.3, abs=1e-2)
     # ByzFL's line search only steps forward from its best point: coarser
@@ -119,10 +134,19 @@ def _distance(pipeline, view, rows):
     return float(torch.linalg.vector_norm(copy.deepcopy(pipeline)(U, ctx).update.double() - B.mean(0).double()))
 
 
-@pytest.mark.parametrize("defense", [{"name": "median"}, {"name": "krum"}, {"name": "trimmed-mean", "nnm": True},
-                                     {"name": "cc", "tau": 0.5}, {"name": "median", "bucketing": 2}])
-@pytest.mark.parametrize("make", [lambda: ALIE(), lambda: IPM(), lambda: MinMax(), lambda: ROP(),
-                                  lambda: GaussianAttack(sigma=0.1)])
+@pytest.mark.parametrize(
+    "defense",
+    [
+        {"name": "median"},
+        {"name": "krum"},
+        {"name": "trimmed-mean", "nnm": True},
+        {"name": "cc", "tau": 0.5},
+        {"name": "median", "bucketing": 2},
+    ],
+)
+@pytest.mark.parametrize(
+    "make", [lambda: ALIE(), lambda: IPM(), lambda: MinMax(), lambda: ROP(), lambda: GaussianAttack(sigma=0.1)]
+)
 def test_optimized_never_worse_than_default_on_its_objective(defense, make):
     g = torch.Generator().manual_seed(3)
     B = torch.randn(9, 20, generator=g) * 0.3 + 0.2
@@ -184,8 +208,16 @@ def test_run_records_the_chosen_strength_and_is_deterministic(tmp_path):
     from fedarena.config import load_config
     from fedarena.run.simulation import Simulation
 
-    over = ["fl.num_clients=10", "fl.rounds=2", "fl.local_steps=2", "attack.name=ipm", "attack.num_malicious=3",
-            "defense.name=cc", "attack.optimize.evals=6", "eval.every=2"]
+    over = [
+        "fl.num_clients=10",
+        "fl.rounds=2",
+        "fl.local_steps=2",
+        "attack.name=ipm",
+        "attack.num_malicious=3",
+        "defense.name=cc",
+        "attack.optimize.evals=6",
+        "eval.every=2",
+    ]
     r1 = Simulation(load_config(None, over)).run()
     assert [r["attack_strength_param"] for r in r1.rounds] == ["epsilon", "epsilon"]
     assert all(r["attack_evals"] == 6 and r["attack_objective"] >= r["attack_objective_default"] for r in r1.rounds)

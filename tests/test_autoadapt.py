@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from fedarena.attacks.autoadapt import (AutoAdapt, Constraints, LoopConfig, Memory, al_penalty, eq24_alpha,
-                                        train_constrained, update_mu)
+from fedarena.attacks.autoadapt import (
+    AutoAdapt,
+    Constraints,
+    LoopConfig,
+    Memory,
+    al_penalty,
+    eq24_alpha,
+    train_constrained,
+    update_mu,
+)
 from fedarena.config import load_config
 from fedarena.core.layout import ParamLayout
 from fedarena.core.local import BatchSchedule, train_sequential
@@ -78,8 +86,16 @@ def _linear_task(n=64):
 
 
 def _l2_range(lay, g, lo, hi):
-    return Constraints(lay, g, ["l2"], "whole", False, torch.tensor([lo], dtype=torch.float64),
-                       torch.tensor([hi], dtype=torch.float64), ["l2/whole"])
+    return Constraints(
+        lay,
+        g,
+        ["l2"],
+        "whole",
+        False,
+        torch.tensor([lo], dtype=torch.float64),
+        torch.tensor([hi], dtype=torch.float64),
+        ["l2/whole"],
+    )
 
 
 RECIPE = TrainRecipe(lr=0.1, momentum=0.9, weight_decay=0.005, batch_size=16, epochs=4)
@@ -88,22 +104,35 @@ RECIPE = TrainRecipe(lr=0.1, momentum=0.9, weight_decay=0.005, batch_size=16, ep
 def test_constrained_training_meets_the_range_and_logs(one_thread):
     model, params, lay, g, x, y = _linear_task()
     cons = _l2_range(lay, g, 0.0, 0.1)
-    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
-                            LoopConfig(mode="autoadapt", activate_epoch=3), cons)
+    res = train_constrained(
+        model,
+        params,
+        {},
+        x,
+        y,
+        np.arange(64),
+        None,
+        RECIPE,
+        np.random.default_rng(0),
+        LoopConfig(mode="autoadapt", activate_epoch=3),
+        cons,
+    )
     assert res.log["violations"] == 0 and res.log["batches_to_feasible"] is not None
     assert res.log["num_constraints"] == 2 and res.log["alpha_al"] <= 10 and res.log["epochs"] == 4
     assert torch.linalg.vector_norm(res.flat - g) <= 0.1 + 1e-9
     assert torch.equal(res.update, res.flat - g)
-    free = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
-                             LoopConfig(mode="none"), cons)
+    free = train_constrained(
+        model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0), LoopConfig(mode="none"), cons
+    )
     assert free.log["violations"] == 1  # unconstrained training leaves the range
 
 
 def test_mode_none_is_the_core_trainer_exactly(one_thread):
     # the benign reference models: core's sequential trainer, same batches (one permutation per epoch)
     model, params, lay, g, x, y = _linear_task()
-    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(7),
-                            LoopConfig(mode="none"))
+    res = train_constrained(
+        model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(7), LoopConfig(mode="none")
+    )
     sched = BatchSchedule.build([64], RECIPE, [np.random.default_rng(7)])
     rows, _ = train_sequential(model, params, x, y, [np.arange(64)], sched, RECIPE)
     assert torch.equal(res.update, rows[0]) and res.log["epochs"] == 4
@@ -117,12 +146,24 @@ def test_activation_switches_to_plain_sgd(one_thread):
     # the last iterate (every iterate is feasible with penalty 0; ties go to the later one).
     model, params, lay, g, x, y = _linear_task()
     cons = _l2_range(lay, g, -1.0, 1e6)
-    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(1),
-                            LoopConfig(mode="autoadapt", activate_epoch=3), cons)
+    res = train_constrained(
+        model,
+        params,
+        {},
+        x,
+        y,
+        np.arange(64),
+        None,
+        RECIPE,
+        np.random.default_rng(1),
+        LoopConfig(mode="autoadapt", activate_epoch=3),
+        cons,
+    )
     assert res.log["batches_to_feasible"] == 0 and res.log["alpha_al"] == 10.0  # Eq. 24 with a 0 denominator
     rng = np.random.default_rng(1)
-    first, _ = train_sequential(model, params, x, y, [np.arange(64)], BatchSchedule.build([64], RECIPE.with_(epochs=2), [rng]),
-                                RECIPE)
+    first, _ = train_sequential(
+        model, params, x, y, [np.arange(64)], BatchSchedule.build([64], RECIPE.with_(epochs=2), [rng]), RECIPE
+    )
     mid = lay.unflatten(g + first[0])
     late = BatchSchedule.build([64], RECIPE.with_(epochs=2), [rng])
     plain, _ = train_sequential(model, mid, x, y, [np.arange(64)], late, RECIPE.with_(momentum=0.0, weight_decay=0.0))
@@ -157,8 +198,19 @@ def test_stop_when_feasible_ends_training_at_the_first_feasible_step(one_thread,
     assert torch.equal(res.flat, offers[-1][3])
     assert res.log["epochs"] == 3 + (b - 1) // 4  # 4 batches per epoch; stopped in the epoch of step b
     offers.clear()
-    longer = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
-                               LoopConfig(mode="autoadapt", activate_epoch=3), cons)
+    longer = train_constrained(
+        model,
+        params,
+        {},
+        x,
+        y,
+        np.arange(64),
+        None,
+        RECIPE,
+        np.random.default_rng(0),
+        LoopConfig(mode="autoadapt", activate_epoch=3),
+        cons,
+    )
     assert len(offers) == 1 + 8 and longer.log["batches_to_feasible"] == b  # without the stop: 2 full epochs
 
 
@@ -170,8 +222,19 @@ def test_memory_submits_the_best_iterate(one_thread, monkeypatch):
     model, params, lay, g, x, y = _linear_task()
     cons = _l2_range(lay, g, 0.5, 0.52)
     offers = _record_offers(monkeypatch)
-    res = train_constrained(model, params, {}, x, y, np.arange(64), None, RECIPE, np.random.default_rng(0),
-                            LoopConfig(mode="autoadapt", activate_epoch=2, max_extra_epochs=2), cons)
+    res = train_constrained(
+        model,
+        params,
+        {},
+        x,
+        y,
+        np.arange(64),
+        None,
+        RECIPE,
+        np.random.default_rng(0),
+        LoopConfig(mode="autoadapt", activate_epoch=2, max_extra_epochs=2),
+        cons,
+    )
     assert res.log["epochs"] == 6 and len(offers) == 1 + 5 * 4
     assert all(o[1] == 1 for o in offers) and res.log["violations"] == 1
     best = min(range(len(offers)), key=lambda i: (offers[i][1], offers[i][2], -i))
@@ -191,12 +254,31 @@ def test_bad_parameters_are_one_line_errors():
 
 def _round(adapt: bool):
     R = 4
-    cfg = load_config(None, [
-        "data.dataset=digits", "data.partition=per-class-sample", "data.per_class=16", "model.name=mlp",
-        "fl.num_clients=20", f"fl.rounds={R + 1}", "fl.local_epochs=5", "fl.batch_size=16", "fl.lr=0.05",
-        "fl.momentum=0.9", "fl.weight_decay=0.005", "attack.name=autoadapt", "attack.num_malicious=9",
-        f"attack.start_round={R}", "attack.trigger_size=2", "attack.activate_epoch=2", "attack.max_extra_epochs=3",
-        f"attack.adapt={str(adapt).lower()}", "defense.name=cos-hdbscan", "eval.every=100"])
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=digits",
+            "data.partition=per-class-sample",
+            "data.per_class=16",
+            "model.name=mlp",
+            "fl.num_clients=20",
+            f"fl.rounds={R + 1}",
+            "fl.local_epochs=5",
+            "fl.batch_size=16",
+            "fl.lr=0.05",
+            "fl.momentum=0.9",
+            "fl.weight_decay=0.005",
+            "attack.name=autoadapt",
+            "attack.num_malicious=9",
+            f"attack.start_round={R}",
+            "attack.trigger_size=2",
+            "attack.activate_epoch=2",
+            "attack.max_extra_epochs=3",
+            f"attack.adapt={str(adapt).lower()}",
+            "defense.name=cos-hdbscan",
+            "eval.every=100",
+        ],
+    )
     res = Simulation(cfg).run()
     rows = [c for c in res.clients if c["round"] == R]
     return res.summary["final_backdoor_acc"], rows

@@ -102,7 +102,9 @@ def test_boost_scales_own_updates():
     a = _attack(boost=10.0)
     own = torch.randn(2, 5)
     layout = ParamLayout.from_params({"w": torch.zeros(5)})
-    view = RoundView(0, layout, torch.zeros(5), None, torch.tensor([0, 1]), 10, own, None, 1.0, "fedavg", torch.Generator())
+    view = RoundView(
+        0, layout, torch.zeros(5), None, torch.tensor([0, 1]), 10, own, None, 1.0, "fedavg", torch.Generator()
+    )
     assert torch.equal(a.craft(view), own * 10.0)
     assert _attack().craft(view) is None  # boost 1: rows unchanged
 
@@ -118,12 +120,15 @@ def test_negated_loss_recipe():
     assert "backdoor-negated" in ATTACKS
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"poison_frac": 1.5}, "attack.poison_frac"),
-    ({"trigger": "star"}, "attack.trigger"),
-    ({"boost": 0.0}, "attack.boost"),
-    ({"dba_parts": 0}, "attack.dba_parts"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"poison_frac": 1.5}, "attack.poison_frac"),
+        ({"trigger": "star"}, "attack.trigger"),
+        ({"boost": 0.0}, "attack.boost"),
+        ({"dba_parts": 0}, "attack.dba_parts"),
+    ],
+)
 def test_bad_parameters(kwargs, field):
     with pytest.raises(ConfigError) as e:
         Backdoor(target=7, **kwargs)
@@ -148,17 +153,41 @@ def test_label_flip_unchanged():
 
 
 def test_config_keys_reach_the_attack():
-    cfg = load_config(None, ["attack.name=backdoor", "attack.num_malicious=1", "attack.trigger=square",
-                             "attack.trigger_position=[0,0]", "attack.trigger_size=3", "attack.source=1", "attack.target=7"])
+    cfg = load_config(
+        None,
+        [
+            "attack.name=backdoor",
+            "attack.num_malicious=1",
+            "attack.trigger=square",
+            "attack.trigger_position=[0,0]",
+            "attack.trigger_size=3",
+            "attack.source=1",
+            "attack.target=7",
+        ],
+    )
     a = ATTACKS.build(cfg.attack.name, cfg.attack.params())
     assert a.trigger_position == (0, 0) and a.trigger_size == 3
     with pytest.raises(ConfigError, match="attack.trigger_sise: unknown parameter"):
         load_config(None, ["attack.name=backdoor", "attack.num_malicious=1", "attack.trigger_sise=3"])
 
 
-BASE = ["data.dataset=digits", "fl.num_clients=10", "fl.rounds=40", "fl.local_epochs=2", "fl.batch_size=32",
-        "fl.lr=0.1", "fl.momentum=0.9", "fl.grad_clip=10", "attack.name=backdoor", "attack.num_malicious=1",
-        "attack.source=1", "attack.target=7", "attack.trigger=plus", "eval.every=40", "seed=0"]
+BASE = [
+    "data.dataset=digits",
+    "fl.num_clients=10",
+    "fl.rounds=40",
+    "fl.local_epochs=2",
+    "fl.batch_size=32",
+    "fl.lr=0.1",
+    "fl.momentum=0.9",
+    "fl.grad_clip=10",
+    "attack.name=backdoor",
+    "attack.num_malicious=1",
+    "attack.source=1",
+    "attack.target=7",
+    "attack.trigger=plus",
+    "eval.every=40",
+    "seed=0",
+]
 
 
 def test_fedavg_gets_backdoored_and_engine_poisons_exactly_the_malicious():

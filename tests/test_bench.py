@@ -12,7 +12,6 @@ import torch
 from fedarena import bench
 
 
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -28,9 +27,11 @@ def test_writes_json_and_markdown_with_the_issue_keys(tiny):
         for variant in ("engine", "sequential", "batched"):
             assert t[variant]["client_epochs_per_s"] > 0
         assert t["speedup_vs_sequential"] == pytest.approx(
-            t["engine"]["client_epochs_per_s"] / t["sequential"]["client_epochs_per_s"])
+            t["engine"]["client_epochs_per_s"] / t["sequential"]["client_epochs_per_s"]
+        )
         assert t["fraction_of_batched_bound"] == pytest.approx(
-            t["engine"]["client_epochs_per_s"] / t["batched"]["client_epochs_per_s"])
+            t["engine"]["client_epochs_per_s"] / t["batched"]["client_epochs_per_s"]
+        )
         assert 0 < t["fraction_of_gemm_peak"]
         # the engine trains exactly what the plain torch.optim loop trains
         assert t["max_abs_diff_vs_sequential"] < 1e-5
@@ -73,7 +74,9 @@ def test_cli_bench_passes_quick_and_out(monkeypatch, tmp_path):
     from fedarena.cli import app
 
     seen = {}
-    monkeypatch.setattr(bench, "run_bench", lambda quick, out, console, only: seen.update(quick=quick, out=out, only=only))
+    monkeypatch.setattr(
+        bench, "run_bench", lambda quick, out, console, only: seen.update(quick=quick, out=out, only=only)
+    )
     res = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert seen == {"quick": True, "out": tmp_path, "only": None}
@@ -95,12 +98,16 @@ def test_lockstep_section_compares_both_ways(tiny):
         assert w["speedup"] == pytest.approx(w["sequential_seconds"] / w["lockstep_seconds"])
         assert w["statuses_equal"] and w["max_abs_diff_final_metrics"] < 1e-4
         ms = w["phase_ms_per_run_round"]
-        for way, wall in (("sequential", w["sequential_ms_per_run_round"]), ("lockstep", w["lockstep_ms_per_run_round"])):
+        for way, wall in (
+            ("sequential", w["sequential_ms_per_run_round"]),
+            ("lockstep", w["lockstep_ms_per_run_round"]),
+        ):
             assert set(ms[way]) == {"setup", "plan", "train", "conclude", "evaluate", "records"}
             assert 0 < sum(ms[way].values()) <= wall * 1.001  # the phases lie inside the way's wall time
         # the lockstep's total holds its train + evaluate, so the bound is never below the speed-up
-        assert w["speedup_bound"] == pytest.approx(w["sequential_ms_per_run_round"]
-                                                   / (ms["lockstep"]["train"] + ms["lockstep"]["evaluate"]))
+        assert w["speedup_bound"] == pytest.approx(
+            w["sequential_ms_per_run_round"] / (ms["lockstep"]["train"] + ms["lockstep"]["evaluate"])
+        )
         assert w["speedup_bound"] >= w["speedup"] * 0.999
     md = (out / "bench.md").read_text()
     assert "## Lockstep" in md and "### Where a run-round's time goes" in md

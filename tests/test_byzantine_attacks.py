@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from fedarena.attacks.byzantine import (
-    ALIE, IPM, ROP, BitFlip, GaussianAttack, MinMax, MinSum, NonFinite, SparseROP, alie_z, sparse_mask,
+    ALIE,
+    IPM,
+    ROP,
+    BitFlip,
+    GaussianAttack,
+    MinMax,
+    MinSum,
+    NonFinite,
+    SparseROP,
+    alie_z,
+    sparse_mask,
 )
 from fedarena.attacks.base import RoundView
 from fedarena.core.layout import ParamLayout
@@ -23,9 +33,17 @@ def make_view(benign, own=None, m=2, prev=None, rnd=1, layout=None, seed=0):
     layout = layout or ParamLayout.from_params({"w": torch.zeros(d)})
     own = torch.zeros(m, d) if own is None else torch.as_tensor(own, dtype=torch.float32)
     return RoundView(
-        round=rnd, layout=layout, global_params=torch.zeros(d), prev_update=None if prev is None else torch.as_tensor(prev, dtype=torch.float32),
-        malicious_ids=torch.arange(len(own)), num_clients=len(benign) + len(own), own_updates=own,
-        benign_updates=benign, lr=0.1, algorithm="fedsgd", generator=torch.Generator().manual_seed(seed),
+        round=rnd,
+        layout=layout,
+        global_params=torch.zeros(d),
+        prev_update=None if prev is None else torch.as_tensor(prev, dtype=torch.float32),
+        malicious_ids=torch.arange(len(own)),
+        num_clients=len(benign) + len(own),
+        own_updates=own,
+        benign_updates=benign,
+        lr=0.1,
+        algorithm="fedsgd",
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -250,9 +268,15 @@ def test_rop_z_irrelevant_under_centered_clip_when_z_ge_tau():
 
 
 def test_rop_s_mask_and_sparsity():
-    params = {"conv1.weight": torch.zeros(2, 1, 2, 2), "conv1.bias": torch.zeros(2), "bn1.weight": torch.zeros(2),
-              "bn1.bias": torch.zeros(2), "conv2.weight": torch.zeros(3, 2, 1, 1), "fc.weight": torch.zeros(2, 3),
-              "fc.bias": torch.zeros(2)}
+    params = {
+        "conv1.weight": torch.zeros(2, 1, 2, 2),
+        "conv1.bias": torch.zeros(2),
+        "bn1.weight": torch.zeros(2),
+        "bn1.bias": torch.zeros(2),
+        "conv2.weight": torch.zeros(3, 2, 1, 1),
+        "fc.weight": torch.zeros(2, 3),
+        "fc.bias": torch.zeros(2),
+    }
     layout = ParamLayout.from_params(params)  # d = 8 + 2 + 2 + 2 + 6 + 6 + 2 = 28
     mask = sparse_mask(layout)
     # conv1 weight (8) + every bias (2 + 2 + 2) + bn weight (2) = 16; conv2 and fc weights off
@@ -293,10 +317,18 @@ def _run(attack: dict, rounds: int = 100):
     from fedarena.run.simulation import Simulation
 
     tree = {
-        "seed": 0, "data": {"dataset": "digits"},
-        "fl": {"algorithm": "fedsgd", "num_clients": 25, "rounds": rounds, "batch_size": 32, "lr": 0.1,
-               "client_momentum": 0.99},
-        "attack": {"num_malicious": 5, **attack}, "defense": {"name": "cc", "tau": 1.0},
+        "seed": 0,
+        "data": {"dataset": "digits"},
+        "fl": {
+            "algorithm": "fedsgd",
+            "num_clients": 25,
+            "rounds": rounds,
+            "batch_size": 32,
+            "lr": 0.1,
+            "client_momentum": 0.99,
+        },
+        "attack": {"num_malicious": 5, **attack},
+        "defense": {"name": "cc", "tau": 1.0},
         "eval": {"every": 25},
     }
     return Simulation(from_tree(tree)).run()
@@ -327,9 +359,14 @@ def test_nan_attack_through_the_engine(value):
     from fedarena.run.simulation import Simulation
 
     def run(defense):
-        tree = {"seed": 0, "data": {"dataset": "digits"},
-                "fl": {"algorithm": "fedsgd", "num_clients": 10, "rounds": 3, "client_momentum": 0.9},
-                "attack": {"name": "nan", "num_malicious": 2, "value": value}, "defense": defense, "eval": {"every": 3}}
+        tree = {
+            "seed": 0,
+            "data": {"dataset": "digits"},
+            "fl": {"algorithm": "fedsgd", "num_clients": 10, "rounds": 3, "client_momentum": 0.9},
+            "attack": {"name": "nan", "num_malicious": 2, "value": value},
+            "defense": defense,
+            "eval": {"every": 3},
+        }
         return Simulation(from_tree(tree)).run()
 
     for defense in ({"name": "cc", "tau": 1.0}, {"name": "median"}):

@@ -67,8 +67,9 @@ def judge(name: str, quick: Any, r: Results) -> dict:
 
 def assert_verdicts(out: dict, expected: dict[str, str]) -> None:
     got = {cid: out[cid].verdict for cid in expected}
-    assert got == expected, {cid: (out[cid].verdict, out[cid].ours, out[cid].reason) for cid in expected
-                             if got[cid] != expected[cid]}
+    assert got == expected, {
+        cid: (out[cid].verdict, out[cid].ours, out[cid].reason) for cid in expected if got[cid] != expected[cid]
+    }
 
 
 # ============================================================================ fall-of-cc
@@ -76,8 +77,14 @@ FOC_CELLS = [(a, b) for a in ("cc0.1", "cc1") for b in ("b0.9", "b0.99")]  # CC 
 
 
 #: Table III: (CC key, β run key) -> (ROP, benign) mean cosine to CC's reference
-FOC_TABLE_III = {("cc0.1", "b0"): (0.94, 0.0), ("cc0.1", "b0.9"): (0.77, 0.2), ("cc0.1", "b0.99"): (0.75, 0.3),
-                 ("cc1", "b0"): (0.48, -0.03), ("cc1", "b0.9"): (0.44, 0.07), ("cc1", "b0.99"): (0.27, 0.04)}
+FOC_TABLE_III = {
+    ("cc0.1", "b0"): (0.94, 0.0),
+    ("cc0.1", "b0.9"): (0.77, 0.2),
+    ("cc0.1", "b0.99"): (0.75, 0.3),
+    ("cc1", "b0"): (0.48, -0.03),
+    ("cc1", "b0.9"): (0.44, 0.07),
+    ("cc1", "b0.99"): (0.27, 0.04),
+}
 
 
 def foc_results(rop: dict | None = None, alie_cos=(0.94, 0.995, 0.999), rop_cos: Any = None) -> Results:
@@ -106,8 +113,18 @@ def foc_results(rop: dict | None = None, alie_cos=(0.94, 0.995, 0.999), rop_cos:
 def test_fall_of_cc_rules_pass_when_rop_is_lowest_on_cc_with_momentum():
     out = judge("fall-of-cc", "smoke", foc_results())
     assert out["T4-digits"].ours == "4/4" and out["T4-drop-digits"].ours == 10.0
-    assert_verdicts(out, {"T4-digits": "pass", "T4-all": "pass", "T4-speed-digits": "pass", "T4-drop-digits": "pass",
-                          "T2-digits": "pass", "T3-digits-tau0.1": "pass", "T3-digits-tau1": "pass"})
+    assert_verdicts(
+        out,
+        {
+            "T4-digits": "pass",
+            "T4-all": "pass",
+            "T4-speed-digits": "pass",
+            "T4-drop-digits": "pass",
+            "T2-digits": "pass",
+            "T3-digits-tau0.1": "pass",
+            "T3-digits-tau1": "pass",
+        },
+    )
 
 
 def test_fall_of_cc_rules_fail_when_rop_is_not_lowest():
@@ -115,8 +132,17 @@ def test_fall_of_cc_rules_fail_when_rop_is_not_lowest():
     # drop vs no attack on CC τ=1, β=0.99 is 2 points (the rule: >= 3.5, half the paper's 7)
     out = judge("fall-of-cc", "smoke", foc_results(rop={c: 88.0 for c in FOC_CELLS[1:]}, rop_cos=(0.1, 0.1)))
     assert out["T4-digits"].ours == "1/4" and out["T4-drop-digits"].ours == 2.0
-    assert_verdicts(out, {"T4-digits": "fail", "T4-all": "fail", "T4-speed-digits": "fail", "T4-drop-digits": "fail",
-                          "T3-digits-tau0.1": "fail", "T3-digits-tau1": "fail"})  # ROP's cosine equals the benign one
+    assert_verdicts(
+        out,
+        {
+            "T4-digits": "fail",
+            "T4-all": "fail",
+            "T4-speed-digits": "fail",
+            "T4-drop-digits": "fail",
+            "T3-digits-tau0.1": "fail",
+            "T3-digits-tau1": "fail",
+        },
+    )  # ROP's cosine equals the benign one
 
 
 def test_fall_of_cc_drop_reads_cc1_beta099_only():
@@ -131,10 +157,17 @@ def test_fall_of_cc_table_iii_needs_half_the_papers_gap_in_every_cell():
     assert out["T3-digits-tau0.1"].ours == "0.94 vs 0 / 0.77 vs 0.2 / 0.75 vs 0.3"
     assert_verdicts(out, {"T3-digits-tau0.1": "pass", "T3-digits-tau1": "pass"})
     # exactly half the paper's gap in every cell still passes (the rule is >=)
-    half = {("cc0.1", "b0"): (0.47, 0.0), ("cc0.1", "b0.9"): (0.485, 0.2), ("cc0.1", "b0.99"): (0.525, 0.3),
-            ("cc1", "b0"): (0.255, 0.0), ("cc1", "b0.9"): (0.255, 0.07), ("cc1", "b0.99"): (0.155, 0.04)}
-    assert_verdicts(judge("fall-of-cc", "smoke", foc_results(rop_cos=half)),
-                    {"T3-digits-tau0.1": "pass", "T3-digits-tau1": "pass"})
+    half = {
+        ("cc0.1", "b0"): (0.47, 0.0),
+        ("cc0.1", "b0.9"): (0.485, 0.2),
+        ("cc0.1", "b0.99"): (0.525, 0.3),
+        ("cc1", "b0"): (0.255, 0.0),
+        ("cc1", "b0.9"): (0.255, 0.07),
+        ("cc1", "b0.99"): (0.155, 0.04),
+    }
+    assert_verdicts(
+        judge("fall-of-cc", "smoke", foc_results(rop_cos=half)), {"T3-digits-tau0.1": "pass", "T3-digits-tau1": "pass"}
+    )
     # ROP above the benign mean in every cell, but by 0.01 in one cell (β 0.99): below half the paper's gap
     # (0.225 for τ 0.1, 0.115 for τ 1), so both rows fail; the old rule "ROP > benign" passed them
     tiny = {("cc0.1", "b0.99"): (0.31, 0.3), ("cc1", "b0.99"): (0.05, 0.04)}
@@ -142,8 +175,11 @@ def test_fall_of_cc_table_iii_needs_half_the_papers_gap_in_every_cell():
     assert out["T3-digits-tau1"].ours == "0.48 vs -0.03 / 0.44 vs 0.07 / 0.05 vs 0.04"
     assert_verdicts(out, {"T3-digits-tau0.1": "fail", "T3-digits-tau1": "fail"})
     # the committed MNIST non-IID τ=0.1 cosines: gaps 0.49 / 0.317 / 0.129, the last below 0.225
-    committed = {("cc0.1", "b0"): (0.5349, 0.04456), ("cc0.1", "b0.9"): (0.6698, 0.3525),
-                 ("cc0.1", "b0.99"): (0.5358, 0.4069)}
+    committed = {
+        ("cc0.1", "b0"): (0.5349, 0.04456),
+        ("cc0.1", "b0.9"): (0.6698, 0.3525),
+        ("cc0.1", "b0.99"): (0.5358, 0.4069),
+    }
     assert judge("fall-of-cc", "smoke", foc_results(rop_cos=committed))["T3-digits-tau0.1"].verdict == "fail"
 
 
@@ -156,13 +192,23 @@ def test_fall_of_cc_table_ii_needs_growth_and_closeness(cos):
 # ============================================================================ rlr
 #: run -> (backdoor, validation, base-class accuracy), fractions: Table 1, 6, 7, 2 and Fig. 6 of the paper
 RLR_PASS = {
-    "t1/noattack": (0.01, 0.935, 0.985), "t1/fedavg": (1.0, 0.934, 0.985), "t1/fedavg-clipnoise": (1.0, 0.932, 0.991),
-    "t1/foolsgold": (1.0, 0.931, 0.989), "t1/median": (1.0, 0.928, 0.99), "t1/sign": (1.0, 0.929, 0.987),
-    "t1/rlr": (0.0, 0.929, 0.983), "t1/rlr-clipnoise": (0.005, 0.922, 0.974), "t7/negated-rlr": (0.007, 0.908, 0.984),
-    "t2/regular/fedavg": (0.886, 0.794, 0.875), "t2/regular/rlr": (0.09, 0.775, 0.878),
-    "t2/dba/fedavg": (0.617, 0.766, 0.782), "t2/dba/rlr": (0.085, 0.718, 0.833),
-    "t6/20/fedavg": (0.996, 0.929, 0.981), "t6/20/rlr": (0.0, 0.896, 0.966),
-    "t6/40/fedavg": (0.998, 0.927, 0.977), "t6/40/rlr": (0.0, 0.825, 0.942),
+    "t1/noattack": (0.01, 0.935, 0.985),
+    "t1/fedavg": (1.0, 0.934, 0.985),
+    "t1/fedavg-clipnoise": (1.0, 0.932, 0.991),
+    "t1/foolsgold": (1.0, 0.931, 0.989),
+    "t1/median": (1.0, 0.928, 0.99),
+    "t1/sign": (1.0, 0.929, 0.987),
+    "t1/rlr": (0.0, 0.929, 0.983),
+    "t1/rlr-clipnoise": (0.005, 0.922, 0.974),
+    "t7/negated-rlr": (0.007, 0.908, 0.984),
+    "t2/regular/fedavg": (0.886, 0.794, 0.875),
+    "t2/regular/rlr": (0.09, 0.775, 0.878),
+    "t2/dba/fedavg": (0.617, 0.766, 0.782),
+    "t2/dba/rlr": (0.085, 0.718, 0.833),
+    "t6/20/fedavg": (0.996, 0.929, 0.981),
+    "t6/20/rlr": (0.0, 0.896, 0.966),
+    "t6/40/fedavg": (0.998, 0.927, 0.977),
+    "t6/40/rlr": (0.0, 0.825, 0.942),
 }
 
 
@@ -174,8 +220,11 @@ def rlr_results(quick: Any = "smoke", change: dict | None = None, attacker_norm:
     # Fig. 6: FedAvg implants the backdoor, RLR (from round 40) removes it
     put(r, "f6/late-rlr", backdoor_acc=lambda t: 1.0 if t < 40 else 0.0, main_acc=0.928, base_acc=0.985)
     # Table 7: the negated-loss attacker's update norm (honest clients: 1.0)
-    r.runs["t7/negated-rlr"].clients = [{"round": t, "client": i, "attacking": i == 0,
-                                         "norm": attacker_norm if i == 0 else 1.0} for t in range(3) for i in range(10)]
+    r.runs["t7/negated-rlr"].clients = [
+        {"round": t, "client": i, "attacking": i == 0, "norm": attacker_norm if i == 0 else 1.0}
+        for t in range(3)
+        for i in range(10)
+    ]
     return r
 
 
@@ -185,14 +234,22 @@ RLR_HEADLINE = ("T1.fedavg", "T1.rlr", "T1.rlr-val", "T1.rlr-base", "T1.noattack
 def test_rlr_rules_pass_on_the_papers_numbers():
     out = judge("rlr", "smoke", rlr_results())
     assert out["T1.rlr-val"].ours == -0.5 and out["T7.norm"].ours == 10.0
-    assert_verdicts(out, {cid: "pass" for cid in RLR_HEADLINE + ("T7.negated", "T7.norm", "T7.val", "F6.before",
-                                                                 "F6.reaches", "F6.final", "T2.dba-weaker", "T2.rlr")})
+    assert_verdicts(
+        out,
+        {
+            cid: "pass"
+            for cid in RLR_HEADLINE
+            + ("T7.negated", "T7.norm", "T7.val", "F6.before", "F6.reaches", "F6.final", "T2.dba-weaker", "T2.rlr")
+        },
+    )
 
 
 def test_rlr_rules_fail_when_rlr_does_not_defend():
-    change = {"t1/noattack": (0.2, 0.935, 0.985),  # the trigger alone flips the source class
-              "t1/fedavg": (0.3, 0.90, 0.985),  # weak backdoor, and it costs 3.5 points
-              "t1/rlr": (0.2, 0.85, 0.90)}  # RLR keeps it and costs 5 / 8.5 points vs FedAvg
+    change = {
+        "t1/noattack": (0.2, 0.935, 0.985),  # the trigger alone flips the source class
+        "t1/fedavg": (0.3, 0.90, 0.985),  # weak backdoor, and it costs 3.5 points
+        "t1/rlr": (0.2, 0.85, 0.90),
+    }  # RLR keeps it and costs 5 / 8.5 points vs FedAvg
     out = judge("rlr", "smoke", rlr_results(change=change, attacker_norm=2.0))
     assert out["T1.attack-cost"].ours == -3.5 and out["T1.rlr-val"].ours == -5.0
     assert_verdicts(out, {**{cid: "fail" for cid in RLR_HEADLINE}, "T7.norm": "fail"})
@@ -236,17 +293,40 @@ def test_rlr_t2_dba_weaker_needs_half_the_papers_gap():
 # ============================================================================ invariant
 #: run prefix -> (Acc, ASR) equal to the paper's (Table 1 CIFAR-10 column, Tables 4-10)
 INV_PASS = {
-    "t1-fedavg": (0.679, 0.717), "t1-krum": (0.140, 0.275), "t1-multi-krum": (0.541, 0.923),
-    "t1-multi-krum-cos": (0.681, 0.821), "t1-trimmed-mean": (0.687, 0.512), "t1-multi-krum-tm": (0.682, 0.607),
-    "t1-sign": (0.301, 0.0), "t1-weak-dp": (0.454, 0.828), "t1-rlr": (0.659, 0.450), "t1-rfa": (0.685, 0.853),
-    "t1-sparsefed": (0.662, 0.984), "t1-fltrust": (0.671, 0.574), "t1-no-attack": (0.718, 0.0), "t1-ours": (0.677, 0.001),
-    "t4-and-mask": (0.6, 0.655), "t4-mean-var": (0.554, 0.0), "t5-no-attack": (0.685, 0.0),
-    "t5-dba-ours": (0.68, 0.001), "t5-dba-fedavg": (0.68, 0.8), "t5-collude-ours": (0.67, 0.021),
-    "t5-adaptive-ours": (0.67, 0.013), "t5-collude-adaptive-ours": (0.67, 0.049), "t5-collude-fltrust": (0.67, 0.58),
-    "t5-collude-rfa": (0.67, 0.878), "t5-adaptive-fltrust": (0.67, 0.543), "t5-adaptive-rfa": (0.67, 0.837),
-    "t8-ratio": (0.677, 0.001), "t9-size": (0.677, 0.003),
-    "t10-alpha100-ours": (0.857, 0.001), "t10-alpha1-ours": (0.696, 0.001), "t10-alpha0.2-ours": (0.632, 0.001),
-    "t10-alpha100-fedavg": (0.86, 0.7), "t10-alpha1-fedavg": (0.7, 0.7), "t10-alpha0.2-fedavg": (0.64, 0.7),
+    "t1-fedavg": (0.679, 0.717),
+    "t1-krum": (0.140, 0.275),
+    "t1-multi-krum": (0.541, 0.923),
+    "t1-multi-krum-cos": (0.681, 0.821),
+    "t1-trimmed-mean": (0.687, 0.512),
+    "t1-multi-krum-tm": (0.682, 0.607),
+    "t1-sign": (0.301, 0.0),
+    "t1-weak-dp": (0.454, 0.828),
+    "t1-rlr": (0.659, 0.450),
+    "t1-rfa": (0.685, 0.853),
+    "t1-sparsefed": (0.662, 0.984),
+    "t1-fltrust": (0.671, 0.574),
+    "t1-no-attack": (0.718, 0.0),
+    "t1-ours": (0.677, 0.001),
+    "t4-and-mask": (0.6, 0.655),
+    "t4-mean-var": (0.554, 0.0),
+    "t5-no-attack": (0.685, 0.0),
+    "t5-dba-ours": (0.68, 0.001),
+    "t5-dba-fedavg": (0.68, 0.8),
+    "t5-collude-ours": (0.67, 0.021),
+    "t5-adaptive-ours": (0.67, 0.013),
+    "t5-collude-adaptive-ours": (0.67, 0.049),
+    "t5-collude-fltrust": (0.67, 0.58),
+    "t5-collude-rfa": (0.67, 0.878),
+    "t5-adaptive-fltrust": (0.67, 0.543),
+    "t5-adaptive-rfa": (0.67, 0.837),
+    "t8-ratio": (0.677, 0.001),
+    "t9-size": (0.677, 0.003),
+    "t10-alpha100-ours": (0.857, 0.001),
+    "t10-alpha1-ours": (0.696, 0.001),
+    "t10-alpha0.2-ours": (0.632, 0.001),
+    "t10-alpha100-fedavg": (0.86, 0.7),
+    "t10-alpha1-fedavg": (0.7, 0.7),
+    "t10-alpha0.2-fedavg": (0.64, 0.7),
 }
 
 
@@ -265,19 +345,51 @@ def inv_results(change: dict | None = None) -> Results:
 def test_invariant_rules_pass_on_the_papers_numbers():
     out = judge("invariant", "smoke", inv_results())
     assert out["T1-ours"].ours == (0.677, 0.001, 0.679, 0.717)
-    assert_verdicts(out, {"T1-fedavg": "pass", "T1-no-attack": "pass", "T1-ours": "pass", "T1-krum": "pass",
-                          "T1-trimmed-mean": "pass", "T1-sign": "pass", "E1": "pass", "E2": "pass", "E3": "pass",
-                          "E4": "pass", "T5-dba": "pass", "E13": "pass", "T10": "pass", "E8-acc": "pass", "E12": "pass"})
+    assert_verdicts(
+        out,
+        {
+            "T1-fedavg": "pass",
+            "T1-no-attack": "pass",
+            "T1-ours": "pass",
+            "T1-krum": "pass",
+            "T1-trimmed-mean": "pass",
+            "T1-sign": "pass",
+            "E1": "pass",
+            "E2": "pass",
+            "E3": "pass",
+            "E4": "pass",
+            "T5-dba": "pass",
+            "E13": "pass",
+            "T10": "pass",
+            "E8-acc": "pass",
+            "E12": "pass",
+        },
+    )
 
 
 def test_invariant_rules_fail_when_ours_does_not_cut_the_backdoor():
     # our measured Table 1 row: Ours keeps FedAvg's backdoor (0.912); Krum without its accuracy cost
     # (the paper's row costs 0.54) and the trimmed mean cutting the ASR (the paper's does not)
-    change = {"t1-ours": (0.78, 0.912), "t1-fedavg": (0.79, 0.93), "t1-krum": (0.78, 0.2),
-              "t1-trimmed-mean": (0.78, 0.3), "t1-no-attack": (0.8, 0.2)}
+    change = {
+        "t1-ours": (0.78, 0.912),
+        "t1-fedavg": (0.79, 0.93),
+        "t1-krum": (0.78, 0.2),
+        "t1-trimmed-mean": (0.78, 0.3),
+        "t1-no-attack": (0.8, 0.2),
+    }
     out = judge("invariant", "smoke", inv_results(change))
-    assert_verdicts(out, {"T1-ours": "fail", "E2": "fail", "T1-krum": "fail", "T1-trimmed-mean": "fail",
-                          "T1-no-attack": "fail", "E4": "fail", "E12": "fail"})
+    assert_verdicts(
+        out,
+        {
+            "T1-ours": "fail",
+            "E2": "fail",
+            "T1-krum": "fail",
+            "T1-trimmed-mean": "fail",
+            "T1-no-attack": "fail",
+            "E4": "fail",
+            "E12": "fail",
+        },
+    )
     assert out["T1-fedavg"].verdict == "pass"  # the attack still works against FedAvg
 
 
@@ -291,16 +403,25 @@ def test_invariant_table1_rows_use_the_mean_of_three_seeds():
 
 # ============================================================================ leadfl
 LEADFL_RANDOM_PASS = {  # client -> (final MTA, BA avg, BA final): the report's Table I
-    "none": (0.893, 0.826, 0.932), "ldp": (0.870, 0.760, 0.796), "fl-wbc": (0.872, 0.775, 0.806),
-    "leadfl": (0.879, 0.329, 0.0), "leadfl-nodouble": (0.88, 0.8, 0.9)}
+    "none": (0.893, 0.826, 0.932),
+    "ldp": (0.870, 0.760, 0.796),
+    "fl-wbc": (0.872, 0.775, 0.806),
+    "leadfl": (0.879, 0.329, 0.0),
+    "leadfl-nodouble": (0.88, 0.8, 0.9),
+}
 #: the earlier full run (the MLP, data poisoning, no forced rounds; means of 2 seeds) in Table I's selection
 LEADFL_RANDOM_MEASURED = {
-    "none": (0.83, 0.0886, 0.1299), "ldp": (0.797, 0.8936, 0.9633), "fl-wbc": (0.798, 0.8934, 0.9637),
-    "leadfl": (0.828, 0.5608, 0.9175), "leadfl-nodouble": (0.83, 0.056, 0.1)}
+    "none": (0.83, 0.0886, 0.1299),
+    "ldp": (0.797, 0.8936, 0.9633),
+    "fl-wbc": (0.798, 0.8934, 0.9637),
+    "leadfl": (0.828, 0.5608, 0.9175),
+    "leadfl-nodouble": (0.83, 0.056, 0.1),
+}
 
 
-def leadfl_results(quick: Any = False, random: dict | None = None, r13: tuple = (0.85, 0.6),
-                   seeds: dict | None = None) -> Results:
+def leadfl_results(
+    quick: Any = False, random: dict | None = None, r13: tuple = (0.85, 0.6), seeds: dict | None = None
+) -> Results:
     """The grid (full: 2 seeds of the core runs). Periodic spikes: LeadFL lowers BA and recovers
     faster; every other schedule (random selection, its deviations): ``random`` (client ->
     final MTA, BA avg, BA final), by default the report's Table I; ``seeds``: run -> summary
@@ -313,20 +434,38 @@ def leadfl_results(quick: Any = False, random: dict | None = None, r13: tuple = 
         sch, _, client, _ = rid.split("/")
         if sch == "periodic":
             mta, avg = periodic.get(client, (0.82, 0.6))
-            run.summary.update(final_main_acc=mta, ba_mean=avg, ba_final=avg, ba_mean_spike=0.98, ba_mean_benign=avg - 0.1,
-                               recovery_rounds_mean=5.0 if client.startswith("leadfl") else 7.0)
+            run.summary.update(
+                final_main_acc=mta,
+                ba_mean=avg,
+                ba_final=avg,
+                ba_mean_spike=0.98,
+                ba_mean_benign=avg - 0.1,
+                recovery_rounds_mean=5.0 if client.startswith("leadfl") else 7.0,
+            )
             put(r, rid, main_acc=mta)
         else:
             mta, avg, fin = (random or LEADFL_RANDOM_PASS).get(client, (0.85, 0.5, 0.5))
-            run.summary.update(final_main_acc=mta, ba_mean=avg, ba_final=fin, ba_mean_spike=0.98, ba_mean_benign=avg,
-                               recovery_rounds_mean=7.0)
+            run.summary.update(
+                final_main_acc=mta,
+                ba_mean=avg,
+                ba_final=fin,
+                ba_mean_spike=0.98,
+                ba_mean_benign=avg,
+                recovery_rounds_mean=7.0,
+            )
             put(r, rid, main_acc=mta)
     for rid, vals in (seeds or {}).items():
         r.runs[rid].summary.update(vals)
     decay = [round(1 - (1 - x) * k / 13, 3) for x in r13 for k in range(1, 14)]
-    r.extras = {"units": {uid: ("exact", True) for uid in UNITS},
-                "effect": {"mk/none": decay[:13], "mk/leadfl": decay[13:], "fedavg/none": decay[:13],
-                           "fedavg/leadfl": decay[13:]}}
+    r.extras = {
+        "units": {uid: ("exact", True) for uid in UNITS},
+        "effect": {
+            "mk/none": decay[:13],
+            "mk/leadfl": decay[13:],
+            "fedavg/none": decay[:13],
+            "fedavg/leadfl": decay[13:],
+        },
+    }
     return r
 
 
@@ -350,8 +489,11 @@ def test_leadfl_rules_fail_on_our_table_i_numbers():
 #: the full run at the reference setting (the CNN, the MGDA attacker, forced rounds {0, 10, 12}, 3 local
 #: steps; means of 2 seeds): the None baseline matches Table I, every client defense raises BA
 LEADFL_REFERENCE_MEASURED = {
-    "none": (0.840, 0.805, 0.944), "ldp": (0.847, 0.866, 0.956), "fl-wbc": (0.841, 0.860, 0.953),
-    "leadfl": (0.844, 0.852, 0.950)}
+    "none": (0.840, 0.805, 0.944),
+    "ldp": (0.847, 0.866, 0.956),
+    "fl-wbc": (0.841, 0.860, 0.953),
+    "leadfl": (0.844, 0.852, 0.950),
+}
 
 
 def test_leadfl_rules_at_the_reference_setting():
@@ -377,8 +519,12 @@ def test_leadfl_l13_compares_leadfl_with_none():
 
 def test_leadfl_l3_needs_an_effect_above_twice_the_seed_spread():
     # means 70 -> 60 (10 points) but seeds 80 / 60 and 62 / 58: spread 20, the rule asks for 40
-    seeds = {"random/mk/none/s0": {"ba_mean": 0.8}, "random/mk/none/s1": {"ba_mean": 0.6},
-             "random/mk/leadfl/s0": {"ba_mean": 0.62}, "random/mk/leadfl/s1": {"ba_mean": 0.58}}
+    seeds = {
+        "random/mk/none/s0": {"ba_mean": 0.8},
+        "random/mk/none/s1": {"ba_mean": 0.6},
+        "random/mk/leadfl/s0": {"ba_mean": 0.62},
+        "random/mk/leadfl/s1": {"ba_mean": 0.58},
+    }
     out = judge("leadfl", False, leadfl_results(seeds=seeds))
     assert out["L3"].ours == (70.0, 60.0, 20.0) and out["L3"].verdict == "fail"
 
@@ -397,13 +543,27 @@ def aa_rows(mal: dict | list, ben: dict | None = None, n_mal: int = 9, n_ben: in
 
 def aa_run(mal: dict | list, ben: dict | None = None, ba: float = 0.95, rnd: int = AA_R) -> RunResult:
     cfg = SimpleNamespace(attack=SimpleNamespace(start_round=rnd))
-    return RunResult(cfg, [{"round": rnd, "main_acc": 0.9, "backdoor_acc": ba}], aa_rows(mal, ben, rnd=rnd), [],
-                     {"status": "ok", "final_backdoor_acc": ba, "final_main_acc": 0.9})
+    return RunResult(
+        cfg,
+        [{"round": rnd, "main_acc": 0.9, "backdoor_acc": ba}],
+        aa_rows(mal, ben, rnd=rnd),
+        [],
+        {"status": "ok", "final_backdoor_acc": ba, "final_main_acc": 0.9},
+    )
 
 
 def feasible(batches: range, **extra) -> list[dict]:
-    return [{"violations": 0, "batches_to_feasible": b, "violations_at_activation": 1, "num_constraints": 2,
-             "penalty_sum": 0.0, **extra} for b in batches]
+    return [
+        {
+            "violations": 0,
+            "batches_to_feasible": b,
+            "violations_at_activation": 1,
+            "num_constraints": 2,
+            "penalty_sum": 0.0,
+            **extra,
+        }
+        for b in batches
+    ]
 
 
 def aa_main(r: Results) -> str:
@@ -421,7 +581,9 @@ def aa_results(change: dict | None = None) -> Results:
     runs = {
         "unadapted": aa_run({"violations": 2, "violations_at_activation": 2, "num_constraints": 2}, ba=0.9),
         "unadapted/cos+l2-layers": aa_run({"violations": 5, "num_constraints": 8}),
-        "feas/cos-whole": aa_run(feasible(range(1, 10), offtarget_outside=1, offtarget_total=7, train_backdoor_acc=1.0)),
+        "feas/cos-whole": aa_run(
+            feasible(range(1, 10), offtarget_outside=1, offtarget_total=7, train_backdoor_acc=1.0)
+        ),
         "feas/l2-whole": aa_run(feasible(range(1, 10))),
         "feas/cos+l2-whole": aa_run(feasible(range(5, 14))),
         "feas/cos-last": aa_run(feasible(range(1, 5))),
@@ -437,8 +599,11 @@ def aa_results(change: dict | None = None) -> Results:
     for rid in r.runs:
         parts = rid.split("/")
         if parts[0] == "def" and parts[1] != "foolsgold":  # accept masks: unadapted poisoned removed, adapted kept
-            runs[rid] = aa_run({"accepted": parts[2] == "adapted"}, {"accepted": parts[2] != "adapted"},
-                               ba=0.95 if parts[2] == "adapted" else 0.0)
+            runs[rid] = aa_run(
+                {"accepted": parts[2] == "adapted"},
+                {"accepted": parts[2] != "adapted"},
+                ba=0.95 if parts[2] == "adapted" else 0.0,
+            )
         if parts[0] != "vc":
             continue
         tail = "/".join(parts[2:])
@@ -455,16 +620,23 @@ def aa_results(change: dict | None = None) -> Results:
     assert set(change) <= set(r.runs), set(change) - set(r.runs)
     r.runs.update({rid: run for rid, run in {**runs, **change}.items() if rid in r.runs})
     eq2 = {a: 1 + 2 * a for a in (0.1, 0.3, 0.5, 0.7, 0.9)}
-    r.extras = {"toys": {
-        "slack": 1e-12, "slack_grid": 1e-9, "grad": 1e-15,
-        "eq24": {"penalty_minus_f": 0.0, "alpha_capped": 10.0, "alpha_zero_denominator": 10.0},
-        "reset": {"reset_at_feasible": True, "penalty_zero": True, "reactivates": True},
-        "plain_al": {0.01: 0.0}, "box7": {0.01: {"memory_x": 0.999, "min": 0.99, "max": 1.1, "memory_violations": 0,
-                                                 "memory_gap": 0.001}},
-        "eq2": eq2, "multiscale_aa": {"violations": 0, "h_small": 0.0}, "multiscale_aa_box6": {"violations": 1},
-        "multiscale_eq2": {a: {"violations": 1, "h_small": 0.02} for a in (0.1, 0.5, 0.9)},
-        "memory": [0, 1, 2, 3, 4, 6]},
-        "runtime": {"speedup_aa1": 15.67, "ordering": True}}
+    r.extras = {
+        "toys": {
+            "slack": 1e-12,
+            "slack_grid": 1e-9,
+            "grad": 1e-15,
+            "eq24": {"penalty_minus_f": 0.0, "alpha_capped": 10.0, "alpha_zero_denominator": 10.0},
+            "reset": {"reset_at_feasible": True, "penalty_zero": True, "reactivates": True},
+            "plain_al": {0.01: 0.0},
+            "box7": {0.01: {"memory_x": 0.999, "min": 0.99, "max": 1.1, "memory_violations": 0, "memory_gap": 0.001}},
+            "eq2": eq2,
+            "multiscale_aa": {"violations": 0, "h_small": 0.0},
+            "multiscale_aa_box6": {"violations": 1},
+            "multiscale_eq2": {a: {"violations": 1, "h_small": 0.02} for a in (0.1, 0.5, 0.9)},
+            "memory": [0, 1, 2, 3, 4, 6],
+        },
+        "runtime": {"speedup_aa1": 15.67, "ordering": True},
+    }
     return r
 
 
@@ -473,14 +645,24 @@ AA_HEADLINE = ("C7", "C9", "C11", "C12", "C13", "C13b", "C15", "C21", "C22", "C2
 
 def test_autoadapt_rules_pass_on_the_papers_results():
     out = judge("autoadapt", False, aa_results())
-    assert out["C24"].ours["un"]["poisoned_weight"] == 0.0 and out["C24"].ours["ad"]["poisoned_weight"] == pytest.approx(0.9)
+    assert out["C24"].ours["un"]["poisoned_weight"] == 0.0 and out["C24"].ours["ad"][
+        "poisoned_weight"
+    ] == pytest.approx(0.9)
     assert_verdicts(out, {cid: "pass" for cid in AA_HEADLINE + ("C8", "C9b", "C10", "C14", "C21b", "P0")})
 
 
 def test_autoadapt_c24_fails_without_its_precondition():
     # our run: FoolsGold weighs every client 1.0, adapted or not: nothing to bypass
-    out = judge("autoadapt", False, aa_results({"def/foolsgold/unadapted": aa_run({"weight": 1.0}, {"weight": 1.0}),
-                                                "def/foolsgold/adapted": aa_run({"weight": 1.0}, {"weight": 1.0})}))
+    out = judge(
+        "autoadapt",
+        False,
+        aa_results(
+            {
+                "def/foolsgold/unadapted": aa_run({"weight": 1.0}, {"weight": 1.0}),
+                "def/foolsgold/adapted": aa_run({"weight": 1.0}, {"weight": 1.0}),
+            }
+        ),
+    )
     assert out["C24"].verdict == "fail"
     # the precondition holds but the adapted updates are weighed ~0 too: not bypassed
     out = judge("autoadapt", False, aa_results({"def/foolsgold/adapted": aa_run({"weight": 0.05}, {"weight": 1.0})}))
@@ -490,18 +672,25 @@ def test_autoadapt_c24_fails_without_its_precondition():
 def test_autoadapt_rules_fail_on_our_measured_results():
     change = {
         # cos-HDBSCAN keeps 8 of 9 unadapted poisoned updates (our run): no separation to begin with
-        "vc/{main}/cos-hdbscan/unadapted": aa_run([{"accepted": i > 0} for i in range(9)], {"accepted": True}, ba=0.06,
-                                                  rnd=0),
+        "vc/{main}/cos-hdbscan/unadapted": aa_run(
+            [{"accepted": i > 0} for i in range(9)], {"accepted": True}, ba=0.06, rnd=0
+        ),
         # Krum picks one benign model in both runs
         "vc/{main}/krum/adapted": aa_run({"accepted": False}, {"accepted": True}, ba=0.06, rnd=0),
         # Multi-Krum keeps 5 adapted poisoned and 6 benign
         "vc/{main}/multi-krum/adapted": aa_run([{"accepted": i < 5} for i in range(9)], {"accepted": True}, rnd=0),
         # the global backdoor is not implanted (C15: 0.059); 5 of 9 clients feasible, 4 left with 3 violations (C13)
-        "vc/{main}/adapted": aa_run(feasible(range(1, 6), num_constraints=20, train_backdoor_acc=1.0)
-                                    + [{"violations": 3, "num_constraints": 20, "penalty_sum": 1e-2}] * 4, ba=0.059, rnd=0),
+        "vc/{main}/adapted": aa_run(
+            feasible(range(1, 6), num_constraints=20, train_backdoor_acc=1.0)
+            + [{"violations": 3, "num_constraints": 20, "penalty_sum": 1e-2}] * 4,
+            ba=0.059,
+            rnd=0,
+        ),
         # default scenario: 5 of 9 clients feasible (C7, C11)
-        "feas/cos-whole": aa_run(feasible(range(1, 6), offtarget_outside=1, offtarget_total=7, train_backdoor_acc=1.0)
-                                 + [{"violations": 1, "batches_to_feasible": None}] * 4),
+        "feas/cos-whole": aa_run(
+            feasible(range(1, 6), offtarget_outside=1, offtarget_total=7, train_backdoor_acc=1.0)
+            + [{"violations": 1, "batches_to_feasible": None}] * 4
+        ),
         "feas/cos-layers": aa_run(feasible(range(6, 11)) + [{"violations": 1}] * 4),
     }
     out = judge("autoadapt", False, aa_results(change))
@@ -510,8 +699,10 @@ def test_autoadapt_rules_fail_on_our_measured_results():
 
 def test_autoadapt_c23_needs_krum_to_stop_the_unadapted_attack_first():
     # Krum and Multi-Krum already keep unadapted poisoned models: nothing to bypass
-    change = {"vc/{main}/krum/unadapted": aa_run({"accepted": True}, {"accepted": False}, ba=0.9, rnd=0),
-              "vc/{main}/multi-krum/unadapted": aa_run({"accepted": True}, {"accepted": False}, ba=0.9, rnd=0)}
+    change = {
+        "vc/{main}/krum/unadapted": aa_run({"accepted": True}, {"accepted": False}, ba=0.9, rnd=0),
+        "vc/{main}/multi-krum/unadapted": aa_run({"accepted": True}, {"accepted": False}, ba=0.9, rnd=0),
+    }
     out = judge("autoadapt", False, aa_results(change))
     assert out["C23"].ours["ad"]["poisoned_kept"] >= 1  # the adapted models are still kept
     assert_verdicts(out, {"C23": "fail", "C23b": "fail"})
@@ -526,8 +717,13 @@ def test_autoadapt_c13_fails_when_eq2_meets_the_layer_wise_constraints():
 
 
 # ============================================================================ poisonedfl
-def pfl_results(gap: float = 4.0, filter_recall: bool = True, variants: dict | None = None,
-                fakes_gap: tuple = (1.0, 3.0), decay_gap: float = 1.0) -> Results:
+def pfl_results(
+    gap: float = 4.0,
+    filter_recall: bool = True,
+    variants: dict | None = None,
+    fakes_gap: tuple = (1.0, 3.0),
+    decay_gap: float = 1.0,
+) -> Results:
     """The full grid. No attack and the random-sign baseline at 95 %; PoisonedFL's damage grows
     linearly by ``gap`` points per 400 rounds (MNIST's base horizon; longer runs go on growing)
     under every aggregator but FedAvg, which it breaks (10 %); ``fakes_gap``: the growth at 4.8 /
@@ -561,9 +757,16 @@ def pfl_results(gap: float = 4.0, filter_recall: bool = True, variants: dict | N
         if agg == "filter":
             k = run.config.cohort_size
             n_fake = k - 20 if kind != "none" else 0  # 20 genuine clients per round
-            run.clients = [{"round": t, "client": i, "attacking": i < n_fake,
-                            "accepted": not (i < n_fake and (filter_recall or i > 0))}
-                           for t in range(3) for i in range(k)]
+            run.clients = [
+                {
+                    "round": t,
+                    "client": i,
+                    "attacking": i < n_fake,
+                    "accepted": not (i < n_fake and (filter_recall or i > 0)),
+                }
+                for t in range(3)
+                for i in range(k)
+            ]
     r.extras = {"U11": "holds", "U12": 0.6588}
     return r
 
@@ -571,9 +774,20 @@ def pfl_results(gap: float = 4.0, filter_recall: bool = True, variants: dict | N
 def test_poisonedfl_rules_pass_on_the_reports_statements():
     out = judge("poisonedfl", False, pfl_results())
     assert out["P6"].ours[0] == 95.0 and out["P6"].ours[0] - out["P6"].ours[3] >= 3.8
-    assert_verdicts(out, {"P1.mnist.median": "pass", "P1.mnist.trimmed-mean": "pass", "P2.mnist": "pass",
-                          "P4.mnist": "pass", "P5": "pass", "P6": "pass", "P7": "pass", "P3.mnist": "pass",
-                          "P8.mnist": "pass"})
+    assert_verdicts(
+        out,
+        {
+            "P1.mnist.median": "pass",
+            "P1.mnist.trimmed-mean": "pass",
+            "P2.mnist": "pass",
+            "P4.mnist": "pass",
+            "P5": "pass",
+            "P6": "pass",
+            "P7": "pass",
+            "P3.mnist": "pass",
+            "P8.mnist": "pass",
+        },
+    )
 
 
 def test_poisonedfl_rules_fail_on_a_tiny_gap():
@@ -600,14 +814,17 @@ def test_poisonedfl_p5_and_p4_need_accuracy_and_recall():
     out = judge("poisonedfl", False, pfl_results(variants={"noise0.5": 16.3, "flip0.05": 30.0}))
     assert out["P5"].verdict == "fail"
     # noise does less damage than flipping: the other half of P5
-    assert judge("poisonedfl", False, pfl_results(variants={"noise0.5": 92.0, "flip0.05": 85.0}))["P5"].verdict == "fail"
+    assert (
+        judge("poisonedfl", False, pfl_results(variants={"noise0.5": 92.0, "flip0.05": 85.0}))["P5"].verdict == "fail"
+    )
     # the filter lets one fake upload per round through: recall < 100 %
     assert judge("poisonedfl", False, pfl_results(filter_recall=False))["P4.mnist"].verdict == "fail"
 
 
 # ============================================================================ dpfl
-def dpfl_results(mta: dict | None = None, asr: dict | None = None, false_drops: tuple = (0, 0, 5, 10),
-                 centred_score: float = 0.0) -> Results:
+def dpfl_results(
+    mta: dict | None = None, asr: dict | None = None, false_drops: tuple = (0, 0, 5, 10), centred_score: float = 0.0
+) -> Results:
     """The full grid, sigmas in increasing order. MTA 90 % without attack, 85 % under attack;
     ASR 100 % under FedAvg, median and Krum, 10 % under Robust-DPFL (every robust-dpfl* and
     factor-* run; ``asr`` and ``mta`` by run name); the Eq. 12 score of the attackers' uploads
@@ -616,8 +833,15 @@ def dpfl_results(mta: dict | None = None, asr: dict | None = None, false_drops: 
     ``false_drops`` honest ones per sigma (precision 40 / (40 + false drops))."""
     r = base_results("dpfl", False)
     mta = {"noattack": 0.90, **(mta or {})}
-    asr = {"fedavg": 1.0, "median": 1.0, "krum": 1.0, "robust-dpfl": 0.1, "robust-dpfl-centred": 0.5, "noattack": 0.0,
-           **(asr or {})}
+    asr = {
+        "fedavg": 1.0,
+        "median": 1.0,
+        "krum": 1.0,
+        "robust-dpfl": 0.1,
+        "robust-dpfl-centred": 0.5,
+        "noattack": 0.0,
+        **(asr or {}),
+    }
     sigmas = sorted({rid.split("/")[0] for rid in r.runs}, key=lambda s: float(s[1:]))
     for rid in r.runs:
         sig, name = rid.split("/")
@@ -632,10 +856,20 @@ def dpfl_results(mta: dict | None = None, asr: dict | None = None, false_drops: 
             for t in range(10):
                 score = centred_score if centred else 10.0
                 # K-means drops the high-score cluster: the attackers when they score above the honest 1.0
-                rows += [{"round": t, "client": i, "attacking": True, "accepted": score <= 1.0, "score": score}
-                         for i in range(4)]
-                rows += [{"round": t, "client": i, "attacking": False, "score": 1.0,
-                          "accepted": not (t * 16 + i - 4 < n_false)} for i in range(4, 20)]
+                rows += [
+                    {"round": t, "client": i, "attacking": True, "accepted": score <= 1.0, "score": score}
+                    for i in range(4)
+                ]
+                rows += [
+                    {
+                        "round": t,
+                        "client": i,
+                        "attacking": False,
+                        "score": 1.0,
+                        "accepted": not (t * 16 + i - 4 < n_false),
+                    }
+                    for i in range(4, 20)
+                ]
             r.runs[rid].clients = rows
     r.extras = {"U13": "holds"}
     return r
@@ -644,9 +878,11 @@ def dpfl_results(mta: dict | None = None, asr: dict | None = None, false_drops: 
 def test_dpfl_rules_pass_when_robust_dpfl_defends_and_the_model_works():
     out = judge("dpfl", False, dpfl_results())
     precision = out["D4"].ours  # one per sigma: 40 / (40 + false drops)
-    assert out["D1"].ours == (100.0, 100.0, 85.0, 85.0, 90.0) and precision == [1.0, 1.0, 0.889, 0.8][:len(precision)]
-    assert_verdicts(out, {"D1": "pass", "D2": "pass", "D3.asr": "pass", "D3.mta": "pass", "D3.best": "pass",
-                          "D4": "pass", "D5": "pass"})
+    assert out["D1"].ours == (100.0, 100.0, 85.0, 85.0, 90.0) and precision == [1.0, 1.0, 0.889, 0.8][: len(precision)]
+    assert_verdicts(
+        out,
+        {"D1": "pass", "D2": "pass", "D3.asr": "pass", "D3.mta": "pass", "D3.best": "pass", "D4": "pass", "D5": "pass"},
+    )
 
 
 def test_dpfl_d1_fails_when_krum_collapsed_even_with_asr_100():
@@ -657,18 +893,31 @@ def test_dpfl_d1_fails_when_krum_collapsed_even_with_asr_100():
 
 def test_dpfl_rules_fail_when_robust_dpfl_does_not_defend():
     # robust 82.7 vs median 59.0 ASR at sigma = 1 (our smoke run); precision growing with sigma (0.67 .. 1.0)
-    out = judge("dpfl", False, dpfl_results(asr={"robust-dpfl": 0.827, "median": 0.59}, mta={"robust-dpfl": 0.5},
-                                            false_drops=(20, 10, 5, 0), centred_score=10.0))
-    assert_verdicts(out, {"D1": "fail", "D3.asr": "fail", "D3.mta": "fail", "D3.best": "fail", "D4": "fail",
-                          "D5": "fail"})
+    out = judge(
+        "dpfl",
+        False,
+        dpfl_results(
+            asr={"robust-dpfl": 0.827, "median": 0.59},
+            mta={"robust-dpfl": 0.5},
+            false_drops=(20, 10, 5, 0),
+            centred_score=10.0,
+        ),
+    )
+    assert_verdicts(
+        out, {"D1": "fail", "D3.asr": "fail", "D3.mta": "fail", "D3.best": "fail", "D4": "fail", "D5": "fail"}
+    )
 
 
 # ============================================================================ every reproduction
 #: paper -> [(quick, results that agree with the paper)]
 PAPER_LIKE: dict[str, list[tuple[Any, Callable[[], Results]]]] = {
-    "fall-of-cc": [("smoke", foc_results)], "rlr": [(False, lambda: rlr_results(False))],
-    "invariant": [("smoke", inv_results)], "leadfl": [(False, leadfl_results), (True, lambda: leadfl_results(True))],
-    "autoadapt": [(False, aa_results)], "poisonedfl": [(False, pfl_results)], "dpfl": [(False, dpfl_results)],
+    "fall-of-cc": [("smoke", foc_results)],
+    "rlr": [(False, lambda: rlr_results(False))],
+    "invariant": [("smoke", inv_results)],
+    "leadfl": [(False, leadfl_results), (True, lambda: leadfl_results(True))],
+    "autoadapt": [(False, aa_results)],
+    "poisonedfl": [(False, pfl_results)],
+    "dpfl": [(False, dpfl_results)],
 }
 
 
@@ -728,10 +977,16 @@ def xfail_problems(source: str, name: str) -> list[str]:
 def test_xfail_problems_are_found():
     good = "@pytest.mark.xfail(reason='r', strict=True, raises=AssertionError)\ndef test_a(): pass\n"
     assert xfail_problems(good, "t.py") == []
-    bad = ("@pytest.mark.xfail(reason='r')\ndef test_a(): pass\n@pytest.mark.xfail\ndef test_b(): pass\n"
-           "def test_c():\n    pytest.xfail('later')\n")
-    assert sorted(xfail_problems(bad, "t.py")) == ["t.py:1: xfail not strict", "t.py:1: xfail without raises=",
-                                                   "t.py:3: a bare xfail mark", "t.py:6: pytest.xfail() inside a test"]
+    bad = (
+        "@pytest.mark.xfail(reason='r')\ndef test_a(): pass\n@pytest.mark.xfail\ndef test_b(): pass\n"
+        "def test_c():\n    pytest.xfail('later')\n"
+    )
+    assert sorted(xfail_problems(bad, "t.py")) == [
+        "t.py:1: xfail not strict",
+        "t.py:1: xfail without raises=",
+        "t.py:3: a bare xfail mark",
+        "t.py:6: pytest.xfail() inside a test",
+    ]
 
 
 def test_every_xfail_in_the_suite_is_strict_and_names_its_exception():
@@ -739,6 +994,10 @@ def test_every_xfail_in_the_suite_is_strict_and_names_its_exception():
     ``raises=`` counts a crash as the expected failure: neither can fail."""
     from pathlib import Path
 
-    problems = [p for path in sorted(Path(__file__).parent.glob("*.py")) if path.name != Path(__file__).name
-                for p in xfail_problems(path.read_text(), path.name)]
+    problems = [
+        p
+        for path in sorted(Path(__file__).parent.glob("*.py"))
+        if path.name != Path(__file__).name
+        for p in xfail_problems(path.read_text(), path.name)
+    ]
     assert not problems, problems

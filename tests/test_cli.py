@@ -13,8 +13,22 @@ runner = CliRunner()
 
 def test_run_writes_outputs(tmp_path):
     out = tmp_path / "r"
-    res = runner.invoke(app, ["run", "--quiet", "--demo", "--set", "fl.rounds=2", "--set", "fl.num_clients=5",
-                              "--set", "attack.num_malicious=1", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--quiet",
+            "--demo",
+            "--set",
+            "fl.rounds=2",
+            "--set",
+            "fl.num_clients=5",
+            "--set",
+            "attack.num_malicious=1",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["final_backdoor_acc"] is not None
@@ -46,7 +60,14 @@ class ToyPaper(Paper):
 
     def claims(self, quick):
         return [
-            Claim("C1", "accuracy is a share", 1.0, lambda r: r.final("plain", "main_acc"), lambda v: 0 <= v <= 1, "in [0, 1]"),
+            Claim(
+                "C1",
+                "accuracy is a share",
+                1.0,
+                lambda r: r.final("plain", "main_acc"),
+                lambda v: 0 <= v <= 1,
+                "in [0, 1]",
+            ),
             Claim("C2", "impossible", 2.0, lambda r: r.final("plain", "main_acc"), lambda v: v > 1, "> 1"),
             Claim("C3", "info only", None, lambda r: len(r.series("weighted", "loss"))),
             Claim("C4", "broken measure", 0, lambda r: r.final("missing", "main_acc"), lambda v: True),
@@ -78,8 +99,10 @@ def test_reproduce_overrides_apply_where_declared():
     from fedarena.errors import ConfigError
     from fedarena.reproduce.framework import configs_with_overrides
 
-    runs = {"bd": {"attack": {"name": "backdoor", "num_malicious": 1}},
-            "lf": {"attack": {"name": "label-flip", "num_malicious": 1}}}
+    runs = {
+        "bd": {"attack": {"name": "backdoor", "num_malicious": 1}},
+        "lf": {"attack": {"name": "label-flip", "num_malicious": 1}},
+    }
     cfgs = configs_with_overrides(runs, ["attack.poison_frac=0.25", "fl.rounds=3"])
     assert cfgs["bd"].attack.params()["poison_frac"] == 0.25 and "poison_frac" not in cfgs["lf"].attack.params()
     assert cfgs["lf"].fl.rounds == 3
@@ -92,7 +115,9 @@ def test_reproduce_overrides_apply_where_declared():
 def test_failed_claims_get_one_line_reason(tmp_path):
     report = run_reproduction("toy-paper", quick=True, out=tmp_path)
     lines = report.failure_lines()
-    assert any(line.startswith("C2 fail: ours ") and "does not meet '> 1'" in line and "(paper: 2)" in line for line in lines)
+    assert any(
+        line.startswith("C2 fail: ours ") and "does not meet '> 1'" in line and "(paper: 2)" in line for line in lines
+    )
     assert any(line.startswith("C4 error: ") for line in lines)
     assert "## Why claims failed" in (tmp_path / "claims.md").read_text()
     res = runner.invoke(app, ["reproduce", "toy-paper", "--quick", "--out", str(tmp_path / "cli")])

@@ -41,16 +41,31 @@ def test_laplace_sampler_scale():
     assert abs(float(x.mean())) < 0.005
 
 
-def client_defense(name: str, variant: str = "ref", regular_weight: float = 0.4, pert_strength: float = 0.2,
-                   double_task_step: bool = True):
+def client_defense(
+    name: str,
+    variant: str = "ref",
+    regular_weight: float = 0.4,
+    pert_strength: float = 0.2,
+    double_task_step: bool = True,
+):
     """The step hook of client-side defense ``name``, built through the registry."""
-    values = {"client_variant": variant, "regular_weight": regular_weight, "pert_strength": pert_strength,
-              "double_task_step": double_task_step}
+    values = {
+        "client_variant": variant,
+        "regular_weight": regular_weight,
+        "pert_strength": pert_strength,
+        "double_task_step": double_task_step,
+    }
     return CLIENT_DEFENSES.build(name, {k: v for k, v in values.items() if k in CLIENT_DEFENSES.params(name)}).hook()
 
 
-HOOKS = [("leadfl", "ref", True), ("leadfl", "ref", False), ("leadfl", "a3", True), ("leadfl", "a1n", True),
-         ("ldp", "ref", True), ("fl-wbc", "ref", True)]
+HOOKS = [
+    ("leadfl", "ref", True),
+    ("leadfl", "ref", False),
+    ("leadfl", "a3", True),
+    ("leadfl", "a1n", True),
+    ("ldp", "ref", True),
+    ("fl-wbc", "ref", True),
+]
 
 
 @pytest.mark.parametrize("name,variant,double", HOOKS)
@@ -69,8 +84,15 @@ def test_vectorized_equals_sequential_with_client_defense(name, variant, double)
     U_vec = train_vectorized(model, params, x, y, index, sched, recipe, chunk_size=3)
     U_seq, _ = train_sequential(model, params, x, y, index, sched, recipe)
     plain = TrainRecipe(lr=0.05, momentum=0.1, batch_size=8, epochs=2)
-    U_plain, _ = train_sequential(model, params, x, y, index, BatchSchedule.build(
-        list(sizes), plain, [np.random.default_rng([1, i]) for i in range(4)]), plain)
+    U_plain, _ = train_sequential(
+        model,
+        params,
+        x,
+        y,
+        index,
+        BatchSchedule.build(list(sizes), plain, [np.random.default_rng([1, i]) for i in range(4)]),
+        plain,
+    )
     assert torch.allclose(U_vec, U_seq, atol=1e-5, rtol=1e-4)
     assert (U_seq - U_plain).abs().max() > 1e-4  # the defense changed the training
 
@@ -93,8 +115,13 @@ def test_vectorized_equals_sequential_cnn_fold(name):
 def test_attackers_train_without_the_client_defense():
     from fedarena.run.simulation import Simulation
 
-    base = ["fl.num_clients=10", "fl.rounds=1", "attack.name=backdoor", "attack.num_malicious=3",
-            "attack.poison_frac=0.0"]
+    base = [
+        "fl.num_clients=10",
+        "fl.rounds=1",
+        "attack.name=backdoor",
+        "attack.num_malicious=3",
+        "attack.poison_frac=0.0",
+    ]
     plain = Simulation(load_config(None, base))
     lead = Simulation(load_config(None, base + ["defense.client=leadfl"]))
     cohort = plain.sample_clients(0)
@@ -104,10 +131,14 @@ def test_attackers_train_without_the_client_defense():
     assert not torch.allclose(U0[~mal], U1[~mal])  # benign: changed
 
 
-@pytest.mark.parametrize("override,field", [
-    ("defense.client=dp", "defense.client"), ("defense.client_variant=paper", "defense.client_variant"),
-    ("defense.pert_strength=0", "defense.pert_strength"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("defense.client=dp", "defense.client"),
+        ("defense.client_variant=paper", "defense.client_variant"),
+        ("defense.pert_strength=0", "defense.pert_strength"),
+    ],
+)
 def test_bad_client_defense_settings_are_one_line_errors(override, field):
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
@@ -123,22 +154,35 @@ def test_client_defense_composes_with_server_rules_and_survives_a_name_change():
 def test_registry_lists_every_client_defense_with_its_parameters():
     assert CLIENT_DEFENSES.names() == ["fl-wbc", "ldp", "leadfl", "none"]
     defaults = {n: {k: p.default for k, p in CLIENT_DEFENSES.params(n).items()} for n in CLIENT_DEFENSES.names()}
-    assert defaults == {"none": {}, "ldp": {"pert_strength": 0.2}, "fl-wbc": {"pert_strength": 0.2},
-                        "leadfl": {"client_variant": "ref", "regular_weight": 0.4, "pert_strength": 0.2,
-                                   "double_task_step": True}}
-    assert CLIENT_DEFENSES.owners() == {"pert_strength": ["fl-wbc", "ldp", "leadfl"], "client_variant": ["leadfl"],
-                                        "regular_weight": ["leadfl"], "double_task_step": ["leadfl"]}
+    assert defaults == {
+        "none": {},
+        "ldp": {"pert_strength": 0.2},
+        "fl-wbc": {"pert_strength": 0.2},
+        "leadfl": {"client_variant": "ref", "regular_weight": 0.4, "pert_strength": 0.2, "double_task_step": True},
+    }
+    assert CLIENT_DEFENSES.owners() == {
+        "pert_strength": ["fl-wbc", "ldp", "leadfl"],
+        "client_variant": ["leadfl"],
+        "regular_weight": ["leadfl"],
+        "double_task_step": ["leadfl"],
+    }
 
 
-@pytest.mark.parametrize("over,hook", [
-    ([], None),
-    (["defense.client=leadfl"], LeadFLRef(0.4, 0.2, True)),
-    (["defense.client=leadfl", "defense.regular_weight=1", "defense.double_task_step=false"], LeadFLRef(1.0, 0.2, False)),
-    (["defense.client=leadfl", "defense.client_variant=a3", "defense.pert_strength=0.1"], LeadFLA3(0.4, 0.1)),
-    (["defense.client=leadfl", "defense.client_variant=a1n"], LeadFLA1N(0.4, 0.2)),
-    (["defense.client=ldp", "defense.pert_strength=0.3"], NoiseDefense(0.3, False)),
-    (["defense.client=fl-wbc"], NoiseDefense(0.2, True)),
-])
+@pytest.mark.parametrize(
+    "over,hook",
+    [
+        ([], None),
+        (["defense.client=leadfl"], LeadFLRef(0.4, 0.2, True)),
+        (
+            ["defense.client=leadfl", "defense.regular_weight=1", "defense.double_task_step=false"],
+            LeadFLRef(1.0, 0.2, False),
+        ),
+        (["defense.client=leadfl", "defense.client_variant=a3", "defense.pert_strength=0.1"], LeadFLA3(0.4, 0.1)),
+        (["defense.client=leadfl", "defense.client_variant=a1n"], LeadFLA1N(0.4, 0.2)),
+        (["defense.client=ldp", "defense.pert_strength=0.3"], NoiseDefense(0.3, False)),
+        (["defense.client=fl-wbc"], NoiseDefense(0.2, True)),
+    ],
+)
 def test_the_config_builds_the_chosen_hook_with_its_keys(over, hook):
     from fedarena.defenses.client import client_hook
 
@@ -152,27 +196,41 @@ def test_client_keys_reach_the_client_defense_not_the_aggregator():
     from fedarena.config import defense_dict
     from fedarena.defenses.pipeline import build_pipeline
 
-    cfg = load_config(None, ["defense.name=trimmed-mean", "defense.trim=2", "defense.client=leadfl",
-                             "defense.regular_weight=0.5", "defense.clip=2.0"])
+    cfg = load_config(
+        None,
+        [
+            "defense.name=trimmed-mean",
+            "defense.trim=2",
+            "defense.client=leadfl",
+            "defense.regular_weight=0.5",
+            "defense.clip=2.0",
+        ],
+    )
     pipe = build_pipeline(defense_dict(cfg))  # trimmed-mean takes no regular_weight: it never sees it
     assert type(pipe.aggregator).__name__ == "TrimmedMean" and len(pipe.pre) == 1
     # a dict that names the client-side defense builds too ("client" is the engine's key)
     build_pipeline({"name": "median", "client": "leadfl", "regular_weight": 0.5})
 
 
-@pytest.mark.parametrize("over,field,needle", [
-    (["defense.regular_weight=0.5"], "defense.regular_weight", "only applies when defense.client is leadfl (got "
-     "defense.client='none')"),
-    (["defense.client=ldp", "defense.client_variant=a3"], "defense.client_variant", "defense.client is leadfl"),
-    (["defense.client=fl-wbc", "defense.double_task_step=false"], "defense.double_task_step", "is leadfl"),
-    (["defense.pert_strength=0.3"], "defense.pert_strength", "defense.client is fl-wbc or ldp or leadfl"),
-    (["defense.client=leadfl", "defense.client_variant=paper"], "defense.client_variant", "'ref', 'a3' or 'a1n'"),
-    (["defense.client=leadfl", "defense.regular_weight=-0.1"], "defense.regular_weight", "must be >= 0"),
-    (["defense.client=ldp", "defense.pert_strength=0"], "defense.pert_strength", "must be > 0"),
-    (["defense.client=leadfl", "defense.pert_strength=.inf"], "defense.pert_strength", "finite"),
-    (["defense.client=leadfl", "defense.regular_weight=abc"], "defense.regular_weight", "valid number"),
-    (["defense.client=leadfl", "fl.algorithm=fedsgd"], "defense.client", "needs local steps"),
-])
+@pytest.mark.parametrize(
+    "over,field,needle",
+    [
+        (
+            ["defense.regular_weight=0.5"],
+            "defense.regular_weight",
+            "only applies when defense.client is leadfl (got defense.client='none')",
+        ),
+        (["defense.client=ldp", "defense.client_variant=a3"], "defense.client_variant", "defense.client is leadfl"),
+        (["defense.client=fl-wbc", "defense.double_task_step=false"], "defense.double_task_step", "is leadfl"),
+        (["defense.pert_strength=0.3"], "defense.pert_strength", "defense.client is fl-wbc or ldp or leadfl"),
+        (["defense.client=leadfl", "defense.client_variant=paper"], "defense.client_variant", "'ref', 'a3' or 'a1n'"),
+        (["defense.client=leadfl", "defense.regular_weight=-0.1"], "defense.regular_weight", "must be >= 0"),
+        (["defense.client=ldp", "defense.pert_strength=0"], "defense.pert_strength", "must be > 0"),
+        (["defense.client=leadfl", "defense.pert_strength=.inf"], "defense.pert_strength", "finite"),
+        (["defense.client=leadfl", "defense.regular_weight=abc"], "defense.regular_weight", "valid number"),
+        (["defense.client=leadfl", "fl.algorithm=fedsgd"], "defense.client", "needs local steps"),
+    ],
+)
 def test_a_client_key_the_chosen_defense_does_not_read_is_one_line(over, field, needle):
     with pytest.raises(ConfigError) as e:
         load_config(None, over)
@@ -184,8 +242,16 @@ def test_a_client_key_at_its_default_passes_while_unread_and_leaves_config_yaml(
     from fedarena.config import dump_config
 
     plain = load_config(None, ["defense.client=ldp"])
-    stale = load_config(None, ["defense.client=ldp", "defense.client_variant=ref", "defense.regular_weight=0.4",
-                               "defense.double_task_step=true", "defense.pert_strength=0.2"])
+    stale = load_config(
+        None,
+        [
+            "defense.client=ldp",
+            "defense.client_variant=ref",
+            "defense.regular_weight=0.4",
+            "defense.double_task_step=true",
+            "defense.pert_strength=0.2",
+        ],
+    )
     assert dump_config(stale) == dump_config(plain)
     assert "regular_weight" not in dump_config(stale) and "  pert_strength: 0.2\n" in dump_config(stale)
 
@@ -203,10 +269,15 @@ def test_set_client_drops_the_keys_the_new_client_defense_does_not_read(tmp_path
 def test_leadfl_config_yaml_keeps_its_keys_where_earlier_versions_wrote_them():
     from fedarena.config import dump_config
 
-    text = dump_config(load_config(None, ["defense.client=leadfl", "defense.name=multi-krum",
-                                          "defense.regular_weight=1", "defense.f=1"]))
-    assert ("defense:\n  name: multi-krum\n  weighted: false\n  f: 1\n  client: leadfl\n  client_variant: ref\n"
-            "  regular_weight: 1.0\n  pert_strength: 0.2\n  double_task_step: true\n  m: null\n") in text
+    text = dump_config(
+        load_config(
+            None, ["defense.client=leadfl", "defense.name=multi-krum", "defense.regular_weight=1", "defense.f=1"]
+        )
+    )
+    assert (
+        "defense:\n  name: multi-krum\n  weighted: false\n  f: 1\n  client: leadfl\n  client_variant: ref\n"
+        "  regular_weight: 1.0\n  pert_strength: 0.2\n  double_task_step: true\n  m: null\n"
+    ) in text
 
 
 LEGACY = Path(__file__).parent / "data" / "legacy_config_client_none.yaml"
@@ -259,6 +330,10 @@ def test_fedarena_list_shows_the_client_defenses_with_their_keys():
     out = CliRunner().invoke(app, ["list", "client-defenses"]).output.replace("\n", " ")
     for name in ("leadfl", "ldp", "fl-wbc", "none"):
         assert name in out
-    for key in ("defense.client_variant='ref'", "defense.regular_weight=0.4", "defense.pert_strength=0.2",
-                "defense.double_task_step=True"):
+    for key in (
+        "defense.client_variant='ref'",
+        "defense.regular_weight=0.4",
+        "defense.pert_strength=0.2",
+        "defense.double_task_step=True",
+    ):
         assert key in out

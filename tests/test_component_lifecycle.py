@@ -29,8 +29,16 @@ from fedarena.run.simulation import Simulation
 
 ROUNDS, EVERY = 8, 3  # checkpoints after rounds 2 and 5
 KILLS = (4, 7)  # the round each kill interrupts: after the first, then after the second checkpoint
-BASE = ["data.dataset=digits", "fl.num_clients=10", "fl.clients_per_round=8", f"fl.rounds={ROUNDS}",
-        "fl.local_epochs=1", "fl.batch_size=32", "attack.num_malicious=2", f"run.checkpoint_every={EVERY}"]
+BASE = [
+    "data.dataset=digits",
+    "fl.num_clients=10",
+    "fl.clients_per_round=8",
+    f"fl.rounds={ROUNDS}",
+    "fl.local_epochs=1",
+    "fl.batch_size=32",
+    "attack.num_malicious=2",
+    f"run.checkpoint_every={EVERY}",
+]
 
 #: the parameters a component needs beyond the base (none when it runs with its defaults)
 NEEDS: dict[str, list[str]] = {
@@ -51,8 +59,12 @@ def _stage_values(name: str) -> list[str]:
 def _client_variants(name: str) -> list[list[str]]:
     """The settings that cover client-side defense ``name``: one per value of each of its
     ``Literal`` parameters (LeadFL's ``client_variant``), else its defaults."""
-    out = [[f"defense.{k}={v}"] for k, p in CLIENT_DEFENSES.params(name).items()
-           if typing.get_origin(p.annotation) is typing.Literal for v in typing.get_args(p.annotation)]
+    out = [
+        [f"defense.{k}={v}"]
+        for k, p in CLIENT_DEFENSES.params(name).items()
+        if typing.get_origin(p.annotation) is typing.Literal
+        for v in typing.get_args(p.annotation)
+    ]
     return out or [[]]
 
 
@@ -71,8 +83,13 @@ def cases() -> list[tuple[str, list[str]]]:
     for c in CLIENT_DEFENSES.names():
         if c == "none":
             continue
-        out += [(",".join([f"client:{c}", *(s.split("=")[1] for s in v)]),
-                 ["attack.name=backdoor", f"defense.client={c}", *v]) for v in _client_variants(c)]
+        out += [
+            (
+                ",".join([f"client:{c}", *(s.split("=")[1] for s in v)]),
+                ["attack.name=backdoor", f"defense.client={c}", *v],
+            )
+            for v in _client_variants(c)
+        ]
     for s in typing.get_args(FLConfig.model_fields["sampling"].annotation):
         out.append((f"sampling:{s}", ["attack.name=backdoor", f"fl.sampling={s}"]))
     return [(cid, BASE + over + NEEDS.get(cid, [])) for cid, over in out]

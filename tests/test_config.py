@@ -10,8 +10,10 @@ from fedarena.errors import ConfigError
 
 
 def test_defaults_and_overrides():
-    cfg = load_config(None, ["fl.rounds=7", "defense.weighted=true", "attack.name=backdoor",
-                             "attack.num_malicious=2", "attack.target=3"])
+    cfg = load_config(
+        None,
+        ["fl.rounds=7", "defense.weighted=true", "attack.name=backdoor", "attack.num_malicious=2", "attack.target=3"],
+    )
     assert cfg.fl.rounds == 7 and cfg.defense.weighted is True
     assert cfg.attack.params() == {"target": 3}
     assert cfg.model_name == "mlp"  # auto for digits
@@ -30,21 +32,28 @@ def test_yaml_file_and_override(tmp_path):
     assert (cfg.name, cfg.fl.rounds, cfg.fl.lr) == ("x", 5, 0.05)
 
 
-@pytest.mark.parametrize("overrides, field, words", [
-    (["fl.bogus=1"], "fl.bogus", "unknown key"),
-    (["fl.lr=-1"], "fl.lr", "greater than 0"),
-    (["fl.num_clients=5", "attack.name=backdoor", "attack.num_malicious=6"], "attack.num_malicious", "<= fl.num_clients"),
-    (["fl.num_clients=5", "fl.clients_per_round=6"], "fl.clients_per_round", "<= fl.num_clients"),
-    (["attack.name=backdoor"], "attack.num_malicious", ">= 1"),
-    (["attack.name=nosuch", "attack.num_malicious=1"], "attack.name", "unknown attack"),
-    (["defense.name=nosuch"], "defense.name", "unknown defense"),
-    (["data.dataset=nosuch"], "data.dataset", "unknown dataset"),
-    (["data.partition=nosuch"], "data.partition", "unknown partition"),
-    (["model.name=nosuch"], "model.name", "unknown model"),
-    (["attack.name=backdoor", "attack.num_malicious=1", "attack.poison_frac=abc"], "attack.poison_frac", "number"),
-    (["attack.name=backdoor", "attack.num_malicious=1", "attack.nme=3"], "attack.nme", "unknown parameter"),
-    (["fl.algorithm=fedprox"], "fl.algorithm", "fedavg"),
-])
+@pytest.mark.parametrize(
+    "overrides, field, words",
+    [
+        (["fl.bogus=1"], "fl.bogus", "unknown key"),
+        (["fl.lr=-1"], "fl.lr", "greater than 0"),
+        (
+            ["fl.num_clients=5", "attack.name=backdoor", "attack.num_malicious=6"],
+            "attack.num_malicious",
+            "<= fl.num_clients",
+        ),
+        (["fl.num_clients=5", "fl.clients_per_round=6"], "fl.clients_per_round", "<= fl.num_clients"),
+        (["attack.name=backdoor"], "attack.num_malicious", ">= 1"),
+        (["attack.name=nosuch", "attack.num_malicious=1"], "attack.name", "unknown attack"),
+        (["defense.name=nosuch"], "defense.name", "unknown defense"),
+        (["data.dataset=nosuch"], "data.dataset", "unknown dataset"),
+        (["data.partition=nosuch"], "data.partition", "unknown partition"),
+        (["model.name=nosuch"], "model.name", "unknown model"),
+        (["attack.name=backdoor", "attack.num_malicious=1", "attack.poison_frac=abc"], "attack.poison_frac", "number"),
+        (["attack.name=backdoor", "attack.num_malicious=1", "attack.nme=3"], "attack.nme", "unknown parameter"),
+        (["fl.algorithm=fedprox"], "fl.algorithm", "fedavg"),
+    ],
+)
 def test_config_errors_name_the_field(overrides, field, words):
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
@@ -65,14 +74,17 @@ def test_default_run_is_valid():
 
 
 def test_declared_f_default_and_explicit():
-    cfg = load_config(None, ["fl.num_clients=20", "fl.clients_per_round=10", "attack.name=backdoor", "attack.num_malicious=4"])
+    cfg = load_config(
+        None, ["fl.num_clients=20", "fl.clients_per_round=10", "attack.name=backdoor", "attack.num_malicious=4"]
+    )
     assert cfg.declared_f == 2  # expected attackers in a cohort, fixed
     assert load_config(None, ["defense.f=3"]).declared_f == 3
 
 
 def test_cli_user_error_is_one_line_exit_2():
-    r = subprocess.run([sys.executable, "-m", "fedarena.cli", "run", "--quiet", "--set", "fl.lr=-1"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "fedarena.cli", "run", "--quiet", "--set", "fl.lr=-1"], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
@@ -104,6 +116,8 @@ def test_plugin_parameters_set_before_the_plugin_name_are_kept():
     only the replaced plugin's own parameters (from the file or the base) are dropped."""
     for order in (["defense.tau=0.5", "defense.name=cc"], ["defense.name=cc", "defense.tau=0.5"]):
         assert load_config(None, order).defense.params() == {"tau": 0.5}
-    assert load_config(None, ["defense.name=median"], base={"defense": {"name": "cc", "tau": 2.0}}).defense.params() == {}
+    assert (
+        load_config(None, ["defense.name=median"], base={"defense": {"name": "cc", "tau": 2.0}}).defense.params() == {}
+    )
     with pytest.raises(ConfigError, match="defense.tau: unknown parameter for defense 'median'"):
         load_config(None, ["defense.tau=0.5", "defense.name=median"])

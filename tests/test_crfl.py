@@ -25,9 +25,16 @@ def test_clip_parameters_scales_to_rho_only_when_longer():
 
 def _ctx(algorithm="fedavg", server_lr=1.0, lr=1.0):
     layout = ParamLayout.from_params({"w": torch.zeros(2)})
-    return RoundContext(0, layout, torch.arange(2), torch.ones(2), global_params=torch.zeros(2),
-                        generator=torch.Generator().manual_seed(0), server_lr=server_lr,
-                        extras={"algorithm": algorithm, "lr": lr})
+    return RoundContext(
+        0,
+        layout,
+        torch.arange(2),
+        torch.ones(2),
+        global_params=torch.zeros(2),
+        generator=torch.Generator().manual_seed(0),
+        server_lr=server_lr,
+        extras={"algorithm": algorithm, "lr": lr},
+    )
 
 
 def test_aggregate_lands_the_server_step_on_the_clipped_model():
@@ -62,22 +69,29 @@ def test_certified_radius_by_hand():
 
 
 def test_bad_parameters_are_one_clear_error():
-    for kw, field in [({"rho": 0.0}, "defense.rho"), ({"sigma": -1.0}, "defense.sigma"),
-                      ({"certify_samples": 1}, "defense.certify_samples"), ({"alpha": 0.7}, "defense.alpha")]:
+    for kw, field in [
+        ({"rho": 0.0}, "defense.rho"),
+        ({"sigma": -1.0}, "defense.sigma"),
+        ({"certify_samples": 1}, "defense.certify_samples"),
+        ({"alpha": 0.7}, "defense.alpha"),
+    ]:
         with pytest.raises(ConfigError, match=field):
             CRFL(**kw)
 
 
 def _certified(over):
-    r = Simulation(load_config(None, ["defense.name=crfl", "fl.rounds=15", "defense.certify_samples=50", *over],
-                               base=DEFAULT_RUN)).run()
+    r = Simulation(
+        load_config(None, ["defense.name=crfl", "fl.rounds=15", "defense.certify_samples=50", *over], base=DEFAULT_RUN)
+    ).run()
     return r.summary
 
 
 def test_certified_robustness_falls_as_the_attack_grows():
     # measured (M = 100): backdoor-free certified share 0.96 (1 attacker), 0.32 (4), 0.02 (4, boosted x5)
-    s1, s4, s4b = (_certified(o) for o in (["attack.num_malicious=1"], ["attack.num_malicious=4"],
-                                           ["attack.num_malicious=4", "attack.boost=5"]))
+    s1, s4, s4b = (
+        _certified(o)
+        for o in (["attack.num_malicious=1"], ["attack.num_malicious=4"], ["attack.num_malicious=4", "attack.boost=5"])
+    )
     free = [s["crfl_certified_backdoor_free"] for s in (s1, s4, s4b)]
     assert free[0] > free[1] > free[2] and free[0] >= 0.8 and free[2] <= 0.1
     assert all(s["crfl_certified_acc"] >= 0.85 for s in (s1, s4, s4b))  # the clean task stays certified

@@ -28,11 +28,22 @@ def _both(**sections):
 
 
 @pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
-@pytest.mark.parametrize("attack,defense", [("none", "fedavg"), ("alie", "median"), ("label-flip", "krum"),
-                                            ("ipm", "cc"), ("backdoor", "flame"), ("minmax", "trimmed-mean")])
+@pytest.mark.parametrize(
+    "attack,defense",
+    [
+        ("none", "fedavg"),
+        ("alie", "median"),
+        ("label-flip", "krum"),
+        ("ipm", "cc"),
+        ("backdoor", "flame"),
+        ("minmax", "trimmed-mean"),
+    ],
+)
 def test_gpu_run_matches_the_cpu_run(algorithm, attack, defense):
-    sections = {"fl": {"algorithm": algorithm, **({"client_momentum": 0.9} if algorithm == "fedsgd" else {})},
-                "defense": {"name": defense}}
+    sections = {
+        "fl": {"algorithm": algorithm, **({"client_momentum": 0.9} if algorithm == "fedsgd" else {})},
+        "defense": {"name": defense},
+    }
     if attack != "none":
         sections["attack"] = {"name": attack, "num_malicious": 2}
     cpu, gpu = _both(**sections)
@@ -51,10 +62,13 @@ def test_model_data_and_updates_live_on_the_gpu():
     sim.run()
 
 
-@pytest.mark.parametrize("model,data", [
-    ({"name": "cnn"}, {"dataset": "synthetic", "synthetic": {"image_size": 28}}),
-    ({"name": "resnet20"}, {"dataset": "synthetic", "synthetic": {"image_size": 32, "channels": 3}}),
-])
+@pytest.mark.parametrize(
+    "model,data",
+    [
+        ({"name": "cnn"}, {"dataset": "synthetic", "synthetic": {"image_size": 28}}),
+        ({"name": "resnet20"}, {"dataset": "synthetic", "synthetic": {"image_size": 32, "channels": 3}}),
+    ],
+)
 def test_cnn_and_batchnorm_models_train_on_the_gpu(model, data):
     """The clients-folded CNN path and the sequential path (BatchNorm buffers)."""
     r = Simulation(from_tree(_tree("cuda", model=model, data=data, fl={"rounds": 2}))).run()
@@ -68,8 +82,11 @@ def test_local_optimizers_on_the_gpu(optimizer, state):
 
 
 def test_lockstep_on_the_gpu_equals_runs_one_by_one():
-    trees = [_tree("cuda", attack={"name": a, "num_malicious": 2}, defense={"name": d})
-             for a in ("label-flip", "alie") for d in ("fedavg", "median", "cc")]
+    trees = [
+        _tree("cuda", attack={"name": a, "num_malicious": 2}, defense={"name": d})
+        for a in ("label-flip", "alie")
+        for d in ("fedavg", "median", "cc")
+    ]
     cfgs = [from_tree({**t, "name": f"r{i}"}) for i, t in enumerate(trees)]
     alone = [Simulation(c).run() for c in cfgs]
     together = Lockstep([Simulation(c) for c in cfgs]).run()
@@ -80,8 +97,16 @@ def test_lockstep_on_the_gpu_equals_runs_one_by_one():
 
 
 def test_run_many_and_the_attack_search_on_the_gpu():
-    cfgs = [from_tree({**_tree("cuda", attack={"name": "alie", "num_malicious": 2, "optimize": True},
-                               defense={"name": "median"}), "name": "opt"})]
+    cfgs = [
+        from_tree(
+            {
+                **_tree(
+                    "cuda", attack={"name": "alie", "num_malicious": 2, "optimize": True}, defense={"name": "median"}
+                ),
+                "name": "opt",
+            }
+        )
+    ]
     [r] = run_many(cfgs)
     assert r.summary["status"] == "ok", r.summary.get("error")
 
@@ -89,20 +114,35 @@ def test_run_many_and_the_attack_search_on_the_gpu():
 _STAGE_ATTACK = {"name": "ipm", "num_malicious": 2}
 
 
-@pytest.mark.parametrize("sections", [
-    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "bucketing": 2}},
-    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "nnm": True}},
-    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "clip": 1.0}},
-    {"attack": _STAGE_ATTACK, "defense": {"name": "median", "noise": 0.01, "noise_abs": True}},
-    {"defense": {"name": "fedavg", "clip": 1.0, "clip_at": "client"}},
-    {"defense": {"name": "fedavg", "dp": "local", "dp_clip": 1.0, "dp_sigma": 0.1}},
-    {"defense": {"name": "fedavg", "dp": "central", "dp_clip": 1.0, "dp_sigma": 0.1}},
-    {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "leadfl"}},
-    {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "ldp"}},
-    {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "fl-wbc"}},
-    {"attack": {"name": "poisonedfl", "num_malicious": 2}, "defense": {"name": "cos-hdbscan"}},
-], ids=["bucketing", "nnm", "clip", "noise", "client-clip", "dp-local", "dp-central", "leadfl", "ldp", "fl-wbc",
-        "poisonedfl-cos-hdbscan"])
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"attack": _STAGE_ATTACK, "defense": {"name": "median", "bucketing": 2}},
+        {"attack": _STAGE_ATTACK, "defense": {"name": "median", "nnm": True}},
+        {"attack": _STAGE_ATTACK, "defense": {"name": "median", "clip": 1.0}},
+        {"attack": _STAGE_ATTACK, "defense": {"name": "median", "noise": 0.01, "noise_abs": True}},
+        {"defense": {"name": "fedavg", "clip": 1.0, "clip_at": "client"}},
+        {"defense": {"name": "fedavg", "dp": "local", "dp_clip": 1.0, "dp_sigma": 0.1}},
+        {"defense": {"name": "fedavg", "dp": "central", "dp_clip": 1.0, "dp_sigma": 0.1}},
+        {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "leadfl"}},
+        {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "ldp"}},
+        {"attack": {"name": "backdoor", "num_malicious": 2}, "defense": {"client": "fl-wbc"}},
+        {"attack": {"name": "poisonedfl", "num_malicious": 2}, "defense": {"name": "cos-hdbscan"}},
+    ],
+    ids=[
+        "bucketing",
+        "nnm",
+        "clip",
+        "noise",
+        "client-clip",
+        "dp-local",
+        "dp-central",
+        "leadfl",
+        "ldp",
+        "fl-wbc",
+        "poisonedfl-cos-hdbscan",
+    ],
+)
 def test_stages_dp_and_client_side_defenses_on_the_gpu(sections):
     """Defense stages, DP and the client-side defenses draw their noise and permutations on
     the CPU and move them: the GPU run sees the same draws as the CPU run."""

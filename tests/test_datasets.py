@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from fedarena.data.datasets import IDX_FILES, SOURCES, load_cifar10, load_digits_dataset, load_fashion_mnist, load_mnist, load_synthetic, read_idx
+from fedarena.data.datasets import (
+    IDX_FILES,
+    SOURCES,
+    load_cifar10,
+    load_digits_dataset,
+    load_fashion_mnist,
+    load_mnist,
+    load_synthetic,
+    read_idx,
+)
 from fedarena.errors import ConfigError, DataNotFoundError
 from fedarena.registry import DATASETS
 
@@ -226,7 +235,9 @@ def test_download_checks_sha256(tmp_path, monkeypatch):
 
     payload = b"not the real file"
     seen = []
-    monkeypatch.setattr(ds.urllib.request, "urlopen", lambda req, timeout: seen.append(req.full_url) or _FakeResponse(payload))
+    monkeypatch.setattr(
+        ds.urllib.request, "urlopen", lambda req, timeout: seen.append(req.full_url) or _FakeResponse(payload)
+    )
     name = IDX_FILES[3]
     with pytest.raises(DataNotFoundError, match=r"^data\.download: .* has SHA-256 .* expected f7ae60f9"):
         ds.download("mnist", name, tmp_path)

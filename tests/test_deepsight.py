@@ -10,8 +10,15 @@ import torch
 from fedarena.config import DEFAULT_RUN, load_config
 from fedarena.core.layout import ParamLayout
 from fedarena.defenses.base import RoundContext
-from fedarena.defenses.deepsight import (DeepSight, ddifs, last_layer_weight_bias, merge_clusterings, neups,
-                                         suspicious_labels, threshold_exceedings)
+from fedarena.defenses.deepsight import (
+    DeepSight,
+    ddifs,
+    last_layer_weight_bias,
+    merge_clusterings,
+    neups,
+    suspicious_labels,
+    threshold_exceedings,
+)
 from fedarena.defenses.probe import ModelProbe
 from fedarena.errors import ConfigError
 from fedarena.run.simulation import Simulation
@@ -48,7 +55,9 @@ def test_labels_are_te_at_most_half_the_median():
 
 
 def test_last_layer_slices_of_u():
-    layout = ParamLayout.from_params({"a.weight": torch.zeros(3), "out.weight": torch.zeros(2, 2), "out.bias": torch.zeros(2)})
+    layout = ParamLayout.from_params(
+        {"a.weight": torch.zeros(3), "out.weight": torch.zeros(2, 2), "out.bias": torch.zeros(2)}
+    )
     U = torch.arange(18.0).view(2, 9)  # columns: a.weight 0-2, out.weight 3-6, out.bias 7-8
     W, b = last_layer_weight_bias(U, layout)
     assert W.tolist() == [[[3.0, 4.0], [5.0, 6.0]], [[12.0, 13.0], [14.0, 15.0]]]

@@ -20,8 +20,9 @@ def test_demo_yaml_is_the_demo():
 
 
 def test_set_without_config_starts_from_library_defaults(tmp_path):
-    res = runner.invoke(app, ["run", "--quiet", "--set", "fl.rounds=1", "--set", "attack.name=none",
-                              "--out", str(tmp_path / "r")])
+    res = runner.invoke(
+        app, ["run", "--quiet", "--set", "fl.rounds=1", "--set", "attack.name=none", "--out", str(tmp_path / "r")]
+    )
     assert res.exit_code == 0, res.output
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     lib = ExperimentConfig()
@@ -70,7 +71,7 @@ def test_the_readme_defaults_table_is_the_library_defaults():
     import re
 
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Defaults"):text.index("## ", text.index("## Defaults") + 3)]
+    table = text[text.index("## Defaults") : text.index("## ", text.index("## Defaults") + 3)]
     lib = ExperimentConfig().model_dump()
     rows = re.findall(r"^\| (`[^|]+) \| ([^|]+) \|$", table, flags=re.M)
     assert len(rows) == 8

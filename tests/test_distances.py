@@ -7,8 +7,9 @@ from fedarena.core.distances import distances, metric_values, param_change_extre
 from fedarena.core.layout import ParamLayout
 
 # two "layers": conv (weight 2, bias 1) and fc (weight 2, bias 1)
-LAY = ParamLayout.from_params({"conv.weight": torch.zeros(2), "conv.bias": torch.zeros(1),
-                               "fc.weight": torch.zeros(2), "fc.bias": torch.zeros(1)})
+LAY = ParamLayout.from_params(
+    {"conv.weight": torch.zeros(2), "conv.bias": torch.zeros(1), "fc.weight": torch.zeros(2), "fc.bias": torch.zeros(1)}
+)
 G = torch.tensor([1.0, 0.0, 2.0, 3.0, 4.0, 0.0])
 X = torch.tensor([0.0, 1.0, 2.0, 3.0, 0.0, 1.0])
 # per tensor: conv.weight (1,0)/(0,1): cos dist 1, l2 sqrt2; conv.bias 2/2: 0, 0;
@@ -19,29 +20,40 @@ def test_scopes_group_parameters():
     assert scope_groups(LAY, "whole") == {"whole": list(LAY.names)}
     assert scope_groups(LAY, "last") == {"last": ["fc.weight", "fc.bias"]}
     assert scope_groups(LAY, "layers") == {"conv": ["conv.weight", "conv.bias"], "fc": ["fc.weight", "fc.bias"]}
-    declared = ParamLayout.from_params(dict(zip(LAY.names, [torch.zeros(2), torch.zeros(1)] * 2)),
-                                       groups=("conv", "fc.weight"))
-    assert declared.layer_groups() == {"conv": ["conv.weight", "conv.bias"], "fc.weight": ["fc.weight"], "fc": ["fc.bias"]}
+    declared = ParamLayout.from_params(
+        dict(zip(LAY.names, [torch.zeros(2), torch.zeros(1)] * 2)), groups=("conv", "fc.weight")
+    )
+    assert declared.layer_groups() == {
+        "conv": ["conv.weight", "conv.bias"],
+        "fc.weight": ["fc.weight"],
+        "fc": ["fc.bias"],
+    }
 
 
-@pytest.mark.parametrize("scope,cos,l2", [
-    ("whole", [1 + 0 + 0.4 + 1], [math.sqrt(2) + 0 + 4 + 1]),
-    ("last", [0.4 + 1], [4 + 1]),
-    ("layers", [1, 1.4], [math.sqrt(2), 5]),
-])
+@pytest.mark.parametrize(
+    "scope,cos,l2",
+    [
+        ("whole", [1 + 0 + 0.4 + 1], [math.sqrt(2) + 0 + 4 + 1]),
+        ("last", [0.4 + 1], [4 + 1]),
+        ("layers", [1, 1.4], [math.sqrt(2), 5]),
+    ],
+)
 def test_summed_hand_values(scope, cos, l2):
     assert distances(X, G, LAY, "cos", scope)[0].tolist() == pytest.approx(cos, abs=1e-12)
     assert distances(X, G, LAY, "l2", scope)[0].tolist() == pytest.approx(l2, abs=1e-12)
 
 
-@pytest.mark.parametrize("scope,cos,l2", [
-    # whole: <x,g> = 0+0+4+9+0+0 = 13, |x|^2 = 15, |g|^2 = 30 -> 1 - 13/sqrt(450); l2: sqrt(2+0+16+1)
-    ("whole", [1 - 13 / math.sqrt(450)], [math.sqrt(19)]),
-    # last: <x,g> = 9, |x|^2 = 10, |g|^2 = 25 ; l2 sqrt(16+1)
-    ("last", [1 - 9 / math.sqrt(250)], [math.sqrt(17)]),
-    # conv: <x,g> = 4, |x|^2 = 5, |g|^2 = 5 -> 0.2 ; fc: as last
-    ("layers", [1 - 4 / 5, 1 - 9 / math.sqrt(250)], [math.sqrt(2), math.sqrt(17)]),
-])
+@pytest.mark.parametrize(
+    "scope,cos,l2",
+    [
+        # whole: <x,g> = 0+0+4+9+0+0 = 13, |x|^2 = 15, |g|^2 = 30 -> 1 - 13/sqrt(450); l2: sqrt(2+0+16+1)
+        ("whole", [1 - 13 / math.sqrt(450)], [math.sqrt(19)]),
+        # last: <x,g> = 9, |x|^2 = 10, |g|^2 = 25 ; l2 sqrt(16+1)
+        ("last", [1 - 9 / math.sqrt(250)], [math.sqrt(17)]),
+        # conv: <x,g> = 4, |x|^2 = 5, |g|^2 = 5 -> 0.2 ; fc: as last
+        ("layers", [1 - 4 / 5, 1 - 9 / math.sqrt(250)], [math.sqrt(2), math.sqrt(17)]),
+    ],
+)
 def test_flat_hand_values(scope, cos, l2):
     assert distances(X, G, LAY, "cos", scope, flat=True)[0].tolist() == pytest.approx(cos, abs=1e-12)
     assert distances(X, G, LAY, "l2", scope, flat=True)[0].tolist() == pytest.approx(l2, abs=1e-12)

@@ -42,16 +42,23 @@ def test_add_an_attack(unregister):
     unregister.append((ATTACKS, "reverse-mean"))
     assert "reverse-mean" in ATTACKS.names() and "scale" in ATTACKS.params("reverse-mean")
     honest = Simulation(load_config(None, SMALL + ["attack.name=none"])).run().summary["final_main_acc"]
-    attacked = Simulation(load_config(None, SMALL + ["attack.name=reverse-mean", "attack.num_malicious=4",
-                                                     "attack.scale=8"])).run().summary["final_main_acc"]
+    attacked = (
+        Simulation(load_config(None, SMALL + ["attack.name=reverse-mean", "attack.num_malicious=4", "attack.scale=8"]))
+        .run()
+        .summary["final_main_acc"]
+    )
     assert attacked < honest - 0.2  # under FedAvg the reversed, scaled updates wreck the model
 
 
 def test_add_a_defense(unregister):
     _run_blocks("add-defense.md")
     unregister.append((DEFENSES, "norm-mean"))
-    res = Simulation(load_config(None, SMALL + ["attack.name=gaussian", "attack.num_malicious=3",
-                                                "defense.name=norm-mean", "defense.bound=5.0"])).run()
+    res = Simulation(
+        load_config(
+            None,
+            SMALL + ["attack.name=gaussian", "attack.num_malicious=3", "defense.name=norm-mean", "defense.bound=5.0"],
+        )
+    ).run()
     assert res.summary["status"] == "ok"
     assert all(not c["accepted"] for c in res.clients if c["attacking"])  # the huge Gaussian rows are dropped
 

@@ -19,9 +19,14 @@ pytest.importorskip("dp_accounting")
 
 
 def ctx(n, d, q=0.1, seed=0):
-    return RoundContext(round=0, layout=ParamLayout.from_params({"w": torch.zeros(d)}), client_ids=torch.arange(n),
-                        num_samples=torch.ones(n), generator=torch.Generator().manual_seed(seed),
-                        extras={"sampling_rate": q})
+    return RoundContext(
+        round=0,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n),
+        generator=torch.Generator().manual_seed(seed),
+        extras={"sampling_rate": q},
+    )
 
 
 def test_accountant_matches_dp_accountings_own_test_value():
@@ -73,10 +78,20 @@ def test_bad_dp_options():
 
 @pytest.mark.usefixtures("one_thread")
 def test_run_reports_epsilon_per_round_in_metrics():
-    cfg = load_config(None, [
-        "data.dataset=digits", "fl.num_clients=20", "fl.clients_per_round=5", "fl.rounds=3", "fl.local_steps=2",
-        "defense.name=fedavg", "defense.dp=local", "defense.dp_clip=1.0", "defense.dp_sigma=1.0",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=digits",
+            "fl.num_clients=20",
+            "fl.clients_per_round=5",
+            "fl.rounds=3",
+            "fl.local_steps=2",
+            "defense.name=fedavg",
+            "defense.dp=local",
+            "defense.dp_clip=1.0",
+            "defense.dp_sigma=1.0",
+        ],
+    )
     res = Simulation(cfg).run()
     eps = [m["defense_dp_epsilon"] for m in res.metrics]
     assert eps == pytest.approx([dp_epsilon(1.0, 0.25, t, 1e-5) for t in (1, 2, 3)])

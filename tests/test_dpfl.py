@@ -46,8 +46,12 @@ def test_kmeans_drops_the_high_cluster_and_keeps_all_without_separation():
 def test_robust_dpfl_averages_the_kept_rows():
     U = torch.tensor([[1.0, -1.0, 0.1], [-0.5, 0.5, 0.0], [0.2, -0.1, -0.1], [3.0, 3.0, 3.0]])
     # scores: 0.0333, 0, 0, 3 -> the last row is dropped
-    ctx = RoundContext(round=0, layout=ParamLayout.from_params({"w": torch.zeros(3)}), client_ids=torch.arange(4),
-                       num_samples=torch.ones(4))
+    ctx = RoundContext(
+        round=0,
+        layout=ParamLayout.from_params({"w": torch.zeros(3)}),
+        client_ids=torch.arange(4),
+        num_samples=torch.ones(4),
+    )
     out = RobustDPFL()(U, ctx)
     assert out.weights.tolist() == [True, True, True, False]
     assert torch.allclose(out.update, U[:3].mean(0))
@@ -58,9 +62,20 @@ def test_robust_dpfl_averages_the_kept_rows():
 
 def _view(own, uploads):
     d = own.shape[1]
-    return RoundView(round=3, layout=ParamLayout.from_params({"w": torch.zeros(d)}), global_params=torch.zeros(d),
-                     prev_update=None, malicious_ids=torch.arange(len(own)), num_clients=10, own_updates=own,
-                     benign_updates=None, lr=1.0, algorithm="fedavg", generator=torch.Generator(), uploads=uploads)
+    return RoundView(
+        round=3,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        global_params=torch.zeros(d),
+        prev_update=None,
+        malicious_ids=torch.arange(len(own)),
+        num_clients=10,
+        own_updates=own,
+        benign_updates=None,
+        lr=1.0,
+        algorithm="fedavg",
+        generator=torch.Generator(),
+        uploads=uploads,
+    )
 
 
 def test_attack_dpfl_amplifies_to_the_noised_upload_norm():
@@ -95,8 +110,13 @@ def test_scope_weights_follows_the_authors_code():
     assert torch.allclose(out, math.sqrt(8.5) * torch.tensor([[3.0, 1.0]]) - torch.tensor([[3.0, 0.0]]), atol=1e-5)
     # defense: the score is taken on w + S
     U = torch.tensor([[1.0, -1.0], [0.0, 0.0], [0.5, -0.5], [2.0, 2.0]])
-    ctx = RoundContext(round=0, layout=ParamLayout.from_params({"w": torch.zeros(2)}), client_ids=torch.arange(4),
-                       num_samples=torch.ones(4), global_params=torch.tensor([-1.0, 1.0]))
+    ctx = RoundContext(
+        round=0,
+        layout=ParamLayout.from_params({"w": torch.zeros(2)}),
+        client_ids=torch.arange(4),
+        num_samples=torch.ones(4),
+        global_params=torch.tensor([-1.0, 1.0]),
+    )
     out = RobustDPFL(scope="weights")(U, ctx)  # scores of w + S: 0, 0, 0, 2 -> the last row dropped
     assert out.weights.tolist() == [True, True, True, False]
     assert RobustDPFL()(U, ctx).weights.tolist() == [True, True, True, False]  # update scope: 0, 0, 0, 2 too

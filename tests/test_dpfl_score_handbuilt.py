@@ -27,15 +27,31 @@ S_A = torch.tensor([[2.0, 2.0, 2.0, -2.0]], dtype=torch.float64)  # ||S_a|| = 4
 def _craft(scope: str, g: torch.Tensor = G, centered: bool = False) -> torch.Tensor:
     a = AttackDPFL(target=0, scope=scope, centered=centered)
     a.setup(DataInfo(10, (1, 2, 2)), torch.Generator())
-    view = RoundView(round=1, layout=ParamLayout.from_params({"w": torch.zeros(4)}), global_params=W.clone(),
-                     prev_update=None, malicious_ids=torch.tensor([3]), num_clients=4, own_updates=g.clone(),
-                     benign_updates=None, lr=1.0, algorithm="fedavg", generator=torch.Generator(), uploads=S_A.clone())
+    view = RoundView(
+        round=1,
+        layout=ParamLayout.from_params({"w": torch.zeros(4)}),
+        global_params=W.clone(),
+        prev_update=None,
+        malicious_ids=torch.tensor([3]),
+        num_clients=4,
+        own_updates=g.clone(),
+        benign_updates=None,
+        lr=1.0,
+        algorithm="fedavg",
+        generator=torch.Generator(),
+        uploads=S_A.clone(),
+    )
     return a.craft(view)
 
 
 def _ctx() -> RoundContext:
-    return RoundContext(round=1, layout=ParamLayout.from_params({"w": torch.zeros(4)}), client_ids=torch.arange(4),
-                        num_samples=torch.ones(4), global_params=W.clone())
+    return RoundContext(
+        round=1,
+        layout=ParamLayout.from_params({"w": torch.zeros(4)}),
+        client_ids=torch.arange(4),
+        num_samples=torch.ones(4),
+        global_params=W.clone(),
+    )
 
 
 def test_update_scope_eq11_eq12_by_hand():
@@ -63,7 +79,9 @@ def test_weights_scope_follows_the_authors_code_by_hand():
     up = _craft("weights")
     expected = A * torch.tensor([1.1, 1.1, -0.1, -0.1], dtype=torch.float64) - W
     assert torch.allclose(up, expected.unsqueeze(0))
-    assert float(up[0, 0]) == pytest.approx(2.789807, abs=1e-6) and float(up[0, 2]) == pytest.approx(-0.162710, abs=1e-6)
+    assert float(up[0, 0]) == pytest.approx(2.789807, abs=1e-6) and float(up[0, 2]) == pytest.approx(
+        -0.162710, abs=1e-6
+    )
     # the score of w + S: honest |0 + 0|, |0 + 0|, |0 + 0.1|; attacker |mean A (w + G)| = A * 0.5 = 1.313549
     U = torch.cat([HONEST, up])
     out = RobustDPFL(scope="weights", separation=1.0)(U, _ctx())

@@ -26,13 +26,26 @@ def test_never_below_is_censored_at_the_rounds_left_plus_one():
 def test_unevaluated_rounds_are_skipped_and_no_attack_gives_none():
     # eval every 2 rounds: BA known after rounds 1, 3, 5; L = 1; first < 0.3 at round 5 -> 4
     assert backdoor_durability([1, 1, 0, 0, 0, 0], [None, 0.9, None, 0.5, None, 0.1])["backdoor_durability"] == 4
-    assert backdoor_durability([0, 0], [0.1, 0.1]) == {"backdoor_durability": None,
-                                                      "backdoor_durability_censored": None, "attack_last_round": None}
+    assert backdoor_durability([0, 0], [0.1, 0.1]) == {
+        "backdoor_durability": None,
+        "backdoor_durability_censored": None,
+        "attack_last_round": None,
+    }
 
 
 def test_run_summary_reports_durability():
-    r = Simulation(load_config(None, ["fl.num_clients=10", "fl.rounds=6", "attack.name=backdoor", "attack.num_malicious=3",
-                                      "attack.end_round=2"])).run()
+    r = Simulation(
+        load_config(
+            None,
+            [
+                "fl.num_clients=10",
+                "fl.rounds=6",
+                "attack.name=backdoor",
+                "attack.num_malicious=3",
+                "attack.end_round=2",
+            ],
+        )
+    ).run()
     bd = [m["backdoor_acc"] for m in r.metrics]
     expected = next((t - 2 for t in range(2, 6) if bd[t] < 0.3), 4)
     assert r.summary["attack_last_round"] == 2 and r.summary["backdoor_durability"] == expected

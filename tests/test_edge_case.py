@@ -74,8 +74,9 @@ def test_rare_tail_is_the_most_atypical_test_images(shared_data):
         load_edge_set("rare", (1, 28, 28), edge_class=0)
 
 
-@pytest.mark.parametrize("mix,n,expect_edge,expect_clean", [("add", 56, 8, 56), ("replace", 64, 8, 56),
-                                                             ("add", 3, 1, 3)])
+@pytest.mark.parametrize(
+    "mix,n,expect_edge,expect_clean", [("add", 56, 8, 56), ("replace", 64, 8, 56), ("add", 3, 1, 3)]
+)
 def test_poison_counts(mix, n, expect_edge, expect_clean):
     a = attack(target=3, mix=mix)  # 8 of 64 by default
     x, y = torch.rand(n, 1, 8, 8), torch.zeros(n, dtype=torch.long)
@@ -111,10 +112,19 @@ def test_inverted_tail_of_one_class():
 
 def view(own, benign=None, prev=None):
     m, d = own.shape
-    return RoundView(round=1, layout=ParamLayout(("w",), (torch.Size([d]),), (0,)), global_params=torch.zeros(d),
-                     prev_update=prev, malicious_ids=torch.arange(m), num_clients=m + (0 if benign is None else len(benign)),
-                     own_updates=own, benign_updates=benign, lr=1.0, algorithm="fedavg",
-                     generator=torch.Generator().manual_seed(0))
+    return RoundView(
+        round=1,
+        layout=ParamLayout(("w",), (torch.Size([d]),), (0,)),
+        global_params=torch.zeros(d),
+        prev_update=prev,
+        malicious_ids=torch.arange(m),
+        num_clients=m + (0 if benign is None else len(benign)),
+        own_updates=own,
+        benign_updates=benign,
+        lr=1.0,
+        algorithm="fedavg",
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def test_plain_edge_case_does_not_craft():
@@ -148,7 +158,7 @@ def test_adaptive_previous_mask_and_collude_order():
     own = torch.tensor([[2.0, 0.0, 2.0], [0.0, 4.0, 2.0]])  # mean [1, 2, 2]
     prev = torch.tensor([0.5, 0.0, -0.1])  # last global update: coordinates 0 and 2 passed
     out = a.craft(view(own, prev=prev))
-    assert torch.allclose(out, torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]]) * (3 / 5 ** 0.5))
+    assert torch.allclose(out, torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]]) * (3 / 5**0.5))
 
 
 def test_config_errors():
@@ -163,10 +173,13 @@ def test_config_errors():
 
 
 def test_end_to_end_backdoor_succeeds_against_fedavg():
-    tree = {"data": {"dataset": "digits", "partition": "iid"}, "fl": {"num_clients": 10, "rounds": 12, "batch_size": 16,
-                                                                      "lr": 0.1},
-            "attack": {"name": "edge-case", "num_malicious": 3, "target": 9, "batch_size": 16, "edge_per_batch": 4},
-            "defense": {"name": "fedavg"}, "eval": {"every": 12}}
+    tree = {
+        "data": {"dataset": "digits", "partition": "iid"},
+        "fl": {"num_clients": 10, "rounds": 12, "batch_size": 16, "lr": 0.1},
+        "attack": {"name": "edge-case", "num_malicious": 3, "target": 9, "batch_size": 16, "edge_per_batch": 4},
+        "defense": {"name": "fedavg"},
+        "eval": {"every": 12},
+    }
     attacked = Simulation(from_tree(tree)).run().summary
     clean = Simulation(from_tree({**tree, "attack": {**tree["attack"], "start_round": 1000}})).run().summary
     assert attacked["final_backdoor_acc"] >= clean["final_backdoor_acc"] + 0.3

@@ -72,7 +72,9 @@ class _NaNAttack(Attack):
 
 
 def test_nan_update_under_fedavg_stops_with_a_message_not_a_traceback(tmp_path):
-    sim = Simulation(load_config(None, ["fl.rounds=5", "fl.num_clients=5", "attack.name=label-flip", "attack.num_malicious=1"]))
+    sim = Simulation(
+        load_config(None, ["fl.rounds=5", "fl.num_clients=5", "attack.name=label-flip", "attack.num_malicious=1"])
+    )
     sim.attack = _NaNAttack()
     r = sim.run()
     assert r.summary["status"] == "diverged"
@@ -99,8 +101,14 @@ def test_outputs_written(tmp_path):
 
 
 def test_attack_window_keeps_attackers_honest_outside():
-    over = ["fl.rounds=3", "fl.num_clients=4", "attack.name=backdoor", "attack.num_malicious=2",
-            "attack.start_round=1", "attack.end_round=1"]
+    over = [
+        "fl.rounds=3",
+        "fl.num_clients=4",
+        "attack.name=backdoor",
+        "attack.num_malicious=2",
+        "attack.start_round=1",
+        "attack.end_round=1",
+    ]
     r = run(over)
     attacking = {(c["round"], c["client"]): c["attacking"] for c in r.clients}
     assert not any(v for (t, _), v in attacking.items() if t != 1)
@@ -108,8 +116,18 @@ def test_attack_window_keeps_attackers_honest_outside():
 
 
 def test_fixed_malicious_sampling_puts_the_same_number_of_attackers_in_every_round():
-    sim = Simulation(load_config(None, ["fl.num_clients=20", "fl.clients_per_round=10", "fl.sampling=fixed-malicious",
-                                        "attack.name=label-flip", "attack.num_malicious=4"]))
+    sim = Simulation(
+        load_config(
+            None,
+            [
+                "fl.num_clients=20",
+                "fl.clients_per_round=10",
+                "fl.sampling=fixed-malicious",
+                "attack.name=label-flip",
+                "attack.num_malicious=4",
+            ],
+        )
+    )
     counts = {int(sim.is_malicious[sim.sample_clients(t)].sum()) for t in range(20)}
     assert counts == {2}
     assert len(set(sim.sample_clients(0).tolist())) == 10
@@ -127,8 +145,15 @@ def _defense_names():
 @pytest.mark.parametrize("defense", _defense_names())
 def test_every_defense_survives_nan_inf_and_huge_rows(defense):
     """A NaN/Inf/1e30 row never crashes a run; every robust rule keeps the model finite."""
-    over = ["fl.num_clients=11", "fl.rounds=2", "attack.name=nan", "attack.value=mixed", "attack.num_malicious=2",
-            f"defense.name={defense}", "fl.algorithm=fedsgd"]
+    over = [
+        "fl.num_clients=11",
+        "fl.rounds=2",
+        "attack.name=nan",
+        "attack.value=mixed",
+        "attack.num_malicious=2",
+        f"defense.name={defense}",
+        "fl.algorithm=fedsgd",
+    ]
     r = run(over + (["defense.root_size=30"] if defense == "fltrust" else []))
     if defense in NOT_ROBUST:
         assert r.summary["status"] == "diverged" and "not finite" in r.summary["error"]
@@ -153,10 +178,26 @@ def test_every_attack_runs_end_to_end(attack, algorithm):
     if algorithm == "fedsgd" and ATTACKS.get(attack).local_train is not Attack.local_train:
         # attacks that run their own local loop need local steps: one clear error
         with pytest.raises(ConfigError, match="fl.algorithm=fedavg"):
-            run(["fl.num_clients=8", "fl.rounds=2", f"attack.name={attack}", "attack.num_malicious=2",
-                 "fl.algorithm=fedsgd", "defense.name=median"])
+            run(
+                [
+                    "fl.num_clients=8",
+                    "fl.rounds=2",
+                    f"attack.name={attack}",
+                    "attack.num_malicious=2",
+                    "fl.algorithm=fedsgd",
+                    "defense.name=median",
+                ]
+            )
         return
-    r = run(["fl.num_clients=8", "fl.rounds=2", f"attack.name={attack}", "attack.num_malicious=2",
-             f"fl.algorithm={algorithm}", "defense.name=median"])
+    r = run(
+        [
+            "fl.num_clients=8",
+            "fl.rounds=2",
+            f"attack.name={attack}",
+            "attack.num_malicious=2",
+            f"fl.algorithm={algorithm}",
+            "defense.name=median",
+        ]
+    )
     assert len(r.metrics) == 2
     assert sum(c["attacking"] for c in r.clients) == 4

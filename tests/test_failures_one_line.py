@@ -25,8 +25,14 @@ def _sets(over: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("dp", ["local", "central"])
 def test_a_dp_run_passes_its_checkpoints(tmp_path, dp):
-    over = SMALL + ["fl.rounds=11", f"defense.dp={dp}", "defense.dp_clip=1.0", "defense.dp_sigma=0.5",
-                    "attack.name=none", "defense.name=median"]
+    over = SMALL + [
+        "fl.rounds=11",
+        f"defense.dp={dp}",
+        "defense.dp_clip=1.0",
+        "defense.dp_sigma=0.5",
+        "attack.name=none",
+        "defense.name=median",
+    ]
     res = runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "r")] + _sets(over))
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -78,17 +84,20 @@ def test_an_internal_error_is_one_line_with_the_traceback_in_the_run_folder(tmp_
     assert summary["status"] == "error" and summary["error_log"] == "error.log"
 
 
-@pytest.mark.parametrize("over, code, needle", [
-    (["fl.lr=1e300"], 2, "fl.lr: must be within"),
-    (["fl.weight_decay=1e300"], 2, "fl.weight_decay: must be within"),
-    (["fl.lr_decay_at=[0,0]", "fl.lr_decay=1e300"], 2, "fl.lr_decay"),
-    (["fl.lr_decay_at=[0,0]", "fl.lr_decay=1e30"], 2, "fl.lr_decay: 2 decays"),
-    (["defense.client=leadfl", "defense.pert_strength=1e300"], 2, "defense.pert_strength"),
-    (["defense.dp=local", "defense.dp_sigma=1e300"], 2, "defense.dp_sigma"),
-    (["fl.rounds=1000000000000000000"], 2, "fl.rounds"),
-    (["defense.name=fltrust", "fl.lr=1e30"], 3, "root dataset is not finite"),
-    (["fl.lr=3e38", "fl.weight_decay=3e38"], 3, "not finite"),
-])
+@pytest.mark.parametrize(
+    "over, code, needle",
+    [
+        (["fl.lr=1e300"], 2, "fl.lr: must be within"),
+        (["fl.weight_decay=1e300"], 2, "fl.weight_decay: must be within"),
+        (["fl.lr_decay_at=[0,0]", "fl.lr_decay=1e300"], 2, "fl.lr_decay"),
+        (["fl.lr_decay_at=[0,0]", "fl.lr_decay=1e30"], 2, "fl.lr_decay: 2 decays"),
+        (["defense.client=leadfl", "defense.pert_strength=1e300"], 2, "defense.pert_strength"),
+        (["defense.dp=local", "defense.dp_sigma=1e300"], 2, "defense.dp_sigma"),
+        (["fl.rounds=1000000000000000000"], 2, "fl.rounds"),
+        (["defense.name=fltrust", "fl.lr=1e30"], 3, "root dataset is not finite"),
+        (["fl.lr=3e38", "fl.weight_decay=3e38"], 3, "not finite"),
+    ],
+)
 def test_huge_values_are_refused_or_diverge_in_one_line(tmp_path, over, code, needle):
     res = runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "r")] + _sets(SMALL + ["fl.rounds=2"] + over))
     assert res.exit_code == code, res.output

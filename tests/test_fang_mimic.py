@@ -20,11 +20,20 @@ def make_view(benign, own=None, m=2, seed=0, ids=None, rnd=0):
     benign = torch.as_tensor(benign, dtype=torch.float32)
     d = benign.shape[1]
     own = torch.zeros(m, d) if own is None else torch.as_tensor(own, dtype=torch.float32)
-    return RoundView(round=rnd, layout=ParamLayout.from_params({"w": torch.zeros(d)}), global_params=torch.zeros(d),
-                     prev_update=None, malicious_ids=torch.arange(len(own)), num_clients=len(benign) + len(own),
-                     own_updates=own, benign_updates=benign, lr=0.1, algorithm="fedavg",
-                     generator=torch.Generator().manual_seed(seed),
-                     benign_ids=None if ids is None else torch.as_tensor(ids))
+    return RoundView(
+        round=rnd,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        global_params=torch.zeros(d),
+        prev_update=None,
+        malicious_ids=torch.arange(len(own)),
+        num_clients=len(benign) + len(own),
+        own_updates=own,
+        benign_updates=benign,
+        lr=0.1,
+        algorithm="fedavg",
+        generator=torch.Generator().manual_seed(seed),
+        benign_ids=None if ids is None else torch.as_tensor(ids),
+    )
 
 
 # ------------------------------------------------------------------ Fang trim (full / partial)
@@ -76,7 +85,7 @@ def test_fang_krum_is_selected_by_krum_when_benign_rows_are_spread():
     assert torch.allclose(out, (-diag["lambda"] * s).repeat(3, 1))
     assert diag["selected"] == 1.0 and diag["lambda"] <= diag["lambda_max"]
     k = round(math.log2(diag["lambda_max"] / diag["lambda"]))
-    assert diag["lambda"] == pytest.approx(diag["lambda_max"] / 2 ** k)  # halvings of the bound
+    assert diag["lambda"] == pytest.approx(diag["lambda_max"] / 2**k)  # halvings of the bound
     U = torch.cat([out, B])
     assert int(lowest_scores(krum_scores(pairwise_sq_distances(U), 3), 1)[0]) < 3
     if k > 0:  # the previous (doubled) lambda was not selected
@@ -120,14 +129,24 @@ def test_mimic_fixed_target_is_byzfl_epsilon():
 
 
 # ------------------------------------------------------------------ end to end
-@pytest.mark.parametrize("attack, defense", [("fang-trim", "trimmed-mean"), ("fang-trim", "median"),
-                                             ("fang-krum", "krum")])
+@pytest.mark.parametrize(
+    "attack, defense", [("fang-trim", "trimmed-mean"), ("fang-trim", "median"), ("fang-krum", "krum")]
+)
 def test_fang_attacks_reduce_accuracy_under_their_rule(attack, defense):
     from fedarena.config import load_config
     from fedarena.run.simulation import Simulation
 
-    base = ["fl.num_clients=20", "fl.rounds=8", "fl.local_steps=4", "fl.batch_size=16", "eval.every=8",
-            "attack.num_malicious=6", f"defense.name={defense}", "data.partition=dirichlet", "data.alpha=1.0"]
+    base = [
+        "fl.num_clients=20",
+        "fl.rounds=8",
+        "fl.local_steps=4",
+        "fl.batch_size=16",
+        "eval.every=8",
+        "attack.num_malicious=6",
+        f"defense.name={defense}",
+        "data.partition=dirichlet",
+        "data.alpha=1.0",
+    ]
     # the same malicious clients, honest throughout (the attack window starts after the run)
     clean = Simulation(load_config(None, base + [f"attack.name={attack}", "attack.start_round=100"])).run()
     clean = clean.summary["final_main_acc"]

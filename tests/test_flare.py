@@ -24,21 +24,30 @@ def test_mmd_by_hand():
 
 
 def test_nominations_and_trust_scores_by_hand():
-    D = torch.tensor([[0., 1., 3., 9.], [1., 0., 2., 9.], [3., 2., 0., 8.], [9., 9., 8., 0.]])
+    D = torch.tensor([[0.0, 1.0, 3.0, 9.0], [1.0, 0.0, 2.0, 9.0], [3.0, 2.0, 0.0, 8.0], [9.0, 9.0, 8.0, 0.0]])
     # k = 2: 0 -> {1, 2}, 1 -> {0, 2}, 2 -> {1, 0}, 3 -> {2, 0 or 1: 9 = 9, first index 0}
     c = nomination_counts(D, 2)
     assert c[:3].sum() == 8 and c[3] == 0 and c[2] == 3
     # softmax of (3, 2, 1) with tau = 1 and tau = 2
     e = [math.exp(3), math.exp(2), math.exp(1)]
-    assert torch.allclose(trust_scores(torch.tensor([3, 2, 1])), torch.tensor([v / sum(e) for v in e], dtype=torch.float64))
+    assert torch.allclose(
+        trust_scores(torch.tensor([3, 2, 1])), torch.tensor([v / sum(e) for v in e], dtype=torch.float64)
+    )
     e2 = [math.exp(1.5), math.exp(1), math.exp(0.5)]
-    assert torch.allclose(trust_scores(torch.tensor([3, 2, 1]), 2.0),
-                          torch.tensor([v / sum(e2) for v in e2], dtype=torch.float64))
+    assert torch.allclose(
+        trust_scores(torch.tensor([3, 2, 1]), 2.0), torch.tensor([v / sum(e2) for v in e2], dtype=torch.float64)
+    )
 
 
 def _ctx(probe, n):
-    return RoundContext(0, probe.layout, torch.arange(n), torch.ones(n), global_params=torch.zeros(probe.layout.dim),
-                        extras={"probe": probe})
+    return RoundContext(
+        0,
+        probe.layout,
+        torch.arange(n),
+        torch.ones(n),
+        global_params=torch.zeros(probe.layout.dim),
+        extras={"probe": probe},
+    )
 
 
 def test_an_outlying_model_gets_the_smallest_trust():
@@ -73,7 +82,9 @@ def test_bad_parameters_and_missing_auxiliary_data():
 
 @pytest.mark.usefixtures("one_thread")
 def test_flare_gives_the_backdoor_clients_no_weight():
-    r = Simulation(load_config(None, ["defense.name=flare", "fl.rounds=8", "defense.root_size=50"], base=DEFAULT_RUN)).run()
+    r = Simulation(
+        load_config(None, ["defense.name=flare", "fl.rounds=8", "defense.root_size=50"], base=DEFAULT_RUN)
+    ).run()
     mal = [c["weight"] for c in r.clients if c["attacking"]]
     ben = [c["weight"] for c in r.clients if not c["attacking"]]
     # measured (12 rounds, 100 samples): every attacking row rejected, BA 0.0; but with tau = 1 the softmax also

@@ -64,9 +64,16 @@ def _quadratic_rounds(rule, rounds, n=10, m=2, d=20, seed=0):
     flagged, lr = [], 0.1
     for t in range(rounds):
         U = -lr * ((H @ w).unsqueeze(0) + b + 0.01 * torch.randn(n, d, generator=g))
-        U[:m] = torch.randn(m, d, generator=g) * U[m:].norm(dim=1).mean() / d ** 0.5
-        ctx = RoundContext(t, None, torch.arange(n), torch.ones(n), f=m, global_params=w.clone(),
-                           generator=torch.Generator().manual_seed(100 + t))
+        U[:m] = torch.randn(m, d, generator=g) * U[m:].norm(dim=1).mean() / d**0.5
+        ctx = RoundContext(
+            t,
+            None,
+            torch.arange(n),
+            torch.ones(n),
+            f=m,
+            global_params=w.clone(),
+            generator=torch.Generator().manual_seed(100 + t),
+        )
         a = rule(U, ctx)
         w = w + a.update
         flagged.append(list(rule.flagged))
@@ -101,8 +108,17 @@ def test_fldetector_flags_nobody_without_attackers():
     w = torch.randn(d, generator=g)
     for t in range(12):
         U = -0.1 * ((H @ w).unsqueeze(0) + b + 0.01 * torch.randn(n, d, generator=g))
-        a = rule(U, RoundContext(t, None, torch.arange(n), torch.ones(n), global_params=w.clone(),
-                                 generator=torch.Generator().manual_seed(t)))
+        a = rule(
+            U,
+            RoundContext(
+                t,
+                None,
+                torch.arange(n),
+                torch.ones(n),
+                global_params=w.clone(),
+                generator=torch.Generator().manual_seed(t),
+            ),
+        )
         w = w + a.update
     assert rule.flagged == []
 
@@ -117,8 +133,14 @@ def test_fldetector_history_resumes_from_a_checkpoint():
     assert all(torch.equal(b_rule.last_rows[k], v) for k, v in a_rule.last_rows.items())
     g = torch.Generator().manual_seed(5)
     U = torch.randn(10, 20, generator=g)
-    ctx = lambda: RoundContext(4, None, torch.arange(10), torch.ones(10), global_params=a_rule.w_prev.float() + 0.01,  # noqa: E731
-                               generator=torch.Generator().manual_seed(9))
+    ctx = lambda: RoundContext(
+        4,
+        None,
+        torch.arange(10),
+        torch.ones(10),
+        global_params=a_rule.w_prev.float() + 0.01,
+        generator=torch.Generator().manual_seed(9),
+    )
     ra, rb = a_rule(U, ctx()), b_rule(U, ctx())
     assert torch.equal(ra.update, rb.update) and torch.equal(ra.weights, rb.weights)
 
@@ -140,8 +162,20 @@ def _colluders_rounds(rule, rounds=3):
     out = []
     for t in range(rounds):
         U = torch.tensor([[1.0, 1.0]] * 2 + [[2.0 * (t % 2 == 0), 0.0]] * 5)
-        out.append(rule(U, RoundContext(t, None, torch.arange(7), torch.ones(7), f=2, global_params=torch.zeros(2),
-                                        generator=torch.Generator().manual_seed(t))))
+        out.append(
+            rule(
+                U,
+                RoundContext(
+                    t,
+                    None,
+                    torch.arange(7),
+                    torch.ones(7),
+                    f=2,
+                    global_params=torch.zeros(2),
+                    generator=torch.Generator().manual_seed(t),
+                ),
+            )
+        )
     return out
 
 

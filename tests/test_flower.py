@@ -10,20 +10,44 @@ import numpy as np
 import pytest
 import torch
 
-fl = pytest.importorskip("fedarena.integrations.flower", reason="Flower is not installed (pip install 'fedarena[flower]')")
+fl = pytest.importorskip(
+    "fedarena.integrations.flower", reason="Flower is not installed (pip install 'fedarena[flower]')"
+)
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, Metadata, MetricRecord, RecordDict  # noqa: E402
+from flwr.app import (  # noqa: E402
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MessageType,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
 
 from fedarena.attacks.base import DataInfo  # noqa: E402
 from fedarena.config import load_config  # noqa: E402
 from fedarena.errors import ConfigError  # noqa: E402
-from fedarena.integrations.flower import (REJECT_CODES, ClientAttack, ColludingServerSimulation,  # noqa: E402
-                                          FedarenaStrategy, FlowerTask, flat_to_record, record_layout, record_to_flat,
-                                          replies_to_updates)
+from fedarena.integrations.flower import (  # noqa: E402
+    REJECT_CODES,
+    ClientAttack,
+    ColludingServerSimulation,
+    FedarenaStrategy,
+    FlowerTask,
+    flat_to_record,
+    record_layout,
+    record_to_flat,
+    replies_to_updates,
+)
 from fedarena.run.simulation import Simulation  # noqa: E402
 
-GLOBAL = {"w": np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32), "b": np.array([0.5], dtype=np.float32),
-          "steps": np.array(7, dtype=np.int64)}
+GLOBAL = {
+    "w": np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32),
+    "b": np.array([0.5], dtype=np.float32),
+    "steps": np.array(7, dtype=np.int64),
+}
 
 
 def record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -35,8 +59,17 @@ def global_record() -> ArrayRecord:
 
 
 def _metadata(node: int, message_type: str = MessageType.TRAIN) -> Metadata:
-    return Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id="i",
-                    group_id="", created_at=0.0, ttl=60.0, message_type=message_type)
+    return Metadata(
+        run_id=1,
+        message_id=f"m{node}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id="i",
+        group_id="",
+        created_at=0.0,
+        ttl=60.0,
+        message_type=message_type,
+    )
 
 
 def reply(node: int, dw=0.0, db=0.0, pid=None, n=10, arrays=None, extra_records=None, error=None) -> Message:
@@ -44,8 +77,11 @@ def reply(node: int, dw=0.0, db=0.0, pid=None, n=10, arrays=None, extra_records=
     if error is not None:
         return Message(Error(code=0, reason=error), metadata=_metadata(node))
     if arrays is None:
-        arrays = {"w": GLOBAL["w"] + np.float32(1) * np.asarray(dw, dtype=np.float32), "b": GLOBAL["b"] + np.float32(db),
-                  "steps": GLOBAL["steps"]}
+        arrays = {
+            "w": GLOBAL["w"] + np.float32(1) * np.asarray(dw, dtype=np.float32),
+            "b": GLOBAL["b"] + np.float32(db),
+            "steps": GLOBAL["steps"],
+        }
     metrics = {"num-examples": n} if n is not None else {}
     if pid is not None:
         metrics["partition-id"] = pid
@@ -68,8 +104,11 @@ def test_layout_covers_float_arrays_and_roundtrips():
 def test_replies_become_deltas_against_the_global_in_partition_order():
     g = global_record()
     layout = record_layout(g)
-    replies = [reply(50, dw=[[1, 0], [0, 0]], pid=2), reply(40, db=-0.25, pid=0),
-               reply(60, dw=[[0, 0], [0, 2]], db=1.0, pid=1)]
+    replies = [
+        reply(50, dw=[[1, 0], [0, 0]], pid=2),
+        reply(40, db=-0.25, pid=0),
+        reply(60, dw=[[0, 0], [0, 2]], db=1.0, pid=1),
+    ]
     batch = replies_to_updates(replies, g, layout)
     assert [e.partition_id for e in batch.entries] == [0, 1, 2]
     assert batch.U.tolist() == [[0, 0, 0, 0, -0.25], [0, 0, 0, 2, 1.0], [1, 0, 0, 0, 0]]
@@ -78,8 +117,9 @@ def test_replies_become_deltas_against_the_global_in_partition_order():
 
 def test_absurd_partition_ids_are_ignored():
     g = global_record()
-    batch = replies_to_updates([reply(1, pid=1e300), reply(2, pid=-4), reply(3, pid=2.5), reply(4, pid=3)], g,
-                               record_layout(g))
+    batch = replies_to_updates(
+        [reply(1, pid=1e300), reply(2, pid=-4), reply(3, pid=2.5), reply(4, pid=3)], g, record_layout(g)
+    )
     assert [e.partition_id for e in batch.entries] == [3, None, None, None]
 
 
@@ -129,8 +169,12 @@ def test_weighted_rules_need_a_valid_num_examples():
 def test_median_round_with_a_nan_client():
     s = FedarenaStrategy("median")
     s.remember(global_record())
-    replies = [reply(1, dw=1.0, pid=0), reply(2, dw=2.0, pid=1), reply(3, dw=9.0, db=9.0, pid=2),
-               reply(4, arrays={**GLOBAL, "w": np.full((2, 2), np.nan, np.float32)}, pid=3)]
+    replies = [
+        reply(1, dw=1.0, pid=0),
+        reply(2, dw=2.0, pid=1),
+        reply(3, dw=9.0, db=9.0, pid=2),
+        reply(4, arrays={**GLOBAL, "w": np.full((2, 2), np.nan, np.float32)}, pid=3),
+    ]
     arrays, metrics = s.aggregate_train(1, replies)
     assert arrays["w"].numpy().tolist() == [[3.0, 4.0], [5.0, 6.0]]  # + median(1, 2, 9) = 2
     assert arrays["b"].numpy().tolist() == [0.5] and int(arrays["steps"].numpy()) == 7
@@ -172,8 +216,14 @@ def test_stateful_defense_keeps_state_across_rounds():
     pipeline = s.pipeline
     for rnd in (1, 2):
         s.remember(global_record())
-        _, metrics = s.aggregate_train(rnd, [reply(11, dw=[[1, 0], [0, 0]], pid=0),
-                                             reply(12, dw=[[0, 1], [0, 0]], pid=1), reply(13, dw=[[0, 0], [1, 1]], pid=2)])
+        _, metrics = s.aggregate_train(
+            rnd,
+            [
+                reply(11, dw=[[1, 0], [0, 0]], pid=0),
+                reply(12, dw=[[0, 1], [0, 0]], pid=1),
+                reply(13, dw=[[0, 0], [1, 1]], pid=2),
+            ],
+        )
         assert "defense_foolsgold_mean_weight" in metrics  # the defense's diagnostics
         assert len(metrics["client-weight"]) == 3
     assert s.pipeline is pipeline and s.node_index == {11: 0, 12: 1, 13: 2}
@@ -182,14 +232,17 @@ def test_stateful_defense_keeps_state_across_rounds():
     assert s.prev_update is not None
 
 
-@pytest.mark.parametrize("defense, key", [
-    ({"name": "medain"}, "defense.name"),
-    ({"name": "median", "trim": 2}, "defense.trim"),
-    ({"name": "trimmed-mean", "f": -1}, "defense.f"),
-    ({"name": "fedavg", "clip": 1.0, "clip_at": "client"}, "defense"),
-    ({"name": "fltrust"}, "defense.name"),
-    ({"name": "fedavg", "dp": "local", "dp_clip": 1.0}, "defense"),
-])
+@pytest.mark.parametrize(
+    "defense, key",
+    [
+        ({"name": "medain"}, "defense.name"),
+        ({"name": "median", "trim": 2}, "defense.trim"),
+        ({"name": "trimmed-mean", "f": -1}, "defense.f"),
+        ({"name": "fedavg", "clip": 1.0, "clip_at": "client"}, "defense"),
+        ({"name": "fltrust"}, "defense.name"),
+        ({"name": "fedavg", "dp": "local", "dp_clip": 1.0}, "defense"),
+    ],
+)
 def test_bad_defense_is_a_one_line_config_error(defense, key):
     with pytest.raises(ConfigError) as e:
         FedarenaStrategy(defense)
@@ -248,8 +301,9 @@ def test_client_attack_poisons_only_malicious_partitions_in_its_window():
 def test_client_attack_mod_boosts_malicious_replies():
     info = DataInfo(num_classes=10, input_shape=(1, 8, 8))
     atk = ClientAttack({"name": "backdoor", "boost": 3.0}, [1], data_info=info)
-    sent = Message(RecordDict({"arrays": global_record(), "config": ConfigRecord({"server-round": 1})}),
-                   metadata=_metadata(0))
+    sent = Message(
+        RecordDict({"arrays": global_record(), "config": ConfigRecord({"server-round": 1})}), metadata=_metadata(0)
+    )
 
     def app(msg, ctx):
         return reply(1, dw=1.0, db=0.5)
@@ -292,9 +346,18 @@ def test_colluding_simulation_gives_aggregator_aware_attacks_the_server_view():
 
 
 # ---------------------------------------------------------------- Flower's simulation runtime
-SETTING = ["fl.num_clients=10", "fl.rounds=4", "fl.local_epochs=2", "fl.batch_size=16", "fl.lr=0.1",
-           "attack.name=backdoor", "attack.num_malicious=2", "attack.target=0", "attack.poison_frac=1.0",
-           "data.download=false"]
+SETTING = [
+    "fl.num_clients=10",
+    "fl.rounds=4",
+    "fl.local_epochs=2",
+    "fl.batch_size=16",
+    "fl.lr=0.1",
+    "attack.name=backdoor",
+    "attack.num_malicious=2",
+    "attack.target=0",
+    "attack.poison_frac=1.0",
+    "data.download=false",
+]
 
 
 def test_backdoor_fedavg_vs_median_in_flower_simulation_matches_fedarena():
@@ -308,7 +371,9 @@ def test_backdoor_fedavg_vs_median_in_flower_simulation_matches_fedarena():
     from flwr.simulation import run_simulation
 
     cfgs = {d: load_config(None, SETTING + [f"defense.name={d}"]) for d in ("fedavg", "median")}
-    cfgs["alie"] = load_config(None, SETTING[:5] + ["attack.name=alie", "attack.num_malicious=2", "data.download=false"])
+    cfgs["alie"] = load_config(
+        None, SETTING[:5] + ["attack.name=alie", "attack.num_malicious=2", "data.download=false"]
+    )
     tasks = {name: FlowerTask(cfg) for name, cfg in cfgs.items()}
     results, kinds = {}, {}
     server = ServerApp()
@@ -318,8 +383,13 @@ def test_backdoor_fedavg_vs_median_in_flower_simulation_matches_fedarena():
         for name, task in tasks.items():  # three strategies, one Ray start
             strategy = task.strategy()
             kinds[name] = type(strategy).__name__
-            results[name] = strategy.start(grid=grid, initial_arrays=task.initial_arrays(), num_rounds=4,
-                                           train_config=ConfigRecord({"task": name}), evaluate_fn=task.evaluate)
+            results[name] = strategy.start(
+                grid=grid,
+                initial_arrays=task.initial_arrays(),
+                num_rounds=4,
+                train_config=ConfigRecord({"task": name}),
+                evaluate_fn=task.evaluate,
+            )
 
     client = ClientApp()
 
@@ -328,16 +398,21 @@ def test_backdoor_fedavg_vs_median_in_flower_simulation_matches_fedarena():
         return tasks[msg.content["config"]["task"]].train(msg, context)
 
     start = time.perf_counter()
-    run_simulation(server, client, num_supernodes=10,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 1}})
+    run_simulation(
+        server,
+        client,
+        num_supernodes=10,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 1}},
+    )
     wall = time.perf_counter() - start
     assert set(results) == set(cfgs), "the ServerApp did not finish"
     assert kinds == {"fedavg": "FedarenaStrategy", "median": "FedarenaStrategy", "alie": "ColludingServerSimulation"}
     flower = {d: [r.evaluate_metrics_serverapp[t] for t in range(1, 5)] for d, r in results.items()}
     own = {d: Simulation(cfg).run().metrics for d, cfg in cfgs.items()}
-    ba = {src: {d: [m["backdoor_acc"] for m in runs[d]] for d in ("fedavg", "median")}
-          for src, runs in (("flower", flower), ("fedarena", own))}
+    ba = {
+        src: {d: [m["backdoor_acc"] for m in runs[d]] for d in ("fedavg", "median")}
+        for src, runs in (("flower", flower), ("fedarena", own))
+    }
     print(f"Flower simulation wall time {wall:.1f} s; backdoor acc {ba}")
     for src in ba.values():
         assert src["fedavg"][-1] > 0.2 and src["median"][-1] < 0.05
@@ -360,8 +435,10 @@ def test_example_app_config_is_valid_and_its_apps_import(monkeypatch):
 
     root = Path(__file__).resolve().parents[1] / "examples" / "flower"
     project = tomllib.loads((root / "pyproject.toml").read_text())
-    assert project["tool"]["flwr"]["app"]["components"] == {"serverapp": "fedarena_flower.server_app:app",
-                                                            "clientapp": "fedarena_flower.client_app:app"}
+    assert project["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "fedarena_flower.server_app:app",
+        "clientapp": "fedarena_flower.client_app:app",
+    }
     monkeypatch.syspath_prepend(str(root))
     for mod in [m for m in sys.modules if m.startswith("fedarena_flower")]:
         monkeypatch.delitem(sys.modules, mod)
@@ -375,19 +452,33 @@ def test_example_app_config_is_valid_and_its_apps_import(monkeypatch):
         load_config(None, task_mod.overrides({**run_config, "defense": "nope"}))
 
 
-@pytest.mark.parametrize("over", [
-    ["attack.name=backdoor", "defense.name=median"],
-    ["attack.name=backdoor", "attack.boost=3.0", "defense.name=fedavg"],  # an own-update craft in the client
-    ["attack.name=alie", "defense.name=multi-krum"],  # omniscient: crafted by the colluding server
-    ["attack.name=minmax", "defense.name=trimmed-mean", "defense.clip=5.0"],
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        ["attack.name=backdoor", "defense.name=median"],
+        ["attack.name=backdoor", "attack.boost=3.0", "defense.name=fedavg"],  # an own-update craft in the client
+        ["attack.name=alie", "defense.name=multi-krum"],  # omniscient: crafted by the colluding server
+        ["attack.name=minmax", "defense.name=trimmed-mean", "defense.clip=5.0"],
+    ],
+)
 def test_flower_and_native_rounds_give_the_same_aggregate_every_round(over):
     """The strategy's round and the simulation's round are one function
     (:func:`fedarena.run.server_round.server_round`): driven by hand with FlowerTask's
     clients (every client every round), the Flower strategy steps the global model exactly
     as fedarena's Simulation does, round by round."""
-    cfg = load_config(None, ["data.dataset=digits", "fl.num_clients=8", "fl.rounds=3", "fl.local_epochs=1",
-                             "fl.batch_size=32", "attack.num_malicious=2", "defense.f=2"] + over)
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=digits",
+            "fl.num_clients=8",
+            "fl.rounds=3",
+            "fl.local_epochs=1",
+            "fl.batch_size=32",
+            "attack.num_malicious=2",
+            "defense.f=2",
+        ]
+        + over,
+    )
     native = Simulation(cfg)
     native_params = []
     for t in range(cfg.fl.rounds):
@@ -401,10 +492,13 @@ def test_flower_and_native_rounds_give_the_same_aggregate_every_round(over):
         strategy.remember(arrays)
         msgs = []
         for pid in range(cfg.fl.num_clients):
-            msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": t + 1})}),
-                          metadata=_metadata(100 + pid))
-            ctx = Context(run_id=1, node_id=100 + pid, node_config={"partition-id": pid}, state=RecordDict(),
-                          run_config={})
+            msg = Message(
+                RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": t + 1})}),
+                metadata=_metadata(100 + pid),
+            )
+            ctx = Context(
+                run_id=1, node_id=100 + pid, node_config={"partition-id": pid}, state=RecordDict(), run_config={}
+            )
             out = task.train(msg, ctx)
             msgs.append(Message(out.content, metadata=_metadata(100 + pid)))
         arrays, _ = strategy.aggregate_train(t + 1, msgs)

@@ -34,8 +34,12 @@ def reference_weights(H: np.ndarray) -> np.ndarray:
 def ctx(ids, d, names=None, ns=None):
     params = names or {"w": torch.zeros(d)}
     k = len(ids)
-    return RoundContext(0, ParamLayout.from_params(params), torch.as_tensor(ids),
-                        torch.ones(k) if ns is None else torch.as_tensor(ns, dtype=torch.float32))
+    return RoundContext(
+        0,
+        ParamLayout.from_params(params),
+        torch.as_tensor(ids),
+        torch.ones(k) if ns is None else torch.as_tensor(ns, dtype=torch.float32),
+    )
 
 
 def test_hand_computed_weights_with_pardoning():

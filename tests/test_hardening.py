@@ -17,7 +17,10 @@ runner = CliRunner()
 LONG_NAME = "a" * 300
 
 CASES = [
-    (["attack.name=minmax", "attack.num_malicious=4", "attack.gamma_init=.inf"], "attack.gamma_init: must be a finite number"),
+    (
+        ["attack.name=minmax", "attack.num_malicious=4", "attack.gamma_init=.inf"],
+        "attack.gamma_init: must be a finite number",
+    ),
     (["attack.name=minsum", "attack.num_malicious=4", "attack.tol=1e-300"], "attack.tol: must be in [1e-12, 1)"),
     (["defense.name=cc", "defense.iterations=1000000000"], "defense.iterations: must be in 1..1000"),
     (["defense.name=rfa", "defense.iters=1000000000"], "defense.iters: must be in 1..1000"),
@@ -26,10 +29,16 @@ CASES = [
     (["defense.name=sign", "defense.m=3"], "defense.m: unknown parameter for defense 'sign'"),
     (["attack.name=none", "attack.num_malicious=0", "attack.foo=3"], "attack.foo: unknown parameter for attack 'none'"),
     (["seed=-1"], "seed: "),
-    (["attack.name=edge-case", "attack.num_malicious=4", "attack.edge_seed=-1"], "attack.edge_seed: a seed must be in 0..2**63-1"),
+    (
+        ["attack.name=edge-case", "attack.num_malicious=4", "attack.edge_seed=-1"],
+        "attack.edge_seed: a seed must be in 0..2**63-1",
+    ),
     (["data.dataset=synthetic", "data.synthetic.synthetic_seed=-1"], "data.synthetic.synthetic_seed: a seed"),
     (["model.hidden=[-5]"], "model.hidden: layer widths must be in 1..100000"),
-    (["data.dataset=synthetic", "data.synthetic.train_size=99999999999999999999999"], "data.synthetic.train_size: must be in"),
+    (
+        ["data.dataset=synthetic", "data.synthetic.train_size=99999999999999999999999"],
+        "data.synthetic.train_size: must be in",
+    ),
     (["data.dataset=synthetic", "data.synthetic.image_size=512", "data.synthetic.channels=16"], "would hold"),
     (["fl.local_epochs=1000000000"], "fl.local_epochs: Input should be less than or equal to 1000"),
     (["fl.local_steps=1000000000"], "fl.local_steps: Input should be less than or equal to 100000"),
@@ -40,7 +49,10 @@ CASES = [
     (["fl.server_lr=.inf"], "fl.server_lr: Input should be a finite number"),
     (["fl.weight_decay=.inf"], "fl.weight_decay: Input should be a finite number"),
     (["defense.noise=.inf"], "defense.noise: must be a finite number"),
-    (["attack.name=alie", "attack.num_malicious=4", "attack.z=.nan"], "attack.z: must be a finite number (got nan) (valid: a finite float, or null)"),
+    (
+        ["attack.name=alie", "attack.num_malicious=4", "attack.z=.nan"],
+        "attack.z: must be a finite number (got nan) (valid: a finite float, or null)",
+    ),
     (["defense.name=sparsefed", "defense.norm_bound=.nan"], "defense.norm_bound: must be a finite number"),
     (["defense.name=cc", "defense.tau=.inf"], "defense.tau: must be a finite number"),
     (["data.dataset=synthetic", "data.synthetic.noise=.nan"], "data.synthetic.noise: must be a finite number"),
@@ -48,7 +60,10 @@ CASES = [
     (["data.synthetic.noise=0.3"], "data.synthetic.noise: only applies when data.dataset = 'synthetic'"),
     (["=5"], "--set: no key name before '=' in '=5'"),
     (["fl..rounds=5"], "--set: empty part in key 'fl..rounds'"),
-    (["data.dataset=synthetic", "data.synthetic.foo=1"], "data.synthetic.foo: unknown option of the synthetic dataset (valid: channels,"),
+    (
+        ["data.dataset=synthetic", "data.synthetic.foo=1"],
+        "data.synthetic.foo: unknown option of the synthetic dataset (valid: channels,",
+    ),
     (["fl.clients_per_round=foo"], "(valid: an integer, or null)"),
     (["attack.name=alie", "attack.num_malicious=20"], "attack.num_malicious: attack 'alie' crafts from the benign"),
 ]
@@ -100,9 +115,29 @@ def test_minmax_search_loops_are_bounded():
 
 def test_zero_sample_clients_under_fedsgd(tmp_path):
     """Dirichlet alpha=0.01 with min_size=0 leaves clients without samples: they contribute a zero update."""
-    res = runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "o"), "--set", "fl.rounds=1",
-                              "--set", "fl.algorithm=fedsgd", "--set", "data.partition=dirichlet", "--set", "data.alpha=0.01",
-                              "--set", "fl.num_clients=100", "--set", "data.min_size=0", "--set", "attack.num_malicious=4"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "fl.rounds=1",
+            "--set",
+            "fl.algorithm=fedsgd",
+            "--set",
+            "data.partition=dirichlet",
+            "--set",
+            "data.alpha=0.01",
+            "--set",
+            "fl.num_clients=100",
+            "--set",
+            "data.min_size=0",
+            "--set",
+            "attack.num_malicious=4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     clients = [json.loads(x) for x in (tmp_path / "o" / "clients.jsonl").read_text().splitlines()]
     cfg = load_config(None, ["fl.num_clients=100", "data.partition=dirichlet", "data.alpha=0.01", "data.min_size=0"])

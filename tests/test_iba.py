@@ -48,15 +48,19 @@ def test_generator_weights_are_checkpointed():
 
 
 def test_bad_parameters_are_one_clear_error():
-    for kw, field in [({"eps": 0.0}, "attack.eps"), ({"gen_lr": 0.0}, "attack.gen_lr"), ({"mask_ratio": 1.0},
-                                                                                          "attack.mask_ratio")]:
+    for kw, field in [
+        ({"eps": 0.0}, "attack.eps"),
+        ({"gen_lr": 0.0}, "attack.gen_lr"),
+        ({"mask_ratio": 1.0}, "attack.mask_ratio"),
+    ]:
         with pytest.raises(ConfigError, match=field):
             IBA(**kw)
 
 
 def _run(attack):
-    return Simulation(load_config(None, [f"attack.name={attack}", "fl.rounds=20", "attack.end_round=9"],
-                                  base=DEFAULT_RUN)).run()
+    return Simulation(
+        load_config(None, [f"attack.name={attack}", "fl.rounds=20", "attack.end_round=9"], base=DEFAULT_RUN)
+    ).run()
 
 
 def test_iba_backdoor_outlasts_a_plain_one_after_the_attack_stops():

@@ -105,7 +105,9 @@ def test_damaged_mnist_tail_is_a_data_error(tmp_path):
     _fake_mnist_folder(tmp_path)
     (tmp_path / "mnist" / IDX_FILES[2]).write_bytes(b"\x1f\x8b garbage")
     for verify in (False, True):
-        with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz is damaged" if not verify else "not a known copy") as e:
+        with pytest.raises(
+            DataError, match="t10k-images-idx3-ubyte.gz is damaged" if not verify else "not a known copy"
+        ) as e:
             load_edge_set("mnist", (1, 28, 28), root=str(tmp_path), verify=verify)
         assert "\n" not in str(e.value)
 
@@ -131,7 +133,20 @@ def test_shared_offline_copies_pass_verification(shared_data):
 def test_cli_planted_cifar_exit_2_one_line(tmp_path):
     marker = tmp_path / "pwned"
     _plant_batches(tmp_path / "cifar10" / "cifar-10-batches-py", marker)
-    res = CliRunner().invoke(app, ["run", "--quiet", "--set", "data.dataset=cifar10", "--set", f"data.root={tmp_path}",
-                                   "--set", "data.download=false", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--quiet",
+            "--set",
+            "data.dataset=cifar10",
+            "--set",
+            f"data.root={tmp_path}",
+            "--set",
+            "data.download=false",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2 and "not a known copy" in res.output and "Traceback" not in res.output
     assert not marker.exists()

@@ -8,23 +8,35 @@ import torch
 
 from fedarena.config import defense_dict, from_tree
 from fedarena.defenses.base import RoundContext
-from fedarena.defenses.invariant import (InvariantAggregator, adaptive_rescale, and_mask, invariant_aggregate,
-                                         sign_consistency, trim_count, trim_slice, trimmed_mean)
+from fedarena.defenses.invariant import (
+    InvariantAggregator,
+    adaptive_rescale,
+    and_mask,
+    invariant_aggregate,
+    sign_consistency,
+    trim_count,
+    trim_slice,
+    trimmed_mean,
+)
 from fedarena.defenses.pipeline import build_pipeline
 from fedarena.core.layout import ParamLayout
 from fedarena.errors import ConfigError
 
-U1 = torch.tensor([[1.0, -0.5, 0.2, 0.0],
-                   [2.0, 0.5, 0.1, 0.0],
-                   [0.5, -1.0, -0.3, 0.0],
-                   [1.5, 2.0, 0.4, 0.0],
-                   [9.0, -3.0, 0.3, 1.0]], dtype=torch.float64)
+U1 = torch.tensor(
+    [[1.0, -0.5, 0.2, 0.0], [2.0, 0.5, 0.1, 0.0], [0.5, -1.0, -0.3, 0.0], [1.5, 2.0, 0.4, 0.0], [9.0, -3.0, 0.3, 1.0]],
+    dtype=torch.float64,
+)
 
 
 def ctx_for(U, f=0):
     n, d = U.shape
-    return RoundContext(round=0, layout=ParamLayout(("w",), (torch.Size([d]),), (0,)),
-                        client_ids=torch.arange(n), num_samples=torch.ones(n, dtype=torch.long), f=f)
+    return RoundContext(
+        round=0,
+        layout=ParamLayout(("w",), (torch.Size([d]),), (0,)),
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n, dtype=torch.long),
+        f=f,
+    )
 
 
 # ------------------------------------------------------------------ U1
@@ -33,13 +45,16 @@ def test_u1_trimmed_mean_and_consistency():
     assert torch.allclose(sign_consistency(U1), torch.tensor([1.0, 0.2, 0.6, 0.2], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("tau,strict,expected", [
-    (0.5, True, [1.5, 0, 0.2, 0]),
-    (0.6, True, [1.5, 0, 0, 0]),
-    (0.6, False, [1.5, 0, 0.2, 0]),
-    (0.2, True, [1.5, 0, 0.2, 0]),
-    (0.2, False, [1.5, -1 / 3, 0.2, 0]),
-])
+@pytest.mark.parametrize(
+    "tau,strict,expected",
+    [
+        (0.5, True, [1.5, 0, 0.2, 0]),
+        (0.6, True, [1.5, 0, 0, 0]),
+        (0.6, False, [1.5, 0, 0.2, 0]),
+        (0.2, True, [1.5, 0, 0.2, 0]),
+        (0.2, False, [1.5, -1 / 3, 0.2, 0]),
+    ],
+)
 def test_u1_algorithm1_table(tau, strict, expected):
     out = invariant_aggregate(U1, tau=tau, trim_frac=0.2, strict=strict)
     assert torch.allclose(out, torch.tensor(expected, dtype=torch.float64), atol=1e-12)
@@ -129,6 +144,7 @@ def test_u7_figure_2b():
 def test_u8_rlr_counter_example():
     col = torch.tensor([[0.9], [0.7], [-0.1]], dtype=torch.float64)
     from fedarena.defenses.rlr import robust_lr_signs
+
     rlr = (robust_lr_signs(col, theta=2) * col.mean(0)).item()
     assert rlr == pytest.approx(-0.5)  # RLR flips the step: helps the adversary
     assert invariant_aggregate(col, tau=0.5, strict=True, trim_frac=0.0).item() == 0.0
@@ -162,11 +178,23 @@ def test_u10_rescaling_cannot_unmask_in_adversary_direction():
 
 
 # ------------------------------------------------------------------ U11 threshold table
-@pytest.mark.parametrize("n,tau,strict,need", [
-    (20, 0.2, True, 13), (20, 0.2, False, 12), (20, 0.5, True, 16), (20, 0.5, False, 15),
-    (20, 0.6, True, 17), (20, 0.6, False, 16), (15, 0.5, True, 12), (15, 0.6, True, 13),
-    (15, 0.6, False, 12), (10, 0.2, True, 7), (10, 0.2, False, 6), (10, 0.5, True, 8),
-])
+@pytest.mark.parametrize(
+    "n,tau,strict,need",
+    [
+        (20, 0.2, True, 13),
+        (20, 0.2, False, 12),
+        (20, 0.5, True, 16),
+        (20, 0.5, False, 15),
+        (20, 0.6, True, 17),
+        (20, 0.6, False, 16),
+        (15, 0.5, True, 12),
+        (15, 0.6, True, 13),
+        (15, 0.6, False, 12),
+        (10, 0.2, True, 7),
+        (10, 0.2, False, 6),
+        (10, 0.5, True, 8),
+    ],
+)
 def test_u11_minimum_agreeing_clients(n, tau, strict, need):
     # column j: j+1 clients at +1, the rest at -1
     agree = torch.arange(1, n + 1)
@@ -245,7 +273,7 @@ def test_theorem10_monte_carlo_bounds():
 
     rows = theorem10_monte_carlo(gammas=(0.0, 0.25, 0.5, 1.0), trials=40_000, seed=0)
     for r in rows:
-        se = lambda p: 4 * math.sqrt(max(p * (1 - p), 1e-12) / r["trials"]) + 1e-9  # noqa: E731
+        se = lambda p: 4 * math.sqrt(max(p * (1 - p), 1e-12) / r["trials"]) + 1e-9
         # T1: bounds, within 4 standard errors
         assert r["trmean_m"] <= r["bound_trmean_m"] + se(r["bound_trmean_m"])
         assert r["ours_strict_m"] <= r["bound_ours_strict_m"] + se(r["bound_ours_strict_m"])

@@ -17,9 +17,15 @@ from fedarena.errors import ConfigError
 
 def ctx_for(U, f=1, root=None):
     n, d = U.shape
-    return RoundContext(round=0, layout=ParamLayout(("w",), (torch.Size([d]),), (0,)), client_ids=torch.arange(n),
-                        num_samples=torch.ones(n, dtype=torch.long), f=f, global_params=torch.zeros(d),
-                        root_gradient=root)
+    return RoundContext(
+        round=0,
+        layout=ParamLayout(("w",), (torch.Size([d]),), (0,)),
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n, dtype=torch.long),
+        f=f,
+        global_params=torch.zeros(d),
+        root_gradient=root,
+    )
 
 
 CLUSTER = torch.tensor([[1.0, 0.0], [1.1, 0.1], [0.9, -0.1], [1.0, 0.2]], dtype=torch.float64)
@@ -127,8 +133,13 @@ def test_config_errors():
 
 
 def test_fltrust_end_to_end_uses_root_dataset():
-    cfg = from_tree({"data": {"dataset": "digits"}, "fl": {"num_clients": 8, "rounds": 4, "batch_size": 16},
-                     "defense": {"name": "fltrust", "root_size": 50}})
+    cfg = from_tree(
+        {
+            "data": {"dataset": "digits"},
+            "fl": {"num_clients": 8, "rounds": 4, "batch_size": 16},
+            "defense": {"name": "fltrust", "root_size": 50},
+        }
+    )
     sim = Simulation(cfg)
     assert sim.root_index is not None and len(sim.root_index) == 50
     res = sim.run()

@@ -23,16 +23,22 @@ from fedarena.run.simulation import Simulation, selected_buffers
 
 
 # ------------------------------------------------------------------ MGDA min-norm weights
-@pytest.mark.parametrize("v11, v12, v22, want", [
-    (1.0, 0.0, 1.0, 0.5),      # orthogonal, equal norms: (1 - 0) / (1 + 1 - 0)
-    (4.0, 0.0, 1.0, 0.2),      # (1 - 0) / (4 + 1 - 0)
-    (4.0, 1.0, 2.0, 0.25),     # (2 - 1) / (4 + 2 - 2)
-    (1.0, 2.0, 5.0, 0.999),    # v12 >= v11: the backdoor gradient alone is the min-norm point
-    (5.0, 2.0, 1.0, 0.001),    # v12 >= v22: the normal gradient alone
-])
+@pytest.mark.parametrize(
+    "v11, v12, v22, want",
+    [
+        (1.0, 0.0, 1.0, 0.5),  # orthogonal, equal norms: (1 - 0) / (1 + 1 - 0)
+        (4.0, 0.0, 1.0, 0.2),  # (1 - 0) / (4 + 1 - 0)
+        (4.0, 1.0, 2.0, 0.25),  # (2 - 1) / (4 + 2 - 2)
+        (1.0, 2.0, 5.0, 0.999),  # v12 >= v11: the backdoor gradient alone is the min-norm point
+        (5.0, 2.0, 1.0, 0.001),  # v12 >= v22: the normal gradient alone
+    ],
+)
 def test_min_norm_weight_hand_computed(v11, v12, v22, want):
-    got = min_norm_2(torch.tensor(v11, dtype=torch.float64), torch.tensor(v12, dtype=torch.float64),
-                     torch.tensor(v22, dtype=torch.float64))
+    got = min_norm_2(
+        torch.tensor(v11, dtype=torch.float64),
+        torch.tensor(v12, dtype=torch.float64),
+        torch.tensor(v22, dtype=torch.float64),
+    )
     assert float(got) == pytest.approx(want, abs=1e-12)
 
 
@@ -82,8 +88,14 @@ def _manual_mgda(model, params, xb, yb, trig, target, lr, mu, steps_batches):
         lb = torch.nn.functional.cross_entropy(torch.func.functional_call(model, q, (xt,)), yt)
         gn = torch.autograd.grad(ln, list(q.values()))
         gb = torch.autograd.grad(lb, list(q.values()))
-        gamma = float(mgda_weights([g.unsqueeze(0) for g in gb], [g.unsqueeze(0) for g in gn],
-                                   lb.detach().reshape(1), ln.detach().reshape(1)))
+        gamma = float(
+            mgda_weights(
+                [g.unsqueeze(0) for g in gb],
+                [g.unsqueeze(0) for g in gn],
+                lb.detach().reshape(1),
+                ln.detach().reshape(1),
+            )
+        )
         for (name, v), a, c in zip(p.items(), gb, gn):
             g = gamma * a + (1 - gamma) * c
             buf[name] = mu * buf[name] + g
@@ -98,8 +110,9 @@ def test_mgda_step_equals_the_reference_loop_on_both_paths(mu):
     recipe = TrainRecipe(lr=0.1, momentum=mu, batch_size=4, epochs=1, step_hook=MGDAStep(trig, 2))
     sched = BatchSchedule.build([16, 16], recipe, [np.random.default_rng(i) for i in range(2)])
     gp = {n: p.detach().clone() for n, p in model.named_parameters()}
-    want = torch.stack([_manual_mgda(model, gp, x[index[i]], y[index[i]], trig, 2, 0.1, mu, sched.batches[i])
-                        for i in range(2)])
+    want = torch.stack(
+        [_manual_mgda(model, gp, x[index[i]], y[index[i]], trig, 2, 0.1, mu, sched.batches[i]) for i in range(2)]
+    )
     vec = train_vectorized(model, gp, x, y, index, sched, recipe, strategy="vmap")
     seq, _ = train_sequential(model, gp, x, y, index, sched, recipe)
     assert torch.allclose(vec, want, atol=1e-5) and torch.allclose(seq, want, atol=1e-5)
@@ -118,12 +131,23 @@ def test_mgda_refuses_other_optimizers():
 
 
 def _digits(attack: dict, rounds: int = 15, model: str = "mlp") -> dict:
-    tree = {"seed": 0, "data": {"dataset": "digits"},
-            "model": {"name": model, **({"hidden": [32]} if model == "mlp" else {})},
-            "fl": {"num_clients": 20, "clients_per_round": 10, "rounds": rounds, "local_epochs": 2, "batch_size": 8,
-                   "lr": 0.05, "momentum": 0.1, "sampling": "fixed-malicious"},
-            "attack": {"num_malicious": 6, "target": 8, "trigger": "badnets", **attack},
-            "defense": {"name": "fedavg"}}
+    tree = {
+        "seed": 0,
+        "data": {"dataset": "digits"},
+        "model": {"name": model, **({"hidden": [32]} if model == "mlp" else {})},
+        "fl": {
+            "num_clients": 20,
+            "clients_per_round": 10,
+            "rounds": rounds,
+            "local_epochs": 2,
+            "batch_size": 8,
+            "lr": 0.05,
+            "momentum": 0.1,
+            "sampling": "fixed-malicious",
+        },
+        "attack": {"num_malicious": 6, "target": 8, "trigger": "badnets", **attack},
+        "defense": {"name": "fedavg"},
+    }
     return Simulation(load_config(None, [], base=tree)).run().summary
 
 
@@ -141,8 +165,16 @@ def test_mgda_attacker_implants_where_plain_poisoning_does():
 
 # ------------------------------------------------------------------ bulyan-ref
 def _ctx(n: int) -> RoundContext:
-    return RoundContext(round=0, layout=None, client_ids=torch.arange(n), num_samples=torch.ones(n), f=1,
-                        global_params=torch.zeros(1), prev_update=None, generator=torch.Generator())
+    return RoundContext(
+        round=0,
+        layout=None,
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n),
+        f=1,
+        global_params=torch.zeros(1),
+        prev_update=None,
+        generator=torch.Generator(),
+    )
 
 
 def test_bulyan_ref_hand_computed():
@@ -177,11 +209,15 @@ def test_leadfl_cnn_parameters():
 
 
 def test_selected_buffers_hand_computed():
-    nb = [{"m": torch.tensor([1.0]), "n": torch.tensor(5)}, {"m": torch.tensor([2.0]), "n": torch.tensor(7)},
-          {"m": torch.tensor([6.0]), "n": torch.tensor(9)}]
+    nb = [
+        {"m": torch.tensor([1.0]), "n": torch.tensor(5)},
+        {"m": torch.tensor([2.0]), "n": torch.tensor(7)},
+        {"m": torch.tensor([6.0]), "n": torch.tensor(9)},
+    ]
     # the engine appended the buffers job by job: job A trained rows 2, 0; job B row 1
-    plan = SimpleNamespace(jobs=[SimpleNamespace(rows=[2, 0]), SimpleNamespace(rows=[1])], new_buffers=nb,
-                           cohort=np.arange(3))
+    plan = SimpleNamespace(
+        jobs=[SimpleNamespace(rows=[2, 0]), SimpleNamespace(rows=[1])], new_buffers=nb, cohort=np.arange(3)
+    )
     g = {"m": torch.tensor([0.0]), "n": torch.tensor(0)}
     # accept rows 0 and 1: buffers of rows 0 (nb[1] = 2) and 1 (nb[2] = 6) -> 4; counter max(7, 9)
     out = selected_buffers(g, plan, torch.tensor([True, True, False]))
@@ -196,11 +232,22 @@ def test_selected_buffers_hand_computed():
 def test_buffers_follow_the_server_selection_end_to_end():
     """Digits, the CNN, Multi-Krum: with fl.buffers=selected the global statistics are the
     mean of the 5 selected clients' (recomputed from the round's plan), not of all 10."""
-    base = {"seed": 0, "data": {"dataset": "digits"}, "model": {"name": "leadfl-cnn"},
-            "fl": {"num_clients": 20, "clients_per_round": 10, "rounds": 1, "local_steps": 2, "batch_size": 8,
-                   "lr": 0.05, "buffers": "selected"},
-            "attack": {"name": "backdoor-mgda", "num_malicious": 6, "target": 8, "trigger": "badnets"},
-            "defense": {"name": "multi-krum", "f": 1, "m": 5}}
+    base = {
+        "seed": 0,
+        "data": {"dataset": "digits"},
+        "model": {"name": "leadfl-cnn"},
+        "fl": {
+            "num_clients": 20,
+            "clients_per_round": 10,
+            "rounds": 1,
+            "local_steps": 2,
+            "batch_size": 8,
+            "lr": 0.05,
+            "buffers": "selected",
+        },
+        "attack": {"name": "backdoor-mgda", "num_malicious": 6, "target": 8, "trigger": "badnets"},
+        "defense": {"name": "multi-krum", "f": 1, "m": 5},
+    }
     sim = Simulation(load_config(None, [], base=base))
     plan = sim.plan_round(0)
     from fedarena.run.training import train_round

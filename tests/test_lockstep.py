@@ -22,18 +22,25 @@ DEVICE = os.environ.get("FEDARENA_TEST_DEVICE", "cpu")
 
 
 def _cfg(attack="none", defense="fedavg", seed=0, **fl):
-    tree = {"name": f"{attack}-{defense}-s{seed}", "seed": seed,
-            "fl": {"rounds": 3, "num_clients": 12, "clients_per_round": 8, "device": DEVICE, **fl},
-            "defense": {"name": defense}, "eval": {"every": 1 + seed % 2}}
+    tree = {
+        "name": f"{attack}-{defense}-s{seed}",
+        "seed": seed,
+        "fl": {"rounds": 3, "num_clients": 12, "clients_per_round": 8, "device": DEVICE, **fl},
+        "defense": {"name": defense},
+        "eval": {"every": 1 + seed % 2},
+    }
     if attack != "none":
         tree["attack"] = {"name": attack, "num_malicious": 3}
     return from_tree(tree)
 
 
 def _mixed_sweep():
-    cfgs = [_cfg(a, d, s, lr=0.1 if s == 0 else 0.05)
-            for a, d, s in itertools.product(["none", "label-flip", "alie", "backdoor", "nan"],
-                                              ["fedavg", "median", "trimmed-mean", "cc"], [0, 1])]
+    cfgs = [
+        _cfg(a, d, s, lr=0.1 if s == 0 else 0.05)
+        for a, d, s in itertools.product(
+            ["none", "label-flip", "alie", "backdoor", "nan"], ["fedavg", "median", "trimmed-mean", "cc"], [0, 1]
+        )
+    ]
     # FedSGD with client momentum, a different round count, a different chunk size
     cfgs += [_cfg(a, "cc", 2, algorithm="fedsgd", client_momentum=0.9) for a in ("none", "label-flip", "ipm")]
     cfgs += [_cfg("ipm", "median", 3, rounds=2), _cfg("none", "fedavg", 4, chunk_size=3)]
@@ -83,8 +90,11 @@ def test_runs_of_different_architectures_are_refused():
 
 
 def test_run_many_groups_compatible_configs_and_keeps_order():
-    cfgs = [_cfg(seed=0), from_tree({"name": "wide", "fl": {"num_clients": 12, "rounds": 2},
-                                     "model": {"name": "mlp", "hidden": [32]}}), _cfg("ipm", "median", 1)]
+    cfgs = [
+        _cfg(seed=0),
+        from_tree({"name": "wide", "fl": {"num_clients": 12, "rounds": 2}, "model": {"name": "mlp", "hidden": [32]}}),
+        _cfg("ipm", "median", 1),
+    ]
     assert group_key(cfgs[0]) == group_key(cfgs[2]) != group_key(cfgs[1])
     assert groups(cfgs) == [[0, 2], [1]]
     assert groups(cfgs, max_runs=1) == [[0], [1], [2]]
@@ -102,7 +112,9 @@ def _data(k=6, n=20):
     return x, y, [np.arange(i * n, (i + 1) * n) for i in range(k)]
 
 
-@pytest.mark.parametrize("recipe", [TrainRecipe(lr=0.1, batch_size=8), TrainRecipe(lr=0.05, momentum=0.9, batch_size=6)])
+@pytest.mark.parametrize(
+    "recipe", [TrainRecipe(lr=0.1, batch_size=8), TrainRecipe(lr=0.05, momentum=0.9, batch_size=6)]
+)
 def test_stacked_initial_params_equal_one_call_per_run(recipe):
     """Clients of two runs (different global models) in one call equal each run's own call."""
     torch.manual_seed(0)
@@ -116,14 +128,16 @@ def test_stacked_initial_params_equal_one_call_per_run(recipe):
     U = train_vectorized(model, stacked, x, y, index, sched, recipe, chunk_size=4, owner=owner)
     for run, params in ((0, p0), (1, p1)):
         rows = [i for i, o in enumerate(owner) if o == run]
-        alone = train_vectorized(model, params, x, y, [index[i] for i in rows],
-                                 BatchSchedule([sched.batches[i] for i in rows]), recipe)
+        alone = train_vectorized(
+            model, params, x, y, [index[i] for i in rows], BatchSchedule([sched.batches[i] for i in rows]), recipe
+        )
         assert torch.allclose(U[rows], alone, atol=1e-6)
     G = minibatch_gradients(model, stacked, x, y, index, sched, recipe, owner=owner, chunk_size=2)
     for run, params in ((0, p0), (1, p1)):
         rows = [i for i, o in enumerate(owner) if o == run]
-        alone = minibatch_gradients(model, params, x, y, [index[i] for i in rows],
-                                    BatchSchedule([sched.batches[i] for i in rows]), recipe)
+        alone = minibatch_gradients(
+            model, params, x, y, [index[i] for i in rows], BatchSchedule([sched.batches[i] for i in rows]), recipe
+        )
         assert torch.allclose(G[rows], alone, atol=1e-6)
     with pytest.raises(ValueError, match="owner"):
         train_vectorized(model, stacked, x, y, index, sched, recipe, owner=[0, 2, 0, 0, 0, 0])

@@ -12,8 +12,9 @@ LAY = ParamLayout.from_params({"w": torch.zeros(2)})
 
 
 def ctx(n, g=None, seed=0):
-    return RoundContext(0, LAY, torch.arange(n), torch.ones(n), global_params=g,
-                        generator=torch.Generator().manual_seed(seed))
+    return RoundContext(
+        0, LAY, torch.arange(n), torch.ones(n), global_params=g, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_registered():
@@ -33,6 +34,7 @@ def test_cos_hdbscan_keeps_the_largest_cluster_and_rejects_nan():
     assert agg.info["accepted"] == 5
     # the values it clusters on are the distances to G
     from fedarena.core.distances import update_metric_values
+
     v, _ = update_metric_values(U[:8], G, LAY, ["cos"], "whole")
     assert np.allclose(v[:, 0].numpy(), dist, atol=1e-9)
 
@@ -66,7 +68,9 @@ def test_flame_hand_values():
 
 
 def test_multi_metrics_scores_and_selection():
-    U = torch.tensor([[1.0, 0.1], [1.1, 0.0], [0.9, 0.05], [1.0, -0.05], [-3.0, 2.0], [1.05, 0.02]], dtype=torch.float64)
+    U = torch.tensor(
+        [[1.0, 0.1], [1.1, 0.0], [0.9, 0.05], [1.0, -0.05], [-3.0, 2.0], [1.05, 0.02]], dtype=torch.float64
+    )
     s = MultiMetrics().scores(U)
     # independent computation of the paper's features and the Mahalanobis score
     X = U.numpy()

@@ -2,7 +2,15 @@ import math
 
 import torch
 
-from fedarena.core.metrics import accuracy, backdoor_accuracy, class_accuracy, cosine_to, detection_rates, per_class_accuracy, row_norms
+from fedarena.core.metrics import (
+    accuracy,
+    backdoor_accuracy,
+    class_accuracy,
+    cosine_to,
+    detection_rates,
+    per_class_accuracy,
+    row_norms,
+)
 
 
 def test_accuracy_family_on_hand_made_predictions():

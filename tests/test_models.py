@@ -15,19 +15,22 @@ def n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("name,shape,kw,count", [
-    # RLR paper CNNs (reference-code-facts.md section 1): hand sums
-    # fmnist-cnn: (1*32*9+32) + (32*64*9+64) + (9216*128+128) + (128*10+10)
-    ("fmnist-cnn", (1, 28, 28), {}, 320 + 18496 + 1179776 + 1290),
-    # cifar-cnn: convs 1792 + 73856 + 295168, FCs 131200 + 33024 + 2570
-    ("cifar-cnn", (3, 32, 32), {}, 1792 + 73856 + 295168 + 131200 + 33024 + 2570),
-    ("resnet20", (3, 32, 32), {}, 696618),  # rop-centered-clipping.md 5.2 (library variant)
-    ("resnet20", (3, 32, 32), {"variant": "he"}, 269722),  # He et al.'s 0.27M ResNet-20
-    ("resnet20", (3, 32, 32), {"norm": "group"}, 696618),  # GroupNorm has the same affine params as BN
-    ("resnet18", (3, 32, 32), {}, 11173962),  # the usual CIFAR ResNet-18
-    ("cnn", (1, 28, 28), {}, 44426),
-    ("mlp", (1, 8, 8), {"hidden": (64,)}, 64 * 64 + 64 + 64 * 10 + 10),
-])
+@pytest.mark.parametrize(
+    "name,shape,kw,count",
+    [
+        # RLR paper CNNs (reference-code-facts.md section 1): hand sums
+        # fmnist-cnn: (1*32*9+32) + (32*64*9+64) + (9216*128+128) + (128*10+10)
+        ("fmnist-cnn", (1, 28, 28), {}, 320 + 18496 + 1179776 + 1290),
+        # cifar-cnn: convs 1792 + 73856 + 295168, FCs 131200 + 33024 + 2570
+        ("cifar-cnn", (3, 32, 32), {}, 1792 + 73856 + 295168 + 131200 + 33024 + 2570),
+        ("resnet20", (3, 32, 32), {}, 696618),  # rop-centered-clipping.md 5.2 (library variant)
+        ("resnet20", (3, 32, 32), {"variant": "he"}, 269722),  # He et al.'s 0.27M ResNet-20
+        ("resnet20", (3, 32, 32), {"norm": "group"}, 696618),  # GroupNorm has the same affine params as BN
+        ("resnet18", (3, 32, 32), {}, 11173962),  # the usual CIFAR ResNet-18
+        ("cnn", (1, 28, 28), {}, 44426),
+        ("mlp", (1, 8, 8), {"hidden": (64,)}, 64 * 64 + 64 + 64 * 10 + 10),
+    ],
+)
 def test_parameter_counts(name, shape, kw, count):
     m = MODELS.get(name)(shape, 10, **kw)
     assert n_params(m) == count
@@ -38,17 +41,20 @@ def test_rlr_cnn_counts_match_the_brief():
     assert n_params(MODELS.get("cifar-cnn")((3, 32, 32), 10)) == 537_610
 
 
-@pytest.mark.parametrize("name,shape,kw", [
-    ("fmnist-cnn", (1, 28, 28), {}),
-    ("fmnist-cnn", (1, 8, 8), {}),  # works on digits too
-    ("cifar-cnn", (3, 32, 32), {}),
-    ("cifar-cnn", (1, 28, 28), {}),
-    ("resnet20", (3, 32, 32), {}),
-    ("resnet20", (1, 8, 8), {"variant": "he"}),
-    ("resnet18", (3, 32, 32), {}),
-    ("cnn", (1, 8, 8), {}),
-    ("mlp", (3, 32, 32), {}),
-])
+@pytest.mark.parametrize(
+    "name,shape,kw",
+    [
+        ("fmnist-cnn", (1, 28, 28), {}),
+        ("fmnist-cnn", (1, 8, 8), {}),  # works on digits too
+        ("cifar-cnn", (3, 32, 32), {}),
+        ("cifar-cnn", (1, 28, 28), {}),
+        ("resnet20", (3, 32, 32), {}),
+        ("resnet20", (1, 8, 8), {"variant": "he"}),
+        ("resnet18", (3, 32, 32), {}),
+        ("cnn", (1, 8, 8), {}),
+        ("mlp", (3, 32, 32), {}),
+    ],
+)
 def test_forward_shapes(name, shape, kw):
     torch.manual_seed(0)
     m = MODELS.get(name)(shape, 7, **kw).eval()
@@ -93,8 +99,12 @@ def test_bad_model_option_via_config():
 
 def _synthetic(size: int) -> dict:
     """Small colour images (16x16 keeps the ResNet rounds to about a second on one core)."""
-    return {"data": {"dataset": "synthetic",
-                     "synthetic": {"image_size": size, "channels": 3, "train_size": 200, "test_size": 50}}}
+    return {
+        "data": {
+            "dataset": "synthetic",
+            "synthetic": {"image_size": size, "channels": 3, "train_size": 200, "test_size": 50},
+        }
+    }
 
 
 def _one_round(*overrides: str, size: int = 16) -> tuple[Simulation, dict]:
@@ -116,8 +126,11 @@ def test_paper_cnn_round_vectorized():
 
 
 def test_batchnorm_resnet_round_sequential():
-    cfg = load_config(None, ["model.name=resnet20", "model.variant=he", "fl.num_clients=2", "fl.rounds=1",
-                             "fl.batch_size=50"], base=_synthetic(16))
+    cfg = load_config(
+        None,
+        ["model.name=resnet20", "model.variant=he", "fl.num_clients=2", "fl.rounds=1", "fl.batch_size=50"],
+        base=_synthetic(16),
+    )
     sim = Simulation(cfg)
     before = {k: v.clone() for k, v in sim.buffers.items()}
     res = sim.run()
@@ -130,8 +143,18 @@ def test_batchnorm_resnet_round_sequential():
 
 
 def test_batchnorm_resnet_round_fedsgd():
-    cfg = load_config(None, ["model.name=resnet20", "model.variant=he", "fl.num_clients=2", "fl.rounds=2",
-                             "fl.batch_size=20", "fl.algorithm=fedsgd"], base=_synthetic(16))
+    cfg = load_config(
+        None,
+        [
+            "model.name=resnet20",
+            "model.variant=he",
+            "fl.num_clients=2",
+            "fl.rounds=2",
+            "fl.batch_size=20",
+            "fl.algorithm=fedsgd",
+        ],
+        base=_synthetic(16),
+    )
     sim = Simulation(cfg)
     before = sim.buffers["bn1.running_mean"].clone()
     res = sim.run()

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from fedarena.core.layout import ParamLayout
-from fedarena.core.robust_kernels import clean_rows, multi_krum_select, pairwise_sq_distances, sorted_slice_mean, trimmed_mean
+from fedarena.core.robust_kernels import (
+    clean_rows,
+    multi_krum_select,
+    pairwise_sq_distances,
+    sorted_slice_mean,
+    trimmed_mean,
+)
 from fedarena.core.sign_masks import and_mask, sign_votes
 from fedarena.defenses.base import RoundContext
 from fedarena.defenses.invariant import InvariantAggregator, mean_var_ratio, mean_without_faulty
@@ -86,5 +92,10 @@ def test_fltrust_with_a_faulty_server_update_trusts_nobody():
 
 def _ctx(U):
     n, d = U.shape
-    return RoundContext(round=0, layout=ParamLayout(("w",), (torch.Size([d]),), (0,)), client_ids=torch.arange(n),
-                        num_samples=torch.ones(n, dtype=torch.long), f=0)
+    return RoundContext(
+        round=0,
+        layout=ParamLayout(("w",), (torch.Size([d]),), (0,)),
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n, dtype=torch.long),
+        f=0,
+    )

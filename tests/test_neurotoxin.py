@@ -48,8 +48,14 @@ def test_bad_parameters_are_one_clear_error():
         Neurotoxin(norm_bound=0.0)
 
 
-OVER = ["fl.num_clients=10", "fl.rounds=3", "attack.name=neurotoxin", "attack.num_malicious=3", "attack.mask_ratio=0.4",
-        "attack.poison_frac=1.0"]
+OVER = [
+    "fl.num_clients=10",
+    "fl.rounds=3",
+    "attack.name=neurotoxin",
+    "attack.num_malicious=3",
+    "attack.mask_ratio=0.4",
+    "attack.poison_frac=1.0",
+]
 
 
 def _round_rows(extra):
@@ -83,8 +89,21 @@ def test_fedsgd_masks_the_uploaded_gradient():
 
 def _retention(name, seed, extra=()):
     # attack a converged model (rounds 20-29), as Neurotoxin does, then 3 benign rounds
-    r = Simulation(load_config(None, [f"attack.name={name}", f"seed={seed}", "fl.rounds=33", "attack.start_round=20",
-                                      "attack.end_round=29", "attack.poison_frac=1.0", *extra], base=DEFAULT_RUN)).run()
+    r = Simulation(
+        load_config(
+            None,
+            [
+                f"attack.name={name}",
+                f"seed={seed}",
+                "fl.rounds=33",
+                "attack.start_round=20",
+                "attack.end_round=29",
+                "attack.poison_frac=1.0",
+                *extra,
+            ],
+            base=DEFAULT_RUN,
+        )
+    ).run()
     bd = [m["backdoor_acc"] for m in r.metrics]
     assert r.summary["attack_last_round"] == 29 and r.summary["backdoor_durability"] is not None
     return bd[32] / bd[29]

@@ -31,14 +31,21 @@ def test_run_records_resolved_config_and_named_summary(tmp_path, monkeypatch):
     again = from_tree(cfg)  # loading it gives the same run
     assert resolved_config(again) == cfg
     s = json.loads((out / "summary.json").read_text())
-    assert (s["dataset"], s["model"], s["attack"]["name"], s["defense"]["name"]) == ("digits", "mlp", "backdoor", "median")
+    assert (s["dataset"], s["model"], s["attack"]["name"], s["defense"]["name"]) == (
+        "digits",
+        "mlp",
+        "backdoor",
+        "median",
+    )
     assert s["attack"]["poison_frac"] == 0.5 and s["defense"]["even"] == "mean"
     assert (out / "curves.png").stat().st_size > 0
 
 
 def test_name_follows_overrides_unless_chosen(tmp_path):
     assert load_config(None, ["defense.name=median"], base=DEFAULT_RUN).name == "digits-backdoor-median"
-    assert load_config(None, ["attack.name=none", "attack.num_malicious=0"], base=DEFAULT_RUN).name == "digits-none-fedavg"
+    assert (
+        load_config(None, ["attack.name=none", "attack.num_malicious=0"], base=DEFAULT_RUN).name == "digits-none-fedavg"
+    )
     assert load_config(None, ["defense.name=median", "name=mine"], base=DEFAULT_RUN).name == "mine"
     p = tmp_path / "c.yaml"
     p.write_text("name: my-study\nattack: {name: alie, num_malicious: 2}\n")

@@ -97,14 +97,17 @@ def test_dirichlet_min_size():
     _check_disjoint(parts, len(LABELS))
 
 
-@pytest.mark.parametrize("call,field", [
-    (lambda: dirichlet(LABELS, 4, np.random.default_rng(0), alpha=0.0), "data.alpha"),
-    (lambda: dirichlet(LABELS, 4, np.random.default_rng(0), dirichlet_variant="lib"), "data.dirichlet_variant"),
-    (lambda: shards(LABELS, 4, np.random.default_rng(0), classes_per_client=0), "data.classes_per_client"),
-    (lambda: shards(LABELS, 4, np.random.default_rng(0), classes_per_client=2), "data.classes_per_client"),
-    (lambda: dominant_class(LABELS, 4, np.random.default_rng(0), q=1.5), "data.q"),
-    (lambda: iid(LABELS, 1001, np.random.default_rng(0)), "fl.num_clients"),
-])
+@pytest.mark.parametrize(
+    "call,field",
+    [
+        (lambda: dirichlet(LABELS, 4, np.random.default_rng(0), alpha=0.0), "data.alpha"),
+        (lambda: dirichlet(LABELS, 4, np.random.default_rng(0), dirichlet_variant="lib"), "data.dirichlet_variant"),
+        (lambda: shards(LABELS, 4, np.random.default_rng(0), classes_per_client=0), "data.classes_per_client"),
+        (lambda: shards(LABELS, 4, np.random.default_rng(0), classes_per_client=2), "data.classes_per_client"),
+        (lambda: dominant_class(LABELS, 4, np.random.default_rng(0), q=1.5), "data.q"),
+        (lambda: iid(LABELS, 1001, np.random.default_rng(0)), "fl.num_clients"),
+    ],
+)
 def test_bad_params_one_line(call, field):
     with pytest.raises(ConfigError) as e:
         call()

@@ -25,12 +25,29 @@ def make_view(benign, own=None, m=2, seed=0, pipeline=None, f=1):
     layout = ParamLayout.from_params({"w": torch.zeros(d)})
     server = None
     if pipeline is not None:
-        ctx = RoundContext(round=0, layout=layout, client_ids=torch.arange(k), num_samples=torch.ones(k), f=f,
-                           generator=torch.Generator().manual_seed(7))
+        ctx = RoundContext(
+            round=0,
+            layout=layout,
+            client_ids=torch.arange(k),
+            num_samples=torch.ones(k),
+            f=f,
+            generator=torch.Generator().manual_seed(7),
+        )
         server = ServerView(pipeline, ctx, torch.arange(len(benign), k), step=lambda u: u)
-    return RoundView(round=0, layout=layout, global_params=torch.zeros(d), prev_update=None,
-                     malicious_ids=torch.arange(100, 100 + m), num_clients=k, own_updates=own, benign_updates=benign,
-                     lr=1.0, algorithm="fedavg", generator=torch.Generator().manual_seed(seed), server=server)
+    return RoundView(
+        round=0,
+        layout=layout,
+        global_params=torch.zeros(d),
+        prev_update=None,
+        malicious_ids=torch.arange(100, 100 + m),
+        num_clients=k,
+        own_updates=own,
+        benign_updates=benign,
+        lr=1.0,
+        algorithm="fedavg",
+        generator=torch.Generator().manual_seed(seed),
+        server=server,
+    )
 
 
 # ----------------------------------------------------------------------------- SignFlip, Inf
@@ -108,8 +125,9 @@ def test_cc_chain_rows_have_the_benign_mean_norm():
     out = ATTACKS.build("cc-chain", {}).craft(make_view(B, m=2))
     r = (1 + math.sqrt(2) + math.sqrt(5)) / 3  # mean benign norm 1.55009
     assert torch.linalg.vector_norm(out, dim=1).tolist() == pytest.approx([r, r], rel=1e-6)
-    assert ATTACKS.build("cc-chain", {"norm": "absolute", "scale": 10.0}).craft(make_view(B, m=1)).norm().item() == \
-        pytest.approx(10.0, rel=1e-6)
+    assert ATTACKS.build("cc-chain", {"norm": "absolute", "scale": 10.0}).craft(
+        make_view(B, m=1)
+    ).norm().item() == pytest.approx(10.0, rel=1e-6)
 
 
 def test_signguard_mimic_copies_the_sign_counts():
@@ -135,8 +153,9 @@ def test_signguard_mimic_passes_signguard_where_signflip_is_caught():
     for name, caught in (("signflip", True), ("signguard-mimic", False)):
         rows = ATTACKS.build(name, {}).craft(make_view(B, m=2))
         U = torch.cat([B, rows])
-        a = DEFENSES.build("signguard", {})(U, RoundContext(0, None, torch.arange(10), torch.ones(10), f=2,
-                                                               generator=torch.Generator().manual_seed(3)))
+        a = DEFENSES.build("signguard", {})(
+            U, RoundContext(0, None, torch.arange(10), torch.ones(10), f=2, generator=torch.Generator().manual_seed(3))
+        )
         assert (not bool(a.weights[8:].any())) is caught, name
 
 

@@ -16,8 +16,18 @@ runner = CliRunner()
 
 #: the Fall-of-CC setting on digits: FedSGD with client momentum, 20 clients of which 4 attack (20 %),
 #: label-skewed (Dirichlet 0.3) so that the benign rows spread and Min-Max gets room
-BYZ = ["fl.algorithm=fedsgd", "fl.client_momentum=0.9", "fl.lr=0.5", "fl.rounds=30", "fl.num_clients=20",
-       "fl.batch_size=16", "data.partition=dirichlet", "data.alpha=0.3", "attack.num_malicious=4", "defense.f=4"]
+BYZ = [
+    "fl.algorithm=fedsgd",
+    "fl.client_momentum=0.9",
+    "fl.lr=0.5",
+    "fl.rounds=30",
+    "fl.num_clients=20",
+    "fl.batch_size=16",
+    "data.partition=dirichlet",
+    "data.alpha=0.3",
+    "attack.num_malicious=4",
+    "defense.f=4",
+]
 
 
 def acc(over):
@@ -40,8 +50,15 @@ def test_dnc_and_signguard_keep_their_accuracy_under_alie(one_thread):
 
 
 def test_fldetector_flags_persistent_attackers_within_a_few_rounds(one_thread):
-    over = ["fl.num_clients=20", "fl.rounds=8", "fl.batch_size=16", "attack.name=gaussian", "attack.num_malicious=4",
-            "defense.name=fldetector", "defense.window=3"]
+    over = [
+        "fl.num_clients=20",
+        "fl.rounds=8",
+        "fl.batch_size=16",
+        "attack.name=gaussian",
+        "attack.num_malicious=4",
+        "defense.name=fldetector",
+        "defense.window=3",
+    ]
     sim = Simulation(load_config(None, over))
     r = sim.run()
     mal = np.asarray(sim.malicious)
@@ -54,12 +71,24 @@ def test_fldetector_flags_persistent_attackers_within_a_few_rounds(one_thread):
     assert all(c["accepted"] is (not c["malicious"]) for c in last)
 
 
-@pytest.mark.parametrize("defense", [["defense.name=clipped-clustering"],
-                                     ["defense.name=fldetector", "defense.window=2"],
-                                     ["defense.name=median", "defense.arc=true"]])
+@pytest.mark.parametrize(
+    "defense",
+    [
+        ["defense.name=clipped-clustering"],
+        ["defense.name=fldetector", "defense.window=2"],
+        ["defense.name=median", "defense.arc=true"],
+    ],
+)
 def test_stateful_peer_rules_resume_byte_identical(tmp_path, interrupt_at, defense, one_thread):
-    over = ["fl.num_clients=6", "attack.num_malicious=1", "attack.name=signflip", "fl.rounds=6",
-            "run.checkpoint_every=2", "defense.f=1", *defense]
+    over = [
+        "fl.num_clients=6",
+        "attack.num_malicious=1",
+        "attack.name=signflip",
+        "fl.rounds=6",
+        "run.checkpoint_every=2",
+        "defense.f=1",
+        *defense,
+    ]
     sets = [a for o in over for a in ("--set", o)]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "ref")] + sets).exit_code == 0
     interrupt_at(4)

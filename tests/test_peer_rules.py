@@ -19,20 +19,21 @@ from fedarena.errors import ConfigError
 from fedarena.registry import DEFENSES, STAGES
 from test_aggregators import agg, ctx  # one way to build a rule and its round
 
-T = lambda rows: torch.tensor(rows, dtype=torch.float32)  # noqa: E731
+T = lambda rows: torch.tensor(rows, dtype=torch.float32)
 X3 = T([[1, 2, 3], [4, 5, 6], [7, 8, 9]])  # ByzFL's test input
 
 
-
-
 # ----------------------------------------------------------------------------- ByzFL's published values
-@pytest.mark.parametrize("name,params,expected", [
-    ("mda", {}, [2.5, 3.5, 4.5]),             # byzfl.MDA(1)
-    ("monna", {"idx": 1}, [2.5, 3.5, 4.5]),   # byzfl.MoNNA(1, 1)
-    ("meamed", {}, [2.5, 3.5, 4.5]),          # byzfl.Meamed(1)
-    ("caf", {}, [4.0, 5.0, 6.0]),             # byzfl.CAF(1) (docstring example)
-    ("smea", {}, [2.5, 3.5, 4.5]),            # byzfl.SMEA(1) (docstring example)
-])
+@pytest.mark.parametrize(
+    "name,params,expected",
+    [
+        ("mda", {}, [2.5, 3.5, 4.5]),  # byzfl.MDA(1)
+        ("monna", {"idx": 1}, [2.5, 3.5, 4.5]),  # byzfl.MoNNA(1, 1)
+        ("meamed", {}, [2.5, 3.5, 4.5]),  # byzfl.Meamed(1)
+        ("caf", {}, [4.0, 5.0, 6.0]),  # byzfl.CAF(1) (docstring example)
+        ("smea", {}, [2.5, 3.5, 4.5]),  # byzfl.SMEA(1) (docstring example)
+    ],
+)
 def test_matches_byzfl_published_values(name, params, expected):
     out = agg(name, X3, f=1, **params).update
     assert out.tolist() == pytest.approx(expected, rel=1e-6)
@@ -106,7 +107,9 @@ def test_caf_two_dims_finds_the_outlier_direction():
     a = agg("caf", U, f=1)
     assert a.info["iterations"] == 2
     assert a.update.tolist() == pytest.approx([0.125 / 3.6875] * 2, rel=1e-5)
-    assert a.weights.tolist() == pytest.approx([c / 3.6875 for c in (63 / 64, 55 / 64, 63 / 64, 55 / 64, 0.0)], rel=1e-5)
+    assert a.weights.tolist() == pytest.approx(
+        [c / 3.6875 for c in (63 / 64, 55 / 64, 63 / 64, 55 / 64, 0.0)], rel=1e-5
+    )
 
 
 def test_smea_hand_computed():
@@ -266,7 +269,9 @@ def test_clipped_clustering_history_is_kept_and_checkpointed():
     fresh.load_state_dict(state)
     b = fresh(U2, ctx(3))
     assert torch.equal(a.update, b.update)
-    assert DEFENSES.build("clipped-clustering", {"history": False})(U2, ctx(3)).info["clip_bound"] == pytest.approx(10.0, rel=1e-3)
+    assert DEFENSES.build("clipped-clustering", {"history": False})(U2, ctx(3)).info["clip_bound"] == pytest.approx(
+        10.0, rel=1e-3
+    )
 
 
 # ----------------------------------------------------------------------------- LASA

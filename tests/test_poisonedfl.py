@@ -16,10 +16,19 @@ from fedarena.registry import ATTACKS
 
 
 def view(d, m=3, rnd=0, prev=None, params=None, seed=0):
-    return RoundView(round=rnd, layout=ParamLayout.from_params({"w": torch.zeros(d)}),
-                     global_params=torch.zeros(d) if params is None else params, prev_update=prev,
-                     malicious_ids=torch.arange(m), num_clients=10, own_updates=None, benign_updates=None,
-                     lr=1.0, algorithm="fedavg", generator=torch.Generator().manual_seed(seed))
+    return RoundView(
+        round=rnd,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        global_params=torch.zeros(d) if params is None else params,
+        prev_update=prev,
+        malicious_ids=torch.arange(m),
+        num_clients=10,
+        own_updates=None,
+        benign_updates=None,
+        lr=1.0,
+        algorithm="fedavg",
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def attack(**kw):
@@ -70,9 +79,9 @@ def test_u12_controller_schedule_decays_to_floor():
         W = W + torch.randn(d, generator=gen)  # random drift: ~50 % aligned < k_99
     assert cs[49] == 8.0 and cs[50] == pytest.approx(5.6) and cs[99] == pytest.approx(5.6)
     assert cs[100] == pytest.approx(3.92) and cs[150] == pytest.approx(2.744)
-    expected = [8 * 0.7 ** k for k in range(8)]  # 8 -> 5.6 -> ... -> 0.6588; 0.4612 < 0.5 never taken
+    expected = [8 * 0.7**k for k in range(8)]  # 8 -> 5.6 -> ... -> 0.6588; 0.4612 < 0.5 never taken
     assert [round(cs[50 * k], 4) for k in range(8)] == [round(x, 4) for x in expected]
-    assert cs[400] == pytest.approx(8 * 0.7 ** 7) and cs[500] == pytest.approx(0.6588, abs=1e-4)
+    assert cs[400] == pytest.approx(8 * 0.7**7) and cs[500] == pytest.approx(0.6588, abs=1e-4)
 
 
 def test_u12_controller_keeps_c_when_the_model_moves_along_s():
@@ -111,7 +120,9 @@ def test_variants_noise_flip_and_partition():
     rows = a.craft(view(d, rnd=1, prev=g))
     assert not torch.equal(rows[0], rows[1])  # per-client noise
     noise = rows[0] - rows.mean(0)
-    assert float(noise.std()) == pytest.approx(0.5 * a.diagnostics()["lambda"] / math.sqrt(d) * math.sqrt(2 / 3), rel=0.15)
+    assert float(noise.std()) == pytest.approx(
+        0.5 * a.diagnostics()["lambda"] / math.sqrt(d) * math.sqrt(2 / 3), rel=0.15
+    )
     a = attack(flip_p=0.05)
     a.craft(view(d, rnd=0))
     rows = a.craft(view(d, rnd=1, prev=g))

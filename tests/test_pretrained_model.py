@@ -11,14 +11,27 @@ from fedarena.errors import ConfigError
 from fedarena.run import pretrained as mod
 from fedarena.run.simulation import Simulation
 
-PRE = {"seed": 3, "data": {"dataset": "digits"},
-       "fl": {"num_clients": 6, "rounds": 4, "local_epochs": 1, "batch_size": 32, "lr": 0.1}}
+PRE = {
+    "seed": 3,
+    "data": {"dataset": "digits"},
+    "fl": {"num_clients": 6, "rounds": 4, "local_epochs": 1, "batch_size": 32, "lr": 0.1},
+}
 
 
 def _tree(round_: int = 3, snapshots=(0, 3)) -> dict:
-    return {"seed": 0, "data": {"dataset": "digits"}, "fl": {"num_clients": 6, "rounds": 1},
-            "model": {"name": "fl-pretrained", "arch": "mlp", "arch_params": {"hidden": [16]}, "round": round_,
-                      "snapshots": list(snapshots), "pretrain": PRE}}
+    return {
+        "seed": 0,
+        "data": {"dataset": "digits"},
+        "fl": {"num_clients": 6, "rounds": 1},
+        "model": {
+            "name": "fl-pretrained",
+            "arch": "mlp",
+            "arch_params": {"hidden": [16]},
+            "round": round_,
+            "snapshots": list(snapshots),
+            "pretrain": PRE,
+        },
+    }
 
 
 @pytest.mark.usefixtures("one_thread")

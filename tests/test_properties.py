@@ -44,13 +44,21 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 CONFIG_KEYS = _keys(ExperimentConfig)
-PLUGIN_KEYS = sorted({f"attack.{p}" for a in ATTACKS.names() for p in ATTACKS.params(a)}
-                     | {f"defense.{p}" for d in DEFENSES.names() for p in DEFENSES.params(d)}
-                     | {f"defense.{p}" for c in CLIENT_DEFENSES.names() for p in CLIENT_DEFENSES.params(c)})
+PLUGIN_KEYS = sorted(
+    {f"attack.{p}" for a in ATTACKS.names() for p in ATTACKS.params(a)}
+    | {f"defense.{p}" for d in DEFENSES.names() for p in DEFENSES.params(d)}
+    | {f"defense.{p}" for c in CLIENT_DEFENSES.names() for p in CLIENT_DEFENSES.params(c)}
+)
 
 huge = st.sampled_from([1e300, -1e300, 3.5e38, -3.5e38, 1e38, 1e-300, 5e-324, 2**63, 10**18, -(10**18)])
-scalars = st.one_of(huge, st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
-                    st.booleans(), st.none(), st.text(max_size=12))
+scalars = st.one_of(
+    huge,
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=12),
+)
 values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=5), scalars, max_size=2))
 
 
@@ -64,11 +72,20 @@ def _one_line(e: BaseException) -> None:
 
 
 @FAST
-@given(st.lists(st.tuples(st.sampled_from(CONFIG_KEYS + PLUGIN_KEYS), values), min_size=1, max_size=4),
-       st.sampled_from(ATTACKS.names()), st.sampled_from(DEFENSES.names()), st.sampled_from(CLIENT_DEFENSES.names()))
+@given(
+    st.lists(st.tuples(st.sampled_from(CONFIG_KEYS + PLUGIN_KEYS), values), min_size=1, max_size=4),
+    st.sampled_from(ATTACKS.names()),
+    st.sampled_from(DEFENSES.names()),
+    st.sampled_from(CLIENT_DEFENSES.names()),
+)
 def test_any_config_value_is_accepted_or_refused_in_one_line(pairs, attack, defense, client):
-    over = ["data.dataset=digits", f"attack.name={attack}", f"defense.name={defense}", f"defense.client={client}",
-            "attack.num_malicious=2"]
+    over = [
+        "data.dataset=digits",
+        f"attack.name={attack}",
+        f"defense.name={defense}",
+        f"defense.client={client}",
+        "attack.num_malicious=2",
+    ]
     over += [f"{k}={_yaml(v)}" for k, v in pairs]
     try:
         cfg = load_config(None, over)
@@ -81,21 +98,50 @@ def test_any_config_value_is_accepted_or_refused_in_one_line(pairs, attack, defe
     assert 1 <= cfg.fl.rounds <= 1_000_000
 
 
-RUN_KEYS = ["fl.lr", "fl.weight_decay", "fl.server_lr", "fl.momentum", "fl.client_momentum", "fl.grad_clip",
-            "fl.lr_decay", "attack.boost", "attack.scale", "attack.z", "attack.epsilon", "attack.sigma",
-            "defense.pert_strength", "defense.clip", "defense.noise", "defense.dp_sigma", "defense.dp_clip",
-            "defense.tau", "defense.theta"]
+RUN_KEYS = [
+    "fl.lr",
+    "fl.weight_decay",
+    "fl.server_lr",
+    "fl.momentum",
+    "fl.client_momentum",
+    "fl.grad_clip",
+    "fl.lr_decay",
+    "attack.boost",
+    "attack.scale",
+    "attack.z",
+    "attack.epsilon",
+    "attack.sigma",
+    "defense.pert_strength",
+    "defense.clip",
+    "defense.noise",
+    "defense.dp_sigma",
+    "defense.dp_clip",
+    "defense.tau",
+    "defense.theta",
+]
 RUN_ATTACKS = ["backdoor", "alie", "ipm", "gaussian", "train-and-scale", "minmax", "nan"]
 RUN_DEFENSES = ["fedavg", "median", "trimmed-mean", "krum", "cc", "rlr", "fltrust", "foolsgold", "rfa"]
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.tuples(st.sampled_from(RUN_KEYS), st.one_of(huge, st.floats(-1e6, 1e6))), min_size=1, max_size=3),
-       st.sampled_from(RUN_ATTACKS), st.sampled_from(RUN_DEFENSES), st.sampled_from(["none", "leadfl", "ldp"]),
-       st.sampled_from([None, "local", "central"]))
+@given(
+    st.lists(st.tuples(st.sampled_from(RUN_KEYS), st.one_of(huge, st.floats(-1e6, 1e6))), min_size=1, max_size=3),
+    st.sampled_from(RUN_ATTACKS),
+    st.sampled_from(RUN_DEFENSES),
+    st.sampled_from(["none", "leadfl", "ldp"]),
+    st.sampled_from([None, "local", "central"]),
+)
 def test_huge_values_end_ok_diverged_or_refused(tmp_path_factory, pairs, attack, defense, client, dp):
-    over = ["data.dataset=digits", "fl.num_clients=8", "fl.rounds=2", "attack.num_malicious=2",
-            f"attack.name={attack}", f"defense.name={defense}", f"defense.client={client}", "run.checkpoint_every=1"]
+    over = [
+        "data.dataset=digits",
+        "fl.num_clients=8",
+        "fl.rounds=2",
+        "attack.num_malicious=2",
+        f"attack.name={attack}",
+        f"defense.name={defense}",
+        f"defense.client={client}",
+        "run.checkpoint_every=1",
+    ]
     over += [f"defense.dp={dp}"] if dp else []
     over += ["fl.lr_decay_at=[1]"] + [f"{k}={v!r}" for k, v in pairs]
     try:
@@ -121,7 +167,7 @@ def _damage(data: bytes, how: str, pos: float, junk: bytes) -> bytes:
         return data[:i]
     if how == "flip" and data:
         j = min(i, len(data) - 1)
-        return data[:j] + bytes([data[j] ^ 0xFF]) + data[j + 1:]
+        return data[:j] + bytes([data[j] ^ 0xFF]) + data[j + 1 :]
     if how == "insert":
         return data[:i] + junk + data[i:]
     return junk
@@ -133,8 +179,17 @@ damage = st.tuples(st.sampled_from(["cut", "flip", "insert", "replace"]), st.flo
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished")
-    cfg = load_config(None, ["data.dataset=digits", "fl.num_clients=6", "fl.rounds=3", "fl.local_steps=1",
-                             "attack.name=backdoor", "attack.num_malicious=1"])
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=digits",
+            "fl.num_clients=6",
+            "fl.rounds=3",
+            "fl.local_steps=1",
+            "attack.name=backdoor",
+            "attack.num_malicious=1",
+        ],
+    )
     execute(out, cfg, plot=False)
     return out
 
@@ -174,8 +229,9 @@ def test_report_skips_a_damaged_run_and_names_it(tmp_path_factory, finished_run,
 def test_checkpoints_load_or_name_the_file(tmp_path_factory, how):
     tmp = tmp_path_factory.mktemp("ckpt")
     path = tmp / "checkpoint.pt"
-    save_checkpoint(path, {"simulation": {"attrs": {"x": torch.arange(8.0)}}, "files": {"metrics": 10},
-                           "wall_time_s": 1.0})
+    save_checkpoint(
+        path, {"simulation": {"attrs": {"x": torch.arange(8.0)}}, "files": {"metrics": 10}, "wall_time_s": 1.0}
+    )
     path.write_bytes(_damage(path.read_bytes(), *how))
     try:
         state = load_checkpoint(path, ("simulation", "files", "wall_time_s"))
@@ -195,8 +251,12 @@ def test_sweep_index_never_raises(tmp_path_factory, junk, lines):
 
 
 @FAST
-@given(st.one_of(values, st.dictionaries(st.sampled_from(["name", "base", "grid", "variants", "config", "x"]),
-                                         values, max_size=4)))
+@given(
+    st.one_of(
+        values,
+        st.dictionaries(st.sampled_from(["name", "base", "grid", "variants", "config", "x"]), values, max_size=4),
+    )
+)
 def test_any_sweep_spec_is_accepted_or_refused_in_one_line(tree):
     try:
         spec = SweepSpec.from_tree(tree if isinstance(tree, dict) else {"grid": tree}, root=Path("."))
@@ -211,8 +271,16 @@ def test_cli_resume_of_a_damaged_checkpoint_is_one_line(tmp_path):
     from fedarena.cli import app
 
     runner = CliRunner()
-    sets = ["--set", "data.dataset=digits", "--set", "fl.num_clients=6", "--set", "fl.rounds=3",
-            "--set", "fl.local_steps=1"]
+    sets = [
+        "--set",
+        "data.dataset=digits",
+        "--set",
+        "fl.num_clients=6",
+        "--set",
+        "fl.rounds=3",
+        "--set",
+        "fl.local_steps=1",
+    ]
     assert runner.invoke(app, ["run", "--quiet", "--out", str(tmp_path / "r")] + sets).exit_code == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     (tmp_path / "r" / "summary.json").write_text(json.dumps({**summary, "status": "running"}))

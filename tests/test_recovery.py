@@ -31,8 +31,18 @@ def test_a_recovered_spike_counts_zero():
 
 
 def test_summary_of_a_periodic_backdoor_run():
-    cfg = load_config(None, ["fl.num_clients=20", "fl.clients_per_round=10", "fl.sampling=periodic", "fl.period=5",
-                             "fl.rounds=10", "attack.name=backdoor", "attack.num_malicious=6"])
+    cfg = load_config(
+        None,
+        [
+            "fl.num_clients=20",
+            "fl.clients_per_round=10",
+            "fl.sampling=periodic",
+            "fl.period=5",
+            "fl.rounds=10",
+            "attack.name=backdoor",
+            "attack.num_malicious=6",
+        ],
+    )
     s = Simulation(cfg).run().summary
     assert s["spikes"] == 2 and len(s["recovery_rounds"]) == 2
     for k in ("ba_mean", "ba_mean_spike", "ba_mean_benign", "ba_final"):

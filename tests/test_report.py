@@ -27,11 +27,17 @@ def test_mean_ci_student_t():
 def _fake_run(root, name, attack, defense, seed, ma, ba, clients, status="ok"):
     d = root / name
     d.mkdir(parents=True)
-    cfg = {"seed": seed, "data": {"dataset": "digits"}, "fl": {"num_clients": 3, "rounds": 1},
-           "attack": {"name": attack, "num_malicious": 1 if attack != "none" else 0}, "defense": {"name": defense}}
+    cfg = {
+        "seed": seed,
+        "data": {"dataset": "digits"},
+        "fl": {"num_clients": 3, "rounds": 1},
+        "attack": {"name": attack, "num_malicious": 1 if attack != "none" else 0},
+        "defense": {"name": defense},
+    }
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (d / "summary.json").write_text(json.dumps({"final_main_acc": ma, "final_backdoor_acc": ba, "status": status,
-                                                "num_classes": 10}))
+    (d / "summary.json").write_text(
+        json.dumps({"final_main_acc": ma, "final_backdoor_acc": ba, "status": status, "num_classes": 10})
+    )
     (d / "metrics.jsonl").write_text(json.dumps({"round": 0, "main_acc": ma, "backdoor_acc": ba}) + "\n")
     (d / "clients.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clients))
 
@@ -45,15 +51,30 @@ def test_leaderboard_worst_case_and_detection_by_hand(tmp_path):
 
     # krum: round 0 has an attacker (client 2, rejected) and rejects benign client 1 too; round 1 has no attacker
     # and rejects client 0. TP=1, FP=2, FN=0, TN=3 -> precision 1/3, recall 1, FPR 2/5; no-attack-round FPR 1/3.
-    krum_clients = [cl(0, 0, False, ok), cl(0, 1, False, no), cl(0, 2, True, no),
-                    cl(1, 0, False, no), cl(1, 1, False, ok), cl(1, 2, False, ok)]
+    krum_clients = [
+        cl(0, 0, False, ok),
+        cl(0, 1, False, no),
+        cl(0, 2, True, no),
+        cl(1, 0, False, no),
+        cl(1, 1, False, ok),
+        cl(1, 2, False, ok),
+    ]
     for seed, (ma_bd, ba_bd, ma_lf) in enumerate([(0.80, 0.10, 0.70), (0.90, 0.30, 0.60)]):
         _fake_run(tmp_path, f"k-none-{seed}", "none", "krum", seed, 0.95, None, krum_clients)
         _fake_run(tmp_path, f"k-bd-{seed}", "backdoor", "krum", seed, ma_bd, ba_bd, krum_clients)
         _fake_run(tmp_path, f"k-lf-{seed}", "label-flip", "krum", seed, ma_lf, None, krum_clients)
         _fake_run(tmp_path, f"m-bd-{seed}", "backdoor", "median", seed, 0.9, 0.5, [cl(0, 0, True, {})])
-        _fake_run(tmp_path, f"m-lf-{seed}", "label-flip", "median", seed, 0.5, None, [cl(0, 0, True, {})],
-                  status="diverged" if seed else "ok")
+        _fake_run(
+            tmp_path,
+            f"m-lf-{seed}",
+            "label-flip",
+            "median",
+            seed,
+            0.5,
+            None,
+            [cl(0, 0, True, {})],
+            status="diverged" if seed else "ok",
+        )
     parts = build_report([tmp_path], tmp_path / "rep")
     lb = parts["settings"][0]["leaderboard"].set_index("defense")
     # krum MA under attack per seed: mean(0.8, 0.7) = 0.75, mean(0.9, 0.6) = 0.75
@@ -72,9 +93,14 @@ def test_leaderboard_worst_case_and_detection_by_hand(tmp_path):
 
 
 def test_report_on_a_small_sweep_writes_pngs_and_one_html(tmp_path):
-    spec = {"base": {"fl": {"num_clients": 6, "rounds": 2}},
-            "grid": {"attack": [{"name": "none"}, {"name": "backdoor", "num_malicious": 2}],
-                     "defense": [{"name": "fedavg"}, {"name": "multi-krum"}], "seed": [0, 1]}}
+    spec = {
+        "base": {"fl": {"num_clients": 6, "rounds": 2}},
+        "grid": {
+            "attack": [{"name": "none"}, {"name": "backdoor", "num_malicious": 2}],
+            "defense": [{"name": "fedavg"}, {"name": "multi-krum"}],
+            "seed": [0, 1],
+        },
+    }
     run_sweep(SweepSpec.from_tree(spec).jobs(), tmp_path / "sw")
     res = runner.invoke(app, ["report", str(tmp_path / "sw")])
     assert res.exit_code == 0, res.output
@@ -107,8 +133,11 @@ def test_runs_that_differ_in_a_setting_get_one_leaderboard_each(tmp_path):
 def test_optimized_attacks_are_labelled_and_form_their_own_worst_case(tmp_path):
     from fedarena.studies.spec import grid_labels
 
-    assert grid_labels("attack", [{"name": "alie"}, {"name": "alie", "optimize": {"evals": 5}}, {"name": "ipm"}]) == \
-        ["alie", "alie+opt", "ipm"]
+    assert grid_labels("attack", [{"name": "alie"}, {"name": "alie", "optimize": {"evals": 5}}, {"name": "ipm"}]) == [
+        "alie",
+        "alie+opt",
+        "ipm",
+    ]
     for seed in (0, 1):
         _fake_run(tmp_path, f"none-{seed}", "none", "median", seed, 0.9, None, [])
         _fake_run(tmp_path, f"alie-{seed}", "alie", "median", seed, 0.5, None, [])

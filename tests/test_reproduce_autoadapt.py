@@ -19,13 +19,19 @@ def test_grid_follows_the_paper():
             load_config(None, base=tree)  # every run is a valid config
         base = runs["feas/cos-whole"]
         assert base["fl"]["num_clients"] == 20 and base["attack"]["num_malicious"] == 9  # PMR 45 %
-        assert base["attack"]["poison_frac"] == 0.1 and base["fl"]["momentum"] == 0.9 and base["fl"]["weight_decay"] == 0.005
+        assert (
+            base["attack"]["poison_frac"] == 0.1
+            and base["fl"]["momentum"] == 0.9
+            and base["fl"]["weight_decay"] == 0.005
+        )
         assert base["attack"]["start_round"] == base["fl"]["rounds"] - 1  # one attacked round
         assert runs["unadapted"]["attack"]["adapt"] is False
         assert runs["feas/cos+l2-layers"]["attack"]["metrics"] == ["cos", "l2"]
         assert all(runs[k]["attack"]["name"] == "train-and-scale" for k in runs if k.startswith("eq2/"))
     full = paper.runs(False)
-    assert full["feas/cos-whole"]["fl"]["local_epochs"] == 10 and full["feas/cos-whole"]["attack"]["activate_epoch"] == 8
+    assert (
+        full["feas/cos-whole"]["fl"]["local_epochs"] == 10 and full["feas/cos-whole"]["attack"]["activate_epoch"] == 8
+    )
     assert full["feas/cos-whole"]["data"]["dataset"] == "fashion-mnist"
     assert {k.split("/")[1] for k in full if k.startswith("def/")} == set(mod.DEFENSES) - set(mod.VC_DEFENSES)
     # Sect. V-C: the paper's CNN (5 layers -> 20 layer-wise Cos + Euclidean constraints) from a benign pre-trained
@@ -37,7 +43,10 @@ def test_grid_follows_the_paper():
     assert vc["data"] == {"dataset": "mnist", "partition": "dominant-class", "q": 0.5}
     assert vc["attack"]["metrics"] == ["cos", "l2"] and vc["attack"]["scope"] == "layers" and vc["eval"]["every"] == 1
     assert vc["fl"]["local_epochs"] == 10 and vc["fl"]["batch_size"] == 64 and vc["attack"]["activate_epoch"] == 8
-    assert full["vc/mnist-flip-r20/adapted"]["attack"]["source"] == 1 and full["vc/mnist-flip-r20/adapted"]["attack"]["target"] == 7
+    assert (
+        full["vc/mnist-flip-r20/adapted"]["attack"]["source"] == 1
+        and full["vc/mnist-flip-r20/adapted"]["attack"]["target"] == 7
+    )
     assert full["vc/fmnist-pixel-r20/unadapted"]["attack"]["adapt"] is False
     assert full["vc/mnist-pixel-r20/krum/adapted"]["attack"]["metrics"] == ["l2"]
     assert full["vc/mnist-pixel-r20/eq2/0.5"]["attack"]["name"] == "train-and-scale"
@@ -52,12 +61,22 @@ def _fake_run(adapt: bool) -> RunResult:
     clients = []
     for i in range(20):
         mal = i < 9
-        row = {"round": R, "client": i, "malicious": mal, "accepted": (not mal) or adapt,
-               "distances": {"cos/whole": (0.05 if adapt else 0.4) if mal else 0.02 + 0.001 * i}}
+        row = {
+            "round": R,
+            "client": i,
+            "malicious": mal,
+            "accepted": (not mal) or adapt,
+            "distances": {"cos/whole": (0.05 if adapt else 0.4) if mal else 0.02 + 0.001 * i},
+        }
         if mal:
-            row.update(violations=0 if adapt else 1, batches_to_feasible=i + 1 if adapt else None,
-                       violations_at_activation=1, num_constraints=2, penalty_sum=0.0,
-                       constraints={"cos/whole": {"value": 0.05, "lo": 0.02, "hi": 0.06}})
+            row.update(
+                violations=0 if adapt else 1,
+                batches_to_feasible=i + 1 if adapt else None,
+                violations_at_activation=1,
+                num_constraints=2,
+                penalty_sum=0.0,
+                constraints={"cos/whole": {"value": 0.05, "lo": 0.02, "hi": 0.06}},
+            )
         clients.append(row)
     return RunResult(cfg, [], clients, [], {"final_backdoor_acc": 0.9 if adapt else 0.1})
 

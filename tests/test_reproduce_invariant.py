@@ -15,8 +15,15 @@ def test_every_config_validates(quick):
     runs = paper.runs(quick)
     assert {"t1-fedavg", "t1-ours", "t1-no-attack"} <= set(runs)
     if scale(quick, paper.data_root) != HEADLINE:  # --quick with Fashion-MNIST found: the headline runs only
-        assert {"t4-and-mask", "t5-collude-ours", "t5-adaptive-ours", "t8-ratio5", "t9-size4",
-                "t10-alpha0.2-ours", "fixed-ours"} <= set(runs)
+        assert {
+            "t4-and-mask",
+            "t5-collude-ours",
+            "t5-adaptive-ours",
+            "t8-ratio5",
+            "t9-size4",
+            "t10-alpha0.2-ours",
+            "fixed-ours",
+        } <= set(runs)
     for rid, tree in runs.items():
         cfg = from_tree(tree)
         assert cfg.fl.rounds >= 30, rid
@@ -28,8 +35,9 @@ def test_every_config_validates(quick):
 def test_cut_down_quick_reproduction(tmp_path, monkeypatch):
     keep = ("t1-fedavg", "t1-ours", "t1-no-attack", "t1-trimmed-mean")
     full = InvariantAggregatorPaper.runs
-    monkeypatch.setattr(InvariantAggregatorPaper, "runs", lambda self, quick: {k: v for k, v in full(self, quick).items()
-                                                                            if k in keep})
+    monkeypatch.setattr(
+        InvariantAggregatorPaper, "runs", lambda self, quick: {k: v for k, v in full(self, quick).items() if k in keep}
+    )
     report = run_reproduction("invariant", quick="smoke", out=tmp_path, write_runs=False)
     by_id = {c.id: c for c in report.claims}
     # claims whose runs exist are computed; the attack works against FedAvg on this scale
@@ -56,9 +64,15 @@ def test_attacker_influence_hand_example():
     U = torch.tensor([[1.0, 1.0, 1.0], [2.0, 1.0, -1.0], [3.0, -1.0, 1.0], [4.0, 0.0, -1.0], [10.0, -1.0, 5.0]])
     out = attacker_influence(U, [False] * 4 + [True], torch.ones(3), tau=0.1, trim_frac=0.25)
     assert out["total"] == pytest.approx(1.0)
-    assert (out["same_sign"], out["flipped"], out["newly_kept"], out["newly_masked"]) == pytest.approx((0.5, 0.0, 1.0, -0.5))
-    assert (out["frac_same_sign"], out["frac_flipped"], out["frac_newly_kept"], out["frac_newly_masked"]) == \
-        pytest.approx((1 / 3, 0.0, 1 / 3, 1 / 3))
+    assert (out["same_sign"], out["flipped"], out["newly_kept"], out["newly_masked"]) == pytest.approx(
+        (0.5, 0.0, 1.0, -0.5)
+    )
+    assert (
+        out["frac_same_sign"],
+        out["frac_flipped"],
+        out["frac_newly_kept"],
+        out["frac_newly_masked"],
+    ) == pytest.approx((1 / 3, 0.0, 1 / 3, 1 / 3))
 
 
 def test_diagnose_quick_rounds_add_up():

@@ -32,15 +32,32 @@ def test_grid_is_the_reference_setting():
     assert ref["data"]["dataset"] == "fashion-mnist" and ref["model"]["name"] == "leadfl-cnn"
     fl = ref["fl"]
     assert (fl["num_clients"], fl["clients_per_round"], fl["rounds"]) == (100, 10, 80)
-    assert (fl["sampling"], fl["forced_rounds"], fl["batch_size"], fl["lr"], fl["momentum"]) == \
-        ("uniform", [0, 10, 12], 16, 0.01, 0.1)
+    assert (fl["sampling"], fl["forced_rounds"], fl["batch_size"], fl["lr"], fl["momentum"]) == (
+        "uniform",
+        [0, 10, 12],
+        16,
+        0.01,
+        0.1,
+    )
     assert fl["client_state"] == "persistent" and fl["buffers"] == "selected"
     assert ref["attack"] == {"name": "backdoor-mgda", "num_malicious": 25, "target": 8, "trigger": "nine-pixel"}
-    assert ref["defense"] == {"name": "multi-krum", "f": 1, "m": 5, "client": "leadfl", "client_variant": "ref",
-                              "regular_weight": 0.4, "pert_strength": 0.2}
+    assert ref["defense"] == {
+        "name": "multi-krum",
+        "f": 1,
+        "m": 5,
+        "client": "leadfl",
+        "client_variant": "ref",
+        "regular_weight": 0.4,
+        "pert_strength": 0.2,
+    }
     per = full["periodic/mk/none/s0"]["fl"]
-    assert (per["sampling"], per["period"], per["spike_rounds"], per["spike_malicious"], per["forced_rounds"]) == \
-        ("periodic", 10, 2, 6, [])
+    assert (per["sampling"], per["period"], per["spike_rounds"], per["spike_malicious"], per["forced_rounds"]) == (
+        "periodic",
+        10,
+        2,
+        6,
+        [],
+    )
     assert {f"random/mk/{c}/s{s}" for c in mod.FOUR for s in (0, 1)} <= set(full)
     # each deviation run differs from the reference run of the same client in exactly one thing
     base = _leaves(full["random/mk/none/s0"])
@@ -48,8 +65,12 @@ def test_grid_is_the_reference_setting():
     for dev in ("dev-attacker", "dev-forced", "dev-model", "dev-work"):
         other = _leaves(full[f"{dev}/mk/none/s0"])
         changed[dev] = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
-    assert changed == {"dev-attacker": ["attack.name", "attack.poison_frac"], "dev-forced": ["fl.forced_rounds"],
-                       "dev-model": ["model.hidden", "model.name"], "dev-work": ["fl.local_steps"]}
+    assert changed == {
+        "dev-attacker": ["attack.name", "attack.poison_frac"],
+        "dev-forced": ["fl.forced_rounds"],
+        "dev-model": ["model.hidden", "model.name"],
+        "dev-work": ["fl.local_steps"],
+    }
     quick = paper.runs(quick=True)
     srv = _leaves(full["dev-server/bulyan/none/s0"])
     ref_q = _leaves(full["random/bulyan-ref/none/s0"])
@@ -71,8 +92,12 @@ def test_claims_name_runs_of_the_grid():
 
 @pytest.mark.usefixtures("one_thread")
 def test_reduced_quick_reproduction_runs_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setattr(mod, "GRID", [("random", "mk", c, True) for c in ("none", "leadfl")]
-                        + [("periodic", "mk", c, False) for c in ("none", "leadfl")])
+    monkeypatch.setattr(
+        mod,
+        "GRID",
+        [("random", "mk", c, True) for c in ("none", "leadfl")]
+        + [("periodic", "mk", c, False) for c in ("none", "leadfl")],
+    )
     # the attack-effect twin runs (L13) are real: 2 pairs of 25 digits rounds
     report = run_reproduction("leadfl", quick=True, out=tmp_path, overrides=["fl.rounds=12"], write_runs=False)
     v = {c.id: c for c in report.claims}
@@ -106,8 +131,9 @@ def test_leadfl_lowers_average_backdoor_accuracy_in_the_earlier_setting():
     """Digits, 40 clients / 10 malicious / 10 per round, S2 spikes, Multi-Krum, 20 rounds, the MLP
     and a data-poisoning attacker: LeadFL (the authors' code) lowers the mean BA by > 5 points
     at no main-task cost (measured: 90.5 -> 74.3 seed 0)."""
-    out = {c: Simulation(load_config(None, ["fl.rounds=20"], base=_old_quick(c))).run().summary
-           for c in ("none", "leadfl")}
+    out = {
+        c: Simulation(load_config(None, ["fl.rounds=20"], base=_old_quick(c))).run().summary for c in ("none", "leadfl")
+    }
     assert out["leadfl"]["ba_mean"] < out["none"]["ba_mean"] - 0.05
     assert out["leadfl"]["ba_mean_spike"] > 0.9  # spikes get through either way (L1)
     assert out["leadfl"]["final_main_acc"] >= out["none"]["final_main_acc"] - 0.03
@@ -119,8 +145,13 @@ def test_leadfl_does_not_lower_backdoor_accuracy_at_the_reference_setting_on_dig
     persistent momentum 0.1, 3 local steps): LeadFL's mean BA is higher than without a
     client defense (measured, 20 rounds: seed 0 10.5 -> 41.4, seed 1 35.4 -> 57.3), the
     reversal the full Fashion-MNIST run shows (reproductions/leadfl/)."""
-    out = {c: Simulation(load_config(None, ["fl.rounds=20", "fl.local_steps=6"],
-                                     base=mod.tree_for(True, "periodic", "mk", c))).run().summary
-           for c in ("none", "leadfl")}
+    out = {
+        c: Simulation(
+            load_config(None, ["fl.rounds=20", "fl.local_steps=6"], base=mod.tree_for(True, "periodic", "mk", c))
+        )
+        .run()
+        .summary
+        for c in ("none", "leadfl")
+    }
     assert out["leadfl"]["ba_mean"] > out["none"]["ba_mean"]
     assert min(out["none"]["final_main_acc"], out["leadfl"]["final_main_acc"]) > 0.85

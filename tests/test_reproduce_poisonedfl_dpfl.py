@@ -34,8 +34,21 @@ def test_poisonedfl_grid_follows_the_spec():
     for tree in list(full.values()) + list(paper.runs(quick=True).values()):
         load_config(None, base=tree)
     ids = {c.id for c in paper.claims(quick=False)}
-    assert {"U11", "U12", "P1.mnist.median", "P1.mnist-n400.median", "P1-curve.mnist", "P2.mnist", "P3.mnist",
-            "P4.mnist", "P5", "P5-median", "P6", "P7", "P8.mnist"} <= ids
+    assert {
+        "U11",
+        "U12",
+        "P1.mnist.median",
+        "P1.mnist-n400.median",
+        "P1-curve.mnist",
+        "P2.mnist",
+        "P3.mnist",
+        "P4.mnist",
+        "P5",
+        "P5-median",
+        "P6",
+        "P7",
+        "P8.mnist",
+    } <= ids
     kinds = {c.id: c.source for c in paper.claims(quick=False)}
     assert kinds["P1.mnist-n400.median"] == "paper" and kinds["P1-curve.mnist"] == "measurement"
 
@@ -56,13 +69,26 @@ def test_dpfl_grid_follows_the_spec():
     assert full["s0.0629/robust-dpfl-centred"]["attack"]["centered"] is True
     assert full["s0.0629/krum"]["defense"]["name"] == "krum" and full["s0.0629/krum"]["defense"]["f"] == 15
     assert full["s0.0629/factor-share20"]["attack"]["num_malicious"] == 30
-    assert full["s0.0629/factor-half"]["attack"]["copies"] is False and full["s0.0629/noattack"]["attack"] == {"name": "none"}
+    assert full["s0.0629/factor-half"]["attack"]["copies"] is False and full["s0.0629/noattack"]["attack"] == {
+        "name": "none"
+    }
     assert "s0.0629/factor-half-w" in paper.runs(quick=True) and "s0.0629/factor-half-w" not in full  # CPU time
     for tree in list(full.values()) + list(paper.runs(quick=True).values()):
         load_config(None, base=tree)
     claims = {c.id: c.source for c in paper.claims(quick=False)}
-    assert {"U13", "D1", "D2", "D2.weights", "D3.asr", "D3.asr.weights", "D3.mta", "D3.best", "D4", "D5",
-            "D-factors"} <= set(claims)
+    assert {
+        "U13",
+        "D1",
+        "D2",
+        "D2.weights",
+        "D3.asr",
+        "D3.asr.weights",
+        "D3.mta",
+        "D3.best",
+        "D4",
+        "D5",
+        "D-factors",
+    } <= set(claims)
     assert claims["D2"] == claims["D5"] == claims["D2.weights"] == "paper" and claims["D-factors"] == "measurement"
 
 
@@ -74,10 +100,23 @@ def _acc_tail(res, n=3):
 def test_poisonedfl_hurts_median_more_than_a_random_sign_attack():
     """60 fake of 160 clients (12 of 32 per round): the fixed sign vector accumulates,
     a fresh one each round cancels (seed 0: ~65 % vs ~85 % after 80 rounds)."""
-    base = {"seed": 0, "data": {"dataset": "digits"}, "model": {"name": "mlp", "hidden": [32]},
-            "fl": {"num_clients": 160, "clients_per_round": 32, "sampling": "fixed-malicious", "rounds": 80,
-                   "local_epochs": 1, "batch_size": 8, "lr": 0.05},
-            "attack": {"name": "poisonedfl", "num_malicious": 60}, "defense": {"name": "median"}, "eval": {"every": 10}}
+    base = {
+        "seed": 0,
+        "data": {"dataset": "digits"},
+        "model": {"name": "mlp", "hidden": [32]},
+        "fl": {
+            "num_clients": 160,
+            "clients_per_round": 32,
+            "sampling": "fixed-malicious",
+            "rounds": 80,
+            "local_epochs": 1,
+            "batch_size": 8,
+            "lr": 0.05,
+        },
+        "attack": {"name": "poisonedfl", "num_malicious": 60},
+        "defense": {"name": "median"},
+        "eval": {"every": 10},
+    }
     pfl = Simulation(load_config(None, base=base)).run()
     rnd = Simulation(load_config(None, ["attack.consistent=false"], base=base)).run()
     assert _acc_tail(pfl) < _acc_tail(rnd) - 0.05, (_acc_tail(pfl), _acc_tail(rnd))
@@ -85,11 +124,23 @@ def test_poisonedfl_hurts_median_more_than_a_random_sign_attack():
 
 
 def _dpfl(defense: str, rounds: int = 20, sigma: float = 1.0):
-    tree = {"seed": 0, "data": {"dataset": "digits"}, "model": {"name": "mlp", "hidden": [32]},
-            "fl": {"num_clients": 100, "clients_per_round": 20, "sampling": "fixed-malicious", "rounds": rounds,
-                   "local_epochs": 2, "batch_size": 8, "lr": 0.1},
-            "attack": {"name": "attack-dpfl", "num_malicious": 20, "target": 0, "poison_frac": 0.5},
-            "defense": {"name": defense, "dp": "local", "dp_clip": 1.0, "dp_sigma": sigma}, "eval": {"every": 5}}
+    tree = {
+        "seed": 0,
+        "data": {"dataset": "digits"},
+        "model": {"name": "mlp", "hidden": [32]},
+        "fl": {
+            "num_clients": 100,
+            "clients_per_round": 20,
+            "sampling": "fixed-malicious",
+            "rounds": rounds,
+            "local_epochs": 2,
+            "batch_size": 8,
+            "lr": 0.1,
+        },
+        "attack": {"name": "attack-dpfl", "num_malicious": 20, "target": 0, "poison_frac": 0.5},
+        "defense": {"name": defense, "dp": "local", "dp_clip": 1.0, "dp_sigma": sigma},
+        "eval": {"every": 5},
+    }
     return Simulation(load_config(None, base=tree)).run()
 
 
@@ -105,9 +156,13 @@ def test_robust_dpfl_score_singles_out_attack_dpfl_uploads():
     assert dropped_mal > 0.5 and dropped_ben < 0.15, (dropped_mal, dropped_ben)
 
 
-@pytest.mark.xfail(reason="does not reproduce at this scale: 1-D K-means lets ~20-40 % of the amplified "
-                          "uploads through, and each one carries a noise-sized backdoor push (see "
-                          "reproductions/dpfl/claims.md, D3)", strict=True, raises=AssertionError)
+@pytest.mark.xfail(
+    reason="does not reproduce at this scale: 1-D K-means lets ~20-40 % of the amplified "
+    "uploads through, and each one carries a noise-sized backdoor push (see "
+    "reproductions/dpfl/claims.md, D3)",
+    strict=True,
+    raises=AssertionError,
+)
 @pytest.mark.usefixtures("one_thread")
 def test_robust_dpfl_cuts_attack_dpfl_asr_relative_to_median():
     # sigma = 0.1: the model learns (MTA ~90 %); at sigma = 1 it barely does and ASR means little

@@ -18,13 +18,19 @@ def test_grid_follows_the_paper():
     full = paper.runs(quick=False)
     fed = full["t1/fedavg"]
     assert fed["data"]["dataset"] == "fashion-mnist" and fed["fl"]["num_clients"] == 10
-    assert fed["attack"] == {"name": "backdoor", "num_malicious": 1, "source": 5, "target": 7, "trigger": "plus",
-                             "poison_frac": 0.5}
+    assert fed["attack"] == {
+        "name": "backdoor",
+        "num_malicious": 1,
+        "source": 5,
+        "target": 7,
+        "trigger": "plus",
+        "poison_frac": 0.5,
+    }
     assert fed["fl"]["lr"] == 0.1 and fed["fl"]["momentum"] == 0.9 and fed["fl"]["grad_clip"] == 10.0
     assert full["t1/rlr"]["defense"] == {"name": "rlr", "theta": 4, "base": "fedavg", "weighted": True}
     assert full["t1/sign"]["fl"]["server_lr"] == 1e-3
     cn = full["t1/rlr-clipnoise"]["defense"]
-    assert cn["clip_at"] == "client" and cn["noise"] * (44_426 ** 0.5) == pytest.approx(1.1, rel=1e-3)
+    assert cn["clip_at"] == "client" and cn["noise"] * (44_426**0.5) == pytest.approx(1.1, rel=1e-3)
     assert full["t7/negated-rlr"]["attack"]["name"] == "backdoor-negated"
     assert full["t7/negated-rlr"]["defense"]["clip_at"] == "server"
     # Table 6 scaled to 20 clients: 4 / 8 attackers, thresholds attackers + 4 (the paper: 12 / 20 for 8 / 16 of 40)

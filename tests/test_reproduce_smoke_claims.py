@@ -40,8 +40,9 @@ def test_poisonedfl_claims_on_a_smoke_run(tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_dpfl_claims_on_a_smoke_run(tmp_path):
-    report = run_reproduction("dpfl", quick="smoke", out=tmp_path, overrides=["fl.rounds=3", "fl.local_epochs=1"],
-                              write_runs=False)
+    report = run_reproduction(
+        "dpfl", quick="smoke", out=tmp_path, overrides=["fl.rounds=3", "fl.local_epochs=1"], write_runs=False
+    )
     by_id = _check_report(report, tmp_path)
     assert {"D1", "D3.asr", "D3.mta", "D3.best", "D4", "U13"} <= set(by_id)
     assert len(by_id["D1"].ours) == 5 and all(0 <= x <= 100 for x in by_id["D1"].ours)
@@ -56,21 +57,44 @@ def test_autoadapt_claims_on_a_smoke_run(tmp_path, monkeypatch):
     from fedarena.reproduce import autoadapt as mod
 
     scale, vc_scale = mod.scale, getattr(mod, "vc_scale", None)
-    monkeypatch.setattr(mod, "scale", lambda quick: {**scale(quick), "R": 2, "epochs": 2, "per_class": 8, "activate": 2,
-                                                     "extra": 1, "reps": 1, "toy_steps": 200, "alphas_layers": [0.9],
-                                                     "alphas_whole": [0.5]})
+    monkeypatch.setattr(
+        mod,
+        "scale",
+        lambda quick: {
+            **scale(quick),
+            "R": 2,
+            "epochs": 2,
+            "per_class": 8,
+            "activate": 2,
+            "extra": 1,
+            "reps": 1,
+            "toy_steps": 200,
+            "alphas_layers": [0.9],
+            "alphas_whole": [0.5],
+        },
+    )
     if vc_scale is not None:
+
         def small_vc(quick):
             v = vc_scale(quick)
             ds, backdoor = v["scenarios"][v["main"]][:2]
-            return {**v, "scenarios": {v["main"]: (ds, backdoor, 2, 1)}, "epochs": 2, "activate": 2, "extra": 1,
-                    "alphas": v["alphas"][-1:], "pre_rounds": {ds: 2}, "snapshots": {ds: [2]}}
+            return {
+                **v,
+                "scenarios": {v["main"]: (ds, backdoor, 2, 1)},
+                "epochs": 2,
+                "activate": 2,
+                "extra": 1,
+                "alphas": v["alphas"][-1:],
+                "pre_rounds": {ds: 2},
+                "snapshots": {ds: [2]},
+            }
 
         monkeypatch.setattr(mod, "vc_scale", small_vc)
     # the range plots (one panel per constraint) are not what this test is about (test_reproduce_autoadapt.py draws one)
     monkeypatch.setattr(mod.AutoAdaptPaper, "figures", lambda self, quick, results, out: [])
-    report = run_reproduction("autoadapt", quick="smoke", out=tmp_path, overrides=["attack.num_malicious=3"],
-                              write_runs=False)
+    report = run_reproduction(
+        "autoadapt", quick="smoke", out=tmp_path, overrides=["attack.num_malicious=3"], write_runs=False
+    )
     by_id = _check_report(report, tmp_path)
     assert {"C7", "C13", "C15", "C21", "C22", "C23"} <= set(by_id)
     # the attackers' feasibility is read from the attacked round's client rows: 3 attackers

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def ctx_for(U, num_samples=None, seed=0, t=0, f=1):
     k, d = U.shape
     ns = torch.ones(k) if num_samples is None else torch.as_tensor(num_samples, dtype=torch.float32)
-    return RoundContext(round=t, layout=ParamLayout.from_params({"w": torch.zeros(d)}), client_ids=torch.arange(k),
-                        num_samples=ns, f=f, generator=torch.Generator().manual_seed(seed))
+    return RoundContext(
+        round=t,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        client_ids=torch.arange(k),
+        num_samples=ns,
+        f=f,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def u1_matrix():
@@ -73,10 +79,7 @@ def test_u3_theta_zero_is_fedavg_and_identical_updates_unchanged():
 
 
 def test_u4_rlr_over_each_base():
-    U = torch.tensor([[1.0, -1.0, 2.0, 0.5],
-                      [2.0, -3.0, -1.0, 0.5],
-                      [3.0, 1.0, -2.0, -0.5],
-                      [4.0, -2.0, 1.0, -0.5]])
+    U = torch.tensor([[1.0, -1.0, 2.0, 0.5], [2.0, -3.0, -1.0, 0.5], [3.0, 1.0, -2.0, -0.5], [4.0, -2.0, 1.0, -0.5]])
     signs = torch.tensor([1.0, -1.0, -1.0, -1.0])  # votes 4, -2, 0, 0 with theta = 3
     assert robust_lr_signs(U, 3).tolist() == signs.tolist()
     avg = RobustLearningRate(theta=3, base="fedavg")(U, ctx_for(U))
@@ -167,7 +170,9 @@ def test_u7_noise_std_is_sigma_times_m():
 def test_noise_enters_before_the_rlr_flip_and_votes_are_noise_free():
     U = u1_matrix()
     pipe = build_pipeline({"name": "rlr", "theta": 4, "clip": 100.0, "clip_at": "server", "noise": 0.5})
-    assert [type(s).__name__ for s in pipe.pre] == ["NormClip"] and [type(s).__name__ for s in pipe.post] == ["GaussianNoise"]
+    assert [type(s).__name__ for s in pipe.pre] == ["NormClip"] and [type(s).__name__ for s in pipe.post] == [
+        "GaussianNoise"
+    ]
     out = pipe(U, ctx_for(U, seed=7))
     z = torch.randn(5, generator=torch.Generator().manual_seed(7)) * 50.0
     signs = torch.tensor([1.0, -1.0, -1.0, 1.0, -1.0])
@@ -207,9 +212,23 @@ def test_u8_client_pgd_keeps_updates_in_the_ball():
 
 
 # ----------------------------------------------------------------- engine-level
-BASE = ["data.dataset=digits", "fl.num_clients=10", "fl.rounds=40", "fl.local_epochs=2", "fl.batch_size=32",
-        "fl.lr=0.1", "fl.momentum=0.9", "fl.grad_clip=10", "attack.name=backdoor", "attack.num_malicious=1",
-        "attack.source=1", "attack.target=7", "attack.trigger=plus", "eval.every=40", "seed=0"]
+BASE = [
+    "data.dataset=digits",
+    "fl.num_clients=10",
+    "fl.rounds=40",
+    "fl.local_epochs=2",
+    "fl.batch_size=32",
+    "fl.lr=0.1",
+    "fl.momentum=0.9",
+    "fl.grad_clip=10",
+    "attack.name=backdoor",
+    "attack.num_malicious=1",
+    "attack.source=1",
+    "attack.target=7",
+    "attack.trigger=plus",
+    "eval.every=40",
+    "seed=0",
+]
 
 
 def test_rlr_removes_the_backdoor_at_small_accuracy_cost():

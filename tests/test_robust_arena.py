@@ -20,8 +20,11 @@ def test_grid_validates_and_covers_the_peer_rules():
 
 
 def test_one_cell_plays():
-    job = next(j for j in robust_arena_jobs() if j.labels["defense"] == "arc+median"
-               and j.labels["attack"] == "cc-chain" and j.labels["seed"] == 0)
+    job = next(
+        j
+        for j in robust_arena_jobs()
+        if j.labels["defense"] == "arc+median" and j.labels["attack"] == "cc-chain" and j.labels["seed"] == 0
+    )
     cfg = from_tree({**job.config, "fl": {**job.config["fl"], "rounds": 2}})
     assert cfg.defense.params().get("arc") is True
     assert Simulation(cfg).run().summary["status"] == "ok"

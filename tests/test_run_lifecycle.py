@@ -92,8 +92,12 @@ def test_out_checks_come_before_round_0(tmp_path):
     (tmp_path / "file").write_text("x")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
-    cases = {str(tmp_path / "file"): "is a file", str(tmp_path / "full"): "is not empty",
-             str(tmp_path / ("n" * 300)): "too long", str(tmp_path / "file" / "sub"): "cannot create"}
+    cases = {
+        str(tmp_path / "file"): "is a file",
+        str(tmp_path / "full"): "is not empty",
+        str(tmp_path / ("n" * 300)): "too long",
+        str(tmp_path / "file" / "sub"): "cannot create",
+    }
     for out, words in cases.items():
         start = time.perf_counter()
         res = runner.invoke(app, ["run", "--quiet", "--set", "fl.rounds=50", "--out", out])
@@ -120,8 +124,14 @@ def test_default_folder_is_never_reused(tmp_path):
 
 
 # ---------------------------------------------------------------- statuses and exit codes
-DIVERGE = ["fl.algorithm=fedsgd", "fl.client_momentum=0.9", "attack.name=gaussian", "attack.sigma=1e20",
-           "attack.num_malicious=9", "fl.rounds=3"]
+DIVERGE = [
+    "fl.algorithm=fedsgd",
+    "fl.client_momentum=0.9",
+    "attack.name=gaussian",
+    "attack.sigma=1e20",
+    "attack.num_malicious=9",
+    "fl.rounds=3",
+]
 
 
 @pytest.mark.parametrize("defense", ["fedavg", "foolsgold", "invariant", "rlr"])
@@ -149,7 +159,9 @@ def test_ctrl_c_writes_what_it_has_exit_130_then_resume_matches(tmp_path, interr
     for f in ("metrics.jsonl", "clients.jsonl", "rounds.jsonl"):
         assert (tmp_path / "cut" / f).read_bytes() == (tmp_path / "ref" / f).read_bytes()
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
-    assert summary["status"] == "ok" and summary["resumed_from"] == 4 and not (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert (
+        summary["status"] == "ok" and summary["resumed_from"] == 4 and not (tmp_path / "cut" / "checkpoint.pt").exists()
+    )
 
 
 def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, kill_slow_cli):
@@ -189,10 +201,13 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-@pytest.mark.parametrize("over", [
-    ["fl.client_state=persistent", "fl.optimizer=adam", "fl.lr=0.01", "fl.clients_per_round=3"],
-    ["fl.algorithm=fedsgd", "fl.client_momentum=0.9", "defense.name=cc"],
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        ["fl.client_state=persistent", "fl.optimizer=adam", "fl.lr=0.01", "fl.clients_per_round=3"],
+        ["fl.algorithm=fedsgd", "fl.client_momentum=0.9", "defense.name=cc"],
+    ],
+)
 def test_every_attribute_a_round_changes_is_saved_by_checkpoints(over):
     """Guard for new per-run state: whatever a round changes on the Simulation must be in
     Simulation.STATE_ATTRS (or live in a Stateful component), or --resume would drift."""

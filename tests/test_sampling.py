@@ -70,8 +70,14 @@ def test_count_is_clipped_to_the_populations():
 def test_cohorts_are_paired_across_defenses():
     from fedarena.run.simulation import Simulation
 
-    base = ["fl.num_clients=20", "fl.clients_per_round=10", "fl.sampling=periodic", "fl.rounds=4",
-            "attack.name=backdoor", "attack.num_malicious=6"]
+    base = [
+        "fl.num_clients=20",
+        "fl.clients_per_round=10",
+        "fl.sampling=periodic",
+        "fl.rounds=4",
+        "attack.name=backdoor",
+        "attack.num_malicious=6",
+    ]
     a = Simulation(load_config(None, base))
     b = Simulation(load_config(None, base + ["defense.name=median"]))
     for t in range(4):

@@ -15,10 +15,16 @@ from fedarena.studies.select import choose, run_selected, selection_of, tuning_s
 from fedarena.studies.spec import SweepSpec
 from fedarena.studies.sweep import run_sweep
 
-SPEC = {"name": "t", "base": {"fl": {"num_clients": 6, "rounds": 1}},
-        "grid": {"attack": [{"name": "none"}, {"name": "ipm", "num_malicious": 1}],
-                 "defense": [{"name": "fedavg"}, {"name": "trimmed-mean"}], "seed": [0, 1, 2]},
-        "select": {"params": {"trimmed-mean": {"trim": [0, 1]}}, "seeds": [0, 1]}}
+SPEC = {
+    "name": "t",
+    "base": {"fl": {"num_clients": 6, "rounds": 1}},
+    "grid": {
+        "attack": [{"name": "none"}, {"name": "ipm", "num_malicious": 1}],
+        "defense": [{"name": "fedavg"}, {"name": "trimmed-mean"}],
+        "seed": [0, 1, 2],
+    },
+    "select": {"params": {"trimmed-mean": {"trim": [0, 1]}}, "seeds": [0, 1]},
+}
 
 
 def test_validation_split_is_held_out_stratified_and_fixed():
@@ -54,10 +60,22 @@ def test_choose_by_worst_case_by_hand():
     tjobs = tuning_spec(spec, sel).jobs()
     # validation MA per run: trim=0: none 0.9/0.8, ipm 0.3/0.5 -> per attack 0.85, 0.40 -> worst 0.40 (ipm)
     #                        trim=1: none 0.8/0.8, ipm 0.6/0.7 -> per attack 0.80, 0.65 -> worst 0.65 (ipm)
-    ma = {("none", "trimmed-mean(trim=0)"): [0.9, 0.8], ("ipm", "trimmed-mean(trim=0)"): [0.3, 0.5],
-          ("none", "trimmed-mean(trim=1)"): [0.8, 0.8], ("ipm", "trimmed-mean(trim=1)"): [0.6, 0.7]}
-    rows = [{"run": j.run_id, "final_main_acc": ma[(j.labels["attack"], j.labels["defense"])][j.labels["seed"]],
-             "final_backdoor_acc": None, "status": "ok", "num_classes": 10} for j in tjobs]
+    ma = {
+        ("none", "trimmed-mean(trim=0)"): [0.9, 0.8],
+        ("ipm", "trimmed-mean(trim=0)"): [0.3, 0.5],
+        ("none", "trimmed-mean(trim=1)"): [0.8, 0.8],
+        ("ipm", "trimmed-mean(trim=1)"): [0.6, 0.7],
+    }
+    rows = [
+        {
+            "run": j.run_id,
+            "final_main_acc": ma[(j.labels["attack"], j.labels["defense"])][j.labels["seed"]],
+            "final_backdoor_acc": None,
+            "status": "ok",
+            "num_classes": 10,
+        }
+        for j in tjobs
+    ]
     chosen = choose(spec, sel, tjobs, pd.DataFrame(rows))
     assert len(chosen) == 1 and chosen[0]["params"] == {"trim": 1}
     assert chosen[0]["score"] == pytest.approx(0.65) and chosen[0]["worst_attack"] == "ipm"
@@ -85,13 +103,16 @@ def test_selected_sweep_plays_the_chosen_value_on_test(tmp_path):
     assert cfg["defense"]["trim"] == trim and cfg["eval"]["split"] == "test"
 
 
-@pytest.mark.parametrize("select, field", [
-    ({"params": {"median": {"x": [1]}}}, "spec.select.params.median"),
-    ({"params": {"trimmed-mean": {"trim": []}}}, "spec.select.params.trimmed-mean.trim"),
-    ({"params": {"trimmed-mean": {"trim": [1]}}, "objective": "loss"}, "spec.select.objective"),
-    ({"params": {"trimmed-mean": {"trim": [1]}}, "validation_frac": 1.5}, "spec.select.validation_frac"),
-    ({"params": {"trimmed-mean": {"trim": [1]}}, "typo": 1}, "spec.select.typo"),
-])
+@pytest.mark.parametrize(
+    "select, field",
+    [
+        ({"params": {"median": {"x": [1]}}}, "spec.select.params.median"),
+        ({"params": {"trimmed-mean": {"trim": []}}}, "spec.select.params.trimmed-mean.trim"),
+        ({"params": {"trimmed-mean": {"trim": [1]}}, "objective": "loss"}, "spec.select.objective"),
+        ({"params": {"trimmed-mean": {"trim": [1]}}, "validation_frac": 1.5}, "spec.select.validation_frac"),
+        ({"params": {"trimmed-mean": {"trim": [1]}}, "typo": 1}, "spec.select.typo"),
+    ],
+)
 def test_bad_select_is_one_config_error(select, field):
     with pytest.raises(ConfigError) as e:
         selection_of(SweepSpec.from_tree({**SPEC, "select": select}))

@@ -9,19 +9,32 @@ from torch.func import vmap
 from fedarena.config import load_config
 from fedarena.defenses.base import RoundContext
 from fedarena.defenses.pipeline import build_pipeline
-from fedarena.defenses.stages import (NNM, Bucketing, NormClip, bucket_means, clip_rows, l2_ball_projection,
-                                     nearest_neighbor_mixing)
+from fedarena.defenses.stages import (
+    NNM,
+    Bucketing,
+    NormClip,
+    bucket_means,
+    clip_rows,
+    l2_ball_projection,
+    nearest_neighbor_mixing,
+)
 from fedarena.core.recipe import TrainRecipe
 from fedarena.run.simulation import Simulation
 from fedarena.errors import ConfigError
 from fedarena.registry import STAGES
 
-T = lambda rows: torch.tensor(rows, dtype=torch.float32)  # noqa: E731
+T = lambda rows: torch.tensor(rows, dtype=torch.float32)
 
 
 def ctx(n, f=0, seed=0):
-    return RoundContext(round=0, layout=None, client_ids=torch.arange(n), num_samples=torch.ones(n, dtype=torch.long),
-                        f=f, generator=torch.Generator().manual_seed(seed))
+    return RoundContext(
+        round=0,
+        layout=None,
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n, dtype=torch.long),
+        f=f,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 # ----------------------------------------------------------------------------- clip
@@ -53,7 +66,7 @@ def test_client_clip_leaves_U_and_projects_every_local_step():
     assert torch.allclose(out["w"], T([[0.6, 0], [0.1, 0]]))
     assert torch.allclose(out["b"], T([[0.8], [0.2]]))
     # composes with a projection already in the recipe (applied first)
-    halve = lambda params, glob: {k: v / 2 for k, v in params.items()}  # noqa: E731
+    halve = lambda params, glob: {k: v / 2 for k, v in params.items()}
     both = stage.client_recipe(TrainRecipe(project=halve)).project({"w": T([3, 0]), "b": T([4])}, g)
     assert both["w"].tolist() == pytest.approx([0.6, 0])
     assert l2_ball_projection(10.0)({"w": T([3, 0])}, {"w": torch.zeros(2)})["w"].tolist() == [3, 0]
@@ -68,8 +81,9 @@ def test_client_clip_refuses_fedsgd():
 
 
 def test_client_clip_bounds_every_benign_update_end_to_end():
-    r = Simulation(load_config(None, ["fl.num_clients=6", "fl.rounds=2", "defense.clip=0.5",
-                                      "defense.clip_at=client"])).run()
+    r = Simulation(
+        load_config(None, ["fl.num_clients=6", "fl.rounds=2", "defense.clip=0.5", "defense.clip_at=client"])
+    ).run()
     assert r.summary["status"] == "ok"
     assert max(c["norm"] for c in r.clients) <= 0.5 + 1e-5
 
@@ -143,9 +157,13 @@ def test_stages_compose_in_order_with_any_aggregator():
     assert out.update.shape == (5,) and out.update.norm() <= 1.0 + 1e-5
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"clip": 0.0}, "defense.clip"), ({"clip": 1.0, "clip_at": "both"}, "defense.clip_at"),
-])
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"clip": 0.0}, "defense.clip"),
+        ({"clip": 1.0, "clip_at": "both"}, "defense.clip_at"),
+    ],
+)
 def test_clip_parameter_errors(values, field):
     with pytest.raises(ConfigError) as e:
         STAGES.build("clip", values)

@@ -6,8 +6,15 @@ import math
 import pytest
 
 from fedarena.studies.report import build_report
-from fedarena.studies.stats import (Interval, fmt_bounded, fmt_diff, paired_interval, rank_labels, ranks_with_ties,
-                                    t_interval)
+from fedarena.studies.stats import (
+    Interval,
+    fmt_bounded,
+    fmt_diff,
+    paired_interval,
+    rank_labels,
+    ranks_with_ties,
+    t_interval,
+)
 
 from test_report import _fake_run
 

@@ -18,13 +18,22 @@ BASE = {"fl": {"num_clients": 5, "rounds": 2, "local_epochs": 1}}
 
 
 def test_spec_grid_blocks_dotted_keys_and_variants():
-    spec = SweepSpec.from_tree({
-        "name": "s", "base": BASE,
-        "grid": {"attack": [{"name": "none"}, {"name": "backdoor", "num_malicious": 1},
-                            {"name": "backdoor", "num_malicious": 2}],
-                 "defense": [{"name": "median"}], "fl.lr": [0.1, 0.05]},
-        "variants": {"iid": {}, "dir": {"data": {"partition": "dirichlet", "alpha": 0.5}}},
-    })
+    spec = SweepSpec.from_tree(
+        {
+            "name": "s",
+            "base": BASE,
+            "grid": {
+                "attack": [
+                    {"name": "none"},
+                    {"name": "backdoor", "num_malicious": 1},
+                    {"name": "backdoor", "num_malicious": 2},
+                ],
+                "defense": [{"name": "median"}],
+                "fl.lr": [0.1, 0.05],
+            },
+            "variants": {"iid": {}, "dir": {"data": {"partition": "dirichlet", "alpha": 0.5}}},
+        }
+    )
     jobs = spec.jobs()
     assert len(jobs) == 2 * 3 * 2
     ids = [j.run_id for j in jobs]
@@ -93,8 +102,10 @@ def test_finished_runs_written_by_an_earlier_version_are_not_replayed(tmp_path):
 
 def test_sweep_records_divergence_as_a_result(tmp_path):
     grid = {"defense": [{"name": "fedavg"}, {"name": "median"}]}
-    extra = {"fl": {"num_clients": 10, "rounds": 2, "algorithm": "fedsgd", "client_momentum": 0.9},
-             "attack": {"name": "gaussian", "sigma": 1e20, "num_malicious": 4}}
+    extra = {
+        "fl": {"num_clients": 10, "rounds": 2, "algorithm": "fedsgd", "client_momentum": 0.9},
+        "attack": {"name": "gaussian", "sigma": 1e20, "num_malicious": 4},
+    }
     jobs = SweepSpec.from_tree({"base": extra, "grid": grid}).jobs()
     outcome = run_sweep(jobs, tmp_path)
     status = dict(zip(outcome.table["run"], outcome.table["status"]))
@@ -109,10 +120,16 @@ def test_sweep_killed_midway_loses_nothing_and_reruns_no_finished_run(tmp_path, 
     share one and play in lockstep, killed in the middle; the rerun resumes those two
     from their checkpoints and does not play the finished one again."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": "t", "base": {"fl": {"num_clients": 5, "rounds": 8}, "run": {"checkpoint_every": 2}},
-        "variants": {"a": {"model": {"name": "mlp", "hidden": [16]}}, "b": {}},
-        "grid": {"defense": [{"name": "median"}, {"name": "cc"}]}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "base": {"fl": {"num_clients": 5, "rounds": 8}, "run": {"checkpoint_every": 2}},
+                "variants": {"a": {"model": {"name": "mlp", "hidden": [16]}}, "b": {}},
+                "grid": {"defense": [{"name": "median"}, {"name": "cc"}]},
+            }
+        )
+    )
     out = tmp_path / "sw"
     second = out / "runs" / "b,median" / "metrics.jsonl"
     kill_slow_cli(["sweep", str(spec), "--quiet", "--out", str(out)], second, 5)
@@ -133,8 +150,9 @@ def test_ray_backend_four_runs(tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers inherit PYTHONPATH
     try:
-        jobs = SweepSpec.from_tree({"base": BASE, "grid": {"defense": [{"name": "fedavg"}, {"name": "median"}],
-                                                           "seed": [0, 1]}}).jobs()
+        jobs = SweepSpec.from_tree(
+            {"base": BASE, "grid": {"defense": [{"name": "fedavg"}, {"name": "median"}], "seed": [0, 1]}}
+        ).jobs()
         outcome = run_sweep(jobs, tmp_path / "ray", backend="ray")
         local = run_sweep(jobs, tmp_path / "local")
     finally:
@@ -150,6 +168,7 @@ def test_killed_reproduction_continues_where_it_stopped(tmp_path, monkeypatch):
     from fedarena.run.simulation import Simulation
 
     if "toy-resume" not in PAPERS:
+
         @PAPERS.register("toy-resume")
         class _Toy(Paper):
             """Two tiny runs."""
@@ -158,7 +177,9 @@ def test_killed_reproduction_continues_where_it_stopped(tmp_path, monkeypatch):
                 return {"a": {**BASE, "seed": 0}, "b": {**BASE, "seed": 1, "model": {"name": "mlp", "hidden": [32]}}}
 
             def claims(self, quick):
-                return [Claim("C1", "accuracy is a share", 1.0, lambda r: r.final("b", "main_acc"), lambda v: 0 <= v <= 1)]
+                return [
+                    Claim("C1", "accuracy is a share", 1.0, lambda r: r.final("b", "main_acc"), lambda v: 0 <= v <= 1)
+                ]
 
     real = Simulation.plan_round
 

@@ -54,13 +54,27 @@ def test_bench_tables_fit_80_columns_and_colour_the_verdicts():
 
 
 def test_claims_are_tables_with_coloured_verdicts():
-    report = Report("x", True, [
-        ClaimResult("C1", "accuracy under ALIE at 20 % attackers, the paper's Table II row, a long description",
-                    0.85, {"text": "0.83 (seed spread 0.02)", "raw": [0.82, 0.84]}, "pass", "x >= 0.8",
-                    source="paper", where="Table II"),
-        ClaimResult("C2", "backdoor accuracy below 10 % within 5 rounds", "yes", 0.2, "fail", "x < 0.1",
-                    source="paper"),
-        ClaimResult("K1", "median equals the reference", 1.0, 1.0, "pass", "equal", source="check")], 1.0)
+    report = Report(
+        "x",
+        True,
+        [
+            ClaimResult(
+                "C1",
+                "accuracy under ALIE at 20 % attackers, the paper's Table II row, a long description",
+                0.85,
+                {"text": "0.83 (seed spread 0.02)", "raw": [0.82, 0.84]},
+                "pass",
+                "x >= 0.8",
+                source="paper",
+                where="Table II",
+            ),
+            ClaimResult(
+                "C2", "backdoor accuracy below 10 % within 5 rounds", "yes", 0.2, "fail", "x < 0.1", source="paper"
+            ),
+            ClaimResult("K1", "median equals the reference", 1.0, 1.0, "pass", "equal", source="check"),
+        ],
+        1.0,
+    )
     con = _console()
     for t in claims_tables(report):
         con.print(t)

@@ -10,23 +10,38 @@ from fedarena.cli import app
 from fedarena.tracking import flatten, numbers
 
 runner = CliRunner()
-SMALL = ["--set", "fl.rounds=2", "--set", "fl.num_clients=5", "--set", "attack.name=backdoor",
-         "--set", "attack.num_malicious=1"]
+SMALL = [
+    "--set",
+    "fl.rounds=2",
+    "--set",
+    "fl.num_clients=5",
+    "--set",
+    "attack.name=backdoor",
+    "--set",
+    "attack.num_malicious=1",
+]
 
 
 def test_flatten_and_numbers():
-    assert flatten({"fl": {"lr": 0.1, "lr_decay_at": [1, 2]}, "name": "x", "f": None}) == \
-        {"fl.lr": 0.1, "fl.lr_decay_at": "[1, 2]", "name": "x", "f": "null"}
-    assert numbers({"round": 3, "main_acc": 0.5, "ok": True, "bad": float("nan"), "s": "x", "n": 2}) == \
-        {"main_acc": 0.5, "n": 2.0}
+    assert flatten({"fl": {"lr": 0.1, "lr_decay_at": [1, 2]}, "name": "x", "f": None}) == {
+        "fl.lr": 0.1,
+        "fl.lr_decay_at": "[1, 2]",
+        "name": "x",
+        "f": "null",
+    }
+    assert numbers({"round": 3, "main_acc": 0.5, "ok": True, "bad": float("nan"), "s": "x", "n": 2}) == {
+        "main_acc": 0.5,
+        "n": 2.0,
+    }
 
 
 def test_mlflow_run_is_in_the_file_store(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (tmp_path / "mlruns").as_uri()
-    res = runner.invoke(app, ["run", "--quiet", "--track", "mlflow", "--track-uri", uri, "--out", str(tmp_path / "r")]
-                        + SMALL)
+    res = runner.invoke(
+        app, ["run", "--quiet", "--track", "mlflow", "--track-uri", uri, "--out", str(tmp_path / "r")] + SMALL
+    )
     assert res.exit_code == 0, res.output
     client = mlflow.tracking.MlflowClient(uri)
     exp = client.get_experiment_by_name("fedarena")
@@ -45,11 +60,13 @@ def test_mlflow_study_nests_its_runs(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: tiny\nbase: {fl: {num_clients: 5, rounds: 1}}\n"
-                    "grid: {defense: [{name: fedavg}, {name: median}]}\n")
+    spec.write_text(
+        "name: tiny\nbase: {fl: {num_clients: 5, rounds: 1}}\ngrid: {defense: [{name: fedavg}, {name: median}]}\n"
+    )
     uri = (tmp_path / "mlruns").as_uri()
-    res = runner.invoke(app, ["sweep", str(spec), "--quiet", "--out", str(tmp_path / "sw"), "--track", "mlflow",
-                              "--track-uri", uri])
+    res = runner.invoke(
+        app, ["sweep", str(spec), "--quiet", "--out", str(tmp_path / "sw"), "--track", "mlflow", "--track-uri", uri]
+    )
     assert res.exit_code == 0, res.output
     client = mlflow.tracking.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("fedarena").experiment_id])
@@ -63,8 +80,11 @@ def test_tensorboard_run_logs_scalars(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    res = runner.invoke(app, ["run", "--quiet", "--track", "tensorboard", "--track-uri", str(tmp_path / "tb"),
-                              "--out", str(tmp_path / "r")] + SMALL)
+    res = runner.invoke(
+        app,
+        ["run", "--quiet", "--track", "tensorboard", "--track-uri", str(tmp_path / "tb"), "--out", str(tmp_path / "r")]
+        + SMALL,
+    )
     assert res.exit_code == 0, res.output
     (logdir,) = (tmp_path / "tb").iterdir()
     acc = EventAccumulator(str(logdir))
@@ -88,8 +108,9 @@ def test_an_interrupted_tracked_run_ends_killed(tmp_path, monkeypatch, interrupt
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     interrupt_at(1)
     uri = (tmp_path / "mlruns").as_uri()
-    res = runner.invoke(app, ["run", "--quiet", "--track", "mlflow", "--track-uri", uri, "--out", str(tmp_path / "r")]
-                        + SMALL)
+    res = runner.invoke(
+        app, ["run", "--quiet", "--track", "mlflow", "--track-uri", uri, "--out", str(tmp_path / "r")] + SMALL
+    )
     assert res.exit_code == 130, res.output
     client = mlflow.tracking.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("fedarena").experiment_id])

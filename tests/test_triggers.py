@@ -129,15 +129,18 @@ def test_every_trigger_fits_every_size(name, shape):
     assert set().union(*(pixels(p.mask) for p in parts)) == pixels(t.mask)
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"name": "star"}, "attack.trigger"),
-    ({"name": "plus", "size": 4}, "attack.trigger_size"),
-    ({"name": "square", "size": 40}, "attack.trigger_size"),
-    ({"name": "square", "position": (27, 27)}, "attack.trigger_position"),
-    ({"name": "square", "position": "middle"}, "attack.trigger_position"),
-    ({"name": "square", "value": 2.0}, "attack.trigger_value"),
-    ({"name": "square", "blend": "mix"}, "attack.trigger_blend"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"name": "star"}, "attack.trigger"),
+        ({"name": "plus", "size": 4}, "attack.trigger_size"),
+        ({"name": "square", "size": 40}, "attack.trigger_size"),
+        ({"name": "square", "position": (27, 27)}, "attack.trigger_position"),
+        ({"name": "square", "position": "middle"}, "attack.trigger_position"),
+        ({"name": "square", "value": 2.0}, "attack.trigger_value"),
+        ({"name": "square", "blend": "mix"}, "attack.trigger_blend"),
+    ],
+)
 def test_bad_options_one_line_errors(kwargs, field):
     name = kwargs.pop("name")
     with pytest.raises(ConfigError) as e:
@@ -152,7 +155,12 @@ def test_dba_lines_trigger_is_the_dba_papers_layout():
     assert {tuple(p) for p in torch.nonzero(t.mask[0]).tolist()} == expected
     assert torch.all(t.pattern == 1.0)
     parts = t.split(4)
-    assert [sorted({tuple(p) for p in torch.nonzero(q.mask[0]).tolist()})[0] for q in parts] == [(0, 0), (0, 9), (4, 0), (4, 9)]
+    assert [sorted({tuple(p) for p in torch.nonzero(q.mask[0]).tolist()})[0] for q in parts] == [
+        (0, 0),
+        (0, 9),
+        (4, 0),
+        (4, 9),
+    ]
     assert all(q.num_pixels == 6 for q in parts)
     # Table 9's thickness x4: rows 0-3 and 4-7
     t4 = make_trigger("dba-lines", (1, 28, 28), size=4)

@@ -15,8 +15,12 @@ from fedarena.registry import DEFENSES
 
 
 def ctx(n, d):
-    return RoundContext(round=0, layout=ParamLayout.from_params({"w": torch.zeros(d)}),
-                        client_ids=torch.arange(n), num_samples=torch.ones(n))
+    return RoundContext(
+        round=0,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n),
+    )
 
 
 def test_nearest_neighbour_distances_hand_values():

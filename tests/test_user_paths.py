@@ -91,10 +91,12 @@ def test_reproduce_with_workers_from_the_cli(tmp_path):
 def test_sweep_on_ray_from_the_cli(tmp_path):
     pytest.importorskip("ray")
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: ray-cli\nbase: {fl: {num_clients: 4, rounds: 1}}\n"
-                    "grid: {defense: [{name: fedavg}, {name: median}]}\n")
-    res = runner.invoke(app, ["sweep", str(spec), "--backend", "ray", "--workers", "2", "--quiet",
-                              "--out", str(tmp_path / "sw")])
+    spec.write_text(
+        "name: ray-cli\nbase: {fl: {num_clients: 4, rounds: 1}}\ngrid: {defense: [{name: fedavg}, {name: median}]}\n"
+    )
+    res = runner.invoke(
+        app, ["sweep", str(spec), "--backend", "ray", "--workers", "2", "--quiet", "--out", str(tmp_path / "sw")]
+    )
     assert res.exit_code == 0, res.output
     index = [json.loads(line) for line in (tmp_path / "sw" / "index.jsonl").read_text().splitlines()]
     assert sorted(e["run"] for e in index) == ["fedavg", "median"] and all(e["status"] == "ok" for e in index)

@@ -29,8 +29,13 @@ def _default(field) -> str:
             return "(section)"
     else:
         value = field.default
-    return "`null`" if value is None else f"`{value!r}`" if not isinstance(value, (int, float, bool, str)) \
+    return (
+        "`null`"
+        if value is None
+        else f"`{value!r}`"
+        if not isinstance(value, (int, float, bool, str))
         else f"`{str(value).lower() if isinstance(value, bool) else value}`"
+    )
 
 
 def _constraints(field) -> str:
@@ -56,13 +61,18 @@ def config_keys() -> str:
             extra = section.model_config.get("extra") == "allow"
             lines += [f"### `{name}`", ""]
             if extra:
-                lines += [f"Besides these keys, `{name}.*` takes the parameters of the chosen "
-                          f"{'attack' if name == 'attack' else 'defense, its stages and the client-side defense' if name == 'defense' else 'model'}"
-                          " (see [Components](#components)).", ""]
+                lines += [
+                    f"Besides these keys, `{name}.*` takes the parameters of the chosen "
+                    f"{'attack' if name == 'attack' else 'defense, its stages and the client-side defense' if name == 'defense' else 'model'}"
+                    " (see [Components](#components)).",
+                    "",
+                ]
             lines += ["| key | valid values | default | bounds |", "|---|---|---|---|"]
             for key, f in section.model_fields.items():
-                lines.append(f"| `{name}.{key}` | {_md(describe_type(f.annotation))} | {_default(f)} | "
-                             f"{_constraints(f) or '-'} |")
+                lines.append(
+                    f"| `{name}.{key}` | {_md(describe_type(f.annotation))} | {_default(f)} | "
+                    f"{_constraints(f) or '-'} |"
+                )
             lines.append("")
         else:
             top.append(f"| `{name}` | {_md(describe_type(ann))} | {_default(field)} | {_constraints(field) or '-'} |")
@@ -74,17 +84,31 @@ def components() -> str:
     from fedarena.registry import ATTACKS, CLIENT_DEFENSES, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
 
     out = []
-    for title, reg, key in (("Datasets", DATASETS, "data.dataset"), ("Partitions", PARTITIONS, "data.partition"),
-                            ("Models", MODELS, "model.name"), ("Attacks", ATTACKS, "attack.name"),
-                            ("Defenses", DEFENSES, "defense.name"), ("Defense stages", STAGES, "switched on by its key"),
-                            ("Client-side defenses", CLIENT_DEFENSES, "defense.client"),
-                            ("Reproductions", PAPERS, "fedarena reproduce NAME")):
-        out += [f"### {title}", "", f"Chosen by `{key}`." if "." in key else f"{key[0].upper()}{key[1:]}.", "",
-                "| name | what | parameters (default) |", "|---|---|---|"]
+    for title, reg, key in (
+        ("Datasets", DATASETS, "data.dataset"),
+        ("Partitions", PARTITIONS, "data.partition"),
+        ("Models", MODELS, "model.name"),
+        ("Attacks", ATTACKS, "attack.name"),
+        ("Defenses", DEFENSES, "defense.name"),
+        ("Defense stages", STAGES, "switched on by its key"),
+        ("Client-side defenses", CLIENT_DEFENSES, "defense.client"),
+        ("Reproductions", PAPERS, "fedarena reproduce NAME"),
+    ):
+        out += [
+            f"### {title}",
+            "",
+            f"Chosen by `{key}`." if "." in key else f"{key[0].upper()}{key[1:]}.",
+            "",
+            "| name | what | parameters (default) |",
+            "|---|---|---|",
+        ]
         for name in reg.names():
             prefix = "data.synthetic" if reg is DATASETS and name == "synthetic" else reg.prefix
-            params = [f"`{prefix}.{p.name}` = `{p.default!r}`" for p in reg.params(name).values()
-                      if not p.required and p.name not in ("root", "download", "verify")]
+            params = [
+                f"`{prefix}.{p.name}` = `{p.default!r}`"
+                for p in reg.params(name).values()
+                if not p.required and p.name not in ("root", "download", "verify")
+            ]
             out.append(f"| `{name}` | {_md(reg.summary(name))} | {_md(', '.join(params)) or '-'} |")
         out.append("")
     return "\n".join(out)

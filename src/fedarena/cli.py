@@ -20,8 +20,12 @@ from .errors import ConfigError, DataNotFoundError
 # idle OpenMP threads sleep instead of spinning: small tensor ops stay fast on busy machines
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Poisoning attacks and defenses in federated learning: simulate, measure, reproduce.",
+)
 console = Console(stderr=True)
 out_console = Console()
 
@@ -54,25 +58,39 @@ def internal_error(e: BaseException, out: Optional[Path], where: str = "the run 
         log = Path(name)
     where = f"run {out} failed (status: error)" if out is not None else where
     first = (str(e).splitlines() or [""])[0][:200]
-    console.print(f"[bold red]error:[/] {escape(where)}: {type(e).__name__}: {escape(first)}; "
-                  f"traceback in {escape(str(log))}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold red]error:[/] {escape(where)}: {type(e).__name__}: {escape(first)}; traceback in {escape(str(log))}",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(1)
 
 
 @app.command()
 def run(
-    config: Optional[Path] = typer.Argument(None, help="YAML config (on the library defaults); omitted with no "
-                                            "--set: the demo (configs/demo.yaml)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set fl.rounds=10 (repeatable); without "
-                                   "CONFIG or --demo they apply to the library defaults."),
-    demo: bool = typer.Option(False, "--demo", help="Start from the demo (configs/demo.yaml: digits, 4 of 20 "
-                              "clients plant a backdoor, FedAvg)."),
+    config: Optional[Path] = typer.Argument(
+        None, help="YAML config (on the library defaults); omitted with no --set: the demo (configs/demo.yaml)."
+    ),
+    set_: List[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a key, e.g. --set fl.rounds=10 (repeatable); without "
+        "CONFIG or --demo they apply to the library defaults.",
+    ),
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="Start from the demo (configs/demo.yaml: digits, 4 of 20 clients plant a backdoor, FedAvg).",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new runs/<time>-<name>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --out folder."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the unfinished run in this folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    track: Optional[str] = typer.Option(None, "--track", help="Follow the run in mlflow (local ./mlruns) or "
-                                        "tensorboard (./tensorboard); optional extras."),
+    track: Optional[str] = typer.Option(
+        None,
+        "--track",
+        help="Follow the run in mlflow (local ./mlruns) or tensorboard (./tensorboard); optional extras.",
+    ),
     track_uri: Optional[str] = typer.Option(None, "--track-uri", help="MLflow tracking URI or TensorBoard log folder."),
 ) -> None:
     """Run one experiment and write its metrics, client records, summary and curves.
@@ -89,8 +107,11 @@ def run(
         tracker = _tracker(track, track_uri)  # a missing extra is an error before a folder is made
         if resume is not None:
             if config is not None or set_ or out is not None or overwrite or demo:
-                raise ConfigError("--resume", "continues a run with its own config.yaml and folder",
-                                  "--resume DIR alone (no CONFIG, --set, --demo, --out or --overwrite)")
+                raise ConfigError(
+                    "--resume",
+                    "continues a run with its own config.yaml and folder",
+                    "--resume DIR alone (no CONFIG, --set, --demo, --out or --overwrite)",
+                )
             out = open_run_dir(resume, resume=True)
             cfg = load_config(out / "config.yaml")
         else:
@@ -98,8 +119,11 @@ def run(
                 raise ConfigError("--demo", "is a config of its own", "either CONFIG or --demo")
             demo = demo or (config is None and not set_)  # `fedarena run` alone: the demo
             if demo and not quiet:
-                console.print("running the demo (configs/demo.yaml: digits, 4 of 20 clients plant a backdoor, FedAvg); "
-                              "--set without a config starts from the library defaults", highlight=False)
+                console.print(
+                    "running the demo (configs/demo.yaml: digits, 4 of 20 clients plant a backdoor, FedAvg); "
+                    "--set without a config starts from the library defaults",
+                    highlight=False,
+                )
             cfg = load_config(config, set_, base=DEMO_RUN if demo else None)
             if out is not None:
                 out = open_run_dir(out, overwrite=overwrite)
@@ -118,9 +142,17 @@ def run(
     except Exception as e:  # an internal error before the run has a folder
         internal_error(e, None)
     status = "error"
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                  console=console, disable=quiet) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    ) as bar:
         task = bar.add_task(cfg.name, total=cfg.fl.rounds, info="")
 
         def progress(t: int, ev: dict) -> None:
@@ -134,12 +166,16 @@ def run(
 
         logged: list = [None]
         try:
-            result = execute(out, cfg if resume is None else None, sim=sim, resume=resume is not None, progress=progress)
+            result = execute(
+                out, cfg if resume is None else None, sim=sim, resume=resume is not None, progress=progress
+            )
             status = result.summary["status"]
         except KeyboardInterrupt:
             bar.stop()
             _end_tracked(tracker, "interrupted")
-            console.print(f"[yellow]interrupted; the finished rounds are in {out} (continue: fedarena run --resume {out})[/]")
+            console.print(
+                f"[yellow]interrupted; the finished rounds are in {out} (continue: fedarena run --resume {out})[/]"
+            )
             raise typer.Exit(EXIT_CODES["interrupted"]) from None
         except (ConfigError, DataNotFoundError) as e:
             bar.stop()
@@ -197,14 +233,26 @@ def shown_default(value) -> str:
 def _sections():
     from .registry import ATTACKS, CLIENT_DEFENSES, DATASETS, DEFENSES, MODELS, PAPERS, PARTITIONS, STAGES
 
-    return {"datasets": DATASETS, "partitions": PARTITIONS, "models": MODELS, "attacks": ATTACKS,
-            "defenses": DEFENSES, "stages": STAGES, "client-defenses": CLIENT_DEFENSES, "reproductions": PAPERS}
+    return {
+        "datasets": DATASETS,
+        "partitions": PARTITIONS,
+        "models": MODELS,
+        "attacks": ATTACKS,
+        "defenses": DEFENSES,
+        "stages": STAGES,
+        "client-defenses": CLIENT_DEFENSES,
+        "reproductions": PAPERS,
+    }
 
 
 @app.command("list")
-def list_(section: Optional[str] = typer.Argument(
-        None, help="Only one section: datasets, partitions, models, attacks, defenses, stages, client-defenses, "
-        "reproductions.")) -> None:
+def list_(
+    section: Optional[str] = typer.Argument(
+        None,
+        help="Only one section: datasets, partitions, models, attacks, defenses, stages, client-defenses, "
+        "reproductions.",
+    ),
+) -> None:
     """Every registered dataset, partition, model, attack, defense (stage, client-side defense) with its parameters."""
     sections = _sections()
     if section is not None:
@@ -218,8 +266,11 @@ def list_(section: Optional[str] = typer.Argument(
         out_console.print(f"[bold underline]{title}[/]")
         prefix = {"synthetic": "data.synthetic"}
         for name in reg.names():
-            params = [f"{prefix.get(name, reg.prefix)}.{p.name}={shown_default(p.default)}" for p in reg.params(name).values()
-                      if not p.required and p.name not in ("root", "download", "verify")]
+            params = [
+                f"{prefix.get(name, reg.prefix)}.{p.name}={shown_default(p.default)}"
+                for p in reg.params(name).values()
+                if not p.required and p.name not in ("root", "download", "verify")
+            ]
             out_console.print(f"[bold]{name}[/]  {escape(reg.summary(name))}", highlight=False)
             if params:
                 out_console.print(Padding(escape("  ".join(params)), (0, 0, 0, 4)), highlight=False)
@@ -256,9 +307,12 @@ def reproduce(
     out_console.print(f"written to {out}")
     if report.runs_failed:  # no verdict from an unfinished run: the claims reading them are `error`
         first = next(iter(report.runs_failed.items()))
-        out_console.print(f"[red]{len(report.runs_failed)} of {report.runs_total} runs did not finish "
-                          f"(first: {escape(first[0])}, {escape(first[1])}); rerun the same command to retry them[/]",
-                          highlight=False, soft_wrap=True)
+        out_console.print(
+            f"[red]{len(report.runs_failed)} of {report.runs_total} runs did not finish "
+            f"(first: {escape(first[0])}, {escape(first[1])}); rerun the same command to retry them[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -284,8 +338,15 @@ def sweep(
         if backend not in ("local", "ray"):
             raise ConfigError("--backend", f"unknown backend {backend!r}", "local, ray")
         sweep_spec = SweepSpec.load(spec)
-        with Progress(TextColumn("[bold]validating"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=console, disable=quiet, transient=True) as bar:
+        with Progress(
+            TextColumn("[bold]validating"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+            transient=True,
+        ) as bar:
             task = bar.add_task("validate", total=min(sweep_spec.size, max_runs))
             jobs = sweep_spec.jobs(max_runs, lambda done, total: bar.update(task, completed=done))
     except (ConfigError, DataNotFoundError) as e:
@@ -331,27 +392,51 @@ def tune(spec, jobs: list, out: Path, workers: int, backend: str, address: Optio
     except (ConfigError, DataNotFoundError) as e:
         user_error(str(e))
     with_setting = any(c["setting"] for c in chosen)
-    table = Table(title="worst-case tuning (validation split; score: lowest mean MA over attacks, %)",
-                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
+    table = Table(
+        title="worst-case tuning (validation split; score: lowest mean MA over attacks, %)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+    )
     for col in (["setting"] if with_setting else []) + ["defense", "chosen", "worst val", "candidates: score"]:
         table.add_column(col, justify="right" if col == "worst val" else "left")
     for c in chosen:
         score = "-" if c["score"] is None else f"{100 * c['score']:.1f} {c['worst_attack']}"
-        cands = ", ".join(f"{params_text(k['params'])}: " + ("-" if k["score"] is None else f"{100 * k['score']:.1f}")
-                          for k in c["candidates"])
+        cands = ", ".join(
+            f"{params_text(k['params'])}: " + ("-" if k["score"] is None else f"{100 * k['score']:.1f}")
+            for k in c["candidates"]
+        )
         row = [c["defense"], params_text(c["params"]), score, cands]
         table.add_row(*map(escape, ([c["setting"]] if with_setting else []) + row))
     out_console.print(table)
     return jobs
 
 
-def run_study(jobs: list, out: Path, workers: int, backend: str, address: Optional[str], quiet: bool,
-              plot: bool = False, what: str = "sweep", tracker=None):
+def run_study(
+    jobs: list,
+    out: Path,
+    workers: int,
+    backend: str,
+    address: Optional[str],
+    quiet: bool,
+    plot: bool = False,
+    what: str = "sweep",
+    tracker=None,
+):
     """Run the jobs of a sweep in ``out`` with a progress bar; exit 130 on Ctrl-C."""
     from .studies.sweep import run_sweep
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, disable=quiet) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    ) as bar:
         task = bar.add_task(f"{what} ({len(jobs)} runs)", total=len(jobs))
 
         def on_result(res: dict) -> None:
@@ -375,8 +460,11 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
             user_error(str(e))
             return None
     counts = outcome.table["status"].value_counts().to_dict() if len(outcome.table) else {}
-    console.print(f"{len(outcome.ran)} runs played ({len(outcome.resumed)} resumed), {len(outcome.skipped)} already "
-                  f"finished; status: {counts}; results in {out / 'results.csv'}", highlight=False)
+    console.print(
+        f"{len(outcome.ran)} runs played ({len(outcome.resumed)} resumed), {len(outcome.skipped)} already "
+        f"finished; status: {counts}; results in {out / 'results.csv'}",
+        highlight=False,
+    )
     if counts.get("error"):
         raise typer.Exit(1)
     return outcome
@@ -386,8 +474,9 @@ def run_study(jobs: list, out: Path, workers: int, backend: str, address: Option
 def report(
     dirs: List[Path] = typer.Argument(..., help="A sweep folder, or run folders (searched recursively)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default <first DIR>/report)."),
-    baseline: str = typer.Option("fedavg", "--baseline", help="The defense every other is compared with, "
-                                 "seed by seed (paired differences)."),
+    baseline: str = typer.Option(
+        "fedavg", "--baseline", help="The defense every other is compared with, seed by seed (paired differences)."
+    ),
 ) -> None:
     """Leaderboard per defense, attack x defense heatmaps, curves, detection metrics (report.md, report.html)."""
     from .studies.report import build_report
@@ -415,13 +504,20 @@ def print_leaderboards(parts: dict) -> None:
         lbt = s["leaderboard_text"]
         base = s["leaderboard"].attrs.get("baseline")
         keep = ["rank", "defense", "MA", f"ΔMA vs {base}", "worst MA", "BA", f"ΔBA vs {base}"]
-        lbt = lbt[[c for c in keep if c in lbt.columns]].rename(columns={f"ΔMA vs {base}": "ΔMA", f"ΔBA vs {base}": "ΔBA"})
+        lbt = lbt[[c for c in keep if c in lbt.columns]].rename(
+            columns={f"ΔMA vs {base}": "ΔMA", f"ΔBA vs {base}": "ΔBA"}
+        )
         lbt = lbt[[c for c in lbt.columns if not (lbt[c].astype(str) == "-").all()]]  # no backdoor: no BA columns
         if (s["leaderboard"]["diverged"] > 0).any():
             lbt = lbt.assign(div=s["leaderboard"]["diverged"].to_numpy())
         note = f"; Δ: paired difference vs {base}" if base else ""
-        table = Table(title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; mean±95% CI over seeds{note})",
-                      box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
+        table = Table(
+            title=f"leaderboard{': ' + s['name'] if s['name'] else ''} (%; mean±95% CI over seeds{note})",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+            title_justify="left",
+        )
         for i, col in enumerate(lbt.columns):
             table.add_column(col, justify="left" if i < 2 else "right", no_wrap=i < 2)
         for _, row in lbt.iterrows():
@@ -443,14 +539,23 @@ def arena(
     out: Path = typer.Option(Path("runs") / "arena", "--out", help="Sweep folder (rerun: finished runs are kept)."),
     workers: int = typer.Option(2, "--workers", callback=_workers, help="Worker processes (>= 1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    backdoor: bool = typer.Option(False, "--backdoor", help="The backdoor arena: Neurotoxin, A3FL, blended, model "
-                                  "replacement x DeepSight, CRFL, FLARE, AlignIns and classic rules (default --out "
-                                  "runs/backdoor-arena)."),
-    robust: bool = typer.Option(False, "--robust", help="The robust-rules arena: ALIE, IPM, Min-Max, SignFlip and "
-                                "Blades' adaptive attacks x DnC, SignGuard, ClippedClustering, FLDetector, MoNNA, "
-                                "Meamed, CAF, LASA, ARC and classic rules (default --out runs/robust-arena)."),
-    track: Optional[str] = typer.Option(None, "--track", help="Log every run to mlflow or tensorboard, the report "
-                                        "as the parent run's artifact."),
+    backdoor: bool = typer.Option(
+        False,
+        "--backdoor",
+        help="The backdoor arena: Neurotoxin, A3FL, blended, model "
+        "replacement x DeepSight, CRFL, FLARE, AlignIns and classic rules (default --out "
+        "runs/backdoor-arena).",
+    ),
+    robust: bool = typer.Option(
+        False,
+        "--robust",
+        help="The robust-rules arena: ALIE, IPM, Min-Max, SignFlip and "
+        "Blades' adaptive attacks x DnC, SignGuard, ClippedClustering, FLDetector, MoNNA, "
+        "Meamed, CAF, LASA, ARC and classic rules (default --out runs/robust-arena).",
+    ),
+    track: Optional[str] = typer.Option(
+        None, "--track", help="Log every run to mlflow or tensorboard, the report as the parent run's artifact."
+    ),
     track_uri: Optional[str] = typer.Option(None, "--track-uri", help="MLflow tracking URI or TensorBoard log folder."),
 ) -> None:
     """A small attack x defense matrix on the bundled digits (minutes on 2 cores): leaderboard and report."""
@@ -480,20 +585,27 @@ def arena(
     run_study(jobs, out, workers, "local", None, quiet, tracker=tracker)
     parts = build_report([out], out / "report", title=title)
     if tracker is not None:
-        tracker.finish_parent([out / "report" / f for f in ("report.html", "report.md", "leaderboard.csv")]
-                              + [out / "selection.json"])
+        tracker.finish_parent(
+            [out / "report" / f for f in ("report.html", "report.md", "leaderboard.csv")] + [out / "selection.json"]
+        )
     print_leaderboards(parts)
     tuned = len(list((out / "tuning" / "runs").glob("*"))) if (out / "tuning" / "runs").is_dir() else 0
-    out_console.print(f"{len(jobs)} runs{f' (and {tuned} tuning runs)' if tuned else ''} in "
-                      f"{time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}", highlight=False)
+    out_console.print(
+        f"{len(jobs)} runs{f' (and {tuned} tuning runs)' if tuned else ''} in "
+        f"{time.perf_counter() - start:.0f} s; report: {out / 'report' / 'report.html'}",
+        highlight=False,
+    )
 
 
 @app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="About a minute: small workloads only."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default benchmarks/results/<time>)."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated sections: training, memory, "
-                                       "aggregators, lockstep, flower, end_to_end (default: all)."),
+    only: Optional[str] = typer.Option(
+        None,
+        "--only",
+        help="Comma-separated sections: training, memory, aggregators, lockstep, flower, end_to_end (default: all).",
+    ),
 ) -> None:
     """Measure local-training throughput, aggregator speed, lockstep studies, Flower and end-to-end rounds/s."""
     from .bench import run_bench
@@ -520,8 +632,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Poisoning attacks and defenses in federated learning: simulate, measure, reproduce."""
 
 

@@ -40,6 +40,7 @@ class _Strict(_Float32):
     # every float key rejects NaN and +-Inf ("must be a finite number") and values beyond float32
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+
 #: upper bounds that keep a single run's work finite (a typo such as 1e9 epochs is an error, not a hang)
 MAX_LOCAL_EPOCHS = 1000
 MAX_LOCAL_STEPS = 100_000
@@ -186,8 +187,10 @@ class ExperimentConfig(_Strict):
 
         if not 1 <= len(v) <= MAX_NAME_LENGTH or not re.match(NAME_PATTERN, v):
             shown = v if len(v) <= 40 else v[:37] + "..."
-            raise ValueError(f"name|must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
-                             f"(got {shown!r}, {len(v)} characters)|e.g. mnist-alie-krum (it names the run folder)")
+            raise ValueError(
+                f"name|must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
+                f"(got {shown!r}, {len(v)} characters)|e.g. mnist-alie-krum (it names the run folder)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -195,32 +198,50 @@ class ExperimentConfig(_Strict):
         fl = self.fl
         if self.data.synthetic and self.data.dataset != "synthetic":
             key = next(iter(self.data.synthetic))
-            raise ValueError(f"data.synthetic.{key}|only applies when data.dataset = 'synthetic' "
-                             f"(got {self.data.dataset!r})|set data.dataset=synthetic, or drop this key")
+            raise ValueError(
+                f"data.synthetic.{key}|only applies when data.dataset = 'synthetic' "
+                f"(got {self.data.dataset!r})|set data.dataset=synthetic, or drop this key"
+            )
         if fl.clients_per_round is not None and fl.clients_per_round > fl.num_clients:
-            raise ValueError(f"fl.clients_per_round|must be <= fl.num_clients = {fl.num_clients} (got {fl.clients_per_round})|1..{fl.num_clients}")
+            raise ValueError(
+                f"fl.clients_per_round|must be <= fl.num_clients = {fl.num_clients} (got {fl.clients_per_round})|1..{fl.num_clients}"
+            )
         if self.attack.num_malicious > fl.num_clients:
-            raise ValueError(f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}")
+            raise ValueError(
+                f"attack.num_malicious|must be <= fl.num_clients = {fl.num_clients} (got {self.attack.num_malicious})|0..{fl.num_clients}"
+            )
         if self.attack.name != "none" and self.attack.num_malicious == 0:
-            raise ValueError(f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}")
+            raise ValueError(
+                f"attack.num_malicious|must be >= 1 when attack.name = {self.attack.name!r}|1..{fl.num_clients}"
+            )
         if fl.optimizer != "sgd" and fl.momentum:
-            raise ValueError(f"fl.momentum|applies to fl.optimizer=sgd only (got {fl.momentum} with {fl.optimizer}; "
-                             "Adam's moments are set by fl.adam_betas)|0 with adam/adamw")
+            raise ValueError(
+                f"fl.momentum|applies to fl.optimizer=sgd only (got {fl.momentum} with {fl.optimizer}; "
+                "Adam's moments are set by fl.adam_betas)|0 with adam/adamw"
+            )
         if not all(0 <= b < 1 for b in fl.adam_betas):
             raise ValueError(f"fl.adam_betas|each must be in [0, 1) (got {list(fl.adam_betas)})|e.g. [0.9, 0.999]")
         if fl.algorithm == "fedsgd" and (fl.optimizer != "sgd" or fl.client_state != "reset"):
             key = "fl.optimizer" if fl.optimizer != "sgd" else "fl.client_state"
-            raise ValueError(f"{key}|needs local steps (fl.algorithm=fedavg); fedsgd clients send one gradient "
-                             "(their momentum is fl.client_momentum)|sgd / reset with fedsgd")
+            raise ValueError(
+                f"{key}|needs local steps (fl.algorithm=fedavg); fedsgd clients send one gradient "
+                "(their momentum is fl.client_momentum)|sgd / reset with fedsgd"
+            )
         if fl.sampling == "counts" and not fl.malicious_counts:
-            raise ValueError("fl.malicious_counts|must list the attackers of each round when fl.sampling = 'counts'|e.g. [6, 6, 0, 0]")
+            raise ValueError(
+                "fl.malicious_counts|must list the attackers of each round when fl.sampling = 'counts'|e.g. [6, 6, 0, 0]"
+            )
         if any(c < 0 for c in fl.malicious_counts):
-            raise ValueError(f"fl.malicious_counts|counts must be >= 0 (got {fl.malicious_counts})|non-negative integers")
+            raise ValueError(
+                f"fl.malicious_counts|counts must be >= 0 (got {fl.malicious_counts})|non-negative integers"
+            )
         last = math.log10(fl.lr) + len(fl.lr_decay_at) * math.log10(fl.lr_decay)  # log10 of the last lr
         if fl.lr_decay_at and not -30 <= last <= math.log10(FLOAT32_MAX):
-            raise ValueError(f"fl.lr_decay|{len(fl.lr_decay_at)} decays of fl.lr = {fl.lr:g} by {fl.lr_decay:g} reach "
-                             f"lr = 1e{last:.0f}, outside the float32 range the steps carry|a decay that keeps every "
-                             f"lr within 1e-30..{FLOAT32_MAX:.3g}")
+            raise ValueError(
+                f"fl.lr_decay|{len(fl.lr_decay_at)} decays of fl.lr = {fl.lr:g} by {fl.lr_decay:g} reach "
+                f"lr = 1e{last:.0f}, outside the float32 range the steps carry|a decay that keeps every "
+                f"lr within 1e-30..{FLOAT32_MAX:.3g}"
+            )
         if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
             raise ValueError("attack.end_round|must be >= attack.start_round|an inclusive round index >= start_round")
         return self
@@ -259,8 +280,11 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     key, value = assignment.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError("--set", f"no key name before '=' in {assignment!r}" if not key.strip()
-                          else f"empty part in key {key.strip()!r}", "key=value with a dotted key, e.g. fl.rounds=10")
+        raise ConfigError(
+            "--set",
+            f"no key name before '=' in {assignment!r}" if not key.strip() else f"empty part in key {key.strip()!r}",
+            "key=value with a dotted key, e.g. fl.rounds=10",
+        )
     node = tree
     for p in parts[:-1]:
         if node.get(p) is True or node.get(p) is None:  # a switch (attack.optimize=true) opened as a section
@@ -280,7 +304,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(p.read_text()) or {}
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("config", f"cannot read {str(p)!r} ({type(e).__name__}: {e})", "a readable YAML file") from None
+        raise ConfigError(
+            "config", f"cannot read {str(p)!r} ({type(e).__name__}: {e})", "a readable YAML file"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError("config", f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(tree, dict):
@@ -297,9 +323,9 @@ def from_tree(tree: dict[str, Any]) -> ExperimentConfig:
         loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"]
         if msg.startswith("Value error, ") and "|" not in msg:
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         if msg.startswith("Value error, ") and "|" in msg:
-            field, problem, valid = msg[len("Value error, "):].split("|", 2)
+            field, problem, valid = msg[len("Value error, ") :].split("|", 2)
             raise ConfigError(field, problem, valid) from None
         if err["type"] == "extra_forbidden":
             section = _section(ExperimentConfig, err["loc"][:-1])
@@ -310,12 +336,16 @@ def from_tree(tree: dict[str, Any]) -> ExperimentConfig:
         if at is not None:  # a list element: name the list, the position and the list's valid values
             key = ".".join(str(x) for x in err["loc"][:at])
             problem = " is missing" if err["type"] == "missing" else f": {msg}"
-            raise ConfigError(key, f"item {err['loc'][at]}{problem} (got {got!r})",
-                              _field_type(err["loc"][:at]) or _valid_hint(err)) from None
+            raise ConfigError(
+                key, f"item {err['loc'][at]}{problem} (got {got!r})", _field_type(err["loc"][:at]) or _valid_hint(err)
+            ) from None
         if err["type"] == "missing" and isinstance(got, (list, tuple)):
             raise ConfigError(loc, f"{msg} (got {list(got)!r})", _field_type(err["loc"])) from None
-        raise ConfigError(loc, f"{msg} (got {got!r})" if not isinstance(got, dict) else msg,
-                          _valid_hint(err) or _field_type(err["loc"])) from None
+        raise ConfigError(
+            loc,
+            f"{msg} (got {got!r})" if not isinstance(got, dict) else msg,
+            _valid_hint(err) or _field_type(err["loc"]),
+        ) from None
     validate_plugins(cfg)
     return cfg
 
@@ -367,7 +397,9 @@ def validate_plugins(cfg: ExperimentConfig) -> None:
         options = sorted(set(DATASETS.params("synthetic")) - {"root", "download", "verify"})
         for key in cfg.data.synthetic:
             if key not in options:
-                raise ConfigError(f"data.synthetic.{key}", "unknown option of the synthetic dataset", ", ".join(options))
+                raise ConfigError(
+                    f"data.synthetic.{key}", "unknown option of the synthetic dataset", ", ".join(options)
+                )
         DATASETS.validate("synthetic", cfg.data.synthetic, prefix="data.synthetic")
     PARTITIONS.get(cfg.data.partition)
     MODELS.validate(cfg.model_name, dict(cfg.model.model_extra or {}))
@@ -386,11 +418,16 @@ def _check_benign_left(cfg: ExperimentConfig, attack: Any) -> None:
     n, m, k = cfg.fl.num_clients, cfg.attack.num_malicious, cfg.cohort_size
     all_mal = m >= n or (cfg.fl.sampling == "fixed-malicious" and round(k * m / n) >= k)
     if all_mal:
-        raise ConfigError("attack.num_malicious", f"attack {cfg.attack.name!r} crafts from the benign clients' updates, "
-                          f"and with {m} of {n} clients malicious no cohort has a benign one",
-                          f"1..{n - 1}" if k == n and n > 1 else
-                          "at least 2 clients (fl.num_clients) with one benign" if n == 1 else
-                          "fewer attackers than clients, at least one benign per cohort")
+        raise ConfigError(
+            "attack.num_malicious",
+            f"attack {cfg.attack.name!r} crafts from the benign clients' updates, "
+            f"and with {m} of {n} clients malicious no cohort has a benign one",
+            f"1..{n - 1}"
+            if k == n and n > 1
+            else "at least 2 clients (fl.num_clients) with one benign"
+            if n == 1
+            else "fewer attackers than clients, at least one benign per cohort",
+        )
 
 
 def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -399,7 +436,9 @@ def defense_dict(cfg: ExperimentConfig) -> dict[str, Any]:
     return d
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None, base: Optional[dict] = None) -> ExperimentConfig:
+def load_config(
+    path: Optional[str | Path] = None, overrides: Optional[list[str]] = None, base: Optional[dict] = None
+) -> ExperimentConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated config."""
     tree: dict[str, Any] = copy.deepcopy(base or {})
     if path is not None:
@@ -432,6 +471,7 @@ def auto_name(tree: dict[str, Any]) -> str:
     ``--set defense.name=median`` on the demo names it ``digits-backdoor-median``. A name
     the user chose is kept; ``--set`` of a naming key then appends the new value
     (``my-study`` -> ``my-study-median``). ``--set name=...`` always wins."""
+
     def get(section: str, key: str, default: str) -> str:
         node = tree.get(section)
         return str(node.get(key, default)) if isinstance(node, dict) else default
@@ -441,8 +481,10 @@ def auto_name(tree: dict[str, Any]) -> str:
 
 #: keys of the attack / defense sections that do not belong to the chosen attack or defense
 #: (and the parameters of the client-side defenses, :func:`_section_common`)
-_SECTION_COMMON = {"attack": {"name", "num_malicious", "start_round", "end_round", "optimize"},
-                   "defense": {"name", "weighted", "f", "client"}}
+_SECTION_COMMON = {
+    "attack": {"name", "num_malicious", "start_round", "end_round", "optimize"},
+    "defense": {"name", "weighted", "f", "client"},
+}
 
 
 def _section_common(section: str) -> set[str]:

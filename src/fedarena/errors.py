@@ -19,9 +19,18 @@ class ConfigError(ValueError):
 
 
 #: line breaks in user input (a key, a value) shown escaped, so an error stays one line
-ONE_LINE = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\v"): "\\v", ord("\f"): "\\f",
-            ord("\x1c"): "\\x1c", ord("\x1d"): "\\x1d", ord("\x1e"): "\\x1e", ord("\x85"): "\\x85",
-            ord("\u2028"): "\\u2028", ord("\u2029"): "\\u2029"}
+ONE_LINE = {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\v"): "\\v",
+    ord("\f"): "\\f",
+    ord("\x1c"): "\\x1c",
+    ord("\x1d"): "\\x1d",
+    ord("\x1e"): "\\x1e",
+    ord("\x85"): "\\x85",
+    ord("\u2028"): "\\u2028",
+    ord("\u2029"): "\\u2029",
+}
 
 
 class DataNotFoundError(FileNotFoundError):

@@ -58,8 +58,12 @@ def describe_type(a: Any) -> str:
     return {"float": "a finite float", "int": "an integer", "bool": "true, false", "str": "a string"}.get(name, name)
 
 
-_PLURALS = {"a finite float": "finite floats", "an integer": "integers", "a string": "strings",
-            "true, false": "booleans"}
+_PLURALS = {
+    "a finite float": "finite floats",
+    "an integer": "integers",
+    "a string": "strings",
+    "true, false": "booleans",
+}
 
 
 def _target(factory: Callable[..., Any]) -> Callable[..., Any] | None:
@@ -103,8 +107,13 @@ class Registry:
     their decorators run): the components for the component registries, ``reproduce``
     alone for the reproductions (building a simulation loads no paper module)."""
 
-    def __init__(self, kind: str, prefix: str, name_field: str | None = None,
-                 packages: tuple[str, ...] = ("data", "models", "attacks", "defenses")):
+    def __init__(
+        self,
+        kind: str,
+        prefix: str,
+        name_field: str | None = None,
+        packages: tuple[str, ...] = ("data", "models", "attacks", "defenses"),
+    ):
         self.kind = kind  # e.g. "defense"
         self.prefix = prefix  # config prefix of its parameters, e.g. "defense"
         self.name_field = name_field or f"{prefix}.name"  # the key that selects it
@@ -166,10 +175,13 @@ class Registry:
 
     def accepts_extra(self, name: str) -> bool:
         target = _target(self.get(name))
-        return target is not None and any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+        return target is not None and any(
+            p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values()
+        )
 
-    def validate(self, name: str, values: dict[str, Any], ignore: set[str] = frozenset(),
-                 prefix: str | None = None) -> dict[str, Any]:
+    def validate(
+        self, name: str, values: dict[str, Any], ignore: set[str] = frozenset(), prefix: str | None = None
+    ) -> dict[str, Any]:
         """Check ``values`` against the factory's parameters; return them coerced.
         ``prefix``: the config section the values come from (default: the registry's)."""
         prefix = prefix or self.prefix
@@ -182,7 +194,9 @@ class Registry:
                 if self.accepts_extra(name):
                     out[key] = value
                     continue
-                valid = ", ".join(sorted(set(params) | set(ignore))) or f"none: {self.kind} {name!r} takes no parameters"
+                valid = (
+                    ", ".join(sorted(set(params) | set(ignore))) or f"none: {self.kind} {name!r} takes no parameters"
+                )
                 raise ConfigError(f"{prefix}.{key}", f"unknown parameter for {self.kind} {name!r}", valid)
             ann = params[key].annotation
             if ann is not Any:
@@ -190,12 +204,16 @@ class Registry:
                     value = TypeAdapter(ann).validate_python(value)
                 except ValidationError as e:
                     err = e.errors()[0]
-                    raise ConfigError(f"{prefix}.{key}", f"{err['msg']} (got {value!r})", params[key].type_name) from None
+                    raise ConfigError(
+                        f"{prefix}.{key}", f"{err['msg']} (got {value!r})", params[key].type_name
+                    ) from None
             check_value(f"{prefix}.{key}", value, params[key].type_name)
             out[key] = value
         return out
 
-    def build(self, name: str, values: dict[str, Any], ignore: set[str] = frozenset(), prefix: str | None = None) -> Any:
+    def build(
+        self, name: str, values: dict[str, Any], ignore: set[str] = frozenset(), prefix: str | None = None
+    ) -> Any:
         kwargs = self.validate(name, values, ignore, prefix)
         return self.get(name)(**kwargs)
 

@@ -61,8 +61,10 @@ def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
     tree = cfg.model_dump(mode="json")
     tree["model"] = {**_defaults(MODELS, cfg.model_name), **tree["model"], "name": cfg.model_name}
     if cfg.data.dataset == "synthetic":
-        tree["data"]["synthetic"] = {**_defaults(DATASETS, "synthetic", skip=("root", "download", "verify")),
-                                     **tree["data"]["synthetic"]}
+        tree["data"]["synthetic"] = {
+            **_defaults(DATASETS, "synthetic", skip=("root", "download", "verify")),
+            **tree["data"]["synthetic"],
+        }
     tree["fl"]["clients_per_round"] = cfg.cohort_size
     # every declared key of the two sections (attack.optimize, defense.client, ...), then the plugin's own
     common = {k: tree["attack"][k] for k in type(cfg.attack).model_fields}

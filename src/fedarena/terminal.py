@@ -15,8 +15,17 @@ from rich.markup import escape
 from rich.table import Table
 
 #: verdict words and their colours
-VERDICT_STYLE = {"pass": "green", "fail": "red", "error": "bold red", "info": "cyan", "skipped": "yellow",
-                 "ok": "green", "diverged": "yellow", "yes": "green", "no": "red"}
+VERDICT_STYLE = {
+    "pass": "green",
+    "fail": "red",
+    "error": "bold red",
+    "info": "cyan",
+    "skipped": "yellow",
+    "ok": "green",
+    "diverged": "yellow",
+    "yes": "green",
+    "no": "red",
+}
 
 
 def parse_markdown_tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -50,20 +59,39 @@ def _styled(cell: str) -> str:
     return f"[{style}]{text}[/]" if style else text
 
 
-def rich_table(title: str, header: list[str], rows: Iterable[list[str]], drop: Iterable[str] = (),
-               numeric_right: bool = True, show_header: bool = True) -> Table:
+def rich_table(
+    title: str,
+    header: list[str],
+    rows: Iterable[list[str]],
+    drop: Iterable[str] = (),
+    numeric_right: bool = True,
+    show_header: bool = True,
+) -> Table:
     """One rich table; ``drop``: columns left out (the file has them). The first column
     (a name) is never broken."""
     rows = list(rows)
     keep = [i for i, h in enumerate(header) if h not in set(drop)]
-    table = Table(title=escape(title) if title else None, box=box.SIMPLE_HEAD if show_header else None, pad_edge=False,
-                  padding=(0, 1, 0, 0), title_justify="left", title_style="bold", show_header=show_header)
+    table = Table(
+        title=escape(title) if title else None,
+        box=box.SIMPLE_HEAD if show_header else None,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+        title_style="bold",
+        show_header=show_header,
+    )
     for i in keep:
         col = [r[i] for r in rows if i < len(r)]
-        numeric = numeric_right and col and all(re.fullmatch(r"[-+]?[\d.,]+(e[-+]?\d+)?\s*%?|-", c.strip()) for c in col)
+        numeric = (
+            numeric_right and col and all(re.fullmatch(r"[-+]?[\d.,]+(e[-+]?\d+)?\s*%?|-", c.strip()) for c in col)
+        )
         short = max((len(c) for c in col), default=0) <= 12
-        table.add_column(escape(header[i]), justify="right" if numeric else "left",
-                         no_wrap=bool(numeric or i == keep[0] or (short and len(header[i]) <= 14)), overflow="fold")
+        table.add_column(
+            escape(header[i]),
+            justify="right" if numeric else "left",
+            no_wrap=bool(numeric or i == keep[0] or (short and len(header[i]) <= 14)),
+            overflow="fold",
+        )
     for r in rows:
         table.add_row(*[_styled(r[i]) if i < len(r) else "" for i in keep])
     return table
@@ -94,8 +122,15 @@ def print_markdown_tables(console: Console, text: str, drop: Iterable[str] = (),
             continue
         console.print(f"[bold]{escape(title or t)}[/]")
         for r in rows2:
-            console.print(rich_table(f"{header2[0]}: {r[0]}", ["", ""], [[h, v] for h, v in zip(header2[1:], r[1:])],
-                                     numeric_right=False, show_header=False))
+            console.print(
+                rich_table(
+                    f"{header2[0]}: {r[0]}",
+                    ["", ""],
+                    [[h, v] for h, v in zip(header2[1:], r[1:])],
+                    numeric_right=False,
+                    show_header=False,
+                )
+            )
     return len(tables)
 
 

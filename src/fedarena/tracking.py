@@ -55,8 +55,11 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def numbers(record: dict[str, Any]) -> dict[str, float]:
     """The finite numeric entries of a record (booleans and the round index left out)."""
-    return {k: float(v) for k, v in record.items() if k not in _STRUCTURE and isinstance(v, (int, float))
-            and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if k not in _STRUCTURE and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 class Tracker:
@@ -99,7 +102,7 @@ class MLflowTracker(Tracker):
 
         params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
 
     def log_round(self, round_: int, metrics: dict[str, Any]) -> None:
         from mlflow.entities import Metric
@@ -117,8 +120,11 @@ class MLflowTracker(Tracker):
         import time
 
         now = int(time.time() * 1000)
-        final = [Metric(k, v, now, 0) for k, v in numbers(summary).items() if k.startswith(("final_", "max_", "backdoor_"))
-                 or k in ("wall_time_s", "rounds_completed")]
+        final = [
+            Metric(k, v, now, 0)
+            for k, v in numbers(summary).items()
+            if k.startswith(("final_", "max_", "backdoor_")) or k in ("wall_time_s", "rounds_completed")
+        ]
         if final:
             self.client.log_batch(self.run_id, metrics=final)
         for f in files:
@@ -144,7 +150,9 @@ class TensorBoardTracker(Tracker):
         try:
             from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
         except ImportError:
-            raise ConfigError("--track", "tensorboard is not installed", 'pip install "fedarena[tensorboard]"') from None
+            raise ConfigError(
+                "--track", "tensorboard is not installed", 'pip install "fedarena[tensorboard]"'
+            ) from None
         self.SummaryWriter = SummaryWriter
         self.root = Path(uri or "tensorboard")
         self.writer = None

@@ -12,10 +12,19 @@ from fedarena.integrations.flower import FlowerTask
 def overrides(run_config: Mapping[str, object]) -> list[str]:
     """The fedarena ``--set`` overrides that the run config stands for."""
     c = run_config
-    sets = [f"data.dataset={c['dataset']}", f"data.partition={c['partition']}", "data.download=false",
-            f"fl.num_clients={c['num-clients']}", f"fl.rounds={c['num-server-rounds']}",
-            f"fl.local_epochs={c['local-epochs']}", f"fl.batch_size={c['batch-size']}", f"fl.lr={c['lr']}",
-            f"seed={c['seed']}", f"defense.name={c['defense']}", f"attack.name={c['attack']}"]
+    sets = [
+        f"data.dataset={c['dataset']}",
+        f"data.partition={c['partition']}",
+        "data.download=false",
+        f"fl.num_clients={c['num-clients']}",
+        f"fl.rounds={c['num-server-rounds']}",
+        f"fl.local_epochs={c['local-epochs']}",
+        f"fl.batch_size={c['batch-size']}",
+        f"fl.lr={c['lr']}",
+        f"seed={c['seed']}",
+        f"defense.name={c['defense']}",
+        f"attack.name={c['attack']}",
+    ]
     malicious = [p for p in str(c["malicious"]).replace(",", " ").split() if p]
     sets.append(f"attack.num_malicious={len(malicious)}")
     sets += [f"defense.{kv}" for kv in str(c["defense-params"]).split()]

@@ -57,15 +57,31 @@ class A3FL(Attack):
 
     dynamic_trigger = True  # the engine refreshes the backdoor test set before each evaluation
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 trigger_size: Optional[int] = None, trigger_position: Optional[Union[str, tuple[int, int]]] = None,
-                 poison_frac: float = 0.5, trigger_rounds: int = 2, trigger_steps: int = 10, trigger_lr: float = 0.1,
-                 adv_steps: int = 5, adv_lr: float = 0.1, adv_weight: float = 1.0, opt_samples: int = 256):
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = None,
+        poison_frac: float = 0.5,
+        trigger_rounds: int = 2,
+        trigger_steps: int = 10,
+        trigger_lr: float = 0.1,
+        adv_steps: int = 5,
+        adv_lr: float = 0.1,
+        adv_weight: float = 1.0,
+        opt_samples: int = 256,
+    ):
         if not 0.0 <= poison_frac <= 1.0:
             raise ConfigError("attack.poison_frac", f"must be in [0, 1] (got {poison_frac})", "0..1")
         if trigger not in TRIGGERS or trigger == "blended":
-            raise ConfigError("attack.trigger", f"A3FL optimizes a patch trigger's pixels (got {trigger!r})",
-                              ", ".join(t for t in TRIGGERS if t != "blended"))
+            raise ConfigError(
+                "attack.trigger",
+                f"A3FL optimizes a patch trigger's pixels (got {trigger!r})",
+                ", ".join(t for t in TRIGGERS if t != "blended"),
+            )
         for name, v in (("trigger_rounds", trigger_rounds), ("opt_samples", opt_samples)):
             if v < 1:
                 raise ConfigError(f"attack.{name}", f"must be >= 1 (got {v})", ">= 1")
@@ -86,8 +102,9 @@ class A3FL(Attack):
     def setup(self, info: DataInfo, generator: torch.Generator) -> None:
         super().setup(info, generator)
         check_classes(self, info, "source", "target")
-        base: Trigger = make_trigger(self.trigger_name, info.input_shape, None, self.trigger_size, self.trigger_position,
-                                     "replace")
+        base: Trigger = make_trigger(
+            self.trigger_name, info.input_shape, None, self.trigger_size, self.trigger_position, "replace"
+        )
         self.mask = base.mask
         if self.pattern is None:
             self.pattern = base.pattern.clone()
@@ -102,8 +119,15 @@ class A3FL(Attack):
         return self.trigger.apply(x[keep]), torch.full_like(y[keep], self.target)
 
     # ------------------------------------------------------------ trigger optimization
-    def optimize_trigger(self, model: torch.nn.Module, global_params: dict[str, torch.Tensor],
-                         buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, prepare) -> None:
+    def optimize_trigger(
+        self,
+        model: torch.nn.Module,
+        global_params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        prepare,
+    ) -> None:
         """Algorithm 1, lines 3-12: alternate the adversarial unlearning model and the trigger's PGD."""
         mask = self.mask.to(x.device, x.dtype)
         delta = self.pattern.to(x.device, x.dtype).clone()
@@ -148,7 +172,9 @@ class A3FL(Attack):
     # ------------------------------------------------------------ local training
     def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
         device = ctx.x.device
-        pool = np.concatenate([np.asarray(c) for c in ctx.clean_index]) if ctx.clean_index else np.zeros(0, dtype=np.int64)
+        pool = (
+            np.concatenate([np.asarray(c) for c in ctx.clean_index]) if ctx.clean_index else np.zeros(0, dtype=np.int64)
+        )
         pool_t = torch.from_numpy(pool).to(device)
         elig = pool_t[eligible(ctx.y[pool_t], self.target, self.source)] if len(pool_t) else pool_t
         if len(elig):
@@ -163,8 +189,17 @@ class A3FL(Attack):
             xi[chosen] = trig.apply(xi[chosen])
             yi[chosen] = self.target
             sched = BatchSchedule.build([len(yi)], ctx.recipe, [ctx.rngs[i]])
-            out, _ = train_sequential(ctx.model, ctx.global_params, xi, yi, [np.arange(len(yi))], sched, ctx.recipe,
-                                      prepare=ctx.prepare, buffers=ctx.buffers)
+            out, _ = train_sequential(
+                ctx.model,
+                ctx.global_params,
+                xi,
+                yi,
+                [np.arange(len(yi))],
+                sched,
+                ctx.recipe,
+                prepare=ctx.prepare,
+                buffers=ctx.buffers,
+            )
             rows.append(out[0] if len(out) else torch.zeros(ctx.layout.dim, device=device))
         return torch.stack(rows)
 

@@ -177,8 +177,10 @@ class Constraints:
         return int(self.violated(h).sum()), pen
 
     def describe(self, v: torch.Tensor) -> dict[str, dict[str, float]]:
-        return {lb: {"value": float(v[i]), "lo": float(self.lo[i]), "hi": float(self.hi[i])}
-                for i, lb in enumerate(self.labels)}
+        return {
+            lb: {"value": float(v[i]), "lo": float(self.lo[i]), "hi": float(self.hi[i])}
+            for i, lb in enumerate(self.labels)
+        }
 
 
 # ----------------------------------------------------------------------------- local training
@@ -314,10 +316,19 @@ class ConstrainedRun(StepHook):
         return s.bufs
 
 
-def train_constrained(model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                      x: torch.Tensor, y: torch.Tensor, index: np.ndarray, prepare: Optional[Callable],
-                      recipe: TrainRecipe, rng: np.random.Generator, cfg: LoopConfig,
-                      cons: Optional[Constraints] = None) -> LoopResult:
+def train_constrained(
+    model: torch.nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: np.ndarray,
+    prepare: Optional[Callable],
+    recipe: TrainRecipe,
+    rng: np.random.Generator,
+    cfg: LoopConfig,
+    cons: Optional[Constraints] = None,
+) -> LoopResult:
     """One client's local training with the objective of ``cfg.mode``, on core's trainer
     (:func:`fedarena.core.local.train_sequential`; no loop of its own).
 
@@ -356,8 +367,9 @@ def train_constrained(model: torch.nn.Module, params: dict[str, torch.Tensor], b
     def train(rec: TrainRecipe, epochs: int, hook: Optional[StepHook]) -> torch.Tensor:
         nonlocal bufs, done
         sched = BatchSchedule.build([len(index)], base.with_(epochs=epochs), [rng])  # the hookless recipe's batches
-        rows, new = train_sequential(model, cur, x, y, [np.asarray(index)], sched, rec.with_(step_hook=hook),
-                                     prepare=prepare, buffers=bufs)
+        rows, new = train_sequential(
+            model, cur, x, y, [np.asarray(index)], sched, rec.with_(step_hook=hook), prepare=prepare, buffers=bufs
+        )
         bufs, done = new[0], done + epochs
         return rows[0]
 
@@ -366,8 +378,9 @@ def train_constrained(model: torch.nn.Module, params: dict[str, torch.Tensor], b
     try:
         if cfg.mode == "eq2" and cons is not None:
             run.constrained = True
-            row = train(base.with_(loss=_weighted_ce(cfg.eq2_alpha), extra_loss=run.objective), E,
-                        run if run.tracking else None)
+            row = train(
+                base.with_(loss=_weighted_ce(cfg.eq2_alpha), extra_loss=run.objective), E, run if run.tracking else None
+            )
         elif cfg.mode == "autoadapt" and cons is not None and cfg.activate_epoch <= E:
             free = cfg.activate_epoch - 1
             run.current = start_flat
@@ -398,16 +411,29 @@ def train_constrained(model: torch.nn.Module, params: dict[str, torch.Tensor], b
         with torch.no_grad():
             v = cons.values(submitted)
         viol, pen = cons.measure(cons.h(v))
-        log.update(batches_to_feasible=run.first_feasible,
-                   seconds_to_feasible=None if run.t_feasible is None else round(run.t_feasible, 4),
-                   violations=viol, penalty_sum=pen, violations_at_activation=run.act_violations,
-                   alpha_al=run.alpha, constraints=cons.describe(v), num_constraints=int(cons.h(v).numel()))
+        log.update(
+            batches_to_feasible=run.first_feasible,
+            seconds_to_feasible=None if run.t_feasible is None else round(run.t_feasible, 4),
+            violations=viol,
+            penalty_sum=pen,
+            violations_at_activation=run.act_violations,
+            alpha_al=run.alpha,
+            constraints=cons.describe(v),
+            num_constraints=int(cons.h(v).numel()),
+        )
     return LoopResult(submitted, log, update, bufs)
 
 
 @torch.no_grad()
-def hit_rate(model: torch.nn.Module, layout: ParamLayout, flat: torch.Tensor, buffers: dict[str, torch.Tensor],
-             x: torch.Tensor, prepare, target: int) -> Optional[float]:
+def hit_rate(
+    model: torch.nn.Module,
+    layout: ParamLayout,
+    flat: torch.Tensor,
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    prepare,
+    target: int,
+) -> Optional[float]:
     """Share of inputs ``x`` that the model with parameters ``flat`` (and ``buffers``, in
     evaluation mode) classifies as ``target`` (None when empty)."""
     if len(x) == 0:
@@ -431,17 +457,37 @@ class _RangeAdaptiveBackdoor(Backdoor):
     threat = ThreatModel(knowledge="own", collude=True, aggregator_aware=True)
     mode = "autoadapt"
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 poison_frac: float = 0.1, trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = "top-left",
-                 metrics: list[str] = ["cos"], scope: str = "whole", flat: bool = False,  # noqa: B006
-                 ranges: Literal["attackers", "oracle"] = "attackers"):
-        super().__init__(target=target, source=source, trigger=trigger, poison_frac=poison_frac,
-                         trigger_value=trigger_value, trigger_size=trigger_size, trigger_position=trigger_position)
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        poison_frac: float = 0.1,
+        trigger_value: Optional[float] = None,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = "top-left",
+        metrics: list[str] = ["cos"],  # noqa: B006 (the registry reads this default)
+        scope: str = "whole",
+        flat: bool = False,
+        ranges: Literal["attackers", "oracle"] = "attackers",
+    ):
+        super().__init__(
+            target=target,
+            source=source,
+            trigger=trigger,
+            poison_frac=poison_frac,
+            trigger_value=trigger_value,
+            trigger_size=trigger_size,
+            trigger_position=trigger_position,
+        )
         metrics = list(metrics)
         if not metrics or any(m not in METRICS for m in metrics):
-            raise ConfigError("attack.metrics", f"must be a non-empty list of {', '.join(METRICS)} (got {metrics!r})",
-                              ", ".join(METRICS))
+            raise ConfigError(
+                "attack.metrics",
+                f"must be a non-empty list of {', '.join(METRICS)} (got {metrics!r})",
+                ", ".join(METRICS),
+            )
         if scope not in SCOPES:
             raise ConfigError("attack.scope", f"unknown scope {scope!r}", ", ".join(SCOPES))
         if ranges not in ("attackers", "oracle"):
@@ -495,15 +541,31 @@ class _RangeAdaptiveBackdoor(Backdoor):
 
     def local_train(self, ctx: LocalTrainContext) -> torch.Tensor:
         if ctx.recipe.steps is not None:
-            raise ConfigError("fl.local_steps", f"attack {self.registered_name!r} trains in epochs (its activation "
-                              "epoch and epoch budget)", "unset fl.local_steps; use fl.local_epochs")
+            raise ConfigError(
+                "fl.local_steps",
+                f"attack {self.registered_name!r} trains in epochs (its activation epoch and epoch budget)",
+                "unset fl.local_steps; use fl.local_epochs",
+            )
         g = ctx.layout.flatten(ctx.global_params).detach()
         m = len(ctx.client_ids)
         seeds = torch.randint(0, 2**31 - 1, (m,), generator=ctx.generator).tolist()
         plain = LoopConfig(mode="none")
         # steps 1-3: a benign model per attacker on its clean data -> ranges
-        refs = [train_constrained(ctx.model, ctx.global_params, ctx.buffers, ctx.x, ctx.y, ctx.clean_index[i], ctx.prepare,
-                                  ctx.recipe, np.random.default_rng(seeds[i]), plain).update for i in range(m)]
+        refs = [
+            train_constrained(
+                ctx.model,
+                ctx.global_params,
+                ctx.buffers,
+                ctx.x,
+                ctx.y,
+                ctx.clean_index[i],
+                ctx.prepare,
+                ctx.recipe,
+                np.random.default_rng(seeds[i]),
+                plain,
+            ).update
+            for i in range(m)
+        ]
         ref_vals, labels = update_metric_values(torch.stack(refs), g, ctx.layout, self.metrics, self.scope, self.flat)
         if self.ranges == "oracle" and ctx.benign_updates is not None and len(ctx.benign_updates):
             src, _ = update_metric_values(ctx.benign_updates, g, ctx.layout, self.metrics, self.scope, self.flat)
@@ -515,14 +577,26 @@ class _RangeAdaptiveBackdoor(Backdoor):
         rows, self._logs = [], {}
         for i, cid in enumerate(ctx.client_ids):
             cons = self.constraints(ctx, g, lo, hi, ref_vals[i], labels)
-            res = train_constrained(ctx.model, ctx.global_params, ctx.buffers, ctx.x, ctx.y, ctx.poisoned_index[i],
-                                    ctx.prepare, ctx.recipe, ctx.rngs[i], cfg, cons)
+            res = train_constrained(
+                ctx.model,
+                ctx.global_params,
+                ctx.buffers,
+                ctx.x,
+                ctx.y,
+                ctx.poisoned_index[i],
+                ctx.prepare,
+                ctx.recipe,
+                ctx.rngs[i],
+                cfg,
+                cons,
+            )
             rows.append(self.finish(res.update))
             pick = self._poisoned_pick.get(int(cid))
             if pick is not None and len(pick):
                 idx = torch.as_tensor(ctx.poisoned_index[i][pick], device=ctx.x.device)
-                res.log["train_backdoor_acc"] = hit_rate(ctx.model, ctx.layout, res.flat, res.buffers, ctx.x[idx],
-                                                         ctx.prepare, self.target)
+                res.log["train_backdoor_acc"] = hit_rate(
+                    ctx.model, ctx.layout, res.flat, res.buffers, ctx.x[idx], ctx.prepare, self.target
+                )
             self._logs[int(cid)] = res.log
         self._offtarget(torch.stack(rows) / self.gamma_scale() + g, torch.stack(refs), g, ctx.layout)
         return torch.stack(rows)
@@ -541,7 +615,9 @@ class _RangeAdaptiveBackdoor(Backdoor):
                 lo, hi = rv.min(0).values, rv.max(0).values
                 out = (mv < lo) | (mv > hi)
                 for i, cid in enumerate(self._logs):
-                    self._logs[cid]["offtarget_outside"] = self._logs[cid].get("offtarget_outside", 0) + int(out[i].sum())
+                    self._logs[cid]["offtarget_outside"] = self._logs[cid].get("offtarget_outside", 0) + int(
+                        out[i].sum()
+                    )
                     self._logs[cid]["offtarget_total"] = self._logs[cid].get("offtarget_total", 0) + out.shape[1]
 
     def constraints(self, ctx, g, lo, hi, own, labels) -> Constraints:
@@ -580,47 +656,104 @@ class AutoAdapt(_RangeAdaptiveBackdoor):
         alpha_max: the cap of Eq. 24 (10). alpha_growth: the optional x1.1 rule (1 = off).
     """
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 poison_frac: float = 0.1, trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = "top-left",
-                 metrics: list[str] = ["cos"], scope: str = "whole", flat: bool = False,  # noqa: B006
-                 ranges: Literal["attackers", "oracle"] = "attackers", adapt: bool = True,
-                 activate_epoch: Optional[int] = None, mu_reset: Literal["always", "never", "pair"] = "always",
-                 stop_when_feasible: bool = False, max_extra_epochs: int = 0, surrogate_shrink: float = 0.0,
-                 constraint: Literal["range", "equality"] = "range", equality_tol: float = 1e-4,
-                 alpha_max: float = 10.0, alpha_growth: float = 1.0):
-        super().__init__(target=target, source=source, trigger=trigger, poison_frac=poison_frac,
-                         trigger_value=trigger_value, trigger_size=trigger_size, trigger_position=trigger_position,
-                         metrics=metrics, scope=scope, flat=flat, ranges=ranges)
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        poison_frac: float = 0.1,
+        trigger_value: Optional[float] = None,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = "top-left",
+        metrics: list[str] = ["cos"],  # noqa: B006 (the registry reads this default)
+        scope: str = "whole",
+        flat: bool = False,
+        ranges: Literal["attackers", "oracle"] = "attackers",
+        adapt: bool = True,
+        activate_epoch: Optional[int] = None,
+        mu_reset: Literal["always", "never", "pair"] = "always",
+        stop_when_feasible: bool = False,
+        max_extra_epochs: int = 0,
+        surrogate_shrink: float = 0.0,
+        constraint: Literal["range", "equality"] = "range",
+        equality_tol: float = 1e-4,
+        alpha_max: float = 10.0,
+        alpha_growth: float = 1.0,
+    ):
+        super().__init__(
+            target=target,
+            source=source,
+            trigger=trigger,
+            poison_frac=poison_frac,
+            trigger_value=trigger_value,
+            trigger_size=trigger_size,
+            trigger_position=trigger_position,
+            metrics=metrics,
+            scope=scope,
+            flat=flat,
+            ranges=ranges,
+        )
         if activate_epoch is not None and activate_epoch < 1:
             raise ConfigError("attack.activate_epoch", f"must be >= 1 (got {activate_epoch})", "1..fl.local_epochs")
         if max_extra_epochs < 0:
             raise ConfigError("attack.max_extra_epochs", f"must be >= 0 (got {max_extra_epochs})", ">= 0")
         if not 0.0 <= surrogate_shrink < 0.5:
-            raise ConfigError("attack.surrogate_shrink", f"must be in [0, 0.5) (got {surrogate_shrink})", "0 <= s < 0.5")
+            raise ConfigError(
+                "attack.surrogate_shrink", f"must be in [0, 0.5) (got {surrogate_shrink})", "0 <= s < 0.5"
+            )
         if not alpha_max > 0:
             raise ConfigError("attack.alpha_max", f"must be > 0 (got {alpha_max})", "> 0, paper: 10")
         if alpha_growth < 1:
             raise ConfigError("attack.alpha_growth", f"must be >= 1 (got {alpha_growth})", ">= 1, 1 = off, paper: 1.1")
         self.adapt, self.activate_epoch, self.mu_reset = adapt, activate_epoch, mu_reset
-        self.stop_when_feasible, self.max_extra_epochs, self.surrogate_shrink = stop_when_feasible, max_extra_epochs, surrogate_shrink
-        self.constraint, self.equality_tol, self.alpha_max, self.alpha_growth = constraint, equality_tol, alpha_max, alpha_growth
+        self.stop_when_feasible, self.max_extra_epochs, self.surrogate_shrink = (
+            stop_when_feasible,
+            max_extra_epochs,
+            surrogate_shrink,
+        )
+        self.constraint, self.equality_tol, self.alpha_max, self.alpha_growth = (
+            constraint,
+            equality_tol,
+            alpha_max,
+            alpha_growth,
+        )
 
     def loop_config(self, recipe: TrainRecipe) -> LoopConfig:
         act = self.activate_epoch if self.activate_epoch is not None else max(1, recipe.epochs - 2)
         if act > recipe.epochs and self.adapt:
-            raise ConfigError("attack.activate_epoch", f"must be <= fl.local_epochs = {recipe.epochs} (got {act})",
-                              f"1..{recipe.epochs}")
-        return LoopConfig(mode="autoadapt" if self.adapt else "none", activate_epoch=act, mu_reset=self.mu_reset,
-                          alpha_max=self.alpha_max, alpha_growth=self.alpha_growth,
-                          stop_when_feasible=self.stop_when_feasible, max_extra_epochs=self.max_extra_epochs)
+            raise ConfigError(
+                "attack.activate_epoch",
+                f"must be <= fl.local_epochs = {recipe.epochs} (got {act})",
+                f"1..{recipe.epochs}",
+            )
+        return LoopConfig(
+            mode="autoadapt" if self.adapt else "none",
+            activate_epoch=act,
+            mu_reset=self.mu_reset,
+            alpha_max=self.alpha_max,
+            alpha_growth=self.alpha_growth,
+            stop_when_feasible=self.stop_when_feasible,
+            max_extra_epochs=self.max_extra_epochs,
+        )
 
     def constraints(self, ctx, g, lo, hi, own, labels) -> Constraints:
         if self.constraint == "equality":
-            return Constraints(ctx.layout, g, self.metrics, self.scope, self.flat, own.clone(), own.clone(), labels,
-                               equality=True, tol=self.equality_tol)
-        return Constraints(ctx.layout, g, self.metrics, self.scope, self.flat, lo, hi, labels,
-                           shrink=self.surrogate_shrink)
+            return Constraints(
+                ctx.layout,
+                g,
+                self.metrics,
+                self.scope,
+                self.flat,
+                own.clone(),
+                own.clone(),
+                labels,
+                equality=True,
+                tol=self.equality_tol,
+            )
+        return Constraints(
+            ctx.layout, g, self.metrics, self.scope, self.flat, lo, hi, labels, shrink=self.surrogate_shrink
+        )
 
 
 @ATTACKS.register("train-and-scale")
@@ -638,16 +771,38 @@ class TrainAndScale(_RangeAdaptiveBackdoor):
 
     mode = "eq2"
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 poison_frac: float = 0.1, trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = "top-left",
-                 metrics: list[str] = ["cos"], scope: str = "whole", flat: bool = False,  # noqa: B006
-                 ranges: Literal["attackers", "oracle"] = "attackers", alpha: float = 0.3,
-                 adaptation: Literal["hinge-squared", "hinge", "raw"] = "hinge-squared", gamma: float = 1.0,
-                 memory: bool = False):
-        super().__init__(target=target, source=source, trigger=trigger, poison_frac=poison_frac,
-                         trigger_value=trigger_value, trigger_size=trigger_size, trigger_position=trigger_position,
-                         metrics=metrics, scope=scope, flat=flat, ranges=ranges)
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        poison_frac: float = 0.1,
+        trigger_value: Optional[float] = None,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = "top-left",
+        metrics: list[str] = ["cos"],  # noqa: B006 (the registry reads this default)
+        scope: str = "whole",
+        flat: bool = False,
+        ranges: Literal["attackers", "oracle"] = "attackers",
+        alpha: float = 0.3,
+        adaptation: Literal["hinge-squared", "hinge", "raw"] = "hinge-squared",
+        gamma: float = 1.0,
+        memory: bool = False,
+    ):
+        super().__init__(
+            target=target,
+            source=source,
+            trigger=trigger,
+            poison_frac=poison_frac,
+            trigger_value=trigger_value,
+            trigger_size=trigger_size,
+            trigger_position=trigger_position,
+            metrics=metrics,
+            scope=scope,
+            flat=flat,
+            ranges=ranges,
+        )
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError("attack.alpha", f"must be in [0, 1] (got {alpha})", "0..1, paper sweep 0.1..0.9")
         if not (math.isfinite(gamma) and gamma > 0):

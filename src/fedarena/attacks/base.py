@@ -171,12 +171,15 @@ class Attack(Stateful):
         """Called once before the run with what the attack may know about the task."""
         self.info = info
 
-    def poison(self, x: torch.Tensor, y: torch.Tensor, client_id: int, generator: torch.Generator) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, client_id: int, generator: torch.Generator
+    ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """Return the poisoned local data of a malicious client, or None for no poisoning."""
         return None
 
-    def begin_round(self, round: int, layout: ParamLayout, global_params: torch.Tensor,
-                    prev_update: Optional[torch.Tensor]) -> None:
+    def begin_round(
+        self, round: int, layout: ParamLayout, global_params: torch.Tensor, prev_update: Optional[torch.Tensor]
+    ) -> None:
         """Called at the start of every round whose cohort holds an attacking client, before
         :meth:`recipe`, with what the broadcast tells that client: the flat global parameters
         and the previous aggregate (``None`` in round 0). Lets a recipe depend on the round
@@ -240,6 +243,8 @@ def runs_local_training(attack: Attack) -> bool:
 def is_noop(attack: Attack) -> bool:
     t = type(attack)
     return (
-        t.poison is Attack.poison and t.recipe is Attack.recipe and t.craft is Attack.craft
+        t.poison is Attack.poison
+        and t.recipe is Attack.recipe
+        and t.craft is Attack.craft
         and not runs_local_training(attack)
     )

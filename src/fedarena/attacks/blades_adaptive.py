@@ -60,8 +60,11 @@ def chain_directions(B: torch.Tensor, m: int, margin: float = 0.1) -> tuple[torc
     rows = []
     for j in range(1, m + 1):
         phi = theta + j * delta
-        rows.append(-e if phi >= math.pi or float(torch.linalg.vector_norm(w_perp)) == 0
-                    else math.cos(phi) * e + math.sin(phi) * w_perp)
+        rows.append(
+            -e
+            if phi >= math.pi or float(torch.linalg.vector_norm(w_perp)) == 0
+            else math.cos(phi) * e + math.sin(phi) * w_perp
+        )
     return torch.stack(rows), {"theta": theta, "step": delta, "min_benign_angle": min_angle}
 
 
@@ -110,7 +113,9 @@ class ClippedClusteringChain(Attack):
         if B is None or len(B) == 0:
             return None
         dirs, self._diag = chain_directions(B, len(view.malicious_ids), self.margin)
-        size = self.scale * (float(torch.linalg.vector_norm(B.to(torch.float64), dim=1).mean()) if self.norm == "mean" else 1.0)
+        size = self.scale * (
+            float(torch.linalg.vector_norm(B.to(torch.float64), dim=1).mean()) if self.norm == "mean" else 1.0
+        )
         return (size * dirs).to(B.dtype)
 
     def diagnostics(self) -> dict[str, float]:
@@ -148,8 +153,13 @@ class SignGuardMimic(Attack):
     trains = False
     strength = Strength("scale", 0.0, 10.0)
 
-    def __init__(self, *, scale: float = 1.0, norm: Literal["mean", "absolute"] = "mean",
-                 counts: Literal["rows", "mean"] = "rows"):
+    def __init__(
+        self,
+        *,
+        scale: float = 1.0,
+        norm: Literal["mean", "absolute"] = "mean",
+        counts: Literal["rows", "mean"] = "rows",
+    ):
         if scale < 0:
             raise ConfigError("attack.scale", f"must be >= 0 (got {scale})", "a float >= 0")
         if norm not in ("mean", "absolute"):

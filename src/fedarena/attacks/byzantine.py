@@ -115,8 +115,12 @@ def alie_z(n: int, m: int, strict: bool = True, rule: str = "fall-of-cc") -> flo
     s = math.floor(n / 2 + 1) - m
     if s < 1:
         if strict:
-            raise ConfigError("attack.z", f"the ALIE formula needs fewer than half the clients malicious "
-                              f"(m={m} of n={n}); set attack.z explicitly", "a float >= 0")
+            raise ConfigError(
+                "attack.z",
+                f"the ALIE formula needs fewer than half the clients malicious "
+                f"(m={m} of n={n}); set attack.z explicitly",
+                "a float >= 0",
+            )
         s = 1
     num, den = (n - s, n) if rule == "alie" else (n - m - s, n - m)
     if num <= 0:
@@ -155,8 +159,9 @@ class ALIE(Attack):
     trains = False
     strength = Strength("z", 0.0, 10.0)
 
-    def __init__(self, *, z: Optional[float] = None, z_rule: Literal["alie", "fall-of-cc"] = "alie",
-                 alternate: bool = False):
+    def __init__(
+        self, *, z: Optional[float] = None, z_rule: Literal["alie", "fall-of-cc"] = "alie", alternate: bool = False
+    ):
         if z is not None and z < 0:
             raise ConfigError("attack.z", f"must be >= 0 (got {z})", "a float >= 0, or null for the paper's formula")
         if z_rule not in Z_RULES:
@@ -336,23 +341,36 @@ class _OptimizedMean(Attack):
     trains = False
     strength = Strength("gamma", 0.0, 50.0)  # per instance: depends on the perturbation
 
-    def __init__(self, *, perturbation: str = "std", gamma_init: float = 10.0, tol: float = 1e-5,
-                 gamma_max: float = 1e6, gamma: Optional[float] = None):
+    def __init__(
+        self,
+        *,
+        perturbation: str = "std",
+        gamma_init: float = 10.0,
+        tol: float = 1e-5,
+        gamma_max: float = 1e6,
+        gamma: Optional[float] = None,
+    ):
         if perturbation not in PERTURBATIONS:
             raise ConfigError("attack.perturbation", f"unknown perturbation {perturbation!r}", ", ".join(PERTURBATIONS))
         if not 0 < gamma_max < math.inf:
             raise ConfigError("attack.gamma_max", f"must be a finite float > 0 (got {gamma_max})", "e.g. 1e6")
         if not 0 < gamma_init <= gamma_max:
-            raise ConfigError("attack.gamma_init", f"must be in (0, gamma_max = {gamma_max:g}] (got {gamma_init})",
-                              "a float > 0, e.g. 10")
+            raise ConfigError(
+                "attack.gamma_init",
+                f"must be in (0, gamma_max = {gamma_max:g}] (got {gamma_init})",
+                "a float > 0, e.g. 10",
+            )
         if not MIN_TOL <= tol < 1:
             raise ConfigError("attack.tol", f"must be in [{MIN_TOL:g}, 1) (got {tol})", "e.g. 1e-5")
         if gamma is not None and gamma < 0:
             raise ConfigError("attack.gamma", f"must be >= 0 (got {gamma})", "a float >= 0, or null for the search")
         self.perturbation, self.gamma_init, self.tol, self.gamma_max = perturbation, gamma_init, tol, gamma_max
         self.gamma = gamma
-        self.strength = {"std": Strength("gamma", 0.0, 50.0), "unit-vector": Strength("gamma", 0.0, 10.0, "norm"),
-                         "sign": Strength("gamma", 0.0, 10.0, "rms")}[perturbation]
+        self.strength = {
+            "std": Strength("gamma", 0.0, 50.0),
+            "unit-vector": Strength("gamma", 0.0, 10.0, "norm"),
+            "sign": Strength("gamma", 0.0, 10.0, "rms"),
+        }[perturbation]
         self._diag: dict[str, float] = {}
 
     def strength_value(self, view: RoundView) -> float:
@@ -531,8 +549,11 @@ class ROP(Attack):
         ref = mbar if prev is None else prev.to(mbar)
         loc, pert = self.perturb(ref, mbar, view)
         out = loc + pert
-        diag = {"ref_norm": float(torch.linalg.vector_norm(ref)), "dist_ref": float(torch.linalg.vector_norm(out - ref)),
-                "benign_mean_norm": float(torch.linalg.vector_norm(mbar))}
+        diag = {
+            "ref_norm": float(torch.linalg.vector_norm(ref)),
+            "dist_ref": float(torch.linalg.vector_norm(out - ref)),
+            "benign_mean_norm": float(torch.linalg.vector_norm(mbar)),
+        }
         if prev is not None:
             diag["cos_ref_byz"] = _cos(out, ref)
             diag["cos_ref_benign"] = _mean_cos_rows(B, ref)
@@ -554,8 +575,12 @@ def sparse_mask(layout: ParamLayout, last_layer: bool = False) -> torch.Tensor:
     last = set(layout.last_layer()) if last_layer else set()
     for name, shape in zip(layout.names, layout.shapes):
         prefix, _, leaf = name.rpartition(".")
-        pick = (prefix == first and leaf == "weight") or leaf == "bias" or (leaf == "weight" and len(shape) == 1) \
+        pick = (
+            (prefix == first and leaf == "weight")
+            or leaf == "bias"
+            or (leaf == "weight" and len(shape) == 1)
             or name in last
+        )
         if pick:
             mask[layout.slice(name)] = 1.0
     return mask
@@ -579,8 +604,16 @@ class SparseROP(ROP):
     Diagnostics as ROP, plus ``mask_frac`` = ||mask||_1 / d.
     """
 
-    def __init__(self, *, z: float = 1.0, lam: float = 0.9, pi: float = 1.0, angle: float = 90.0,
-                 last_layer: bool = False, literal: bool = False):
+    def __init__(
+        self,
+        *,
+        z: float = 1.0,
+        lam: float = 0.9,
+        pi: float = 1.0,
+        angle: float = 90.0,
+        last_layer: bool = False,
+        literal: bool = False,
+    ):
         super().__init__(z=z, lam=lam, pi=pi, angle=angle)
         self.last_layer, self.literal = last_layer, literal
         self._mask: Optional[torch.Tensor] = None

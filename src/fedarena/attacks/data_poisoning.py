@@ -76,11 +76,21 @@ class Backdoor(Attack):
     >>> b = Backdoor(target=7, source=1, trigger="plus")
     """
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 poison_frac: float = 0.5, trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = None,
-                 trigger_blend: Optional[Literal["replace", "add"]] = None,
-                 dba: bool = False, dba_parts: int = 4, boost: float = 1.0):
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        poison_frac: float = 0.5,
+        trigger_value: Optional[float] = None,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = None,
+        trigger_blend: Optional[Literal["replace", "add"]] = None,
+        dba: bool = False,
+        dba_parts: int = 4,
+        boost: float = 1.0,
+    ):
         if not 0.0 <= poison_frac <= 1.0:
             raise ConfigError("attack.poison_frac", f"must be in [0, 1] (got {poison_frac})", "0..1")
         if trigger not in TRIGGERS:
@@ -101,8 +111,14 @@ class Backdoor(Attack):
         check_classes(self, info, "source", "target")
         if self.source is not None and self.source == self.target:
             raise ConfigError("attack.source", "must differ from attack.target", f"a class other than {self.target}")
-        self.trigger: Trigger = make_trigger(self.trigger_name, info.input_shape, self.trigger_value,
-                                             self.trigger_size, self.trigger_position, self.trigger_blend)
+        self.trigger: Trigger = make_trigger(
+            self.trigger_name,
+            info.input_shape,
+            self.trigger_value,
+            self.trigger_size,
+            self.trigger_position,
+            self.trigger_blend,
+        )
         self.parts = self.trigger.split(self.dba_parts) if self.dba else None
 
     def client_trigger(self, client_id: int) -> Trigger:

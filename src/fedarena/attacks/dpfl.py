@@ -54,12 +54,29 @@ class AttackDPFL(Backdoor):
 
     threat = ThreatModel(knowledge="own", collude=False)
 
-    def __init__(self, *, centered: bool = False, scope: str = "update", copies: bool = False, target: int = 0,
-                 source: Optional[int] = None,
-                 trigger: str = "square", poison_frac: float = 0.5, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = None, trigger_value: Optional[float] = None):
-        super().__init__(target=target, source=source, trigger=trigger, poison_frac=poison_frac,
-                         trigger_size=trigger_size, trigger_position=trigger_position, trigger_value=trigger_value)
+    def __init__(
+        self,
+        *,
+        centered: bool = False,
+        scope: str = "update",
+        copies: bool = False,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        poison_frac: float = 0.5,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = None,
+        trigger_value: Optional[float] = None,
+    ):
+        super().__init__(
+            target=target,
+            source=source,
+            trigger=trigger,
+            poison_frac=poison_frac,
+            trigger_size=trigger_size,
+            trigger_position=trigger_position,
+            trigger_value=trigger_value,
+        )
         if scope not in ("update", "weights"):
             raise ConfigError("attack.scope", f"unknown value {scope!r}", "update, weights")
         self.centered, self.scope, self.copies = centered, scope, bool(copies)

@@ -57,28 +57,50 @@ from .data_poisoning import check_classes
 class EdgeCaseBackdoor(Attack):
     """Edge-case backdoor (Wang et al. 2020): tail samples labelled target mixed into local data; collude/adaptive variants."""
 
-    def __init__(self, *, target: int = 9, edge_set: str = "shapes", edge_class: Optional[int] = None,
-                 edge_root: Optional[str] = None, edge_per_batch: int = 8, batch_size: int = 64,
-                 mix: Literal["add", "replace"] = "add", pool_size: Optional[int] = None, edge_seed: int = 0,
-                 collude: bool = False, adaptive: bool = False,
-                 adaptive_mask: Literal["current", "previous"] = "current", mask_tau: float = 0.2,
-                 mask_strict: bool = True, test_size: int = 2000, edge_dataset: Optional[str] = None,
-                 rare_frac: float = 0.2):
+    def __init__(
+        self,
+        *,
+        target: int = 9,
+        edge_set: str = "shapes",
+        edge_class: Optional[int] = None,
+        edge_root: Optional[str] = None,
+        edge_per_batch: int = 8,
+        batch_size: int = 64,
+        mix: Literal["add", "replace"] = "add",
+        pool_size: Optional[int] = None,
+        edge_seed: int = 0,
+        collude: bool = False,
+        adaptive: bool = False,
+        adaptive_mask: Literal["current", "previous"] = "current",
+        mask_tau: float = 0.2,
+        mask_strict: bool = True,
+        test_size: int = 2000,
+        edge_dataset: Optional[str] = None,
+        rare_frac: float = 0.2,
+    ):
         if batch_size < 2:
             raise ConfigError("attack.batch_size", f"must be >= 2 (got {batch_size})", ">= 2, e.g. 64")
         if not 0 < edge_per_batch < batch_size:
-            raise ConfigError("attack.edge_per_batch", f"must be in 1..{batch_size - 1} (got {edge_per_batch})",
-                              f"1..{batch_size - 1}")
+            raise ConfigError(
+                "attack.edge_per_batch",
+                f"must be in 1..{batch_size - 1} (got {edge_per_batch})",
+                f"1..{batch_size - 1}",
+            )
         if pool_size is not None and pool_size < 1:
-            raise ConfigError("attack.pool_size", f"must be >= 1 (got {pool_size})", ">= 1, or unset for the whole pool")
+            raise ConfigError(
+                "attack.pool_size", f"must be >= 1 (got {pool_size})", ">= 1, or unset for the whole pool"
+            )
         self.target, self.edge_set_name, self.edge_class, self.edge_root = target, edge_set, edge_class, edge_root
         self.edge_per_batch, self.batch_size, self.mix = edge_per_batch, batch_size, mix
         self.pool_size, self.edge_seed, self.test_size = pool_size, edge_seed, test_size
         self.collude, self.adaptive, self.adaptive_mask = collude, adaptive, adaptive_mask
         self.mask_tau, self.mask_strict = mask_tau, mask_strict
         self.edge_dataset, self.rare_frac = edge_dataset, rare_frac
-        self.threat = ThreatModel(knowledge="benign" if adaptive and adaptive_mask == "current" else "own",
-                                  collude=collude, aggregator_aware=adaptive)
+        self.threat = ThreatModel(
+            knowledge="benign" if adaptive and adaptive_mask == "current" else "own",
+            collude=collude,
+            aggregator_aware=adaptive,
+        )
         self._diag: dict[str, float] = {}
 
     @property
@@ -90,10 +112,17 @@ class EdgeCaseBackdoor(Attack):
         super().setup(info, generator)
         check_classes(self, info, "target")
         root = self.edge_root or getattr(info, "root", None)  # attack.edge_root, else data.root
-        self.edges: EdgeSet = load_edge_set(self.edge_set_name, info.input_shape, root=root,
-                                            edge_class=self.edge_class, seed=self.edge_seed,
-                                            num_classes=info.num_classes, dataset=self.edge_dataset,
-                                            rare_frac=self.rare_frac, verify=getattr(info, "verify", True))
+        self.edges: EdgeSet = load_edge_set(
+            self.edge_set_name,
+            info.input_shape,
+            root=root,
+            edge_class=self.edge_class,
+            seed=self.edge_seed,
+            num_classes=info.num_classes,
+            dataset=self.edge_dataset,
+            rare_frac=self.rare_frac,
+            verify=getattr(info, "verify", True),
+        )
         if not self.edges.derived and self.pool_size is not None:
             self.edges.x_train = self.edges.x_train[: self.pool_size]
 
@@ -112,7 +141,11 @@ class EdgeCaseBackdoor(Attack):
         n = len(y)
         k = self.num_edge(n)
         if self.edges.derived:
-            src = torch.arange(n) if self.edges.source_class is None else torch.nonzero(y.cpu() == self.edges.source_class).flatten()
+            src = (
+                torch.arange(n)
+                if self.edges.source_class is None
+                else torch.nonzero(y.cpu() == self.edges.source_class).flatten()
+            )
             if len(src) == 0:  # no sample of the source class here: fall back to all own samples
                 src = torch.arange(n)
             x_edge = self.edges.transform(self._draw(x[src.to(x.device)], k, generator))
@@ -126,7 +159,11 @@ class EdgeCaseBackdoor(Attack):
 
     def backdoor_testset(self, x, y):
         if self.edges.derived:
-            keep = torch.ones_like(y, dtype=torch.bool) if self.edges.source_class is None else (y == self.edges.source_class)
+            keep = (
+                torch.ones_like(y, dtype=torch.bool)
+                if self.edges.source_class is None
+                else (y == self.edges.source_class)
+            )
             xt = self.edges.transform(x[keep])
         else:
             xt = self.edges.x_test.to(x.device, x.dtype)
@@ -152,8 +189,10 @@ class EdgeCaseBackdoor(Attack):
             before = torch.linalg.vector_norm(M * mask.to(M.dtype), dim=1)
             M = adaptive_rescale(M, mask)
             full = torch.linalg.vector_norm(M, dim=1)
-            self._diag = {"mask_pass_frac": float(mask.float().mean()),
-                          "scale": float((full / before.clamp_min(1e-30)).mean())}
+            self._diag = {
+                "mask_pass_frac": float(mask.float().mean()),
+                "scale": float((full / before.clamp_min(1e-30)).mean()),
+            }
         return M
 
     def diagnostics(self) -> dict[str, float]:

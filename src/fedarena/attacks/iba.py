@@ -52,8 +52,9 @@ def make_generator(input_shape: tuple[int, ...], hidden: int) -> nn.Module:
         c = input_shape[0]
         return nn.Sequential(nn.Conv2d(c, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, c, 3, padding=1))
     f = int(np.prod(input_shape))
-    return nn.Sequential(nn.Flatten(), nn.Linear(f, hidden), nn.ReLU(), nn.Linear(hidden, f),
-                         nn.Unflatten(1, tuple(input_shape)))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(f, hidden), nn.ReLU(), nn.Linear(hidden, f), nn.Unflatten(1, tuple(input_shape))
+    )
 
 
 def poisoned_inputs(gen: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -67,9 +68,20 @@ class IBA(Attack):
 
     dynamic_trigger = True
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, poison_frac: float = 0.5, eps: float = 0.3,
-                 hidden: int = 16, gen_steps: int = 20, gen_lr: float = 0.01, gen_samples: int = 256,
-                 norm_bound: Optional[float] = None, mask_ratio: float = 0.0):
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        poison_frac: float = 0.5,
+        eps: float = 0.3,
+        hidden: int = 16,
+        gen_steps: int = 20,
+        gen_lr: float = 0.01,
+        gen_samples: int = 256,
+        norm_bound: Optional[float] = None,
+        mask_ratio: float = 0.0,
+    ):
         if not 0.0 <= poison_frac <= 1.0:
             raise ConfigError("attack.poison_frac", f"must be in [0, 1] (got {poison_frac})", "0..1")
         if not (math.isfinite(eps) and 0 < eps <= 1):
@@ -114,13 +126,17 @@ class IBA(Attack):
         with torch.no_grad():
             return poisoned_inputs(gen, x[keep], self.eps), torch.full_like(y[keep], self.target)
 
-    def begin_round(self, round: int, layout: ParamLayout, global_params: torch.Tensor,
-                    prev_update: Optional[torch.Tensor]) -> None:
-        self.mask = None if prev_update is None or self.mask_ratio == 0 else neurotoxin_mask(prev_update, self.mask_ratio)
+    def begin_round(
+        self, round: int, layout: ParamLayout, global_params: torch.Tensor, prev_update: Optional[torch.Tensor]
+    ) -> None:
+        self.mask = (
+            None if prev_update is None or self.mask_ratio == 0 else neurotoxin_mask(prev_update, self.mask_ratio)
+        )
 
     # ------------------------------------------------------------ generator training
-    def train_generator(self, model: nn.Module, global_params: dict[str, torch.Tensor], buffers, x: torch.Tensor,
-                        prepare) -> None:
+    def train_generator(
+        self, model: nn.Module, global_params: dict[str, torch.Tensor], buffers, x: torch.Tensor, prepare
+    ) -> None:
         """``gen_steps`` Adam steps on ``CE(global(x + T(x)), target)``."""
         gen = self.generator_module(x.device)
         opt = torch.optim.Adam(gen.parameters(), lr=self.gen_lr)
@@ -175,8 +191,17 @@ class IBA(Attack):
                 xi[chosen] = poisoned_inputs(gen, xi[chosen], self.eps)
             yi[chosen] = self.target
             sched = BatchSchedule.build([len(yi)], recipe, [ctx.rngs[i]])
-            out, _ = train_sequential(ctx.model, ctx.global_params, xi, yi, [np.arange(len(yi))], sched, recipe,
-                                      prepare=ctx.prepare, buffers=ctx.buffers)
+            out, _ = train_sequential(
+                ctx.model,
+                ctx.global_params,
+                xi,
+                yi,
+                [np.arange(len(yi))],
+                sched,
+                recipe,
+                prepare=ctx.prepare,
+                buffers=ctx.buffers,
+            )
             rows.append(out[0] if len(out) else torch.zeros(ctx.layout.dim, device=device))
         return torch.stack(rows)
 

@@ -71,8 +71,9 @@ def min_norm_2(v11: torch.Tensor, v12: torch.Tensor, v22: torch.Tensor) -> torch
     return torch.nan_to_num(gamma, nan=0.5)
 
 
-def mgda_weights(grads_b: list[torch.Tensor], grads_n: list[torch.Tensor], loss_b: torch.Tensor,
-                 loss_n: torch.Tensor) -> torch.Tensor:
+def mgda_weights(
+    grads_b: list[torch.Tensor], grads_n: list[torch.Tensor], loss_b: torch.Tensor, loss_n: torch.Tensor
+) -> torch.Tensor:
     """``(k,)`` MGDA weight ``gamma`` of the backdoor task per client, from stacked ``(k, ...)``
     gradients of the two tasks and their ``(k,)`` losses, with 'loss' normalisation."""
     nb = (loss_b.clamp(max=LOSS_CAP) + 1e-5).to(torch.float64)
@@ -80,7 +81,9 @@ def mgda_weights(grads_b: list[torch.Tensor], grads_n: list[torch.Tensor], loss_
     k = loss_b.shape[0]
     v11 = sum(g.reshape(k, -1).double().square().sum(1) for g in grads_b) / nb**2
     v22 = sum(g.reshape(k, -1).double().square().sum(1) for g in grads_n) / nn_**2
-    v12 = sum((a.reshape(k, -1).double() * b.reshape(k, -1).double()).sum(1) for a, b in zip(grads_b, grads_n)) / (nb * nn_)
+    v12 = sum((a.reshape(k, -1).double() * b.reshape(k, -1).double()).sum(1) for a, b in zip(grads_b, grads_n)) / (
+        nb * nn_
+    )
     return min_norm_2(v11, v12, v22)
 
 
@@ -131,12 +134,27 @@ class MGDABackdoor(Backdoor):
     test set as for ``backdoor``; the training batch is triggered whole, as in the reference.
     """
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = None,
-                 trigger_blend: Optional[Literal["replace", "add"]] = None):
-        super().__init__(target=target, source=source, trigger=trigger, poison_frac=0.0, trigger_value=trigger_value,
-                         trigger_size=trigger_size, trigger_position=trigger_position, trigger_blend=trigger_blend)
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        trigger_value: Optional[float] = None,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = None,
+        trigger_blend: Optional[Literal["replace", "add"]] = None,
+    ):
+        super().__init__(
+            target=target,
+            source=source,
+            trigger=trigger,
+            poison_frac=0.0,
+            trigger_value=trigger_value,
+            trigger_size=trigger_size,
+            trigger_position=trigger_position,
+            trigger_blend=trigger_blend,
+        )
         self._hook: Optional[MGDAStep] = None
 
     def setup(self, info, generator) -> None:
@@ -152,7 +170,9 @@ class MGDABackdoor(Backdoor):
         if base.grad_clip is not None:
             raise ConfigError("fl.grad_clip", "backdoor-mgda does not combine with gradient clipping", "unset")
         if base.project is not None:
-            raise ConfigError("defense.clip_at", "backdoor-mgda does not combine with a client-side projection", "server")
+            raise ConfigError(
+                "defense.clip_at", "backdoor-mgda does not combine with a client-side projection", "server"
+            )
         return base.with_(step_hook=self._hook)
 
     def diagnostics(self) -> dict[str, float]:

@@ -86,31 +86,59 @@ class Neurotoxin(Backdoor):
         norm_bound: optional L2 bound of the local update (PGD), > 0.
     """
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 poison_frac: float = 0.5, trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = None,
-                 trigger_blend: Optional[Literal["replace", "add"]] = None,
-                 dba: bool = False, dba_parts: int = 4, boost: float = 1.0,
-                 mask_ratio: float = 0.05, norm_bound: Optional[float] = None):
-        super().__init__(target=target, source=source, trigger=trigger, poison_frac=poison_frac,
-                         trigger_value=trigger_value, trigger_size=trigger_size, trigger_position=trigger_position,
-                         trigger_blend=trigger_blend, dba=dba, dba_parts=dba_parts, boost=boost)
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        poison_frac: float = 0.5,
+        trigger_value: Optional[float] = None,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = None,
+        trigger_blend: Optional[Literal["replace", "add"]] = None,
+        dba: bool = False,
+        dba_parts: int = 4,
+        boost: float = 1.0,
+        mask_ratio: float = 0.05,
+        norm_bound: Optional[float] = None,
+    ):
+        super().__init__(
+            target=target,
+            source=source,
+            trigger=trigger,
+            poison_frac=poison_frac,
+            trigger_value=trigger_value,
+            trigger_size=trigger_size,
+            trigger_position=trigger_position,
+            trigger_blend=trigger_blend,
+            dba=dba,
+            dba_parts=dba_parts,
+            boost=boost,
+        )
         if not (0.0 <= mask_ratio < 1.0):
             raise ConfigError("attack.mask_ratio", f"must be in [0, 1) (got {mask_ratio})", "0..1, e.g. 0.05")
         if norm_bound is not None and not (math.isfinite(norm_bound) and norm_bound > 0):
-            raise ConfigError("attack.norm_bound", f"must be a finite number > 0 (got {norm_bound})",
-                              "> 0, or unset for none")
+            raise ConfigError(
+                "attack.norm_bound", f"must be a finite number > 0 (got {norm_bound})", "> 0, or unset for none"
+            )
         self.mask_ratio, self.norm_bound = float(mask_ratio), norm_bound
         self.mask: Optional[torch.Tensor] = None  # (d,) bool, the round's mask (None: no projection yet)
         self._projection: Optional[MaskProjection] = None
         self._diag: dict[str, float] = {}
 
-    def begin_round(self, round: int, layout: ParamLayout, global_params: torch.Tensor,
-                    prev_update: Optional[torch.Tensor]) -> None:
+    def begin_round(
+        self, round: int, layout: ParamLayout, global_params: torch.Tensor, prev_update: Optional[torch.Tensor]
+    ) -> None:
         if prev_update is None or self.mask_ratio == 0.0:
             self.mask = None  # round 0: nothing observed yet, train like a plain backdoor
-            self._projection = None if self.norm_bound is None else MaskProjection(
-                {n: torch.ones((), device=global_params.device) for n in layout.names}, self.norm_bound)
+            self._projection = (
+                None
+                if self.norm_bound is None
+                else MaskProjection(
+                    {n: torch.ones((), device=global_params.device) for n in layout.names}, self.norm_bound
+                )
+            )
             self._diag = {"mask_keep_frac": 1.0}
             return
         self.mask = neurotoxin_mask(prev_update.detach(), self.mask_ratio)

@@ -160,8 +160,18 @@ def expand_contract(f: Callable[[float], float], start: float, delta: float, rat
             delta *= ratio
 
 
-def maximize(fn: Callable[[float], float], search: str, evals: int, lo: float, hi: float, *,
-             first: Optional[float] = None, start: float = 0.0, delta: float = 10.0, ratio: float = 0.8) -> Trace:
+def maximize(
+    fn: Callable[[float], float],
+    search: str,
+    evals: int,
+    lo: float,
+    hi: float,
+    *,
+    first: Optional[float] = None,
+    start: float = 0.0,
+    delta: float = 10.0,
+    ratio: float = 0.8,
+) -> Trace:
     """Run one bounded search; ``first``: a strength evaluated before the search (one of
     the ``evals``). Returns the trace (its ``best`` is the first maximum)."""
     trace = Trace()
@@ -202,9 +212,20 @@ class OptimizedAttack(Attack):
     damage against the defense in use (see the module docstring). Everything but
     :meth:`craft` is the wrapped attack's."""
 
-    def __init__(self, inner: Attack, *, objective: str = "distance", search: str = "grid", evals: int = 20,
-                 range: Optional[tuple[float, float]] = None, include_default: bool = True, start: float = 0.0,
-                 delta: float = 10.0, ratio: float = 0.8, batch_size: int = 256):
+    def __init__(
+        self,
+        inner: Attack,
+        *,
+        objective: str = "distance",
+        search: str = "grid",
+        evals: int = 20,
+        range: Optional[tuple[float, float]] = None,
+        include_default: bool = True,
+        start: float = 0.0,
+        delta: float = 10.0,
+        ratio: float = 0.8,
+        batch_size: int = 256,
+    ):
         check_optimizable(type(inner))
         if objective not in OBJECTIVES:
             raise ConfigError("attack.optimize.objective", f"unknown objective {objective!r}", ", ".join(OBJECTIVES))
@@ -254,9 +275,12 @@ class OptimizedAttack(Attack):
     def _inner_view(self, view: RoundView) -> RoundView:
         """The round as the wrapped attack may see it (its own threat model)."""
         own = self.inner.threat.knowledge == "own"
-        return dataclasses.replace(view, benign_updates=None if own else view.benign_updates,
-                                   benign_ids=None if own else view.benign_ids,
-                                   server=view.server if self.inner.threat.aggregator_aware else None)
+        return dataclasses.replace(
+            view,
+            benign_updates=None if own else view.benign_updates,
+            benign_ids=None if own else view.benign_ids,
+            server=view.server if self.inner.threat.aggregator_aware else None,
+        )
 
     def _unit(self, B: torch.Tensor) -> float:
         unit = self.inner.strength.unit
@@ -298,8 +322,11 @@ class OptimizedAttack(Attack):
         if B is None or len(B) == 0 or view.server is None:
             return inner.craft(iview)  # nothing to measure against: the default strength
         if self.objective == "loss" and view.server.loss is None:
-            raise ConfigError("attack.optimize.objective", "the loss objective needs the attackers' held-out batch, "
-                              "which this engine did not provide", "distance")
+            raise ConfigError(
+                "attack.optimize.objective",
+                "the loss objective needs the attackers' held-out batch, which this engine did not provide",
+                "distance",
+            )
         mean = B.mean(0)
         base_loss = None
         if self.objective == "loss":
@@ -317,24 +344,46 @@ class OptimizedAttack(Attack):
 
         unit = self._unit(B)
         lo, hi = self.range if self.range is not None else (inner.strength.lo, inner.strength.hi)
-        trace = maximize(objective, self.search, self.evals, lo * unit, hi * unit,
-                         first=default if self.include_default else None,
-                         start=self.start * unit, delta=self.delta * unit, ratio=self.ratio)
+        trace = maximize(
+            objective,
+            self.search,
+            self.evals,
+            lo * unit,
+            hi * unit,
+            first=default if self.include_default else None,
+            start=self.start * unit,
+            delta=self.delta * unit,
+            ratio=self.ratio,
+        )
         best, best_y = trace.best
         setattr(inner, name, best)
         try:
             out = inner.craft(iview)
         finally:
             setattr(inner, name, configured)
-        self._diag = {"strength": best, "strength_param": name, "strength_default": default, "objective": best_y,
-                      "evals": len(trace.xs)}
+        self._diag = {
+            "strength": best,
+            "strength_param": name,
+            "strength_default": default,
+            "objective": best_y,
+            "evals": len(trace.xs),
+        }
         if self.include_default:
             self._diag["objective_default"] = trace.ys[0]
         return out
 
 
-__all__ = ["OptimizedAttack", "Trace", "check_optimizable", "expand_contract", "golden_section", "grid_refine",
-           "maximize", "OBJECTIVES", "SEARCHES"]
+__all__ = [
+    "OptimizedAttack",
+    "Trace",
+    "check_optimizable",
+    "expand_contract",
+    "golden_section",
+    "grid_refine",
+    "maximize",
+    "OBJECTIVES",
+    "SEARCHES",
+]
 
 
 @config_check

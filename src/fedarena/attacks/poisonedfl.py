@@ -75,8 +75,18 @@ class MagnitudeController(Stateful):
     ``c <- beta * c``. The snapshot is then renewed.
     """
 
-    def __init__(self, s: torch.Tensor, *, c0: float = 8.0, beta: float = 0.7, c_min: float = 0.5,
-                 check_every: int = 50, quantile: float = 0.99, rule: str = "k99", direction: float = 1.0):
+    def __init__(
+        self,
+        s: torch.Tensor,
+        *,
+        c0: float = 8.0,
+        beta: float = 0.7,
+        c_min: float = 0.5,
+        check_every: int = 50,
+        quantile: float = 0.99,
+        rule: str = "k99",
+        direction: float = 1.0,
+    ):
         self.s = s
         self.c, self.beta, self.c_min, self.check_every = float(c0), float(beta), float(c_min), int(check_every)
         d = s.numel()
@@ -121,9 +131,20 @@ class PoisonedFL(Attack):
     threat = ThreatModel(knowledge="own", collude=True)
     trains = False
 
-    def __init__(self, *, c0: float = 8.0, beta: float = 0.7, c_min: float = 0.5, check_every: int = 50,
-                 quantile: float = 0.99, rule: str = "k99", consistent: bool = True, noise_rho: float = 0.0,
-                 flip_p: float = 0.0, partition_dims: bool = False):
+    def __init__(
+        self,
+        *,
+        c0: float = 8.0,
+        beta: float = 0.7,
+        c_min: float = 0.5,
+        check_every: int = 50,
+        quantile: float = 0.99,
+        rule: str = "k99",
+        consistent: bool = True,
+        noise_rho: float = 0.0,
+        flip_p: float = 0.0,
+        partition_dims: bool = False,
+    ):
         if not c0 > 0:
             raise ConfigError("attack.c0", f"must be > 0 (got {c0})", "a scale > 0 (the paper's scripts: 8)")
         if not 0 < beta <= 1:
@@ -168,8 +189,16 @@ class PoisonedFL(Attack):
         self.controller = self._controller()
 
     def _controller(self) -> MagnitudeController:
-        return MagnitudeController(self.s, c0=self.c0, beta=self.beta, c_min=self.c_min, check_every=self.check_every,
-                                   quantile=self.quantile, rule=self.rule, direction=self.direction)
+        return MagnitudeController(
+            self.s,
+            c0=self.c0,
+            beta=self.beta,
+            c_min=self.c_min,
+            check_every=self.check_every,
+            quantile=self.quantile,
+            rule=self.rule,
+            direction=self.direction,
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """The controller is built on the restored sign vector, then given its state (a

@@ -42,8 +42,18 @@ One module per section: :mod:`~fedarena.bench.training`, :mod:`~fedarena.bench.m
 The lockstep and Flower sections are imported only when they run.
 """
 
-from .aggregators import (BYZFL_SECONDS, ROBUST_RULES, bench_aggregators, pairwise_loop, ref_bulyan, ref_cc, ref_krum,
-                          ref_multi_krum, ref_rfa, references)
+from .aggregators import (
+    BYZFL_SECONDS,
+    ROBUST_RULES,
+    bench_aggregators,
+    pairwise_loop,
+    ref_bulyan,
+    ref_cc,
+    ref_krum,
+    ref_multi_krum,
+    ref_rfa,
+    references,
+)
 from .constrained import bench_constrained
 from .end_to_end import bench_end_to_end, find_data_root
 from .memory import bench_memory, memory_child
@@ -53,8 +63,33 @@ from .runner import run_bench
 from .timing import gemm_peak, timed
 from .training import batched_bound, bench_training, flops_per_sample, sequential_reference
 
-__all__ = ["BYZFL_SECONDS", "ROBUST_RULES", "SECTIONS", "BenchPlan", "Workload", "batched_bound", "bench_aggregators",
-           "bench_constrained", "bench_end_to_end", "bench_memory", "bench_training", "find_data_root",
-           "flops_per_sample", "gemm_peak", "make_plan", "memory_child", "pairwise_loop", "ref_bulyan", "ref_cc",
-           "ref_krum", "ref_multi_krum", "ref_rfa", "references", "run_bench", "sequential_reference", "targets",
-           "timed", "to_markdown"]
+__all__ = [
+    "BYZFL_SECONDS",
+    "ROBUST_RULES",
+    "SECTIONS",
+    "BenchPlan",
+    "Workload",
+    "batched_bound",
+    "bench_aggregators",
+    "bench_constrained",
+    "bench_end_to_end",
+    "bench_memory",
+    "bench_training",
+    "find_data_root",
+    "flops_per_sample",
+    "gemm_peak",
+    "make_plan",
+    "memory_child",
+    "pairwise_loop",
+    "ref_bulyan",
+    "ref_cc",
+    "ref_krum",
+    "ref_multi_krum",
+    "ref_rfa",
+    "references",
+    "run_bench",
+    "sequential_reference",
+    "targets",
+    "timed",
+    "to_markdown",
+]

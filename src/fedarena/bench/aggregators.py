@@ -15,8 +15,26 @@ from .timing import timed
 
 #: ByzFL 0.0.11 at n=100, d=1e6 on the project's 2-core CPU (seconds per call; issue #6).
 BYZFL_SECONDS = {"krum": 0.97, "multi-krum": 1.18, "trimmed-mean": 2.40, "median": 2.49, "rfa": 1.43, "cc": 0.33}
-ROBUST_RULES = ("median", "trimmed-mean", "krum", "multi-krum", "bulyan", "rfa", "cc", "sign",
-                "mda", "monna", "meamed", "caf", "smea", "dnc", "signguard", "clipped-clustering", "fldetector", "lasa")
+ROBUST_RULES = (
+    "median",
+    "trimmed-mean",
+    "krum",
+    "multi-krum",
+    "bulyan",
+    "rfa",
+    "cc",
+    "sign",
+    "mda",
+    "monna",
+    "meamed",
+    "caf",
+    "smea",
+    "dnc",
+    "signguard",
+    "clipped-clustering",
+    "fldetector",
+    "lasa",
+)
 
 
 def pairwise_loop(A: np.ndarray) -> np.ndarray:
@@ -90,7 +108,7 @@ def references(f: int) -> dict[str, tuple[Callable[..., np.ndarray], bool]]:
     """rule -> (reference, needs the pairwise-distance loop)."""
     return {
         "median": (lambda A, D: np.median(A, axis=0), False),
-        "trimmed-mean": (lambda A, D: np.sort(A, axis=0)[f: len(A) - f].mean(0), False),
+        "trimmed-mean": (lambda A, D: np.sort(A, axis=0)[f : len(A) - f].mean(0), False),
         "krum": (lambda A, D: ref_krum(A, f, D), True),
         "multi-krum": (lambda A, D: ref_multi_krum(A, f, D), True),
         "bulyan": (lambda A, D: ref_bulyan(A, f, D), True),
@@ -106,8 +124,9 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
     from ..registry import DEFENSES
 
     rules = [r for r in ROBUST_RULES if r in DEFENSES]
-    out: dict[str, Any] = {r: {"seconds": {}, "reference_seconds": {}, "speedup": {}, "max_abs_diff_vs_reference": {}}
-                           for r in rules}
+    out: dict[str, Any] = {
+        r: {"seconds": {}, "reference_seconds": {}, "speedup": {}, "max_abs_diff_vs_reference": {}} for r in rules
+    }
     yard: dict[str, Any] = {}
     for n, d in configs:
         key = f"n={n},d={d:.0e}".replace("+0", "")
@@ -115,14 +134,26 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
         g = torch.Generator().manual_seed(n * 7 + d)
         U = torch.randn(n, d, generator=g).to(device)
         A = U.cpu().numpy()
-        ctx = RoundContext(round=0, layout=ParamLayout.from_params({"w": torch.zeros(d)}),
-                           client_ids=torch.arange(n), num_samples=torch.ones(n, dtype=torch.long), f=f,
-                           global_params=torch.zeros(d, device=device), generator=torch.Generator().manual_seed(0))
+        ctx = RoundContext(
+            round=0,
+            layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+            client_ids=torch.arange(n),
+            num_samples=torch.ones(n, dtype=torch.long),
+            f=f,
+            global_params=torch.zeros(d, device=device),
+            generator=torch.Generator().manual_seed(0),
+        )
         mean_s = min(timed(lambda: U.mean(0), device)[0] for _ in range(reps + 2))
         gram_s = min(timed(lambda: U @ U.T, device)[0] for _ in range(reps + 2))
         pair_s, D = timed(lambda: pairwise_loop(A), torch.device("cpu"))
-        yard[key] = {"n": n, "d": d, "f": f, "mean_seconds": mean_s, "gram_seconds": gram_s,
-                     "reference_pairwise_loop_seconds": pair_s}
+        yard[key] = {
+            "n": n,
+            "d": d,
+            "f": f,
+            "mean_seconds": mean_s,
+            "gram_seconds": gram_s,
+            "reference_pairwise_loop_seconds": pair_s,
+        }
         refs = references(f)
         for r in rules:
             rule = DEFENSES.build(r, {})
@@ -132,7 +163,7 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
                 out[r]["seconds"][key] = None
                 out[r].setdefault("notes", []).append(f"{key}: {e}")
                 continue
-            call = lambda: rule.aggregate(U, ctx)  # noqa: E731
+            call = lambda: rule.aggregate(U, ctx)
             if hasattr(rule, "reset"):
                 rule.reset()
             t0, agg = timed(call, device)
@@ -169,5 +200,15 @@ def bench_aggregators(configs: list[tuple[int, int]], device: torch.device, reps
     return out, yard
 
 
-__all__ = ["BYZFL_SECONDS", "ROBUST_RULES", "bench_aggregators", "pairwise_loop", "ref_bulyan", "ref_cc", "ref_krum",
-           "ref_multi_krum", "ref_rfa", "references"]
+__all__ = [
+    "BYZFL_SECONDS",
+    "ROBUST_RULES",
+    "bench_aggregators",
+    "pairwise_loop",
+    "ref_bulyan",
+    "ref_cc",
+    "ref_krum",
+    "ref_multi_krum",
+    "ref_rfa",
+    "references",
+]

@@ -42,10 +42,14 @@ def bench_constrained(reps: int = 3, samples: int = 160) -> dict[str, Any]:
                 cons = Constraints(lay, g, spec[0], spec[1], False, v - 1.0, v - 0.5, labels)  # always violated
             cfg = LoopConfig(mode="none") if spec is None else LoopConfig(mode="autoadapt", activate_epoch=1)
             t0 = time.perf_counter()
-            train_constrained(model, params, {}, x, y, np.arange(samples), None, recipe, np.random.default_rng(0), cfg, cons)
+            train_constrained(
+                model, params, {}, x, y, np.arange(samples), None, recipe, np.random.default_rng(0), cfg, cons
+            )
             best[k] = min(best[k], time.perf_counter() - t0)
     out["epoch_seconds"] = best
-    out["constrained_over_unconstrained"] = {k: best[k] / best["unconstrained"] for k in variants if k != "unconstrained"}
+    out["constrained_over_unconstrained"] = {
+        k: best[k] / best["unconstrained"] for k in variants if k != "unconstrained"
+    }
     return out
 
 

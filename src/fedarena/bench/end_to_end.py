@@ -24,12 +24,22 @@ def bench_end_to_end(data_root: Optional[str], device: torch.device, rounds: int
     from ..run.simulation import Simulation
 
     root = find_data_root(data_root)
-    tree = {"name": "bench-fmnist", "seed": 0,
-            "data": {"dataset": "fashion-mnist", "root": root, "download": False},
-            "model": {"name": "cnn"},
-            "fl": {"num_clients": 100, "clients_per_round": 10, "rounds": rounds, "local_epochs": 1,
-                   "batch_size": 32, "device": device.type},
-            "defense": {"name": "fedavg"}, "eval": {"every": 10}}
+    tree = {
+        "name": "bench-fmnist",
+        "seed": 0,
+        "data": {"dataset": "fashion-mnist", "root": root, "download": False},
+        "model": {"name": "cnn"},
+        "fl": {
+            "num_clients": 100,
+            "clients_per_round": 10,
+            "rounds": rounds,
+            "local_epochs": 1,
+            "batch_size": 32,
+            "device": device.type,
+        },
+        "defense": {"name": "fedavg"},
+        "eval": {"every": 10},
+    }
     try:
         t = time.perf_counter()
         sim = Simulation(from_tree(tree))
@@ -38,9 +48,19 @@ def bench_end_to_end(data_root: Optional[str], device: torch.device, rounds: int
         return {"skipped": f"Fashion-MNIST not available ({e}); pass data.root"}
     result = sim.run()
     wall = result.summary["wall_time_s"]
-    out = {"rounds": rounds, "clients": 100, "clients_per_round": 10, "model": "cnn", "defense": "fedavg",
-           "eval_every": 10, "setup_seconds": setup, "wall_seconds": wall, "rounds_per_s": rounds / wall,
-           "final_main_acc": result.summary.get("final_main_acc"), "data_root": root}
+    out = {
+        "rounds": rounds,
+        "clients": 100,
+        "clients_per_round": 10,
+        "model": "cnn",
+        "defense": "fedavg",
+        "eval_every": 10,
+        "setup_seconds": setup,
+        "wall_seconds": wall,
+        "rounds_per_s": rounds / wall,
+        "final_main_acc": result.summary.get("final_main_acc"),
+        "data_root": root,
+    }
     if log:
         log(f"  {rounds} rounds in {wall:.1f} s ({rounds / wall:.2f} rounds/s), accuracy {out['final_main_acc']}")
     return out

@@ -46,11 +46,25 @@ def _fedarena(x: torch.Tensor, y: torch.Tensor, rounds: int, vectorize: bool, de
     from ..run.simulation import Simulation
 
     data = TensorDataset("bench-synthetic", x, y, x[:200], y[:200], 10)
-    cfg = from_tree({"name": "bench-flower", "seed": 0, "model": {"name": "cnn"},
-                     "data": {"dataset": "synthetic"},
-                     "fl": {"num_clients": CLIENTS, "clients_per_round": PER_ROUND, "rounds": rounds, "batch_size": BATCH,
-                            "local_epochs": 1, "lr": 0.01, "vectorize": vectorize, "device": device},
-                     "eval": {"every": 10**6}})
+    cfg = from_tree(
+        {
+            "name": "bench-flower",
+            "seed": 0,
+            "model": {"name": "cnn"},
+            "data": {"dataset": "synthetic"},
+            "fl": {
+                "num_clients": CLIENTS,
+                "clients_per_round": PER_ROUND,
+                "rounds": rounds,
+                "batch_size": BATCH,
+                "local_epochs": 1,
+                "lr": 0.01,
+                "vectorize": vectorize,
+                "device": device,
+            },
+            "eval": {"every": 10**6},
+        }
+    )
     sim = Simulation(cfg, data=data)
     ends: list[float] = []
     sim.run(progress=lambda t, ev: ends.append(time.perf_counter()))
@@ -100,16 +114,29 @@ def _flower(x: torch.Tensor, y: torch.Tensor, rounds: int, actors: int) -> list[
             ends.append(time.perf_counter())
             return out
 
-    strategy = Timed(fraction_fit=PER_ROUND / CLIENTS, fraction_evaluate=0.0, min_fit_clients=PER_ROUND,
-                     min_evaluate_clients=0, min_available_clients=CLIENTS,
-                     initial_parameters=flwr.common.ndarrays_to_parameters(init))
+    strategy = Timed(
+        fraction_fit=PER_ROUND / CLIENTS,
+        fraction_evaluate=0.0,
+        min_fit_clients=PER_ROUND,
+        min_evaluate_clients=0,
+        min_available_clients=CLIENTS,
+        initial_parameters=flwr.common.ndarrays_to_parameters(init),
+    )
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)
     flwr.simulation.start_simulation(
-        client_fn=client_fn, num_clients=CLIENTS, config=flwr.server.ServerConfig(num_rounds=rounds),
-        strategy=strategy, client_resources={"num_cpus": 1, "num_gpus": 0.0},
-        ray_init_args={"num_cpus": actors, "include_dashboard": False, "ignore_reinit_error": True,
-                       "log_to_driver": False})
+        client_fn=client_fn,
+        num_clients=CLIENTS,
+        config=flwr.server.ServerConfig(num_rounds=rounds),
+        strategy=strategy,
+        client_resources={"num_cpus": 1, "num_gpus": 0.0},
+        ray_init_args={
+            "num_cpus": actors,
+            "include_dashboard": False,
+            "ignore_reinit_error": True,
+            "log_to_driver": False,
+        },
+    )
     return ends
 
 
@@ -124,7 +151,7 @@ def bench_flower(device: torch.device, rounds: int = 4, reps: int = 2, log=None)
     """The ``flower`` section (skipped with a note when flwr or ray is missing)."""
     missing = [m for m in ("flwr", "ray") if importlib.util.find_spec(m) is None]
     if missing:
-        return {"skipped": f"{' and '.join(missing)} not installed (pip install \"fedarena[flower]\")"}
+        return {"skipped": f'{" and ".join(missing)} not installed (pip install "fedarena[flower]")'}
     import flwr
 
     x, y = _data()
@@ -149,13 +176,17 @@ def bench_flower(device: torch.device, rounds: int = 4, reps: int = 2, log=None)
     best = {k: (max(v) if v else None) for k, v in rates.items()}
     out: dict[str, Any] = {
         "workload": f"LeNet (cnn), synthetic 1x28x28, {CLIENTS} clients x {SAMPLES} samples, {PER_ROUND} per round, "
-                    f"batch {BATCH}, 1 epoch, SGD lr 0.01, {rounds} rounds (rate from round 2 on)",
-        "flwr": flwr.__version__, "ray_actors": actors,
-        "client_epochs_per_s": best, "all_rates": rates,
-        "vectorized_over_flower": (best["fedarena_vectorized"] / best["flower"]
-                                   if best["fedarena_vectorized"] and best["flower"] else None),
-        "sequential_over_flower": (best["fedarena_sequential"] / best["flower"]
-                                   if best["fedarena_sequential"] and best["flower"] else None),
+        f"batch {BATCH}, 1 epoch, SGD lr 0.01, {rounds} rounds (rate from round 2 on)",
+        "flwr": flwr.__version__,
+        "ray_actors": actors,
+        "client_epochs_per_s": best,
+        "all_rates": rates,
+        "vectorized_over_flower": (
+            best["fedarena_vectorized"] / best["flower"] if best["fedarena_vectorized"] and best["flower"] else None
+        ),
+        "sequential_over_flower": (
+            best["fedarena_sequential"] / best["flower"] if best["fedarena_sequential"] and best["flower"] else None
+        ),
     }
     if notes:
         out["notes"] = notes

@@ -42,13 +42,22 @@ def _fall_of_cc_configs(runs: int, rounds: int, data_root: Optional[str], device
     picked = list(trees.items())[::step][:runs]
     cfgs, source = [], "fashion-mnist + mnist (the reproduction's data)"
     for rid, tree in picked:
-        over = [f"fl.rounds={rounds}", f"fl.lr_decay_at=[{int(0.75 * rounds)}]", f"eval.every={min(30, rounds)}",
-                f"fl.device={device}"]
+        over = [
+            f"fl.rounds={rounds}",
+            f"fl.lr_decay_at=[{int(0.75 * rounds)}]",
+            f"eval.every={min(30, rounds)}",
+            f"fl.device={device}",
+        ]
         if data_root:
             over += [f"data.root={data_root}", "data.download=false"]
         else:  # no data folder: same shapes, generated
-            over += ["data.dataset=synthetic", "data.partition=iid", "data.synthetic.image_size=28",
-                     "data.synthetic.train_size=10000", "data.synthetic.test_size=2000"]
+            over += [
+                "data.dataset=synthetic",
+                "data.partition=iid",
+                "data.synthetic.image_size=28",
+                "data.synthetic.train_size=10000",
+                "data.synthetic.test_size=2000",
+            ]
             source = "synthetic 28x28 (Fashion-MNIST/MNIST not found)"
         cfg = load_config(None, over, base=tree)
         cfgs.append(cfg.model_copy(update={"name": rid.replace("/", "-")}))
@@ -65,8 +74,12 @@ def _digits_configs(runs: int, rounds: int, device: str) -> list:
     for a in attacks:
         for dfn in defenses:
             for s in range(seeds):
-                tree: dict[str, Any] = {"name": f"{a}-{dfn}-s{s}", "seed": s, "fl": {"rounds": rounds, "device": device},
-                                        "defense": {"name": dfn}}
+                tree: dict[str, Any] = {
+                    "name": f"{a}-{dfn}-s{s}",
+                    "seed": s,
+                    "fl": {"rounds": rounds, "device": device},
+                    "defense": {"name": dfn},
+                }
                 if a != "none":
                     tree["attack"] = {"name": a, "num_malicious": 4}
                 cfgs.append(from_tree(tree))
@@ -93,8 +106,12 @@ class _GpuSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                out = subprocess.run(["nvidia-smi", f"--id={self.gpu}", "--query-gpu=utilization.gpu",
-                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                out = subprocess.run(
+                    ["nvidia-smi", f"--id={self.gpu}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                )
                 self.samples.append(float(out.stdout.strip().splitlines()[0]))
             except (OSError, ValueError, IndexError, subprocess.SubprocessError):
                 return
@@ -130,8 +147,9 @@ def _diff(a: list[tuple], b: list[tuple]) -> float:
     return worst
 
 
-def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[[str], None]] = None,
-            name: str = "") -> dict[str, Any]:
+def compare(
+    cfgs: list, reps: int, device: torch.device, log: Optional[Callable[[str], None]] = None, name: str = ""
+) -> dict[str, Any]:
     """Wall time of the configs one after another and in lockstep, alternating ``reps`` times."""
     from ..run.lockstep import groups
     from ..run.runner import run_many
@@ -172,10 +190,14 @@ def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[
     ms = {k: {p: 1e3 * v / run_rounds for p, v in phases[k][times[k].index(best[k])].items()} for k in times}
     batched = ms["lockstep"].get("train", 0.0) + ms["lockstep"].get("evaluate", 0.0)
     out = {
-        "runs": len(cfgs), "rounds": sorted({c.fl.rounds for c in cfgs}), "lockstep_groups": len(groups(cfgs)),
-        "sequential_seconds": best["sequential"], "lockstep_seconds": best["lockstep"],
+        "runs": len(cfgs),
+        "rounds": sorted({c.fl.rounds for c in cfgs}),
+        "lockstep_groups": len(groups(cfgs)),
+        "sequential_seconds": best["sequential"],
+        "lockstep_seconds": best["lockstep"],
         "speedup": best["sequential"] / best["lockstep"],
-        "sequential_cpu_seconds": best_cpu["sequential"], "lockstep_cpu_seconds": best_cpu["lockstep"],
+        "sequential_cpu_seconds": best_cpu["sequential"],
+        "lockstep_cpu_seconds": best_cpu["lockstep"],
         "speedup_cpu_time": best_cpu["sequential"] / best_cpu["lockstep"],
         "sequential_ms_per_run_round": 1e3 * best["sequential"] / run_rounds,
         "lockstep_ms_per_run_round": 1e3 * best["lockstep"] / run_rounds,
@@ -186,12 +208,15 @@ def compare(cfgs: list, reps: int, device: torch.device, log: Optional[Callable[
         "speedup_bound": (1e3 * best["sequential"] / run_rounds) / batched if batched > 0 else None,
         "max_abs_diff_final_metrics": _diff(finals["sequential"], finals["lockstep"]),
         "statuses_equal": [f[2] for f in finals["sequential"]] == [f[2] for f in finals["lockstep"]],
-        "all_seconds": times, "all_cpu_seconds": cpu,
+        "all_seconds": times,
+        "all_cpu_seconds": cpu,
     }
     if device.type == "cuda":
         out["gpu_utilization_pct"] = {k: (sum(v) / len(v) if v else None) for k, v in util.items()}
-        out["gpu_busy_seconds"] = {k: (best[k] * out["gpu_utilization_pct"][k] / 100
-                                       if out["gpu_utilization_pct"][k] is not None else None) for k in best}
+        out["gpu_busy_seconds"] = {
+            k: (best[k] * out["gpu_utilization_pct"][k] / 100 if out["gpu_utilization_pct"][k] is not None else None)
+            for k in best
+        }
     return out
 
 
@@ -228,20 +253,27 @@ def bench_lockstep(scale: str, device: torch.device, data_root: Optional[str], l
     out: dict[str, Any] = {}
     runs, rounds = plan["fall-of-cc"]
     cfgs, source = _fall_of_cc_configs(runs, rounds, None if scale == "tiny" else data_root, dev)
-    out["fall-of-cc"] = {**compare(cfgs, reps, device, log, "fall-of-cc"), "data": source,
-                         "workload": "fedarena reproduce fall-of-cc: every "
-                                     f"{max(1, 144 // runs)}th run of the 144, {rounds} rounds instead of 300"}
+    out["fall-of-cc"] = {
+        **compare(cfgs, reps, device, log, "fall-of-cc"),
+        "data": source,
+        "workload": "fedarena reproduce fall-of-cc: every "
+        f"{max(1, 144 // runs)}th run of the 144, {rounds} rounds instead of 300",
+    }
     runs, rounds = plan["digits"]
-    out["digits"] = {**compare(_digits_configs(runs, rounds, dev), reps, device, log, "digits"),
-                     "workload": "digits: attacks (none, label-flip, alie, ipm) x defenses (fedavg, median, "
-                                 "trimmed-mean, krum) x seeds; 20 clients, FedAvg, evaluation every round"}
+    out["digits"] = {
+        **compare(_digits_configs(runs, rounds, dev), reps, device, log, "digits"),
+        "workload": "digits: attacks (none, label-flip, alie, ipm) x defenses (fedavg, median, "
+        "trimmed-mean, krum) x seeds; 20 clients, FedAvg, evaluation every round",
+    }
     out["process_startup_s"] = process_startup() if scale != "tiny" else None
     if log:
         for k in ("fall-of-cc", "digits"):
             bound = out[k].get("speedup_bound")
-            log(f"  {k}: {out[k]['runs']} runs, sequential {out[k]['sequential_seconds']:.1f} s, lockstep "
+            log(
+                f"  {k}: {out[k]['runs']} runs, sequential {out[k]['sequential_seconds']:.1f} s, lockstep "
                 f"{out[k]['lockstep_seconds']:.1f} s: x{out[k]['speedup']:.1f}"
-                + (f" (bound x{bound:.1f})" if bound is not None else ""))
+                + (f" (bound x{bound:.1f})" if bound is not None else "")
+            )
     return out
 
 

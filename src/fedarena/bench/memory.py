@@ -50,20 +50,32 @@ def memory_child(clients: int, hidden: tuple[int, ...]) -> dict[str, Any]:
     wall = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     u_mb = U.numel() * U.element_size() / 2**20
-    return {"clients": clients, "params": d, "chunk_size": auto_chunk_size(d, 32, 784),
-            "update_matrix_mb": u_mb, "rss_before_mb": before, "peak_rss_mb": peak,
-            "working_set_mb": peak - before - u_mb, "seconds": wall, "finite": bool(torch.isfinite(U).all())}
+    return {
+        "clients": clients,
+        "params": d,
+        "chunk_size": auto_chunk_size(d, 32, 784),
+        "update_matrix_mb": u_mb,
+        "rss_before_mb": before,
+        "peak_rss_mb": peak,
+        "working_set_mb": peak - before - u_mb,
+        "seconds": wall,
+        "finite": bool(torch.isfinite(U).all()),
+    }
 
 
 def bench_memory(clients: int = 1000, hidden: tuple[int, ...] = (1024, 256)) -> dict[str, Any]:
-    code = ("import json, torch; torch.set_num_threads(%d); from fedarena.bench.memory import memory_child; "
-            "print(json.dumps(memory_child(%d, %r)))" % (torch.get_num_threads(), clients, tuple(hidden)))
+    code = (
+        "import json, torch; torch.set_num_threads(%d); from fedarena.bench.memory import memory_child; "
+        "print(json.dumps(memory_child(%d, %r)))" % (torch.get_num_threads(), clients, tuple(hidden))
+    )
     try:
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
         return {"skipped": "timed out after 900 s"}
     if res.returncode != 0:
-        return {"skipped": f"child failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"}
+        return {
+            "skipped": f"child failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"
+        }
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

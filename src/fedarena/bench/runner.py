@@ -31,9 +31,16 @@ def _loadavg() -> Optional[list[float]]:
         return None
 
 
-def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest", console=None, *,
-              scale: str = "default", device: Optional[str] = None, data_root: Optional[str] = None,
-              only: Optional[list[str]] = None) -> dict[str, Any]:
+def run_bench(
+    quick: bool = False,
+    out: Path | str = "benchmarks/results/latest",
+    console=None,
+    *,
+    scale: str = "default",
+    device: Optional[str] = None,
+    data_root: Optional[str] = None,
+    only: Optional[list[str]] = None,
+) -> dict[str, Any]:
     """Run the benchmark; write ``out/bench.json`` and ``out/bench.md``; return the results.
 
     ``only``: the sections to run (of :data:`SECTIONS`; default all the plan has).
@@ -55,10 +62,16 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     want = (lambda sec: True) if not only else (lambda sec: sec in only)
     t_start = time.perf_counter()
     res: dict[str, Any] = {
-        "quick": quick, "scale": scale, "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "quick": quick,
+        "scale": scale,
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "load_average_start": _loadavg(), "notes": [],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_start": _loadavg(),
+        "notes": [],
     }
     if log:
         log("GEMM peak ...")
@@ -66,7 +79,7 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
     if log:
         log(f"  {res['gemm']['gflops']:.1f} GFLOP/s\nlocal training ...")
     res["training"] = {}
-    for w in (plan.training if want("training") else []):
+    for w in plan.training if want("training") else []:
         r = bench_training(w, dev, w.reps or plan.reps, res["gemm"]["gflops"], log)
         res["training"][w.name] = r
         if "skipped" in r:
@@ -79,8 +92,9 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
             log(f"  {res['memory']}")
     if log and want("aggregators"):
         log("aggregators ...")
-    res["aggregators"], res["yardsticks"] = (bench_aggregators(plan.agg_configs, dev, plan.reps, log)
-                                             if want("aggregators") else ({}, {}))
+    res["aggregators"], res["yardsticks"] = (
+        bench_aggregators(plan.agg_configs, dev, plan.reps, log) if want("aggregators") else ({}, {})
+    )
     missing = [r for r in ROBUST_RULES if r not in res["aggregators"]] if want("aggregators") else []
     if missing:
         res["notes"].append("robust rules not registered, not measured: " + ", ".join(missing))
@@ -105,14 +119,18 @@ def run_bench(quick: bool = False, out: Path | str = "benchmarks/results/latest"
         if "skipped" in res["end_to_end"]:
             res["notes"].append("end_to_end skipped: " + res["end_to_end"]["skipped"])
     elif not plan.end_to_end:
-        res["notes"].append("quick run: resnet18, 10/100/1,000 clients, the memory round and the end-to-end run are "
-                            "skipped (run without --quick)")
+        res["notes"].append(
+            "quick run: resnet18, 10/100/1,000 clients, the memory round and the end-to-end run are "
+            "skipped (run without --quick)"
+        )
     if want("constrained_epoch"):
         if log:
             log("constrained (AutoAdapt) epoch vs unconstrained ...")
         res["constrained_epoch"] = bench_constrained(reps=2 if quick else 5)
     if only:
-        res["notes"].append("sections run: " + ", ".join(only) + " (the others were not run; see the other result folders)")
+        res["notes"].append(
+            "sections run: " + ", ".join(only) + " (the others were not run; see the other result folders)"
+        )
     res["only"] = only
     res["targets"] = targets(res)
     res["seconds"] = time.perf_counter() - t_start

@@ -35,8 +35,15 @@ def flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...], batch
     return fc.get_total_flops() / batch
 
 
-def sequential_reference(template: torch.nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor,
-                         index: list[np.ndarray], schedule, lr: float) -> torch.Tensor:
+def sequential_reference(
+    template: torch.nn.Module,
+    state: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: list[np.ndarray],
+    schedule,
+    lr: float,
+) -> torch.Tensor:
     """The peers' way: per client a fresh model and ``torch.optim.SGD``, a Python loop over batches."""
     rows = []
     for i in range(len(index)):
@@ -53,8 +60,16 @@ def sequential_reference(template: torch.nn.Module, state: dict, x: torch.Tensor
     return torch.stack(rows)
 
 
-def batched_bound(template: torch.nn.Module, state: dict, x: torch.Tensor, y: torch.Tensor,
-                  index: list[np.ndarray], schedule, lr: float, channels_last: bool = False) -> None:
+def batched_bound(
+    template: torch.nn.Module,
+    state: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: list[np.ndarray],
+    schedule,
+    lr: float,
+    channels_last: bool = False,
+) -> None:
     """One model, one SGD step per schedule step on all clients' batches stacked together.
 
     ``channels_last``: model and inputs in channels-last memory format (the layout the
@@ -65,8 +80,12 @@ def batched_bound(template: torch.nn.Module, state: dict, x: torch.Tensor, y: to
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    steps = [torch.from_numpy(np.concatenate([index[i][c[s]] for i, c in enumerate(schedule.batches) if s < len(c)]))
-             .to(x.device) for s in range(schedule.max_steps)]
+    steps = [
+        torch.from_numpy(np.concatenate([index[i][c[s]] for i, c in enumerate(schedule.batches) if s < len(c)])).to(
+            x.device
+        )
+        for s in range(schedule.max_steps)
+    ]
     for idx in steps:
         xb = x[idx]
         if channels_last:
@@ -77,8 +96,14 @@ def batched_bound(template: torch.nn.Module, state: dict, x: torch.Tensor, y: to
 
 
 def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: float, log=None) -> dict[str, Any]:
-    from ..core.local import (BatchSchedule, auto_chunk_size, auto_strategy, has_buffers, train_sequential,
-                              train_vectorized)
+    from ..core.local import (
+        BatchSchedule,
+        auto_chunk_size,
+        auto_strategy,
+        has_buffers,
+        train_sequential,
+        train_vectorized,
+    )
     from ..core.recipe import TrainRecipe
 
     torch.manual_seed(0)
@@ -95,24 +120,39 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
     state = {n: t.detach().clone() for n, t in model.state_dict().items()}
     d = sum(p.numel() for p in params.values())
     recipe = TrainRecipe(lr=0.01, batch_size=w.batch_size, epochs=1)
-    sched = BatchSchedule.build([w.samples] * w.clients, recipe, [np.random.default_rng([7, i]) for i in range(w.clients)])
+    sched = BatchSchedule.build(
+        [w.samples] * w.clients, recipe, [np.random.default_rng([7, i]) for i in range(w.clients)]
+    )
 
     if has_buffers(model):  # BatchNorm: the Simulation trains such models on the sequential path
         path, chunk = "sequential (model has buffers)", None
-        engine = lambda: train_sequential(model, params, x, y, index, sched, recipe, prepare=None,  # noqa: E731
-                                          buffers={n: b for n, b in model.named_buffers()})[0]
+        engine = lambda: train_sequential(
+            model,
+            params,
+            x,
+            y,
+            index,
+            sched,
+            recipe,
+            prepare=None,
+            buffers={n: b for n, b in model.named_buffers()},
+        )[0]
     else:
         chunk = auto_chunk_size(d, recipe.batch_size, x[0].numel())
         strategy = "loop" if min(chunk, w.clients) <= 1 else auto_strategy(model, device, x[0])
         path = f"vectorized ({strategy}, chunk {min(chunk, w.clients)})"
-        engine = lambda: train_vectorized(model, params, x, y, index, sched, recipe)  # noqa: E731
-    seq = lambda: sequential_reference(model, state, x, y, index, sched, recipe.lr)  # noqa: E731
-    bat = lambda: batched_bound(model, state, x, y, index, sched, recipe.lr)  # noqa: E731
+        engine = lambda: train_vectorized(model, params, x, y, index, sched, recipe)
+    seq = lambda: sequential_reference(model, state, x, y, index, sched, recipe.lr)
+    bat = lambda: batched_bound(model, state, x, y, index, sched, recipe.lr)
     variants = [("engine", engine), ("sequential", seq), ("batched", bat)]
     conv = x.dim() == 4 and any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
     if conv:
-        variants.append(("batched_channels_last",
-                         lambda: batched_bound(model, state, x, y, index, sched, recipe.lr, channels_last=True)))
+        variants.append(
+            (
+                "batched_channels_last",
+                lambda: batched_bound(model, state, x, y, index, sched, recipe.lr, channels_last=True),
+            )
+        )
 
     # warm-up (also the correctness check), then interleaved repetitions
     _, U_engine = timed(engine, device)
@@ -129,16 +169,25 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
     flops_ce = fps * w.samples
     engine_gflops = rate["engine"] * flops_ce / 1e9
     out = {
-        "model": w.model, "model_kwargs": w.model_kwargs, "params": d, "input_shape": list(w.input_shape),
-        "clients": w.clients, "samples_per_client": w.samples, "batch_size": w.batch_size, "local_epochs": 1,
+        "model": w.model,
+        "model_kwargs": w.model_kwargs,
+        "params": d,
+        "input_shape": list(w.input_shape),
+        "clients": w.clients,
+        "samples_per_client": w.samples,
+        "batch_size": w.batch_size,
+        "local_epochs": 1,
         "note": w.note,
         "engine": {"client_epochs_per_s": rate["engine"], "seconds": best["engine"], "path": path, "chunk_size": chunk},
         "sequential": {"client_epochs_per_s": rate["sequential"], "seconds": best["sequential"]},
         "batched": {"client_epochs_per_s": rate["batched"], "seconds": best["batched"]},
         "speedup_vs_sequential": rate["engine"] / rate["sequential"],
         "fraction_of_batched_bound": rate["engine"] / rate["batched"],
-        "batched_channels_last": ({"client_epochs_per_s": rate["batched_channels_last"],
-                                   "seconds": best["batched_channels_last"]} if conv else None),
+        "batched_channels_last": (
+            {"client_epochs_per_s": rate["batched_channels_last"], "seconds": best["batched_channels_last"]}
+            if conv
+            else None
+        ),
         "fraction_of_channels_last_bound": rate["engine"] / rate["batched_channels_last"] if conv else None,
         "flops_per_client_epoch": flops_ce,
         "engine_gflops": engine_gflops,
@@ -147,8 +196,10 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
         "all_seconds": times,
     }
     if log:
-        log(f"  {w.name}: engine {rate['engine']:.1f}, sequential {rate['sequential']:.1f}, batched "
-            f"{rate['batched']:.1f} client-epochs/s ({path})")
+        log(
+            f"  {w.name}: engine {rate['engine']:.1f}, sequential {rate['sequential']:.1f}, batched "
+            f"{rate['batched']:.1f} client-epochs/s ({path})"
+        )
     return out
 
 

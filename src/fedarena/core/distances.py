@@ -77,8 +77,9 @@ def _cos_unit(xs: Sequence[torch.Tensor], gs: Sequence[torch.Tensor]) -> torch.T
     return torch.where(zx & zg, torch.zeros_like(d), torch.where(zx | zg, torch.ones_like(d), d))
 
 
-def distances(x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, metric: str, scope: str,
-              flat: bool = False) -> tuple[torch.Tensor, list[str]]:
+def distances(
+    x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, metric: str, scope: str, flat: bool = False
+) -> tuple[torch.Tensor, list[str]]:
     """Distance of the local model(s) ``x`` (``(d,)`` or ``(k, d)``, flat in ``layout``'s
     order) to the global model ``g`` (``(d,)``) for every group of ``scope``.
 
@@ -105,8 +106,9 @@ def distances(x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, metric: str
     return torch.stack(out, -1), list(groups)
 
 
-def metric_values(x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, metrics: Sequence[str], scope: str,
-                  flat: bool = False) -> tuple[torch.Tensor, list[str]]:
+def metric_values(
+    x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, metrics: Sequence[str], scope: str, flat: bool = False
+) -> tuple[torch.Tensor, list[str]]:
     """:func:`distances` for several metrics, concatenated: ``(..., len(metrics) * G)``
     values and labels ``"cos/whole"``, ``"l2/layers/conv1"``, ..."""
     vals, labels = [], []
@@ -117,8 +119,14 @@ def metric_values(x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, metrics
     return torch.cat(vals, -1), labels
 
 
-def update_metric_values(U: torch.Tensor, global_params: torch.Tensor, layout: ParamLayout, metrics: Sequence[str],
-                         scope: str, flat: bool = False) -> tuple[torch.Tensor, list[str]]:
+def update_metric_values(
+    U: torch.Tensor,
+    global_params: torch.Tensor,
+    layout: ParamLayout,
+    metrics: Sequence[str],
+    scope: str,
+    flat: bool = False,
+) -> tuple[torch.Tensor, list[str]]:
     """:func:`metric_values` of the local models ``G + U_i`` of a round's update rows
     (no gradient), computed tensor by tensor so no float64 copy of ``U`` is made."""
     with torch.no_grad():
@@ -136,7 +144,9 @@ class _LazySum:
         return self.U[:, sl].to(torch.float64) + self.g[sl].to(torch.float64)
 
 
-def param_change_extremes(x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, scope: str) -> dict[str, tuple[float, float]]:
+def param_change_extremes(
+    x: torch.Tensor, g: torch.Tensor, layout: ParamLayout, scope: str
+) -> dict[str, tuple[float, float]]:
     """``min_i (x_i - g_i)`` and ``max_i (x_i - g_i)`` per group: the "minimal and maximal
     parameter changes" the paper inspects for Eq. 2 solutions (diagnostic only)."""
     out = {}
@@ -144,4 +154,3 @@ def param_change_extremes(x: torch.Tensor, g: torch.Tensor, layout: ParamLayout,
         diff = torch.cat([(x[layout.slice(n)] - g[layout.slice(n)]).detach().reshape(-1) for n in names])
         out[name] = (float(diff.min()), float(diff.max()))
     return out
-

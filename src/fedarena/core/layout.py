@@ -87,8 +87,7 @@ class ParamLayout:
         """Inverse of :meth:`flatten`: views into ``flat`` (``(d,)`` or ``(k, d)``)."""
         lead = flat.shape[:-1]
         return {
-            n: flat[..., o : o + s.numel()].reshape(*lead, *s)
-            for n, s, o in zip(self.names, self.shapes, self.offsets)
+            n: flat[..., o : o + s.numel()].reshape(*lead, *s) for n, s, o in zip(self.names, self.shapes, self.offsets)
         }
 
 

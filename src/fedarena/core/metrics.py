@@ -84,10 +84,18 @@ def detection(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     nan = math.nan
     prec = tp / (tp + fp) if tp + fp else nan
     rec = tp / (tp + fn) if tp + fn else nan
-    return {"decisions": tp + fp + fn + tn, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": prec,
-            "recall": rec, "f1": 2 * prec * rec / (prec + rec) if tp else (0.0 if tp + fp + fn else nan),
-            "fpr": fp / (fp + tn) if fp + tn else nan,
-            "fpr_no_attack_rounds": fp0 / (fp0 + tn0) if fp0 + tn0 else nan}
+    return {
+        "decisions": tp + fp + fn + tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": prec,
+        "recall": rec,
+        "f1": 2 * prec * rec / (prec + rec) if tp else (0.0 if tp + fp + fn else nan),
+        "fpr": fp / (fp + tn) if fp + tn else nan,
+        "fpr_no_attack_rounds": fp0 / (fp0 + tn0) if fp0 + tn0 else nan,
+    }
 
 
 def detection_rates(flagged: torch.Tensor, malicious: torch.Tensor) -> dict[str, Optional[float]]:
@@ -99,8 +107,9 @@ def detection_rates(flagged: torch.Tensor, malicious: torch.Tensor) -> dict[str,
     return {"tpr": tp / pos if pos else None, "fpr": fp / neg if neg else None}
 
 
-def backdoor_durability(attackers: Sequence[int], backdoor: Sequence[Optional[float]],
-                        threshold: float = 0.3) -> dict[str, Any]:
+def backdoor_durability(
+    attackers: Sequence[int], backdoor: Sequence[Optional[float]], threshold: float = 0.3
+) -> dict[str, Any]:
     """How long a backdoor outlives its attack (the quantity Neurotoxin, Zhang et al. ICML
     2022, Fig. 3, and Chameleon, Dai & Li ICML 2023, Table 2, are judged by).
 
@@ -124,5 +133,8 @@ def backdoor_durability(attackers: Sequence[int], backdoor: Sequence[Optional[fl
         return {"backdoor_durability": None, "backdoor_durability_censored": None, "attack_last_round": None}
     last = attacked[-1]
     k = next((t - last for t in range(last, T) if ba[t] is not None and ba[t] < threshold), None)
-    return {"backdoor_durability": T - last if k is None else k, "backdoor_durability_censored": k is None,
-            "attack_last_round": last}
+    return {
+        "backdoor_durability": T - last if k is None else k,
+        "backdoor_durability_censored": k is None,
+        "attack_last_round": last,
+    }

@@ -56,8 +56,12 @@ class OptState:
     step: torch.Tensor
 
     @classmethod
-    def load(cls, recipe: TrainRecipe, params: Sequence[torch.Tensor],
-             clients: Optional[Sequence[Optional[ClientState]]] = None) -> "OptState":
+    def load(
+        cls,
+        recipe: TrainRecipe,
+        params: Sequence[torch.Tensor],
+        clients: Optional[Sequence[Optional[ClientState]]] = None,
+    ) -> "OptState":
         """Zero state for ``params`` (``(k, ...)`` tensors); client ``j`` starts from
         ``clients[j]`` when that is given and not None."""
         k = params[0].shape[0]
@@ -90,8 +94,13 @@ def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
-def step_(params: list[torch.Tensor], grads: list[torch.Tensor], state: OptState, recipe: TrainRecipe,
-          active: Optional[torch.Tensor] = None) -> None:
+def step_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    state: OptState,
+    recipe: TrainRecipe,
+    active: Optional[torch.Tensor] = None,
+) -> None:
     """One in-place optimizer step of ``k`` clients on stacked ``(k, ...)`` tensors.
 
     ``active``: ``(k,)`` 0/1 flags, ``None`` when every client steps (the fast path: no
@@ -132,8 +141,8 @@ def _adam(params, grads, state: OptState, recipe: TrainRecipe, active) -> None:
     lr, wd = recipe.lr, recipe.weight_decay
     step = state.step + (1.0 if active is None else active.to(state.step.dtype))
     s = step.clamp_min(1.0)  # an inactive client that never stepped: any finite value (masked out)
-    step_size = lr / (1 - b1 ** s)  # float64, as PyTorch's Python-float bias corrections
-    bc2_sqrt = (1 - b2 ** s).sqrt()
+    step_size = lr / (1 - b1**s)  # float64, as PyTorch's Python-float bias corrections
+    bc2_sqrt = (1 - b2**s).sqrt()
     for p, g, m, v in zip(params, grads, state.tensors["exp_avg"], state.tensors["exp_avg_sq"]):
         on = None if active is None else _col(active, p) > 0
         if wd and recipe.optimizer == "adamw":

@@ -79,8 +79,12 @@ def safe_row_norms(U: torch.Tensor) -> torch.Tensor:
 CENTER_BELOW = 2.0**16
 
 
-def pairwise_sq_distances(U: torch.Tensor, sq: Optional[torch.Tensor] = None,
-                          bad: Optional[torch.Tensor] = None, center: Optional[bool] = None) -> torch.Tensor:
+def pairwise_sq_distances(
+    U: torch.Tensor,
+    sq: Optional[torch.Tensor] = None,
+    bad: Optional[torch.Tensor] = None,
+    center: Optional[bool] = None,
+) -> torch.Tensor:
     """``(n, n)`` squared Euclidean distances from one Gram matrix:
     ``||a||^2 + ||b||^2 - 2 a.b``, clamped at 0, exact 0 on the diagonal.
 
@@ -277,6 +281,7 @@ def coordinate_median(U: torch.Tensor, even: str = "mean") -> torch.Tensor:
     out = torch.empty(U.shape[1], dtype=U.dtype, device=U.device)
     if use_numpy(U):
         src, dst = U.numpy(), out.numpy()
+
         def median_block(cols: slice) -> None:
             block = np.ascontiguousarray(src[:, cols].T)
             block.sort(axis=1)
@@ -313,8 +318,13 @@ def clean_rows(U: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[tor
     return zero_faulty_rows(U.to(dtype), bad), bad
 
 
-def geometric_median(U: torch.Tensor, iters: int = 3, nu: float = 0.1, alpha: Optional[torch.Tensor] = None,
-                     init: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def geometric_median(
+    U: torch.Tensor,
+    iters: int = 3,
+    nu: float = 0.1,
+    alpha: Optional[torch.Tensor] = None,
+    init: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Smoothed Weiszfeld (Pillutla et al., "Robust Aggregation for Federated Learning",
     IEEE TSP 2022, Algorithm 2): ``iters`` steps of
     ``b_i = alpha_i / max(nu, ||z - u_i||)``, ``z = sum_i b_i u_i / sum_i b_i``,
@@ -364,8 +374,9 @@ def exact_sq_distances(U: torch.Tensor, z: torch.Tensor, rows: torch.Tensor) -> 
     return acc
 
 
-def centered_clip(U: torch.Tensor, center: torch.Tensor, tau: float, iterations: int = 1
-                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+def centered_clip(
+    U: torch.Tensor, center: torch.Tensor, tau: float, iterations: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Centered Clipping (Karimireddy, He, Jaggi, ICML 2021, Eq. 2 / Algorithm 2):
     ``iterations`` times ``v <- v + (1/n) sum_i (u_i - v) min(1, tau / ||u_i - v||)``
     from ``v = center``. Returns ``(v, weights, clipped)``: the last iteration's

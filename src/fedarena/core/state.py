@@ -47,8 +47,10 @@ class Stateful:
             current = getattr(self, name, None)
             if isinstance(value, dict) and "__stateful__" in value:
                 if not isinstance(current, Stateful):  # built lazily: the component must build it first
-                    raise TypeError(f"{type(self).__name__}.{name} is {type(current).__name__} where the checkpoint "
-                                    f"holds a component; {type(self).__name__}.load_state_dict must build it")
+                    raise TypeError(
+                        f"{type(self).__name__}.{name} is {type(current).__name__} where the checkpoint "
+                        f"holds a component; {type(self).__name__}.load_state_dict must build it"
+                    )
                 current.load_state_dict(value["__stateful__"])
             else:
                 setattr(self, name, decode(value))
@@ -93,8 +95,10 @@ def _encode(value: Any, path: str, active: tuple[int, ...]) -> Any:
     if not isinstance(value, (Stateful, dict, list, tuple)):
         return _SKIP
     if id(value) in active:
-        raise StateCycleError(f"state of {path.split('.')[0]} refers back to itself at {path}; "
-                              "list the back-reference in the component's state_exclude")
+        raise StateCycleError(
+            f"state of {path.split('.')[0]} refers back to itself at {path}; "
+            "list the back-reference in the component's state_exclude"
+        )
     if isinstance(value, Stateful):
         return {"__stateful__": _encode_stateful(value, path, active)}
     active = (*active, id(value))

@@ -11,6 +11,7 @@ caller's job, e.g. ``fedarena.reproduce.framework.cell``). A row given as a ``st
 written as-is: a line that does not split into the header's columns (a note spanning the
 row, a row with bare empty cells).
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Sequence, Union

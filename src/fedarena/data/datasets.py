@@ -88,12 +88,22 @@ def load_digits_dataset(*, root: Optional[str] = None, download: bool = True, ve
     x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
     y = d.target.astype(np.int64)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
-    return TensorDataset("digits", torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
-                         torch.from_numpy(yte), 10, (0.5,), (0.5,))
+    return TensorDataset(
+        "digits",
+        torch.from_numpy(xtr),
+        torch.from_numpy(ytr),
+        torch.from_numpy(xte),
+        torch.from_numpy(yte),
+        10,
+        (0.5,),
+        (0.5,),
+    )
 
 
 # ---------------------------------------------------------------- synthetic
 MAX_SYNTHETIC_PIXELS = 5 * 10**8  # 2 GiB of float32
+
+
 @DATASETS.register("synthetic")
 def load_synthetic(
     *,
@@ -115,16 +125,25 @@ def load_synthetic(
     ``noise * N(0, 1)`` per pixel. Labels are balanced (``i mod num_classes``, shuffled).
     The data depend only on ``synthetic_seed``, not on the run's seed.
     """
-    for key, value, low, high in (("num_classes", num_classes, 2, 10_000), ("image_size", image_size, 1, 512),
-                                  ("channels", channels, 1, 16), ("train_size", train_size, 1, 10**7),
-                                  ("test_size", test_size, 1, 10**7), ("noise", noise, 0, 1e6)):
+    for key, value, low, high in (
+        ("num_classes", num_classes, 2, 10_000),
+        ("image_size", image_size, 1, 512),
+        ("channels", channels, 1, 16),
+        ("train_size", train_size, 1, 10**7),
+        ("test_size", test_size, 1, 10**7),
+        ("noise", noise, 0, 1e6),
+    ):
         if not low <= value <= high:
-            raise ConfigError(f"data.synthetic.{key}", f"must be in {low}..{high:g} (got {value!r})", f"{low}..{high:g}")
+            raise ConfigError(
+                f"data.synthetic.{key}", f"must be in {low}..{high:g} (got {value!r})", f"{low}..{high:g}"
+            )
     pixels = (train_size + test_size) * channels * image_size**2
     if pixels > MAX_SYNTHETIC_PIXELS:
-        raise ConfigError("data.synthetic.train_size", f"the generated set would hold {pixels:.3g} pixel values "
-                          f"({4 * pixels / 2**30:.1f} GiB)", f"(train_size + test_size) * channels * image_size^2 "
-                          f"<= {MAX_SYNTHETIC_PIXELS:.0e}")
+        raise ConfigError(
+            "data.synthetic.train_size",
+            f"the generated set would hold {pixels:.3g} pixel values ({4 * pixels / 2**30:.1f} GiB)",
+            f"(train_size + test_size) * channels * image_size^2 <= {MAX_SYNTHETIC_PIXELS:.0e}",
+        )
     g = np.random.default_rng(synthetic_seed)
     shape = (channels, image_size, image_size)
     protos = g.uniform(0.0, 1.0, size=(num_classes, *shape)).astype(np.float32)
@@ -175,7 +194,12 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 CIFAR10_TARBALL = "cifar-10-python.tar.gz"
 CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
@@ -276,8 +300,14 @@ def fetch(dataset: str, filename: str, folder: Path, download: bool) -> Path:
 
 def known_sha256(dataset: str, filename: str) -> set[str]:
     """Hashes accepted for a file: the canonical download and the documented offline copy."""
-    return {h for h in (SOURCES.get(dataset, {}).get("sha256", {}).get(filename),
-                        OFFLINE_SHA256.get(dataset, {}).get(filename)) if h}
+    return {
+        h
+        for h in (
+            SOURCES.get(dataset, {}).get("sha256", {}).get(filename),
+            OFFLINE_SHA256.get(dataset, {}).get(filename),
+        )
+        if h
+    }
 
 
 def read_idx_checked(path: Path, dataset: Optional[str] = None, verify: bool = False) -> np.ndarray:
@@ -288,8 +318,9 @@ def read_idx_checked(path: Path, dataset: Optional[str] = None, verify: bool = F
     try:
         return read_idx(path)
     except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"data.root: {path} is damaged ({e}); delete it and set data.download=true, "
-                        "or replace it") from None
+        raise DataError(
+            f"data.root: {path} is damaged ({e}); delete it and set data.download=true, or replace it"
+        ) from None
 
 
 def check_idx_split(folder: Path, x: np.ndarray, y: np.ndarray, split: str, num_classes: int = 10) -> None:
@@ -299,8 +330,9 @@ def check_idx_split(folder: Path, x: np.ndarray, y: np.ndarray, split: str, num_
     check_labels(y, num_classes, f"{folder}/{split}-labels")
 
 
-def _load_idx_dataset(name: str, root: Optional[str], download: bool, mean: float, std: float,
-                      verify: bool = True) -> TensorDataset:
+def _load_idx_dataset(
+    name: str, root: Optional[str], download: bool, mean: float, std: float, verify: bool = True
+) -> TensorDataset:
     folder = dataset_folder(name, root)
     files = require(name, folder, IDX_FILES, download)
     xtr, ytr, xte, yte = (read_idx_checked(f, name, verify) for f in files)
@@ -310,8 +342,16 @@ def _load_idx_dataset(name: str, root: Optional[str], download: bool, mean: floa
     def img(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
 
-    return TensorDataset(name, img(xtr), torch.from_numpy(ytr.astype(np.int64)), img(xte),
-                         torch.from_numpy(yte.astype(np.int64)), 10, (mean,), (std,))
+    return TensorDataset(
+        name,
+        img(xtr),
+        torch.from_numpy(ytr.astype(np.int64)),
+        img(xte),
+        torch.from_numpy(yte.astype(np.int64)),
+        10,
+        (mean,),
+        (std,),
+    )
 
 
 @DATASETS.register("mnist")

@@ -104,7 +104,9 @@ def _as_nchw(a: np.ndarray) -> torch.Tensor:
     elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.permute(0, 3, 1, 2)
     elif x.dim() != 4:
-        raise ConfigError("attack.edge_set", f"images must be (N,H,W), (N,H,W,C) or (N,C,H,W) (got shape {tuple(a.shape)})")
+        raise ConfigError(
+            "attack.edge_set", f"images must be (N,H,W), (N,H,W,C) or (N,C,H,W) (got shape {tuple(a.shape)})"
+        )
     return x.clamp(0, 1)
 
 
@@ -123,29 +125,39 @@ def load_npz(path: str, shape: tuple[int, ...], seed: int = 0) -> EdgeSet:
                 cut = max(1, int(round(0.8 * len(x))))
                 xtr, xte = x[perm[:cut]], x[perm[cut:]]
             else:
-                raise ConfigError("attack.edge_set", f"{p.name} holds {sorted(keys)}", "arrays x_train and x_test, or x")
+                raise ConfigError(
+                    "attack.edge_set", f"{p.name} holds {sorted(keys)}", "arrays x_train and x_test, or x"
+                )
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, TypeError) as e:
         if isinstance(e, ConfigError):
             raise
-        raise DataError(f"attack.edge_set: {p} is not a plain-array .npz ({type(e).__name__}: {e}); "
-                        "object (pickled) arrays are refused") from None
+        raise DataError(
+            f"attack.edge_set: {p} is not a plain-array .npz ({type(e).__name__}: {e}); "
+            "object (pickled) arrays are refused"
+        ) from None
     if len(xtr) == 0 or len(xte) == 0:
         raise ConfigError("attack.edge_set", f"{p.name} needs at least one pool and one held-out image")
     return EdgeSet(p.name, fit_shape(xtr, shape), fit_shape(xte, shape))
 
 
-def load_mnist_tail(shape: tuple[int, ...], root: Optional[str], edge_class: Optional[int],
-                    verify: bool = True) -> EdgeSet:
+def load_mnist_tail(
+    shape: tuple[int, ...], root: Optional[str], edge_class: Optional[int], verify: bool = True
+) -> EdgeSet:
     from .datasets import IDX_FILES, check_idx_split, default_root, read_idx_checked
 
-    base = Path(root).expanduser() if root else (Path(os.environ["FEDARENA_DATA"]).expanduser()
-                                                  if os.environ.get("FEDARENA_DATA") else default_root())
+    base = (
+        Path(root).expanduser()
+        if root
+        else (Path(os.environ["FEDARENA_DATA"]).expanduser() if os.environ.get("FEDARENA_DATA") else default_root())
+    )
     folder = base / "mnist"
     files = [folder / f for f in IDX_FILES]
     missing = [f.name for f in files if not f.exists()]
     if missing:
-        raise DataNotFoundError(f"attack.edge_root: MNIST files {', '.join(missing)} missing under {folder}; "
-                                "set attack.edge_root (or $FEDARENA_DATA) to a folder holding mnist/")
+        raise DataNotFoundError(
+            f"attack.edge_root: MNIST files {', '.join(missing)} missing under {folder}; "
+            "set attack.edge_root (or $FEDARENA_DATA) to a folder holding mnist/"
+        )
     xtr, ytr, xte, yte = (read_idx_checked(f, "mnist", verify) for f in files)
     check_idx_split(folder, xtr, ytr, "train")
     check_idx_split(folder, xte, yte, "t10k")
@@ -161,13 +173,23 @@ def _data_root(root: Optional[str]) -> Optional[str]:
     return os.environ.get("FEDARENA_DATA") or None
 
 
-def load_rare_tail(shape: tuple[int, ...], dataset: Optional[str], root: Optional[str], edge_class: Optional[int],
-                   rare_frac: float, seed: int, verify: bool = True) -> EdgeSet:
+def load_rare_tail(
+    shape: tuple[int, ...],
+    dataset: Optional[str],
+    root: Optional[str],
+    edge_class: Optional[int],
+    rare_frac: float,
+    seed: int,
+    verify: bool = True,
+) -> EdgeSet:
     from ..registry import DATASETS
 
     if not dataset:
-        raise ConfigError("attack.edge_dataset", "the rare tail set needs the dataset it is drawn from",
-                          ", ".join(n for n in DATASETS.names() if n != "synthetic"))
+        raise ConfigError(
+            "attack.edge_dataset",
+            "the rare tail set needs the dataset it is drawn from",
+            ", ".join(n for n in DATASETS.names() if n != "synthetic"),
+        )
     if edge_class is None:
         raise ConfigError("attack.edge_class", "the rare tail set needs a class", "a class id, e.g. 0")
     if not 0.0 < rare_frac <= 1.0:
@@ -182,7 +204,9 @@ def load_rare_tail(shape: tuple[int, ...], dataset: Optional[str], root: Optiona
     rare = cand[torch.argsort(dist, descending=True)[:k]]
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(k))
     half = k // 2
-    return EdgeSet(f"rare-{dataset}-{edge_class}", fit_shape(rare[perm[:half]], shape), fit_shape(rare[perm[half:]], shape))
+    return EdgeSet(
+        f"rare-{dataset}-{edge_class}", fit_shape(rare[perm[:half]], shape), fit_shape(rare[perm[half:]], shape)
+    )
 
 
 def invert(x: torch.Tensor) -> torch.Tensor:
@@ -190,9 +214,18 @@ def invert(x: torch.Tensor) -> torch.Tensor:
     return 1.0 - x
 
 
-def load_edge_set(name: str, shape: tuple[int, ...], *, root: Optional[str] = None, edge_class: Optional[int] = None,
-                  seed: int = 0, num_classes: Optional[int] = None, dataset: Optional[str] = None,
-                  rare_frac: float = 0.2, verify: bool = True) -> EdgeSet:
+def load_edge_set(
+    name: str,
+    shape: tuple[int, ...],
+    *,
+    root: Optional[str] = None,
+    edge_class: Optional[int] = None,
+    seed: int = 0,
+    num_classes: Optional[int] = None,
+    dataset: Optional[str] = None,
+    rare_frac: float = 0.2,
+    verify: bool = True,
+) -> EdgeSet:
     """Build the tail set ``name`` for inputs of ``shape`` = (C, H, W)."""
     if len(shape) != 3:
         raise ConfigError("attack.edge_set", f"needs image inputs (C, H, W), got shape {shape}", "an image dataset")

@@ -85,8 +85,13 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     except ImportError:  # numpy < 2
         from numpy.core import multiarray  # type: ignore[no-redef]
     rec = multiarray._reconstruct
-    return {("numpy.core.multiarray", "_reconstruct"): rec, ("numpy._core.multiarray", "_reconstruct"): rec,
-            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode}
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): rec,
+        ("numpy._core.multiarray", "_reconstruct"): rec,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:

@@ -23,8 +23,11 @@ def _check_clients(labels: np.ndarray, num_clients: int, per_client: int = 1) ->
     n = len(labels)
     if num_clients < 1 or num_clients * per_client > n:
         top = n // per_client
-        raise ConfigError("fl.num_clients", f"must be between 1 and {top} for a training set of {n} samples "
-                          f"(got {num_clients})", f"1..{top}")
+        raise ConfigError(
+            "fl.num_clients",
+            f"must be between 1 and {top} for a training set of {n} samples (got {num_clients})",
+            f"1..{top}",
+        )
 
 
 @PARTITIONS.register("iid")
@@ -68,8 +71,12 @@ def dirichlet(
     _check_clients(labels, num_clients)
     if num_clients * min_size > len(labels):
         top = len(labels) // num_clients
-        raise ConfigError("data.min_size", f"{num_clients} clients of at least {min_size} samples need "
-                          f"{num_clients * min_size} samples; the training set has {len(labels)}", f"0..{top}")
+        raise ConfigError(
+            "data.min_size",
+            f"{num_clients} clients of at least {min_size} samples need "
+            f"{num_clients * min_size} samples; the training set has {len(labels)}",
+            f"0..{top}",
+        )
     classes = np.unique(labels)
     by_class = [np.flatnonzero(labels == c) for c in classes]
     for _ in range(100):
@@ -84,8 +91,9 @@ def dirichlet(
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
-def _dirichlet_draw(by_class: list[np.ndarray], k: int, rng: np.random.Generator, alpha: float,
-                    variant: str) -> list[list[int]]:
+def _dirichlet_draw(
+    by_class: list[np.ndarray], k: int, rng: np.random.Generator, alpha: float, variant: str
+) -> list[list[int]]:
     parts: list[list[int]] = [[] for _ in range(k)]
     if variant == "per-class":
         for idx in by_class:
@@ -114,7 +122,9 @@ def _dirichlet_draw(by_class: list[np.ndarray], k: int, rng: np.random.Generator
 
 
 @PARTITIONS.register("shards")
-def shards(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *, classes_per_client: int = 2) -> list[np.ndarray]:
+def shards(
+    labels: np.ndarray, num_clients: int, rng: np.random.Generator, *, classes_per_client: int = 2
+) -> list[np.ndarray]:
     """Pathological non-IID (McMahan et al. 2017, Sec. 3): each client gets ``classes_per_client`` label shards.
 
     The label-sorted data are cut into ``K * classes_per_client`` shards that never cross a
@@ -130,12 +140,17 @@ def shards(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *, cl
     total = num_clients * classes_per_client
     if total < len(classes):
         need = -(-len(classes) // num_clients)
-        raise ConfigError("data.classes_per_client",
-                          f"num_clients * classes_per_client = {total} shards cannot cover {len(classes)} classes",
-                          f">= {need} with {num_clients} clients")
+        raise ConfigError(
+            "data.classes_per_client",
+            f"num_clients * classes_per_client = {total} shards cannot cover {len(classes)} classes",
+            f">= {need} with {num_clients} clients",
+        )
     if total > len(labels):
-        raise ConfigError("data.classes_per_client", f"num_clients * classes_per_client = {total} shards exceeds "
-                          f"the {len(labels)} training samples", f"<= {len(labels) // num_clients}")
+        raise ConfigError(
+            "data.classes_per_client",
+            f"num_clients * classes_per_client = {total} shards exceeds the {len(labels)} training samples",
+            f"<= {len(labels) // num_clients}",
+        )
     per_class = np.ones(len(classes), dtype=np.int64)
     for _ in range(total - len(classes)):  # highest averages: give the next shard to the class with the largest shards
         per_class[np.argmax(counts / per_class)] += 1
@@ -208,8 +223,9 @@ def dominant_class(
 
 
 @PARTITIONS.register("per-class-sample")
-def per_class_sample(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *,
-                     per_class: int = 32) -> list[np.ndarray]:
+def per_class_sample(
+    labels: np.ndarray, num_clients: int, rng: np.random.Generator, *, per_class: int = 32
+) -> list[np.ndarray]:
     """Each client draws ``per_class`` samples of every class (``data.per_class``), without
     replacement inside a client and independently across clients, so client datasets may
     overlap: the AutoAdapt paper's "2560 samples consisting of 256 samples randomly selected
@@ -219,7 +235,11 @@ def per_class_sample(labels: np.ndarray, num_clients: int, rng: np.random.Genera
     by_class = [np.flatnonzero(labels == c) for c in classes]
     small = min(len(b) for b in by_class)
     if not 1 <= per_class <= small:
-        raise ConfigError("data.per_class", f"must be between 1 and the smallest class's size {small} (got {per_class})",
-                          f"1..{small}")
-    return [np.sort(np.concatenate([rng.choice(b, per_class, replace=False) for b in by_class]))
-            for _ in range(num_clients)]
+        raise ConfigError(
+            "data.per_class",
+            f"must be between 1 and the smallest class's size {small} (got {per_class})",
+            f"1..{small}",
+        )
+    return [
+        np.sort(np.concatenate([rng.choice(b, per_class, replace=False) for b in by_class])) for _ in range(num_clients)
+    ]

@@ -120,8 +120,11 @@ class Trigger:
         else:
             flat = torch.nonzero(self.mask[0].flatten() > 0).flatten()
             if parts > len(flat):
-                raise ConfigError("attack.dba_parts", f"the trigger has only {len(flat)} pixels (got {parts} parts)",
-                                  f"1..{len(flat)}")
+                raise ConfigError(
+                    "attack.dba_parts",
+                    f"the trigger has only {len(flat)} pixels (got {parts} parts)",
+                    f"1..{len(flat)}",
+                )
             masks = []
             for chunk in torch.tensor_split(flat, parts):
                 m = torch.zeros_like(self.mask).flatten()
@@ -189,17 +192,24 @@ def resolve_position(position: Position, name: str, h: int, w: int, size: int) -
     if isinstance(position, str):
         m = _margin(h)
         named = {
-            "top-left": (m, m), "top-right": (m, w - m - size), "bottom-left": (h - m - size, m),
-            "bottom-right": (h - m - size, w - m - size), "center": ((h - size) // 2, (w - size) // 2),
+            "top-left": (m, m),
+            "top-right": (m, w - m - size),
+            "bottom-left": (h - m - size, m),
+            "bottom-right": (h - m - size, w - m - size),
+            "center": ((h - size) // 2, (w - size) // 2),
         }
         if position not in named:
-            raise ConfigError("attack.trigger_position", f"unknown position {position!r}",
-                              ", ".join(POSITIONS) + " or [row, col]")
+            raise ConfigError(
+                "attack.trigger_position", f"unknown position {position!r}", ", ".join(POSITIONS) + " or [row, col]"
+            )
         return named[position]
     pos = tuple(int(v) for v in position)
     if len(pos) != 2:
-        raise ConfigError("attack.trigger_position", f"expected [row, col] (got {list(position)})",
-                          ", ".join(POSITIONS) + " or [row, col]")
+        raise ConfigError(
+            "attack.trigger_position",
+            f"expected [row, col] (got {list(position)})",
+            ", ".join(POSITIONS) + " or [row, col]",
+        )
     return pos  # type: ignore[return-value]
 
 
@@ -274,8 +284,9 @@ def make_trigger(
         raise ConfigError("attack.trigger_blend", f"unknown blend {blend!r}", "replace, add")
     s = default_size(name, h) if size is None else int(size)
     if s < 1 or s > min(h, w):
-        raise ConfigError("attack.trigger_size", f"must be in 1..{min(h, w)} for {h}x{w} images (got {s})",
-                          f"1..{min(h, w)}")
+        raise ConfigError(
+            "attack.trigger_size", f"must be in 1..{min(h, w)} for {h}x{w} images (got {s})", f"1..{min(h, w)}"
+        )
     if name == "plus" and s % 2 == 0:
         raise ConfigError("attack.trigger_size", f"the plus needs an odd size (got {s})", "3, 5, 7, ...")
     if name == "pixel":
@@ -286,8 +297,11 @@ def make_trigger(
         return _nine_pixel(c, h, w, value, blend, position)
     r0, c0 = resolve_position(position, name, h, w, s)
     if r0 < 0 or c0 < 0 or r0 + s > h or c0 + s > w:
-        raise ConfigError("attack.trigger_position", f"a size-{s} trigger at ({r0}, {c0}) does not fit {h}x{w} images",
-                          f"rows 0..{h - s}, cols 0..{w - s}")
+        raise ConfigError(
+            "attack.trigger_position",
+            f"a size-{s} trigger at ({r0}, {c0}) does not fit {h}x{w} images",
+            f"rows 0..{h - s}, cols 0..{w - s}",
+        )
 
     mask = torch.zeros(1, h, w)
     pattern = torch.full((c, h, w), value)
@@ -320,16 +334,19 @@ def blended_pattern(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(c, h, w, generator=torch.Generator().manual_seed(int(seed)))
 
 
-def _blended(c: int, h: int, w: int, alpha: Optional[float], seed: Optional[int], position: Position,
-             blend: Optional[str]) -> Trigger:
+def _blended(
+    c: int, h: int, w: int, alpha: Optional[float], seed: Optional[int], position: Position, blend: Optional[str]
+) -> Trigger:
     """The whole-image blended trigger (see the module docstring)."""
     alpha = 0.2 if alpha is None else float(alpha)
     if not 0.0 < alpha <= 1.0:
-        raise ConfigError("attack.trigger_value", f"the blended trigger's ratio alpha must be in (0, 1] (got {alpha})",
-                          "0 < alpha <= 1, e.g. 0.2")
+        raise ConfigError(
+            "attack.trigger_value",
+            f"the blended trigger's ratio alpha must be in (0, 1] (got {alpha})",
+            "0 < alpha <= 1, e.g. 0.2",
+        )
     if position is not None:
-        raise ConfigError("attack.trigger_position", "does not apply to the blended (whole-image) trigger",
-                          "unset it")
+        raise ConfigError("attack.trigger_position", "does not apply to the blended (whole-image) trigger", "unset it")
     if blend not in (None, "replace"):
         raise ConfigError("attack.trigger_blend", f"the blended trigger mixes images ({blend!r} given)", "replace")
     if seed is not None and int(seed) < 0:
@@ -349,8 +366,11 @@ def _nine_pixel(c: int, h: int, w: int, value: float, blend: str, position: Posi
     else:
         r0, c0 = resolve_position(position, "nine-pixel", h, w, 3)
     if r0 < 0 or c0 < 0 or r0 + 5 > h or c0 + 3 > w:
-        raise ConfigError("attack.trigger_position", f"the 5x3 nine-pixel box at ({r0}, {c0}) does not fit {h}x{w} images",
-                          f"rows 0..{h - 5}, cols 0..{w - 3}")
+        raise ConfigError(
+            "attack.trigger_position",
+            f"the 5x3 nine-pixel box at ({r0}, {c0}) does not fit {h}x{w} images",
+            f"rows 0..{h - 5}, cols 0..{w - 3}",
+        )
     pat = torch.tensor(NINE_PIXEL, dtype=torch.float32)
     mask = torch.zeros(1, h, w)
     pattern = torch.full((c, h, w), value)
@@ -367,8 +387,11 @@ def _dba_lines(c: int, h: int, w: int, k: int, value: float, blend: str, positio
     r0, c0 = resolve_position(position, "dba-lines", h, w, k)
     height, width = 4 + k, 2 * length + gap
     if r0 < 0 or c0 < 0 or r0 + height > h or c0 + width > w or length < 1:
-        raise ConfigError("attack.trigger_position", f"the DBA lines ({height}x{width}) at ({r0}, {c0}) do not fit "
-                          f"{h}x{w} images", f"rows 0..{h - height}, cols 0..{w - width}")
+        raise ConfigError(
+            "attack.trigger_position",
+            f"the DBA lines ({height}x{width}) at ({r0}, {c0}) do not fit {h}x{w} images",
+            f"rows 0..{h - height}, cols 0..{w - width}",
+        )
     parts = []
     for dr in (0, 4):
         for dc in (0, length + gap):
@@ -379,7 +402,9 @@ def _dba_lines(c: int, h: int, w: int, k: int, value: float, blend: str, positio
     return Trigger(mask, torch.full((c, h, w), value), blend, parts)
 
 
-def flip_labels(y: torch.Tensor, num_classes: int, source: int | None = None, target: int | None = None) -> torch.Tensor:
+def flip_labels(
+    y: torch.Tensor, num_classes: int, source: int | None = None, target: int | None = None
+) -> torch.Tensor:
     """``y -> C - 1 - y`` for every sample, or ``source -> target`` when both are given."""
     if source is None or target is None:
         return num_classes - 1 - y
@@ -392,8 +417,9 @@ def eligible(y: torch.Tensor, target: int, source: Optional[int] = None) -> torc
     return (y == source) if source is not None else (y != target)
 
 
-def poisoned_indices(y: torch.Tensor, target: int, source: Optional[int], frac: float,
-                     generator: torch.Generator) -> torch.Tensor:
+def poisoned_indices(
+    y: torch.Tensor, target: int, source: Optional[int], frac: float, generator: torch.Generator
+) -> torch.Tensor:
     """Positions of the samples a backdoor attacker poisons: ``floor(frac * #eligible)``
     of the eligible ones (:func:`eligible`), drawn with ``generator``."""
     cand = torch.nonzero(eligible(y, target, source)).flatten()

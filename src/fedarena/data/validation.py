@@ -39,8 +39,9 @@ def validation_split(data: TensorDataset, frac: float) -> TensorDataset:
         return hit[1]
     train, val = validation_indices(data.y_train.cpu().numpy(), frac)
     tr, va = torch.from_numpy(train).to(data.x_train.device), torch.from_numpy(val).to(data.x_train.device)
-    out = dataclasses.replace(data, x_train=data.x_train[tr], y_train=data.y_train[tr],
-                              x_test=data.x_train[va], y_test=data.y_train[va])
+    out = dataclasses.replace(
+        data, x_train=data.x_train[tr], y_train=data.y_train[tr], x_test=data.x_train[va], y_test=data.y_train[va]
+    )
     if len(_CACHE) >= 4:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (data, out)

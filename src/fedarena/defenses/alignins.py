@@ -106,7 +106,10 @@ class AlignIns(Aggregator):
             norms = torch.linalg.vector_norm(A, dim=1)
             bound = norms.median()
             update = (A * torch.clamp(bound / norms.clamp_min(1e-30), max=1.0).unsqueeze(1)).mean(0)
-        info = {"alignins_accepted": float(accept.sum()), "client_scores": scores,
-                "alignins_tda_mean": float(t.mean()) if len(t) else float("nan"),
-                "alignins_mpsa_mean": float(m.mean()) if len(m) else float("nan")}
+        info = {
+            "alignins_accepted": float(accept.sum()),
+            "client_scores": scores,
+            "alignins_tda_mean": float(t.mean()) if len(t) else float("nan"),
+            "alignins_mpsa_mean": float(m.mean()) if len(m) else float("nan"),
+        }
         return Aggregate(update, weights=accept, info=info)

@@ -48,7 +48,7 @@ def adaptive_robust_clip(U: torch.Tensor, f: int, out: Optional[torch.Tensor] = 
     C = float(key[order[n - k - 1]])
     if not math.isfinite(C):
         return U, C
-    top = order[n - k:]
+    top = order[n - k :]
     scale = torch.ones(n, dtype=U.dtype, device=U.device)
     big = norms[top] > C
     scale[top] = torch.where(big, C / norms[top].clamp_min(torch.finfo(U.dtype).tiny), scale[top])

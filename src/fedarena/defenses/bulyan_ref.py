@@ -37,15 +37,20 @@ class BulyanRef(Aggregator):
     def __init__(self, *, neighbours: int = 6, skip: int = 1, keep: int = 3):
         for key, v, lo in (("neighbours", neighbours, 1), ("skip", skip, 0), ("keep", keep, 1)):
             if int(v) != v or v < lo:
-                raise ConfigError(f"defense.{key}", f"must be an integer >= {lo} (got {v})",
-                                  "reference: neighbours 6, skip 1, keep 3")
+                raise ConfigError(
+                    f"defense.{key}", f"must be an integer >= {lo} (got {v})", "reference: neighbours 6, skip 1, keep 3"
+                )
         self.neighbours, self.skip, self.keep = int(neighbours), int(skip), int(keep)
 
     def validate(self, n: int, f: int) -> None:
         need = max(self.neighbours + 1, self.skip + self.keep)
         if n < need:
-            raise ConfigError("fl.clients_per_round", f"bulyan-ref with neighbours={self.neighbours}, skip={self.skip}, "
-                              f"keep={self.keep} needs at least {need} rows per round (got {n})", f">= {need}")
+            raise ConfigError(
+                "fl.clients_per_round",
+                f"bulyan-ref with neighbours={self.neighbours}, skip={self.skip}, "
+                f"keep={self.keep} needs at least {need} rows per round (got {n})",
+                f">= {need}",
+            )
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n = U.shape[0]
@@ -58,5 +63,8 @@ class BulyanRef(Aggregator):
         idx = idx[~bad[idx]]
         mask = torch.zeros(n, dtype=torch.bool, device=U.device)
         mask[idx] = True
-        return Aggregate(mean_of(U, idx, bad), mask, {"selected": int(idx.numel()),
-                                                       "dropped_best": int(order[0]) if self.skip else -1})
+        return Aggregate(
+            mean_of(U, idx, bad),
+            mask,
+            {"selected": int(idx.numel()), "dropped_best": int(order[0]) if self.skip else -1},
+        )

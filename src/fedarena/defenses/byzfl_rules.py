@@ -34,7 +34,14 @@ import torch
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, RoundContext
-from ..core.robust_kernels import distances_to, mean_of, pairwise_sq_distances, row_sq_norms, work_dtype, zero_faulty_rows
+from ..core.robust_kernels import (
+    distances_to,
+    mean_of,
+    pairwise_sq_distances,
+    row_sq_norms,
+    work_dtype,
+    zero_faulty_rows,
+)
 from .robust import RowRule, closest_to_median_mean
 
 #: rows of the ``C(n, f)`` enumeration evaluated together (a (B, n, n) temporary)
@@ -51,9 +58,12 @@ def _check_half(name: str, n: int, f: int) -> None:
 def _check_subsets(name: str, n: int, f: int, limit: int) -> None:
     count = math.comb(n, f)
     if count > limit:
-        raise ConfigError("defense.f", f"{name} searches every subset of n - f rows: C({n}, {f}) = {count:.3g} "
-                          f"subsets is more than defense.max_subsets = {limit}",
-                          "a smaller defense.f, or a larger defense.max_subsets")
+        raise ConfigError(
+            "defense.f",
+            f"{name} searches every subset of n - f rows: C({n}, {f}) = {count:.3g} "
+            f"subsets is more than defense.max_subsets = {limit}",
+            "a smaller defense.f, or a larger defense.max_subsets",
+        )
 
 
 def _removed_sets(n: int, f: int):

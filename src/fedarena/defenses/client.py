@@ -99,8 +99,11 @@ class LeadFLRef(StepHook):
 
     def init(self, names, params):
         w = weight_indices(names)
-        return {"w": w, "old": {i: torch.zeros_like(params[i]) for i in w},
-                "g_old": {i: torch.zeros_like(params[i]) for i in w}}
+        return {
+            "w": w,
+            "old": {i: torch.zeros_like(params[i]) for i in w},
+            "g_old": {i: torch.zeros_like(params[i]) for i in w},
+        }
 
     def __call__(self, s: HookStep):
         st, lr, w = s.state, s.recipe.lr, s.state["w"]
@@ -186,11 +189,16 @@ class NoiseDefense(StepHook):
         for i in st["w"]:
             p = s.params[i]
             if any(on):
-                noise = torch.stack([laplace(p.shape[1:], self.scale, g, p.dtype) if o
-                                     else torch.zeros(p.shape[1:], dtype=p.dtype)
-                                     for o, g in zip(on, s.generators)]).to(p.device)
+                noise = torch.stack(
+                    [
+                        laplace(p.shape[1:], self.scale, g, p.dtype) if o else torch.zeros(p.shape[1:], dtype=p.dtype)
+                        for o, g in zip(on, s.generators)
+                    ]
+                ).to(p.device)
                 if self.mask_by_gradient_change:
-                    noise = torch.where((s.grads[i] - st["g_old"][i]).abs() > noise.abs(), torch.zeros_like(noise), noise)
+                    noise = torch.where(
+                        (s.grads[i] - st["g_old"][i]).abs() > noise.abs(), torch.zeros_like(noise), noise
+                    )
                 p.add_(_per_client(p, m) * (lr * noise))
             st["g_old"][i] = s.grads[i].clone()
         return s.bufs
@@ -229,11 +237,18 @@ class LeadFL(ClientDefense):
     the clip q, ``double_task_step`` (ref) the code's un-zeroed task gradient in the second
     step. See :mod:`fedarena.defenses.client`."""
 
-    def __init__(self, *, client_variant: Literal["ref", "a3", "a1n"] = "ref", regular_weight: float = 0.4,
-                 pert_strength: float = 0.2, double_task_step: bool = True):
+    def __init__(
+        self,
+        *,
+        client_variant: Literal["ref", "a3", "a1n"] = "ref",
+        regular_weight: float = 0.4,
+        pert_strength: float = 0.2,
+        double_task_step: bool = True,
+    ):
         if client_variant not in LEADFL_VARIANTS:
-            raise ConfigError("defense.client_variant", f"unknown LeadFL variant {client_variant!r}",
-                              ", ".join(LEADFL_VARIANTS))
+            raise ConfigError(
+                "defense.client_variant", f"unknown LeadFL variant {client_variant!r}", ", ".join(LEADFL_VARIANTS)
+            )
         if not regular_weight >= 0:
             raise ConfigError("defense.regular_weight", f"must be >= 0 (got {regular_weight})", ">= 0")
         self.variant, self.alpha, self.q = client_variant, float(regular_weight), _check_strength(pert_strength)
@@ -298,8 +313,11 @@ def build_client_defense(defense: Mapping[str, Any]) -> ClientDefense:
             values[key] = value
         elif key in owners and not stale_default(key, value):
             readers = " or ".join(owners[key])
-            raise ConfigError(f"defense.{key}", f"only applies when defense.client is {readers} "
-                              f"(got defense.client={name!r})", f"set defense.client={owners[key][0]}, or drop this key")
+            raise ConfigError(
+                f"defense.{key}",
+                f"only applies when defense.client is {readers} (got defense.client={name!r})",
+                f"set defense.client={owners[key][0]}, or drop this key",
+            )
     return CLIENT_DEFENSES.build(name, values)
 
 
@@ -315,6 +333,20 @@ def check_client_defense_config(cfg: Any) -> None:
         raise ConfigError("defense.client", "a client-side defense needs local steps (fl.algorithm=fedavg)", "none")
 
 
-__all__ = ["ClientDefense", "NoClientDefense", "LeadFL", "LDP", "FLWBC", "build_client_defense", "client_hook",
-           "stale_default", "LEADFL_VARIANTS", "LeadFLRef", "LeadFLA3", "LeadFLA1N", "NoiseDefense", "laplace",
-           "weight_indices"]
+__all__ = [
+    "ClientDefense",
+    "NoClientDefense",
+    "LeadFL",
+    "LDP",
+    "FLWBC",
+    "build_client_defense",
+    "client_hook",
+    "stale_default",
+    "LEADFL_VARIANTS",
+    "LeadFLRef",
+    "LeadFLA3",
+    "LeadFLA1N",
+    "NoiseDefense",
+    "laplace",
+    "weight_indices",
+]

@@ -50,8 +50,13 @@ class ClippedClustering(Aggregator):
     mask. Rows holding NaN/Inf are rejected and never enter the history.
     """
 
-    def __init__(self, *, linkage: Literal["average", "single", "complete"] = "average", max_tau: float = 1e5,
-                 history: bool = True):
+    def __init__(
+        self,
+        *,
+        linkage: Literal["average", "single", "complete"] = "average",
+        max_tau: float = 1e5,
+        history: bool = True,
+    ):
         if linkage not in ("average", "single", "complete"):
             raise ConfigError("defense.linkage", f"unknown linkage {linkage!r}", "average, single, complete")
         if not max_tau > 0:

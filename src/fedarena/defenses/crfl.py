@@ -70,8 +70,9 @@ def certified_radius(n_a: np.ndarray, n_b: np.ndarray, m: int, sigma: float, alp
     return np.nan_to_num(rad, nan=-np.inf)
 
 
-def smoothed_votes(probe, flat: torch.Tensor, x: torch.Tensor, sigma: float, m: int,
-                   generator: torch.Generator, batch: int = 1024) -> torch.Tensor:
+def smoothed_votes(
+    probe, flat: torch.Tensor, x: torch.Tensor, sigma: float, m: int, generator: torch.Generator, batch: int = 1024
+) -> torch.Tensor:
     """``(N, classes)`` votes of ``m`` models ``flat + N(0, sigma^2 I)`` on raw inputs ``x``."""
     votes = torch.zeros(len(x), probe.num_classes, dtype=torch.long)
     for _ in range(m):
@@ -84,8 +85,9 @@ def smoothed_votes(probe, flat: torch.Tensor, x: torch.Tensor, sigma: float, m: 
     return votes
 
 
-def certify(probe, flat: torch.Tensor, x: torch.Tensor, sigma: float, m: int, alpha: float,
-            generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+def certify(
+    probe, flat: torch.Tensor, x: torch.Tensor, sigma: float, m: int, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, np.ndarray]:
     """Smoothed predictions ``(N,)`` and certified radii ``(N,)`` (``-inf``: abstain)."""
     votes = smoothed_votes(probe, flat, x, sigma, m, generator)
     top2 = votes.topk(min(2, votes.shape[1]), dim=1)
@@ -108,8 +110,17 @@ class CRFL(Aggregator):
         weighted: weight rows by sample counts (FedAvg's option).
     """
 
-    def __init__(self, *, rho: float = 15.0, sigma: float = 0.01, certify_samples: int = 100, alpha: float = 0.001,
-                 certify_radius: float = 0.0, certify_limit: Optional[int] = 500, weighted: bool = False):
+    def __init__(
+        self,
+        *,
+        rho: float = 15.0,
+        sigma: float = 0.01,
+        certify_samples: int = 100,
+        alpha: float = 0.001,
+        certify_radius: float = 0.0,
+        certify_limit: Optional[int] = 500,
+        weighted: bool = False,
+    ):
         if not (math.isfinite(rho) and rho > 0):
             raise ConfigError("defense.rho", f"must be a finite number > 0 (got {rho})", "> 0, e.g. 15")
         if not (math.isfinite(sigma) and sigma >= 0):
@@ -125,12 +136,15 @@ class CRFL(Aggregator):
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         bad = nonfinite_rows(U)
-        w = ctx.num_samples.to(U.device, torch.float64) if self.weighted else torch.ones(U.shape[0], dtype=torch.float64,
-                                                                                          device=U.device)
+        w = (
+            ctx.num_samples.to(U.device, torch.float64)
+            if self.weighted
+            else torch.ones(U.shape[0], dtype=torch.float64, device=U.device)
+        )
         w = torch.where(bad, torch.zeros_like(w), w)
         w = w / w.sum().clamp_min(1e-30)
         Uf = torch.where(bad.unsqueeze(1), torch.zeros((), dtype=U.dtype, device=U.device), U)
-        mean = (w.to(U.dtype) @ Uf)
+        mean = w.to(U.dtype) @ Uf
         g = ctx.global_params.to(U.device, U.dtype)
         fedsgd = ctx.extras.get("algorithm") == "fedsgd"
         lr = float(ctx.extras.get("lr", 1.0)) if fedsgd else float(ctx.server_lr)
@@ -139,21 +153,29 @@ class CRFL(Aggregator):
         if self.sigma > 0:
             new = new + self.sigma * torch.randn(new.shape, generator=ctx.generator).to(new.device, new.dtype)
         agg = (g - new) / lr if fedsgd else (new - g) / lr
-        return Aggregate(agg, weights=w.to(U.dtype),
-                         info={"crfl_global_norm": float(torch.linalg.vector_norm(new))})
+        return Aggregate(agg, weights=w.to(U.dtype), info={"crfl_global_norm": float(torch.linalg.vector_norm(new))})
 
-    def final_metrics(self, probe, flat: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
-                      backdoor_test: Optional[tuple[torch.Tensor, torch.Tensor]],
-                      generator: torch.Generator) -> dict[str, Any]:
+    def final_metrics(
+        self,
+        probe,
+        flat: torch.Tensor,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor,
+        backdoor_test: Optional[tuple[torch.Tensor, torch.Tensor]],
+        generator: torch.Generator,
+    ) -> dict[str, Any]:
         """The certification of the final model (see the module docstring)."""
         lim = self.certify_limit or len(y_test)
         x, y = x_test[:lim], y_test[:lim]
         pred, rad = certify(probe, flat, x, self.sigma, self.certify_samples, self.alpha, generator)
         correct = (pred == y.cpu()).numpy()
-        out = {"crfl_certified_acc": float(np.mean(correct & (rad >= self.certify_radius))) if len(y) else None,
-               "crfl_mean_radius": float(np.mean(np.where(correct & np.isfinite(rad), np.maximum(rad, 0.0), 0.0)))
-               if len(y) else None,
-               "crfl_certify_radius": self.certify_radius}
+        out = {
+            "crfl_certified_acc": float(np.mean(correct & (rad >= self.certify_radius))) if len(y) else None,
+            "crfl_mean_radius": float(np.mean(np.where(correct & np.isfinite(rad), np.maximum(rad, 0.0), 0.0)))
+            if len(y)
+            else None,
+            "crfl_certify_radius": self.certify_radius,
+        }
         if backdoor_test is not None and len(backdoor_test[1]):
             bx, by = backdoor_test[0][:lim], backdoor_test[1][:lim]
             bpred, brad = certify(probe, flat, bx, self.sigma, self.certify_samples, self.alpha, generator)

@@ -102,8 +102,11 @@ def _hdbscan_labels(X: np.ndarray, metric: str = "euclidean") -> np.ndarray:
     n = X.shape[0]
     if n < 3:
         return np.arange(n)
-    labels = HDBSCAN(min_cluster_size=2, min_samples=1, metric=metric, allow_single_cluster=True,
-                     copy=True).fit(X).labels_.copy()
+    labels = (
+        HDBSCAN(min_cluster_size=2, min_samples=1, metric=metric, allow_single_cluster=True, copy=True)
+        .fit(X)
+        .labels_.copy()
+    )
     noise = labels < 0
     labels[noise] = labels.max() + 1 + np.arange(int(noise.sum()))
     return labels
@@ -136,15 +139,26 @@ class DeepSight(Aggregator):
             (Not ``clip``: that key switches on the clipping stage for any rule.)
     """
 
-    def __init__(self, *, tau: float = 1 / 3, noise_samples: int = 200, seeds: tuple[int, ...] = (0, 1, 2),
-                 median_clip: bool = True):
+    def __init__(
+        self,
+        *,
+        tau: float = 1 / 3,
+        noise_samples: int = 200,
+        seeds: tuple[int, ...] = (0, 1, 2),
+        median_clip: bool = True,
+    ):
         if not 0.0 < tau <= 1.0:
             raise ConfigError("defense.tau", f"must be in (0, 1] (got {tau})", "0 < tau <= 1, e.g. 0.333")
         if noise_samples < 1:
             raise ConfigError("defense.noise_samples", f"must be >= 1 (got {noise_samples})", ">= 1, e.g. 200")
         if not seeds:
             raise ConfigError("defense.seeds", "needs at least one seed", "a list of integers, e.g. [0, 1, 2]")
-        self.tau, self.noise_samples, self.seeds, self.median_clip = float(tau), int(noise_samples), tuple(seeds), median_clip
+        self.tau, self.noise_samples, self.seeds, self.median_clip = (
+            float(tau),
+            int(noise_samples),
+            tuple(seeds),
+            median_clip,
+        )
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         probe = probe_of(ctx, "deepsight")
@@ -160,8 +174,7 @@ class DeepSight(Aggregator):
             c = neups(W, b)
             te = threshold_exceedings(c)
             susp = suspicious_labels(te)
-            labelings = [_hdbscan_labels(cosine_distances(b), "precomputed"),
-                         _hdbscan_labels(c.cpu().numpy())]
+            labelings = [_hdbscan_labels(cosine_distances(b), "precomputed"), _hdbscan_labels(c.cpu().numpy())]
             g = ctx.global_params.to(U.device)
             for s in self.seeds:
                 gen = torch.Generator().manual_seed(int(s))
@@ -188,6 +201,9 @@ class DeepSight(Aggregator):
                 bound = torch.linalg.vector_norm(U[idx], dim=1).median()
                 A = A * torch.clamp(bound / torch.linalg.vector_norm(A, dim=1).clamp_min(1e-30), max=1.0).unsqueeze(1)
             update = A.mean(0)
-        info = {"deepsight_accepted": float(accept.sum()), "deepsight_suspicious": float(susp_all[~bad].sum()),
-                "client_scores": te_all}
+        info = {
+            "deepsight_accepted": float(accept.sum()),
+            "deepsight_suspicious": float(susp_all[~bad].sum()),
+            "client_scores": te_all,
+        }
         return Aggregate(update, weights=accept, info=info)

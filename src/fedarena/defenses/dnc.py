@@ -51,12 +51,15 @@ class DnC(Aggregator):
     ``weights``: the accept mask.
     """
 
-    def __init__(self, *, subsample: int = 10000, subsample_frac: Optional[float] = None, iters: int = 5,
-                 c: float = 1.0):
+    def __init__(
+        self, *, subsample: int = 10000, subsample_frac: Optional[float] = None, iters: int = 5, c: float = 1.0
+    ):
         if subsample < 1:
             raise ConfigError("defense.subsample", f"must be >= 1 (got {subsample})", ">= 1, Blades: 10000")
         if subsample_frac is not None and not 0.0 < subsample_frac <= 1.0:
-            raise ConfigError("defense.subsample_frac", f"must be in (0, 1] (got {subsample_frac})", "0 < frac <= 1, or null")
+            raise ConfigError(
+                "defense.subsample_frac", f"must be in (0, 1] (got {subsample_frac})", "0 < frac <= 1, or null"
+            )
         if not 1 <= iters <= 1000:
             raise ConfigError("defense.iters", f"must be in 1..1000 (got {iters})", "1..1000, paper code: 5")
         if not c >= 0:
@@ -65,22 +68,30 @@ class DnC(Aggregator):
 
     def validate(self, n: int, f: int) -> None:
         if int(self.c * f) >= n:
-            raise ConfigError("defense.f", f"dnc removes floor(c f) = {int(self.c * f)} of n = {n} rows, none would remain",
-                              f"f with floor(c f) < {n}")
+            raise ConfigError(
+                "defense.f",
+                f"dnc removes floor(c f) = {int(self.c * f)} of n = {n} rows, none would remain",
+                f"f with floor(c f) < {n}",
+            )
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n, d = U.shape
         bad = nonfinite_rows(U)
         rows = torch.nonzero(~bad).flatten()
         drop = max(0, min(int(self.c * int(ctx.f)) - int(bad.sum()), len(rows) - 1))
-        b = d if self.subsample_frac is None and self.subsample >= d else (
-            max(1, int(self.subsample_frac * d)) if self.subsample_frac is not None else self.subsample)
+        b = (
+            d
+            if self.subsample_frac is None and self.subsample >= d
+            else (max(1, int(self.subsample_frac * d)) if self.subsample_frac is not None else self.subsample)
+        )
         good = torch.zeros(n, dtype=torch.bool)
         good[rows.cpu()] = True
         if drop > 0:
             gen = ctx.generator
             if gen is None or gen.device.type != "cpu":
-                gen = torch.Generator().manual_seed(int(ctx.round) if gen is None else int(gen.initial_seed()) + int(ctx.round))
+                gen = torch.Generator().manual_seed(
+                    int(ctx.round) if gen is None else int(gen.initial_seed()) + int(ctx.round)
+                )
             for _ in range(self.iters):
                 cols = None if b >= d else torch.randperm(d, generator=gen)[:b].to(U.device)
                 X = U[rows] if cols is None else U.index_select(1, cols)[rows]

@@ -53,8 +53,9 @@ def dp_epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str
         import dp_accounting
         from dp_accounting import pld, rdp
     except ImportError:  # pragma: no cover - the [dp] extra is not installed
-        raise ConfigError("defense.dp", "privacy accounting needs the dp-accounting package",
-                          "pip install 'fedarena[dp]'") from None
+        raise ConfigError(
+            "defense.dp", "privacy accounting needs the dp-accounting package", "pip install 'fedarena[dp]'"
+        ) from None
 
     if steps <= 0:
         return 0.0
@@ -89,8 +90,11 @@ class _DPAccounting(PostStage):
         update = agg.update
         if o.mode == "central" and o.sigma > 0:
             gen = ctx.generator
-            z = torch.randn(update.shape, generator=gen, dtype=update.dtype) if gen is None or gen.device.type == "cpu" \
+            z = (
+                torch.randn(update.shape, generator=gen, dtype=update.dtype)
+                if gen is None or gen.device.type == "cpu"
                 else torch.randn(update.shape, generator=gen, dtype=update.dtype, device=update.device)
+            )
             update = update + z.to(update.device) * (o.sigma * o.clip / U.shape[0])
         self.rounds += 1
         q = o.sampling_rate if o.sampling_rate is not None else float(ctx.extras.get("sampling_rate", 1.0))
@@ -118,8 +122,16 @@ class DifferentialPrivacy(PreStage):
 
     order = 5
 
-    def __init__(self, *, dp: str, dp_clip: float = 1.0, dp_sigma: float = 1.0, dp_delta: float = 1e-5,
-                 dp_accountant: str = "rdp", dp_sampling_rate: Optional[float] = None):
+    def __init__(
+        self,
+        *,
+        dp: str,
+        dp_clip: float = 1.0,
+        dp_sigma: float = 1.0,
+        dp_delta: float = 1e-5,
+        dp_accountant: str = "rdp",
+        dp_sampling_rate: Optional[float] = None,
+    ):
         if dp not in ("local", "central"):
             raise ConfigError("defense.dp", f"unknown value {dp!r}", "local, central")
         if not dp_clip > 0:

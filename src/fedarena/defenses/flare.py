@@ -43,6 +43,7 @@ def mmd2(A: torch.Tensor, B: torch.Tensor, h2: float) -> torch.Tensor:
     >>> round(float(mmd2(torch.tensor([[0.0]]), torch.tensor([[1.0]]), 0.5)), 5)  # 1 + 1 - 2 e^-1
     1.26424
     """
+
     def k(X, Y):
         return torch.exp(-torch.cdist(X, Y).square() / (2 * h2))
 
@@ -83,8 +84,9 @@ class FLARE(Aggregator):
         drop_below: reject a client whose trust score is below ``drop_below / n``.
     """
 
-    def __init__(self, *, root_size: int = 100, neighbors: Optional[int] = None, tau: float = 1.0,
-                 drop_below: float = 0.01):
+    def __init__(
+        self, *, root_size: int = 100, neighbors: Optional[int] = None, tau: float = 1.0, drop_below: float = 0.01
+    ):
         if root_size < 2:
             raise ConfigError("defense.root_size", f"must be >= 2 (got {root_size})", ">= 2, e.g. 100")
         if neighbors is not None and neighbors < 1:
@@ -98,8 +100,9 @@ class FLARE(Aggregator):
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         probe = probe_of(ctx, "flare")
         if probe.root_x is None:
-            raise ConfigError("defense.root_size", "FLARE needs the server's auxiliary samples (none were held out)",
-                              ">= 2, e.g. 100")
+            raise ConfigError(
+                "defense.root_size", "FLARE needs the server's auxiliary samples (none were held out)", ">= 2, e.g. 100"
+            )
         n = U.shape[0]
         bad = nonfinite_rows(U)
         idx = torch.nonzero(~bad).flatten()

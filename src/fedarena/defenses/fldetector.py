@@ -156,9 +156,17 @@ class FLDetector(Aggregator):
     majority. Default ``False`` (the paper's behaviour).
     """
 
-    def __init__(self, *, window: int = 10, start: int = 0, agg: Literal["mean", "median"] = "mean",
-                 gap_samples: int = 20, k_max: int = 10, mode: Literal["once", "every-round"] = "once",
-                 majority_guard: bool = False):
+    def __init__(
+        self,
+        *,
+        window: int = 10,
+        start: int = 0,
+        agg: Literal["mean", "median"] = "mean",
+        gap_samples: int = 20,
+        k_max: int = 10,
+        mode: Literal["once", "every-round"] = "once",
+        majority_guard: bool = False,
+    ):
         if not 1 <= window <= 1000:
             raise ConfigError("defense.window", f"must be in 1..1000 (got {window})", "1..1000, paper: 10")
         if start < 0:
@@ -172,7 +180,13 @@ class FLDetector(Aggregator):
         if mode not in ("once", "every-round"):
             raise ConfigError("defense.mode", f"unknown mode {mode!r}", "once, every-round")
         self.mode, self.majority_guard = mode, bool(majority_guard)
-        self.window, self.start, self.agg, self.gap_samples, self.k_max = int(window), int(start), agg, int(gap_samples), int(k_max)
+        self.window, self.start, self.agg, self.gap_samples, self.k_max = (
+            int(window),
+            int(start),
+            agg,
+            int(gap_samples),
+            int(k_max),
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -193,8 +207,11 @@ class FLDetector(Aggregator):
         t = int(ctx.round)
         ids = [int(c) for c in ctx.client_ids.tolist()]
         if len(ids) != n:
-            raise ConfigError("defense.name", "fldetector scores clients by their own history; a pre-stage merged "
-                              f"{len(ids)} clients into {n} rows", "fldetector without defense.bucketing")
+            raise ConfigError(
+                "defense.name",
+                f"fldetector scores clients by their own history; a pre-stage merged {len(ids)} clients into {n} rows",
+                "fldetector without defense.bucketing",
+            )
         ok = ~nonfinite_rows(U)
         w_t = ctx.global_params.detach().to(torch.float64).cpu()
         G = (-U.detach()).to(torch.float64).cpu()
@@ -222,8 +239,11 @@ class FLDetector(Aggregator):
         searching = self.mode == "every-round" or self.detected_round is None
         if searching and t >= self.start and len(cand) >= 3:
             s = susp[cand].numpy()
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator).item()) if (
-                ctx.generator is not None and ctx.generator.device.type == "cpu") else t
+            seed = (
+                int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator).item())
+                if (ctx.generator is not None and ctx.generator.device.type == "cpu")
+                else t
+            )
             k_hat = gap_statistic(s, self.k_max, self.gap_samples, np.random.default_rng(seed))
             if k_hat > 1:
                 _, labels = kmeans_1d(s, 2)  # label 1: the cluster of larger scores
@@ -245,8 +265,11 @@ class FLDetector(Aggregator):
         if self.agg == "median" and rows.numel():
             update = coordinate_median(U[rows])
         else:
-            update = (torch.full((rows.numel(),), 1.0 / max(rows.numel(), 1), dtype=U.dtype, device=U.device) @ U[rows]
-                      if rows.numel() else torch.zeros(U.shape[1], dtype=U.dtype, device=U.device))
+            update = (
+                torch.full((rows.numel(),), 1.0 / max(rows.numel(), 1), dtype=U.dtype, device=U.device) @ U[rows]
+                if rows.numel()
+                else torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
+            )
         # 6: history for the next round
         g_t = (-update.detach()).to(torch.float64).cpu()
         if self.w_prev is not None and self.g_prev is not None:

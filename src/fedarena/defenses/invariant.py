@@ -99,8 +99,11 @@ def trimmed_mean(U: torch.Tensor, trim_frac: float = 0.25, mode: TrimMode = "cei
     """Coordinate-wise trimmed mean of the rows of ``U`` (Definition 9; Xie et al. 2020)."""
     lo, hi = trim_slice(U.shape[0], trim_frac, mode)
     if hi - lo < 1:
-        raise ConfigError("defense.trim_frac", f"keeps no value with {U.shape[0]} rows (trims {lo} per side)",
-                          f"< {0.5 - 0.5 / max(U.shape[0], 1):.3f}")
+        raise ConfigError(
+            "defense.trim_frac",
+            f"keeps no value with {U.shape[0]} rows (trims {lo} per side)",
+            f"< {0.5 - 0.5 / max(U.shape[0], 1):.3f}",
+        )
     if lo == 0 and hi == U.shape[0]:
         return mean_rows(U)
     return sorted_slice_mean(U, lo, hi)
@@ -122,8 +125,9 @@ def mean_var_ratio(U: torch.Tensor) -> torch.Tensor:
     return X.mean(0).abs() / (X.std(0, unbiased=False) + 1e-12)
 
 
-def invariant_aggregate(U: torch.Tensor, tau: float = 0.2, trim_frac: float = 0.25, strict: bool = True,
-                        trim_mode: TrimMode = "ceil") -> torch.Tensor:
+def invariant_aggregate(
+    U: torch.Tensor, tau: float = 0.2, trim_frac: float = 0.25, strict: bool = True, trim_mode: TrimMode = "ceil"
+) -> torch.Tensor:
     """Algorithm 1 as a function: ``and_mask(U, tau) * trimmed_mean(U, trim_frac)``."""
     tm = trimmed_mean(U, trim_frac, trim_mode)
     return torch.where(and_mask(U, tau, strict), tm, torch.zeros_like(tm))
@@ -149,9 +153,18 @@ class InvariantAggregator(Aggregator):
     Diagnostics: ``pass_frac`` (share of coordinates the mask keeps), ``mv_tau``.
     """
 
-    def __init__(self, *, tau: Optional[float] = None, trim_frac: float = 0.25, strict: Optional[bool] = None,
-                 trim_mode: Optional[TrimMode] = None, preset: Literal["paper", "code"] = "paper",
-                 mask: MaskKind = "sign", estimator: Estimator = "trimmed-mean", mv_tau: Optional[float] = None):
+    def __init__(
+        self,
+        *,
+        tau: Optional[float] = None,
+        trim_frac: float = 0.25,
+        strict: Optional[bool] = None,
+        trim_mode: Optional[TrimMode] = None,
+        preset: Literal["paper", "code"] = "paper",
+        mask: MaskKind = "sign",
+        estimator: Estimator = "trimmed-mean",
+        mv_tau: Optional[float] = None,
+    ):
         p = PRESETS[preset]
         self.tau = float(p["tau"] if tau is None else tau)
         self.strict = bool(p["strict"] if strict is None else strict)
@@ -171,8 +184,11 @@ class InvariantAggregator(Aggregator):
             lo, hi = trim_slice(n, self.trim_frac, self.trim_mode)
             if hi - lo < 1:
                 b_max = (n - 1) // 2
-                raise ConfigError("defense.trim_frac", f"trims {lo} rows per side of {n}, keeping none",
-                                  f"trim_frac with ceil(trim_frac*{n}) <= {b_max}")
+                raise ConfigError(
+                    "defense.trim_frac",
+                    f"trims {lo} rows per side of {n}, keeping none",
+                    f"trim_frac with ceil(trim_frac*{n}) <= {b_max}",
+                )
 
     def reset(self) -> None:
         self.mv_tau = self.mv_tau_fixed
@@ -191,7 +207,11 @@ class InvariantAggregator(Aggregator):
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         m = self.mask(U)
-        est = trimmed_mean(U, self.trim_frac, self.trim_mode) if self.estimator == "trimmed-mean" else mean_without_faulty(U)
+        est = (
+            trimmed_mean(U, self.trim_frac, self.trim_mode)
+            if self.estimator == "trimmed-mean"
+            else mean_without_faulty(U)
+        )
         info = {"pass_frac": float(m.float().mean())}
         if self.mask_kind == "mean-var":
             info["mv_tau"] = self.mv_tau

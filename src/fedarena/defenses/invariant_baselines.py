@@ -30,8 +30,9 @@ from ..core.robust_kernels import clean_rows, multi_krum_select, pairwise_cosine
 # ---------------------------------------------------------------- shared helpers
 def _check_krum(n: int, f: int, m: Optional[int]) -> int:
     if n < 2 * f + 3:
-        raise ConfigError("defense.f", f"Multi-Krum needs n >= 2f + 3 with n = {n} (got f = {f})",
-                          f"0..{max(0, (n - 3) // 2)}")
+        raise ConfigError(
+            "defense.f", f"Multi-Krum needs n >= 2f + 3 with n = {n} (got f = {f})", f"0..{max(0, (n - 3) // 2)}"
+        )
     mm = n - f if m is None else m
     if not 1 <= mm <= n:
         raise ConfigError("defense.m", f"must be in 1..{n} (got {mm})", f"1..{n}")
@@ -89,8 +90,11 @@ class MultiKrumTrimmedMean(Aggregator):
         m = _check_krum(n, f, self.m)
         lo, hi = trim_slice(m, self.trim_frac)
         if hi - lo < 1:
-            raise ConfigError("defense.trim_frac", f"trims {lo} of the {m} selected rows per side, keeping none",
-                              "a smaller trim_frac")
+            raise ConfigError(
+                "defense.trim_frac",
+                f"trims {lo} of the {m} selected rows per side, keeping none",
+                "a smaller trim_frac",
+            )
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         S, accepted = _multi_krum_rows(U, ctx.f, self.m, pairwise_sq_distances)
@@ -123,8 +127,11 @@ class SparseFed(Aggregator):
         if not 0.0 <= rho < 1.0:
             raise ConfigError("defense.rho", f"must be in [0, 1) (got {rho})", "0 <= rho < 1")
         if norm_bound is not None and norm_bound <= 0:
-            raise ConfigError("defense.norm_bound", f"must be > 0 (got {norm_bound})",
-                              "> 0, or unset for the first round's median norm")
+            raise ConfigError(
+                "defense.norm_bound",
+                f"must be > 0 (got {norm_bound})",
+                "> 0, or unset for the first round's median norm",
+            )
         self.k_frac, self.clip_fixed, self.rho = k_frac, norm_bound, rho
         self.reset()
 
@@ -156,8 +163,11 @@ class SparseFed(Aggregator):
         out[idx] = self.e[idx]
         self.e[idx] = 0.0
         self.u[idx] = 0.0
-        return Aggregate(out.to(U.dtype), weights=(~bad).to(U.dtype) / max(1, int((~bad).sum())),
-                         info={"clip": self.clip, "error_norm": float(torch.linalg.vector_norm(self.e))})
+        return Aggregate(
+            out.to(U.dtype),
+            weights=(~bad).to(U.dtype) / max(1, int((~bad).sum())),
+            info={"clip": self.clip, "error_norm": float(torch.linalg.vector_norm(self.e))},
+        )
 
 
 # ---------------------------------------------------------------- FLTrust
@@ -196,9 +206,11 @@ class FLTrust(Aggregator):
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         if ctx.root_gradient is None:
-            raise ConfigError("defense.root_size", "FLTrust needs the engine's root dataset (ctx.root_gradient is None)",
-                              ">= 1")
+            raise ConfigError(
+                "defense.root_size", "FLTrust needs the engine's root dataset (ctx.root_gradient is None)", ">= 1"
+            )
         g0 = ctx.root_gradient(ctx.global_params).to(U.device)
         agg, w = self.combine(U, g0)
-        return Aggregate(agg, weights=w, info={"root_norm": float(torch.linalg.vector_norm(g0)),
-                                               "trusted": int((w > 0).sum())})
+        return Aggregate(
+            agg, weights=w, info={"root_norm": float(torch.linalg.vector_norm(g0)), "trusted": int((w > 0).sum())}
+        )

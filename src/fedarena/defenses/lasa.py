@@ -64,7 +64,9 @@ class LASA(Aggregator):
 
     def __init__(self, *, sparsity: float = 0.3, norm_bound: float = 2.0, sign_bound: float = 1.0):
         if not 0.0 <= sparsity < 1.0:
-            raise ConfigError("defense.sparsity", f"must be in [0, 1) (got {sparsity})", "0 <= sparsity < 1, FLPoison: 0.3")
+            raise ConfigError(
+                "defense.sparsity", f"must be in [0, 1) (got {sparsity})", "0 <= sparsity < 1, FLPoison: 0.3"
+            )
         for key, v in (("norm_bound", norm_bound), ("sign_bound", sign_bound)):
             if not v > 0:
                 raise ConfigError(f"defense.{key}", f"must be > 0 (got {v})", "> 0")

@@ -26,8 +26,13 @@ from .base import Aggregate, Aggregator, RoundContext, nonfinite_rows
 from ..core.robust_kernels import pairwise_cosine_distances
 
 
-def hdbscan_largest(features: np.ndarray, min_cluster_size: int, min_samples: Optional[int],
-                    allow_single_cluster: bool = False, metric: str = "euclidean") -> np.ndarray:
+def hdbscan_largest(
+    features: np.ndarray,
+    min_cluster_size: int,
+    min_samples: Optional[int],
+    allow_single_cluster: bool = False,
+    metric: str = "euclidean",
+) -> np.ndarray:
     """Bool mask of the largest HDBSCAN cluster of ``features`` (rows), or of every row when
     HDBSCAN finds no cluster (all noise) or there are too few rows to cluster.
 
@@ -39,8 +44,17 @@ def hdbscan_largest(features: np.ndarray, min_cluster_size: int, min_samples: Op
     n = features.shape[0]
     if n < 2 or n < min_cluster_size:
         return np.ones(n, dtype=bool)
-    labels = HDBSCAN(min_cluster_size=max(2, min_cluster_size), min_samples=min_samples, metric=metric,
-                     allow_single_cluster=allow_single_cluster, copy=True).fit(features).labels_
+    labels = (
+        HDBSCAN(
+            min_cluster_size=max(2, min_cluster_size),
+            min_samples=min_samples,
+            metric=metric,
+            allow_single_cluster=allow_single_cluster,
+            copy=True,
+        )
+        .fit(features)
+        .labels_
+    )
     clustered = labels[labels >= 0]
     if clustered.size == 0:
         return np.ones(n, dtype=bool)
@@ -90,9 +104,18 @@ class MetricHDBSCAN(Aggregator):
         weighted: average the accepted rows by sample count.
     """
 
-    def __init__(self, *, metrics: list[str] = ["cos"], scope: str = "whole", flat: bool = False,  # noqa: B006
-                 min_cluster_size: Optional[int] = None, min_samples: Optional[int] = 1,
-                 allow_single_cluster: Optional[bool] = None, standardize: bool = True, weighted: bool = False):
+    def __init__(
+        self,
+        *,
+        metrics: list[str] = ["cos"],  # noqa: B006 (the registry reads this default)
+        scope: str = "whole",
+        flat: bool = False,
+        min_cluster_size: Optional[int] = None,
+        min_samples: Optional[int] = 1,
+        allow_single_cluster: Optional[bool] = None,
+        standardize: bool = True,
+        weighted: bool = False,
+    ):
         _check_list("defense.metrics", list(metrics), METRICS)
         if scope not in SCOPES:
             raise ConfigError("defense.scope", f"unknown scope {scope!r}", ", ".join(SCOPES))
@@ -146,8 +169,14 @@ class Flame(Aggregator):
        classification).
     """
 
-    def __init__(self, *, lam: float = 0.001, on: Literal["updates", "models"] = "updates",
-                 median_over: Literal["all", "admitted"] = "all", min_cluster_size: Optional[int] = None):
+    def __init__(
+        self,
+        *,
+        lam: float = 0.001,
+        on: Literal["updates", "models"] = "updates",
+        median_over: Literal["all", "admitted"] = "all",
+        min_cluster_size: Optional[int] = None,
+    ):
         if lam < 0:
             raise ConfigError("defense.lam", f"must be >= 0 (got {lam})", ">= 0, paper: 0.001")
         self.lam, self.on, self.median_over, self.min_cluster_size = lam, on, median_over, min_cluster_size
@@ -160,7 +189,9 @@ class Flame(Aggregator):
         if self.on == "models" and ctx.global_params is not None:
             X = X + ctx.global_params.to(X.dtype)
         D = pairwise_cosine_distances(X.to(torch.float64)).cpu().numpy()
-        D = np.clip(np.nan_to_num(0.5 * (D + D.T), nan=2.0, posinf=2.0, neginf=2.0), 0.0, 2.0)  # exact symmetry for HDBSCAN
+        D = np.clip(
+            np.nan_to_num(0.5 * (D + D.T), nan=2.0, posinf=2.0, neginf=2.0), 0.0, 2.0
+        )  # exact symmetry for HDBSCAN
         np.fill_diagonal(D, 0.0)
         mcs = self.min_cluster_size or (n // 2 + 1)
         sub = hdbscan_largest(D, mcs, 1, allow_single_cluster=True, metric="precomputed")
@@ -174,8 +205,12 @@ class Flame(Aggregator):
         Uc = torch.where(keep.unsqueeze(1), U, torch.zeros((), dtype=U.dtype, device=U.device))
         update = coef.to(U.dtype) @ Uc
         if self.lam > 0 and S > 0:
-            noise = torch.randn(update.shape, generator=ctx.generator, dtype=update.dtype,
-                                device="cpu" if ctx.generator is None else ctx.generator.device)
+            noise = torch.randn(
+                update.shape,
+                generator=ctx.generator,
+                dtype=update.dtype,
+                device="cpu" if ctx.generator is None else ctx.generator.device,
+            )
             update = update + (self.lam * S) * noise.to(update.device)
         info = {"accepted": int(keep.sum()), "clip_bound": S}
         return Aggregate(update, weights=keep, info=info)

@@ -53,7 +53,9 @@ def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
             value = agg_values.pop(key)
             if key not in STAGES.names() and value not in (None, False, 0):
                 switches = " or ".join(f"defense.{t}" for t in owners[key])
-                raise ConfigError(f"defense.{key}", f"only applies when {switches} is set", f"set {switches}, or drop this key")
+                raise ConfigError(
+                    f"defense.{key}", f"only applies when {switches} is set", f"set {switches}, or drop this key"
+                )
     name = defense.get("name", "fedavg")
     agg_kwargs = DEFENSES.validate(name, agg_values)
     if "weighted" in DEFENSES.params(name) and "weighted" in defense:

@@ -67,7 +67,10 @@ def probe_of(ctx, rule: str) -> ModelProbe:
     """The round's :class:`ModelProbe`, or one clear error naming the rule that needs it."""
     probe = ctx.extras.get("probe") if ctx.extras else None
     if probe is None:
-        raise ConfigError("defense.name", f"{rule!r} queries the clients' models and needs the engine's model probe "
-                          "(RoundContext.extras['probe']), which this runner does not provide",
-                          "a fedarena simulation run")
+        raise ConfigError(
+            "defense.name",
+            f"{rule!r} queries the clients' models and needs the engine's model probe "
+            "(RoundContext.extras['probe']), which this runner does not provide",
+            "a fedarena simulation run",
+        )
     return probe

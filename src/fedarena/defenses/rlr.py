@@ -70,8 +70,9 @@ class RobustLearningRate(Aggregator):
     and ``rlr_flipped_frac_nonzero`` (among coordinates some client changed).
     """
 
-    def __init__(self, *, theta: int = 4, base: str = "fedavg", start_round: int = 0, weighted: bool = False,
-                 **base_params: Any):
+    def __init__(
+        self, *, theta: int = 4, base: str = "fedavg", start_round: int = 0, weighted: bool = False, **base_params: Any
+    ):
         if theta < 0:
             raise ConfigError("defense.theta", f"must be >= 0 (got {theta})", "0 (off) or a vote count 1..n")
         if start_round < 0:
@@ -90,8 +91,12 @@ class RobustLearningRate(Aggregator):
     def validate(self, n: int, f: int) -> None:
         self.base.validate(n, f)
         if self.theta > n:
-            raise ConfigError("defense.theta", f"must be <= the clients per round n = {n} (got {self.theta}); "
-                              "otherwise every coordinate's learning rate is flipped", f"0..{n}, paper: {f + 1}..{max(f + 1, n - f)}")
+            raise ConfigError(
+                "defense.theta",
+                f"must be <= the clients per round n = {n} (got {self.theta}); "
+                "otherwise every coordinate's learning rate is flipped",
+                f"0..{n}, paper: {f + 1}..{max(f + 1, n - f)}",
+            )
 
     def reset(self) -> None:
         self.base.reset()

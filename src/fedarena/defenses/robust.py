@@ -44,18 +44,39 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..core.robust_kernels import (MAX_ITERATIONS, centered_clip, column_blocks, coordinate_median, for_blocks, geometric_median, krum_scores, lowest_scores, mean_of, multi_krum_select, pairwise_sq_distances, row_sq_norms, sanitize_nan, trimmed_mean, use_numpy, work_dtype)
+from ..core.robust_kernels import (
+    MAX_ITERATIONS,
+    centered_clip,
+    column_blocks,
+    coordinate_median,
+    for_blocks,
+    geometric_median,
+    krum_scores,
+    lowest_scores,
+    mean_of,
+    multi_krum_select,
+    pairwise_sq_distances,
+    row_sq_norms,
+    sanitize_nan,
+    trimmed_mean,
+    use_numpy,
+    work_dtype,
+)
 from ..core.sign_masks import sign_votes
 from ..errors import ConfigError
 from ..registry import DEFENSES
 from .base import Aggregate, Aggregator, RoundContext
 
+
 def _check_f(name: str, n: int, f: int, a: int, b: int) -> None:
     """Raise the one-line error when ``n < a*f + b`` (e.g. Krum: ``n >= 2f+3``)."""
     if n < a * f + b:
         top = (n - b) // a
-        raise ConfigError("defense.f", f"{name} needs n >= {a}f+{b} rows (n={n}, f={f})",
-                          f"0..{top}" if top >= 0 else f"none for n={n}")
+        raise ConfigError(
+            "defense.f",
+            f"{name} needs n >= {a}f+{b} rows (n={n}, f={f})",
+            f"0..{top}" if top >= 0 else f"none for n={n}",
+        )
 
 
 class RowRule(Aggregator):
@@ -75,8 +96,9 @@ class RowRule(Aggregator):
             rows = ctx.extras.get("row_of_client") if ctx.extras else None
             if rows is None or rows.numel() == n:
                 raise
-            raise ConfigError(e.field, f"{e.problem}; the pre-stages merged {rows.numel()} clients into {n} rows",
-                              e.valid) from None
+            raise ConfigError(
+                e.field, f"{e.problem}; the pre-stages merged {rows.numel()} clients into {n} rows", e.valid
+            ) from None
         return n, f
 
 
@@ -126,8 +148,9 @@ class TrimmedMean(RowRule):
         b = f if self.trim is None else self.trim
         if 2 * b >= n:
             field = "defense.f" if self.trim is None else "defense.trim"
-            raise ConfigError(field, f"trimmed-mean drops {b} values per side, must be < n/2 = {n / 2:g}",
-                              f"0..{(n - 1) // 2}")
+            raise ConfigError(
+                field, f"trimmed-mean drops {b} values per side, must be < n/2 = {n / 2:g}", f"0..{(n - 1) // 2}"
+            )
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         _, f = self._checked(U, ctx)
@@ -335,8 +358,9 @@ class CenteredClipping(RowRule):
         if not tau > 0:
             raise ConfigError("defense.tau", f"must be > 0 (got {tau})", "> 0")
         if not 1 <= iterations <= MAX_ITERATIONS:
-            raise ConfigError("defense.iterations", f"must be in 1..{MAX_ITERATIONS} (got {iterations})",
-                              f"1..{MAX_ITERATIONS}")
+            raise ConfigError(
+                "defense.iterations", f"must be in 1..{MAX_ITERATIONS} (got {iterations})", f"1..{MAX_ITERATIONS}"
+            )
         self.tau, self.iterations = float(tau), int(iterations)
         self.center: Optional[torch.Tensor] = None
 

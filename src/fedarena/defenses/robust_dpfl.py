@@ -85,5 +85,6 @@ class RobustDPFL(Aggregator):
             raise ValueError("robust-dpfl: every row is non-finite")
         keep = keep.to(U.device)
         update = U[keep].mean(0)
-        return Aggregate(update, weights=keep, info={"num_dropped": int((~keep).sum()),
-                                                     "client_scores": torch.from_numpy(z)})
+        return Aggregate(
+            update, weights=keep, info={"num_dropped": int((~keep).sum()), "client_scores": torch.from_numpy(z)}
+        )

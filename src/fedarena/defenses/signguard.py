@@ -70,12 +70,19 @@ class SignGuard(Aggregator):
     (``S1 & S2``). Rows holding NaN/Inf are rejected before everything else.
     """
 
-    def __init__(self, *, lower: float = 0.1, upper: float = 3.0, coords: float = 0.1,
-                 clustering: Literal["meanshift", "kmeans"] = "meanshift",
-                 variant: Literal["paper", "blades"] = "paper"):
+    def __init__(
+        self,
+        *,
+        lower: float = 0.1,
+        upper: float = 3.0,
+        coords: float = 0.1,
+        clustering: Literal["meanshift", "kmeans"] = "meanshift",
+        variant: Literal["paper", "blades"] = "paper",
+    ):
         if not 0 <= lower <= 1 <= upper:
-            raise ConfigError("defense.lower", f"need 0 <= lower <= 1 <= upper (got {lower}, {upper})",
-                              "paper: lower=0.1, upper=3.0")
+            raise ConfigError(
+                "defense.lower", f"need 0 <= lower <= 1 <= upper (got {lower}, {upper})", "paper: lower=0.1, upper=3.0"
+            )
         if not 0 < coords <= 1:
             raise ConfigError("defense.coords", f"must be in (0, 1] (got {coords})", "0 < coords <= 1, default 0.1")
         if clustering not in ("meanshift", "kmeans"):
@@ -110,6 +117,10 @@ class SignGuard(Aggregator):
         scale = torch.where(norms > M, M / norms.clamp_min(1e-30), torch.ones_like(norms))
         coef = torch.where(keep, scale, torch.zeros_like(scale)) / max(int(keep.sum()), 1)
         Uc = torch.where(keep.unsqueeze(1), U, torch.zeros((), dtype=U.dtype, device=U.device))
-        info = {"accepted": int(keep.sum()), "norm_rejected": int((ok & ~s1).sum()),
-                "sign_rejected": int((ok & ~s2).sum()), "median_norm": M}
+        info = {
+            "accepted": int(keep.sum()),
+            "norm_rejected": int((ok & ~s1).sum()),
+            "sign_rejected": int((ok & ~s2).sum()),
+            "median_norm": M,
+        }
         return Aggregate(coef.to(U.dtype) @ Uc, keep, info)

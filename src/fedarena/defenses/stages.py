@@ -104,8 +104,12 @@ class NormClip(PreStage):
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         if self.clip_at != "server":
             if ctx.extras and ctx.extras.get("algorithm") == "fedsgd":
-                raise ConfigError("defense.clip_at", "client-side clipping projects local SGD steps, and "
-                                  "fl.algorithm=fedsgd takes none (the rows are gradients)", "server")
+                raise ConfigError(
+                    "defense.clip_at",
+                    "client-side clipping projects local SGD steps, and "
+                    "fl.algorithm=fedsgd takes none (the rows are gradients)",
+                    "server",
+                )
             return U
         self._buf = reusable_buffer(self._buf, U)
         return clip_rows(U, self.clip, self._buf)
@@ -160,8 +164,9 @@ class NNM(PreStage):
     def __call__(self, U: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         n, f = U.shape[0], int(ctx.f)
         if f >= n:
-            raise ConfigError("defense.f", f"nnm mixes the n - f nearest rows, needs f < n (n={n}, f={f})",
-                              f"0..{n - 1}")
+            raise ConfigError(
+                "defense.f", f"nnm mixes the n - f nearest rows, needs f < n (n={n}, f={f})", f"0..{n - 1}"
+            )
         self._buf = reusable_buffer(self._buf, U)
         return nearest_neighbor_mixing(U, f, self._buf)
 
@@ -169,8 +174,9 @@ class NNM(PreStage):
         self._buf = None
 
 
-def bucket_means(U: torch.Tensor, s: int, generator: torch.Generator | None = None,
-                 out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def bucket_means(
+    U: torch.Tensor, s: int, generator: torch.Generator | None = None, out: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bucketing (Karimireddy, He, Jaggi, ICLR 2022, Algorithm 1): permute the rows at
     random and average consecutive buckets of ``s`` rows (the last bucket holds the
     ``n mod s`` remaining rows when ``s`` does not divide ``n``, and is their mean).
@@ -209,8 +215,11 @@ class Bucketing(PreStage):
 
     def __init__(self, *, bucketing: int):
         if not 1 <= bucketing <= MAX_BUCKET:
-            raise ConfigError("defense.bucketing", f"bucket size must be in 1..{MAX_BUCKET} (got {bucketing})",
-                              f"1..{MAX_BUCKET} (a size >= the cohort makes one bucket)")
+            raise ConfigError(
+                "defense.bucketing",
+                f"bucket size must be in 1..{MAX_BUCKET} (got {bucketing})",
+                f"1..{MAX_BUCKET} (a size >= the cohort makes one bucket)",
+            )
         self.s = int(bucketing)
         self._buf: Optional[torch.Tensor] = None
 

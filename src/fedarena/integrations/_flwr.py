@@ -9,7 +9,21 @@ try:
     from flwr.serverapp.strategy import FedAvg
     from flwr.supercore import log
 except ImportError as e:  # flwr missing, or older than the Message-API strategies (1.22)
-    raise ImportError(f'fedarena.integrations.flower needs Flower >= 1.22: pip install "fedarena[flower]" ({e})') from None
+    raise ImportError(
+        f'fedarena.integrations.flower needs Flower >= 1.22: pip install "fedarena[flower]" ({e})'
+    ) from None
 
-__all__ = ["Array", "ArrayRecord", "ClientApp", "ConfigRecord", "Context", "FedAvg", "Grid", "Message", "MessageType",
-           "MetricRecord", "RecordDict", "log"]
+__all__ = [
+    "Array",
+    "ArrayRecord",
+    "ClientApp",
+    "ConfigRecord",
+    "Context",
+    "FedAvg",
+    "Grid",
+    "Message",
+    "MessageType",
+    "MetricRecord",
+    "RecordDict",
+    "log",
+]

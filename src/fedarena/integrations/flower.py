@@ -29,9 +29,31 @@ round the strategy's ``configure_train`` sends the global ``ArrayRecord`` and
 """
 
 from .flower_client import ClientAttack, FlowerTask, client_side_attacks
-from .flower_server import (PARTITION_KEY, REJECT_CODES, ColludingServerSimulation, FedarenaStrategy, ReplyBatch,
-                            check_reply, flat_to_record, record_layout, record_to_flat, replies_to_updates)
+from .flower_server import (
+    PARTITION_KEY,
+    REJECT_CODES,
+    ColludingServerSimulation,
+    FedarenaStrategy,
+    ReplyBatch,
+    check_reply,
+    flat_to_record,
+    record_layout,
+    record_to_flat,
+    replies_to_updates,
+)
 
-__all__ = ["ClientAttack", "ColludingServerSimulation", "FedarenaStrategy", "FlowerTask", "PARTITION_KEY",
-           "REJECT_CODES", "ReplyBatch", "check_reply", "client_side_attacks", "flat_to_record", "record_layout",
-           "record_to_flat", "replies_to_updates"]
+__all__ = [
+    "ClientAttack",
+    "ColludingServerSimulation",
+    "FedarenaStrategy",
+    "FlowerTask",
+    "PARTITION_KEY",
+    "REJECT_CODES",
+    "ReplyBatch",
+    "check_reply",
+    "client_side_attacks",
+    "flat_to_record",
+    "record_layout",
+    "record_to_flat",
+    "replies_to_updates",
+]

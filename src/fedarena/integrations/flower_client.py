@@ -34,8 +34,15 @@ from ..registry import ATTACKS
 from ..run.server_round import Attackers, craft_rows
 from ..run.simulation import Simulation
 from ._flwr import ArrayRecord, ClientApp, Context, Message, MessageType, MetricRecord, RecordDict
-from .flower_server import (PARTITION_KEY, ColludingServerSimulation, FedarenaStrategy, flat_to_record, record_layout,
-                     record_to_flat, split_spec)
+from .flower_server import (
+    PARTITION_KEY,
+    ColludingServerSimulation,
+    FedarenaStrategy,
+    flat_to_record,
+    record_layout,
+    record_to_flat,
+    split_spec,
+)
 
 
 def _server_round(msg: Message) -> int:
@@ -73,15 +80,26 @@ class ClientAttack:
     with fedarena's recipes, and register the object as a mod for crafting attacks.
     """
 
-    def __init__(self, attack: Mapping[str, Any] | str, malicious_partitions: Sequence[int], *, data_info: DataInfo,
-                 seed: int = 0, start_round: int = 0, end_round: Optional[int] = None):
+    def __init__(
+        self,
+        attack: Mapping[str, Any] | str,
+        malicious_partitions: Sequence[int],
+        *,
+        data_info: DataInfo,
+        seed: int = 0,
+        start_round: int = 0,
+        end_round: Optional[int] = None,
+    ):
         name, params = split_spec("attack", attack)
         self.name = name
         self.attack: Attack = ATTACKS.build(name, params)
         if self.attack.threat.knowledge != "own":
-            raise ConfigError("attack.name", f"{name!r} needs the round's benign updates (omniscient), which a client "
-                                             "never sees; simulate it with ColludingServerSimulation",
-                              "client-side attacks: " + ", ".join(client_side_attacks()))
+            raise ConfigError(
+                "attack.name",
+                f"{name!r} needs the round's benign updates (omniscient), which a client "
+                "never sees; simulate it with ColludingServerSimulation",
+                "client-side attacks: " + ", ".join(client_side_attacks()),
+            )
         self.streams = SeedStreams(seed)
         self.attack.setup(data_info, self.streams.torch("attack", 0))
         self.malicious = {int(p) for p in malicious_partitions}
@@ -91,10 +109,15 @@ class ClientAttack:
     def active(self, partition_id: int, server_round: int) -> bool:
         """Whether the partition attacks in this (1-based) Flower round."""
         t = server_round - 1
-        return (int(partition_id) in self.malicious and t >= self.start_round
-                and (self.end_round is None or t <= self.end_round))
+        return (
+            int(partition_id) in self.malicious
+            and t >= self.start_round
+            and (self.end_round is None or t <= self.end_round)
+        )
 
-    def poison(self, partition_id: int, x: torch.Tensor, y: torch.Tensor, server_round: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def poison(
+        self, partition_id: int, x: torch.Tensor, y: torch.Tensor, server_round: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The partition's training data: poisoned (once, then cached) while it attacks, else ``(x, y)``."""
         if not self.active(partition_id, server_round):
             return x, y
@@ -110,9 +133,17 @@ class ClientAttack:
             return base
         return self.attack.recipe(base, int(partition_id)) or base
 
-    def local_train(self, partition_id: int, model: torch.nn.Module, global_params: Mapping[str, torch.Tensor],
-                    x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe, server_round: int = 1,
-                    prepare=None) -> Optional[torch.Tensor]:
+    def local_train(
+        self,
+        partition_id: int,
+        model: torch.nn.Module,
+        global_params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        recipe: TrainRecipe,
+        server_round: int = 1,
+        prepare=None,
+    ) -> Optional[torch.Tensor]:
         """Attacker-run local training (attacks that own their clients' loop, e.g. AutoAdapt):
         the partition's update ``(d,)`` in the order of ``model.named_parameters()``, or
         None when the attack has no own loop or the partition does not attack this round
@@ -126,10 +157,19 @@ class ClientAttack:
         n = len(y)
         params = {k: v.detach().clone() for k, v in global_params.items()}
         ctx = LocalTrainContext(
-            round=t, model=model, global_params=params, buffers={k: b.detach().clone() for k, b in model.named_buffers()},
-            layout=ParamLayout.from_params(params, getattr(model, "layer_groups", None)), client_ids=[pid], clean_index=[np.arange(n)],
-            poisoned_index=[np.arange(n, n + len(py))], x=torch.cat([x, px.to(x.dtype)]), y=torch.cat([y, py.to(y.dtype)]),
-            prepare=prepare, recipe=recipe, rngs=[self.streams.numpy("training", t, pid)],
+            round=t,
+            model=model,
+            global_params=params,
+            buffers={k: b.detach().clone() for k, b in model.named_buffers()},
+            layout=ParamLayout.from_params(params, getattr(model, "layer_groups", None)),
+            client_ids=[pid],
+            clean_index=[np.arange(n)],
+            poisoned_index=[np.arange(n, n + len(py))],
+            x=torch.cat([x, px.to(x.dtype)]),
+            y=torch.cat([y, py.to(y.dtype)]),
+            prepare=prepare,
+            recipe=recipe,
+            rngs=[self.streams.numpy("training", t, pid)],
             generator=self.streams.torch("attack", 4, t, pid),
         )
         return self.attack.local_train(ctx)[0]
@@ -142,8 +182,14 @@ class ClientAttack:
         g = record_to_flat(sent, layout)
         own = (record_to_flat(reply, layout) - g).unsqueeze(0)
         t = server_round - 1
-        who = Attackers(self.attack, torch.tensor([0]), torch.tensor([int(partition_id)]), lr=1.0, algorithm="fedavg",
-                        generator=self.streams.torch("attack", 3, t, int(partition_id)))
+        who = Attackers(
+            self.attack,
+            torch.tensor([0]),
+            torch.tensor([int(partition_id)]),
+            lr=1.0,
+            algorithm="fedavg",
+            generator=self.streams.torch("attack", 3, t, int(partition_id)),
+        )
         crafted = craft_rows(own, who, round=t, layout=layout, global_params=g, prev_update=None)
         if crafted is own:
             return reply
@@ -165,8 +211,11 @@ class ClientAttack:
 
 def client_side_attacks() -> list[str]:
     """Registered attacks a real client can run (threat model: own knowledge only)."""
-    return [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "threat", None) is None
-            or ATTACKS.get(n).threat.knowledge == "own"]
+    return [
+        n
+        for n in ATTACKS.names()
+        if getattr(ATTACKS.get(n), "threat", None) is None or ATTACKS.get(n).threat.knowledge == "own"
+    ]
 
 
 class FlowerTask:
@@ -191,11 +240,18 @@ class FlowerTask:
 
     def __init__(self, cfg: ExperimentConfig, malicious: Optional[Sequence[int]] = None):
         if cfg.fl.algorithm != "fedavg":
-            raise ConfigError("fl.algorithm", "Flower clients send model weights: only fedavg is supported "
-                                              f"(got {cfg.fl.algorithm!r})", "fedavg")
+            raise ConfigError(
+                "fl.algorithm",
+                f"Flower clients send model weights: only fedavg is supported (got {cfg.fl.algorithm!r})",
+                "fedavg",
+            )
         if cfg.fl.client_state != "reset":
-            raise ConfigError("fl.client_state", "Flower runs a ClientApp in any simulation worker, so local optimizer "
-                                                 "state cannot persist between a client's rounds", "reset")
+            raise ConfigError(
+                "fl.client_state",
+                "Flower runs a ClientApp in any simulation worker, so local optimizer "
+                "state cannot persist between a client's rounds",
+                "reset",
+            )
         self.cfg = cfg
         self.malicious = None if malicious is None else [int(m) for m in malicious]
         self._sim: Optional[Simulation] = None
@@ -208,8 +264,11 @@ class FlowerTask:
         if self._sim is None:
             sim = Simulation(self.cfg, malicious=self.malicious)
             if sim.buffers:
-                raise ConfigError("model.name", "the Flower task sends parameters only; models with buffers "
-                                                "(BatchNorm) are not supported", "mlp, cnn, or model.norm=group")
+                raise ConfigError(
+                    "model.name",
+                    "the Flower task sends parameters only; models with buffers (BatchNorm) are not supported",
+                    "mlp, cnn, or model.norm=group",
+                )
             self._sim = sim
         return self._sim
 
@@ -228,8 +287,10 @@ class FlowerTask:
 
     def _load(self, arrays: ArrayRecord) -> None:
         sim = self.sim
-        sim.params = {n: v.clone().to(sim.device) for n, v in
-                      sim.layout.unflatten(record_to_flat(arrays, record_layout(arrays))).items()}
+        sim.params = {
+            n: v.clone().to(sim.device)
+            for n, v in sim.layout.unflatten(record_to_flat(arrays, record_layout(arrays))).items()
+        }
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         """Server-side evaluation of the global model: fedarena's metrics on the test set."""
@@ -244,18 +305,35 @@ class FlowerTask:
         give a :class:`ColludingServerSimulation` on the config's malicious clients."""
         cfg = self.cfg
         n, k = cfg.fl.num_clients, cfg.cohort_size
-        opts: dict[str, Any] = dict(fraction_train=k / n, min_train_nodes=k, min_available_nodes=n,
-                                    fraction_evaluate=0.0, server_lr=cfg.fl.server_lr, seed=cfg.seed,
-                                    client_side_in_clients=True)
+        opts: dict[str, Any] = dict(
+            fraction_train=k / n,
+            min_train_nodes=k,
+            min_available_nodes=n,
+            fraction_evaluate=0.0,
+            server_lr=cfg.fl.server_lr,
+            seed=cfg.seed,
+            client_side_in_clients=True,
+        )
         opts.update(kwargs)
         if self.omniscient:
             sim = self.sim
-            info = DataInfo(sim.data.num_classes, sim.data.input_shape, cfg.data.dataset, cfg.data.root,
-                            cfg.data.download, cfg.data.verify)
-            return ColludingServerSimulation(defense_dict(cfg), attack={"name": cfg.attack.name, **cfg.attack.params()},
-                                             malicious_partitions=self.malicious_partitions, data_info=info,
-                                             start_round=cfg.attack.start_round, end_round=cfg.attack.end_round,
-                                             **opts)
+            info = DataInfo(
+                sim.data.num_classes,
+                sim.data.input_shape,
+                cfg.data.dataset,
+                cfg.data.root,
+                cfg.data.download,
+                cfg.data.verify,
+            )
+            return ColludingServerSimulation(
+                defense_dict(cfg),
+                attack={"name": cfg.attack.name, **cfg.attack.params()},
+                malicious_partitions=self.malicious_partitions,
+                data_info=info,
+                start_round=cfg.attack.start_round,
+                end_round=cfg.attack.end_round,
+                **opts,
+            )
         return FedarenaStrategy(defense_dict(cfg), **opts)
 
     # ---------------------------------------------------------------- client side
@@ -264,8 +342,10 @@ class FlowerTask:
         sim = self.sim
         pid = int(context.node_config["partition-id"])
         if not 0 <= pid < self.cfg.fl.num_clients:
-            raise ValueError(f"partition-id {pid} is outside fl.num_clients = {self.cfg.fl.num_clients}; "
-                             "run as many supernodes as fl.num_clients")
+            raise ValueError(
+                f"partition-id {pid} is outside fl.num_clients = {self.cfg.fl.num_clients}; "
+                "run as many supernodes as fl.num_clients"
+            )
         t = _server_round(msg) - 1
         key, arrays = _single_arrays(msg.content)
         self._load(arrays)
@@ -275,9 +355,15 @@ class FlowerTask:
         raw = sim.local_updates(t, cohort, active)
         U = sim.pipeline.client_upload(raw, sim.streams.torch("defense", t, 1, pid))  # e.g. local DP noise
         if active and sim.is_malicious[pid]:  # the client crafts its own row (e.g. boosting)
-            who = Attackers(sim.attack, torch.tensor([0]), torch.from_numpy(cohort), lr=self.cfg.fl.server_lr,
-                            algorithm="fedavg", generator=sim.streams.torch("attack", 3, t),
-                            own=raw if U is not raw else None)
+            who = Attackers(
+                sim.attack,
+                torch.tensor([0]),
+                torch.from_numpy(cohort),
+                lr=self.cfg.fl.server_lr,
+                algorithm="fedavg",
+                generator=sim.streams.torch("attack", 3, t),
+                own=raw if U is not raw else None,
+            )
             U = craft_rows(U, who, round=t, layout=sim.layout, global_params=global_flat, prev_update=None)
         reply = flat_to_record(global_flat + U[0], sim.layout, arrays)
         metrics = MetricRecord({"num-examples": int(len(sim.client_index[pid])), PARTITION_KEY: pid})
@@ -292,8 +378,9 @@ class FlowerTask:
         idx = torch.from_numpy(sim.client_index[pid]).to(sim.device)
         _, pred = sim.predict(sim.data.x_train[idx])
         acc = float((pred == sim.data.y_train[idx]).float().mean()) if len(idx) else 0.0
-        return Message(RecordDict({"metrics": MetricRecord({"num-examples": int(len(idx)), "accuracy": acc})}),
-                       reply_to=msg)
+        return Message(
+            RecordDict({"metrics": MetricRecord({"num-examples": int(len(idx)), "accuracy": acc})}), reply_to=msg
+        )
 
     def client_app(self, mods: Sequence[Any] = ()) -> ClientApp:
         """A ClientApp whose train and evaluate handlers are :meth:`train` and :meth:`evaluate_local`."""

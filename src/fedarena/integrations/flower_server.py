@@ -26,8 +26,16 @@ from ..run.results import scalar_info
 from ._flwr import Array, ArrayRecord, FedAvg, Message, MetricRecord, log
 
 #: reject codes reported per client as ``client-reject-code`` (0: the reply was valid)
-REJECT_CODES = {"client-error": 1, "records": 2, "missing-array": 3, "extra-array": 4, "shape": 5, "dtype": 6,
-                "non-finite": 7, "num-examples": 8}
+REJECT_CODES = {
+    "client-error": 1,
+    "records": 2,
+    "missing-array": 3,
+    "extra-array": 4,
+    "shape": 5,
+    "dtype": 6,
+    "non-finite": 7,
+    "num-examples": 8,
+}
 
 #: reply metric that names the client's partition (FlowerTask's clients send it); used to
 #: order rows deterministically and, in ColludingServerSimulation, to find the attackers
@@ -39,8 +47,9 @@ def record_layout(record: ArrayRecord) -> ParamLayout:
     """Columns of ``U``: the record's floating-point arrays, in the record's order.
     Integer arrays (e.g. BatchNorm's ``num_batches_tracked``) are not in ``U``; the
     aggregate keeps the global value for them."""
-    return ParamLayout.from_params({k: torch.empty(tuple(a.shape)) for k, a in record.items()
-                                    if np.issubdtype(np.dtype(a.dtype), np.floating)})
+    return ParamLayout.from_params(
+        {k: torch.empty(tuple(a.shape)) for k, a in record.items() if np.issubdtype(np.dtype(a.dtype), np.floating)}
+    )
 
 
 def record_to_flat(record: ArrayRecord, layout: ParamLayout) -> torch.Tensor:
@@ -155,8 +164,14 @@ def check_reply(msg: Message, template: ArrayRecord, layout: ParamLayout) -> tor
     return torch.cat(parts) if parts else torch.empty(0)
 
 
-def replies_to_updates(replies: Iterable[Message], template: ArrayRecord, layout: ParamLayout, *,
-                       weighted_by_key: str = "num-examples", need_weight: bool = False) -> ReplyBatch:
+def replies_to_updates(
+    replies: Iterable[Message],
+    template: ArrayRecord,
+    layout: ParamLayout,
+    *,
+    weighted_by_key: str = "num-examples",
+    need_weight: bool = False,
+) -> ReplyBatch:
     """Replies carrying full weights -> ``U`` (reply minus ``template``) and the rejected ones.
 
     A reply is rejected (with a reason) when the client sent an error, when it holds not
@@ -176,8 +191,11 @@ def replies_to_updates(replies: Iterable[Message], template: ArrayRecord, layout
             flat = check_reply(msg, template, layout)
             w = _real(metrics.get(weighted_by_key))
             if need_weight and (w is None or w <= 0):
-                raise Rejected("num-examples", f"metric {weighted_by_key!r} must be a finite number > 0 for a "
-                                               f"weighted rule (got {metrics.get(weighted_by_key)!r})")
+                raise Rejected(
+                    "num-examples",
+                    f"metric {weighted_by_key!r} must be a finite number > 0 for a "
+                    f"weighted rule (got {metrics.get(weighted_by_key)!r})",
+                )
         except Rejected as r:
             entry.code, entry.reason = r.code, r.reason
             continue
@@ -185,8 +203,10 @@ def replies_to_updates(replies: Iterable[Message], template: ArrayRecord, layout
         rows.append(flat - global_flat)
         weights.append(w if w is not None and w > 0 else 1.0)
     # deterministic row order: replies with a reported partition id first, by that id; then by node id
-    order = sorted(range(len(entries)), key=lambda i: (entries[i].partition_id is None,
-                                                       entries[i].partition_id or 0, entries[i].node_id))
+    order = sorted(
+        range(len(entries)),
+        key=lambda i: (entries[i].partition_id is None, entries[i].partition_id or 0, entries[i].node_id),
+    )
     entries = [entries[i] for i in order]
     valid = [e for e in entries if e.row is not None]
     old_rows = [e.row for e in valid]
@@ -263,17 +283,32 @@ class FedarenaStrategy(FedAvg):
     reasons (text) are logged and kept in :attr:`history`.
     """
 
-    def __init__(self, defense: Mapping[str, Any] | str = "fedavg", *, server_lr: float = 1.0, seed: int = 0,
-                 num_clients: Optional[int] = None, client_side_in_clients: bool = False, **fedavg_kwargs: Any):
+    def __init__(
+        self,
+        defense: Mapping[str, Any] | str = "fedavg",
+        *,
+        server_lr: float = 1.0,
+        seed: int = 0,
+        num_clients: Optional[int] = None,
+        client_side_in_clients: bool = False,
+        **fedavg_kwargs: Any,
+    ):
         self.defense = defense_spec(defense)
         self.pipeline = build_pipeline(self.defense)
         name = self.defense["name"]
         if int(getattr(self.pipeline.aggregator, "root_size", 0) or 0) > 0:
-            raise ConfigError("defense.name", f"{name!r} needs a root dataset on the server, which a Flower strategy "
-                                              "does not hold", "a rule without root_size")
+            raise ConfigError(
+                "defense.name",
+                f"{name!r} needs a root dataset on the server, which a Flower strategy does not hold",
+                "a rule without root_size",
+            )
         if not client_side_in_clients and has_client_side(self.pipeline):
-            raise ConfigError("defense", "this defense has a client-side part (e.g. defense.clip_at=client, local DP) "
-                                         "that a server strategy cannot apply", "server-side options, e.g. defense.clip_at=server")
+            raise ConfigError(
+                "defense",
+                "this defense has a client-side part (e.g. defense.clip_at=client, local DP) "
+                "that a server strategy cannot apply",
+                "server-side options, e.g. defense.clip_at=server",
+            )
         if _real(server_lr) is None or server_lr <= 0:
             raise ConfigError("server_lr", f"must be a finite number > 0 (got {server_lr!r})", "> 0, e.g. 1.0")
         if num_clients is not None:
@@ -311,12 +346,19 @@ class FedarenaStrategy(FedAvg):
         """The round's crafting attackers (none; the colluding-server simulation overrides it)."""
         return None
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
         if self.global_arrays is None or self.layout is None:
             raise RuntimeError("aggregate_train before configure_train: no global arrays to measure updates against")
         t = server_round - 1
-        batch = replies_to_updates(list(replies), self.global_arrays, self.layout,
-                                   weighted_by_key=self.weighted_by_key, need_weight=self.weighted)
+        batch = replies_to_updates(
+            list(replies),
+            self.global_arrays,
+            self.layout,
+            weighted_by_key=self.weighted_by_key,
+            need_weight=self.weighted,
+        )
         for e in batch.rejected:
             log(WARNING, "fedarena: rejected the reply of node %d: %s", e.node_id, e.reason)
         for e in sorted(batch.entries, key=lambda e: e.node_id):
@@ -335,14 +377,25 @@ class FedarenaStrategy(FedAvg):
         agg = None
         if skip is None:
             ctx = RoundContext(
-                round=t, layout=self.layout,
+                round=t,
+                layout=self.layout,
                 client_ids=torch.tensor([self.node_index[e.node_id] for e in batch.valid], dtype=torch.long),
-                num_samples=batch.num_examples, f=self.f, global_params=self.global_flat,
-                prev_update=self.prev_update, generator=self.streams.torch("defense", t), server_lr=self.server_lr,
+                num_samples=batch.num_examples,
+                f=self.f,
+                global_params=self.global_flat,
+                prev_update=self.prev_update,
+                generator=self.streams.torch("defense", t),
+                server_lr=self.server_lr,
                 extras={"algorithm": "fedavg", "sampling_rate": self.fraction_train},
             )
-            out = server_half(batch.U, ctx, self.pipeline, lambda u: self.server_lr * u,
-                               attackers=self.attackers(batch, ctx), defense_name=self.defense["name"])
+            out = server_half(
+                batch.U,
+                ctx,
+                self.pipeline,
+                lambda u: self.server_lr * u,
+                attackers=self.attackers(batch, ctx),
+                defense_name=self.defense["name"],
+            )
             agg = out.agg
             if out.params is None:
                 skip, agg = out.problem, None
@@ -356,8 +409,11 @@ class FedarenaStrategy(FedAvg):
 
     def _round_metrics(self, batch: ReplyBatch, agg, skip: Optional[str]) -> dict[str, Any]:
         entries = batch.entries
-        m: dict[str, Any] = {"fedarena-replies": len(entries), "fedarena-rejected": len(batch.rejected),
-                             "fedarena-skipped": int(skip is not None)}
+        m: dict[str, Any] = {
+            "fedarena-replies": len(entries),
+            "fedarena-rejected": len(batch.rejected),
+            "fedarena-skipped": int(skip is not None),
+        }
         m["client-index"] = [self.node_index[e.node_id] for e in entries]
         m["client-partition-id"] = [-1 if e.partition_id is None else e.partition_id for e in entries]
         m["client-reject-code"] = [REJECT_CODES.get(e.code, 0) for e in entries]
@@ -366,14 +422,20 @@ class FedarenaStrategy(FedAvg):
         w = None if agg is None or agg.weights is None else agg.weights.detach().cpu()
         if w is not None and w.shape[0] != batch.U.shape[0]:
             w = None  # a rule whose decisions do not map to clients
-        accepted = [0 if e.row is None or agg is None or (w is not None and not bool(w[e.row] > 0)) else 1
-                    for e in entries]
+        accepted = [
+            0 if e.row is None or agg is None or (w is not None and not bool(w[e.row] > 0)) else 1 for e in entries
+        ]
         m["client-accepted"] = accepted
         if w is not None:
             m["client-weight"] = [0.0 if e.row is None else float(w[e.row]) for e in entries]
         if agg is not None:
-            m.update({k: v for k, v in scalar_info(agg.info).items() if isinstance(v, (int, float))
-                      and not isinstance(v, bool) and math.isfinite(v)})
+            m.update(
+                {
+                    k: v
+                    for k, v in scalar_info(agg.info).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                }
+            )
         # clients' own scalar metrics: mean over the valid replies that report them all
         valid = [e.metrics for e in batch.valid]
         if valid:
@@ -409,21 +471,38 @@ class ColludingServerSimulation(FedarenaStrategy):
         data_info: what the attack may know about the task (classes, input shape).
     """
 
-    def __init__(self, defense: Mapping[str, Any] | str = "fedavg", *, attack: Mapping[str, Any] | str,
-                 malicious_partitions: Sequence[int], start_round: int = 0, end_round: Optional[int] = None,
-                 data_info: Optional[DataInfo] = None, **kwargs: Any):
+    def __init__(
+        self,
+        defense: Mapping[str, Any] | str = "fedavg",
+        *,
+        attack: Mapping[str, Any] | str,
+        malicious_partitions: Sequence[int],
+        start_round: int = 0,
+        end_round: Optional[int] = None,
+        data_info: Optional[DataInfo] = None,
+        **kwargs: Any,
+    ):
         super().__init__(defense, **kwargs)
         name, params = split_spec("attack", attack)
         self.attack: Attack = ATTACKS.build(name, params)
         if type(self.attack).craft is Attack.craft:
             crafting = [n for n in ATTACKS.names() if ATTACKS.get(n).craft is not Attack.craft]
-            raise ConfigError("attack.name", f"{name!r} has no craft() step; data-poisoning and training attacks run "
-                                             "in the clients (ClientAttack, FlowerTask)", ", ".join(crafting))
+            raise ConfigError(
+                "attack.name",
+                f"{name!r} has no craft() step; data-poisoning and training attacks run "
+                "in the clients (ClientAttack, FlowerTask)",
+                ", ".join(crafting),
+            )
         self.attack.setup(data_info or DataInfo(num_classes=10, input_shape=(1,)), self.streams.torch("attack", 0))
         self.malicious_partitions = {int(p) for p in malicious_partitions}
         self.start_round, self.end_round = start_round, end_round
-        log(WARNING, "ColludingServerSimulation: the server crafts the updates of partitions %s with %r; "
-                     "a simulation for measuring defenses, not a deployment", sorted(self.malicious_partitions), name)
+        log(
+            WARNING,
+            "ColludingServerSimulation: the server crafts the updates of partitions %s with %r; "
+            "a simulation for measuring defenses, not a deployment",
+            sorted(self.malicious_partitions),
+            name,
+        )
 
     def attackers(self, batch: ReplyBatch, ctx: RoundContext) -> Optional[Attackers]:
         """The valid replies of the malicious partitions, while the attack is active."""
@@ -435,11 +514,32 @@ class ColludingServerSimulation(FedarenaStrategy):
         if not bool(mal.any()):
             return None
         # the attacker holds no data at the server: no loss oracle (loss=None)
-        return Attackers(self.attack, torch.nonzero(mal).flatten(),
-                         torch.tensor([e.partition_id for e in valid if e.partition_id in self.malicious_partitions]),
-                         lr=self.server_lr, algorithm="fedavg", generator=self.streams.torch("attack", 3, t),
-                         benign_ids=torch.tensor([-1 if e.partition_id is None else e.partition_id
-                                                  for e in valid if e.partition_id not in self.malicious_partitions]))
+        return Attackers(
+            self.attack,
+            torch.nonzero(mal).flatten(),
+            torch.tensor([e.partition_id for e in valid if e.partition_id in self.malicious_partitions]),
+            lr=self.server_lr,
+            algorithm="fedavg",
+            generator=self.streams.torch("attack", 3, t),
+            benign_ids=torch.tensor(
+                [
+                    -1 if e.partition_id is None else e.partition_id
+                    for e in valid
+                    if e.partition_id not in self.malicious_partitions
+                ]
+            ),
+        )
 
 
-__all__ = ["ColludingServerSimulation", "FedarenaStrategy", "PARTITION_KEY", "REJECT_CODES", "ReplyBatch", "check_reply", "flat_to_record", "record_layout", "record_to_flat", "replies_to_updates"]
+__all__ = [
+    "ColludingServerSimulation",
+    "FedarenaStrategy",
+    "PARTITION_KEY",
+    "REJECT_CODES",
+    "ReplyBatch",
+    "check_reply",
+    "flat_to_record",
+    "record_layout",
+    "record_to_flat",
+    "replies_to_updates",
+]

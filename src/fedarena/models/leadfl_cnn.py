@@ -36,8 +36,14 @@ class LeadFLCNN(nn.Module):
         c = input_shape[0]
         norm = (lambda ch: nn.BatchNorm2d(ch)) if batchnorm else (lambda ch: nn.Identity())
         self.features = nn.Sequential(
-            nn.Conv2d(c, 16, 5, padding=2), norm(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, padding=2), norm(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 16, 5, padding=2),
+            norm(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2),
+            norm(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         flat = flat_features(self.features, input_shape, "leadfl-cnn", "4x4")

@@ -31,8 +31,11 @@ def flat_features(features: nn.Module, input_shape: tuple[int, ...], name: str, 
         with torch.no_grad():
             return int(features(torch.zeros(1, *input_shape)).shape[1])
     except RuntimeError:
-        raise ConfigError("model.name", f"{name} cannot take inputs of shape {tuple(input_shape)}",
-                          f"inputs of at least {minimum}, or a model such as mlp, cnn, resnet20") from None
+        raise ConfigError(
+            "model.name",
+            f"{name} cannot take inputs of shape {tuple(input_shape)}",
+            f"inputs of at least {minimum}, or a model such as mlp, cnn, resnet20",
+        ) from None
 
 
 def _check_dropout(dropout: float) -> None:
@@ -49,15 +52,20 @@ class FMNISTCNN(nn.Module):
         _check_dropout(dropout)
         c = input_shape[0]
         self.features = nn.Sequential(
-            nn.Conv2d(c, 32, 3), nn.ReLU(),
-            nn.Conv2d(32, 64, 3), nn.ReLU(),
+            nn.Conv2d(c, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
         flat = flat_features(self.features, input_shape, "fmnist-cnn", "6x6")
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(flat, 128), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(128, num_classes),
+            nn.Dropout(dropout),
+            nn.Linear(flat, 128),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(128, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,16 +81,27 @@ class CIFARCNN(nn.Module):
         _check_dropout(dropout)
         c = input_shape[0]
         self.features = nn.Sequential(
-            nn.Conv2d(c, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(128, 256, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(128, 256, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         flat = flat_features(self.features, input_shape, "cifar-cnn", "22x22")
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(flat, 128), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(128, 256), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(256, num_classes),
+            nn.Dropout(dropout),
+            nn.Linear(flat, 128),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(128, 256),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(256, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

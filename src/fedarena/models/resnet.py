@@ -75,8 +75,15 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """3x3 stem (stride 1, no max-pool) -> stages of BasicBlocks -> global average pool -> linear."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...],
-                 blocks: tuple[int, ...], norm: str, shortcut: str):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        widths: tuple[int, ...],
+        blocks: tuple[int, ...],
+        norm: str,
+        shortcut: str,
+    ):
         super().__init__()
         c = input_shape[0]
         self.conv1 = nn.Conv2d(c, widths[0], 3, stride=1, padding=1, bias=False)
@@ -110,8 +117,14 @@ class ResNet18(CifarResNet):
 class ResNet20(CifarResNet):
     """ResNet-20; default: the Fall-of-CC library's variant (696,618 params), variant="he": He et al.'s 0.27M one."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, *,
-                 variant: Literal["lib", "he"] = "lib", norm: Norm = "batch"):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        variant: Literal["lib", "he"] = "lib",
+        norm: Norm = "batch",
+    ):
         if variant == "he":
             super().__init__(input_shape, num_classes, (16, 32, 64), (3, 3, 3), norm, "pad")
         else:

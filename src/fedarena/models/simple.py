@@ -19,8 +19,11 @@ class MLP(nn.Module):
         super().__init__()
         for h in hidden:
             if not 1 <= h <= 100_000:
-                raise ConfigError("model.hidden", f"layer widths must be in 1..100000 (got {list(hidden)})",
-                                  "a list of positive integers, e.g. [64] or [200, 200]")
+                raise ConfigError(
+                    "model.hidden",
+                    f"layer widths must be in 1..100000 (got {list(hidden)})",
+                    "a list of positive integers, e.g. [64] or [200, 200]",
+                )
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for h in hidden:
@@ -51,8 +54,12 @@ class LeNet(nn.Module):
         c, h, w = input_shape
         pad = 2 if h < 28 else 0
         self.features = nn.Sequential(
-            nn.Conv2d(c, 6, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 6, 5, padding=pad),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=pad),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         with torch.no_grad():

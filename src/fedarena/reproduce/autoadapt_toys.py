@@ -26,7 +26,7 @@ def slack_identity_error(n: int = 2000, seed: int = 0) -> float:
     a = torch.rand(n, generator=g, dtype=torch.float64) * 10 + 1e-3
     s2 = (-mu / a - h).clamp_min(0)
     lhs = a / 2 * (h + s2) ** 2 + mu * (h + s2)
-    rhs = ((mu + a * h).clamp_min(0) ** 2 - mu ** 2) / (2 * a)
+    rhs = ((mu + a * h).clamp_min(0) ** 2 - mu**2) / (2 * a)
     return float((lhs - rhs).abs().max())
 
 
@@ -38,7 +38,7 @@ def slack_grid_error(seed: int = 1) -> float:
     a = torch.rand(40, 1, generator=g, dtype=torch.float64) * 5 + 0.5
     s2 = torch.linspace(0, 10, 100001, dtype=torch.float64).unsqueeze(0)
     lhs = (a / 2 * (h + s2) ** 2 + mu * (h + s2)).min(1).values
-    rhs = (((mu + a * h).clamp_min(0) ** 2 - mu ** 2) / (2 * a)).squeeze(1)
+    rhs = (((mu + a * h).clamp_min(0) ** 2 - mu**2) / (2 * a)).squeeze(1)
     return float((lhs - rhs).abs().max())
 
 
@@ -83,17 +83,23 @@ def _box(x0: float, lr: float, steps: int, reset: str, alpha: float = 10.0) -> t
 def toy_plain_al(lr: float, steps: int = 5000) -> float:
     """C5: box 6 (no reset) converges to the KKT point x* = 1: max |x - 1| over the last 10 %."""
     xs, _ = _box(0.0, lr, steps, "never")
-    tail = xs[-steps // 10:]
+    tail = xs[-steps // 10 :]
     return max(abs(v - 1) for v in tail)
 
 
 def toy_box7(lr: float, steps: int = 5000) -> dict[str, float]:
     """C5/C25: box 7 (reset) zig-zags around x = 1; the memory picks a feasible iterate near it."""
     xs, mem = _box(0.0, lr, steps, "always")
-    tail = xs[steps // 2:]
+    tail = xs[steps // 2 :]
     best = float(mem.best)
-    return {"min": min(tail), "max": max(tail), "feasible_share": sum(v <= 1 for v in tail) / len(tail),
-            "memory_x": best, "memory_violations": mem.key[0], "memory_gap": abs(best - 1)}
+    return {
+        "min": min(tail),
+        "max": max(tail),
+        "feasible_share": sum(v <= 1 for v in tail) / len(tail),
+        "memory_x": best,
+        "memory_violations": mem.key[0],
+        "memory_gap": abs(best - 1),
+    }
 
 
 def toy_eq2(alpha: float, lr: float = 0.01, steps: int = 20000, kind: str = "hinge-squared") -> float:
@@ -109,8 +115,14 @@ def toy_eq2(alpha: float, lr: float = 0.01, steps: int = 20000, kind: str = "hin
     return float(x.detach())
 
 
-def toy_multiscale(method: str, alpha: float = 0.5, lr: float = 0.01, steps: int = 20000,
-                   scales: tuple[float, float] = (10.0, 0.01), reset: str = "always") -> dict[str, float]:
+def toy_multiscale(
+    method: str,
+    alpha: float = 0.5,
+    lr: float = 0.01,
+    steps: int = 20000,
+    scales: tuple[float, float] = (10.0, 0.01),
+    reset: str = "always",
+) -> dict[str, float]:
     """C6: ``min |x - (3, 3)|^2`` s.t. ``s1 (x1 - 1) <= 0`` and ``s2 (x2 - 1) <= 0`` with scales
     1e3 apart, starting at the unconstrained optimum (3, 3). ``method="autoadapt"``: box 7 with alpha_al = 10 and the memory;
     ``"eq2"``: Eq. 2 with the summed squared hinge. ``reset``: the multiplier rule
@@ -122,7 +134,11 @@ def toy_multiscale(method: str, alpha: float = 0.5, lr: float = 0.01, steps: int
     for k in range(steps):
         f = ((x - 3) ** 2).sum()
         h = s * (x - 1)
-        loss = f + al_penalty(h, mu, 10.0) if method == "autoadapt" else alpha * f + (1 - alpha) * adaptation_loss(h, x, "hinge-squared")
+        loss = (
+            f + al_penalty(h, mu, 10.0)
+            if method == "autoadapt"
+            else alpha * f + (1 - alpha) * adaptation_loss(h, x, "hinge-squared")
+        )
         (gx,) = torch.autograd.grad(loss, x)
         with torch.no_grad():
             x -= lr * gx
@@ -151,8 +167,12 @@ def eq24_checks() -> dict[str, float]:
     f = 0.02
     a = eq24_alpha(f, h)
     pen = float(al_penalty(h, torch.zeros(3, dtype=torch.float64), a))
-    return {"alpha": a, "penalty_minus_f": pen - f, "alpha_capped": eq24_alpha(100.0, h),
-            "alpha_zero_denominator": eq24_alpha(1.0, -h.abs())}
+    return {
+        "alpha": a,
+        "penalty_minus_f": pen - f,
+        "alpha_capped": eq24_alpha(100.0, h),
+        "alpha_zero_denominator": eq24_alpha(1.0, -h.abs()),
+    }
 
 
 def reset_checks(seed: int = 0) -> dict[str, bool]:

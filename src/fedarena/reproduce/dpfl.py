@@ -79,14 +79,28 @@ from ..registry import PAPERS
 from .framework import Claim, Paper, Results, deep_update
 from .quick import Scale
 
-FULL = {"dataset": "mnist", "clients": 150, "batch_size": 16, "rounds": 50, "sigmas": [0.0629, 0.25, 1.0],
-        "trigger": {"trigger_size": 3, "trigger_position": [25, 25]},
-        # for CPU time: the middle sigma runs only the no-attack and Robust-DPFL (update) runs, the factor runs
-        # only the update scope
-        "partial_sigmas": [0.25], "factor_scopes": ["update"]}
-QUICK = {"dataset": "digits", "clients": 50, "batch_size": 8, "rounds": 50, "sigmas": [0.0629, 1.0],
-         "trigger": {"trigger_size": 2, "trigger_position": "bottom-right"}, "partial_sigmas": [],
-         "factor_scopes": ["update", "weights"]}
+FULL = {
+    "dataset": "mnist",
+    "clients": 150,
+    "batch_size": 16,
+    "rounds": 50,
+    "sigmas": [0.0629, 0.25, 1.0],
+    "trigger": {"trigger_size": 3, "trigger_position": [25, 25]},
+    # for CPU time: the middle sigma runs only the no-attack and Robust-DPFL (update) runs, the factor runs
+    # only the update scope
+    "partial_sigmas": [0.25],
+    "factor_scopes": ["update"],
+}
+QUICK = {
+    "dataset": "digits",
+    "clients": 50,
+    "batch_size": 8,
+    "rounds": 50,
+    "sigmas": [0.0629, 1.0],
+    "trigger": {"trigger_size": 2, "trigger_position": "bottom-right"},
+    "partial_sigmas": [],
+    "factor_scopes": ["update", "weights"],
+}
 #: the authors' code's noise multiplier: noise std 0.1887 at C = 3 (``computing_sigma``, epsilon 5, RDP order 1.2)
 REF_SIGMA = 0.0629
 CLIP, DELTA, SHARE = 3.0, 1e-8, 0.10
@@ -98,13 +112,30 @@ _NOTES = __doc__.split("``fedarena reproduce dpfl [--quick]``.", 1)[1]
 
 def _base(s: dict, sigma: float) -> dict[str, Any]:
     n = s["clients"]
-    return {"seed": 0, "data": {"dataset": s["dataset"]}, "model": {"name": "mlp", "hidden": [32]},
-            "fl": {"num_clients": n, "clients_per_round": n, "sampling": "fixed-malicious", "rounds": s["rounds"],
-                   "local_epochs": 2, "batch_size": s["batch_size"], "lr": 0.1},
-            "attack": {"name": "attack-dpfl", "num_malicious": round(SHARE * n), "target": 0, "trigger": "square",
-                       **s["trigger"], "copies": True},
-            "defense": {"name": "fedavg", "dp": "local", "dp_clip": CLIP, "dp_sigma": sigma, "dp_delta": DELTA},
-            "eval": {"every": 5}}
+    return {
+        "seed": 0,
+        "data": {"dataset": s["dataset"]},
+        "model": {"name": "mlp", "hidden": [32]},
+        "fl": {
+            "num_clients": n,
+            "clients_per_round": n,
+            "sampling": "fixed-malicious",
+            "rounds": s["rounds"],
+            "local_epochs": 2,
+            "batch_size": s["batch_size"],
+            "lr": 0.1,
+        },
+        "attack": {
+            "name": "attack-dpfl",
+            "num_malicious": round(SHARE * n),
+            "target": 0,
+            "trigger": "square",
+            **s["trigger"],
+            "copies": True,
+        },
+        "defense": {"name": "fedavg", "dp": "local", "dp_clip": CLIP, "dp_sigma": sigma, "dp_delta": DELTA},
+        "eval": {"every": 5},
+    }
 
 
 def _robust(b: dict, scope: str) -> dict:
@@ -151,8 +182,12 @@ def _identified(v: dict) -> bool:
     """Report Sec. VI: "updates with high detection scores are identified as malicious and
     filtered out": the attackers score higher (AUC > 0.5), and the dropped cluster is
     mostly attackers and holds most of them."""
-    return all(v.get(k) is not None for k in ("auc", "precision", "recall")) and v["auc"] > 0.5 \
-        and v["precision"] > 0.5 and v["recall"] > 0.5
+    return (
+        all(v.get(k) is not None for k in ("auc", "precision", "recall"))
+        and v["auc"] > 0.5
+        and v["precision"] > 0.5
+        and v["recall"] > 0.5
+    )
 
 
 def _det_text(r: Results, run: str) -> dict:
@@ -204,65 +239,136 @@ class DPFLPaper(Paper):
         sig = s["sigmas"]
         VI = "report Sec. VI"
         out = [
-            Claim("U13", "Z of noise ~ sigma C sqrt(2/pi)/sqrt(d); amplified constant poison Z = sigma C; centred Z = 0",
-                  "exact (derivation)", lambda r: r.extras.get("U13"), lambda v: v == "holds", "within 5 % / exact",
-                  source="check", where="spec 4.2 (Eq. 12)"),
-            Claim("D1", f"Krum and median fail against Attack-DPFL while the model still works (ASR Krum, ASR median, "
-                  f"MTA Krum, MTA median, MTA without attack; %, sigma = {REF_SIGMA})", "ASR nearly 100",
-                  lambda r: tuple(_last(r, f"{ref}/{k}", key) for k, key in (("krum", "backdoor_acc"), ("median", "backdoor_acc"),
-                                                                              ("krum", "main_acc"), ("median", "main_acc"),
-                                                                              ("noattack", "main_acc"))),
-                  lambda v: None not in v and v[0] >= 80 and v[1] >= 80 and min(v[2], v[3]) >= v[4] - 20,
-                  "both ASR >= 80 and both MTA >= no-attack MTA - 20 (a model that always answers the target "
-                  "scores 100 % ASR)", source="paper", where=VI),
+            Claim(
+                "U13",
+                "Z of noise ~ sigma C sqrt(2/pi)/sqrt(d); amplified constant poison Z = sigma C; centred Z = 0",
+                "exact (derivation)",
+                lambda r: r.extras.get("U13"),
+                lambda v: v == "holds",
+                "within 5 % / exact",
+                source="check",
+                where="spec 4.2 (Eq. 12)",
+            ),
+            Claim(
+                "D1",
+                f"Krum and median fail against Attack-DPFL while the model still works (ASR Krum, ASR median, "
+                f"MTA Krum, MTA median, MTA without attack; %, sigma = {REF_SIGMA})",
+                "ASR nearly 100",
+                lambda r: tuple(
+                    _last(r, f"{ref}/{k}", key)
+                    for k, key in (
+                        ("krum", "backdoor_acc"),
+                        ("median", "backdoor_acc"),
+                        ("krum", "main_acc"),
+                        ("median", "main_acc"),
+                        ("noattack", "main_acc"),
+                    )
+                ),
+                lambda v: None not in v and v[0] >= 80 and v[1] >= 80 and min(v[2], v[3]) >= v[4] - 20,
+                "both ASR >= 80 and both MTA >= no-attack MTA - 20 (a model that always answers the target "
+                "scores 100 % ASR)",
+                source="paper",
+                where=VI,
+            ),
         ]
         for scope, tag in (("update", ""), ("weights", "-w")):
             run = f"{ref}/robust-dpfl{tag}"
-            out.append(Claim(
-                f"D2{'.weights' if tag else ''}", f"high Eq. 12 scores are the attackers and K-means filters them out "
-                f"({scope} scope, sigma = {REF_SIGMA}; score AUC, precision / recall of the dropped rows)",
-                "'identified as malicious and filtered out'", lambda r, run=run: detection(r, run), _identified,
-                "AUC > 0.5, precision > 0.5 and recall > 0.5", source="paper", where=VI + " (Eq. 12)"))
-            out.append(Claim(
-                f"D3.asr{'.weights' if tag else ''}", f"Robust-DPFL ({scope} scope) lowers ASR vs median "
-                f"(ASR %, robust / median, sigma = {REF_SIGMA})", "lower",
-                lambda r, run=run: f"{_last(r, run, 'backdoor_acc')} / {_last(r, f'{ref}/median', 'backdoor_acc')}",
-                lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 30, "robust <= median - 30",
-                source="paper", where=VI))
-            out.append(Claim(
-                f"D3.mta{'.weights' if tag else ''}", f"... while keeping MTA ({scope} scope; robust-dpfl under attack / "
-                f"DP-FL without attack, %, sigma = {REF_SIGMA})", "high MTA",
-                lambda r, run=run: f"{_last(r, run, 'main_acc')} / {_last(r, f'{ref}/noattack', 'main_acc')}",
-                lambda v: float(v.split(" / ")[0]) >= float(v.split(" / ")[1]) - 5, "within 5 pts",
-                source="paper", where=VI))
+            out.append(
+                Claim(
+                    f"D2{'.weights' if tag else ''}",
+                    f"high Eq. 12 scores are the attackers and K-means filters them out "
+                    f"({scope} scope, sigma = {REF_SIGMA}; score AUC, precision / recall of the dropped rows)",
+                    "'identified as malicious and filtered out'",
+                    lambda r, run=run: detection(r, run),
+                    _identified,
+                    "AUC > 0.5, precision > 0.5 and recall > 0.5",
+                    source="paper",
+                    where=VI + " (Eq. 12)",
+                )
+            )
+            out.append(
+                Claim(
+                    f"D3.asr{'.weights' if tag else ''}",
+                    f"Robust-DPFL ({scope} scope) lowers ASR vs median (ASR %, robust / median, sigma = {REF_SIGMA})",
+                    "lower",
+                    lambda r, run=run: f"{_last(r, run, 'backdoor_acc')} / {_last(r, f'{ref}/median', 'backdoor_acc')}",
+                    lambda v: float(v.split(" / ")[0]) <= float(v.split(" / ")[1]) - 30,
+                    "robust <= median - 30",
+                    source="paper",
+                    where=VI,
+                )
+            )
+            out.append(
+                Claim(
+                    f"D3.mta{'.weights' if tag else ''}",
+                    f"... while keeping MTA ({scope} scope; robust-dpfl under attack / "
+                    f"DP-FL without attack, %, sigma = {REF_SIGMA})",
+                    "high MTA",
+                    lambda r, run=run: f"{_last(r, run, 'main_acc')} / {_last(r, f'{ref}/noattack', 'main_acc')}",
+                    lambda v: float(v.split(" / ")[0]) >= float(v.split(" / ")[1]) - 5,
+                    "within 5 pts",
+                    source="paper",
+                    where=VI,
+                )
+            )
         out += [
-            Claim("D3.best", "Robust-DPFL's ASR is below the median's at every sigma where the model learns (no-attack MTA "
-                  ">= 50 %; sigma: robust update, robust weights, median; %)",
-                  "'optimal balance ... where other defenses fail'",
-                  lambda r: {f"{x:g}": (_last(r, f"s{_sig(x)}/robust-dpfl", "backdoor_acc"),
-                                        _last(r, f"s{_sig(x)}/robust-dpfl-w", "backdoor_acc"),
-                                        _last(r, f"s{_sig(x)}/median", "backdoor_acc"))
-                             for x in sig if x not in s["partial_sigmas"]
-                             and (_last(r, f"s{_sig(x)}/noattack", "main_acc") or 0) >= 50},
-                  lambda v: bool(v) and all(None not in t and min(t[0], t[1]) <= t[2] - 10 for t in v.values()),
-                  "the better scope <= median - 10 at every such sigma", source="paper", where=VI),
-            Claim("D4", "more privacy (larger sigma) -> detection slightly less precise (precision of the dropped rows "
-                  "per sigma, update scope)", "non-increasing in sigma",
-                  lambda r: [detection(r, f"s{_sig(x)}/robust-dpfl")["precision"] for x in sig],
-                  lambda v: all(a is not None for a in v) and all(v[i + 1] <= v[i] + 0.02 for i in range(len(v) - 1)),
-                  "non-increasing (+0.02 tolerance)", source="paper", where=VI),
-            Claim("D5", f"a 'smarter attacker' with a low score (mean-centred poison) circumvents the defense "
-                  f"(sigma = {REF_SIGMA}; AUC, precision / recall of the dropped rows, ASR %)",
-                  "'capable of circumventing the defense'",
-                  lambda r: _det_text(r, f"{ref}/robust-dpfl-centred"),
-                  lambda v: v["recall"] is not None and v["recall"] <= 0.5, "at most half of its uploads dropped",
-                  source="paper", where=VI + " (future work)"),
-            Claim("D-factors", f"which choice the score's separation hangs on (sigma = {REF_SIGMA}; per run: AUC, "
-                  "precision, recall, ASR %, MTA %): the authors' setting vs one choice reverted", None,
-                  lambda r: {name: _det_text(r, f"{ref}/{name}") for name in
-                             ["robust-dpfl", "robust-dpfl-w"] + [f"factor-{f}{t}" for f in FACTORS for t, sc in
-                                                                 (("", "update"), ("-w", "weights"))
-                                                                 if sc in s["factor_scopes"]]}),
+            Claim(
+                "D3.best",
+                "Robust-DPFL's ASR is below the median's at every sigma where the model learns (no-attack MTA "
+                ">= 50 %; sigma: robust update, robust weights, median; %)",
+                "'optimal balance ... where other defenses fail'",
+                lambda r: {
+                    f"{x:g}": (
+                        _last(r, f"s{_sig(x)}/robust-dpfl", "backdoor_acc"),
+                        _last(r, f"s{_sig(x)}/robust-dpfl-w", "backdoor_acc"),
+                        _last(r, f"s{_sig(x)}/median", "backdoor_acc"),
+                    )
+                    for x in sig
+                    if x not in s["partial_sigmas"] and (_last(r, f"s{_sig(x)}/noattack", "main_acc") or 0) >= 50
+                },
+                lambda v: bool(v) and all(None not in t and min(t[0], t[1]) <= t[2] - 10 for t in v.values()),
+                "the better scope <= median - 10 at every such sigma",
+                source="paper",
+                where=VI,
+            ),
+            Claim(
+                "D4",
+                "more privacy (larger sigma) -> detection slightly less precise (precision of the dropped rows "
+                "per sigma, update scope)",
+                "non-increasing in sigma",
+                lambda r: [detection(r, f"s{_sig(x)}/robust-dpfl")["precision"] for x in sig],
+                lambda v: all(a is not None for a in v) and all(v[i + 1] <= v[i] + 0.02 for i in range(len(v) - 1)),
+                "non-increasing (+0.02 tolerance)",
+                source="paper",
+                where=VI,
+            ),
+            Claim(
+                "D5",
+                f"a 'smarter attacker' with a low score (mean-centred poison) circumvents the defense "
+                f"(sigma = {REF_SIGMA}; AUC, precision / recall of the dropped rows, ASR %)",
+                "'capable of circumventing the defense'",
+                lambda r: _det_text(r, f"{ref}/robust-dpfl-centred"),
+                lambda v: v["recall"] is not None and v["recall"] <= 0.5,
+                "at most half of its uploads dropped",
+                source="paper",
+                where=VI + " (future work)",
+            ),
+            Claim(
+                "D-factors",
+                f"which choice the score's separation hangs on (sigma = {REF_SIGMA}; per run: AUC, "
+                "precision, recall, ASR %, MTA %): the authors' setting vs one choice reverted",
+                None,
+                lambda r: {
+                    name: _det_text(r, f"{ref}/{name}")
+                    for name in ["robust-dpfl", "robust-dpfl-w"]
+                    + [
+                        f"factor-{f}{t}"
+                        for f in FACTORS
+                        for t, sc in (("", "update"), ("-w", "weights"))
+                        if sc in s["factor_scopes"]
+                    ]
+                },
+            ),
         ]
         return out
 
@@ -274,16 +380,40 @@ class DPFLPaper(Paper):
             rows = [c for c in results.runs[rid].clients if c.get("score") is not None]
             za = [c["score"] for c in rows if c["attacking"]]
             zh = [c["score"] for c in rows if not c["attacking"]]
-            ratio = f"{statistics.fmean(za) / statistics.fmean(zh):.2f}" if za and zh and statistics.fmean(zh) > 0 else "-"
-            amp = [x["attack_amplification"] for x in results.runs[rid].rounds if x.get("attack_amplification") is not None]
+            ratio = (
+                f"{statistics.fmean(za) / statistics.fmean(zh):.2f}" if za and zh and statistics.fmean(zh) > 0 else "-"
+            )
+            amp = [
+                x["attack_amplification"] for x in results.runs[rid].rounds if x.get("attack_amplification") is not None
+            ]
             amp_s = f"{amp[0]:.3g} / {amp[-1]:.3g}" if amp else "-"
-            lines.append([rid, "-" if eps is None else f"{eps:.3g}", _last(results, rid, "main_acc"),
-                          _last(results, rid, "backdoor_acc"), amp_s, ratio,
-                          det["auc"] if det["auc"] is not None else "-",
-                          det["precision"] if det["precision"] is not None else "-",
-                          det["recall"] if det["recall"] is not None else "-"])
-        table = markdown_table(["run", f"epsilon (delta {DELTA:g})", "MTA %", "ASR %", "Attack-DPFL's A, first / last round",
-                                "mean score attackers / honest", "score AUC", "dropped: precision", "recall"], lines)
+            lines.append(
+                [
+                    rid,
+                    "-" if eps is None else f"{eps:.3g}",
+                    _last(results, rid, "main_acc"),
+                    _last(results, rid, "backdoor_acc"),
+                    amp_s,
+                    ratio,
+                    det["auc"] if det["auc"] is not None else "-",
+                    det["precision"] if det["precision"] is not None else "-",
+                    det["recall"] if det["recall"] is not None else "-",
+                ]
+            )
+        table = markdown_table(
+            [
+                "run",
+                f"epsilon (delta {DELTA:g})",
+                "MTA %",
+                "ASR %",
+                "Attack-DPFL's A, first / last round",
+                "mean score attackers / honest",
+                "score AUC",
+                "dropped: precision",
+                "recall",
+            ],
+            lines,
+        )
         return {"U13": _check_u13(), "Runs": table}
 
     def figures(self, quick: Scale, results: Results, out: Path) -> list[str]:
@@ -295,8 +425,12 @@ class DPFLPaper(Paper):
 
         s = QUICK if quick else FULL
         fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.3))
-        labels = {"noattack": "no attack (FedAvg)", "median": "median", "robust-dpfl": "Robust-DPFL (update, Eq. 12)",
-                  "robust-dpfl-w": "Robust-DPFL (weights, authors' code)"}
+        labels = {
+            "noattack": "no attack (FedAvg)",
+            "median": "median",
+            "robust-dpfl": "Robust-DPFL (update, Eq. 12)",
+            "robust-dpfl-w": "Robust-DPFL (weights, authors' code)",
+        }
         for i, (name, label) in enumerate(labels.items()):
             pts = []
             for x in s["sigmas"]:
@@ -304,8 +438,16 @@ class DPFLPaper(Paper):
                 eps = _eps(results, rid) if rid in results.runs else None
                 if eps is not None:
                     det = detection(results, rid)
-                    pts.append((eps, _last(results, rid, "main_acc"), _last(results, rid, "backdoor_acc"),
-                                det["precision"], det["recall"], x))
+                    pts.append(
+                        (
+                            eps,
+                            _last(results, rid, "main_acc"),
+                            _last(results, rid, "backdoor_acc"),
+                            det["precision"],
+                            det["recall"],
+                            x,
+                        )
+                    )
             if not pts:
                 continue
             pts.sort()
@@ -315,16 +457,30 @@ class DPFLPaper(Paper):
             if name != "noattack":
                 a2.plot(eps, [p[2] for p in pts], style, marker="o", label=label, color=f"C{i}")
             if name.startswith("robust"):
-                a3.plot(eps, [100 * p[3] if p[3] is not None else float("nan") for p in pts], "-", marker="o",
-                        color=f"C{i}", label=f"{label}: precision")
-                a3.plot(eps, [100 * p[4] if p[4] is not None else float("nan") for p in pts], ":", marker="s",
-                        color=f"C{i}", label=f"{label}: recall")
+                a3.plot(
+                    eps,
+                    [100 * p[3] if p[3] is not None else float("nan") for p in pts],
+                    "-",
+                    marker="o",
+                    color=f"C{i}",
+                    label=f"{label}: precision",
+                )
+                a3.plot(
+                    eps,
+                    [100 * p[4] if p[4] is not None else float("nan") for p in pts],
+                    ":",
+                    marker="s",
+                    color=f"C{i}",
+                    label=f"{label}: recall",
+                )
             if name == "noattack":
                 for p in pts:
                     a1.annotate(f"sigma {p[5]:g}", (p[0], p[1]), textcoords="offset points", xytext=(4, 6), fontsize=7)
-        for ax, ylab, title in ((a1, "main-task accuracy (%)", "privacy vs accuracy"),
-                                (a2, "attack success rate (%)", "privacy vs robustness (Attack-DPFL)"),
-                                (a3, "dropped rows: precision / recall (%)", "privacy vs detection")):
+        for ax, ylab, title in (
+            (a1, "main-task accuracy (%)", "privacy vs accuracy"),
+            (a2, "attack success rate (%)", "privacy vs robustness (Attack-DPFL)"),
+            (a3, "dropped rows: precision / recall (%)", "privacy vs detection"),
+        ):
             ax.set_xscale("log")
             ax.set_xlabel(f"epsilon after {s['rounds']} rounds (RDP accountant, q = 1, delta = {DELTA:g})")
             ax.set_ylabel(ylab)
@@ -333,8 +489,11 @@ class DPFLPaper(Paper):
             ax.set_ylim(-3, 103)
             ax.invert_xaxis()  # more privacy to the right
             ax.legend(fontsize=7)
-        fig.suptitle(f"Three-way trade-off, {s['dataset']}, {s['clients']} clients all taking part, 10 % attackers, "
-                     f"clip {CLIP:g}; more privacy to the right", fontsize=10)
+        fig.suptitle(
+            f"Three-way trade-off, {s['dataset']}, {s['clients']} clients all taking part, 10 % attackers, "
+            f"clip {CLIP:g}; more privacy to the right",
+            fontsize=10,
+        )
         fig.tight_layout()
         fig.savefig(out / "tradeoff.png", dpi=110)
         plt.close(fig)

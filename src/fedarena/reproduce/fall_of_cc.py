@@ -79,8 +79,12 @@ _T4_ROWS = {
 TABLE_IV = {ds: {att: dict(zip(_COLS, vals)) for att, vals in rows.items()} for ds, rows in _T4_ROWS.items()}
 TABLE_II = {0.0: 0.94, 0.9: 0.995, 0.99: 0.999}  # ALIE perturbation cos(Delta_t, Delta_{t-1}), IID CIFAR-10
 TABLE_III = {  # (tau, beta) -> (benign, ROP) mean cosine to CC's reference, IID CIFAR-10
-    (0.1, 0.0): (0.0, 0.94), (0.1, 0.9): (0.2, 0.77), (0.1, 0.99): (0.3, 0.75),
-    (1.0, 0.0): (-0.03, 0.48), (1.0, 0.9): (0.07, 0.44), (1.0, 0.99): (0.04, 0.27),
+    (0.1, 0.0): (0.0, 0.94),
+    (0.1, 0.9): (0.2, 0.77),
+    (0.1, 0.99): (0.3, 0.75),
+    (1.0, 0.0): (-0.03, 0.48),
+    (1.0, 0.9): (0.07, 0.44),
+    (1.0, 0.99): (0.04, 0.27),
 }
 MOMENTUM_CC_CELLS = [(a, b) for a in ("cc0.1", "cc1") for b in (0.9, 0.99)]
 #: ``--quick`` with Fashion-MNIST: Table IV's headline (ROP is the lowest-accuracy attack on CC
@@ -93,8 +97,10 @@ def datasets(quick: bool) -> dict[str, dict[str, Any]]:
     """Dataset key -> data section (and the Table IV block it is compared with)."""
     if quick:
         return {"digits": {"dataset": "digits", "partition": "iid"}}
-    return {"fmnist": {"dataset": "fashion-mnist", "partition": "iid"},
-            "mnist-noniid": {"dataset": "mnist", "partition": "dirichlet", "alpha": 1.0}}
+    return {
+        "fmnist": {"dataset": "fashion-mnist", "partition": "iid"},
+        "mnist-noniid": {"dataset": "mnist", "partition": "dirichlet", "alpha": 1.0},
+    }
 
 
 PAPER_BLOCK = {"digits": "fmnist", "digits-noniid": "mnist-noniid", "fmnist": "fmnist", "mnist-noniid": "mnist-noniid"}
@@ -209,8 +215,11 @@ class FallOfCC(Paper):
         sc = scale(quick, self.data_root)
         runs = self._runs(sc == DIGITS)
         if sc == HEADLINE:  # Table IV's headline cells on Fashion-MNIST, full settings
-            runs = {k: deep_update(v, {"data": data_section(self.data_root)}) for k, v in runs.items()
-                    if k.startswith("fmnist/") and tuple(k.split("/")[1:3]) in HEADLINE_CELLS}
+            runs = {
+                k: deep_update(v, {"data": data_section(self.data_root)})
+                for k, v in runs.items()
+                if k.startswith("fmnist/") and tuple(k.split("/")[1:3]) in HEADLINE_CELLS
+            }
         return runs
 
     def _runs(self, quick: bool) -> dict[str, dict[str, Any]]:
@@ -218,8 +227,15 @@ class FallOfCC(Paper):
         base = {
             "name": "fall-of-cc",
             "model": {"name": "mlp", "hidden": [64]},
-            "fl": {"algorithm": "fedsgd", "num_clients": 25, "rounds": R, "batch_size": 32, "lr": 0.1,
-                   "lr_decay_at": [int(0.75 * R)], "lr_decay": 0.1},
+            "fl": {
+                "algorithm": "fedsgd",
+                "num_clients": 25,
+                "rounds": R,
+                "batch_size": 32,
+                "lr": 0.1,
+                "lr_decay_at": [int(0.75 * R)],
+                "lr_decay": 0.1,
+            },
             "attack": {"num_malicious": 5},
             "defense": {"f": 5},
             "eval": {"every": max(1, R // 10)},
@@ -231,10 +247,17 @@ class FallOfCC(Paper):
                     for attack in ATTACKS:
                         for seed in self.seeds:
                             rid = run_id(ds, agg, beta, attack) + (f"/s{seed}" if len(self.seeds) > 1 else "")
-                            out[rid] = deep_update(base, {
-                                "name": f"fall-of-cc-{ds}-{agg}-b{beta:g}-{attack}", "seed": seed, "data": data,
-                                "fl": {"client_momentum": beta}, "attack": attack_section(attack), "defense": dsec,
-                            })
+                            out[rid] = deep_update(
+                                base,
+                                {
+                                    "name": f"fall-of-cc-{ds}-{agg}-b{beta:g}-{attack}",
+                                    "seed": seed,
+                                    "data": data,
+                                    "fl": {"client_momentum": beta},
+                                    "attack": attack_section(attack),
+                                    "defense": dsec,
+                                },
+                            )
         return out
 
     # ------------------------------------------------------------------ claims
@@ -255,71 +278,130 @@ class FallOfCC(Paper):
                 flags = [rop_lowest(res, ds, a, b) for a, b in MOMENTUM_CC_CELLS]
                 return f"{sum(bool(f) for f in flags)}/{len(flags)}"
 
-            claims.append(Claim(
-                f"T4-{ds}", f"{ds}: with client momentum (β 0.9, 0.99), ROP is the lowest-accuracy attack on CC "
-                f"(τ 0.1 and 1; final accuracy; paper block {block})",
-                paper=f"{paper_n}/4", measure=measure, check=lambda s: int(s.split("/")[0]) >= 3,
-                rule="ROP lowest in >= 3 of 4 cells", source="paper", where=f"Table IV ({block} block)"))
+            claims.append(
+                Claim(
+                    f"T4-{ds}",
+                    f"{ds}: with client momentum (β 0.9, 0.99), ROP is the lowest-accuracy attack on CC "
+                    f"(τ 0.1 and 1; final accuracy; paper block {block})",
+                    paper=f"{paper_n}/4",
+                    measure=measure,
+                    check=lambda s: int(s.split("/")[0]) >= 3,
+                    rule="ROP lowest in >= 3 of 4 cells",
+                    source="paper",
+                    where=f"Table IV ({block} block)",
+                )
+            )
         paper_all = sum(paper_rop_lowest(PAPER_BLOCK[ds], a, b) for ds in dss for a, b in MOMENTUM_CC_CELLS)
 
         def measure_all(res: Results) -> str:
             flags = [rop_lowest(res, ds, a, b) for ds in dss for a, b in MOMENTUM_CC_CELLS]
             return f"{sum(bool(f) for f in flags)}/{len(flags)}"
 
-        claims.append(Claim(
-            "T4-all", "ROP is the lowest-accuracy attack on CC with client momentum, all datasets "
-            "(paper: 23 of 24 such cells over its six blocks)", paper=f"{paper_all}/{len(dss) * len(MOMENTUM_CC_CELLS)}",
-            measure=measure_all, check=lambda s: int(s.split("/")[0]) > int(s.split("/")[1]) / 2,
-            rule="more than half the cells", source="paper", where="Table IV"))
+        claims.append(
+            Claim(
+                "T4-all",
+                "ROP is the lowest-accuracy attack on CC with client momentum, all datasets "
+                "(paper: 23 of 24 such cells over its six blocks)",
+                paper=f"{paper_all}/{len(dss) * len(MOMENTUM_CC_CELLS)}",
+                measure=measure_all,
+                check=lambda s: int(s.split("/")[0]) > int(s.split("/")[1]) / 2,
+                rule="more than half the cells",
+                source="paper",
+                where="Table IV",
+            )
+        )
         for ds in dss:
+
             def measure_speed(res: Results, ds=ds) -> str:
                 flags = [rop_lowest(res, ds, a, b, curve_acc) for a, b in MOMENTUM_CC_CELLS]
                 return f"{sum(bool(f) for f in flags)}/{len(flags)}"
 
-            drop = (lambda res, ds=ds: _diff(final_acc(res, run_id(ds, "cc1", 0.99, "none")),
-                                             final_acc(res, run_id(ds, "cc1", 0.99, "rop"))))
+            drop = lambda res, ds=ds: _diff(
+                final_acc(res, run_id(ds, "cc1", 0.99, "none")), final_acc(res, run_id(ds, "cc1", 0.99, "rop"))
+            )
             if PAPER_BLOCK[ds] == "fmnist":  # the paper's Fig. 4 text is about FMNIST IID
-                claims.append(Claim(
-                    f"T4-speed-{ds}", f"{ds}: ROP slows convergence on CC with momentum: cells where ROP has the lowest "
-                    "mean accuracy over the evaluations", paper="'significantly reducing the convergence speed'",
-                    measure=measure_speed, check=lambda s: int(s.split("/")[0]) >= 3, rule="ROP lowest in >= 3 of 4 cells",
-                    source="paper", where="Sec. VI (Fig. 4 text, FMNIST IID)"))
-                claims.append(Claim(
-                    f"T4-drop-{ds}", f"{ds}: accuracy drop of ROP vs no attack on CC τ=1, β=0.99 (final, points)",
-                    paper="7 (τ=1), 5 (τ=0.1)", measure=drop, check=lambda v: v is not None and v >= 3.5,
-                    rule=">= 3.5 (half the paper's 7)", source="paper", where="Sec. VI (Fig. 4 text, FMNIST IID)"))
+                claims.append(
+                    Claim(
+                        f"T4-speed-{ds}",
+                        f"{ds}: ROP slows convergence on CC with momentum: cells where ROP has the lowest "
+                        "mean accuracy over the evaluations",
+                        paper="'significantly reducing the convergence speed'",
+                        measure=measure_speed,
+                        check=lambda s: int(s.split("/")[0]) >= 3,
+                        rule="ROP lowest in >= 3 of 4 cells",
+                        source="paper",
+                        where="Sec. VI (Fig. 4 text, FMNIST IID)",
+                    )
+                )
+                claims.append(
+                    Claim(
+                        f"T4-drop-{ds}",
+                        f"{ds}: accuracy drop of ROP vs no attack on CC τ=1, β=0.99 (final, points)",
+                        paper="7 (τ=1), 5 (τ=0.1)",
+                        measure=drop,
+                        check=lambda v: v is not None and v >= 3.5,
+                        rule=">= 3.5 (half the paper's 7)",
+                        source="paper",
+                        where="Sec. VI (Fig. 4 text, FMNIST IID)",
+                    )
+                )
             else:  # the paper states neither for its MNIST non-IID runs (Fig. 7)
-                claims.append(Claim(
-                    f"T4-speed-{ds}", f"{ds}: cells where ROP has the lowest mean accuracy over the evaluations "
-                    "(CC with momentum; the paper states no speed result for this block)", paper=None,
-                    measure=measure_speed))
-                claims.append(Claim(
-                    f"T4-drop-{ds}", f"{ds}: accuracy drop of ROP vs no attack on CC τ=1, β=0.99 (final, points; "
-                    "the paper's Fig. 7 text gives a drop for β=0 only)", paper=None, measure=drop))
+                claims.append(
+                    Claim(
+                        f"T4-speed-{ds}",
+                        f"{ds}: cells where ROP has the lowest mean accuracy over the evaluations "
+                        "(CC with momentum; the paper states no speed result for this block)",
+                        paper=None,
+                        measure=measure_speed,
+                    )
+                )
+                claims.append(
+                    Claim(
+                        f"T4-drop-{ds}",
+                        f"{ds}: accuracy drop of ROP vs no attack on CC τ=1, β=0.99 (final, points; "
+                        "the paper's Fig. 7 text gives a drop for β=0 only)",
+                        paper=None,
+                        measure=drop,
+                    )
+                )
         # Table II
         for ds in dss:
-            claims.append(Claim(
-                f"T2-{ds}", f"{ds}: mean cos(Δ_t, Δ_(t-1)) of ALIE's perturbation, CC τ=1, β 0 / 0.9 / 0.99: "
-                "high and growing with β",
-                paper=" < ".join(f"{TABLE_II[b]:g}" for b in BETAS),
-                measure=lambda res, ds=ds: " / ".join(_fmt(alie_cos(res, ds, b)) for b in BETAS),
-                check=lambda s: _nondecreasing(s) and _near_table_ii(s),
-                rule="non-decreasing in β, each within 0.05 of the paper's", source="paper",
-                where="Table II (CIFAR-10 IID)"))
+            claims.append(
+                Claim(
+                    f"T2-{ds}",
+                    f"{ds}: mean cos(Δ_t, Δ_(t-1)) of ALIE's perturbation, CC τ=1, β 0 / 0.9 / 0.99: "
+                    "high and growing with β",
+                    paper=" < ".join(f"{TABLE_II[b]:g}" for b in BETAS),
+                    measure=lambda res, ds=ds: " / ".join(_fmt(alie_cos(res, ds, b)) for b in BETAS),
+                    check=lambda s: _nondecreasing(s) and _near_table_ii(s),
+                    rule="non-decreasing in β, each within 0.05 of the paper's",
+                    source="paper",
+                    where="Table II (CIFAR-10 IID)",
+                )
+            )
         # Table III
         for ds in dss:
             for tau, agg in ((0.1, "cc0.1"), (1.0, "cc1")):
                 need = t3_min_gaps(tau)
-                claims.append(Claim(
-                    f"T3-{ds}-tau{tau:g}", f"{ds}: cosine to CC's reference m̃_(t-1), τ={tau:g}: ROP above the benign "
-                    "mean at every β by half the paper's gap or more (Table III; β 0 / 0.9 / 0.99, 'ROP vs benign')",
-                    paper=" / ".join(f"{TABLE_III[(tau, b)][1]:g} vs {TABLE_III[(tau, b)][0]:g}" for b in BETAS),
-                    measure=lambda res, ds=ds, agg=agg: " / ".join(
-                        f"{_fmt(rop_cos(res, ds, agg, b, 'byz'))} vs {_fmt(rop_cos(res, ds, agg, b, 'benign'))}" for b in BETAS),
-                    check=lambda s, need=need: _rop_above(s, need),
-                    rule="ROP − benign >= " + " / ".join(f"{g:g}" for g in need) + " (effect size: half the paper's gap "
-                    "in each cell; one seed, the paper gives no spread: none measured)", source="paper",
-                    where="Table III (CIFAR-10 IID)"))
+                claims.append(
+                    Claim(
+                        f"T3-{ds}-tau{tau:g}",
+                        f"{ds}: cosine to CC's reference m̃_(t-1), τ={tau:g}: ROP above the benign "
+                        "mean at every β by half the paper's gap or more (Table III; β 0 / 0.9 / 0.99, 'ROP vs benign')",
+                        paper=" / ".join(f"{TABLE_III[(tau, b)][1]:g} vs {TABLE_III[(tau, b)][0]:g}" for b in BETAS),
+                        measure=lambda res, ds=ds, agg=agg: " / ".join(
+                            f"{_fmt(rop_cos(res, ds, agg, b, 'byz'))} vs {_fmt(rop_cos(res, ds, agg, b, 'benign'))}"
+                            for b in BETAS
+                        ),
+                        check=lambda s, need=need: _rop_above(s, need),
+                        rule="ROP − benign >= "
+                        + " / ".join(f"{g:g}" for g in need)
+                        + " (effect size: half the paper's gap "
+                        "in each cell; one seed, the paper gives no spread: none measured)",
+                        source="paper",
+                        where="Table III (CIFAR-10 IID)",
+                    )
+                )
         return claims
 
     # ------------------------------------------------------------------ tables
@@ -329,9 +411,12 @@ class FallOfCC(Paper):
         sc = scale(quick, self.data_root)
         for ds in datasets(sc == DIGITS) if sc != HEADLINE else ("fmnist",):
             block = PAPER_BLOCK[ds]
-            out[f"Table IV, {ds}: final test accuracy %, ours (paper {block})"] = table_iv(results, ds, block, final_acc)
+            out[f"Table IV, {ds}: final test accuracy %, ours (paper {block})"] = table_iv(
+                results, ds, block, final_acc
+            )
             out[f"Table IV, {ds}: mean accuracy over the evaluations % (convergence speed), ours"] = table_iv(
-                results, ds, None, curve_acc)
+                results, ds, None, curve_acc
+            )
             out[f"Norms, {ds}: what CC sees"] = norms_table(results, ds)
         return out
 
@@ -410,11 +495,26 @@ def norms_table(results: Results, ds: str) -> str:
     for agg in AGGREGATORS:
         for beta in BETAS:
             none, rop = run_id(ds, agg, beta, "none"), run_id(ds, agg, beta, "rop")
-            vals = [round_mean(results, none, "benign_norm_mean"), round_mean(results, none, "aggregate_norm"),
-                    round_mean(results, rop, "aggregate_norm"), benign_clipped_frac(results, none),
-                    benign_clipped_frac(results, rop), round_mean(results, rop, "attack_dist_ref"),
-                    round_mean(results, rop, "attack_ref_norm")]
+            vals = [
+                round_mean(results, none, "benign_norm_mean"),
+                round_mean(results, none, "aggregate_norm"),
+                round_mean(results, rop, "aggregate_norm"),
+                benign_clipped_frac(results, none),
+                benign_clipped_frac(results, rop),
+                round_mean(results, rop, "attack_dist_ref"),
+                round_mean(results, rop, "attack_ref_norm"),
+            ]
             lines.append([f"{AGG_LABEL[agg]} / {beta:g}", *(_fmt(v) for v in vals)])
-    return markdown_table(["AGG / β", "benign momentum norm (none)", "aggregate norm (none)", "aggregate norm (ROP)",
-                           "benign clipped by CC (none)", "benign clipped by CC (ROP)", "ROP dist to ref (z)",
-                           "‖m̃_(t-1)‖ (ROP)"], lines)
+    return markdown_table(
+        [
+            "AGG / β",
+            "benign momentum norm (none)",
+            "aggregate norm (none)",
+            "aggregate norm (ROP)",
+            "benign clipped by CC (none)",
+            "benign clipped by CC (ROP)",
+            "ROP dist to ref (z)",
+            "‖m̃_(t-1)‖ (ROP)",
+        ],
+        lines,
+    )

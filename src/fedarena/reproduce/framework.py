@@ -122,7 +122,7 @@ class Results:
     def unfinished(self, runs: Optional[Iterable[str]] = None) -> dict[str, str]:
         """Run id -> ``"<status>: <first error>"`` of the runs (default: all) that did not finish."""
         out = {}
-        for rid in (self.status if runs is None else runs):
+        for rid in self.status if runs is None else runs:
             st = self.status.get(rid)
             if st is None:
                 continue
@@ -176,9 +176,21 @@ class Report:
             if not rows:
                 continue
             ref = {"paper": "paper", "derived": "expected", "check": "reference", "measurement": "-"}[source]
-            table = markdown_table(["claim", "description", "where", ref, "ours", "rule", "verdict"],
-                                   ([c.id, cell(c.description), cell(c.where) or "-", cell(fmt(c.paper)),
-                                     cell(fmt(c.ours)), cell(c.rule) or "-", f"**{c.verdict}**"] for c in rows))
+            table = markdown_table(
+                ["claim", "description", "where", ref, "ours", "rule", "verdict"],
+                (
+                    [
+                        c.id,
+                        cell(c.description),
+                        cell(c.where) or "-",
+                        cell(fmt(c.paper)),
+                        cell(fmt(c.ours)),
+                        cell(c.rule) or "-",
+                        f"**{c.verdict}**",
+                    ]
+                    for c in rows
+                ),
+            )
             out.append("\n".join([f"### {HEADINGS[source]}", "", table]))
         return "\n\n".join(out)
 
@@ -205,9 +217,12 @@ class Report:
         return counts_line(self.counts_by_source(), self.runs_total, len(self.runs_failed))
 
 
-HEADINGS = {"paper": "Paper claims", "derived": "Derived expectations (our spec, toys, theorems; not the paper's numbers)",
-            "measurement": "Measurements (no reference; not judged)",
-            "check": "Implementation checks (not claims)"}
+HEADINGS = {
+    "paper": "Paper claims",
+    "derived": "Derived expectations (our spec, toys, theorems; not the paper's numbers)",
+    "measurement": "Measurements (no reference; not judged)",
+    "check": "Implementation checks (not claims)",
+}
 
 
 def counts_line(by_source: dict[str, dict[str, int]], runs_total: int = 0, runs_failed: int = 0) -> str:
@@ -296,8 +311,13 @@ def configs_with_overrides(runs: dict[str, dict[str, Any]], overrides: list[str]
                 configs[rid] = load_config(None, kept, base=tree)
                 break
             except ConfigError as e:
-                drop = [o for o in kept if o.split("=", 1)[0].strip() == e.field
-                        and e.field.split(".")[0] in ("attack", "defense") and "unknown parameter" in e.problem]
+                drop = [
+                    o
+                    for o in kept
+                    if o.split("=", 1)[0].strip() == e.field
+                    and e.field.split(".")[0] in ("attack", "defense")
+                    and "unknown parameter" in e.problem
+                ]
                 if not drop:
                     raise
                 kept.remove(drop[0])
@@ -308,8 +328,15 @@ def configs_with_overrides(runs: dict[str, dict[str, Any]], overrides: list[str]
     return configs
 
 
-def run_reproduction(name: str, quick: Scale | bool | str, out: str | Path, overrides: Optional[list[str]] = None,
-                     console=None, write_runs: bool = True, workers: int = 1) -> Report:
+def run_reproduction(
+    name: str,
+    quick: Scale | bool | str,
+    out: str | Path,
+    overrides: Optional[list[str]] = None,
+    console=None,
+    write_runs: bool = True,
+    workers: int = 1,
+) -> Report:
     """Run a paper's runs as a study in ``out`` (see :mod:`fedarena.studies.sweep`): a
     killed reproduction continues where it stopped when run again (finished runs are
     skipped, unfinished ones resume from their checkpoints). ``write_runs=False``
@@ -317,8 +344,9 @@ def run_reproduction(name: str, quick: Scale | bool | str, out: str | Path, over
     an older value, ``False`` / ``True`` / ``"smoke"``, see :meth:`Scale.of`)."""
     scale = Scale.of(quick)
     paper: Paper = PAPERS.get(name)()
-    paper.data_root = next((o.split("=", 1)[1].strip() for o in overrides or [] if o.split("=", 1)[0].strip() == "data.root"),
-                           None)
+    paper.data_root = next(
+        (o.split("=", 1)[1].strip() for o in overrides or [] if o.split("=", 1)[0].strip() == "data.root"), None
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -328,20 +356,29 @@ def run_reproduction(name: str, quick: Scale | bool | str, out: str | Path, over
     if console is not None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+        )
         progress.start()
         task = progress.add_task(f"reproduce {name}", total=len(configs))
     try:
-        run_sweep(jobs, out, workers=workers,
-                  on_result=(lambda res: progress.advance(task)) if progress is not None else None)
+        run_sweep(
+            jobs, out, workers=workers, on_result=(lambda res: progress.advance(task)) if progress is not None else None
+        )
         if progress is not None:
             progress.update(task, completed=len(configs))
         results = Results()
         for job in jobs:
             rec = read_run(out / "runs" / folder_name(job.run_id))
-            results.runs[job.run_id] = RunResult(configs[job.run_id], rec["metrics"], rec["clients"], rec["rounds"],
-                                                 rec["summary"])
+            results.runs[job.run_id] = RunResult(
+                configs[job.run_id], rec["metrics"], rec["clients"], rec["rounds"], rec["summary"]
+            )
             results.status[job.run_id] = {"status": rec["summary"].get("status"), "error": rec["summary"].get("error")}
         results.runs = _Tracked(results.runs)
         results.extras = paper.extras(scale, results)
@@ -351,8 +388,14 @@ def run_reproduction(name: str, quick: Scale | bool | str, out: str | Path, over
             progress.stop()
     claim_results = evaluate_claims(paper.claims(scale), results, extras_runs)
     figures = [out / Path(p).name for p in paper.figures(scale, results, out)]
-    report = Report(name, scale.legacy, claim_results, round(time.perf_counter() - start, 1), runs_total=len(jobs),
-                    runs_failed=results.unfinished())
+    report = Report(
+        name,
+        scale.legacy,
+        claim_results,
+        round(time.perf_counter() - start, 1),
+        runs_total=len(jobs),
+        runs_failed=results.unfinished(),
+    )
     write_report(report, results, paper, out, figures)
     if not write_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)
@@ -385,21 +428,36 @@ def evaluate_claims(claims: list[Claim], results: Results, extras_runs: Iterable
             verdict = "error"
             reason = f"{len(failed)} of its runs did not finish ({names}); first error: {first}"[:400]
         elif verdict == "fail":
-            reason = f"ours {fmt(ours)} does not meet '{c.rule}' (paper: {fmt(c.paper)})" + (f"; {c.why}" if c.why else "")
+            reason = f"ours {fmt(ours)} does not meet '{c.rule}' (paper: {fmt(c.paper)})" + (
+                f"; {c.why}" if c.why else ""
+            )
         elif verdict == "error":
             reason = str(ours)
         out.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule, reason, c.source, c.where))
     return out
 
 
-def write_report(report: Report, results: Results, paper: Paper, out: Path, figures: Optional[list[Path]] = None) -> None:
+def write_report(
+    report: Report, results: Results, paper: Paper, out: Path, figures: Optional[list[Path]] = None
+) -> None:
     title = PAPERS.summary(report.name)
-    md = [f"# Reproduction: {report.name}{' (quick)' if report.quick else ''}", "", title, "",
-          f"**{report.counts_line()}**", "", f"Wall time: {report.wall_time_s} s.", ""]
+    md = [
+        f"# Reproduction: {report.name}{' (quick)' if report.quick else ''}",
+        "",
+        title,
+        "",
+        f"**{report.counts_line()}**",
+        "",
+        f"Wall time: {report.wall_time_s} s.",
+        "",
+    ]
     if report.runs_failed:
         first = next(iter(report.runs_failed.items()))
-        md += [f"**{len(report.runs_failed)} of {report.runs_total} runs did not finish** (first: {first[0]}, "
-               f"{first[1]}); every claim that reads them is `error`.", ""]
+        md += [
+            f"**{len(report.runs_failed)} of {report.runs_total} runs did not finish** (first: {first[0]}, "
+            f"{first[1]}); every claim that reads them is `error`.",
+            "",
+        ]
     md += claims_sections(report, paper)
     for key, table in results.extras.items():
         if isinstance(table, str):
@@ -425,13 +483,40 @@ def claims_sections(report: Report, paper: Paper) -> list[str]:
 
 def write_claims_json(report: Report, path: Path, **extra: Any) -> None:
     """``claims.json``: the counts, the runs that did not finish, ``extra`` keys, every claim."""
-    path.write_text(json.dumps(json_safe({
-        "name": report.name, "quick": report.quick, "wall_time_s": report.wall_time_s, "counts": report.counts(),
-        "counts_by_source": report.counts_by_source(), "counts_line": report.counts_line(),
-        "runs_total": report.runs_total, "runs_failed": report.runs_failed, **extra,
-        "claims": [c.__dict__ for c in report.claims],
-    }), indent=2, default=str) + "\n")
+    path.write_text(
+        json.dumps(
+            json_safe(
+                {
+                    "name": report.name,
+                    "quick": report.quick,
+                    "wall_time_s": report.wall_time_s,
+                    "counts": report.counts(),
+                    "counts_by_source": report.counts_by_source(),
+                    "counts_line": report.counts_line(),
+                    "runs_total": report.runs_total,
+                    "runs_failed": report.runs_failed,
+                    **extra,
+                    "claims": [c.__dict__ for c in report.claims],
+                }
+            ),
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
 
 
-__all__ = ["Paper", "Claim", "Results", "Report", "deep_update", "run_reproduction", "configs_with_overrides",
-           "evaluate_claims", "counts_line", "SOURCES", "claims_sections", "write_claims_json"]
+__all__ = [
+    "Paper",
+    "Claim",
+    "Results",
+    "Report",
+    "deep_update",
+    "run_reproduction",
+    "configs_with_overrides",
+    "evaluate_claims",
+    "counts_line",
+    "SOURCES",
+    "claims_sections",
+    "write_claims_json",
+]

@@ -94,21 +94,52 @@ from .leadfl_units import UNITS
 #: the second amount of local work for the trend (``dev-work``). One step is too few: the
 #: client defenses (the reference code's rule) never act on an epoch's first batch.
 SCALES: dict[str, dict[str, Any]] = {
-    "full": {"data": {"dataset": "fashion-mnist"}, "model": {"name": "leadfl-cnn"}, "clients": 100,
-             "malicious": 25, "steps": 3, "steps_more": 6, "batch": 16, "lr": 0.01, "momentum": 0.1,
-             "trigger": "nine-pixel", "rounds": 80, "seeds": 2, "test_samples": 500, "eval_every": 2,
-             "forced": [0, 10, 12],
-             "old_model": {"name": "mlp", "hidden": [100]}},
-    "quick": {"data": {"dataset": "digits"}, "model": {"name": "leadfl-cnn"}, "clients": 40,
-              "malicious": 10, "steps": 3, "steps_more": 6, "batch": 8, "lr": 0.05, "momentum": 0.1,
-              "trigger": "badnets", "rounds": 30, "seeds": 1, "test_samples": None, "eval_every": 1,
-              "forced": [0, 10, 12],
-              "old_model": {"name": "mlp", "hidden": [32]}},
+    "full": {
+        "data": {"dataset": "fashion-mnist"},
+        "model": {"name": "leadfl-cnn"},
+        "clients": 100,
+        "malicious": 25,
+        "steps": 3,
+        "steps_more": 6,
+        "batch": 16,
+        "lr": 0.01,
+        "momentum": 0.1,
+        "trigger": "nine-pixel",
+        "rounds": 80,
+        "seeds": 2,
+        "test_samples": 500,
+        "eval_every": 2,
+        "forced": [0, 10, 12],
+        "old_model": {"name": "mlp", "hidden": [100]},
+    },
+    "quick": {
+        "data": {"dataset": "digits"},
+        "model": {"name": "leadfl-cnn"},
+        "clients": 40,
+        "malicious": 10,
+        "steps": 3,
+        "steps_more": 6,
+        "batch": 8,
+        "lr": 0.05,
+        "momentum": 0.1,
+        "trigger": "badnets",
+        "rounds": 30,
+        "seeds": 1,
+        "test_samples": None,
+        "eval_every": 1,
+        "forced": [0, 10, 12],
+        "old_model": {"name": "mlp", "hidden": [32]},
+    },
 }
-SERVERS = {"mk": {"name": "multi-krum", "f": 1, "m": 5}, "bulyan-ref": {"name": "bulyan-ref"},
-           "bulyan": {"name": "bulyan", "f": 1}, "fedavg": {"name": "fedavg"}}
+SERVERS = {
+    "mk": {"name": "multi-krum", "f": 1, "m": 5},
+    "bulyan-ref": {"name": "bulyan-ref"},
+    "bulyan": {"name": "bulyan", "f": 1},
+    "fedavg": {"name": "fedavg"},
+}
 CLIENTS: dict[str, dict[str, Any]] = {
-    "none": {"client": "none"}, "ldp": {"client": "ldp", "pert_strength": 0.2},
+    "none": {"client": "none"},
+    "ldp": {"client": "ldp", "pert_strength": 0.2},
     "fl-wbc": {"client": "fl-wbc", "pert_strength": 0.2},
     "leadfl": {"client": "leadfl", "client_variant": "ref", "regular_weight": 0.4, "pert_strength": 0.2},
 }
@@ -125,17 +156,23 @@ DEVIATIONS = {
 }
 FOUR = ("none", "ldp", "fl-wbc", "leadfl")
 #: (schedule, server, client, all seeds?) -- the grid, in the order it runs
-GRID = ([("random", "mk", c, True) for c in FOUR]
-        + [("dev-attacker", "mk", c, False) for c in ("none", "leadfl")]
-        + [("dev-forced", "mk", c, False) for c in ("none", "leadfl")]
-        + [("dev-model", "mk", c, False) for c in ("none", "leadfl")]
-        + [("dev-work", "mk", c, False) for c in FOUR]
-        + [("periodic", "mk", c, False) for c in ("none", "leadfl")]
-        + [("random", "bulyan-ref", c, False) for c in ("none", "leadfl")]
-        + [("dev-server", "bulyan", c, False) for c in ("none", "leadfl")])
+GRID = (
+    [("random", "mk", c, True) for c in FOUR]
+    + [("dev-attacker", "mk", c, False) for c in ("none", "leadfl")]
+    + [("dev-forced", "mk", c, False) for c in ("none", "leadfl")]
+    + [("dev-model", "mk", c, False) for c in ("none", "leadfl")]
+    + [("dev-work", "mk", c, False) for c in FOUR]
+    + [("periodic", "mk", c, False) for c in ("none", "leadfl")]
+    + [("random", "bulyan-ref", c, False) for c in ("none", "leadfl")]
+    + [("dev-server", "bulyan", c, False) for c in ("none", "leadfl")]
+)
 #: Table I of the report (paper's Table 1): IID Fashion-MNIST, Multi-Krum, random selection
-TABLE1 = {"none": (89.3, 82.6, 93.2), "ldp": (87.0, 76.0, 79.6), "fl-wbc": (87.2, 77.5, 80.6),
-          "leadfl": (87.9, 32.9, 0.0)}
+TABLE1 = {
+    "none": (89.3, 82.6, 93.2),
+    "ldp": (87.0, 76.0, 79.6),
+    "fl-wbc": (87.2, 77.5, 80.6),
+    "leadfl": (87.9, 32.9, 0.0),
+}
 #: attack-effect twin runs (L13): a single spike at rounds 10-11, 25 rounds
 TWIN_COUNTS = [0] * 10 + [6, 6] + [0] * 13
 
@@ -147,17 +184,34 @@ def _scale(quick: bool) -> dict[str, Any]:
 def base_tree(quick: bool, schedule: str = "random") -> dict[str, Any]:
     """The reference setting (Table I's), or the report's S2 schedule (``periodic``)."""
     s = _scale(quick)
-    fl = {"num_clients": s["clients"], "clients_per_round": 10, "rounds": s["rounds"], "local_steps": s["steps"],
-          "batch_size": s["batch"], "lr": s["lr"], "momentum": s["momentum"], "client_state": "persistent",
-          "sampling": "periodic" if schedule == "periodic" else "uniform", "period": 10, "spike_rounds": 2,
-          "spike_malicious": 6, "forced_rounds": [] if schedule == "periodic" else list(s["forced"]),
-          "buffers": "selected"}
+    fl = {
+        "num_clients": s["clients"],
+        "clients_per_round": 10,
+        "rounds": s["rounds"],
+        "local_steps": s["steps"],
+        "batch_size": s["batch"],
+        "lr": s["lr"],
+        "momentum": s["momentum"],
+        "client_state": "persistent",
+        "sampling": "periodic" if schedule == "periodic" else "uniform",
+        "period": 10,
+        "spike_rounds": 2,
+        "spike_malicious": 6,
+        "forced_rounds": [] if schedule == "periodic" else list(s["forced"]),
+        "buffers": "selected",
+    }
     ev = {"every": s["eval_every"], "recovery_threshold": 0.3}
     if s["test_samples"]:
         ev["test_samples"] = s["test_samples"]
-    return {"seed": 0, "data": dict(s["data"]), "model": dict(s["model"]), "fl": fl,
-            "attack": {"name": "backdoor-mgda", "num_malicious": s["malicious"], "target": 8, "trigger": s["trigger"]},
-            "defense": {}, "eval": ev}
+    return {
+        "seed": 0,
+        "data": dict(s["data"]),
+        "model": dict(s["model"]),
+        "fl": fl,
+        "attack": {"name": "backdoor-mgda", "num_malicious": s["malicious"], "target": 8, "trigger": s["trigger"]},
+        "defense": {},
+        "eval": ev,
+    }
 
 
 def run_id(schedule: str, server: str, client: str, seed: int = 0) -> str:
@@ -167,10 +221,12 @@ def run_id(schedule: str, server: str, client: str, seed: int = 0) -> str:
 def tree_for(quick: bool, schedule: str, server: str, client: str, seed: int = 0) -> dict[str, Any]:
     s = _scale(quick)
     tree = deep_update(base_tree(quick, schedule), {"seed": seed, "defense": dict(SERVERS[server])})
-    dev = {"dev-attacker": {"attack": {"name": "backdoor", "poison_frac": 0.5}},
-           "dev-forced": {"fl": {"forced_rounds": []}},
-           "dev-model": {"model": dict(s["old_model"])},
-           "dev-work": {"fl": {"local_steps": s["steps_more"]}}}.get(schedule)
+    dev = {
+        "dev-attacker": {"attack": {"name": "backdoor", "poison_frac": 0.5}},
+        "dev-forced": {"fl": {"forced_rounds": []}},
+        "dev-model": {"model": dict(s["old_model"])},
+        "dev-work": {"fl": {"local_steps": s["steps_more"]}},
+    }.get(schedule)
     if dev is not None:
         tree = deep_update(tree, dev)
         if schedule == "dev-model":
@@ -236,12 +292,15 @@ def attack_effect(quick: bool, server: str, client: str, overrides: Optional[lis
     from ..run.simulation import Simulation
 
     tree = tree_for(quick, "periodic", server, client)
-    tree = deep_update(tree, {"fl": {"sampling": "counts", "malicious_counts": TWIN_COUNTS,
-                                     "rounds": len(TWIN_COUNTS)}})
+    tree = deep_update(
+        tree, {"fl": {"sampling": "counts", "malicious_counts": TWIN_COUNTS, "rounds": len(TWIN_COUNTS)}}
+    )
     models: list[list] = []
     for t in (tree, deep_update(tree, {"attack": {"name": "backdoor", "poison_frac": 0.0}})):
         after: list = []  # the global model after every round, read through the run's observer
-        Simulation(load_config(None, overrides or [], base=t)).run(observe=lambda obs, a=after: a.append(obs.params_after))
+        Simulation(load_config(None, overrides or [], base=t)).run(
+            observe=lambda obs, a=after: a.append(obs.params_after)
+        )
         models.append(after)
     norms = [float(torch.linalg.vector_norm(w - wm)) for w, wm in zip(*models)]
     t0 = 11
@@ -323,15 +382,20 @@ class LeadFL(Paper):
                 units[uid] = fn()
             except Exception as e:  # reported as an error claim
                 units[uid] = (f"error: {e}", False)
-        out: dict[str, Any] = {"units": units, "Runs by schedule, server and client defense": self._table(results),
-                               "One deviation at a time (seed 0): BA average / final, MTA final": self._deviations(results),
-                               "Who Multi-Krum keeps when attackers are a minority (1-4 of 10)": self._selection(results)}
+        out: dict[str, Any] = {
+            "units": units,
+            "Runs by schedule, server and client defense": self._table(results),
+            "One deviation at a time (seed 0): BA average / final, MTA final": self._deviations(results),
+            "Who Multi-Krum keeps when attackers are a minority (1-4 of 10)": self._selection(results),
+        }
         if quick:  # the attack-effect twin runs (L13): 4 x 25 rounds, beyond the full run's CPU budget
             overrides = self._overrides(results)
-            effect = {f"{srv}/{c}": attack_effect(quick, srv, c, overrides) for srv in ("mk",)
-                      for c in ("none", "leadfl")}
-            table = markdown_table(["run", *(f"r_{k}" for k in range(1, 14))],
-                                   ([k, *(f"{v:.2f}" for v in r)] for k, r in effect.items()))
+            effect = {
+                f"{srv}/{c}": attack_effect(quick, srv, c, overrides) for srv in ("mk",) for c in ("none", "leadfl")
+            }
+            table = markdown_table(
+                ["run", *(f"r_{k}" for k in range(1, 14))], ([k, *(f"{v:.2f}" for v in r)] for k, r in effect.items())
+            )
             out.update({"effect": effect, "Attack effect after a single spike (L13)": table})
         return out
 
@@ -349,17 +413,21 @@ class LeadFL(Paper):
         if rid not in results.runs or not results.runs[rid].summary:
             return "-"
         sm = results.runs[rid].summary
-        f = lambda k: "-" if sm.get(k) is None else f"{100 * sm[k]:.1f}"  # noqa: E731
+        f = lambda k: "-" if sm.get(k) is None else f"{100 * sm[k]:.1f}"
         return f"{f('ba_mean')} / {f('ba_final')} / {f('final_main_acc')}"
 
     @classmethod
     def _deviations(cls, results: Results) -> str:
-        rows = [("reference setting (Table I's: forced rounds, MGDA attacker, CNN, Multi-Krum)", "random", "mk"),
-                *[(f"{k[4:]}: {v}", k, "mk") for k, v in DEVIATIONS.items() if k != "dev-server"],
-                ("server, reference: bulyan-ref (the code's Bulyan)", "random", "bulyan-ref"),
-                (f"server: {DEVIATIONS['dev-server']}", "dev-server", "bulyan")]
-        cells = [[label, cls._cell(results, sch, srv, "none"), cls._cell(results, sch, srv, "leadfl")]
-                 for label, sch, srv in rows]
+        rows = [
+            ("reference setting (Table I's: forced rounds, MGDA attacker, CNN, Multi-Krum)", "random", "mk"),
+            *[(f"{k[4:]}: {v}", k, "mk") for k, v in DEVIATIONS.items() if k != "dev-server"],
+            ("server, reference: bulyan-ref (the code's Bulyan)", "random", "bulyan-ref"),
+            (f"server: {DEVIATIONS['dev-server']}", "dev-server", "bulyan"),
+        ]
+        cells = [
+            [label, cls._cell(results, sch, srv, "none"), cls._cell(results, sch, srv, "leadfl")]
+            for label, sch, srv in rows
+        ]
         cells.append(["paper (Table I, reference code, 10 local epochs)", "82.6 / 93.2 / 89.3", "32.9 / 0.0 / 87.9"])
         return markdown_table(["setting", "None", "LeadFL"], cells)
 
@@ -390,11 +458,19 @@ class LeadFL(Paper):
                             acc[a][1] += 1
             if not acc[True][1]:
                 continue
-            f = lambda a: f"{acc[a][0] / acc[a][1]:.2f}" if acc[a][1] else "-"  # noqa: E731
-            g = lambda a: f"{mean(norms[a]):.3f}" if norms[a] else "-"  # noqa: E731
+            f = lambda a: f"{acc[a][0] / acc[a][1]:.2f}" if acc[a][1] else "-"
+            g = lambda a: f"{mean(norms[a]):.3f}" if norms[a] else "-"
             lines.append([group, f(True), f(False), g(False), g(True)])
-        return markdown_table(["schedule / server / client", "P(accept \\| attacker)", "P(accept \\| benign)",
-                               "benign norm", "attacker norm"], lines)
+        return markdown_table(
+            [
+                "schedule / server / client",
+                "P(accept \\| attacker)",
+                "P(accept \\| benign)",
+                "benign norm",
+                "attacker norm",
+            ],
+            lines,
+        )
 
     @staticmethod
     def _table(results: Results) -> str:
@@ -414,16 +490,35 @@ class LeadFL(Paper):
                 except KeyError:
                     vals.append("-")
             lines.append([group, len(_runs(results, sch, srv, cl)), *vals])
-        return markdown_table(["schedule / server / client", "seeds", "MTA final", "BA avg", "BA spike", "BA benign",
-                               "BA final", "recovery"], lines)
+        return markdown_table(
+            [
+                "schedule / server / client",
+                "seeds",
+                "MTA final",
+                "BA avg",
+                "BA spike",
+                "BA benign",
+                "BA final",
+                "recovery",
+            ],
+            lines,
+        )
 
     def figures(self, quick: Scale, results: Results, out: Path) -> list[Path]:
         four = {c: c for c in FOUR}
         figs = {
-            "fig1_periodic_multikrum.png": ("periodic", "mk", {"None": "none", "LeadFL": "leadfl"},
-                                            "S2 periodic spikes, Multi-Krum, reference setting (cf. report Fig. 1)"),
-            "fig7_random_multikrum.png": ("random", "mk", four,
-                                          "Random selection + forced rounds {0,10,12}, Multi-Krum (Table I's setting)"),
+            "fig1_periodic_multikrum.png": (
+                "periodic",
+                "mk",
+                {"None": "none", "LeadFL": "leadfl"},
+                "S2 periodic spikes, Multi-Krum, reference setting (cf. report Fig. 1)",
+            ),
+            "fig7_random_multikrum.png": (
+                "random",
+                "mk",
+                four,
+                "Random selection + forced rounds {0,10,12}, Multi-Krum (Table I's setting)",
+            ),
             "fig_dev_work_multikrum.png": ("dev-work", "mk", four, "Table I's setting with twice the local steps"),
         }
         written = []
@@ -438,94 +533,220 @@ class LeadFL(Paper):
         S = summ
         unit_paper = {
             "U1": "P(X>=6)=0.014493, P(X>=5)=0.067466, P(any X>=6 in 80 rounds)=0.6890",
-            "U2": "X_t = 6 at t mod 10 in {0,1}, else 0", "U3": "Eq. (6) = dgrad - alpha R_{i-1} (exact)",
-            "U4": "A3: H~ = -a*g on a diagonal quadratic", "U5": "A3 saturates: W~ - lr*alpha*q",
-            "U6": "REF = the authors' loop", "U7": "LDP/FL-WBC noise on weights, i != 0; WBC mask |dg| > |N|",
+            "U2": "X_t = 6 at t mod 10 in {0,1}, else 0",
+            "U3": "Eq. (6) = dgrad - alpha R_{i-1} (exact)",
+            "U4": "A3: H~ = -a*g on a diagonal quadratic",
+            "U5": "A3 saturates: W~ - lr*alpha*q",
+            "U6": "REF = the authors' loop",
+            "U7": "LDP/FL-WBC noise on weights, i != 0; WBC mask |dg| > |N|",
             "U8": "reference aggregators (Multi-Krum 8-smallest/5, Krum 6-smallest, lower median, trim 20%)",
-            "U9": ">= 4 of 5 Multi-Krum picks malicious in a 6/10 spike", "U10": "9 trigger pixels; clean BA ~ base rate",
+            "U9": ">= 4 of 5 Multi-Krum picks malicious in a 6/10 spike",
+            "U10": "9 trigger pixels; clean BA ~ base rate",
         }
-        claims = [Claim(uid, f"spec unit claim {uid}", unit_paper[uid], (lambda r, u=uid: _Checked(*r.extras["units"][u])),
-                        lambda ours: ours.ok, "exact (tests/test_client_defenses.py, test_sampling.py)", source="check",
-                        where=f"spec {uid}") for uid in UNITS]
+        claims = [
+            Claim(
+                uid,
+                f"spec unit claim {uid}",
+                unit_paper[uid],
+                (lambda r, u=uid: _Checked(*r.extras["units"][u])),
+                lambda ours: ours.ok,
+                "exact (tests/test_client_defenses.py, test_sampling.py)",
+                source="check",
+                where=f"spec {uid}",
+            )
+            for uid in UNITS
+        ]
 
         def lowers(sch, srv, key="ba_mean"):
             """(None, LeadFL, seed spread): the spread is the largest max - min over seeds of either."""
-            return lambda r: (S(r, sch, srv, "none", key), S(r, sch, srv, "leadfl", key),
-                              max(spread(r, sch, srv, "none", key), spread(r, sch, srv, "leadfl", key)))
+            return lambda r: (
+                S(r, sch, srv, "none", key),
+                S(r, sch, srv, "leadfl", key),
+                max(spread(r, sch, srv, "none", key), spread(r, sch, srv, "leadfl", key)),
+            )
 
         def effect_ok(v):  # None - LeadFL >= max(3 points, 2 x the seed spread)
             return v[0] - v[1] >= max(3.0, 2 * v[2])
 
         def ordering(v):  # None > LDP ~ FL-WBC > LeadFL (LDP and FL-WBC within 10 points)
-            return (v["none"] > max(v["ldp"], v["fl-wbc"]) and v["leadfl"] < min(v["ldp"], v["fl-wbc"])
-                    and abs(v["ldp"] - v["fl-wbc"]) <= 10)
+            return (
+                v["none"] > max(v["ldp"], v["fl-wbc"])
+                and v["leadfl"] < min(v["ldp"], v["fl-wbc"])
+                and abs(v["ldp"] - v["fl-wbc"]) <= 10
+            )
 
         T1 = "Table I (random selection, Multi-Krum; here with the reference code's forced rounds)"
         claims += [
-            Claim("L3", "LeadFL lowers the average BA, Table I's setting (None, LeadFL, seed spread)",
-                  "82.6 -> 32.9", lowers("random", "mk"), effect_ok, "None - LeadFL >= max(3, 2 x spread)",
-                  source="paper", where=T1),
-            Claim("L5", "small main-task cost, Table I's setting (None, LeadFL final MTA)", "89.3 -> 87.9",
-                  lambda r: (S(r, "random", "mk", "none", "final_main_acc"), S(r, "random", "mk", "leadfl", "final_main_acc")),
-                  lambda v: v[1] >= v[0] - 3, "LeadFL >= None - 3 pts", source="paper", where=T1),
-            Claim("L8", "LeadFL beats LDP and FL-WBC on average BA, Table I's setting (LeadFL, LDP, FL-WBC)",
-                  "32.9 < 76.0, 77.5", lambda r: tuple(S(r, "random", "mk", c, "ba_mean") for c in ("leadfl", "ldp", "fl-wbc")),
-                  lambda v: v[0] < min(v[1], v[2]) - 3, "LeadFL < min(LDP, FL-WBC) - 3", source="paper", where=T1),
-            Claim("L9", "LeadFL's MTA >= LDP's and FL-WBC's, Table I's setting (final MTA LeadFL, LDP, FL-WBC)",
-                  "87.9 vs 87.0, 87.2",
-                  lambda r: tuple(S(r, "random", "mk", c, "final_main_acc") for c in ("leadfl", "ldp", "fl-wbc")),
-                  lambda v: v[0] >= max(v[1], v[2]) - 1, "LeadFL >= max - 1 pt", source="paper", where=T1 + "; Sec. IV"),
-            Claim("L11", "'LeadFL still provides the strongest defense toward the end': final BA (None, LDP, FL-WBC, "
-                  "LeadFL), Table I's setting", "LeadFL lowest (Table I: 0.0)",
-                  lambda r: {c: S(r, "random", "mk", c, "ba_final") for c in FOUR},
-                  lambda v: v["leadfl"] <= min(v[c] for c in ("none", "ldp", "fl-wbc")), "LeadFL's is the lowest",
-                  source="paper", where="Sec. IV, Fig. 8 text; Table I"),
-            Claim("L15", "Table I ordering, BA avg (None, LDP, FL-WBC, LeadFL)", "82.6 > 76.0 ~ 77.5 > 32.9",
-                  lambda r: {c: S(r, "random", "mk", c, "ba_mean") for c in FOUR}, ordering,
-                  "None > LDP, FL-WBC > LeadFL; |LDP - FL-WBC| <= 10", source="paper", where=T1),
-            Claim("L15-more-work", "Table I ordering with twice the local steps (BA avg None, LDP, FL-WBC, LeadFL; seed 0)",
-                  "82.6 > 76.0 ~ 77.5 > 32.9",
-                  lambda r: {c: S(r, "dev-work", "mk", c, "ba_mean") for c in FOUR}, ordering,
-                  "None > LDP, FL-WBC > LeadFL; |LDP - FL-WBC| <= 10", source="paper", where=T1 + ", more local work"),
-            Claim("L3-periodic", "LeadFL lowers the average BA under periodic spikes (S2), Multi-Krum (None, LeadFL, "
-                  "seed spread)", "'stabilizes at a lower level'", lowers("periodic", "mk"), effect_ok,
-                  "None - LeadFL >= max(3, 2 x spread)", source="paper", where="Sec. III, Fig. 1 text (periodic)"),
-            Claim("L4", "LeadFL recovers faster after each spike: rounds to BA < 30 % (None, LeadFL), S2, Multi-Krum",
-                  "'significantly faster'", lambda r: (S(r, "periodic", "mk", "none", "recovery_rounds_mean"),
-                                                       S(r, "periodic", "mk", "leadfl", "recovery_rounds_mean")),
-                  lambda v: v[1] <= v[0] - 1, "LeadFL <= None - 1 round", source="paper",
-                  where="Sec. III, Fig. 1 text (periodic)"),
-            Claim("L5-periodic", "small main-task cost under periodic spikes, Multi-Krum (None, LeadFL final MTA)",
-                  "LeadFL >= None - 3",
-                  lambda r: (S(r, "periodic", "mk", "none", "final_main_acc"), S(r, "periodic", "mk", "leadfl", "final_main_acc")),
-                  lambda v: v[1] >= v[0] - 3, "LeadFL >= None - 3 pts", source="derived", where="spec L5 (S2)"),
-            Claim("L3-bulyan-ref", "LeadFL lowers the average BA under the reference code's Bulyan (None, LeadFL, "
-                  "seed spread), Table I's selection", "'stabilizes at a lower level'", lowers("random", "bulyan-ref"),
-                  effect_ok, "None - LeadFL >= max(3, 2 x spread)", source="paper",
-                  where="Sec. IV (the 'bulky' server defense = the code's Bulyan)"),
+            Claim(
+                "L3",
+                "LeadFL lowers the average BA, Table I's setting (None, LeadFL, seed spread)",
+                "82.6 -> 32.9",
+                lowers("random", "mk"),
+                effect_ok,
+                "None - LeadFL >= max(3, 2 x spread)",
+                source="paper",
+                where=T1,
+            ),
+            Claim(
+                "L5",
+                "small main-task cost, Table I's setting (None, LeadFL final MTA)",
+                "89.3 -> 87.9",
+                lambda r: (
+                    S(r, "random", "mk", "none", "final_main_acc"),
+                    S(r, "random", "mk", "leadfl", "final_main_acc"),
+                ),
+                lambda v: v[1] >= v[0] - 3,
+                "LeadFL >= None - 3 pts",
+                source="paper",
+                where=T1,
+            ),
+            Claim(
+                "L8",
+                "LeadFL beats LDP and FL-WBC on average BA, Table I's setting (LeadFL, LDP, FL-WBC)",
+                "32.9 < 76.0, 77.5",
+                lambda r: tuple(S(r, "random", "mk", c, "ba_mean") for c in ("leadfl", "ldp", "fl-wbc")),
+                lambda v: v[0] < min(v[1], v[2]) - 3,
+                "LeadFL < min(LDP, FL-WBC) - 3",
+                source="paper",
+                where=T1,
+            ),
+            Claim(
+                "L9",
+                "LeadFL's MTA >= LDP's and FL-WBC's, Table I's setting (final MTA LeadFL, LDP, FL-WBC)",
+                "87.9 vs 87.0, 87.2",
+                lambda r: tuple(S(r, "random", "mk", c, "final_main_acc") for c in ("leadfl", "ldp", "fl-wbc")),
+                lambda v: v[0] >= max(v[1], v[2]) - 1,
+                "LeadFL >= max - 1 pt",
+                source="paper",
+                where=T1 + "; Sec. IV",
+            ),
+            Claim(
+                "L11",
+                "'LeadFL still provides the strongest defense toward the end': final BA (None, LDP, FL-WBC, "
+                "LeadFL), Table I's setting",
+                "LeadFL lowest (Table I: 0.0)",
+                lambda r: {c: S(r, "random", "mk", c, "ba_final") for c in FOUR},
+                lambda v: v["leadfl"] <= min(v[c] for c in ("none", "ldp", "fl-wbc")),
+                "LeadFL's is the lowest",
+                source="paper",
+                where="Sec. IV, Fig. 8 text; Table I",
+            ),
+            Claim(
+                "L15",
+                "Table I ordering, BA avg (None, LDP, FL-WBC, LeadFL)",
+                "82.6 > 76.0 ~ 77.5 > 32.9",
+                lambda r: {c: S(r, "random", "mk", c, "ba_mean") for c in FOUR},
+                ordering,
+                "None > LDP, FL-WBC > LeadFL; |LDP - FL-WBC| <= 10",
+                source="paper",
+                where=T1,
+            ),
+            Claim(
+                "L15-more-work",
+                "Table I ordering with twice the local steps (BA avg None, LDP, FL-WBC, LeadFL; seed 0)",
+                "82.6 > 76.0 ~ 77.5 > 32.9",
+                lambda r: {c: S(r, "dev-work", "mk", c, "ba_mean") for c in FOUR},
+                ordering,
+                "None > LDP, FL-WBC > LeadFL; |LDP - FL-WBC| <= 10",
+                source="paper",
+                where=T1 + ", more local work",
+            ),
+            Claim(
+                "L3-periodic",
+                "LeadFL lowers the average BA under periodic spikes (S2), Multi-Krum (None, LeadFL, seed spread)",
+                "'stabilizes at a lower level'",
+                lowers("periodic", "mk"),
+                effect_ok,
+                "None - LeadFL >= max(3, 2 x spread)",
+                source="paper",
+                where="Sec. III, Fig. 1 text (periodic)",
+            ),
+            Claim(
+                "L4",
+                "LeadFL recovers faster after each spike: rounds to BA < 30 % (None, LeadFL), S2, Multi-Krum",
+                "'significantly faster'",
+                lambda r: (
+                    S(r, "periodic", "mk", "none", "recovery_rounds_mean"),
+                    S(r, "periodic", "mk", "leadfl", "recovery_rounds_mean"),
+                ),
+                lambda v: v[1] <= v[0] - 1,
+                "LeadFL <= None - 1 round",
+                source="paper",
+                where="Sec. III, Fig. 1 text (periodic)",
+            ),
+            Claim(
+                "L5-periodic",
+                "small main-task cost under periodic spikes, Multi-Krum (None, LeadFL final MTA)",
+                "LeadFL >= None - 3",
+                lambda r: (
+                    S(r, "periodic", "mk", "none", "final_main_acc"),
+                    S(r, "periodic", "mk", "leadfl", "final_main_acc"),
+                ),
+                lambda v: v[1] >= v[0] - 3,
+                "LeadFL >= None - 3 pts",
+                source="derived",
+                where="spec L5 (S2)",
+            ),
+            Claim(
+                "L3-bulyan-ref",
+                "LeadFL lowers the average BA under the reference code's Bulyan (None, LeadFL, "
+                "seed spread), Table I's selection",
+                "'stabilizes at a lower level'",
+                lowers("random", "bulyan-ref"),
+                effect_ok,
+                "None - LeadFL >= max(3, 2 x spread)",
+                source="paper",
+                where="Sec. IV (the 'bulky' server defense = the code's Bulyan)",
+            ),
         ]
         for key, text in DEVIATIONS.items():
             srv = "bulyan" if key == "dev-server" else "mk"
-            claims.append(Claim(f"DEV.{key[4:]}", f"one deviation: {text} (BA avg None, LeadFL; seed 0)", None,
-                                lambda r, k=key, sv=srv: (S(r, k, sv, "none", "ba_mean"), S(r, k, sv, "leadfl", "ba_mean")),
-                                source="measurement"))
+            claims.append(
+                Claim(
+                    f"DEV.{key[4:]}",
+                    f"one deviation: {text} (BA avg None, LeadFL; seed 0)",
+                    None,
+                    lambda r, k=key, sv=srv: (S(r, k, sv, "none", "ba_mean"), S(r, k, sv, "leadfl", "ba_mean")),
+                    source="measurement",
+                )
+            )
         if quick:
             claims += [
-                Claim("L13", "attack effect decays faster with LeadFL: r_13 = ||delta_24|| / ||delta_11|| (None, LeadFL), "
-                      "Multi-Krum", "faster decay with LeadFL",
-                      lambda r: (r.extras["effect"]["mk/none"][-1], r.extras["effect"]["mk/leadfl"][-1]),
-                      lambda v: v[1] <= v[0] - 0.05, "r_13(LeadFL) <= r_13(None) - 0.05", source="paper",
-                      where="Sec. II (LeadFL 'accelerating the decay of the attack effect')"),
-                Claim("L13-persist", "without client defense the attack effect persists: r_13(None), Multi-Krum",
-                      "None 0.74 (toy)", lambda r: r.extras["effect"]["mk/none"][-1], lambda v: v >= 0.5,
-                      "r_13(None) >= 0.5", source="derived", where="spec L13 (toy)"),
+                Claim(
+                    "L13",
+                    "attack effect decays faster with LeadFL: r_13 = ||delta_24|| / ||delta_11|| (None, LeadFL), "
+                    "Multi-Krum",
+                    "faster decay with LeadFL",
+                    lambda r: (r.extras["effect"]["mk/none"][-1], r.extras["effect"]["mk/leadfl"][-1]),
+                    lambda v: v[1] <= v[0] - 0.05,
+                    "r_13(LeadFL) <= r_13(None) - 0.05",
+                    source="paper",
+                    where="Sec. II (LeadFL 'accelerating the decay of the attack effect')",
+                ),
+                Claim(
+                    "L13-persist",
+                    "without client defense the attack effect persists: r_13(None), Multi-Krum",
+                    "None 0.74 (toy)",
+                    lambda r: r.extras["effect"]["mk/none"][-1],
+                    lambda v: v >= 0.5,
+                    "r_13(None) >= 0.5",
+                    source="derived",
+                    where="spec L13 (toy)",
+                ),
             ]
         for c, (mta, avg, fin) in TABLE1.items():
-            claims.append(Claim(f"T1.{c}", f"Table I, {c}: MTA / BA avg / BA final (Table I's setting, 2 seeds)",
-                                f"{mta} / {avg} / {fin}",
-                                lambda r, c=c: tuple(S(r, "random", "mk", c, k) for k in ("final_main_acc", "ba_mean", "ba_final")),
-                                lambda v, ref=(mta, avg, fin): (abs(v[0] - ref[0]) <= 3 and abs(v[1] - ref[1]) <= 15
-                                                                and abs(v[2] - ref[2]) <= 15),
-                                "|MTA - paper| <= 3, |BA avg - paper| <= 15, |BA final - paper| <= 15",
-                                source="paper", where="Table I"))
+            claims.append(
+                Claim(
+                    f"T1.{c}",
+                    f"Table I, {c}: MTA / BA avg / BA final (Table I's setting, 2 seeds)",
+                    f"{mta} / {avg} / {fin}",
+                    lambda r, c=c: tuple(S(r, "random", "mk", c, k) for k in ("final_main_acc", "ba_mean", "ba_final")),
+                    lambda v, ref=(mta, avg, fin): (
+                        abs(v[0] - ref[0]) <= 3 and abs(v[1] - ref[1]) <= 15 and abs(v[2] - ref[2]) <= 15
+                    ),
+                    "|MTA - paper| <= 3, |BA avg - paper| <= 15, |BA final - paper| <= 15",
+                    source="paper",
+                    where="Table I",
+                )
+            )
         return claims

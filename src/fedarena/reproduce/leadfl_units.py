@@ -33,13 +33,19 @@ def u1_hypergeometric(rounds: int = 20_000, n: int = 100, m: int = 25, k: int = 
     is_mal = np.zeros(n, dtype=bool)
     is_mal[mal] = True
     streams = SeedStreams(0)
-    x = np.array([int(is_mal[draw_cohort(streams.numpy("sampling", t), k, n, mal, is_mal, None)].sum())
-                  for t in range(rounds)])
+    x = np.array(
+        [int(is_mal[draw_cohort(streams.numpy("sampling", t), k, n, mal, is_mal, None)].sum()) for t in range(rounds)]
+    )
     rv = hypergeom(n, m, k)
     z = max(abs(np.mean(x == j) - rv.pmf(j)) / math.sqrt(rv.pmf(j) * (1 - rv.pmf(j)) / rounds) for j in range(8))
-    out = {"P(X>=6)": round(float(np.mean(x >= 6)), 5), "P(X>=6) exact": round(float(rv.sf(5)), 6),
-           "P(X>=5)": round(float(np.mean(x >= 5)), 5), "P(X>=5) exact": round(float(rv.sf(4)), 6),
-           "P(any X>=6 in 80)": round(float(1 - rv.cdf(5) ** 80), 4), "max |z|": round(float(z), 2)}
+    out = {
+        "P(X>=6)": round(float(np.mean(x >= 6)), 5),
+        "P(X>=6) exact": round(float(rv.sf(5)), 6),
+        "P(X>=5)": round(float(np.mean(x >= 5)), 5),
+        "P(X>=5) exact": round(float(rv.sf(4)), 6),
+        "P(any X>=6 in 80)": round(float(1 - rv.cdf(5) ** 80), 4),
+        "max |z|": round(float(z), 2),
+    }
     return out, bool(z < 4.0 and abs(rv.sf(5) - 0.014493) < 5e-7)
 
 
@@ -60,7 +66,7 @@ class _Quadratic(nn.Module):
         self.weight = nn.Parameter(w0.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (0.5 * (self.a * self.weight ** 2).sum()).expand(x.shape[0])
+        return (0.5 * (self.a * self.weight**2).sum()).expand(x.shape[0])
 
 
 def _identity_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -73,8 +79,19 @@ def _step(hook, names, params, grads, lr, first, regrad=None, bufs=None) -> Any:
     gens = [torch.Generator().manual_seed(100 + j) for j in range(k)]
     if not hasattr(hook, "_state"):
         object.__setattr__(hook, "_state", hook.init(names, params))
-    s = HookStep(names, params, grads, bufs, torch.tensor(first), torch.ones(k, dtype=params[0].dtype), gens,
-                 hook._state, regrad or (lambda: grads), recipe, None)
+    s = HookStep(
+        names,
+        params,
+        grads,
+        bufs,
+        torch.tensor(first),
+        torch.ones(k, dtype=params[0].dtype),
+        gens,
+        hook._state,
+        regrad or (lambda: grads),
+        recipe,
+        None,
+    )
     return hook(s)
 
 
@@ -135,9 +152,18 @@ def u5_a3_saturation(lr: float = 0.01, alpha: float = 0.4, q: float = 0.2) -> tu
 
 
 # ------------------------------------------------------------------ U6: the reference loop
-def reference_leadfl_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[np.ndarray],
-                          per_epoch: int, lr: float, momentum: float, alpha: float, q: float,
-                          double_task_step: bool = True) -> dict[str, torch.Tensor]:
+def reference_leadfl_loop(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: list[np.ndarray],
+    per_epoch: int,
+    lr: float,
+    momentum: float,
+    alpha: float,
+    q: float,
+    double_task_step: bool = True,
+) -> dict[str, torch.Tensor]:
     """The LeadFL authors' benign training loop (spec Sec. 2.3), written with
     ``torch.optim.SGD`` and autograd, for comparison with :class:`LeadFLRef`."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
@@ -175,8 +201,7 @@ def u6_reference_code(double_task_step: bool = True) -> tuple[float, bool]:
     g = torch.Generator().manual_seed(3)
     x, y = torch.rand(20, 1, 8, 8, generator=g), torch.randint(0, 10, (20,), generator=g)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    recipe = TrainRecipe(lr=0.05, momentum=0.1, batch_size=8, epochs=2,
-                         step_hook=LeadFLRef(0.4, 0.2, double_task_step))
+    recipe = TrainRecipe(lr=0.05, momentum=0.1, batch_size=8, epochs=2, step_hook=LeadFLRef(0.4, 0.2, double_task_step))
     sched = BatchSchedule.build([20], recipe, [np.random.default_rng(0)])
     U, _ = train_sequential(model, params, x, y, [np.arange(20)], sched, recipe)
     ref = reference_leadfl_loop(model, x, y, sched.batches[0], 3, 0.05, 0.1, 0.4, 0.2, double_task_step)
@@ -190,7 +215,7 @@ def u7_noise_defenses(lr: float = 0.1, s: float = 0.2) -> tuple[str, bool]:
     """LDP adds ``lr * Laplace(0, s)`` to weights only (not biases), never on an epoch's first
     batch; FL-WBC zeroes the noise where ``|g_i - g_{i-1}| > |N|``."""
     names = ["fc.weight", "fc.bias"]
-    z = lambda: [torch.zeros(1, 40), torch.zeros(1, 4)]  # noqa: E731
+    z = lambda: [torch.zeros(1, 40), torch.zeros(1, 4)]
     ldp = NoiseDefense(s, False)
     p = z()
     _step(ldp, names, p, z(), lr, [True])
@@ -212,8 +237,13 @@ def u7_noise_defenses(lr: float = 0.1, s: float = 0.2) -> tuple[str, bool]:
 
 # ------------------------------------------------------------------ U8, U9: aggregators
 def _ctx(n: int, f: int, d: int) -> RoundContext:
-    return RoundContext(round=0, layout=ParamLayout.from_params({"w": torch.zeros(d)}), client_ids=torch.arange(n),
-                        num_samples=torch.ones(n), f=f)
+    return RoundContext(
+        round=0,
+        layout=ParamLayout.from_params({"w": torch.zeros(d)}),
+        client_ids=torch.arange(n),
+        num_samples=torch.ones(n),
+        f=f,
+    )
 
 
 def u8_aggregators() -> tuple[str, bool]:
@@ -223,16 +253,23 @@ def u8_aggregators() -> tuple[str, bool]:
     1..5, mean 3; Krum_ref (6 smallest incl. self) = krum f=3: rows 2, 3, 4 tie at 19 -> row 2;
     median_ref = the lower median 4; trimmed mean with int(0.2 n) = 2 per side -> mean(2..7) = 4.5.
     (Bulyan_ref, ranks 2-4 of 7-smallest scores, is not implemented: the standard Bulyan is.)"""
-    U = torch.tensor([0., 1, 2, 3, 4, 5, 6, 7, 50, 60]).reshape(10, 1)
+    U = torch.tensor([0.0, 1, 2, 3, 4, 5, 6, 7, 50, 60]).reshape(10, 1)
     mk = MultiKrum(m=5).aggregate(U, _ctx(10, 1, 1))
     kr = Krum().aggregate(U, _ctx(10, 3, 1))
     med = Median(even="lower").aggregate(U, _ctx(10, 0, 1)).update
     tm = TrimmedMean(trim=int(0.2 * 10)).aggregate(U, _ctx(10, 0, 1)).update
     sel = sorted(torch.nonzero(mk.weights).flatten().tolist())
-    got = f"multi-krum selects {sel} -> {float(mk.update):g}; krum {float(kr.update):g}; " \
-          f"lower median {float(med):g}; trimmed mean {float(tm):g}"
-    ok = (sel == [1, 2, 3, 4, 5] and float(mk.update) == 3.0 and float(kr.update) == 2.0
-          and float(med) == 4.0 and float(tm) == 4.5)
+    got = (
+        f"multi-krum selects {sel} -> {float(mk.update):g}; krum {float(kr.update):g}; "
+        f"lower median {float(med):g}; trimmed mean {float(tm):g}"
+    )
+    ok = (
+        sel == [1, 2, 3, 4, 5]
+        and float(mk.update) == 3.0
+        and float(kr.update) == 2.0
+        and float(med) == 4.0
+        and float(tm) == 4.5
+    )
     return got, ok
 
 
@@ -258,9 +295,16 @@ def u10_trigger() -> tuple[int, bool]:
 
 
 UNITS: dict[str, Callable[[], tuple[Any, bool]]] = {
-    "U1": u1_hypergeometric, "U2": u2_periodic, "U3": u3_eq6_identity, "U4": u4_a3_hessian,
-    "U5": u5_a3_saturation, "U6": u6_reference_code, "U7": u7_noise_defenses, "U8": u8_aggregators,
-    "U9": u9_spike_beats_multikrum, "U10": u10_trigger,
+    "U1": u1_hypergeometric,
+    "U2": u2_periodic,
+    "U3": u3_eq6_identity,
+    "U4": u4_a3_hessian,
+    "U5": u5_a3_saturation,
+    "U6": u6_reference_code,
+    "U7": u7_noise_defenses,
+    "U8": u8_aggregators,
+    "U9": u9_spike_beats_multikrum,
+    "U10": u10_trigger,
 }
 
 __all__ = ["UNITS", "reference_leadfl_loop"] + [f.__name__ for f in UNITS.values()]

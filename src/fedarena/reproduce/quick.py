@@ -73,8 +73,12 @@ def find_fashion_mnist(root: Optional[str] = None) -> Optional[str]:
     """The first data folder holding ``fashion-mnist/`` IDX files, or None."""
     from ..data.datasets import IDX_FILES
 
-    candidates = [root, os.environ.get("FEDARENA_DATA"), str(Path.cwd().parent / "shared" / "data"),
-                  str(Path("~/.cache/fedarena").expanduser())]
+    candidates = [
+        root,
+        os.environ.get("FEDARENA_DATA"),
+        str(Path.cwd().parent / "shared" / "data"),
+        str(Path("~/.cache/fedarena").expanduser()),
+    ]
     for c in candidates:
         if c and all((Path(c).expanduser() / "fashion-mnist" / f).exists() for f in IDX_FILES):
             return str(Path(c).expanduser())

@@ -41,11 +41,29 @@ def table(folder: str | Path = "reproductions") -> str:
             title = data["name"]
         runs = f"{len(data.get('runs_failed') or {})} of {data.get('runs_total', '-')}"
         note = " (re-judged from the committed values)" if data.get("rejudged_from_committed_values") else ""
-        rows.append([f"`fedarena reproduce {data['name']}`", title, _part(by.get("paper", {})),
-                     _part(by.get("derived", {})), _part(by.get("check", {})), runs,
-                     f"[claims.md]({folder.name}/{name}/claims.md){note}"])
-    return markdown_table(["command", "paper", "paper claims reproduced", "derived expectations met",
-                           "implementation checks", "runs failed", "report"], rows)
+        rows.append(
+            [
+                f"`fedarena reproduce {data['name']}`",
+                title,
+                _part(by.get("paper", {})),
+                _part(by.get("derived", {})),
+                _part(by.get("check", {})),
+                runs,
+                f"[claims.md]({folder.name}/{name}/claims.md){note}",
+            ]
+        )
+    return markdown_table(
+        [
+            "command",
+            "paper",
+            "paper claims reproduced",
+            "derived expectations met",
+            "implementation checks",
+            "runs failed",
+            "report",
+        ],
+        rows,
+    )
 
 
 def update_readme(readme: str | Path, folder: str | Path = "reproductions") -> None:

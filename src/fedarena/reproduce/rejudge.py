@@ -58,41 +58,83 @@ ADAPT: dict[str, dict[str, Callable[[dict, str], Any]]] = {
         "L9": lambda o, md: tuple(_t1(o, c)[0] for c in ("leadfl", "ldp", "fl-wbc")),
         "L9-periodic": lambda o, md: tuple(o["L9"]),
         "L11": lambda o, md: {c: o["L11"][f"mk/{c}"] for c in ("none", "ldp", "fl-wbc", "leadfl")},
-        "L12": lambda o, md: {"leadfl-a3": tuple(o["L12"]["leadfl-a3"]), "leadfl": tuple(o["L12"]["leadfl"]),
-                              "none": (o["L5"][0], o["L3"]["mk"][0])},
+        "L12": lambda o, md: {
+            "leadfl-a3": tuple(o["L12"]["leadfl-a3"]),
+            "leadfl": tuple(o["L12"]["leadfl"]),
+            "none": (o["L5"][0], o["L3"]["mk"][0]),
+        },
         "L13": lambda o, md: tuple(o["L13"]),
         "L13-persist": lambda o, md: o["L13"][0],
         **{f"T1.{c}": (lambda o, md, c=c: _t1(o, c)) for c in ("none", "ldp", "fl-wbc", "leadfl")},
     },
     "autoadapt": {},
     "poisonedfl": {
-        "P5": lambda o, md: {v: (_nums(o["P5"].split(f"{v}:")[1])[1], _nums(o["P5"].split(f"{v}:")[1])[0])
-                             for v in ("noise0.5", "flip0.05")},
-        "P5-partition": lambda o, md: (_nums(o["P5"].split("partition:")[1])[0], _nums(o["P5"].split("partition:")[1])[1],
-                                       _nums(o["P5"].split("under median:")[1])[0],
-                                       _nums(o["P5"].split("plain PFL")[1])[0]),
+        "P5": lambda o, md: {
+            v: (_nums(o["P5"].split(f"{v}:")[1])[1], _nums(o["P5"].split(f"{v}:")[1])[0])
+            for v in ("noise0.5", "flip0.05")
+        },
+        "P5-partition": lambda o, md: (
+            _nums(o["P5"].split("partition:")[1])[0],
+            _nums(o["P5"].split("partition:")[1])[1],
+            _nums(o["P5"].split("under median:")[1])[0],
+            _nums(o["P5"].split("plain PFL")[1])[0],
+        ),
         "P6": lambda o, md: [_nums(o["P1.mnist.median"])[2]] + list(o["P6"]),
     },
     "dpfl": {
-        "D1": lambda o, md: (_md_runs(md, "s1/krum", 3), _md_runs(md, "s1/median", 3), _md_runs(md, "s1/krum", 2),
-                             _md_runs(md, "s1/median", 2), _md_runs(md, "s1/noattack", 2)),
-        "D3.best": lambda o, md: {k.strip(): tuple(_nums(v)) for k, v in (p.split(":") for p in o["D3.best"].split(";"))},
+        "D1": lambda o, md: (
+            _md_runs(md, "s1/krum", 3),
+            _md_runs(md, "s1/median", 3),
+            _md_runs(md, "s1/krum", 2),
+            _md_runs(md, "s1/median", 2),
+            _md_runs(md, "s1/noattack", 2),
+        ),
+        "D3.best": lambda o, md: {
+            k.strip(): tuple(_nums(v)) for k, v in (p.split(":") for p in o["D3.best"].split(";"))
+        },
     },
     "invariant": {
-        **{f"T1-{n}": (lambda o, md, n=n: tuple(_nums(o[f"T1-{n}"].split("(")[0])) + (
-            () if n in ("fedavg", "no-attack") else tuple(_nums(o["T1-fedavg"].split("(")[0]))))
-           for n in ("fedavg", "krum", "multi-krum", "multi-krum-cos", "trimmed-mean", "multi-krum-tm", "sign", "weak-dp",
-                     "rlr", "rfa", "sparsefed", "fltrust", "no-attack", "ours")},
+        **{
+            f"T1-{n}": (
+                lambda o, md, n=n: (
+                    tuple(_nums(o[f"T1-{n}"].split("(")[0]))
+                    + (() if n in ("fedavg", "no-attack") else tuple(_nums(o["T1-fedavg"].split("(")[0])))
+                )
+            )
+            for n in (
+                "fedavg",
+                "krum",
+                "multi-krum",
+                "multi-krum-cos",
+                "trimmed-mean",
+                "multi-krum-tm",
+                "sign",
+                "weak-dp",
+                "rlr",
+                "rfa",
+                "sparsefed",
+                "fltrust",
+                "no-attack",
+                "ours",
+            )
+        },
         "T4-mean-var": lambda o, md: tuple(o["T4-mean-var"]) + (_nums(o["T1-fedavg"].split("(")[0])[1],),
         "T10": lambda o, md: o["E8"],
     },
-    "rlr": {"T7.val": None,  # now a gap to the no-attack run, which the committed value is not
-            # now regular minus DBA (points); the committed value reads "DBA < regular"
-            "T2.dba-weaker": lambda o, md: (o["T2.dba-weaker"] if isinstance(o["T2.dba-weaker"], (int, float)) else
-                                            round(_nums(o["T2.dba-weaker"])[1] - _nums(o["T2.dba-weaker"])[0], 1))},
+    "rlr": {
+        "T7.val": None,  # now a gap to the no-attack run, which the committed value is not
+        # now regular minus DBA (points); the committed value reads "DBA < regular"
+        "T2.dba-weaker": lambda o, md: (
+            o["T2.dba-weaker"]
+            if isinstance(o["T2.dba-weaker"], (int, float))
+            else round(_nums(o["T2.dba-weaker"])[1] - _nums(o["T2.dba-weaker"])[0], 1)
+        ),
+    },
     "fall-of-cc": {
-        **{f"T2-{ds}": (lambda o, md, ds=ds: " / ".join(fmt(o[f"T2-{ds}-b{b}"]) for b in ("0", "0.9", "0.99")))
-           for ds in ("fmnist", "mnist-noniid")},
+        **{
+            f"T2-{ds}": (lambda o, md, ds=ds: " / ".join(fmt(o[f"T2-{ds}-b{b}"]) for b in ("0", "0.9", "0.99")))
+            for ds in ("fmnist", "mnist-noniid")
+        },
     },
 }
 
@@ -135,7 +177,9 @@ def rejudge(name: str, folder: str | Path) -> Report:
                     raise KeyError(c.id)
                 ours = values[c.id]
         except (KeyError, IndexError, ValueError, TypeError, AttributeError):
-            out.append(ClaimResult(c.id, c.description, c.paper, None, "error", c.rule, NOT_MEASURED, c.source, c.where))
+            out.append(
+                ClaimResult(c.id, c.description, c.paper, None, "error", c.rule, NOT_MEASURED, c.source, c.where)
+            )
             continue
         if c.check is None:
             verdict = "info"
@@ -149,18 +193,44 @@ def rejudge(name: str, folder: str | Path) -> Report:
                 if prev.get("verdict") in ("pass", "fail") and prev.get("rule") == c.rule:
                     verdict = prev["verdict"]
                 else:
-                    out.append(ClaimResult(c.id, c.description, c.paper, ours, "error", c.rule,
-                                           "the committed value cannot be judged by today's rule: rerun", c.source, c.where))
+                    out.append(
+                        ClaimResult(
+                            c.id,
+                            c.description,
+                            c.paper,
+                            ours,
+                            "error",
+                            c.rule,
+                            "the committed value cannot be judged by today's rule: rerun",
+                            c.source,
+                            c.where,
+                        )
+                    )
                     continue
         if verdict == "pass" and (name, c.id) in SPREAD_UNKNOWN:
-            out.append(ClaimResult(c.id, c.description, c.paper, ours, "error", c.rule, NOT_MEASURED + " (seed spread)",
-                                   c.source, c.where))
+            out.append(
+                ClaimResult(
+                    c.id,
+                    c.description,
+                    c.paper,
+                    ours,
+                    "error",
+                    c.rule,
+                    NOT_MEASURED + " (seed spread)",
+                    c.source,
+                    c.where,
+                )
+            )
             continue
         if verdict == "fail" and (name, c.id) in SPREAD_UNKNOWN:
-            reason = (f"ours {fmt(ours)} does not meet '{c.rule}' even with a seed spread of 0 (the committed report "
-                      f"holds no spread) (paper: {fmt(c.paper)})")
+            reason = (
+                f"ours {fmt(ours)} does not meet '{c.rule}' even with a seed spread of 0 (the committed report "
+                f"holds no spread) (paper: {fmt(c.paper)})"
+            )
         elif verdict == "fail":
-            reason = f"ours {fmt(ours)} does not meet '{c.rule}' (paper: {fmt(c.paper)})" + (f"; {c.why}" if c.why else "")
+            reason = f"ours {fmt(ours)} does not meet '{c.rule}' (paper: {fmt(c.paper)})" + (
+                f"; {c.why}" if c.why else ""
+            )
         out.append(ClaimResult(c.id, c.description, c.paper, ours, verdict, c.rule, reason, c.source, c.where))
     report = Report(name, old["quick"], out, old["wall_time_s"], runs_total=len(rows), runs_failed=failed)
     _write(report, paper, folder, old_md)
@@ -174,11 +244,20 @@ def _sections(md: str) -> list[tuple[str, str]]:
 
 def _write(report: Report, paper, folder: Path, old_md: str) -> None:
     title = PAPERS.summary(report.name)
-    md = [f"# Reproduction: {report.name}{' (quick)' if report.quick else ''}", "", title, "",
-          f"**{report.counts_line()}**", "", f"Wall time of the committed run: {report.wall_time_s} s.", "",
-          "Verdicts re-judged with today's claim definitions from the values the committed run measured (its run "
-          "folders were not kept; nothing was re-measured). Claims newer than the run are `error` (not measured): "
-          "rerun the reproduction for them.", ""]
+    md = [
+        f"# Reproduction: {report.name}{' (quick)' if report.quick else ''}",
+        "",
+        title,
+        "",
+        f"**{report.counts_line()}**",
+        "",
+        f"Wall time of the committed run: {report.wall_time_s} s.",
+        "",
+        "Verdicts re-judged with today's claim definitions from the values the committed run measured (its run "
+        "folders were not kept; nothing was re-measured). Claims newer than the run are `error` (not measured): "
+        "rerun the reproduction for them.",
+        "",
+    ]
     if report.runs_failed:
         md += [f"**{len(report.runs_failed)} of {report.runs_total} runs did not finish.**", ""]
     md += claims_sections(report, paper)

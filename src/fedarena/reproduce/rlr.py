@@ -55,15 +55,43 @@ from .quick import DIGITS, HEADLINE, Scale, data_section, scale
 
 # ------------------------------------------------------------------ settings
 FULL: dict[str, Any] = {
-    "data": {"dataset": "fashion-mnist"}, "model": "cnn", "source": 5, "target": 7, "trigger_size": None,
-    "clients": 10, "local_steps": 10, "local_epochs": None, "batch_size": 32, "rounds": 70, "eval_every": 10,
-    "sign_lr": 1e-3, "dim": 44_426, "big_clients": 20, "big_local_steps": 5, "late_rounds": 200, "late_start": 40,
+    "data": {"dataset": "fashion-mnist"},
+    "model": "cnn",
+    "source": 5,
+    "target": 7,
+    "trigger_size": None,
+    "clients": 10,
+    "local_steps": 10,
+    "local_epochs": None,
+    "batch_size": 32,
+    "rounds": 70,
+    "eval_every": 10,
+    "sign_lr": 1e-3,
+    "dim": 44_426,
+    "big_clients": 20,
+    "big_local_steps": 5,
+    "late_rounds": 200,
+    "late_start": 40,
     "table6": True,
 }
 QUICK: dict[str, Any] = {
-    "data": {"dataset": "digits"}, "model": "mlp", "source": 1, "target": 7, "trigger_size": None,
-    "clients": 10, "local_steps": None, "local_epochs": 2, "batch_size": 32, "rounds": 60, "eval_every": 5,
-    "sign_lr": 1e-2, "dim": 4_810, "big_clients": 20, "big_local_steps": None, "late_rounds": 200, "late_start": 40,
+    "data": {"dataset": "digits"},
+    "model": "mlp",
+    "source": 1,
+    "target": 7,
+    "trigger_size": None,
+    "clients": 10,
+    "local_steps": None,
+    "local_epochs": 2,
+    "batch_size": 32,
+    "rounds": 60,
+    "eval_every": 5,
+    "sign_lr": 1e-2,
+    "dim": 4_810,
+    "big_clients": 20,
+    "big_local_steps": None,
+    "late_rounds": 200,
+    "late_start": 40,
     "table6": False,
 }
 #: clipping bound as a share of the honest update norm (the paper: M = 4 for norms ~6)
@@ -75,17 +103,29 @@ CLIP_M = {k: round(CLIP_FRAC * v, 2) for k, v in HONEST_NORM.items()}  # 0.31 an
 
 # Table 1 (top, i.i.d. Fashion-MNIST): backdoor, validation, base-class accuracy (%)
 TABLE1 = {
-    "noattack": (1, 93.5, 98.5), "fedavg": (100, 93.4, 98.5), "fedavg-clipnoise": (100, 93.2, 99.1),
-    "foolsgold": (100, 93.1, 98.9), "median": (100, 92.8, 99.0), "sign": (100, 92.9, 98.7),
-    "rlr": (0, 92.9, 98.3), "rlr-clipnoise": (0.5, 92.2, 97.4),
+    "noattack": (1, 93.5, 98.5),
+    "fedavg": (100, 93.4, 98.5),
+    "fedavg-clipnoise": (100, 93.2, 99.1),
+    "foolsgold": (100, 93.1, 98.9),
+    "median": (100, 92.8, 99.0),
+    "sign": (100, 92.9, 98.7),
+    "rlr": (0, 92.9, 98.3),
+    "rlr-clipnoise": (0.5, 92.2, 97.4),
 }
 # Table 6 (top, i.i.d., 40 clients): corruption % -> (FedAvg, FedAvg + RLR) triples
-TABLE6 = {20: ((99.6, 92.9, 98.1), (0, 89.6, 96.6)), 30: ((99.9, 92.9, 97.4), (0, 86.6, 95.2)),
-          40: ((99.8, 92.7, 97.7), (0, 82.5, 94.2))}
+TABLE6 = {
+    20: ((99.6, 92.9, 98.1), (0, 89.6, 96.6)),
+    30: ((99.9, 92.9, 97.4), (0, 86.6, 95.2)),
+    40: ((99.8, 92.7, 97.7), (0, 82.5, 94.2)),
+}
 TABLE7 = (0.7, 90.8, 98.4)  # negated loss vs FedAvg + RLR, server clip M = 4, i.i.d.
 # Table 2 (CIFAR-10, 40 clients, 4 attackers, threshold 8)
-TABLE2 = {"regular/fedavg": (88.6, 79.4, 87.5), "regular/rlr": (9.0, 77.5, 87.8),
-          "dba/fedavg": (61.7, 76.6, 78.2), "dba/rlr": (8.5, 71.8, 83.3)}
+TABLE2 = {
+    "regular/fedavg": (88.6, 79.4, 87.5),
+    "regular/rlr": (9.0, 77.5, 87.8),
+    "dba/fedavg": (61.7, 76.6, 78.2),
+    "dba/rlr": (8.5, 71.8, 83.3),
+}
 FIG6 = {"bd_at_activation": 100, "final_bd": 0, "final_val": 92.8, "final_base": 98.5}
 #: the paper's effects that the comparative rules require half of (the paper reports single runs, no spread):
 #: Table 6, RLR's validation accuracy at 40 % minus at 20 % corruption; Table 2, regular minus DBA backdoor accuracy
@@ -111,18 +151,38 @@ class _Mode:
     def base(self, clients: Optional[int] = None, malicious: int = 1, local_steps: Any = "default") -> dict[str, Any]:
         s = self.s
         steps = s["local_steps"] if local_steps == "default" else local_steps
-        fl = {"num_clients": clients or s["clients"], "rounds": s["rounds"], "batch_size": s["batch_size"],
-              "lr": 0.1, "momentum": 0.9, "grad_clip": 10.0, "server_lr": 1.0}
+        fl = {
+            "num_clients": clients or s["clients"],
+            "rounds": s["rounds"],
+            "batch_size": s["batch_size"],
+            "lr": 0.1,
+            "momentum": 0.9,
+            "grad_clip": 10.0,
+            "server_lr": 1.0,
+        }
         if steps is not None:
             fl["local_steps"] = steps
         else:
             fl["local_epochs"] = s["local_epochs"]
-        attack: dict[str, Any] = {"name": "backdoor", "num_malicious": malicious, "source": s["source"],
-                                  "target": s["target"], "trigger": "plus", "poison_frac": 0.5}
+        attack: dict[str, Any] = {
+            "name": "backdoor",
+            "num_malicious": malicious,
+            "source": s["source"],
+            "target": s["target"],
+            "trigger": "plus",
+            "poison_frac": 0.5,
+        }
         if s["trigger_size"]:
             attack["trigger_size"] = s["trigger_size"]
-        return {"seed": 0, "data": dict(s["data"]), "model": {"name": s["model"]}, "fl": fl, "attack": attack,
-                "defense": {"name": "fedavg", "weighted": True}, "eval": {"every": s["eval_every"]}}
+        return {
+            "seed": 0,
+            "data": dict(s["data"]),
+            "model": {"name": s["model"]},
+            "fl": fl,
+            "attack": attack,
+            "defense": {"name": "fedavg", "weighted": True},
+            "eval": {"every": s["eval_every"]},
+        }
 
     def noattack(self, tree: dict) -> dict:
         """The paper's "FedAvg - No Attack": the attacker poisons nothing (poison_frac 0), so
@@ -170,15 +230,19 @@ class RobustLearningRatePaper(Paper):
             "t1/fedavg-clipnoise": deep_update(b, {"defense": m.clipnoise()}),
             "t1/foolsgold": deep_update(b, {"defense": {"name": "foolsgold"}}),
             "t1/median": deep_update(b, {"defense": {"name": "median", "weighted": False}}),
-            "t1/sign": deep_update(b, {"defense": {"name": "sign", "weighted": False}, "fl": {"server_lr": s["sign_lr"]}}),
+            "t1/sign": deep_update(
+                b, {"defense": {"name": "sign", "weighted": False}, "fl": {"server_lr": s["sign_lr"]}}
+            ),
             "t1/rlr": deep_update(b, {"defense": rlr}),
             "t1/rlr-clipnoise": deep_update(b, {"defense": {**rlr, **m.clipnoise()}}),
             # Table 7: negated loss, server-side clipping of every update (paper M = 4 ~ 2/3 of the honest norm)
-            "t7/negated-rlr": deep_update(b, {"attack": {"name": "backdoor-negated"},
-                                               "defense": {**rlr, "clip": m.clip, "clip_at": "server"}}),
+            "t7/negated-rlr": deep_update(
+                b, {"attack": {"name": "backdoor-negated"}, "defense": {**rlr, "clip": m.clip, "clip_at": "server"}}
+            ),
             # Fig. 6: FedAvg first, RLR from late_start on
-            "f6/late-rlr": deep_update(b, {"fl": {"rounds": s["late_rounds"]},
-                                            "defense": {**rlr, "start_round": s["late_start"]}}),
+            "f6/late-rlr": deep_update(
+                b, {"fl": {"rounds": s["late_rounds"]}, "defense": {**rlr, "start_round": s["late_start"]}}
+            ),
         }
         # Table 6 (full version only): 20 clients, 20 % and 40 % corrupt, theta = attackers + 4
         # (the paper: 40 clients, theta 12 / 20 for 8 / 16 attackers)
@@ -209,7 +273,7 @@ class RobustLearningRatePaper(Paper):
         return [c for c in claims if c.id in HEADLINE_CLAIMS] if sc == HEADLINE else claims
 
     def _claims(self, quick: bool) -> list[Claim]:
-        s = (QUICK if quick else FULL)
+        s = QUICK if quick else FULL
 
         reg = "t6/20" if _regular_is_t6(s) else "t2/regular"
 
@@ -223,78 +287,266 @@ class RobustLearningRatePaper(Paper):
             return lambda r: round(_pct(r.final(a, key)) - _pct(r.final(b_, key)), 1)
 
         claims = [
-            Claim("T1.fedavg", "FedAvg is backdoored (Table 1)", TABLE1["fedavg"][0], bd("t1/fedavg"),
-                  lambda v: v >= 50, ">= 50", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.rlr", "FedAvg + RLR removes the backdoor (Table 1)", TABLE1["rlr"][0], bd("t1/rlr"),
-                  lambda v: v <= 5, "<= 5", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.rlr-val", "RLR's validation accuracy minus FedAvg's (Table 1: 92.9 - 93.4)",
-                  round(TABLE1["rlr"][1] - TABLE1["fedavg"][1], 1), gap("t1/rlr", "t1/fedavg"),
-                  lambda v: v >= -3, ">= -3", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.rlr-base", "RLR's base-class accuracy minus FedAvg's (Table 1: 98.3 - 98.5)",
-                  round(TABLE1["rlr"][2] - TABLE1["fedavg"][2], 1), gap("t1/rlr", "t1/fedavg", "base_acc"),
-                  lambda v: v >= -5, ">= -5", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.noattack", "no attack: the trigger alone does not flip the source class", TABLE1["noattack"][0],
-                  bd("t1/noattack"), lambda v: v <= 5, "<= 5", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.attack-cost", "the backdoor costs FedAvg no validation accuracy (93.4 - 93.5)",
-                  round(TABLE1["fedavg"][1] - TABLE1["noattack"][1], 1), gap("t1/fedavg", "t1/noattack"),
-                  lambda v: abs(v) <= 1.5, "|gap| <= 1.5", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.clipnoise", "clipping + noise alone do not stop the backdoor", TABLE1["fedavg-clipnoise"][0],
-                  bd("t1/fedavg-clipnoise"), lambda v: v >= 40, ">= 40", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.rlr-clipnoise", "RLR with clipping + noise removes the backdoor", TABLE1["rlr-clipnoise"][0],
-                  bd("t1/rlr-clipnoise"), lambda v: v <= 5, "<= 5", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.rlr-clipnoise-val", "RLR + clip + noise validation minus no-attack (92.2 - 93.5)",
-                  round(TABLE1["rlr-clipnoise"][1] - TABLE1["noattack"][1], 1), gap("t1/rlr-clipnoise", "t1/noattack"),
-                  lambda v: v >= -3, ">= -3", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.foolsgold", "FoolsGold does not stop a single attacker", TABLE1["foolsgold"][0],
-                  bd("t1/foolsgold"), lambda v: v >= 50, ">= 50", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.median", "coordinate-wise median does not stop the backdoor", TABLE1["median"][0],
-                  bd("t1/median"), lambda v: v >= 50, ">= 50", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T1.sign", "sign aggregation does not stop the backdoor", TABLE1["sign"][0],
-                  bd("t1/sign"), lambda v: v >= 50, ">= 50", source="paper", where="Table 1 (i.i.d.)"),
-            Claim("T6.fedavg", "higher corruption (20 % / 40 %): FedAvg backdoored",
-                  f"{TABLE6[20][0][0]} / {TABLE6[40][0][0]}",
-                  lambda r: f"{_pct(r.final('t6/20/fedavg', 'backdoor_acc'))} / {_pct(r.final('t6/40/fedavg', 'backdoor_acc'))}",
-                  lambda v: all(float(x) >= 50 for x in v.split(" / ")), "both >= 50", source="paper", where="Table 6"),
-            Claim("T6.rlr", "higher corruption (20 % / 40 %): RLR removes the backdoor",
-                  f"{TABLE6[20][1][0]} / {TABLE6[40][1][0]}",
-                  lambda r: f"{_pct(r.final('t6/20/rlr', 'backdoor_acc'))} / {_pct(r.final('t6/40/rlr', 'backdoor_acc'))}",
-                  lambda v: all(float(x) <= 5 for x in v.split(" / ")), "both <= 5", source="paper", where="Table 6"),
-            Claim("T6.rlr-val", "RLR's validation accuracy falls as corruption grows (20 % -> 40 %): "
-                  "40 %'s minus 20 %'s (Table 6: 82.5 - 89.6)",
-                  T6_VAL_DROP, gap("t6/40/rlr", "t6/20/rlr"),
-                  lambda v: v <= T6_VAL_DROP / 2, f"<= {T6_VAL_DROP / 2:g} (effect size: half the paper's "
-                  f"{T6_VAL_DROP:g}; {_ONE_SEED})", source="paper", where="Table 6"),
-            Claim("T7.negated", "negated-loss attacker vs RLR + server clipping (Table 7)", TABLE7[0],
-                  bd("t7/negated-rlr"), lambda v: v <= 10, "<= 10", source="paper", where="Table 7"),
-            Claim("T7.norm", "the negated loss inflates the attacker's update norm (x median honest, before clipping)",
-                  "very large", lambda r: _norm_ratio(r, "t7/negated-rlr"), lambda v: v >= 3, ">= 3", source="paper", where="Sec. 'Bypassing RLR' (text under Table 7)"),
-            Claim("T7.val", "validation accuracy under the negated-loss attack minus no-attack FedAvg's (Table 7: 90.8 - 93.5)",
-                  round(TABLE7[1] - TABLE1["noattack"][1], 1), gap("t7/negated-rlr", "t1/noattack"),
-                  lambda v: v >= round(TABLE7[1] - TABLE1["noattack"][1], 1) - 3, ">= paper's gap - 3", source="paper",
-                  where="Table 7"),
-            Claim("F6.before", f"Fig. 6: backdoor implanted when RLR is switched on (round {s['late_start']})",
-                  FIG6["bd_at_activation"], lambda r: _at_round(r, "f6/late-rlr", s["late_start"] - 1, "backdoor_acc"),
-                  lambda v: v >= 50, ">= 50", source="paper", where="Fig. 6 (i.i.d.)"),
-            Claim("F6.reaches", "Fig. 6: after RLR is switched on the backdoor falls to ~0 (paper: 0 % at round 124)",
-                  0, lambda r: _min_after(r, "f6/late-rlr", s["late_start"], "backdoor_acc"), lambda v: v <= 5, "<= 5", source="paper", where="Fig. 6 text (i.i.d.)"),
-            Claim("F6.final", "Fig. 6: final backdoor accuracy with RLR switched on late", FIG6["final_bd"],
-                  bd("f6/late-rlr"), lambda v: v <= 5, "<= 5", source="paper", where="Fig. 6 (i.i.d.)"),
-            Claim("F6.val", "Fig. 6: final validation accuracy minus no-attack FedAvg's (92.8 - 93.5)",
-                  round(FIG6["final_val"] - TABLE1["noattack"][1], 1), gap("f6/late-rlr", "t1/noattack"),
-                  lambda v: v >= -3, ">= -3", source="paper", where="Fig. 6 (i.i.d.)"),
-            Claim("T2.dba-weaker", "without defense, DBA (parts) is weaker than the regular (full) trigger: "
-                  "regular's backdoor accuracy minus DBA's, points (Table 2: 88.6 - 61.7)",
-                  T2_DBA_GAP, gap(f"{reg}/fedavg", "t2/dba/fedavg", "backdoor_acc"),
-                  lambda v: v >= T2_DBA_GAP / 2, f">= {T2_DBA_GAP / 2:g} (effect size: half the paper's "
-                  f"{T2_DBA_GAP:g}; {_ONE_SEED})", source="paper", where="Table 2 (CIFAR-10; ours Fashion-MNIST)"),
-            Claim("T2.both-implant", "regular and DBA both implant the backdoor in FedAvg",
-                  f"{TABLE2['regular/fedavg'][0]} / {TABLE2['dba/fedavg'][0]}",
-                  lambda r: f"{_pct(r.final(f'{reg}/fedavg', 'backdoor_acc'))} / {_pct(r.final('t2/dba/fedavg', 'backdoor_acc'))}",
-                  lambda v: all(float(x) >= 50 for x in v.split(" / ")), "both >= 50", source="paper", where="Table 2 (CIFAR-10; ours Fashion-MNIST)"),
-            Claim("T2.rlr", "RLR stops the regular and the distributed backdoor",
-                  f"{TABLE2['regular/rlr'][0]} / {TABLE2['dba/rlr'][0]}",
-                  lambda r: f"{_pct(r.final(f'{reg}/rlr', 'backdoor_acc'))} / {_pct(r.final('t2/dba/rlr', 'backdoor_acc'))}",
-                  lambda v: all(float(x) <= 10 for x in v.split(" / ")), "both <= 10", source="paper", where="Table 2 (CIFAR-10; ours Fashion-MNIST)"),
+            Claim(
+                "T1.fedavg",
+                "FedAvg is backdoored (Table 1)",
+                TABLE1["fedavg"][0],
+                bd("t1/fedavg"),
+                lambda v: v >= 50,
+                ">= 50",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.rlr",
+                "FedAvg + RLR removes the backdoor (Table 1)",
+                TABLE1["rlr"][0],
+                bd("t1/rlr"),
+                lambda v: v <= 5,
+                "<= 5",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.rlr-val",
+                "RLR's validation accuracy minus FedAvg's (Table 1: 92.9 - 93.4)",
+                round(TABLE1["rlr"][1] - TABLE1["fedavg"][1], 1),
+                gap("t1/rlr", "t1/fedavg"),
+                lambda v: v >= -3,
+                ">= -3",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.rlr-base",
+                "RLR's base-class accuracy minus FedAvg's (Table 1: 98.3 - 98.5)",
+                round(TABLE1["rlr"][2] - TABLE1["fedavg"][2], 1),
+                gap("t1/rlr", "t1/fedavg", "base_acc"),
+                lambda v: v >= -5,
+                ">= -5",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.noattack",
+                "no attack: the trigger alone does not flip the source class",
+                TABLE1["noattack"][0],
+                bd("t1/noattack"),
+                lambda v: v <= 5,
+                "<= 5",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.attack-cost",
+                "the backdoor costs FedAvg no validation accuracy (93.4 - 93.5)",
+                round(TABLE1["fedavg"][1] - TABLE1["noattack"][1], 1),
+                gap("t1/fedavg", "t1/noattack"),
+                lambda v: abs(v) <= 1.5,
+                "|gap| <= 1.5",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.clipnoise",
+                "clipping + noise alone do not stop the backdoor",
+                TABLE1["fedavg-clipnoise"][0],
+                bd("t1/fedavg-clipnoise"),
+                lambda v: v >= 40,
+                ">= 40",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.rlr-clipnoise",
+                "RLR with clipping + noise removes the backdoor",
+                TABLE1["rlr-clipnoise"][0],
+                bd("t1/rlr-clipnoise"),
+                lambda v: v <= 5,
+                "<= 5",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.rlr-clipnoise-val",
+                "RLR + clip + noise validation minus no-attack (92.2 - 93.5)",
+                round(TABLE1["rlr-clipnoise"][1] - TABLE1["noattack"][1], 1),
+                gap("t1/rlr-clipnoise", "t1/noattack"),
+                lambda v: v >= -3,
+                ">= -3",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.foolsgold",
+                "FoolsGold does not stop a single attacker",
+                TABLE1["foolsgold"][0],
+                bd("t1/foolsgold"),
+                lambda v: v >= 50,
+                ">= 50",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.median",
+                "coordinate-wise median does not stop the backdoor",
+                TABLE1["median"][0],
+                bd("t1/median"),
+                lambda v: v >= 50,
+                ">= 50",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T1.sign",
+                "sign aggregation does not stop the backdoor",
+                TABLE1["sign"][0],
+                bd("t1/sign"),
+                lambda v: v >= 50,
+                ">= 50",
+                source="paper",
+                where="Table 1 (i.i.d.)",
+            ),
+            Claim(
+                "T6.fedavg",
+                "higher corruption (20 % / 40 %): FedAvg backdoored",
+                f"{TABLE6[20][0][0]} / {TABLE6[40][0][0]}",
+                lambda r: (
+                    f"{_pct(r.final('t6/20/fedavg', 'backdoor_acc'))} / {_pct(r.final('t6/40/fedavg', 'backdoor_acc'))}"
+                ),
+                lambda v: all(float(x) >= 50 for x in v.split(" / ")),
+                "both >= 50",
+                source="paper",
+                where="Table 6",
+            ),
+            Claim(
+                "T6.rlr",
+                "higher corruption (20 % / 40 %): RLR removes the backdoor",
+                f"{TABLE6[20][1][0]} / {TABLE6[40][1][0]}",
+                lambda r: (
+                    f"{_pct(r.final('t6/20/rlr', 'backdoor_acc'))} / {_pct(r.final('t6/40/rlr', 'backdoor_acc'))}"
+                ),
+                lambda v: all(float(x) <= 5 for x in v.split(" / ")),
+                "both <= 5",
+                source="paper",
+                where="Table 6",
+            ),
+            Claim(
+                "T6.rlr-val",
+                "RLR's validation accuracy falls as corruption grows (20 % -> 40 %): "
+                "40 %'s minus 20 %'s (Table 6: 82.5 - 89.6)",
+                T6_VAL_DROP,
+                gap("t6/40/rlr", "t6/20/rlr"),
+                lambda v: v <= T6_VAL_DROP / 2,
+                f"<= {T6_VAL_DROP / 2:g} (effect size: half the paper's {T6_VAL_DROP:g}; {_ONE_SEED})",
+                source="paper",
+                where="Table 6",
+            ),
+            Claim(
+                "T7.negated",
+                "negated-loss attacker vs RLR + server clipping (Table 7)",
+                TABLE7[0],
+                bd("t7/negated-rlr"),
+                lambda v: v <= 10,
+                "<= 10",
+                source="paper",
+                where="Table 7",
+            ),
+            Claim(
+                "T7.norm",
+                "the negated loss inflates the attacker's update norm (x median honest, before clipping)",
+                "very large",
+                lambda r: _norm_ratio(r, "t7/negated-rlr"),
+                lambda v: v >= 3,
+                ">= 3",
+                source="paper",
+                where="Sec. 'Bypassing RLR' (text under Table 7)",
+            ),
+            Claim(
+                "T7.val",
+                "validation accuracy under the negated-loss attack minus no-attack FedAvg's (Table 7: 90.8 - 93.5)",
+                round(TABLE7[1] - TABLE1["noattack"][1], 1),
+                gap("t7/negated-rlr", "t1/noattack"),
+                lambda v: v >= round(TABLE7[1] - TABLE1["noattack"][1], 1) - 3,
+                ">= paper's gap - 3",
+                source="paper",
+                where="Table 7",
+            ),
+            Claim(
+                "F6.before",
+                f"Fig. 6: backdoor implanted when RLR is switched on (round {s['late_start']})",
+                FIG6["bd_at_activation"],
+                lambda r: _at_round(r, "f6/late-rlr", s["late_start"] - 1, "backdoor_acc"),
+                lambda v: v >= 50,
+                ">= 50",
+                source="paper",
+                where="Fig. 6 (i.i.d.)",
+            ),
+            Claim(
+                "F6.reaches",
+                "Fig. 6: after RLR is switched on the backdoor falls to ~0 (paper: 0 % at round 124)",
+                0,
+                lambda r: _min_after(r, "f6/late-rlr", s["late_start"], "backdoor_acc"),
+                lambda v: v <= 5,
+                "<= 5",
+                source="paper",
+                where="Fig. 6 text (i.i.d.)",
+            ),
+            Claim(
+                "F6.final",
+                "Fig. 6: final backdoor accuracy with RLR switched on late",
+                FIG6["final_bd"],
+                bd("f6/late-rlr"),
+                lambda v: v <= 5,
+                "<= 5",
+                source="paper",
+                where="Fig. 6 (i.i.d.)",
+            ),
+            Claim(
+                "F6.val",
+                "Fig. 6: final validation accuracy minus no-attack FedAvg's (92.8 - 93.5)",
+                round(FIG6["final_val"] - TABLE1["noattack"][1], 1),
+                gap("f6/late-rlr", "t1/noattack"),
+                lambda v: v >= -3,
+                ">= -3",
+                source="paper",
+                where="Fig. 6 (i.i.d.)",
+            ),
+            Claim(
+                "T2.dba-weaker",
+                "without defense, DBA (parts) is weaker than the regular (full) trigger: "
+                "regular's backdoor accuracy minus DBA's, points (Table 2: 88.6 - 61.7)",
+                T2_DBA_GAP,
+                gap(f"{reg}/fedavg", "t2/dba/fedavg", "backdoor_acc"),
+                lambda v: v >= T2_DBA_GAP / 2,
+                f">= {T2_DBA_GAP / 2:g} (effect size: half the paper's {T2_DBA_GAP:g}; {_ONE_SEED})",
+                source="paper",
+                where="Table 2 (CIFAR-10; ours Fashion-MNIST)",
+            ),
+            Claim(
+                "T2.both-implant",
+                "regular and DBA both implant the backdoor in FedAvg",
+                f"{TABLE2['regular/fedavg'][0]} / {TABLE2['dba/fedavg'][0]}",
+                lambda r: (
+                    f"{_pct(r.final(f'{reg}/fedavg', 'backdoor_acc'))} / {_pct(r.final('t2/dba/fedavg', 'backdoor_acc'))}"
+                ),
+                lambda v: all(float(x) >= 50 for x in v.split(" / ")),
+                "both >= 50",
+                source="paper",
+                where="Table 2 (CIFAR-10; ours Fashion-MNIST)",
+            ),
+            Claim(
+                "T2.rlr",
+                "RLR stops the regular and the distributed backdoor",
+                f"{TABLE2['regular/rlr'][0]} / {TABLE2['dba/rlr'][0]}",
+                lambda r: (
+                    f"{_pct(r.final(f'{reg}/rlr', 'backdoor_acc'))} / {_pct(r.final('t2/dba/rlr', 'backdoor_acc'))}"
+                ),
+                lambda v: all(float(x) <= 10 for x in v.split(" / ")),
+                "both <= 10",
+                source="paper",
+                where="Table 2 (CIFAR-10; ours Fashion-MNIST)",
+            ),
         ]
         if not s["table6"]:
             claims = [c for c in claims if not c.id.startswith("T6.")]
@@ -304,27 +556,53 @@ class RobustLearningRatePaper(Paper):
     def extras(self, quick: Scale, results: Results) -> dict[str, Any]:
         quick = Scale.of(quick)
         m = _Mode(scale(quick, self.data_root) == DIGITS)
-        paper_of = {**{f"t1/{k}": v for k, v in TABLE1.items()}, "t7/negated-rlr": TABLE7,
-                    **{f"t6/{p}/fedavg": v[0] for p, v in TABLE6.items()}, **{f"t6/{p}/rlr": v[1] for p, v in TABLE6.items()},
-                    **{f"t2/{k}": v for k, v in TABLE2.items()},
-                    "f6/late-rlr": (FIG6["final_bd"], FIG6["final_val"], FIG6["final_base"])}
+        paper_of = {
+            **{f"t1/{k}": v for k, v in TABLE1.items()},
+            "t7/negated-rlr": TABLE7,
+            **{f"t6/{p}/fedavg": v[0] for p, v in TABLE6.items()},
+            **{f"t6/{p}/rlr": v[1] for p, v in TABLE6.items()},
+            **{f"t2/{k}": v for k, v in TABLE2.items()},
+            "f6/late-rlr": (FIG6["final_bd"], FIG6["final_val"], FIG6["final_base"]),
+        }
         lines = []
         for rid, res in results.runs.items():
             p = paper_of.get(rid, (None, None, None))
             cells = []
             for key, pv in zip(("backdoor_acc", "main_acc", "base_acc"), p):
                 cells.append(f"{_pct(results.final(rid, key))} ({'-' if pv is None else pv})")
-            flips = [r.get("defense_rlr_flipped_frac_nonzero") for r in res.rounds if r.get("defense_rlr_flipped_frac_nonzero") is not None]
+            flips = [
+                r.get("defense_rlr_flipped_frac_nonzero")
+                for r in res.rounds
+                if r.get("defense_rlr_flipped_frac_nonzero") is not None
+            ]
             honest = [c["norm"] for c in res.clients if not c["attacking"] and c["norm"] is not None]
             attacker = [c["norm"] for c in res.clients if c["attacking"] and c["norm"] is not None]
-            lines.append([rid, *cells, round(flips[-1], 3) if flips else "-",
-                          round(statistics.fmean(honest), 3) if honest else "-",
-                          round(statistics.fmean(attacker), 3) if attacker else "-"])
-        table = markdown_table(["run", "backdoor % ours (paper)", "validation % ours (paper)", "base-class % ours (paper)",
-                                "RLR flipped share, last round", "mean honest norm", "attacker norm"], lines)
-        setting = (f"clip + noise: M = {m.clip} (client-side projected GD), sigma = {m.sigma} (noise std {m.clip * m.sigma:.2g}, "
-                   f"noise L2 norm ~ {m.clip * m.sigma * math.sqrt(m.s['dim']):.2g}); sign aggregation server lr {m.s['sign_lr']}; "
-                   "FedAvg weighted by sample counts; median = mean of the two middle values (RLR spec decision 6).")
+            lines.append(
+                [
+                    rid,
+                    *cells,
+                    round(flips[-1], 3) if flips else "-",
+                    round(statistics.fmean(honest), 3) if honest else "-",
+                    round(statistics.fmean(attacker), 3) if attacker else "-",
+                ]
+            )
+        table = markdown_table(
+            [
+                "run",
+                "backdoor % ours (paper)",
+                "validation % ours (paper)",
+                "base-class % ours (paper)",
+                "RLR flipped share, last round",
+                "mean honest norm",
+                "attacker norm",
+            ],
+            lines,
+        )
+        setting = (
+            f"clip + noise: M = {m.clip} (client-side projected GD), sigma = {m.sigma} (noise std {m.clip * m.sigma:.2g}, "
+            f"noise L2 norm ~ {m.clip * m.sigma * math.sqrt(m.s['dim']):.2g}); sign aggregation server lr {m.s['sign_lr']}; "
+            "FedAvg weighted by sample counts; median = mean of the two middle values (RLR spec decision 6)."
+        )
         return {"Runs (paper values in parentheses; Table 2's are CIFAR-10)": table, "Settings": setting}
 
 
@@ -354,7 +632,9 @@ def _norm_ratio(r: Results, run: str) -> float:
             continue
         mal, hon = by_round.setdefault(c["round"], ([], []))
         (mal if c["attacking"] else hon).append(c["norm"])
-    ratios = [statistics.fmean(m) / statistics.median(h) for m, h in by_round.values() if m and h and statistics.median(h) > 0]
+    ratios = [
+        statistics.fmean(m) / statistics.median(h) for m, h in by_round.values() if m and h and statistics.median(h) > 0
+    ]
     return round(statistics.median(ratios), 2) if ratios else float("nan")
 
 

@@ -30,8 +30,11 @@ FORMAT = 1
 
 def simulation_state(sim: Any) -> dict[str, Any]:
     """The state of ``sim`` after its last finished round, as plain containers."""
-    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": encode(np.random.get_state()),
-                           "python": encode(random.getstate())}
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": encode(np.random.get_state()),
+        "python": encode(random.getstate()),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
@@ -96,6 +99,7 @@ def load_checkpoint(path: str | Path, keys: tuple[str, ...] = ("simulation",)) -
         first = (str(e).strip().splitlines() or [""])[0][:120]
         raise DamagedFileError(path, f"is not a readable checkpoint ({type(e).__name__}: {first})", RESTART) from None
     if not isinstance(state, dict) or any(k not in state for k in keys):
-        raise DamagedFileError(path, f"is not a fedarena checkpoint (expected a mapping with {', '.join(keys)})",
-                               RESTART)
+        raise DamagedFileError(
+            path, f"is not a fedarena checkpoint (expected a mapping with {', '.join(keys)})", RESTART
+        )
     return state

@@ -83,11 +83,14 @@ def _batched_test_logits(sims: Sequence["Simulation"]) -> Optional[list[torch.Te
                 if prepare is not None:
                     xb = prepare(xb)
                 if strategy == "fold":
-                    pieces.append(fold_logits(model, names, [P[n] for n in names],
-                                               xb.unsqueeze(0).expand(len(part), *xb.shape)))
+                    pieces.append(
+                        fold_logits(model, names, [P[n] for n in names], xb.unsqueeze(0).expand(len(part), *xb.shape))
+                    )
                 else:
                     pieces.append(fwd(P, B, xb))
-            logits = torch.cat(pieces, dim=1) if pieces else torch.empty(len(part), 0, s0.data.num_classes, device=x.device)
+            logits = (
+                torch.cat(pieces, dim=1) if pieces else torch.empty(len(part), 0, s0.data.num_classes, device=x.device)
+            )
             out.extend(logits.unbind(0))
     finally:
         model.train()
@@ -136,8 +139,10 @@ class Lockstep:
         arch = architecture(self.sims[0])
         for s in self.sims[1:]:
             if architecture(s) != arch:
-                raise ValueError(f"runs in one lockstep must share the model, input shape and device: "
-                                 f"{s.cfg.name!r} differs from {self.sims[0].cfg.name!r}")
+                raise ValueError(
+                    f"runs in one lockstep must share the model, input shape and device: "
+                    f"{s.cfg.name!r} differs from {self.sims[0].cfg.name!r}"
+                )
         self._stochastic = random_ops(self.sims[0].model)
         self._stores: Optional[SampleStores] = None
         #: seconds spent in each phase, summed over rounds (what ``fedarena bench`` reports):
@@ -165,13 +170,21 @@ class Lockstep:
         """Jobs with equal keys train as one computation (``None``: on their own)."""
         if len(self.sims) == 1 or self._stochastic or not job.vectorized:
             return None
-        return (self.stores.base_of[id(sim)], sim.cfg.fl.algorithm, sim.cfg.fl.chunk_size, job.recipe,
-                job.opt_states is None)
+        return (
+            self.stores.base_of[id(sim)],
+            sim.cfg.fl.algorithm,
+            sim.cfg.fl.chunk_size,
+            job.recipe,
+            job.opt_states is None,
+        )
 
-    def run(self, progress: Optional[Callable[[int, int, dict], None]] = None,
-            on_round: Optional[Callable[[int, int, dict[str, list]], None]] = None,
-            results: Optional[Sequence[Optional["RunResult"]]] = None,
-            observe: Optional[Callable[[int, RoundObservation], None]] = None) -> list["RunResult"]:
+    def run(
+        self,
+        progress: Optional[Callable[[int, int, dict], None]] = None,
+        on_round: Optional[Callable[[int, int, dict[str, list]], None]] = None,
+        results: Optional[Sequence[Optional["RunResult"]]] = None,
+        observe: Optional[Callable[[int, RoundObservation], None]] = None,
+    ) -> list["RunResult"]:
         """Play every run from its ``next_round`` to its last round.
 
         ``progress(run, t, last_eval)`` after each run's round; ``on_round(run, t, records)``
@@ -180,8 +193,10 @@ class Lockstep:
         each finished round as a :class:`~fedarena.run.results.RoundObservation`.
         """
 
-        runs = [_Progress(s, (results[i] if results and results[i] is not None else None) or RunResult(s.cfg))
-                for i, s in enumerate(self.sims)]
+        runs = [
+            _Progress(s, (results[i] if results and results[i] is not None else None) or RunResult(s.cfg))
+            for i, s in enumerate(self.sims)
+        ]
         for r in runs:
             r.last_eval = r.result.metrics[-1] if r.result.metrics else {}
             r.done = r.sim.next_round >= r.sim.cfg.fl.rounds
@@ -202,8 +217,11 @@ class Lockstep:
                 rec = r.sim.conclude_round(plan)
                 if observe is not None:
                     seen.append((r, rec, before))
-                new = {"metrics": [], "clients": client_records(rec, r.sim.is_malicious),
-                       "rounds": [round_record(rec, r.sim.attack)]}
+                new = {
+                    "metrics": [],
+                    "clients": client_records(rec, r.sim.is_malicious),
+                    "rounds": [round_record(rec, r.sim.attack)],
+                }
                 r.error = rec.get("diverged")
                 if r.error is None:
                     r.sim.next_round = t + 1
@@ -218,10 +236,21 @@ class Lockstep:
                     r.error = f"round {t}: the test loss is not finite (NaN/Inf); the run stopped here"
             lap = self._lap("evaluate", lap)
             for r, rec, before in seen:
-                observe(runs.index(r), RoundObservation(
-                    round=t, cohort=rec["cohort"], malicious=rec["malicious"], U=rec["U"], aggregate=rec["agg"],
-                    layout=r.sim.layout, params_before=before, params_after=None if r.error else r.sim.flat_params,
-                    metrics=r.last_eval if r.last_eval.get("round") == t else None, diverged=r.error))
+                observe(
+                    runs.index(r),
+                    RoundObservation(
+                        round=t,
+                        cohort=rec["cohort"],
+                        malicious=rec["malicious"],
+                        U=rec["U"],
+                        aggregate=rec["agg"],
+                        layout=r.sim.layout,
+                        params_before=before,
+                        params_after=None if r.error else r.sim.flat_params,
+                        metrics=r.last_eval if r.last_eval.get("round") == t else None,
+                        diverged=r.error,
+                    ),
+                )
             now = time.perf_counter() - start
             for r, new in zip(live, news):
                 i = runs.index(r)
@@ -249,8 +278,16 @@ def group_key(cfg: "ExperimentConfig") -> tuple:
     pipeline, cohort size, algorithm and device); a cheap proxy of :func:`architecture`
     computed from the config alone."""
     d = cfg.data
-    return (cfg.model_name, repr(sorted((cfg.model.model_extra or {}).items())), d.dataset, d.root,
-            repr(sorted(d.synthetic.items())), cfg.cohort_size, cfg.fl.algorithm, cfg.fl.device)
+    return (
+        cfg.model_name,
+        repr(sorted((cfg.model.model_extra or {}).items())),
+        d.dataset,
+        d.root,
+        repr(sorted(d.synthetic.items())),
+        cfg.cohort_size,
+        cfg.fl.algorithm,
+        cfg.fl.device,
+    )
 
 
 def groups(configs: Iterable["ExperimentConfig"], max_runs: int = 64) -> list[list[int]]:

@@ -12,7 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-ACCURACIES = (("main_acc", "main accuracy"), ("backdoor_acc", "backdoor accuracy"), ("base_acc", "source-class accuracy"))
+ACCURACIES = (
+    ("main_acc", "main accuracy"),
+    ("backdoor_acc", "backdoor accuracy"),
+    ("base_acc", "source-class accuracy"),
+)
 
 
 def main_diagnostic(metrics: list[dict]) -> Optional[str]:

@@ -54,8 +54,9 @@ def pretrain_tree(arch: str, arch_params: dict[str, Any], pretrain: dict[str, An
     return tree
 
 
-def snapshots_of(arch: str, arch_params: dict[str, Any], pretrain: dict[str, Any],
-                 snapshots: list[int]) -> dict[int, dict[str, dict[str, torch.Tensor]]]:
+def snapshots_of(
+    arch: str, arch_params: dict[str, Any], pretrain: dict[str, Any], snapshots: list[int]
+) -> dict[int, dict[str, dict[str, torch.Tensor]]]:
     """Round -> ``{"params": ..., "buffers": ...}`` of the benign run's global model after
     that many rounds (from the cache, else played now and cached)."""
     from ..config import load_config
@@ -64,23 +65,30 @@ def snapshots_of(arch: str, arch_params: dict[str, Any], pretrain: dict[str, Any
     cfg = load_config(None, base=pretrain_tree(arch, arch_params, pretrain))
     resolved = cfg.model_dump(mode="json")
     resolved["data"].pop("root", None)  # where the data lives does not change the model
-    key = hashlib.sha256(json.dumps({"cfg": resolved, "snapshots": sorted(snapshots)}, sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        json.dumps({"cfg": resolved, "snapshots": sorted(snapshots)}, sort_keys=True).encode()
+    ).hexdigest()[:20]
     path = cache_dir() / f"{arch}-{key}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
     rounds = cfg.fl.rounds
     bad = [r for r in snapshots if not 0 <= r <= rounds]
     if bad:
-        raise ConfigError("model.round", f"{bad[0]} is outside the pre-training run's 0..{rounds} rounds",
-                          f"0..{rounds} (model.pretrain.fl.rounds)")
+        raise ConfigError(
+            "model.round",
+            f"{bad[0]} is outside the pre-training run's 0..{rounds} rounds",
+            f"0..{rounds} (model.pretrain.fl.rounds)",
+        )
     torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()
     try:
         sim = Simulation(cfg)
         out: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
         for t in range(max(snapshots) + 1):
             if t in snapshots:
-                out[t] = {"params": {n: v.detach().cpu().clone() for n, v in sim.params.items()},
-                          "buffers": {n: v.detach().cpu().clone() for n, v in sim.buffers.items()}}
+                out[t] = {
+                    "params": {n: v.detach().cpu().clone() for n, v in sim.params.items()},
+                    "buffers": {n: v.detach().cpu().clone() for n, v in sim.buffers.items()},
+                }
             if t < max(snapshots):
                 sim.run_round(t)
     finally:
@@ -94,14 +102,24 @@ def snapshots_of(arch: str, arch_params: dict[str, Any], pretrain: dict[str, Any
 
 
 @MODELS.register("fl-pretrained")
-def fl_pretrained(input_shape: tuple[int, ...], num_classes: int, *, arch: str = "cnn", round: int = 20,
-                  pretrain: Optional[dict[str, Any]] = None, snapshots: Optional[list[int]] = None,
-                  arch_params: Optional[dict[str, Any]] = None) -> torch.nn.Module:
+def fl_pretrained(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    arch: str = "cnn",
+    round: int = 20,
+    pretrain: Optional[dict[str, Any]] = None,
+    snapshots: Optional[list[int]] = None,
+    arch_params: Optional[dict[str, Any]] = None,
+) -> torch.nn.Module:
     """``arch`` initialised with the global model of a benign FL run after ``round`` rounds
     (the run ``pretrain`` describes; played once and cached, see the module docstring)."""
     if not pretrain:
-        raise ConfigError("model.pretrain", "is required: the benign run's config (data, fl, seed)",
-                          "a config tree, e.g. {fl: {rounds: 20}}")
+        raise ConfigError(
+            "model.pretrain",
+            "is required: the benign run's config (data, fl, seed)",
+            "a config tree, e.g. {fl: {rounds: 20}}",
+        )
     if arch == "fl-pretrained":
         raise ConfigError("model.arch", "cannot be fl-pretrained itself", "a registered model, e.g. cnn")
     snaps = sorted(set(snapshots or []) | {int(round)})

@@ -96,8 +96,18 @@ def read_json(path: str | Path) -> dict[str, Any]:
 #: the record files a run appends round by round (RunResult attribute = file stem)
 RECORD_FILES = ("metrics", "clients", "rounds")
 #: every file a run writes in its folder
-RUN_FILES = ("config.yaml", "metrics.jsonl", "clients.jsonl", "rounds.jsonl", "summary.json", "curves.png",
-             "checkpoint.pt", "checkpoint.pt.tmp", "summary.json.tmp", "error.log")
+RUN_FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "clients.jsonl",
+    "rounds.jsonl",
+    "summary.json",
+    "curves.png",
+    "checkpoint.pt",
+    "checkpoint.pt.tmp",
+    "summary.json.tmp",
+    "error.log",
+)
 #: statuses of a run that has ended and will not change (a sweep counts them as results)
 FINISHED = ("ok", "diverged")
 
@@ -122,7 +132,9 @@ def new_run_dir(name: str, root: str | Path = "runs", stamp: Optional[str] = Non
             raise RunDirError("--out", f"cannot create {str(path)!r}: {_why(e)}", "a writable folder") from None
         check_writable(path)
         return path
-    raise RunDirError("--out", f"{max_tries} runs named {name!r} started at {stamp} already exist in {root}", "--out DIR")
+    raise RunDirError(
+        "--out", f"{max_tries} runs named {name!r} started at {stamp} already exist in {root}", "--out DIR"
+    )
 
 
 def open_run_dir(out: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
@@ -137,8 +149,9 @@ def open_run_dir(out: str | Path, overwrite: bool = False, resume: bool = False)
     except RunDirError:
         raise
     except OSError as e:  # e.g. a name too long to even look up
-        raise RunDirError("--resume" if resume else "--out", f"cannot use {str(out)!r}: {_why(e)}",
-                          "a writable folder") from None
+        raise RunDirError(
+            "--resume" if resume else "--out", f"cannot use {str(out)!r}: {_why(e)}", "a writable folder"
+        ) from None
 
 
 def _open_run_dir(out: Path, overwrite: bool, resume: bool) -> Path:
@@ -149,8 +162,11 @@ def _open_run_dir(out: Path, overwrite: bool, resume: bool) -> Path:
             raise RunDirError("--resume", f"{str(out)!r} holds no run (no config.yaml)", "the folder of a started run")
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise RunDirError("--out", f"folder {str(out)!r} is not empty",
-                              "a new or empty folder; --overwrite replaces its run, --resume continues it")
+            raise RunDirError(
+                "--out",
+                f"folder {str(out)!r} is not empty",
+                "a new or empty folder; --overwrite replaces its run, --resume continues it",
+            )
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
     try:
@@ -196,8 +212,11 @@ def cut_records(out: Path, sizes: dict[str, int]) -> None:
         path, size = out / f"{key}.jsonl", int(sizes.get(key, 0))
         have = path.stat().st_size if path.exists() else 0
         if have < size:
-            raise DamagedFileError(path, f"holds {have} bytes, fewer than the {size} its checkpoint recorded",
-                                   "delete checkpoint.pt to play the run again from round 0")
+            raise DamagedFileError(
+                path,
+                f"holds {have} bytes, fewer than the {size} its checkpoint recorded",
+                "delete checkpoint.pt to play the run again from round 0",
+            )
         with open(path, "a") as fh:
             fh.truncate(size)
 
@@ -238,8 +257,9 @@ class RunWriter:
 def read_run(out: str | Path) -> dict[str, Any]:
     """A run folder's records: ``{"metrics": [...], "clients": [...], "rounds": [...], "summary": {...}}``."""
     out = Path(out)
-    rec: dict[str, Any] = {k: read_jsonl(out / f"{k}.jsonl") if (out / f"{k}.jsonl").exists() else []
-                           for k in RECORD_FILES}
+    rec: dict[str, Any] = {
+        k: read_jsonl(out / f"{k}.jsonl") if (out / f"{k}.jsonl").exists() else [] for k in RECORD_FILES
+    }
     rec["summary"] = read_summary(out)
     return rec
 

@@ -19,8 +19,9 @@ def spike_rounds(attackers: Sequence[int], cohort: int) -> list[int]:
     return [t for t, a in enumerate(attackers) if a > cohort / 2]
 
 
-def spike_metrics(attackers: Sequence[int], backdoor: Sequence[Optional[float]], cohort: int,
-                  threshold: float = 0.3) -> dict:
+def spike_metrics(
+    attackers: Sequence[int], backdoor: Sequence[Optional[float]], cohort: int, threshold: float = 0.3
+) -> dict:
     """Summary of a run's backdoor accuracy by round type, and each spike's recovery time.
 
     ``attackers[t]``: attackers in round ``t``'s cohort; ``backdoor[t]``: backdoor accuracy

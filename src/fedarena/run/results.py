@@ -32,7 +32,6 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-
 @dataclass(frozen=True)
 class RoundObservation:
     """A finished round as an observer sees it (``Simulation.run(observe=...)``,
@@ -89,7 +88,9 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
     norms_t = row_norms(U)
     norms = norms_t.tolist()
 
-    def finite(a: torch.Tensor, sum_of: torch.Tensor) -> torch.Tensor:  # a finite sum: no NaN/Inf entry (one cheap pass)
+    def finite(
+        a: torch.Tensor, sum_of: torch.Tensor
+    ) -> torch.Tensor:  # a finite sum: no NaN/Inf entry (one cheap pass)
         return a if bool(torch.isfinite(sum_of.sum())) else torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
 
     cos = cosine_to(finite(U, norms_t), finite(agg.update, agg.update)).tolist()
@@ -98,8 +99,14 @@ def client_records(rec: dict[str, Any], is_malicious: np.ndarray) -> list[dict[s
     scores = scores.tolist() if isinstance(scores, torch.Tensor) and scores.numel() == len(rec["cohort"]) else None
     out = []
     for i, cid in enumerate(rec["cohort"]):
-        r = {"round": rec["round"], "client": int(cid), "malicious": bool(is_malicious[cid]),
-             "attacking": bool(rec["malicious"][i]), "norm": _finite_or_none(norms[i]), "cos_to_aggregate": cos[i]}
+        r = {
+            "round": rec["round"],
+            "client": int(cid),
+            "malicious": bool(is_malicious[cid]),
+            "attacking": bool(rec["malicious"][i]),
+            "norm": _finite_or_none(norms[i]),
+            "cos_to_aggregate": cos[i],
+        }
         if w is not None:
             key = "accepted" if agg.weights.dtype == torch.bool else "weight"
             r[key] = w[i]
@@ -115,7 +122,9 @@ def _finite_or_none(v: float) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def summarize(metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Optional[str], completed: int) -> dict[str, Any]:
+def summarize(
+    metrics: list[dict], cfg: ExperimentConfig, wall: float, error: Optional[str], completed: int
+) -> dict[str, Any]:
     last = metrics[-1] if metrics else {}
     bd = [m["backdoor_acc"] for m in metrics if m.get("backdoor_acc") is not None]
     from ..resolve import describe

@@ -29,8 +29,16 @@ from typing import Callable, Optional, Sequence
 from ..config import ExperimentConfig, dump_config, load_config
 from ..errors import ConfigError, DamagedFileError, DataNotFoundError
 from .checkpoint import RESTART, load_checkpoint, load_simulation_state, save_checkpoint, simulation_state
-from .records import (FINISHED, RECORD_FILES, RunWriter, cut_records, plot_curves, read_run, read_summary,
-                      write_json_atomic)
+from .records import (
+    FINISHED,
+    RECORD_FILES,
+    RunWriter,
+    cut_records,
+    plot_curves,
+    read_run,
+    read_summary,
+    write_json_atomic,
+)
 from .lockstep import Lockstep, architecture, groups
 from .results import RunResult, summarize
 from .simulation import Simulation
@@ -50,8 +58,15 @@ class RunFolder:
     ``finished``: the result of a run found finished in ``out`` (nothing to play).
     """
 
-    def __init__(self, out: str | Path, cfg: Optional[ExperimentConfig] = None, *, sim: Optional[Simulation] = None,
-                 resume: bool = False, plot: bool = True):
+    def __init__(
+        self,
+        out: str | Path,
+        cfg: Optional[ExperimentConfig] = None,
+        *,
+        sim: Optional[Simulation] = None,
+        resume: bool = False,
+        plot: bool = True,
+    ):
         out = Path(out)
         self.out, self.plot, self.finished = out, plot, None
         if resume:
@@ -75,8 +90,11 @@ class RunFolder:
                     load_simulation_state(sim, state["simulation"])
                     sizes, self.wall_before = dict(state["files"]), float(state["wall_time_s"])
                 except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-                    raise DamagedFileError(out / CHECKPOINT, f"does not fit this run's config ({type(e).__name__}: "
-                                           f"{str(e)[:120]})", RESTART) from None
+                    raise DamagedFileError(
+                        out / CHECKPOINT,
+                        f"does not fit this run's config ({type(e).__name__}: {str(e)[:120]})",
+                        RESTART,
+                    ) from None
             cut_records(out, sizes)  # back to the checkpoint's rounds: a torn last line goes too
             (out / ERROR_LOG).unlink(missing_ok=True)  # an earlier attempt's
             prior = read_run(out)
@@ -92,8 +110,14 @@ class RunFolder:
         self.writer.on_round(t, records)
         every, sim = self.cfg.run.checkpoint_every, self.sim
         if every and sim.next_round == t + 1 and (t + 1) % every == 0 and t + 1 < self.cfg.fl.rounds:
-            save_checkpoint(self.out / CHECKPOINT, {"simulation": simulation_state(sim), "files": self.writer.sizes(),
-                                                    "wall_time_s": self.wall_before + time.perf_counter() - self.start})
+            save_checkpoint(
+                self.out / CHECKPOINT,
+                {
+                    "simulation": simulation_state(sim),
+                    "files": self.writer.sizes(),
+                    "wall_time_s": self.wall_before + time.perf_counter() - self.start,
+                },
+            )
 
     def finish(self, status: str, message: Optional[str], trace: Optional[str] = None) -> RunResult:
         """Close the records and write the summary (``status`` interrupted/error: from here).
@@ -117,9 +141,15 @@ class RunFolder:
         return result
 
 
-def execute(out: str | Path, cfg: Optional[ExperimentConfig] = None, *, sim: Optional[Simulation] = None,
-            resume: bool = False, progress: Optional[Callable[[int, dict], None]] = None,
-            plot: bool = True) -> RunResult:
+def execute(
+    out: str | Path,
+    cfg: Optional[ExperimentConfig] = None,
+    *,
+    sim: Optional[Simulation] = None,
+    resume: bool = False,
+    progress: Optional[Callable[[int, dict], None]] = None,
+    plot: bool = True,
+) -> RunResult:
     """Play a run in folder ``out`` and return its result (records of every round).
 
     ``resume``: continue the run already in ``out`` (its own ``config.yaml``); a finished
@@ -139,7 +169,9 @@ def execute_many(folders: list[RunFolder], progress: Optional[Callable[[int, dic
         if live:
             Lockstep([f.sim for f in live]).run(
                 None if progress is None else (lambda i, t, ev: progress(t, ev) if i == 0 else None),
-                lambda i, t, new: live[i].on_round(t, new), [f.result for f in live])
+                lambda i, t, new: live[i].on_round(t, new),
+                [f.result for f in live],
+            )
         status = "ok"
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted after round {}"
@@ -157,9 +189,12 @@ def execute_many(folders: list[RunFolder], progress: Optional[Callable[[int, dic
     return [f.finished if f.finished is not None else f.result for f in folders]
 
 
-def run_many(configs: Sequence["ExperimentConfig"], max_runs: int = 64,
-             on_result: Optional[Callable[[int, "RunResult"], None]] = None,
-             seconds: Optional[dict[str, float]] = None) -> list["RunResult"]:
+def run_many(
+    configs: Sequence["ExperimentConfig"],
+    max_runs: int = 64,
+    on_result: Optional[Callable[[int, "RunResult"], None]] = None,
+    seconds: Optional[dict[str, float]] = None,
+) -> list["RunResult"]:
     """Run every config, compatible ones in lockstep; results in the configs' order.
 
     ``on_result(i, result)`` is called as each group finishes. Set-up of a group's runs

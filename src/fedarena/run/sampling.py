@@ -34,9 +34,20 @@ import numpy as np
 SCHEDULES = ("uniform", "fixed-malicious", "periodic", "counts")
 
 
-def attacker_count(t: int, schedule: str, k: int, n: int, num_malicious: int, *, period: int = 10,
-                   spike_rounds: int = 2, spike_malicious: int = 6, counts: Sequence[int] = (),
-                   forced_rounds: Sequence[int] = (), forced_malicious: int = 5) -> Optional[int]:
+def attacker_count(
+    t: int,
+    schedule: str,
+    k: int,
+    n: int,
+    num_malicious: int,
+    *,
+    period: int = 10,
+    spike_rounds: int = 2,
+    spike_malicious: int = 6,
+    counts: Sequence[int] = (),
+    forced_rounds: Sequence[int] = (),
+    forced_malicious: int = 5,
+) -> Optional[int]:
     """The number of attackers in round ``t``'s cohort, or ``None`` for ``uniform`` (then
     the count is whatever the uniform draw holds). Clipped to what the populations allow."""
     if t in forced_rounds:
@@ -54,8 +65,9 @@ def attacker_count(t: int, schedule: str, k: int, n: int, num_malicious: int, *,
     return max(min(m, num_malicious, k), k - (n - num_malicious), 0)
 
 
-def draw_cohort(rng: np.random.Generator, k: int, n: int, malicious: np.ndarray, is_malicious: np.ndarray,
-                m: Optional[int]) -> np.ndarray:
+def draw_cohort(
+    rng: np.random.Generator, k: int, n: int, malicious: np.ndarray, is_malicious: np.ndarray, m: Optional[int]
+) -> np.ndarray:
     """Sorted client ids of one cohort: uniform over all clients (``m is None``), or ``m``
     uniform attackers plus ``k - m`` uniform benign clients."""
     if k == n:
@@ -63,8 +75,11 @@ def draw_cohort(rng: np.random.Generator, k: int, n: int, malicious: np.ndarray,
     if m is None:
         return np.sort(rng.choice(n, k, replace=False))
     benign = np.flatnonzero(~is_malicious)
-    return np.sort(np.concatenate([rng.choice(malicious, m, replace=False),
-                                   rng.choice(benign, k - m, replace=False)]).astype(np.int64))
+    return np.sort(
+        np.concatenate([rng.choice(malicious, m, replace=False), rng.choice(benign, k - m, replace=False)]).astype(
+            np.int64
+        )
+    )
 
 
 __all__ = ["SCHEDULES", "attacker_count", "draw_cohort"]

@@ -54,10 +54,18 @@ class Attackers:
     loss: Optional[Callable[[torch.Tensor], float]] = None
 
 
-def craft_rows(U: torch.Tensor, who: Attackers, *, round: int, layout: ParamLayout, global_params: torch.Tensor,
-               prev_update: Optional[torch.Tensor], pipeline: Optional[DefensePipeline] = None,
-               ctx: Optional[RoundContext] = None, step: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-               ) -> torch.Tensor:
+def craft_rows(
+    U: torch.Tensor,
+    who: Attackers,
+    *,
+    round: int,
+    layout: ParamLayout,
+    global_params: torch.Tensor,
+    prev_update: Optional[torch.Tensor],
+    pipeline: Optional[DefensePipeline] = None,
+    ctx: Optional[RoundContext] = None,
+    step: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> torch.Tensor:
     """``U`` with the attackers' rows replaced by what their ``craft()`` returns (``U``
     itself when the attack does not craft). The view holds exactly what the attack's
     threat model allows: its own rows always, the benign rows for ``knowledge="benign"``,
@@ -74,13 +82,20 @@ def craft_rows(U: torch.Tensor, who: Attackers, *, round: int, layout: ParamLayo
         server = ServerView(pipeline=pipeline, context=ctx, malicious_rows=who.rows, step=step, loss=who.loss)
     uploads = U[rows].clone()
     view = RoundView(
-        round=round, layout=layout, global_params=global_params, prev_update=prev_update,
-        malicious_ids=who.ids, num_clients=U.shape[0],
+        round=round,
+        layout=layout,
+        global_params=global_params,
+        prev_update=prev_update,
+        malicious_ids=who.ids,
+        num_clients=U.shape[0],
         own_updates=uploads if who.own is None else who.own.clone(),
         uploads=None if who.own is None else uploads,
         benign_updates=U[benign_mask].clone() if omniscient else None,
         benign_ids=who.benign_ids if omniscient else None,
-        lr=who.lr, algorithm=who.algorithm, generator=who.generator, server=server,
+        lr=who.lr,
+        algorithm=who.algorithm,
+        generator=who.generator,
+        server=server,
     )
     crafted = attack.craft(view)
     if crafted is None:
@@ -105,16 +120,31 @@ class ServerOutcome:
     problem: Optional[str] = None
 
 
-def server_round(U: torch.Tensor, ctx: RoundContext, pipeline: DefensePipeline,
-                 step: Callable[[torch.Tensor], torch.Tensor], *, attackers: Optional[Attackers] = None,
-                 defense_name: str = "defense") -> ServerOutcome:
+def server_round(
+    U: torch.Tensor,
+    ctx: RoundContext,
+    pipeline: DefensePipeline,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    attackers: Optional[Attackers] = None,
+    defense_name: str = "defense",
+) -> ServerOutcome:
     """Craft (if ``attackers``), defend, check, step: see the module docstring.
 
     ``step``: aggregate -> the change of the flat global parameters (``server_lr * agg``
     for fedavg, ``-lr * agg`` for fedsgd); applied to ``ctx.global_params``."""
     if attackers is not None:
-        U = craft_rows(U, attackers, round=ctx.round, layout=ctx.layout, global_params=ctx.global_params,
-                       prev_update=ctx.prev_update, pipeline=pipeline, ctx=ctx, step=step)
+        U = craft_rows(
+            U,
+            attackers,
+            round=ctx.round,
+            layout=ctx.layout,
+            global_params=ctx.global_params,
+            prev_update=ctx.prev_update,
+            pipeline=pipeline,
+            ctx=ctx,
+            step=step,
+        )
     try:
         agg = pipeline(U, ctx)
     except Diverged as e:

@@ -117,11 +117,16 @@ def build_model(cfg: ExperimentConfig, data: TensorDataset) -> torch.nn.Module:
 
 def partition_data(cfg: ExperimentConfig, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     name = cfg.data.partition
-    opts = {"dirichlet": {"alpha": cfg.data.alpha, "dirichlet_variant": cfg.data.dirichlet_variant,
-                          "min_size": cfg.data.min_size},
-            "shards": {"classes_per_client": cfg.data.classes_per_client},
-            "dominant-class": {"q": cfg.data.q, "q_rest": cfg.data.q_rest},
-            "per-class-sample": {"per_class": cfg.data.per_class}}.get(name, {})
+    opts = {
+        "dirichlet": {
+            "alpha": cfg.data.alpha,
+            "dirichlet_variant": cfg.data.dirichlet_variant,
+            "min_size": cfg.data.min_size,
+        },
+        "shards": {"classes_per_client": cfg.data.classes_per_client},
+        "dominant-class": {"q": cfg.data.q, "q_rest": cfg.data.q_rest},
+        "per-class-sample": {"per_class": cfg.data.per_class},
+    }.get(name, {})
     return PARTITIONS.get(name)(labels, cfg.fl.num_clients, rng, **opts)
 
 
@@ -129,8 +134,9 @@ def chosen_malicious(ids: Sequence[int], num_clients: int) -> np.ndarray:
     """Sorted unique malicious client ids, checked against ``fl.num_clients``."""
     out = np.unique(np.asarray(list(ids), dtype=np.int64))
     if len(out) and (out[0] < 0 or out[-1] >= num_clients):
-        raise ConfigError("malicious", f"client ids must be in 0..{num_clients - 1} (got {out.tolist()})",
-                          f"0..{num_clients - 1}")
+        raise ConfigError(
+            "malicious", f"client ids must be in 0..{num_clients - 1} (got {out.tolist()})", f"0..{num_clients - 1}"
+        )
     return out
 
 
@@ -141,8 +147,9 @@ class Simulation:
     #: everything the next round depends on that set-up does not rebuild from the config
     STATE_ATTRS = ["next_round", "params", "buffers", "client_momentum", "client_opt_state", "prev_update"]
 
-    def __init__(self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None,
-                 malicious: Optional[Sequence[int]] = None):
+    def __init__(
+        self, cfg: ExperimentConfig, data: Optional[TensorDataset] = None, malicious: Optional[Sequence[int]] = None
+    ):
         """``malicious``: the malicious client ids (default: ``attack.num_malicious`` ids
         drawn from the attack stream)."""
         self.cfg = cfg
@@ -164,12 +171,20 @@ class Simulation:
             from ..attacks.optimize import OptimizedAttack
 
             self.attack = OptimizedAttack(self.attack, **cfg.attack.optimize.model_dump())
-        info = DataInfo(self.data.num_classes, self.data.input_shape, cfg.data.dataset, cfg.data.root, cfg.data.download,
-                        cfg.data.verify)
+        info = DataInfo(
+            self.data.num_classes,
+            self.data.input_shape,
+            cfg.data.dataset,
+            cfg.data.root,
+            cfg.data.download,
+            cfg.data.verify,
+        )
         self.data_info = info  # what an attack may know about the task (public: attacks built on the side)
         self.attack.setup(info, self.streams.torch("attack", 0))
         rng = self.streams.numpy("attack", 1)
-        self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(np.int64)
+        self.malicious = np.sort(rng.choice(cfg.fl.num_clients, cfg.attack.num_malicious, replace=False)).astype(
+            np.int64
+        )
         if malicious is not None:
             self.malicious = chosen_malicious(malicious, cfg.fl.num_clients)
         self.is_malicious = np.zeros(cfg.fl.num_clients, dtype=bool)
@@ -184,17 +199,29 @@ class Simulation:
         self.pipeline: DefensePipeline = build_pipeline(defense_dict(cfg))
         self.pipeline.validate(cfg.cohort_size, cfg.declared_f)
         self.recipe = TrainRecipe(
-            lr=cfg.fl.lr, momentum=cfg.fl.momentum, weight_decay=cfg.fl.weight_decay, batch_size=cfg.fl.batch_size,
-            epochs=cfg.fl.local_epochs, steps=cfg.fl.local_steps, grad_clip=cfg.fl.grad_clip,
-            optimizer=cfg.fl.optimizer, betas=tuple(cfg.fl.adam_betas), eps=cfg.fl.adam_eps,
+            lr=cfg.fl.lr,
+            momentum=cfg.fl.momentum,
+            weight_decay=cfg.fl.weight_decay,
+            batch_size=cfg.fl.batch_size,
+            epochs=cfg.fl.local_epochs,
+            steps=cfg.fl.local_steps,
+            grad_clip=cfg.fl.grad_clip,
+            optimizer=cfg.fl.optimizer,
+            betas=tuple(cfg.fl.adam_betas),
+            eps=cfg.fl.adam_eps,
         )
         self.recipe = self.pipeline.client_recipe(self.recipe)
         self.benign_recipe = self.recipe.with_(step_hook=client_hook(cfg.defense))  # attackers train without it
         if cfg.fl.algorithm == "fedsgd" and runs_local_training(self.attack):
-            raise ConfigError("attack.name", f"{cfg.attack.name!r} runs its own local training, which needs "
-                              "fl.algorithm=fedavg", "fl.algorithm=fedavg")
+            raise ConfigError(
+                "attack.name",
+                f"{cfg.attack.name!r} runs its own local training, which needs fl.algorithm=fedavg",
+                "fl.algorithm=fedavg",
+            )
         if cfg.fl.algorithm == "fedsgd" and self.recipe.project is not None:
-            raise ConfigError("defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server")
+            raise ConfigError(
+                "defense.clip_at", "client-side projection needs local steps (fl.algorithm=fedavg)", "server"
+            )
         self.root_index = self._root_index()
         self.client_momentum: dict[int, torch.Tensor] = {}  # fedsgd: persistent per-client momentum
         # fl.client_state=persistent: each client's local optimizer state (momentum buffer, Adam
@@ -211,8 +238,12 @@ class Simulation:
         offset = len(self.data.y_train)
         for cid in self.malicious:
             idx = torch.from_numpy(self.client_index[cid]).to(self.device)
-            out = self.attack.poison(self.data.x_train[idx].clone(), self.data.y_train[idx].clone(), int(cid),
-                                     self.streams.torch("attack", 2, int(cid)))
+            out = self.attack.poison(
+                self.data.x_train[idx].clone(),
+                self.data.y_train[idx].clone(),
+                int(cid),
+                self.streams.torch("attack", 2, int(cid)),
+            )
             if out is None:
                 continue
             px, py = out
@@ -256,14 +287,25 @@ class Simulation:
 
     def root_gradient(self, t: int):
         """``flat_params -> update`` of the benign recipe on the root dataset (one client)."""
+
         def fn(flat: torch.Tensor) -> torch.Tensor:
             params = {n: v.clone() for n, v in self.layout.unflatten(flat).items()}
             recipe = self.recipe_at(t)
             sched = BatchSchedule.build([len(self.root_index)], recipe, [self.streams.numpy("defense", t, 10**6)])
             fedsgd = self.cfg.fl.algorithm == "fedsgd"
-            rows, _ = train_clients(self.model, params, self.data.x_train, self.data.y_train, [self.root_index], sched,
-                                    recipe, algorithm=self.cfg.fl.algorithm, vectorized=False, prepare=self.prepare,
-                                    buffers=None if fedsgd else self.buffers)
+            rows, _ = train_clients(
+                self.model,
+                params,
+                self.data.x_train,
+                self.data.y_train,
+                [self.root_index],
+                sched,
+                recipe,
+                algorithm=self.cfg.fl.algorithm,
+                vectorized=False,
+                prepare=self.prepare,
+                buffers=None if fedsgd else self.buffers,
+            )
             return rows[0]
 
         def checked(flat: torch.Tensor) -> torch.Tensor:
@@ -271,6 +313,7 @@ class Simulation:
             if not torch.isfinite(g0).all():
                 raise Diverged("the server's update on its root dataset is not finite (NaN/Inf)")
             return g0
+
         return checked
 
     @property
@@ -294,10 +337,19 @@ class Simulation:
         """The round's cohort, drawn by the ``fl.sampling`` schedule (:mod:`fedarena.run.sampling`)
         from the round's own ``sampling`` stream (the same for every defense)."""
         fl, k = self.cfg.fl, self.cfg.cohort_size
-        m = attacker_count(t, fl.sampling, k, fl.num_clients, len(self.malicious), period=fl.period,
-                           spike_rounds=fl.spike_rounds, spike_malicious=fl.spike_malicious,
-                           counts=fl.malicious_counts, forced_rounds=fl.forced_rounds,
-                           forced_malicious=fl.forced_malicious)
+        m = attacker_count(
+            t,
+            fl.sampling,
+            k,
+            fl.num_clients,
+            len(self.malicious),
+            period=fl.period,
+            spike_rounds=fl.spike_rounds,
+            spike_malicious=fl.spike_malicious,
+            counts=fl.malicious_counts,
+            forced_rounds=fl.forced_rounds,
+            forced_malicious=fl.forced_malicious,
+        )
         return draw_cohort(self.streams.numpy("sampling", t), k, fl.num_clients, self.malicious, self.is_malicious, m)
 
     def plan_round(self, t: int) -> RoundPlan:
@@ -326,7 +378,7 @@ class Simulation:
                 continue
             if mal and not self.attack.trains:
                 continue  # its row is crafted; no training needed
-            r = ((self.attack.recipe(recipe, cid) or recipe) if mal else benign)
+            r = (self.attack.recipe(recipe, cid) or recipe) if mal else benign
             groups.setdefault(r, []).append(row)
         seq_model = has_buffers(self.model) or not cfg.fl.vectorize
         persistent = cfg.fl.client_state == "persistent"
@@ -334,11 +386,17 @@ class Simulation:
         for r, rows in groups.items():
             idx = [index[i] for i in rows]
             rngs = [self.streams.numpy("training", t, int(cohort[i])) for i in rows]
-            jobs.append(TrainJob(r, rows, idx, BatchSchedule.build([len(a) for a in idx], r, rngs),
-                                 seed=self.streams.seed_of("training") + t,  # dropout masks
-                                 vectorized=r.vectorize and not seq_model,
-                                 opt_states=[self.client_opt_state.get(int(cohort[i])) for i in rows] if persistent
-                                 else None))
+            jobs.append(
+                TrainJob(
+                    r,
+                    rows,
+                    idx,
+                    BatchSchedule.build([len(a) for a in idx], r, rngs),
+                    seed=self.streams.seed_of("training") + t,  # dropout masks
+                    vectorized=r.vectorize and not seq_model,
+                    opt_states=[self.client_opt_state.get(int(cohort[i])) for i in rows] if persistent else None,
+                )
+            )
         U = torch.zeros(len(cohort), self.layout.dim, device=self.device)
         return RoundPlan(t, cohort, active, mal_mask, jobs, U, index, recipe, own_loop)
 
@@ -351,22 +409,31 @@ class Simulation:
             if job.opt_states is not None:
                 self.client_opt_state.update({int(cohort[i]): st for i, st in zip(job.rows, job.opt_states)})
         if plan.own_loop:
-            U[plan.own_loop] = self.attacker_training(plan.round, cohort, plan.own_loop, plan.index, plan.recipe,
-                                                      U).to(U.device, U.dtype)
+            U[plan.own_loop] = self.attacker_training(plan.round, cohort, plan.own_loop, plan.index, plan.recipe, U).to(
+                U.device, U.dtype
+            )
         if plan.new_buffers and self.buffers and self.cfg.fl.buffers == "mean":
             for n, b in self.buffers.items():
                 stacked = torch.stack([nb[n] for nb in plan.new_buffers])
-                self.buffers[n] = stacked.float().mean(0).to(b.dtype) if b.is_floating_point() else stacked.max(0).values
+                self.buffers[n] = (
+                    stacked.float().mean(0).to(b.dtype) if b.is_floating_point() else stacked.max(0).values
+                )
         if self.cfg.fl.algorithm == "fedsgd":  # m = beta m + (1 - beta) g, from m = 0 (one op for all rows)
             beta = self.cfg.fl.client_momentum
             prev = [self.client_momentum.get(int(c)) for c in cohort]
             last = getattr(self, "_momentum_rows", None)  # last round's rows: no stacking when the cohort repeats
-            if last is not None and len(last) == len(prev) and all(m is not None and m.data_ptr() == r.data_ptr()
-                                                                   for m, r in zip(prev, last)):
+            if (
+                last is not None
+                and len(last) == len(prev)
+                and all(m is not None and m.data_ptr() == r.data_ptr() for m, r in zip(prev, last))
+            ):
                 M = last
             else:
-                M = torch.stack([torch.zeros_like(U[i]) if m is None else m for i, m in enumerate(prev)]) if any(
-                    m is not None for m in prev) else None
+                M = (
+                    torch.stack([torch.zeros_like(U[i]) if m is None else m for i, m in enumerate(prev)])
+                    if any(m is not None for m in prev)
+                    else None
+                )
             U.mul_(1 - beta)  # in place: two passes over U, no k x d temporaries
             if M is not None:
                 U.add_(M, alpha=beta)
@@ -390,8 +457,9 @@ class Simulation:
             self._lockstep = Lockstep([self])
         return self._lockstep
 
-    def attacker_training(self, t: int, cohort: np.ndarray, rows: list[int], index: list[np.ndarray],
-                          recipe: TrainRecipe, U: torch.Tensor) -> torch.Tensor:
+    def attacker_training(
+        self, t: int, cohort: np.ndarray, rows: list[int], index: list[np.ndarray], recipe: TrainRecipe, U: torch.Tensor
+    ) -> torch.Tensor:
         """The update rows of malicious clients whose attack runs its own local loop
         (:meth:`Attack.local_train`); benign rows of ``U`` are final by now."""
         ids = [int(cohort[i]) for i in rows]
@@ -400,13 +468,16 @@ class Simulation:
             mask = np.ones(len(cohort), dtype=bool)
             mask[rows] = False
             benign = U[torch.from_numpy(mask)].clone()
-        ctx = dataclasses.replace(self.local_context(t, ids), poisoned_index=[index[i] for i in rows], recipe=recipe,
-                                  benign_updates=benign)
+        ctx = dataclasses.replace(
+            self.local_context(t, ids), poisoned_index=[index[i] for i in rows], recipe=recipe, benign_updates=benign
+        )
         seed_torch(self.device, self.streams.seed_of("attack") + t)  # dropout masks
         out = self.attack.local_train(ctx)
         if out is None or tuple(out.shape) != (len(rows), self.layout.dim):
-            raise RuntimeError(f"attack {self.cfg.attack.name!r}: local_train must return a "
-                               f"({len(rows)}, {self.layout.dim}) tensor of update rows")
+            raise RuntimeError(
+                f"attack {self.cfg.attack.name!r}: local_train must return a "
+                f"({len(rows)}, {self.layout.dim}) tensor of update rows"
+            )
         return out
 
     def local_context(self, t: int, clients: Sequence[int]) -> LocalTrainContext:
@@ -421,17 +492,30 @@ class Simulation:
         tensors are the run's own: read them, do not modify them."""
         ids = [int(c) for c in clients]
         return LocalTrainContext(
-            round=t, model=self.model, global_params=self.params, buffers=self.buffers, layout=self.layout,
-            client_ids=ids, clean_index=[self.client_index[c] for c in ids],
+            round=t,
+            model=self.model,
+            global_params=self.params,
+            buffers=self.buffers,
+            layout=self.layout,
+            client_ids=ids,
+            clean_index=[self.client_index[c] for c in ids],
             poisoned_index=[self.poisoned_index.get(c, self.client_index[c]) for c in ids],
-            x=self.x_store, y=self.y_store, prepare=self.prepare, recipe=self.recipe_at(t),
-            rngs=[self.streams.numpy("training", t, c) for c in ids], generator=self.streams.torch("attack", 4, t))
+            x=self.x_store,
+            y=self.y_store,
+            prepare=self.prepare,
+            recipe=self.recipe_at(t),
+            rngs=[self.streams.numpy("training", t, c) for c in ids],
+            generator=self.streams.torch("attack", 4, t),
+        )
 
     def client_extras(self, U: torch.Tensor, mal_mask: np.ndarray, cohort: np.ndarray) -> list[dict[str, Any]]:
         """Per-row additions to ``clients.jsonl``: the distances to the global model that
         the attack and the defense work with, and the attack's per-client records."""
-        specs = list(dict.fromkeys([*self.attack.distance_specs(),
-                                    *getattr(self.pipeline.aggregator, "distance_specs", lambda: [])()]))
+        specs = list(
+            dict.fromkeys(
+                [*self.attack.distance_specs(), *getattr(self.pipeline.aggregator, "distance_specs", lambda: [])()]
+            )
+        )
         extras: list[dict[str, Any]] = [{} for _ in cohort]
         if specs:
             dist: list[dict[str, Any]] = [{} for _ in cohort]
@@ -463,30 +547,53 @@ class Simulation:
         U = self.pipeline.client_upload(raw_U, self.streams.torch("defense", t, 1))  # e.g. local DP noise
         honest_U = U
         ctx = RoundContext(
-            round=t, layout=self.layout, client_ids=torch.from_numpy(cohort),
+            round=t,
+            layout=self.layout,
+            client_ids=torch.from_numpy(cohort),
             num_samples=torch.tensor([len(self.client_index[c]) for c in cohort]),
-            f=cfg.declared_f, global_params=self.flat_params, prev_update=self.prev_update,
-            generator=self.streams.torch("defense", t), server_lr=cfg.fl.server_lr,
+            f=cfg.declared_f,
+            global_params=self.flat_params,
+            prev_update=self.prev_update,
+            generator=self.streams.torch("defense", t),
+            server_lr=cfg.fl.server_lr,
             root_gradient=self.root_gradient(t) if self.root_index is not None else None,
-            extras={"lr": self.lr_at(t), "algorithm": cfg.fl.algorithm,
-                    "sampling_rate": cfg.cohort_size / cfg.fl.num_clients, "probe": self.probe()},
+            extras={
+                "lr": self.lr_at(t),
+                "algorithm": cfg.fl.algorithm,
+                "sampling_rate": cfg.cohort_size / cfg.fl.num_clients,
+                "probe": self.probe(),
+            },
         )
         attackers = None
         if active and mal_mask.any():
             rows = np.flatnonzero(mal_mask)
             omniscient = self.attack.threat.knowledge == "benign"
             attackers = Attackers(
-                self.attack, torch.from_numpy(rows), torch.from_numpy(cohort[rows]),
-                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr, algorithm=cfg.fl.algorithm,
-                generator=self.streams.torch("attack", 3, t), own=raw_U[rows] if U is not raw_U else None,
-                benign_ids=torch.from_numpy(cohort[~mal_mask]) if omniscient else None, loss=self._attacker_loss)
-        out = server_round(U, ctx, self.pipeline, lambda u: self.server_step(t, u), attackers=attackers,
-                           defense_name=cfg.defense.name)
+                self.attack,
+                torch.from_numpy(rows),
+                torch.from_numpy(cohort[rows]),
+                lr=self.lr_at(t) if cfg.fl.algorithm == "fedsgd" else cfg.fl.server_lr,
+                algorithm=cfg.fl.algorithm,
+                generator=self.streams.torch("attack", 3, t),
+                own=raw_U[rows] if U is not raw_U else None,
+                benign_ids=torch.from_numpy(cohort[~mal_mask]) if omniscient else None,
+                loss=self._attacker_loss,
+            )
+        out = server_round(
+            U, ctx, self.pipeline, lambda u: self.server_step(t, u), attackers=attackers, defense_name=cfg.defense.name
+        )
         U, agg = out.U, out.agg
         if plan.new_buffers and self.buffers and cfg.fl.buffers == "selected":
             self.buffers = selected_buffers(self.buffers, plan, agg.weights)
-        record: dict[str, Any] = {"round": t, "cohort": cohort, "malicious": mal_mask, "U": U, "honest_U": honest_U, "agg": agg,
-                                  "extras": self.client_extras(U, mal_mask, cohort)}
+        record: dict[str, Any] = {
+            "round": t,
+            "cohort": cohort,
+            "malicious": mal_mask,
+            "U": U,
+            "honest_U": honest_U,
+            "agg": agg,
+            "extras": self.client_extras(U, mal_mask, cohort),
+        }
         if out.params is None:
             record["diverged"] = f"round {t}: {out.problem}; the run stopped here"
             return record
@@ -496,9 +603,18 @@ class Simulation:
 
     def probe(self) -> ModelProbe:
         """The model as defenses may query it (``RoundContext.extras["probe"]``)."""
-        root_x = None if self.root_index is None else self.data.x_train[torch.from_numpy(self.root_index).to(self.device)]
-        return ModelProbe(self.model, self.buffers, self.layout, tuple(self.data.input_shape), self.data.num_classes,
-                          self.prepare, root_x)
+        root_x = (
+            None if self.root_index is None else self.data.x_train[torch.from_numpy(self.root_index).to(self.device)]
+        )
+        return ModelProbe(
+            self.model,
+            self.buffers,
+            self.layout,
+            tuple(self.data.input_shape),
+            self.data.num_classes,
+            self.prepare,
+            root_x,
+        )
 
     def server_step(self, t: int, update: torch.Tensor) -> torch.Tensor:
         """The change of the flat global parameters an aggregate causes in round ``t``."""
@@ -550,7 +666,12 @@ class Simulation:
         else:
             pred = predictions(logits)
         loss = float(torch.nn.functional.cross_entropy(logits, self.data.y_test))
-        out: dict[str, Any] = {"main_acc": accuracy(pred, self.data.y_test), "loss": loss, "backdoor_acc": None, "base_acc": None}
+        out: dict[str, Any] = {
+            "main_acc": accuracy(pred, self.data.y_test),
+            "loss": loss,
+            "backdoor_acc": None,
+            "base_acc": None,
+        }
         if getattr(self.attack, "dynamic_trigger", False):  # a trigger that changes every round (A3FL): its current one
             self.backdoor_test = self.attack.backdoor_testset(self.data.x_test, self.data.y_test)
         if self.backdoor_test is not None:
@@ -566,10 +687,13 @@ class Simulation:
         return (t + 1) % self.cfg.eval.every == 0 or t == self.cfg.fl.rounds - 1
 
     # ------------------------------------------------------------ the loop
-    def run(self, progress: Optional[Callable[[int, dict], None]] = None,
-            on_round: Optional[Callable[[int, dict[str, list]], None]] = None,
-            result: Optional[RunResult] = None,
-            observe: Optional[Callable[[RoundObservation], None]] = None) -> RunResult:
+    def run(
+        self,
+        progress: Optional[Callable[[int, dict], None]] = None,
+        on_round: Optional[Callable[[int, dict[str, list]], None]] = None,
+        result: Optional[RunResult] = None,
+        observe: Optional[Callable[[RoundObservation], None]] = None,
+    ) -> RunResult:
         """Play rounds ``next_round .. fl.rounds - 1``: a lockstep of this one run.
 
         ``on_round(t, records)``: called after every round with the round's new records,
@@ -585,9 +709,12 @@ class Simulation:
         A run whose aggregate, parameters or test loss become NaN/Inf stops at that round
         with ``status: diverged``.
         """
-        return Lockstep([self]).run(None if progress is None else (lambda i, t, ev: progress(t, ev)),
-                                    None if on_round is None else (lambda i, t, new: on_round(t, new)),
-                                    [result], None if observe is None else (lambda i, obs: observe(obs)))[0]
+        return Lockstep([self]).run(
+            None if progress is None else (lambda i, t, ev: progress(t, ev)),
+            None if on_round is None else (lambda i, t, new: on_round(t, new)),
+            [result],
+            None if observe is None else (lambda i, obs: observe(obs)),
+        )[0]
 
     def loss_gradient(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The gradient ``(d,)`` of the mean cross-entropy on ``(x, y)`` (inputs as stored,
@@ -605,21 +732,39 @@ class Simulation:
         result.summary["diverged_at"] = diverged_at
         if self.backdoor_test is not None:  # backdoor accuracy by round type, recovery after spikes
             bd = {m["round"]: m.get("backdoor_acc") for m in result.metrics}
-            result.summary.update(spike_metrics([r["num_attacking"] for r in result.rounds],
-                                                [bd.get(t) for t in range(len(result.rounds))],
-                                                cfg.cohort_size, cfg.eval.recovery_threshold))
-            result.summary.update(backdoor_durability([r["num_attacking"] for r in result.rounds],
-                                                      [bd.get(t) for t in range(len(result.rounds))],
-                                                      cfg.eval.recovery_threshold))
+            result.summary.update(
+                spike_metrics(
+                    [r["num_attacking"] for r in result.rounds],
+                    [bd.get(t) for t in range(len(result.rounds))],
+                    cfg.cohort_size,
+                    cfg.eval.recovery_threshold,
+                )
+            )
+            result.summary.update(
+                backdoor_durability(
+                    [r["num_attacking"] for r in result.rounds],
+                    [bd.get(t) for t in range(len(result.rounds))],
+                    cfg.eval.recovery_threshold,
+                )
+            )
         for stage in (*self.pipeline.pre, self.pipeline.aggregator, *self.pipeline.post):
             final = getattr(stage, "final_metrics", None)  # a defense's own evaluation (CRFL's certification)
             if final is not None and error is None:
-                result.summary.update(final(self.probe(), self.flat_params, self.data.x_test, self.data.y_test,
-                                            self.backdoor_test, self.streams.torch("evaluation", 1)))
+                result.summary.update(
+                    final(
+                        self.probe(),
+                        self.flat_params,
+                        self.data.x_test,
+                        self.data.y_test,
+                        self.backdoor_test,
+                        self.streams.torch("evaluation", 1),
+                    )
+                )
 
 
-def selected_buffers(buffers: dict[str, torch.Tensor], plan: RoundPlan,
-                     weights: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+def selected_buffers(
+    buffers: dict[str, torch.Tensor], plan: RoundPlan, weights: Optional[torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """``fl.buffers=selected``: the global buffers (BatchNorm statistics) as the weighted mean
     of the clients' new buffers with the server rule's per-row weights (an accept mask:
     the plain mean of the accepted rows; ``None`` or nothing accepted: all rows). The

@@ -107,10 +107,22 @@ def _train_alone(lockstep: "Lockstep", sim: "Simulation", plan: "RoundPlan", job
     idx = lockstep.stores.index(sim, job.index)
     seed_torch(sim.device, job.seed)
     whole = job.vectorized and cfg.fl.algorithm == "fedavg" and len(job.rows) == len(U)
-    rows, bufs = train_clients(sim.model, sim.params, x, y, idx, job.schedule, r, algorithm=cfg.fl.algorithm,
-                               vectorized=job.vectorized, prepare=sim.prepare, buffers=sim.buffers,
-                               chunk_size=cfg.fl.chunk_size, opt_states=job.opt_states,
-                               out=U if whole else None)  # one job: trained straight into U (no k x d copy)
+    rows, bufs = train_clients(
+        sim.model,
+        sim.params,
+        x,
+        y,
+        idx,
+        job.schedule,
+        r,
+        algorithm=cfg.fl.algorithm,
+        vectorized=job.vectorized,
+        prepare=sim.prepare,
+        buffers=sim.buffers,
+        chunk_size=cfg.fl.chunk_size,
+        opt_states=job.opt_states,
+        out=U if whole else None,
+    )  # one job: trained straight into U (no k x d copy)
     if not whole:
         U[job.rows] = rows
     plan.new_buffers += bufs
@@ -136,14 +148,27 @@ def _train_together(lockstep: "Lockstep", members: list[tuple["Simulation", "Rou
         chunk = max(chunk, len(clients))
     for start in range(0, len(clients), chunk):
         part = clients[start : start + chunk]
-        sched = BatchSchedule([c[4].schedule.batches[c[5]] for c in part],
-                              [c[4].schedule.epoch_start[c[5]] for c in part] if part[0][4].schedule.epoch_start else None,
-                              [c[4].schedule.seeds[c[5]] for c in part] if part[0][4].schedule.seeds else None)
+        sched = BatchSchedule(
+            [c[4].schedule.batches[c[5]] for c in part],
+            [c[4].schedule.epoch_start[c[5]] for c in part] if part[0][4].schedule.epoch_start else None,
+            [c[4].schedule.seeds[c[5]] for c in part] if part[0][4].schedule.seeds else None,
+        )
         index, owner = [c[2] for c in part], [c[3] for c in part]
         states = None if part[0][4].opt_states is None else [c[4].opt_states[c[5]] for c in part]
-        G, _ = train_clients(sim0.model, stacked, x, y, index, sched, recipe, algorithm=sim0.cfg.fl.algorithm,
-                             prepare=sim0.prepare, chunk_size=sim0.cfg.fl.chunk_size if fedsgd else len(part),
-                             opt_states=states, owner=owner)
+        G, _ = train_clients(
+            sim0.model,
+            stacked,
+            x,
+            y,
+            index,
+            sched,
+            recipe,
+            algorithm=sim0.cfg.fl.algorithm,
+            prepare=sim0.prepare,
+            chunk_size=sim0.cfg.fl.chunk_size if fedsgd else len(part),
+            opt_states=states,
+            owner=owner,
+        )
         if states is not None:
             for c, st in zip(part, states):
                 c[4].opt_states[c[5]] = st

@@ -39,8 +39,7 @@ BACKDOOR_ARENA: dict[str, Any] = {
         "attack": [
             {"name": "none"},
             {"name": "backdoor", **_COMMON, "poison_frac": 0.5},
-            {"name": "backdoor", **_COMMON, "poison_frac": 0.5, "trigger": "blended",
-             "trigger_value": 0.5},
+            {"name": "backdoor", **_COMMON, "poison_frac": 0.5, "trigger": "blended", "trigger_value": 0.5},
             {"name": "neurotoxin", **_COMMON, "poison_frac": 0.5, "mask_ratio": 0.3},
             {"name": "a3fl", **_COMMON, "poison_frac": 0.5, "trigger_size": 3},
             {"name": "backdoor", **_COMMON, "poison_frac": 0.5, "boost": 5.0},
@@ -65,9 +64,11 @@ BACKDOOR_ARENA: dict[str, Any] = {
 
 
 #: short names of the grid's attack blocks (the sweep's automatic labels list the keys that tell them apart)
-LABELS = {"backdoor(boost=None,trigger=None,trigger_value=None)": "backdoor",
-          "backdoor(boost=None,trigger=blended,trigger_value=0.5)": "blended",
-          "backdoor(boost=5.0,trigger=None,trigger_value=None)": "replace"}
+LABELS = {
+    "backdoor(boost=None,trigger=None,trigger_value=None)": "backdoor",
+    "backdoor(boost=None,trigger=blended,trigger_value=0.5)": "blended",
+    "backdoor(boost=5.0,trigger=None,trigger_value=None)": "replace",
+}
 
 
 def backdoor_arena_spec() -> SweepSpec:

@@ -79,8 +79,11 @@ def run_group(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out = Path(job["out"])
             cfg = from_tree(job["config"])
             same = (out / "config.yaml").is_file() and (out / "config.yaml").read_text() == dump_config(cfg)
-            folders.append(RunFolder(out, resume=True, plot=job.get("plot", False)) if same else
-                           RunFolder(open_run_dir(out, overwrite=True), cfg, plot=job.get("plot", False)))
+            folders.append(
+                RunFolder(out, resume=True, plot=job.get("plot", False))
+                if same
+                else RunFolder(open_run_dir(out, overwrite=True), cfg, plot=job.get("plot", False))
+            )
         live = [f for f in folders if f.finished is None]
         if len({architecture(f.sim) for f in live}) > 1:
             raise ValueError("the runs do not share a model")
@@ -138,8 +141,9 @@ def local_results(jobs: list[dict[str, Any]], workers: int = 1) -> Iterator[dict
         return
     ctx = multiprocessing.get_context("spawn")
     groups = job_groups(jobs, parts=workers)
-    with ProcessPoolExecutor(min(workers, len(groups)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads_per_worker(workers),)) as pool:
+    with ProcessPoolExecutor(
+        min(workers, len(groups)), mp_context=ctx, initializer=_init_worker, initargs=(threads_per_worker(workers),)
+    ) as pool:
         futures = [pool.submit(run_group, group) for group in groups]
         try:
             for fut in as_completed(futures):
@@ -162,7 +166,9 @@ def ray_gpus(group: list[dict[str, Any]], workers: int, cluster_gpus: float) -> 
     return min(1.0, cluster_gpus / max(1, workers))
 
 
-def ray_results(jobs: list[dict[str, Any]], workers: int = 1, address: Optional[str] = None) -> Iterator[dict[str, Any]]:
+def ray_results(
+    jobs: list[dict[str, Any]], workers: int = 1, address: Optional[str] = None
+) -> Iterator[dict[str, Any]]:
     try:
         import ray
     except ImportError:
@@ -177,13 +183,18 @@ def ray_results(jobs: list[dict[str, Any]], workers: int = 1, address: Optional[
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ConfigError("--address", f"cannot connect to Ray ({str(e).splitlines()[0]})",
-                              "ray://host:10001 or host:6379 of a running cluster, or no --address") from None
+            raise ConfigError(
+                "--address",
+                f"cannot connect to Ray ({str(e).splitlines()[0]})",
+                "ray://host:10001 or host:6379 of a running cluster, or no --address",
+            ) from None
         started = True
     remote = ray.remote(num_cpus=1, max_retries=0)(run_group)
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    pending = [remote.options(num_gpus=ray_gpus(group, workers, gpus)).remote(group)
-               for group in job_groups(jobs, parts=max(1, workers))]
+    pending = [
+        remote.options(num_gpus=ray_gpus(group, workers, gpus)).remote(group)
+        for group in job_groups(jobs, parts=max(1, workers))
+    ]
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -195,8 +206,9 @@ def ray_results(jobs: list[dict[str, Any]], workers: int = 1, address: Optional[
             ray.shutdown()
 
 
-def results(jobs: list[dict[str, Any]], workers: int = 1, backend: str = "local",
-            address: Optional[str] = None) -> Iterator[dict[str, Any]]:
+def results(
+    jobs: list[dict[str, Any]], workers: int = 1, backend: str = "local", address: Optional[str] = None
+) -> Iterator[dict[str, Any]]:
     if backend == "local":
         if address:
             raise ConfigError("--address", "only applies to --backend ray", "drop --address, or --backend ray")

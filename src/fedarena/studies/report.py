@@ -37,14 +37,45 @@ from ..core.metrics import detection as client_detection
 from ..core.tables import markdown_table
 from ..run.records import read_jsonl
 from .results import find_runs, readable_runs, results_table
-from .stats import INTERVAL_METHOD, PAIRED_METHOD, Interval, fmt_bounded, fmt_diff, paired_interval, rank_labels, ranks_with_ties, t_interval
+from .stats import (
+    INTERVAL_METHOD,
+    PAIRED_METHOD,
+    Interval,
+    fmt_bounded,
+    fmt_diff,
+    paired_interval,
+    rank_labels,
+    ranks_with_ties,
+    t_interval,
+)
 
 #: columns that describe one run but not its setting
-_RUN_COLS = {"run", "attack", "defense", "seed", "attack_name", "defense_name", "optimized", "num_malicious", "final_main_acc",
-             "final_backdoor_acc", "final_base_acc", "final_loss", "mean_main_acc", "mean_backdoor_acc",
-             "max_backdoor_acc", "backdoor_durability",
-             "num_classes", "status", "rounds_completed", "diverged_at", "wall_time_s", "path",
-             "ma", "ba"}
+_RUN_COLS = {
+    "run",
+    "attack",
+    "defense",
+    "seed",
+    "attack_name",
+    "defense_name",
+    "optimized",
+    "num_malicious",
+    "final_main_acc",
+    "final_backdoor_acc",
+    "final_base_acc",
+    "final_loss",
+    "mean_main_acc",
+    "mean_backdoor_acc",
+    "max_backdoor_acc",
+    "backdoor_durability",
+    "num_classes",
+    "status",
+    "rounds_completed",
+    "diverged_at",
+    "wall_time_s",
+    "path",
+    "ma",
+    "ba",
+}
 
 
 def mean_ci(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
@@ -79,8 +110,10 @@ def settings(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     cols = [c for c in table.columns if c not in _RUN_COLS and table[c].astype(str).nunique() > 1]
     if not cols:
         return [("", table)]
-    return [(", ".join(f"{c}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))), g)
-            for key, g in table.groupby(cols, sort=False, dropna=False)]
+    return [
+        (", ".join(f"{c}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))), g)
+        for key, g in table.groupby(cols, sort=False, dropna=False)
+    ]
 
 
 def _per_seed(g: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -105,12 +138,18 @@ def leaderboard(t: pd.DataFrame, baseline: Optional[str] = "fedavg") -> pd.DataF
     for defense, g in t.groupby("defense", sort=False):
         clean = g[g["attack_name"] == "none"]
         att = g[g["attack_name"] != "none"]
-        row: dict[str, Any] = {"defense": defense, "runs": len(g), "seeds": g["seed"].nunique(),
-                               "diverged": int((g["status"] == "diverged").sum())}
+        row: dict[str, Any] = {
+            "defense": defense,
+            "runs": len(g),
+            "seeds": g["seed"].nunique(),
+            "diverged": int((g["status"] == "diverged").sum()),
+        }
         ma_seed = _per_seed(att, "ma") if len(att) else pd.DataFrame()
-        series = {"clean": _series(clean.groupby("seed")["ma"].mean()),
-                  "ma": _series(ma_seed.mean(axis=1)) if len(ma_seed) else {},
-                  "worst": _series(ma_seed.min(axis=1)) if len(ma_seed) else {}}
+        series = {
+            "clean": _series(clean.groupby("seed")["ma"].mean()),
+            "ma": _series(ma_seed.mean(axis=1)) if len(ma_seed) else {},
+            "worst": _series(ma_seed.min(axis=1)) if len(ma_seed) else {},
+        }
         per_attack = att.groupby("attack")["ma"].mean()
         opt = att[att["optimized"].fillna(False).astype(bool)] if "optimized" in att else att.iloc[:0]
         opt_seed = _per_seed(opt, "ma") if len(opt) else pd.DataFrame()
@@ -139,8 +178,13 @@ def leaderboard(t: pd.DataFrame, baseline: Optional[str] = "fedavg") -> pd.DataF
     lb.insert(0, "rank", ranks_with_ties(scores))
     lb.attrs["baseline"] = base
     key = lb["worst_ma"].fillna(lb["clean_ma"])
-    return (lb.assign(_k=key).sort_values(["rank", "_k"], ascending=[True, False], kind="stable")
-            .drop(columns="_k").reset_index(drop=True).pipe(lambda d: _keep_attrs(d, base)))
+    return (
+        lb.assign(_k=key)
+        .sort_values(["rank", "_k"], ascending=[True, False], kind="stable")
+        .drop(columns="_k")
+        .reset_index(drop=True)
+        .pipe(lambda d: _keep_attrs(d, base))
+    )
 
 
 def _keep_attrs(d: pd.DataFrame, base: Optional[str]) -> pd.DataFrame:
@@ -153,10 +197,24 @@ def cells(t: pd.DataFrame) -> pd.DataFrame:
     for (attack, defense), g in t.groupby(["attack", "defense"], sort=False):
         ma, ma_ci = mean_ci(g["ma"])
         ba, ba_ci = mean_ci(g["ba"].dropna())
-        dur = pd.to_numeric(g["backdoor_durability"], errors="coerce").dropna() if "backdoor_durability" in g else g["ba"].iloc[:0]
-        rows.append({"attack": attack, "defense": defense, "seeds": len(g), "ma": ma, "ma_ci": ma_ci, "ba": ba,
-                     "ba_ci": ba_ci, "durability": float(dur.mean()) if len(dur) else math.nan,
-                     "diverged": int((g["status"] == "diverged").sum())})
+        dur = (
+            pd.to_numeric(g["backdoor_durability"], errors="coerce").dropna()
+            if "backdoor_durability" in g
+            else g["ba"].iloc[:0]
+        )
+        rows.append(
+            {
+                "attack": attack,
+                "defense": defense,
+                "seeds": len(g),
+                "ma": ma,
+                "ma_ci": ma_ci,
+                "ba": ba,
+                "ba_ci": ba_ci,
+                "durability": float(dur.mean()) if len(dur) else math.nan,
+                "diverged": int((g["status"] == "diverged").sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -165,14 +223,22 @@ def detection(t: pd.DataFrame) -> pd.DataFrame:
     (:func:`fedarena.core.metrics.detection`: the one definition of *flagged*)."""
     rows = []
     for defense, g in t.groupby("defense", sort=False):
-        recs = [r for path in g["path"] if (Path(path) / "clients.jsonl").exists()
-                for r in read_jsonl(Path(path) / "clients.jsonl")]
+        recs = [
+            r
+            for path in g["path"]
+            if (Path(path) / "clients.jsonl").exists()
+            for r in read_jsonl(Path(path) / "clients.jsonl")
+        ]
         d = client_detection(recs)
         if not d["decisions"]:
             rows.append({"defense": defense, "decisions": 0})
             continue
-        rows.append({"defense": defense, **{k: d[k] for k in ("decisions", "precision", "recall", "f1", "fpr",
-                                                              "fpr_no_attack_rounds")}})
+        rows.append(
+            {
+                "defense": defense,
+                **{k: d[k] for k in ("decisions", "precision", "recall", "f1", "fpr", "fpr_no_attack_rounds")},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -200,8 +266,15 @@ def heatmap(c: pd.DataFrame, value: str, title: str, path: Path, cmap: str) -> O
         for j in range(piv.shape[1]):
             v = piv.iat[i, j]
             if not pd.isna(v):
-                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=9,
-                        color="white" if (v < 0.5) == (cmap == "viridis") else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if (v < 0.5) == (cmap == "viridis") else "black",
+                )
     ax.set_xlabel("defense")
     ax.set_ylabel("attack")
     ax.set_title(title)
@@ -228,8 +301,11 @@ def curves(t: pd.DataFrame, path: Path) -> Optional[Path]:
                     frames.append(m.assign(_seed=seed_i))
         if frames:
             series[(attack, defense)] = pd.concat(frames)
-    has_ba = [a for a in attacks if any(k[0] == a and "backdoor_acc" in v and v["backdoor_acc"].notna().any()
-                                        for k, v in series.items())]
+    has_ba = [
+        a
+        for a in attacks
+        if any(k[0] == a and "backdoor_acc" in v and v["backdoor_acc"].notna().any() for k, v in series.items())
+    ]
     plt = _plt()
     nrows = 2 if has_ba else 1
     fig, axes = plt.subplots(nrows, len(attacks), figsize=(3.2 * len(attacks) + 2.0, 2.8 * nrows), squeeze=False)
@@ -264,8 +340,14 @@ def curves(t: pd.DataFrame, path: Path) -> Optional[Path]:
             if ll not in labels:
                 handles.append(hh)
                 labels.append(ll)
-    fig.legend(handles, labels, loc="center right", title="defense (mean over seeds,\nband: min-max)", fontsize=8,
-               title_fontsize=8)
+    fig.legend(
+        handles,
+        labels,
+        loc="center right",
+        title="defense (mean over seeds,\nband: min-max)",
+        fontsize=8,
+        title_fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / (3.2 * len(attacks) + 2.0), 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -280,34 +362,56 @@ def _iv(lb: pd.DataFrame, col: str) -> list[Interval]:
 def leaderboard_text(lb: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as display strings (percent; differences in points): intervals that
     would leave [0, 100] are shown as ``[lo, hi]`` clipped (:func:`fmt_bounded`)."""
+
     def pct(v):
         return "-" if pd.isna(v) else f"{100 * v:.1f}"
 
     base = lb.attrs.get("baseline")
     diff = {}
     if base:
-        diff = {f"ΔMA vs {base}": [fmt_diff(iv) if d != base else "(baseline)" for iv, d in zip(_iv(lb, "d_ma"), lb["defense"])],
-                f"Δworst MA vs {base}": [fmt_diff(iv) if d != base else "(baseline)"
-                                         for iv, d in zip(_iv(lb, "d_worst_ma"), lb["defense"])]}
-        bdiff = {f"ΔBA vs {base}": [fmt_diff(iv) if d != base else "(baseline)" for iv, d in zip(_iv(lb, "d_ba"), lb["defense"])]}
+        diff = {
+            f"ΔMA vs {base}": [
+                fmt_diff(iv) if d != base else "(baseline)" for iv, d in zip(_iv(lb, "d_ma"), lb["defense"])
+            ],
+            f"Δworst MA vs {base}": [
+                fmt_diff(iv) if d != base else "(baseline)" for iv, d in zip(_iv(lb, "d_worst_ma"), lb["defense"])
+            ],
+        }
+        bdiff = {
+            f"ΔBA vs {base}": [
+                fmt_diff(iv) if d != base else "(baseline)" for iv, d in zip(_iv(lb, "d_ba"), lb["defense"])
+            ]
+        }
     else:
         bdiff = {}
-    return pd.DataFrame({
-        "rank": rank_labels(list(lb["rank"])),
-        "defense": lb["defense"],
-        "clean MA": [fmt_bounded(iv) for iv in _iv(lb, "clean_ma")],
-        "MA": [fmt_bounded(iv) for iv in _iv(lb, "ma")],
-        "worst MA": [fmt_bounded(iv) for iv in _iv(lb, "worst_ma")],
-        "worst attack": [a or "-" for a in lb["worst_ma_attack"]],
-        **diff,
-        **({"worst opt MA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-"
-                               for v, a in zip(lb["worst_opt_ma"], lb["worst_opt_ma_attack"])]}
-           if lb["worst_opt_ma"].notna().any() else {}),
-        "BA": [fmt_bounded(iv) for iv in _iv(lb, "ba")],
-        **(bdiff if lb["ba"].notna().any() else {}),
-        "worst BA": [f"{pct(v)} {a}".strip() if not pd.isna(v) else "-" for v, a in zip(lb["worst_ba"], lb["worst_ba_attack"])],
-        "div": lb["diverged"],
-    })
+    return pd.DataFrame(
+        {
+            "rank": rank_labels(list(lb["rank"])),
+            "defense": lb["defense"],
+            "clean MA": [fmt_bounded(iv) for iv in _iv(lb, "clean_ma")],
+            "MA": [fmt_bounded(iv) for iv in _iv(lb, "ma")],
+            "worst MA": [fmt_bounded(iv) for iv in _iv(lb, "worst_ma")],
+            "worst attack": [a or "-" for a in lb["worst_ma_attack"]],
+            **diff,
+            **(
+                {
+                    "worst opt MA": [
+                        f"{pct(v)} {a}".strip() if not pd.isna(v) else "-"
+                        for v, a in zip(lb["worst_opt_ma"], lb["worst_opt_ma_attack"])
+                    ]
+                }
+                if lb["worst_opt_ma"].notna().any()
+                else {}
+            ),
+            "BA": [fmt_bounded(iv) for iv in _iv(lb, "ba")],
+            **(bdiff if lb["ba"].notna().any() else {}),
+            "worst BA": [
+                f"{pct(v)} {a}".strip() if not pd.isna(v) else "-"
+                for v, a in zip(lb["worst_ba"], lb["worst_ba_attack"])
+            ],
+            "div": lb["diverged"],
+        }
+    )
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -322,30 +426,43 @@ def _cell(v: Any) -> str:
 
 
 def _cells_text(c: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"attack": c["attack"], "defense": c["defense"], "seeds": c["seeds"],
-                         "MA": [fmt_bounded(Interval(m, m - h, m + h, 0)) for m, h in zip(c["ma"], c["ma_ci"])],
-                         "BA": [fmt_bounded(Interval(m, m - h, m + h, 0)) for m, h in zip(c["ba"], c["ba_ci"])],
-                         **({"durability": ["-" if pd.isna(v) else f"{v:.1f}" for v in c["durability"]]}
-                            if c["durability"].notna().any() else {}),
-                         "diverged": c["diverged"]})
+    return pd.DataFrame(
+        {
+            "attack": c["attack"],
+            "defense": c["defense"],
+            "seeds": c["seeds"],
+            "MA": [fmt_bounded(Interval(m, m - h, m + h, 0)) for m, h in zip(c["ma"], c["ma_ci"])],
+            "BA": [fmt_bounded(Interval(m, m - h, m + h, 0)) for m, h in zip(c["ba"], c["ba_ci"])],
+            **(
+                {"durability": ["-" if pd.isna(v) else f"{v:.1f}" for v in c["durability"]]}
+                if c["durability"].notna().any()
+                else {}
+            ),
+            "diverged": c["diverged"],
+        }
+    )
 
 
-LEGEND = ("MA: final main (clean test) accuracy, %; BA: final backdoor accuracy (attack success rate of backdoor "
-          f"attacks), %. MA, BA: per seed the mean over attacks; worst MA: per seed the lowest MA over attacks (worst "
-          f"attack: the one with the lowest mean); each with its {INTERVAL_METHOD}, written m±h, or m [lo, hi] clipped "
-          "to 0..100 where m±h would leave the range. ΔMA, Δworst MA, ΔBA vs the baseline: mean difference in points "
-          f"± half-width (or [lo, hi] clipped to ±100), {PAIRED_METHOD}. rank: by worst MA; a defense's rank is 1 + the number of defenses whose paired "
-          "interval of the worst-MA difference to it lies above 0, so defenses that no interval separates share a "
-          "rank (=). +opt: strength searched by attack.optimize (worst opt MA: over those alone); clean MA: attack "
-          "none; div: diverged runs (counted with chance accuracy). durability (attack x defense table): rounds after "
-          "the attack's last round until BA falls below eval.recovery_threshold, mean over seeds (censored at the "
-          "rounds left).")
+LEGEND = (
+    "MA: final main (clean test) accuracy, %; BA: final backdoor accuracy (attack success rate of backdoor "
+    f"attacks), %. MA, BA: per seed the mean over attacks; worst MA: per seed the lowest MA over attacks (worst "
+    f"attack: the one with the lowest mean); each with its {INTERVAL_METHOD}, written m±h, or m [lo, hi] clipped "
+    "to 0..100 where m±h would leave the range. ΔMA, Δworst MA, ΔBA vs the baseline: mean difference in points "
+    f"± half-width (or [lo, hi] clipped to ±100), {PAIRED_METHOD}. rank: by worst MA; a defense's rank is 1 + the number of defenses whose paired "
+    "interval of the worst-MA difference to it lies above 0, so defenses that no interval separates share a "
+    "rank (=). +opt: strength searched by attack.optimize (worst opt MA: over those alone); clean MA: attack "
+    "none; div: diverged runs (counted with chance accuracy). durability (attack x defense table): rounds after "
+    "the attack's last round until BA falls below eval.recovery_threshold, mean over seeds (censored at the "
+    "rounds left)."
+)
 
 
-SELECTION_LEGEND = ("Each parameterised defense ran at every listed value against every attack of the study on a "
-                    "validation split carved from the training data (eval.split=validation); its score is the lowest "
-                    "over attacks of the mean over tuning seeds of the final validation objective; the value with the "
-                    "highest worst case was chosen, and every test metric above and below is at that value.")
+SELECTION_LEGEND = (
+    "Each parameterised defense ran at every listed value against every attack of the study on a "
+    "validation split carved from the training data (eval.split=validation); its score is the lowest "
+    "over attacks of the mean over tuning seeds of the final validation objective; the value with the "
+    "highest worst case was chosen, and every test metric above and below is at that value."
+)
 
 
 def diff_verdict(cell: str, lower_is_better: bool = False) -> Optional[str]:
@@ -388,21 +505,29 @@ def selection_table(paths: list[Path]) -> pd.DataFrame:
     rows = []
     for doc in read_selection(paths):
         for c in doc.get("chosen", []):
-            rows.append({**({"setting": c["setting"]} if c.get("setting") else {}), "defense": c["defense"],
-                         "chosen": params_text(c.get("params")),
-                         f"worst validation {doc.get('objective', 'main_acc')} (%)":
-                             "-" if c.get("score") is None else f"{100 * c['score']:.1f} ({c.get('worst_attack')})",
-                         "candidates (worst case, %)": "; ".join(
-                             f"{params_text(k.get('params'))}: " + ("-" if k.get("score") is None else
-                                                                    f"{100 * k['score']:.1f}")
-                             for k in c.get("candidates", [])),
-                         "tuning seeds": ", ".join(map(str, doc.get("seeds") or [])) or "the study's",
-                         "validation share": doc.get("validation_frac")})
+            rows.append(
+                {
+                    **({"setting": c["setting"]} if c.get("setting") else {}),
+                    "defense": c["defense"],
+                    "chosen": params_text(c.get("params")),
+                    f"worst validation {doc.get('objective', 'main_acc')} (%)": "-"
+                    if c.get("score") is None
+                    else f"{100 * c['score']:.1f} ({c.get('worst_attack')})",
+                    "candidates (worst case, %)": "; ".join(
+                        f"{params_text(k.get('params'))}: "
+                        + ("-" if k.get("score") is None else f"{100 * k['score']:.1f}")
+                        for k in c.get("candidates", [])
+                    ),
+                    "tuning seeds": ", ".join(map(str, doc.get("seeds") or [])) or "the study's",
+                    "validation share": doc.get("validation_frac"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report",
-                 baseline: Optional[str] = "fedavg") -> dict[str, Any]:
+def build_report(
+    paths: Iterable[str | Path], out: str | Path, title: str = "fedarena report", baseline: Optional[str] = "fedavg"
+) -> dict[str, Any]:
     """Write the report of the runs at or under ``paths`` into ``out``; returns its parts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -410,53 +535,87 @@ def build_report(paths: Iterable[str | Path], out: str | Path, title: str = "fed
     if not runs:
         from ..errors import ConfigError
 
-        raise ConfigError("DIR", "holds no readable run folders (config.yaml + summary.json)"
-                          + (f"; {len(skipped)} damaged, the first: {skipped[0][1]}" if skipped else ""),
-                          "a sweep folder or run folders")
+        raise ConfigError(
+            "DIR",
+            "holds no readable run folders (config.yaml + summary.json)"
+            + (f"; {len(skipped)} damaged, the first: {skipped[0][1]}" if skipped else ""),
+            "a sweep folder or run folders",
+        )
     table = prepare(results_table(runs))
     md = [f"# {title}", "", f"{len(table)} runs; status: {table['status'].value_counts().to_dict()}.", ""]
-    page: list[str] = [f"<h1>{html.escape(title)}</h1>",
-                       f"<p>{len(table)} runs; status: {html.escape(str(table['status'].value_counts().to_dict()))}.</p>"]
+    page: list[str] = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(table)} runs; status: {html.escape(str(table['status'].value_counts().to_dict()))}.</p>",
+    ]
     if skipped:
         md += [f"{len(skipped)} run(s) skipped, their files are damaged:", ""] + [f"- {r}" for _, r in skipped] + [""]
-        page += [f"<p>{len(skipped)} run(s) skipped, their files are damaged:</p><ul>"
-                 + "".join(f"<li>{html.escape(r)}</li>" for _, r in skipped) + "</ul>"]
+        page += [
+            f"<p>{len(skipped)} run(s) skipped, their files are damaged:</p><ul>"
+            + "".join(f"<li>{html.escape(r)}</li>" for _, r in skipped)
+            + "</ul>"
+        ]
     parts: dict[str, Any] = {"table": table, "settings": [], "skipped": skipped}
     tuned = selection_table([Path(p) for p in paths])
     parts["selection"] = tuned
     if len(tuned):
         md += ["## Worst-case tuning", "", _md_table(tuned), "", SELECTION_LEGEND, ""]
-        page += ["<h2>Worst-case tuning</h2>", tuned.to_html(index=False, border=0),
-                 f"<p class='legend'>{html.escape(SELECTION_LEGEND)}</p>"]
+        page += [
+            "<h2>Worst-case tuning</h2>",
+            tuned.to_html(index=False, border=0),
+            f"<p class='legend'>{html.escape(SELECTION_LEGEND)}</p>",
+        ]
     for i, (name, t) in enumerate(settings(table)):
         sfx = f"_{i + 1}" if name else ""
         lb, c, det = leaderboard(t, baseline), cells(t), detection(t)
         lb.to_csv(out / f"leaderboard{sfx}.csv", index=False)
         c.to_csv(out / f"cells{sfx}.csv", index=False)
         det.to_csv(out / f"detection{sfx}.csv", index=False)
-        figs = [heatmap(c, "ma", "final main accuracy (%), mean over seeds", out / f"heatmap_main_acc{sfx}.png", "viridis"),
-                heatmap(c.dropna(subset=["ba"]), "ba", "final backdoor accuracy (%), mean over seeds",
-                        out / f"heatmap_backdoor_acc{sfx}.png", "Reds"),
-                curves(t, out / f"curves{sfx}.png")]
+        figs = [
+            heatmap(c, "ma", "final main accuracy (%), mean over seeds", out / f"heatmap_main_acc{sfx}.png", "viridis"),
+            heatmap(
+                c.dropna(subset=["ba"]),
+                "ba",
+                "final backdoor accuracy (%), mean over seeds",
+                out / f"heatmap_backdoor_acc{sfx}.png",
+                "Reds",
+            ),
+            curves(t, out / f"curves{sfx}.png"),
+        ]
         figs = [f for f in figs if f is not None]
         lbt = leaderboard_text(lb)
-        parts["settings"].append({"name": name, "leaderboard": lb, "leaderboard_text": lbt, "cells": c,
-                                  "detection": det, "figures": figs})
+        parts["settings"].append(
+            {"name": name, "leaderboard": lb, "leaderboard_text": lbt, "cells": c, "detection": det, "figures": figs}
+        )
         head = f"## Setting: {name}" if name else "## Results"
         md += [head, "", "### Leaderboard", "", _md_table(lbt), "", LEGEND, ""]
         md += ["### Attack x defense", "", _md_table(_cells_text(c)), ""]
-        md += ["### Detection", "", _md_table(det) if len(det) else "(none)", "",
-               "A client is flagged when the defense rejected it or gave it weight 0; pooled over the defense's runs; "
-               "`fpr_no_attack_rounds`: false-positive rate on rounds without attackers.", ""]
+        md += [
+            "### Detection",
+            "",
+            _md_table(det) if len(det) else "(none)",
+            "",
+            "A client is flagged when the defense rejected it or gave it weight 0; pooled over the defense's runs; "
+            "`fpr_no_attack_rounds`: false-positive rate on rounds without attackers.",
+            "",
+        ]
         md += [f"![{f.stem}]({f.name})" for f in figs] + [""]
-        page += [f"<h2>{html.escape(head[3:])}</h2>", "<h3>Leaderboard</h3>", leaderboard_html(lbt),
-                 f"<p class='legend'>{html.escape(LEGEND)}</p>", "<h3>Attack x defense</h3>",
-                 _cells_text(c).to_html(index=False, border=0), "<h3>Detection</h3>",
-                 det.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-") if len(det) else "",
-                 "<p class='legend'>A client is flagged when the defense rejected it or gave it weight 0; pooled over "
-                 "the defense's runs; fpr_no_attack_rounds: false-positive rate on rounds without attackers.</p>"]
-        page += [f"<figure><img alt='{f.stem}' src='data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}'>"
-                 f"<figcaption>{f.stem}</figcaption></figure>" for f in figs]
+        page += [
+            f"<h2>{html.escape(head[3:])}</h2>",
+            "<h3>Leaderboard</h3>",
+            leaderboard_html(lbt),
+            f"<p class='legend'>{html.escape(LEGEND)}</p>",
+            "<h3>Attack x defense</h3>",
+            _cells_text(c).to_html(index=False, border=0),
+            "<h3>Detection</h3>",
+            det.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-") if len(det) else "",
+            "<p class='legend'>A client is flagged when the defense rejected it or gave it weight 0; pooled over "
+            "the defense's runs; fpr_no_attack_rounds: false-positive rate on rounds without attackers.</p>",
+        ]
+        page += [
+            f"<figure><img alt='{f.stem}' src='data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}'>"
+            f"<figcaption>{f.stem}</figcaption></figure>"
+            for f in figs
+        ]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text(HTML.format(title=html.escape(title), body="\n".join(page)))
     return parts

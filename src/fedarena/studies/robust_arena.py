@@ -25,8 +25,14 @@ ROBUST_ARENA: dict[str, Any] = {
     "name": "robust-arena",
     "base": {
         "data": {"dataset": "digits", "partition": "dirichlet", "alpha": 0.3},
-        "fl": {"num_clients": 20, "rounds": 20, "algorithm": "fedsgd", "client_momentum": 0.9, "lr": 0.5,
-               "batch_size": 32},
+        "fl": {
+            "num_clients": 20,
+            "rounds": 20,
+            "algorithm": "fedsgd",
+            "client_momentum": 0.9,
+            "lr": 0.5,
+            "batch_size": 32,
+        },
         "defense": {"f": 4},
         "eval": {"every": 5},
     },

@@ -72,23 +72,31 @@ class Selection:
             raise ConfigError(f"spec.select.{sorted(unknown)[0]}", "unknown key", ", ".join(sorted(SELECT_KEYS)))
         params = tree.get("params")
         if not isinstance(params, dict) or not params:
-            raise ConfigError("spec.select.params", "must map defense names to parameter grids",
-                              "e.g. {trimmed-mean: {trim: [2, 4]}}")
+            raise ConfigError(
+                "spec.select.params", "must map defense names to parameter grids", "e.g. {trimmed-mean: {trim: [2, 4]}}"
+            )
         blocks = spec.grid.get("defense")
         if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
-            raise ConfigError("spec.grid.defense", "select: needs the grid's defenses as blocks",
-                              "defense: [{name: fedavg}, {name: trimmed-mean}, ...]")
+            raise ConfigError(
+                "spec.grid.defense",
+                "select: needs the grid's defenses as blocks",
+                "defense: [{name: fedavg}, {name: trimmed-mean}, ...]",
+            )
         names = [str(b.get("name", "fedavg")) for b in blocks]
         for name, grid in params.items():
             if name not in names:
                 raise ConfigError(f"spec.select.params.{name}", "is not a defense of the grid", ", ".join(names))
             if not isinstance(grid, dict) or not grid:
-                raise ConfigError(f"spec.select.params.{name}", "must map parameters to lists of values",
-                                  "e.g. {trim: [2, 4, 6]}")
+                raise ConfigError(
+                    f"spec.select.params.{name}", "must map parameters to lists of values", "e.g. {trim: [2, 4, 6]}"
+                )
             for key, values in grid.items():
                 if key == "name" or not isinstance(values, list) or not values:
-                    raise ConfigError(f"spec.select.params.{name}.{key}",
-                                      f"must be a non-empty list of values of a parameter (got {values!r})", "[v1, v2, ...]")
+                    raise ConfigError(
+                        f"spec.select.params.{name}.{key}",
+                        f"must be a non-empty list of values of a parameter (got {values!r})",
+                        "[v1, v2, ...]",
+                    )
         objective = tree.get("objective", "main_acc")
         if objective not in OBJECTIVES:
             raise ConfigError("spec.select.objective", f"unknown objective {objective!r}", ", ".join(OBJECTIVES))
@@ -117,8 +125,9 @@ def tuning_spec(spec: SweepSpec, sel: Selection) -> SweepSpec:
     base = copy.deepcopy(spec.base)
     base.setdefault("eval", {}).update({"split": "validation", "validation_frac": sel.validation_frac})
     grid = dict(spec.grid)
-    grid["defense"] = [{**b, **c} for b in sel.defense_blocks if str(b.get("name", "fedavg")) in sel.params
-                       for c in sel.candidates(b)]
+    grid["defense"] = [
+        {**b, **c} for b in sel.defense_blocks if str(b.get("name", "fedavg")) in sel.params for c in sel.candidates(b)
+    ]
     if sel.seeds is not None:
         grid["seed"] = list(sel.seeds)
     return SweepSpec(f"{spec.name}-tuning", base, grid, copy.deepcopy(spec.variants))
@@ -146,9 +155,16 @@ def choose(spec: SweepSpec, sel: Selection, tuning_jobs: list[Job], table: pd.Da
         ba = r.get("final_backdoor_acc")
         score = ma - (ba if sel.objective == "main_acc-backdoor_acc" and ba is not None and not pd.isna(ba) else 0.0)
         blk = cand_of[job.labels["defense"]]
-        rows.append({"setting": _setting(job.labels), "defense": str(blk.get("name")), "candidate": job.labels["defense"],
-                     "attack": job.labels["attack"], "seed": job.labels.get("seed"),
-                     "score": float(score) if score is not None and not pd.isna(score) else math.nan})
+        rows.append(
+            {
+                "setting": _setting(job.labels),
+                "defense": str(blk.get("name")),
+                "candidate": job.labels["defense"],
+                "attack": job.labels["attack"],
+                "seed": job.labels.get("seed"),
+                "score": float(score) if score is not None and not pd.isna(score) else math.nan,
+            }
+        )
     scores = pd.DataFrame(rows)
     out = []
     if scores.empty:
@@ -159,14 +175,27 @@ def choose(spec: SweepSpec, sel: Selection, tuning_jobs: list[Job], table: pd.Da
             per_attack = h.groupby("attack", sort=False)["score"].mean()
             worst = per_attack.min() if per_attack.notna().any() else math.nan
             params = {k: v for k, v in cand_of[cand].items() if k in sel.params[defense]}
-            cands.append({"params": params, "label": cand, "score": None if pd.isna(worst) else float(worst),
-                          "worst_attack": per_attack.idxmin() if per_attack.notna().any() else None,
-                          "runs": int(len(h))})
+            cands.append(
+                {
+                    "params": params,
+                    "label": cand,
+                    "score": None if pd.isna(worst) else float(worst),
+                    "worst_attack": per_attack.idxmin() if per_attack.notna().any() else None,
+                    "runs": int(len(h)),
+                }
+            )
         scored = [c for c in cands if c["score"] is not None]
         best = max(scored, key=lambda c: c["score"]) if scored else None  # max keeps the first of equal scores
-        out.append({"setting": setting, "defense": defense, "params": best["params"] if best else None,
-                    "score": best["score"] if best else None, "worst_attack": best["worst_attack"] if best else None,
-                    "candidates": cands})
+        out.append(
+            {
+                "setting": setting,
+                "defense": defense,
+                "params": best["params"] if best else None,
+                "score": best["score"] if best else None,
+                "worst_attack": best["worst_attack"] if best else None,
+                "candidates": cands,
+            }
+        )
     return out
 
 
@@ -187,8 +216,14 @@ def apply_choice(jobs: list[Job], chosen: list[dict[str, Any]]) -> list[Job]:
 
 
 def write_selection(out: Path, sel: Selection, chosen: list[dict[str, Any]]) -> None:
-    doc = {"objective": sel.objective, "split": "validation", "validation_frac": sel.validation_frac,
-           "seeds": sel.seeds, "tuning_folder": TUNING_DIR, "chosen": chosen}
+    doc = {
+        "objective": sel.objective,
+        "split": "validation",
+        "validation_frac": sel.validation_frac,
+        "seeds": sel.seeds,
+        "tuning_folder": TUNING_DIR,
+        "chosen": chosen,
+    }
     (Path(out) / SELECTION_FILE).write_text(json.dumps(doc, indent=1, default=_json) + "\n")
 
 

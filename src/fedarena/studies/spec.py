@@ -106,12 +106,18 @@ class SweepSpec:
         for vname, v in variants.items():
             _mapping(v or {}, f"spec.variants.{vname}")
         if not (base or grid or variants):
-            raise ConfigError("spec", "is empty: it would run the default experiment once",
-                              "a spec with base, config, grid or variants (see examples/sweep.yaml)")
+            raise ConfigError(
+                "spec",
+                "is empty: it would run the default experiment once",
+                "a spec with base, config, grid or variants (see examples/sweep.yaml)",
+            )
         name = tree.get("name") or default_name
         if not isinstance(name, str) or not re.match(NAME_PATTERN, name) or len(name) > MAX_NAME_LENGTH:
-            raise ConfigError("spec.name", f"must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- "
-                              f"(got {str(name)[:40]!r})", "e.g. attacks-vs-defenses (it names the sweep folder)")
+            raise ConfigError(
+                "spec.name",
+                f"must be 1..{MAX_NAME_LENGTH} characters of letters, digits and ._+=,@- (got {str(name)[:40]!r})",
+                "e.g. attacks-vs-defenses (it names the sweep folder)",
+            )
         spec = cls(name, base, grid, {k: v or {} for k, v in variants.items()})
         if tree.get("select"):  # parsed and checked by studies.select.selection_of, before any run plays
             spec.select = _mapping(tree["select"], "spec.select")
@@ -126,8 +132,11 @@ class SweepSpec:
         """Every run of the sweep (variants x grid), validated; ``progress(done, total)``
         after each. A sweep of more than ``max_runs`` runs is refused before any is built."""
         if self.size > max_runs:
-            raise ConfigError("spec.grid", f"makes {self.size:,} runs, more than the limit of {max_runs:,}",
-                              "a smaller grid, or raise the limit with --max-runs")
+            raise ConfigError(
+                "spec.grid",
+                f"makes {self.size:,} runs, more than the limit of {max_runs:,}",
+                "a smaller grid, or raise the limit with --max-runs",
+            )
         labels = {key: grid_labels(key, values) for key, values in self.grid.items()}
         out, seen = [], set()
         for vname, variant in (self.variants or {"": {}}).items():
@@ -204,7 +213,9 @@ def grid_labels(key: str, values: list[Any]) -> list[str]:
             name = _block_name(key, v)
             same = [w for w in values if isinstance(w, dict) and _block_name(key, w) == name]
             if len(same) > 1:
-                differing = sorted(k for k in set().union(*same) if k != "name" and len({repr(w.get(k)) for w in same}) > 1)
+                differing = sorted(
+                    k for k in set().union(*same) if k != "name" and len({repr(w.get(k)) for w in same}) > 1
+                )
                 name += "(" + ",".join(f"{k}={v.get(k)}" for k in differing) + ")"
             out.append(name)
         else:

@@ -24,7 +24,9 @@ from scipy import stats
 
 #: what the report's legends say about the intervals
 INTERVAL_METHOD = "95% Student-t interval over seeds"
-PAIRED_METHOD = "paired 95% Student-t interval on the per-seed differences (same seeds: same partition, attackers, cohorts)"
+PAIRED_METHOD = (
+    "paired 95% Student-t interval on the per-seed differences (same seeds: same partition, attackers, cohorts)"
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,11 @@ def paired_interval(x: Mapping[object, float], base: Mapping[object, float], lev
     """Mean of ``x[s] - base[s]`` over the seeds ``s`` both have (finite values), with the
     Student-t interval of those paired differences."""
     common = [s for s in x if s in base]
-    d = [x[s] - base[s] for s in common
-         if x[s] is not None and base[s] is not None and math.isfinite(x[s]) and math.isfinite(base[s])]
+    d = [
+        x[s] - base[s]
+        for s in common
+        if x[s] is not None and base[s] is not None and math.isfinite(x[s]) and math.isfinite(base[s])
+    ]
     return t_interval(d, level)
 
 
@@ -98,8 +103,9 @@ def fmt_diff(iv: Interval, bound: float = 1.0, scale: float = 100.0, digits: int
     return f"{m} [{scale * a:+.{digits}f}, {scale * b:+.{digits}f}]"
 
 
-def ranks_with_ties(scores: Sequence[Mapping[object, float]], higher_is_better: bool = True,
-                    level: float = 0.95) -> list[int]:
+def ranks_with_ties(
+    scores: Sequence[Mapping[object, float]], higher_is_better: bool = True, level: float = 0.95
+) -> list[int]:
     """Competition ranks from per-seed scores, one mapping seed -> score per entry.
 
     Entry ``i``'s rank is 1 + the number of entries ``j`` that beat it: whose paired

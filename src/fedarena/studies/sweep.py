@@ -92,9 +92,15 @@ def _resolved(path: Path) -> Optional[str]:
         return None
 
 
-def run_sweep(jobs: list[Job], out: str | Path, workers: int = 1, backend: str = "local",
-              address: Optional[str] = None, plot: bool = False,
-              on_result: Optional[Callable[[dict[str, Any]], None]] = None) -> SweepOutcome:
+def run_sweep(
+    jobs: list[Job],
+    out: str | Path,
+    workers: int = 1,
+    backend: str = "local",
+    address: Optional[str] = None,
+    plot: bool = False,
+    on_result: Optional[Callable[[dict[str, Any]], None]] = None,
+) -> SweepOutcome:
     """Play the ``jobs`` that have no finished run in ``out``; write the index and the table."""
     from ..config import dump_config
 
@@ -102,8 +108,10 @@ def run_sweep(jobs: list[Job], out: str | Path, workers: int = 1, backend: str =
     (out / "runs").mkdir(parents=True, exist_ok=True)
     check_writable(out)
     folders = {job.run_id: folder_name(job.run_id) for job in jobs}
-    (out / SWEEP_FILE).write_text(json.dumps(
-        {"runs": {folders[j.run_id]: {"run": j.run_id, **j.labels} for j in jobs}}, indent=1, default=str) + "\n")
+    (out / SWEEP_FILE).write_text(
+        json.dumps({"runs": {folders[j.run_id]: {"run": j.run_id, **j.labels} for j in jobs}}, indent=1, default=str)
+        + "\n"
+    )
     index = read_index(out / INDEX)
     outcome = SweepOutcome(pd.DataFrame())
     todo, pending_index, shas = [], [], {}
@@ -112,7 +120,12 @@ def run_sweep(jobs: list[Job], out: str | Path, workers: int = 1, backend: str =
         sha, run_dir = config_sha(cfg), out / "runs" / folders[job.run_id]
         shas[job.run_id] = sha
         entry = index.get(job.run_id)
-        if entry and entry.get("config_sha") == sha and entry.get("status") in FINISHED and (run_dir / "summary.json").exists():
+        if (
+            entry
+            and entry.get("config_sha") == sha
+            and entry.get("status") in FINISHED
+            and (run_dir / "summary.json").exists()
+        ):
             outcome.skipped.append(job.run_id)
             continue
         summary = _finished_in_folder(run_dir, dump_config(cfg))
@@ -124,10 +137,21 @@ def run_sweep(jobs: list[Job], out: str | Path, workers: int = 1, backend: str =
             outcome.resumed.append(job.run_id)
         todo.append({"run_id": job.run_id, "config": job.config, "out": str(run_dir), "plot": plot})
     with open(out / INDEX, "a") as fh:
+
         def record(res: dict[str, Any]) -> None:
             s = res["summary"]
-            fh.write(json.dumps({"run": res["run"], "config_sha": shas[res["run"]], "status": s.get("status"),
-                                 "wall_time_s": s.get("wall_time_s"), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "run": res["run"],
+                        "config_sha": shas[res["run"]],
+                        "status": s.get("status"),
+                        "wall_time_s": s.get("wall_time_s"),
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    }
+                )
+                + "\n"
+            )
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -138,8 +162,9 @@ def run_sweep(jobs: list[Job], out: str | Path, workers: int = 1, backend: str =
             outcome.ran.append(res["run"])
             if on_result is not None:
                 on_result(res)
-    outcome.table = results_table([out / "runs" / folders[j.run_id] for j in jobs
-                                   if (out / "runs" / folders[j.run_id] / "summary.json").exists()])
+    outcome.table = results_table(
+        [out / "runs" / folders[j.run_id] for j in jobs if (out / "runs" / folders[j.run_id] / "summary.json").exists()]
+    )
     write_table(outcome.table, out)
     return outcome
 
