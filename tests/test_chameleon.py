@@ -59,3 +59,35 @@ def test_two_stage_training_plants_the_backdoor():
     plain = Simulation(load_config(None, ["fl.rounds=2", "attack.poison_frac=1.0"], base=DEFAULT_RUN)).run()
     assert r.summary["final_backdoor_acc"] >= 0.8
     assert r.summary["final_main_acc"] >= plain.summary["final_main_acc"] - 0.1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_each_stage_trains_its_own_parameters_on_the_core_trainer():
+    # stage 1 (contrastive) moves only the encoder, stage 2 (head) only the last layer: a stage's frozen
+    # parameters get exactly 0; the head stage alone is core's trainer with the head trainable and CE
+    from fedarena.core.local import BatchSchedule, train_sequential
+
+    def update(**params):
+        sim = Simulation(load_config(None, ["attack.name=chameleon", "fl.rounds=1", "fl.momentum=0.9",
+                                            "fl.weight_decay=0.01"] + [f"attack.{k}={v}" for k, v in params.items()],
+                                     base=DEFAULT_RUN))
+        ctx = sim.local_context(0, [int(sim.malicious[0])])
+        before = {n: p.clone() for n, p in ctx.global_params.items()}
+        row = sim.attack.local_train(ctx)[0]
+        assert all(torch.equal(before[n], p) for n, p in ctx.global_params.items())  # the global model is untouched
+        return sim, row
+
+    sim, enc_only = update(contrastive_epochs=2, head_epochs=0)
+    head = sim.layout.columns(sim.layout.last_layer())
+    enc = torch.ones(sim.layout.dim, dtype=torch.bool)
+    enc[head] = False
+    assert torch.count_nonzero(enc_only[head]) == 0 and torch.count_nonzero(enc_only[enc]) > 0
+    sim, head_only = update(contrastive_epochs=0, head_epochs=2)
+    assert torch.count_nonzero(head_only[enc]) == 0 and torch.count_nonzero(head_only[head]) > 0
+    ctx = sim.local_context(0, [int(sim.malicious[0])])
+    idx = [ctx.poisoned_index[0]]
+    recipe = ctx.recipe.with_(epochs=2, trainable=sim.layout.last_layer())
+    ref, _ = train_sequential(ctx.model, ctx.global_params, ctx.x, ctx.y, idx,
+                              BatchSchedule.build([len(idx[0])], recipe, ctx.rngs), recipe, prepare=ctx.prepare,
+                              buffers=ctx.buffers)
+    assert torch.equal(head_only, ref[0])
