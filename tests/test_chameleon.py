@@ -53,9 +53,20 @@ def test_bad_parameters_are_one_clear_error():
 def test_two_stage_training_plants_the_backdoor():
     # measured: BA 0.95 after round 0, 0.99 after round 1 (digits, 4 of 20 attackers, FedAvg); the main accuracy
     # after two rounds (0.18) is the plain backdoor's (0.22): the digits model is still early in training
-    r = Simulation(load_config(None, ["attack.name=chameleon", "fl.rounds=2", "attack.poison_frac=1.0",
-                                      "attack.head_epochs=3", "attack.temperature=0.2", "attack.poison_pull=2"],
-                               base=DEFAULT_RUN)).run()
+    r = Simulation(
+        load_config(
+            None,
+            [
+                "attack.name=chameleon",
+                "fl.rounds=2",
+                "attack.poison_frac=1.0",
+                "attack.head_epochs=3",
+                "attack.temperature=0.2",
+                "attack.poison_pull=2",
+            ],
+            base=DEFAULT_RUN,
+        )
+    ).run()
     plain = Simulation(load_config(None, ["fl.rounds=2", "attack.poison_frac=1.0"], base=DEFAULT_RUN)).run()
     assert r.summary["final_backdoor_acc"] >= 0.8
     assert r.summary["final_main_acc"] >= plain.summary["final_main_acc"] - 0.1
@@ -68,9 +79,14 @@ def test_each_stage_trains_its_own_parameters_on_the_core_trainer():
     from fedarena.core.local import BatchSchedule, train_sequential
 
     def update(**params):
-        sim = Simulation(load_config(None, ["attack.name=chameleon", "fl.rounds=1", "fl.momentum=0.9",
-                                            "fl.weight_decay=0.01"] + [f"attack.{k}={v}" for k, v in params.items()],
-                                     base=DEFAULT_RUN))
+        sim = Simulation(
+            load_config(
+                None,
+                ["attack.name=chameleon", "fl.rounds=1", "fl.momentum=0.9", "fl.weight_decay=0.01"]
+                + [f"attack.{k}={v}" for k, v in params.items()],
+                base=DEFAULT_RUN,
+            )
+        )
         ctx = sim.local_context(0, [int(sim.malicious[0])])
         before = {n: p.clone() for n, p in ctx.global_params.items()}
         row = sim.attack.local_train(ctx)[0]
@@ -87,7 +103,15 @@ def test_each_stage_trains_its_own_parameters_on_the_core_trainer():
     ctx = sim.local_context(0, [int(sim.malicious[0])])
     idx = [ctx.poisoned_index[0]]
     recipe = ctx.recipe.with_(epochs=2, trainable=sim.layout.last_layer())
-    ref, _ = train_sequential(ctx.model, ctx.global_params, ctx.x, ctx.y, idx,
-                              BatchSchedule.build([len(idx[0])], recipe, ctx.rngs), recipe, prepare=ctx.prepare,
-                              buffers=ctx.buffers)
+    ref, _ = train_sequential(
+        ctx.model,
+        ctx.global_params,
+        ctx.x,
+        ctx.y,
+        idx,
+        BatchSchedule.build([len(idx[0])], recipe, ctx.rngs),
+        recipe,
+        prepare=ctx.prepare,
+        buffers=ctx.buffers,
+    )
     assert torch.equal(head_only, ref[0])

@@ -47,7 +47,9 @@ def _mlp_case(sizes=(10, 7)):
 
 
 def _schedule(index, recipe, seed=0):
-    return BatchSchedule.build([len(i) for i in index], recipe, [np.random.default_rng(seed + j) for j in range(len(index))])
+    return BatchSchedule.build(
+        [len(i) for i in index], recipe, [np.random.default_rng(seed + j) for j in range(len(index))]
+    )
 
 
 def test_frozen_parameter_does_not_move_under_weight_decay_and_momentum():
@@ -58,11 +60,13 @@ def test_frozen_parameter_does_not_move_under_weight_decay_and_momentum():
     model = Scalars()
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     x, y = torch.ones(4, 2), torch.zeros(4, dtype=torch.long)
-    recipe = TrainRecipe(lr=0.1, momentum=0.9, weight_decay=0.5, batch_size=2, epochs=1,
-                         batch_loss=_half_square, trainable={"a"})
+    recipe = TrainRecipe(
+        lr=0.1, momentum=0.9, weight_decay=0.5, batch_size=2, epochs=1, batch_loss=_half_square, trainable={"a"}
+    )
     states = [None]
-    rows, _ = train_sequential(model, params, x, y, [np.arange(4)], _schedule([np.arange(4)], recipe), recipe,
-                               opt_states=states)
+    rows, _ = train_sequential(
+        model, params, x, y, [np.arange(4)], _schedule([np.arange(4)], recipe), recipe, opt_states=states
+    )
     assert rows[0, 1].item() == 0.0  # c: exactly unchanged
     assert rows[0, 0].item() == pytest.approx(1.175 - 2.0, abs=1e-6)
     assert states[0]["momentum_buffer"].tolist() == pytest.approx([5.25, 0.0], abs=1e-6)
@@ -84,11 +88,19 @@ def test_frozen_parameter_keeps_its_adam_moments_and_hook_sees_zero_gradients():
             seen.append([float(g.reshape(-1)[0]) for g in s.grads])
             return s.bufs
 
-    recipe = TrainRecipe(optimizer="adamw", lr=0.1, weight_decay=0.5, batch_size=2, batch_loss=_half_square,
-                         trainable=["a"], step_hook=Record())
+    recipe = TrainRecipe(
+        optimizer="adamw",
+        lr=0.1,
+        weight_decay=0.5,
+        batch_size=2,
+        batch_loss=_half_square,
+        trainable=["a"],
+        step_hook=Record(),
+    )
     states = [None]
-    rows, _ = train_sequential(model, params, x, y, [np.arange(4)], _schedule([np.arange(4)], recipe), recipe,
-                               opt_states=states)
+    rows, _ = train_sequential(
+        model, params, x, y, [np.arange(4)], _schedule([np.arange(4)], recipe), recipe, opt_states=states
+    )
     assert rows[0, 1].item() == 0.0 and rows[0, 0].item() < 0
     assert states[0]["exp_avg"][1].item() == 0.0 and states[0]["exp_avg_sq"][1].item() == 0.0
     assert states[0]["exp_avg"][0].item() != 0.0
@@ -106,7 +118,9 @@ def test_batch_loss_equal_to_the_per_sample_loss_gives_the_same_updates(momentum
         w = torch.ones(len(b.y))
         return (cross_entropy(b.logits, b.y) * w).sum() / w.sum().clamp_min(1.0)
 
-    got, _ = train_sequential(model, params, x, y, index, _schedule(index, recipe), recipe.with_(batch_loss=same_formula))
+    got, _ = train_sequential(
+        model, params, x, y, index, _schedule(index, recipe), recipe.with_(batch_loss=same_formula)
+    )
     assert torch.equal(got, ref)
     # every parameter named trainable: the partial-gradient path, bit for bit the default
     every = recipe.with_(trainable=list(params))
@@ -128,8 +142,15 @@ def test_batch_loss_sees_the_batch_positions_targets_and_features():
         # features: the input of the last Linear, relu(W1 x + b1); at a client's first step params = global
         expected = torch.relu(x[index[b.client][pos]] @ gp["1.weight"].T + gp["1.bias"])
         first = not any(c[0] == b.client for c in calls)
-        calls.append((b.client, pos, b.y.tolist(), tuple(b.features.shape),
-                      bool(torch.allclose(b.features, expected)) if first else True))
+        calls.append(
+            (
+                b.client,
+                pos,
+                b.y.tolist(),
+                tuple(b.features.shape),
+                bool(torch.allclose(b.features, expected)) if first else True,
+            )
+        )
         return F.cross_entropy(b.logits, b.y)
 
     recipe = TrainRecipe(lr=0.1, batch_size=4, epochs=2, batch_loss=recording, feature_layer="3")

@@ -44,8 +44,9 @@ from .base import LocalTrainContext
 from .data_poisoning import Backdoor
 
 
-def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float,
-                pair_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+def supcon_loss(
+    z: torch.Tensor, labels: torch.Tensor, temperature: float, pair_weight: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, Eq. 2) of L2-normalised features
     ``z`` ``(B, p)``: for each anchor ``i`` with positives ``P(i)`` (same label, ``j != i``),
     ``-1/|P(i)| sum_p w_ip log(exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T))``, averaged
@@ -74,17 +75,38 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float,
 class Chameleon(Backdoor):
     """Chameleon (Dai & Li, ICML 2023): contrastive encoder training that pulls poisoned images to the target class, then the head."""
 
-    def __init__(self, *, target: int = 0, source: Optional[int] = None, trigger: str = "square",
-                 poison_frac: float = 0.5, trigger_value: Optional[float] = None, trigger_size: Optional[int] = None,
-                 trigger_position: Optional[Union[str, tuple[int, int]]] = None,
-                 trigger_blend: Optional[Literal["replace", "add"]] = None,
-                 contrastive_epochs: int = 2, head_epochs: int = 1, temperature: float = 0.5, poison_pull: float = 1.0):
-        super().__init__(target=target, source=source, trigger=trigger, poison_frac=poison_frac,
-                         trigger_value=trigger_value, trigger_size=trigger_size, trigger_position=trigger_position,
-                         trigger_blend=trigger_blend)
+    def __init__(
+        self,
+        *,
+        target: int = 0,
+        source: Optional[int] = None,
+        trigger: str = "square",
+        poison_frac: float = 0.5,
+        trigger_value: Optional[float] = None,
+        trigger_size: Optional[int] = None,
+        trigger_position: Optional[Union[str, tuple[int, int]]] = None,
+        trigger_blend: Optional[Literal["replace", "add"]] = None,
+        contrastive_epochs: int = 2,
+        head_epochs: int = 1,
+        temperature: float = 0.5,
+        poison_pull: float = 1.0,
+    ):
+        super().__init__(
+            target=target,
+            source=source,
+            trigger=trigger,
+            poison_frac=poison_frac,
+            trigger_value=trigger_value,
+            trigger_size=trigger_size,
+            trigger_position=trigger_position,
+            trigger_blend=trigger_blend,
+        )
         if contrastive_epochs < 0 or head_epochs < 0 or contrastive_epochs + head_epochs == 0:
-            raise ConfigError("attack.contrastive_epochs", f"epochs must be >= 0 and not both 0 (got "
-                              f"{contrastive_epochs}, {head_epochs})", "e.g. contrastive_epochs=2, head_epochs=1")
+            raise ConfigError(
+                "attack.contrastive_epochs",
+                f"epochs must be >= 0 and not both 0 (got {contrastive_epochs}, {head_epochs})",
+                "e.g. contrastive_epochs=2, head_epochs=1",
+            )
         if not (math.isfinite(temperature) and temperature > 0):
             raise ConfigError("attack.temperature", f"must be a finite number > 0 (got {temperature})", "> 0, e.g. 0.5")
         if not (math.isfinite(poison_pull) and poison_pull > 0):
@@ -103,8 +125,15 @@ class Chameleon(Backdoor):
         enc = [n for n in ctx.global_params if n not in head]
         # the attacker's optimizer: SGD with the benign lr, momentum, weight decay and batch size, no clipping;
         # a fresh one per stage (each stage is one trainer call)
-        base = ctx.recipe.with_(optimizer="sgd", steps=None, grad_clip=None, loss=cross_entropy, extra_loss=None,
-                                project=None, step_hook=None)
+        base = ctx.recipe.with_(
+            optimizer="sgd",
+            steps=None,
+            grad_clip=None,
+            loss=cross_entropy,
+            extra_loss=None,
+            project=None,
+            step_hook=None,
+        )
         g = ctx.layout.flatten(ctx.global_params).detach()
         rows = []
         was_training = ctx.model.training
@@ -114,8 +143,12 @@ class Chameleon(Backdoor):
                 idx = np.asarray(ctx.poisoned_index[i])
                 stamped = self.stamped.get(int(cid), torch.zeros(len(idx), dtype=torch.bool)).to(ctx.x.device)
                 stages = (
-                    base.with_(epochs=self.contrastive_epochs, trainable=enc, batch_loss=self._contrastive_loss(stamped),
-                               feature_layer=head[0].rsplit(".", 1)[0]),
+                    base.with_(
+                        epochs=self.contrastive_epochs,
+                        trainable=enc,
+                        batch_loss=self._contrastive_loss(stamped),
+                        feature_layer=head[0].rsplit(".", 1)[0],
+                    ),
                     base.with_(epochs=self.head_epochs, trainable=head),
                 )
                 row, bufs = torch.zeros_like(g), ctx.buffers
@@ -124,8 +157,17 @@ class Chameleon(Backdoor):
                         continue
                     # one permutation per epoch from the client's stream, as before (no step hook: no other draw)
                     sched = BatchSchedule.build([len(idx)], recipe, [ctx.rngs[i]])
-                    out, new_bufs = train_sequential(ctx.model, ctx.layout.unflatten(g + row), ctx.x, ctx.y, [idx],
-                                                     sched, recipe, prepare=ctx.prepare, buffers=bufs)
+                    out, new_bufs = train_sequential(
+                        ctx.model,
+                        ctx.layout.unflatten(g + row),
+                        ctx.x,
+                        ctx.y,
+                        [idx],
+                        sched,
+                        recipe,
+                        prepare=ctx.prepare,
+                        buffers=bufs,
+                    )
                     row, bufs = row + out[0], new_bufs[0]  # a stage's frozen parameters' entries are exactly 0
                 rows.append(row)
         finally:

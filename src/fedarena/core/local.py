@@ -77,7 +77,9 @@ class BatchSchedule:
                 stream = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])
                 client = [stream[i * b : (i + 1) * b] for i in range(recipe.steps)]
             out.append(client)
-            per_epoch = max(1, -(-n // max(1, recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n))))
+            per_epoch = max(
+                1, -(-n // max(1, recipe.batch_size if recipe.steps is None else min(recipe.batch_size, n)))
+            )
             starts.append([s % per_epoch == 0 for s in range(len(client))])
             seeds.append(int(rng.integers(2**62)) if recipe.step_hook is not None else 0)
         return cls(out, starts, seeds)
@@ -101,12 +103,23 @@ def _loss_fn(model: torch.nn.Module, recipe: TrainRecipe, buffers: Params):
     """
     layer = model.get_submodule(recipe.feature_layer) if recipe.feature_layer is not None else None
 
-    def loss(params: Params, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, global_params: Params,
-             bufs: Optional[Params] = None, pos: Optional[torch.Tensor] = None, client: int = 0):
+    def loss(
+        params: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        global_params: Params,
+        bufs: Optional[Params] = None,
+        pos: Optional[torch.Tensor] = None,
+        client: int = 0,
+    ):
         if recipe.batch_loss is not None:
             feats: list[torch.Tensor] = []
-            handle = (layer.register_forward_pre_hook(lambda m, inp: feats.append(inp[0].flatten(1)))
-                      if layer is not None else None)
+            handle = (
+                layer.register_forward_pre_hook(lambda m, inp: feats.append(inp[0].flatten(1)))
+                if layer is not None
+                else None
+            )
             try:
                 logits = functional_call(model, (params, buffers if bufs is None else bufs), (x,))
             finally:
@@ -114,8 +127,9 @@ def _loss_fn(model: torch.nn.Module, recipe: TrainRecipe, buffers: Params):
                     handle.remove()
             if layer is not None and not feats:
                 raise ValueError(f"feature_layer {recipe.feature_layer!r} was not called in the forward pass")
-            val = recipe.batch_loss(LossBatch(logits, y, pos, feats[-1] if feats else None, params, global_params,
-                                              client))
+            val = recipe.batch_loss(
+                LossBatch(logits, y, pos, feats[-1] if feats else None, params, global_params, client)
+            )
             if recipe.extra_loss is not None:
                 val = val + recipe.extra_loss(params, global_params)
             return val
@@ -213,12 +227,37 @@ _CL = torch.channels_last
 _F = torch.nn.functional
 #: per-channel or elementwise functions: folding clients into channels does not change them
 _FOLD_PASS = {
-    _F.relu, torch.relu, torch.Tensor.relu, _F.relu_, _F.leaky_relu, _F.gelu, _F.silu, _F.elu, _F.tanh, _F.sigmoid,
-    torch.tanh, torch.sigmoid, torch.Tensor.tanh, torch.Tensor.sigmoid, _F.max_pool2d, _F.avg_pool2d,
-    _F.adaptive_avg_pool2d, _F.adaptive_max_pool2d, _F.max_pool1d, _F.avg_pool1d, _F.dropout, _F.dropout2d,
+    _F.relu,
+    torch.relu,
+    torch.Tensor.relu,
+    _F.relu_,
+    _F.leaky_relu,
+    _F.gelu,
+    _F.silu,
+    _F.elu,
+    _F.tanh,
+    _F.sigmoid,
+    torch.tanh,
+    torch.sigmoid,
+    torch.Tensor.tanh,
+    torch.Tensor.sigmoid,
+    _F.max_pool2d,
+    _F.avg_pool2d,
+    _F.adaptive_avg_pool2d,
+    _F.adaptive_max_pool2d,
+    _F.max_pool1d,
+    _F.avg_pool1d,
+    _F.dropout,
+    _F.dropout2d,
 }
-_FOLD_ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.add_,
-             torch.Tensor.__iadd__}
+_FOLD_ADD = {
+    torch.add,
+    torch.Tensor.add,
+    torch.Tensor.__add__,
+    torch.Tensor.__radd__,
+    torch.Tensor.add_,
+    torch.Tensor.__iadd__,
+}
 
 
 class _FoldMode(torch.overrides.TorchFunctionMode):
@@ -327,8 +366,10 @@ def fold_supported(model: torch.nn.Module, sample: torch.Tensor) -> bool:
         g = torch.Generator().manual_seed(0)
         params = {n: p.detach() for n, p in model.named_parameters()}
         names = list(params)
-        stacked = [torch.stack([params[n], params[n] + 0.01 * torch.randn(params[n].shape, generator=g)
-                                .to(params[n].device)]) for n in names]
+        stacked = [
+            torch.stack([params[n], params[n] + 0.01 * torch.randn(params[n].shape, generator=g).to(params[n].device)])
+            for n in names
+        ]
         xb = sample.detach().expand(2, 2, *sample.shape).clone()
         xb[:, 1] = xb[:, 1].flip(-1)
         was_training = model.training
@@ -336,8 +377,12 @@ def fold_supported(model: torch.nn.Module, sample: torch.Tensor) -> bool:
         try:
             with torch.no_grad():
                 got = fold_logits(model, names, stacked, xb)
-                want = torch.stack([functional_call(model, ({n: s[i] for n, s in zip(names, stacked)}, {}), (xb[i],))
-                                    for i in range(2)])
+                want = torch.stack(
+                    [
+                        functional_call(model, ({n: s[i] for n, s in zip(names, stacked)}, {}), (xb[i],))
+                        for i in range(2)
+                    ]
+                )
             ok = got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5))
         except (_Unsupported, RuntimeError, TypeError, ValueError, IndexError):
             ok = False  # the forward cannot run folded: train this model on the loop
@@ -368,8 +413,15 @@ class _HookRunner:
     schedule: builds its state and per-client generators once, then each step's
     :class:`~fedarena.core.recipe.HookStep`."""
 
-    def __init__(self, recipe: TrainRecipe, names: list[str], params: list[torch.Tensor], schedule: BatchSchedule,
-                 rows: Sequence[int], device) -> None:
+    def __init__(
+        self,
+        recipe: TrainRecipe,
+        names: list[str],
+        params: list[torch.Tensor],
+        schedule: BatchSchedule,
+        rows: Sequence[int],
+        device,
+    ) -> None:
         self.hook = recipe.step_hook
         self.on = self.hook is not None
         if not self.on:
@@ -380,14 +432,25 @@ class _HookRunner:
             self.state = self.hook.init(names, [p.detach() for p in params])
         self.plain = recipe.with_(grad_clip=None)
 
-    def __call__(self, s: int, params, grads, opt: OptState, active, regrad, batch=None, grad_on=None,
-                 loss: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(
+        self,
+        s: int,
+        params,
+        grads,
+        opt: OptState,
+        active,
+        regrad,
+        batch=None,
+        grad_on=None,
+        loss: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Run the hook after step ``s``; returns the clients it stopped (``(k,)`` bool)."""
         from .recipe import HookStep
 
         starts = self.schedule.epoch_start
-        first = torch.tensor([bool(starts[i][s]) if starts and s < len(starts[i]) else False for i in self.rows],
-                             device=self.device)
+        first = torch.tensor(
+            [bool(starts[i][s]) if starts and s < len(starts[i]) else False for i in self.rows], device=self.device
+        )
 
         def step(g, b, act, idx):  # one more optimizer step of the tensors idx (state updated in place)
             sub = OptState({key: [ts[q] for q in idx] for key, ts in opt.tensors.items()}, opt.step.clone())
@@ -405,8 +468,24 @@ class _HookRunner:
 
         xr, yr = batch if batch is not None else (None, None)
         stop = torch.zeros(len(self.rows), dtype=torch.bool, device=self.device)
-        hs = HookStep(self.names, params, grads, opt.tensors.get("momentum_buffer"), first, active, self.gens, self.state, regrad_with_grad,
-                      self.recipe, step, xr, yr, grad_on_with_grad if grad_on is not None else None, loss, stop)
+        hs = HookStep(
+            self.names,
+            params,
+            grads,
+            opt.tensors.get("momentum_buffer"),
+            first,
+            active,
+            self.gens,
+            self.state,
+            regrad_with_grad,
+            self.recipe,
+            step,
+            xr,
+            yr,
+            grad_on_with_grad if grad_on is not None else None,
+            loss,
+            stop,
+        )
         with torch.no_grad():
             self.hook(hs)  # the optimizer state is updated in place
         return stop
@@ -414,12 +493,15 @@ class _HookRunner:
 
 def _refuse_sequential_only(recipe: TrainRecipe, where: str) -> None:
     if recipe.sequential_only:
-        raise ValueError(f"{where} cannot train a recipe with batch_loss or trainable set; "
-                         "use train_sequential (train_clients sends such a recipe there)")
+        raise ValueError(
+            f"{where} cannot train a recipe with batch_loss or trainable set; "
+            "use train_sequential (train_clients sends such a recipe there)"
+        )
 
 
-def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
-                    owner: Optional[Sequence[int]]) -> tuple[Params, Optional[torch.Tensor]]:
+def _initial_params(
+    model: torch.nn.Module, global_params: Params, k: int, owner: Optional[Sequence[int]]
+) -> tuple[Params, Optional[torch.Tensor]]:
     """Detached initial parameters and, when they are stacked (one row per run, the
     leading axis), the row each of the ``k`` clients starts from."""
     gp = {n: v.detach() for n, v in global_params.items()}
@@ -430,8 +512,10 @@ def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
             raise ValueError("owner is only meaningful with stacked global_params (a leading row axis)")
         return gp, None
     if first.dim() != len(shapes[name]) + 1 or first.shape[1:] != shapes[name]:
-        raise ValueError(f"global_params[{name!r}] must have shape {tuple(shapes[name])} or (rows, "
-                         f"*{tuple(shapes[name])}) (got {tuple(first.shape)})")
+        raise ValueError(
+            f"global_params[{name!r}] must have shape {tuple(shapes[name])} or (rows, "
+            f"*{tuple(shapes[name])}) (got {tuple(first.shape)})"
+        )
     rows = first.shape[0]
     own = torch.arange(k) if owner is None else torch.as_tensor(np.asarray(owner), dtype=torch.long)
     if len(own) != k or (k and (int(own.min()) < 0 or int(own.max()) >= rows)):
@@ -439,8 +523,9 @@ def _initial_params(model: torch.nn.Module, global_params: Params, k: int,
     return gp, own.to(first.device)
 
 
-def _chunk_rows(gp: Params, names: list[str], own: Optional[torch.Tensor], start: int,
-                kc: int) -> tuple[list[torch.Tensor], Params]:
+def _chunk_rows(
+    gp: Params, names: list[str], own: Optional[torch.Tensor], start: int, kc: int
+) -> tuple[list[torch.Tensor], Params]:
     """Initial parameters of clients ``start .. start+kc`` (``(kc, ...)``, views or copies)
     and the global parameters their hooks see (shared, or one row per client)."""
     if own is None:
@@ -511,8 +596,9 @@ def train_vectorized(
     if strategy == "auto" and min(chunk_size, k) <= 1:
         strategy = "loop"  # one client per call: plain autograd, nothing to vectorize
     if strategy == "auto":
-        strategy = auto_strategy(model, x.device, prepare(x[:1])[0] if prepare is not None and len(x) else
-                                 (x[0] if len(x) else None))
+        strategy = auto_strategy(
+            model, x.device, prepare(x[:1])[0] if prepare is not None and len(x) else (x[0] if len(x) else None)
+        )
     if strategy not in ("vmap", "loop", "fold"):
         raise ValueError(f"strategy must be 'auto', 'vmap', 'loop' or 'fold' (got {strategy!r})")
     dtype = next(iter(global_params.values())).dtype
@@ -523,10 +609,13 @@ def train_vectorized(
     loss = _loss_fn(model, recipe, {})
     batched_logits = vmap(lambda p, xx: functional_call(model, (p, {}), (xx,)), randomness="different")
     shared = own is None
-    batched_extra = vmap(recipe.extra_loss, in_dims=(0, None if shared else 0)) if recipe.extra_loss is not None else None
+    batched_extra = (
+        vmap(recipe.extra_loss, in_dims=(0, None if shared else 0)) if recipe.extra_loss is not None else None
+    )
 
-    def batched_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor],
-                     values: Optional[list] = None) -> torch.Tensor:
+    def batched_loss(
+        params: Params, xb: torch.Tensor, yb: torch.Tensor, wb: Optional[torch.Tensor], values: Optional[list] = None
+    ) -> torch.Tensor:
         """Sum over clients of :func:`_loss_fn`; the per-sample loss runs outside vmap on ``(k*B,)``.
         ``wb=None``: every client has a full batch (the mean is the sum over ``k*B`` over ``B``).
         ``values``: append each client's loss ``(k,)`` (detached) to it, for a step hook."""
@@ -605,6 +694,7 @@ def train_vectorized(
                 with torch.no_grad():
                     step_(params, grads, state, recipe, None if plan.full[s] else act_all[s])
                 if hook.on:
+
                     def regrad(xb=xb, yb=yb, wb=wb, s=s):
                         if strategy in ("vmap", "fold"):
                             tot = batched_loss(dict(zip(names, params)), xb, yb, None if plan.full[s] else wb)
@@ -613,19 +703,30 @@ def train_vectorized(
                         tot = sum(loss(dict(zip(names, leaves[j])), xb[j], yb[j], wb[j], gp_of(j)) for j in range(kc))
                         gs = torch.autograd.grad(tot, [t for j in range(kc) for t in leaves[j]], allow_unused=True)
                         nn_ = len(names)
-                        return [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
-                                             for j in range(kc)]) for q, p in enumerate(params)]
+                        return [
+                            torch.stack(
+                                [
+                                    torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
+                                    for j in range(kc)
+                                ]
+                            )
+                            for q, p in enumerate(params)
+                        ]
 
                     def grad_on(xr, yr, need_grad=True, wb=wb, s=s):
                         xp = prepare(xr) if prepare is not None else xr
                         if strategy in ("vmap", "fold"):
                             ps = dict(zip(names, params))
                             with torch.set_grad_enabled(need_grad):
-                                logits = (fold_logits(model, names, params, xp) if strategy == "fold"
-                                          else batched_logits(ps, xp))
+                                logits = (
+                                    fold_logits(model, names, params, xp)
+                                    if strategy == "fold"
+                                    else batched_logits(ps, xp)
+                                )
                                 b = yr.shape[1]
-                                per = recipe.loss(logits.reshape(kc * b, *logits.shape[2:]).contiguous(),
-                                                  yr.reshape(-1)).reshape(kc, b)
+                                per = recipe.loss(
+                                    logits.reshape(kc * b, *logits.shape[2:]).contiguous(), yr.reshape(-1)
+                                ).reshape(kc, b)
                                 vec = per.mean(1) if plan.full[s] else (per * wb).sum(1) / wb.sum(1).clamp_min(1.0)
                                 if batched_extra is not None:
                                     vec = vec + batched_extra(ps, gpc)
@@ -634,19 +735,31 @@ def train_vectorized(
                             gs = torch.autograd.grad(vec.sum(), params, allow_unused=True)
                             return vec, [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
                         with torch.set_grad_enabled(need_grad):
-                            vec = torch.stack([loss(dict(zip(names, leaves[j])), xp[j], yr[j], wb[j], gp_of(j))
-                                               for j in range(kc)])
+                            vec = torch.stack(
+                                [loss(dict(zip(names, leaves[j])), xp[j], yr[j], wb[j], gp_of(j)) for j in range(kc)]
+                            )
                         if not need_grad:
                             return vec, None
-                        gs = torch.autograd.grad(vec.sum(), [t for j in range(kc) for t in leaves[j]], allow_unused=True)
+                        gs = torch.autograd.grad(
+                            vec.sum(), [t for j in range(kc) for t in leaves[j]], allow_unused=True
+                        )
                         nn_ = len(names)
-                        return vec, [torch.stack([torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
-                                                  for j in range(kc)]) for q, p in enumerate(params)]
+                        return vec, [
+                            torch.stack(
+                                [
+                                    torch.zeros_like(p[0]) if gs[j * nn_ + q] is None else gs[j * nn_ + q]
+                                    for j in range(kc)
+                                ]
+                            )
+                            for q, p in enumerate(params)
+                        ]
+
                     stop = hook(s, params, grads, state, act_all[s], regrad, (xraw, yb), grad_on, step_loss)
                 with torch.no_grad():
                     if recipe.project is not None:
                         projected = vmap(recipe.project, in_dims=(0, None if shared else 0))(
-                            {n: p.detach() for n, p in zip(names, params)}, gpc)
+                            {n: p.detach() for n, p in zip(names, params)}, gpc
+                        )
                         for n, p in zip(names, params):
                             p.copy_(projected[n])
                 if hook.on and bool(stop.any()):  # the hook ended these clients' training: no more steps
@@ -743,7 +856,9 @@ def train_sequential(
             if prepare is not None:
                 xb = prepare(xb)
             w = torch.ones(len(b), device=x.device)
-            pos = torch.from_numpy(np.asarray(b, dtype=np.int64)).to(x.device) if recipe.batch_loss is not None else None
+            pos = (
+                torch.from_numpy(np.asarray(b, dtype=np.int64)).to(x.device) if recipe.batch_loss is not None else None
+            )
             if step_fn is not None:  # the same gradient, and the loss for the step hook
                 grads, val = step_fn(params, xb, y[idx_t], w, global_params, bufs_i, pos, i)
             else:
@@ -753,22 +868,39 @@ def train_sequential(
             if tq is None:
                 step_(views, g1, state, recipe)  # in place, through k = 1 views
             else:  # the trainable tensors and their optimizer state only (the step count is shared)
-                step_([views[q] for q in tq], [g1[q] for q in tq],
-                      OptState({key: [ts[q] for q in tq] for key, ts in state.tensors.items()}, state.step), recipe)
+                step_(
+                    [views[q] for q in tq],
+                    [g1[q] for q in tq],
+                    OptState({key: [ts[q] for q in tq] for key, ts in state.tensors.items()}, state.step),
+                    recipe,
+                )
             if hook.on:
+
                 def regrad(xb=xb, idx_t=idx_t, w=w, pos=pos):
                     g2 = grad_fn(params, xb, y[idx_t], w, global_params, bufs_i, pos, i)
                     return [g2[n].unsqueeze(0) for n in names]
+
                 def grad_on(xr, yr, need_grad=True, w=w, pos=pos):
                     xp = prepare(xr[0]) if prepare is not None else xr[0]
                     if not need_grad:  # a copy of the statistics: this forward does not move them
-                        val = loss_i(params, xp, yr[0], w, global_params,
-                                     {n_: v.clone() for n_, v in bufs_i.items()}, pos, i)
+                        val = loss_i(
+                            params, xp, yr[0], w, global_params, {n_: v.clone() for n_, v in bufs_i.items()}, pos, i
+                        )
                         return val.reshape(1), None
                     g2, val = value_fn(params, xp, yr[0], w, global_params, bufs_i, pos, i)
                     return val.reshape(1), [g2[n].unsqueeze(0) for n in names]
-                stop = hook(s, views, g1, state, torch.ones(1, device=x.device), regrad,
-                            (xraw.unsqueeze(0), y[idx_t].unsqueeze(0)), grad_on, val.detach().reshape(1))
+
+                stop = hook(
+                    s,
+                    views,
+                    g1,
+                    state,
+                    torch.ones(1, device=x.device),
+                    regrad,
+                    (xraw.unsqueeze(0), y[idx_t].unsqueeze(0)),
+                    grad_on,
+                    val.detach().reshape(1),
+                )
             if recipe.project is not None:
                 params = recipe.project(params, global_params)
             if hook.on and bool(stop[0]):  # the hook ended this client's training
@@ -861,8 +993,13 @@ def minibatch_gradients(
                     xb, yb, wb = batch(rows)
                     sel_t = torch.tensor(sel, device=x.device)
                     p = {n: gp[n].index_select(0, sel_t) for n in names}
-                    g = per_run(p, xb.reshape(len(sel), n_, *xb.shape[1:]), yb.reshape(len(sel), n_, -1),
-                                wb.reshape(len(sel), n_, -1), p)
+                    g = per_run(
+                        p,
+                        xb.reshape(len(sel), n_, *xb.shape[1:]),
+                        yb.reshape(len(sel), n_, -1),
+                        wb.reshape(len(sel), n_, -1),
+                        p,
+                    )
                     contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
                     put(slice(rows[0], rows[0] + len(rows)) if contiguous else rows, g)
     else:
@@ -894,7 +1031,8 @@ def has_buffers(model: torch.nn.Module) -> bool:
     return any(True for _ in model.buffers())
 
 
-__all__ = ["train_clients",
+__all__ = [
+    "train_clients",
     "BatchSchedule",
     "train_vectorized",
     "train_sequential",
@@ -906,12 +1044,24 @@ __all__ = ["train_clients",
 ]
 
 
-def train_clients(model: torch.nn.Module, global_params: Params, x: torch.Tensor, y: torch.Tensor,
-                  index: Sequence[np.ndarray], schedule: BatchSchedule, recipe: TrainRecipe, *, algorithm: str,
-                  vectorized: bool = True, prepare=None, buffers: Optional[Params] = None,
-                  chunk_size: Optional[int] = None, opt_states: Optional[list[Optional[ClientState]]] = None,
-                  out: Optional[torch.Tensor] = None, owner: Optional[Sequence[int]] = None
-                  ) -> tuple[torch.Tensor, list[Params]]:
+def train_clients(
+    model: torch.nn.Module,
+    global_params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: Sequence[np.ndarray],
+    schedule: BatchSchedule,
+    recipe: TrainRecipe,
+    *,
+    algorithm: str,
+    vectorized: bool = True,
+    prepare=None,
+    buffers: Optional[Params] = None,
+    chunk_size: Optional[int] = None,
+    opt_states: Optional[list[Optional[ClientState]]] = None,
+    out: Optional[torch.Tensor] = None,
+    owner: Optional[Sequence[int]] = None,
+) -> tuple[torch.Tensor, list[Params]]:
     """The one dispatch of local training: FedSGD's one gradient per client
     (:func:`minibatch_gradients`), FedAvg's local steps vectorized (:func:`train_vectorized`)
     or one client after another (:func:`train_sequential`, which also returns each client's
@@ -924,17 +1074,44 @@ def train_clients(model: torch.nn.Module, global_params: Params, x: torch.Tensor
     new_buffers: list[Params] = []
     if recipe.sequential_only and algorithm != "fedsgd":
         if owner is not None:
-            raise ValueError("a recipe with batch_loss or trainable trains on the sequential path, "
-                             "which takes one shared set of global_params (no owner)")
+            raise ValueError(
+                "a recipe with batch_loss or trainable trains on the sequential path, "
+                "which takes one shared set of global_params (no owner)"
+            )
         vectorized = False
     if algorithm == "fedsgd":
-        rows = minibatch_gradients(model, global_params, x, y, index, schedule, recipe, prepare=prepare,
-                                   vectorized=vectorized, buffers=buffers, buffers_out=new_buffers,
-                                   chunk_size=chunk_size, owner=owner)
+        rows = minibatch_gradients(
+            model,
+            global_params,
+            x,
+            y,
+            index,
+            schedule,
+            recipe,
+            prepare=prepare,
+            vectorized=vectorized,
+            buffers=buffers,
+            buffers_out=new_buffers,
+            chunk_size=chunk_size,
+            owner=owner,
+        )
     elif vectorized:
-        rows = train_vectorized(model, global_params, x, y, index, schedule, recipe, chunk_size=chunk_size,
-                                prepare=prepare, out=out, opt_states=opt_states, owner=owner)
+        rows = train_vectorized(
+            model,
+            global_params,
+            x,
+            y,
+            index,
+            schedule,
+            recipe,
+            chunk_size=chunk_size,
+            prepare=prepare,
+            out=out,
+            opt_states=opt_states,
+            owner=owner,
+        )
     else:
-        rows, new_buffers = train_sequential(model, global_params, x, y, index, schedule, recipe, prepare=prepare,
-                                             buffers=buffers, opt_states=opt_states)
+        rows, new_buffers = train_sequential(
+            model, global_params, x, y, index, schedule, recipe, prepare=prepare, buffers=buffers, opt_states=opt_states
+        )
     return rows, new_buffers
