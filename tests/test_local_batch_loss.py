@@ -213,3 +213,20 @@ def test_bad_extension_arguments_are_clear_errors():
         r = TrainRecipe(batch_size=4, trainable=bad)
         with pytest.raises(ValueError, match=msg):
             train_sequential(model, params, x, y, index, _schedule(index, r), r)
+
+
+def test_params_out_continue_a_client_exactly():
+    # plain SGD has no state: epoch 1 then epoch 2 from the exact parameters params_out returns is one 2-epoch call
+    model, params, x, y, index = _mlp_case(sizes=(10,))
+    recipe = TrainRecipe(lr=0.3, batch_size=4, epochs=2, trainable=["1.weight", "3.weight"])
+    sched = _schedule(index, recipe)
+    whole, _ = train_sequential(model, params, x, y, index, sched, recipe)
+    half = len(sched.batches[0]) // 2
+    ends: list = []
+    train_sequential(model, params, x, y, index, BatchSchedule([sched.batches[0][:half]]), recipe, params_out=ends)
+    assert len(ends) == 1 and ends[0].keys() == params.keys()
+    again: list = []
+    train_sequential(model, ends[0], x, y, index, BatchSchedule([sched.batches[0][half:]]), recipe, params_out=again)
+    flat = torch.cat([(again[0][n] - params[n]).reshape(-1) for n in params])
+    assert torch.equal(flat, whole[0])
+    assert torch.equal(again[0]["1.bias"], params["1.bias"])  # frozen in both calls

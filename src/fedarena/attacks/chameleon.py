@@ -151,15 +151,16 @@ class Chameleon(Backdoor):
                     ),
                     base.with_(epochs=self.head_epochs, trainable=head),
                 )
-                row, bufs = torch.zeros_like(g), ctx.buffers
+                params, bufs = dict(ctx.global_params), ctx.buffers
                 for recipe in stages:
                     if not recipe.trainable or recipe.epochs == 0:
                         continue
                     # one permutation per epoch from the client's stream, as before (no step hook: no other draw)
                     sched = BatchSchedule.build([len(idx)], recipe, [ctx.rngs[i]])
-                    out, new_bufs = train_sequential(
+                    ends: list[dict[str, torch.Tensor]] = []
+                    _, new_bufs = train_sequential(
                         ctx.model,
-                        ctx.layout.unflatten(g + row),
+                        params,
                         ctx.x,
                         ctx.y,
                         [idx],
@@ -167,8 +168,10 @@ class Chameleon(Backdoor):
                         recipe,
                         prepare=ctx.prepare,
                         buffers=bufs,
+                        params_out=ends,
                     )
-                    row, bufs = row + out[0], new_bufs[0]  # a stage's frozen parameters' entries are exactly 0
+                    params, bufs = ends[0], new_bufs[0]  # the next stage starts from the exact parameters
+                row = ctx.layout.flatten(params).detach() - g
                 rows.append(row)
         finally:
             ctx.model.train(was_training)

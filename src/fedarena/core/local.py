@@ -822,11 +822,15 @@ def train_sequential(
     prepare=None,
     buffers: Optional[Params] = None,
     opt_states: Optional[list[Optional[ClientState]]] = None,
+    params_out: Optional[list[Params]] = None,
 ) -> tuple[torch.Tensor, list[Params]]:
     """Same contract as :func:`train_vectorized` (``opt_states`` included), one client at a time.
 
     Returns the updates and each client's final buffers (BatchNorm statistics), which
-    start from ``buffers`` (the global ones) for every client.
+    start from ``buffers`` (the global ones) for every client. ``params_out``: each
+    client's final parameters are appended to it (the exact tensors the update was taken
+    from, for a next trainer call that continues from there; ``global_params + row`` can
+    differ from them in the last bit).
 
     Also the path of recipes that :func:`train_vectorized` refuses: a ``recipe.batch_loss``
     (the loss of the whole batch, from a :class:`~fedarena.core.recipe.LossBatch` holding
@@ -907,6 +911,8 @@ def train_sequential(
                 break
         rows.append(torch.cat([(params[n] - global_params[n]).reshape(-1) for n in names]).detach())
         client_buffers.append(bufs_i)
+        if params_out is not None:
+            params_out.append({n: p.detach() for n, p in params.items()})
         if opt_states is not None:
             opt_states[i] = state.client(0)
     return torch.stack(rows) if rows else torch.empty(0, device=x.device), client_buffers
