@@ -1,5 +1,6 @@
-"""The layers hold and the code lints: import-linter's contract and ruff's rules, both in
-``pyproject.toml``, run as part of the suite (an upward import or a lint error fails CI)."""
+"""The layers hold and the code lints: import-linter's contract and ruff's rules and format,
+all in ``pyproject.toml``, run as part of the suite (an upward import, a lint error or an
+unformatted file fails CI)."""
 
 import shutil
 import subprocess
@@ -41,3 +42,11 @@ def test_no_import_circles():
 def test_ruff_lint_passes():
     res = subprocess.run([_tool("ruff"), "check", "src", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_ruff_format_holds():
+    """The code is in ruff's format (``ruff format`` fixes it; the version is pinned in the
+    ``test`` extra, so the style does not move under the suite)."""
+    paths = [p for p in ("src", "tests", "benchmarks", "examples", "docs") if (ROOT / p).exists()]
+    res = subprocess.run([_tool("ruff"), "format", "--check", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]

@@ -21,11 +21,14 @@ def _setup(model, n_per_client=(13, 40, 7, 25), shape=(1, 8, 8), seed=0):
     return x, y, index, params
 
 
-@pytest.mark.parametrize("recipe", [
-    TrainRecipe(lr=0.1, batch_size=8, epochs=2),
-    TrainRecipe(lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, epochs=1, grad_clip=0.5),
-    TrainRecipe(lr=0.1, batch_size=10, steps=5),
-])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        TrainRecipe(lr=0.1, batch_size=8, epochs=2),
+        TrainRecipe(lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, epochs=1, grad_clip=0.5),
+        TrainRecipe(lr=0.1, batch_size=10, steps=5),
+    ],
+)
 def test_vectorized_equals_sequential_mlp(recipe):
     torch.manual_seed(0)
     model = MLP((1, 8, 8), 10)
@@ -89,10 +92,13 @@ def test_fedsgd_gradients_vectorized_equals_loop():
 
 
 @pytest.mark.parametrize("strategy", ["vmap", "loop", "fold"])
-@pytest.mark.parametrize("recipe", [
-    TrainRecipe(lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, epochs=1, grad_clip=0.5),
-    TrainRecipe(lr=0.1, batch_size=8, epochs=2, momentum=0.5),
-])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        TrainRecipe(lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, epochs=1, grad_clip=0.5),
+        TrainRecipe(lr=0.1, batch_size=8, epochs=2, momentum=0.5),
+    ],
+)
 def test_both_strategies_equal_sequential(strategy, recipe):
     """Clients of unequal sizes (inactive clients in the last steps), chunks of 3."""
     torch.manual_seed(0)
@@ -157,7 +163,7 @@ def test_fold_refuses_models_it_cannot_fold():
 def test_projection_hook_vectorized_equals_sequential():
     def project(p, g):  # L2 ball of radius 0.05 around the global model
         diff = {k: p[k] - g[k] for k in p}
-        norm = torch.sqrt(sum((v ** 2).sum() for v in diff.values()))
+        norm = torch.sqrt(sum((v**2).sum() for v in diff.values()))
         s = torch.clamp(0.05 / (norm + 1e-12), max=1.0)
         return {k: g[k] + s * diff[k] for k in p}
 
@@ -187,7 +193,9 @@ def test_precomputed_plan_equals_per_step_gather(sizes):
     """The chunk's schedule built once (_plan) is the per-step gather, step by step."""
     from fedarena.core.local import _gather, _plan
 
-    sched = BatchSchedule.build(sizes, TrainRecipe(batch_size=32), [np.random.default_rng(i) for i in range(len(sizes))])
+    sched = BatchSchedule.build(
+        sizes, TrainRecipe(batch_size=32), [np.random.default_rng(i) for i in range(len(sizes))]
+    )
     off = np.cumsum([0] + sizes)
     index = [np.arange(off[i], off[i + 1]) + 100 for i in range(len(sizes))]
     rows = list(range(len(sizes)))

@@ -10,10 +10,24 @@ from fedarena.run.simulation import Simulation
 
 
 def _cfg():
-    return load_config(None, [
-        "data.dataset=digits", "data.partition=per-class-sample", "data.per_class=4", "model.name=mlp",
-        "fl.num_clients=6", "fl.rounds=2", "fl.local_epochs=1", "fl.batch_size=8", "attack.name=autoadapt",
-        "attack.num_malicious=2", "attack.start_round=1", "attack.activate_epoch=1", "eval.every=100"])
+    return load_config(
+        None,
+        [
+            "data.dataset=digits",
+            "data.partition=per-class-sample",
+            "data.per_class=4",
+            "model.name=mlp",
+            "fl.num_clients=6",
+            "fl.rounds=2",
+            "fl.local_epochs=1",
+            "fl.batch_size=8",
+            "attack.name=autoadapt",
+            "attack.num_malicious=2",
+            "attack.start_round=1",
+            "attack.activate_epoch=1",
+            "eval.every=100",
+        ],
+    )
 
 
 def test_local_context_is_what_local_train_gets(monkeypatch, one_thread):
@@ -37,8 +51,9 @@ def test_local_context_is_what_local_train_gets(monkeypatch, one_thread):
         assert np.array_equal(a, b) and not np.array_equal(a, sim.local_context(1, [c]).clean_index[0])
     # the same, fresh streams (the captured ones were not drawn from)
     assert [r.integers(2**30) for r in mine.rngs] == [r.integers(2**30) for r in got.rngs]
-    assert torch.equal(torch.randint(0, 2**30, (3,), generator=mine.generator),
-                       torch.randint(0, 2**30, (3,), generator=got.generator))
+    assert torch.equal(
+        torch.randint(0, 2**30, (3,), generator=mine.generator), torch.randint(0, 2**30, (3,), generator=got.generator)
+    )
     assert torch.equal(mine.x, got.x) and mine.benign_updates is None
     # what the attack was set up with (digits: 10 classes of 8 x 8 images)
     assert sim.data_info.num_classes == 10 and tuple(sim.data_info.input_shape) == (1, 8, 8)

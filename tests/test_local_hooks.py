@@ -66,7 +66,9 @@ RECIPE = TrainRecipe(lr=0.1, momentum=0.9, weight_decay=1e-3, batch_size=8, epoc
 
 
 def _truncated(schedule: BatchSchedule, limits) -> BatchSchedule:
-    return BatchSchedule([b[:limit] for b, limit in zip(schedule.batches, limits)], schedule.epoch_start, schedule.seeds)
+    return BatchSchedule(
+        [b[:limit] for b, limit in zip(schedule.batches, limits)], schedule.epoch_start, schedule.seeds
+    )
 
 
 @pytest.mark.parametrize("limits", [(3, 5, 9, 1), (1, 1, 1, 1), (99, 99, 99, 99)])
@@ -141,5 +143,7 @@ def test_stop_on_the_fold_path():
     sched = BatchSchedule.build(list(sizes), recipe, [np.random.default_rng(i) for i in range(3)])
     limits = (2, 3, 9)
     want, _ = train_sequential(model, params, x, y, index, _truncated(sched, limits), recipe)
-    got = train_vectorized(model, params, x, y, index, sched, recipe.with_(step_hook=StopAfter(limits)), strategy="fold")
+    got = train_vectorized(
+        model, params, x, y, index, sched, recipe.with_(step_hook=StopAfter(limits)), strategy="fold"
+    )
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)

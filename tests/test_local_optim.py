@@ -68,14 +68,16 @@ def test_vectorized_equals_sequential_equals_torch_optim(name, persistent):
     x, y, index = _data()
     g0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     g1 = {n: p + 0.05 * torch.randn_like(p) for n, p in g0.items()}  # the next round's global model
-    scheds = [BatchSchedule.build(list(SIZES), recipe, [np.random.default_rng([r, i]) for i in range(4)])
-              for r in range(2)]
+    scheds = [
+        BatchSchedule.build(list(SIZES), recipe, [np.random.default_rng([r, i]) for i in range(4)]) for r in range(2)
+    ]
     states_vec = [None] * 4 if persistent else None
     states_seq = [None] * 4 if persistent else None
     got_vec, got_seq = [], []
     for g, sched in zip((g0, g1), scheds):
-        got_vec.append(train_vectorized(model, g, x, y, index, sched, recipe, chunk_size=3, strategy="vmap",
-                                        opt_states=states_vec))
+        got_vec.append(
+            train_vectorized(model, g, x, y, index, sched, recipe, chunk_size=3, strategy="vmap", opt_states=states_vec)
+        )
         got_seq.append(train_sequential(model, g, x, y, index, sched, recipe, opt_states=states_seq)[0])
     want = _torch_reference(model, recipe, x, y, index, (g0, g1), scheds, persistent)
     for r in range(2):
@@ -84,8 +86,11 @@ def test_vectorized_equals_sequential_equals_torch_optim(name, persistent):
     if persistent:  # step counts: both rounds' steps of each client
         steps = [len(scheds[0].batches[i]) + len(scheds[1].batches[i]) for i in range(4)]
         assert [int(s["step"]) for s in states_vec] == steps == [int(s["step"]) for s in states_seq]
-        assert set(states_vec[0]) == {"step", "momentum_buffer"} if name.startswith("sgd") else \
-            {"step", "exp_avg", "exp_avg_sq"}
+        assert (
+            set(states_vec[0]) == {"step", "momentum_buffer"}
+            if name.startswith("sgd")
+            else {"step", "exp_avg", "exp_avg_sq"}
+        )
     # persistence changes the second round (and only the second)
     fresh = train_vectorized(model, g1, x, y, index, scheds[1], recipe, chunk_size=3, strategy="vmap")
     assert torch.allclose(fresh, got_vec[1], atol=1e-6) != persistent
@@ -112,8 +117,16 @@ def test_run_keeps_each_clients_adam_state_between_participations():
     from fedarena.config import load_config
     from fedarena.run.simulation import Simulation
 
-    over = ["fl.num_clients=6", "fl.clients_per_round=3", "fl.rounds=3", "fl.local_steps=2", "fl.optimizer=adam",
-            "fl.lr=0.01", "fl.client_state=persistent", "eval.every=3"]
+    over = [
+        "fl.num_clients=6",
+        "fl.clients_per_round=3",
+        "fl.rounds=3",
+        "fl.local_steps=2",
+        "fl.optimizer=adam",
+        "fl.lr=0.01",
+        "fl.client_state=persistent",
+        "eval.every=3",
+    ]
     sim = Simulation(load_config(None, over))
     seen: dict[int, int] = {}
     for t in range(3):
@@ -127,13 +140,16 @@ def test_run_keeps_each_clients_adam_state_between_participations():
     assert a > 0.3 and b > 0.3
 
 
-@pytest.mark.parametrize("over, key", [
-    (["fl.optimizer=adam", "fl.momentum=0.9"], "fl.momentum"),
-    (["fl.algorithm=fedsgd", "fl.optimizer=adamw"], "fl.optimizer"),
-    (["fl.algorithm=fedsgd", "fl.client_state=persistent"], "fl.client_state"),
-    (["fl.optimizer=adam", "fl.adam_betas=[0.9, 1.0]"], "fl.adam_betas"),
-    (["fl.optimizer=rmsprop"], "fl.optimizer"),
-])
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        (["fl.optimizer=adam", "fl.momentum=0.9"], "fl.momentum"),
+        (["fl.algorithm=fedsgd", "fl.optimizer=adamw"], "fl.optimizer"),
+        (["fl.algorithm=fedsgd", "fl.client_state=persistent"], "fl.client_state"),
+        (["fl.optimizer=adam", "fl.adam_betas=[0.9, 1.0]"], "fl.adam_betas"),
+        (["fl.optimizer=rmsprop"], "fl.optimizer"),
+    ],
+)
 def test_optimizer_config_errors_name_the_key(over, key):
     from fedarena.config import load_config
     from fedarena.errors import ConfigError
