@@ -73,3 +73,19 @@ def test_add_a_reproduction(unregister, tmp_path):
     assert set(rows) == {"T2.ba", "T2.ma"} and not report.runs_failed
     assert all(c.source == "paper" and c.verdict in ("pass", "fail") for c in rows.values())
     assert "paper claims reproduced" in (tmp_path / "claims.md").read_text()
+
+
+def test_layout_page_matches_the_tree():
+    """docs/concepts/layout.md names every package and top-level module of the source
+    tree, and every module of the engine's two foundations (core/, run/)."""
+    text = (DOCS.parent / "concepts" / "layout.md").read_text()
+    src = Path(__file__).resolve().parents[1] / "src" / "fedarena"
+    missing = [f"{d.name}/" for d in src.iterdir() if (d / "__init__.py").exists() and f"{d.name}/" not in text]
+    missing += [p.name for p in src.glob("*.py") if p.name != "__init__.py" and p.name not in text]
+    for pkg in ("core", "run"):
+        missing += [
+            f"{pkg}/{p.stem}"
+            for p in (src / pkg).glob("*.py")
+            if p.name != "__init__.py" and not re.search(rf"\b{p.stem}\b", text)
+        ]
+    assert not missing, f"docs/concepts/layout.md does not name: {missing}"
