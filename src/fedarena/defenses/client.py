@@ -316,7 +316,7 @@ def build_client_defense(defense: Mapping[str, Any]) -> ClientDefense:
             raise ConfigError(
                 f"defense.{key}",
                 f"only applies when defense.client is {readers} (got defense.client={name!r})",
-                f"set defense.client={owners[key][0]}, or drop this key",
+                f"set defense.client to {', '.join(owners[key])}, or drop this key",
             )
     return CLIENT_DEFENSES.build(name, values)
 
