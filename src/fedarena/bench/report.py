@@ -96,7 +96,7 @@ def to_markdown(res: dict[str, Any]) -> str:
     rows: list = []
     for name, t in res.get("training", {}).items():
         if "skipped" in t:
-            rows.append(f"| {name} | skipped: {t['skipped']} ||||||||||||")  # one cell spanning the row
+            rows.append(f"| {name} | skipped: {t['skipped']} |||||||||||||")  # one cell spanning the row
             continue
         rows.append(
             [
@@ -113,6 +113,7 @@ def to_markdown(res: dict[str, Any]) -> str:
                 _fmt(t["fraction_of_gemm_peak"]),
                 t["engine"]["path"],
                 f"{t['max_abs_diff_vs_sequential']:.1e}",
+                _fmt((t.get("engine_sequential") or {}).get("vs_sequential_loop")),
             ]
         )
     lines.append(
@@ -131,9 +132,10 @@ def to_markdown(res: dict[str, Any]) -> str:
                 "fraction of GEMM peak",
                 "engine path",
                 "max abs diff",
+                "engine's sequential path vs loop",
             ],
             rows,
-            align="lrrrrrrrrrrlr",
+            align="lrrrrrrrrrrlrr",
         )
     )
     ag, yard = res.get("aggregators", {}), res.get("yardsticks", {})

@@ -145,6 +145,13 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
     seq = lambda: sequential_reference(model, state, x, y, index, sched, recipe.lr)
     bat = lambda: batched_bound(model, state, x, y, index, sched, recipe.lr)
     variants = [("engine", engine), ("sequential", seq), ("batched", bat)]
+    if not has_buffers(model):  # the engine's own one-client-at-a-time path (custom recipes, attackers' training)
+        variants.append(
+            (
+                "engine_sequential",
+                lambda: train_sequential(model, params, x, y, index, sched, recipe, prepare=None)[0],
+            )
+        )
     conv = x.dim() == 4 and any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
     if conv:
         variants.append(
@@ -189,6 +196,16 @@ def bench_training(w: Workload, device: torch.device, reps: int, peak_gflops: fl
             else None
         ),
         "fraction_of_channels_last_bound": rate["engine"] / rate["batched_channels_last"] if conv else None,
+        # core's sequential path (train_sequential) against the plain loop, same clients and batches
+        "engine_sequential": (
+            {
+                "client_epochs_per_s": rate["engine_sequential"],
+                "seconds": best["engine_sequential"],
+                "vs_sequential_loop": rate["engine_sequential"] / rate["sequential"],
+            }
+            if "engine_sequential" in rate
+            else None
+        ),
         "flops_per_client_epoch": flops_ce,
         "engine_gflops": engine_gflops,
         "fraction_of_gemm_peak": engine_gflops / peak_gflops if peak_gflops > 0 else None,
