@@ -59,9 +59,10 @@ def flagged(record: dict[str, Any]) -> Optional[bool]:
 
 
 def detection(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Confusion counts and rates of a defense's decisions over client records (the truth
-    is ``attacking``: the client attacked in that round); rows without a decision are
-    skipped. ``fpr_no_attack_rounds``: false-positive rate in rounds with no attacker.
+    """Confusion counts and rates of a defense's decisions over one run's client records
+    (the truth is ``attacking``: the client attacked in that round); rows without a
+    decision are skipped. ``fpr_no_attack_rounds``: false-positive rate in rounds with no
+    attacker (rounds of this run: for several runs, :func:`pooled_detection`).
 
     >>> d = detection([{"round": 0, "attacking": True, "accepted": False},
     ...                {"round": 0, "attacking": False, "accepted": False},
@@ -70,7 +71,28 @@ def detection(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     >>> (d["tp"], d["fp"], d["tn"], d["precision"], d["recall"], d["fpr"], d["fpr_no_attack_rounds"])
     (1, 2, 1, 0.3333333333333333, 1.0, 0.6666666666666666, 1.0)
     """
-    records = list(records)
+    return _rates(_counts(list(records)))
+
+
+def pooled_detection(runs: Iterable[Iterable[dict[str, Any]]]) -> dict[str, Any]:
+    """:func:`detection` over several runs' client records, pooled: the confusion counts
+    summed, each run's rounds without attacker found within that run (a round number
+    attacked in one run says nothing of the same round number in another).
+
+    >>> attacked = [{"round": 0, "attacking": True, "accepted": False}]
+    >>> clean = [{"round": 0, "attacking": False, "accepted": False}]
+    >>> d = pooled_detection([attacked, clean])
+    >>> (d["tp"], d["fp"], d["fpr_no_attack_rounds"])
+    (1, 1, 1.0)
+    """
+    total = dict.fromkeys(("tp", "fp", "fn", "tn", "fp0", "tn0"), 0)
+    for records in runs:
+        for k, v in _counts(list(records)).items():
+            total[k] += v
+    return _rates(total)
+
+
+def _counts(records: list[dict[str, Any]]) -> dict[str, int]:
     attacked = {r["round"] for r in records if r.get("attacking")}
     tp = fp = fn = tn = fp0 = tn0 = 0
     for r in records:
@@ -81,6 +103,11 @@ def detection(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         tp, fp, fn, tn = tp + (f and bad), fp + (f and not bad), fn + (not f and bad), tn + (not f and not bad)
         if r.get("round") not in attacked:
             fp0, tn0 = fp0 + f, tn0 + (not f)
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "fp0": fp0, "tn0": tn0}
+
+
+def _rates(c: dict[str, int]) -> dict[str, Any]:
+    tp, fp, fn, tn, fp0, tn0 = (c[k] for k in ("tp", "fp", "fn", "tn", "fp0", "tn0"))
     nan = math.nan
     prec = tp / (tp + fp) if tp + fp else nan
     rec = tp / (tp + fn) if tp + fn else nan

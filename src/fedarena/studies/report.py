@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..core.metrics import detection as client_detection
+from ..core.metrics import pooled_detection
 from ..core.tables import markdown_table
 from ..run.records import read_jsonl
 from .results import find_runs, readable_runs, results_table
@@ -220,16 +220,13 @@ def cells(t: pd.DataFrame) -> pd.DataFrame:
 
 def detection(t: pd.DataFrame) -> pd.DataFrame:
     """Pooled confusion counts per defense from the runs' ``clients.jsonl``
-    (:func:`fedarena.core.metrics.detection`: the one definition of *flagged*)."""
+    (:func:`fedarena.core.metrics.pooled_detection`: the one definition of *flagged*, each
+    run's rounds without attacker found within that run)."""
     rows = []
     for defense, g in t.groupby("defense", sort=False):
-        recs = [
-            r
-            for path in g["path"]
-            if (Path(path) / "clients.jsonl").exists()
-            for r in read_jsonl(Path(path) / "clients.jsonl")
-        ]
-        d = client_detection(recs)
+        d = pooled_detection(
+            read_jsonl(Path(path) / "clients.jsonl") for path in g["path"] if (Path(path) / "clients.jsonl").exists()
+        )
         if not d["decisions"]:
             rows.append({"defense": defense, "decisions": 0})
             continue
