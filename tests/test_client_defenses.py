@@ -223,7 +223,11 @@ def test_client_keys_reach_the_client_defense_not_the_aggregator():
         (["defense.client=ldp", "defense.client_variant=a3"], "defense.client_variant", "defense.client is leadfl"),
         (["defense.client=fl-wbc", "defense.double_task_step=false"], "defense.double_task_step", "is leadfl"),
         (["defense.pert_strength=0.3"], "defense.pert_strength", "defense.client is fl-wbc or ldp or leadfl"),
-        (["defense.client=leadfl", "defense.client_variant=paper"], "defense.client_variant", "'ref', 'a3' or 'a1n'"),
+        (
+            ["defense.client=leadfl", "defense.client_variant=paper"],
+            "defense.client_variant",
+            "unknown value (got 'paper') (valid: 'ref', 'a3', 'a1n')",
+        ),
         (["defense.client=leadfl", "defense.regular_weight=-0.1"], "defense.regular_weight", "must be >= 0"),
         (["defense.client=ldp", "defense.pert_strength=0"], "defense.pert_strength", "must be > 0"),
         (["defense.client=leadfl", "defense.pert_strength=.inf"], "defense.pert_strength", "finite"),

@@ -204,9 +204,9 @@ class Registry:
                     value = TypeAdapter(ann).validate_python(value)
                 except ValidationError as e:
                     err = e.errors()[0]
-                    raise ConfigError(
-                        f"{prefix}.{key}", f"{err['msg']} (got {value!r})", params[key].type_name
-                    ) from None
+                    # a choice among names: the valid values say which; pydantic's line would list them twice
+                    problem = "unknown value" if err["type"] == "literal_error" else err["msg"]
+                    raise ConfigError(f"{prefix}.{key}", f"{problem} (got {value!r})", params[key].type_name) from None
             check_value(f"{prefix}.{key}", value, params[key].type_name)
             out[key] = value
         return out
