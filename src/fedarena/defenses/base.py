@@ -25,6 +25,18 @@ from ..core.recipe import TrainRecipe
 from ..core.state import Stateful
 
 
+def check_f(name: str, n: int, f: int, a: int, b: int) -> None:
+    """Raise the one-line error when ``n < a*f + b``: a rule that needs ``n >= a f + b``
+    rows for ``f`` attackers (Krum and Multi-Krum ``2f + 3``, Bulyan ``4f + 3``)."""
+    if n < a * f + b:
+        top = (n - b) // a
+        raise ConfigError(
+            "defense.f",
+            f"{name} needs n >= {a}f+{b} rows (n={n}, f={f})",
+            f"0..{top}" if top >= 0 else f"none for n={n}",
+        )
+
+
 @dataclass
 class RoundContext:
     """What the server knows in a round (never the true set of malicious clients).

@@ -22,17 +22,14 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import DEFENSES
-from .base import Aggregate, Aggregator, RoundContext
+from .base import Aggregate, Aggregator, RoundContext, check_f
 from .invariant import trim_slice, trimmed_mean
 from ..core.robust_kernels import clean_rows, multi_krum_select, pairwise_cosine_distances, pairwise_sq_distances
 
 
 # ---------------------------------------------------------------- shared helpers
 def _check_krum(n: int, f: int, m: Optional[int]) -> int:
-    if n < 2 * f + 3:
-        raise ConfigError(
-            "defense.f", f"Multi-Krum needs n >= 2f + 3 with n = {n} (got f = {f})", f"0..{max(0, (n - 3) // 2)}"
-        )
+    check_f("multi-krum", n, f, 2, 3)
     mm = n - f if m is None else m
     if not 1 <= mm <= n:
         raise ConfigError("defense.m", f"must be in 1..{n} (got {mm})", f"1..{n}")

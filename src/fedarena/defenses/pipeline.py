@@ -20,11 +20,6 @@ from .base import DefensePipeline, PostStage, PreStage
 COMMON_KEYS = {"name", "f", "weighted", "client"}
 
 
-def stage_owners() -> dict[str, list[str]]:
-    """Each stage parameter -> the trigger keys of the stages that read it."""
-    return STAGES.owners()
-
-
 def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
     """``defense``: the config's defense section as a flat dict (``name`` included)."""
     pre: list[tuple[int, PreStage]] = []
@@ -47,7 +42,7 @@ def build_pipeline(defense: dict[str, Any]) -> DefensePipeline:
     agg_values = {k: v for k, v in defense.items() if k not in used and k not in COMMON_KEYS and k not in client_keys}
     # a stage's own options are not the aggregator's; set while their stage is off, they
     # would do nothing, so they are an error (a trigger left at 0/None/False is fine)
-    owners = stage_owners()
+    owners = STAGES.owners()  # each stage parameter -> the triggers of the stages that read it
     for key in list(agg_values):
         if key in owners:
             value = agg_values.pop(key)

@@ -65,18 +65,7 @@ from ..core.robust_kernels import (
 from ..core.sign_masks import sign_votes
 from ..errors import ConfigError
 from ..registry import DEFENSES
-from .base import Aggregate, Aggregator, RoundContext
-
-
-def _check_f(name: str, n: int, f: int, a: int, b: int) -> None:
-    """Raise the one-line error when ``n < a*f + b`` (e.g. Krum: ``n >= 2f+3``)."""
-    if n < a * f + b:
-        top = (n - b) // a
-        raise ConfigError(
-            "defense.f",
-            f"{name} needs n >= {a}f+{b} rows (n={n}, f={f})",
-            f"0..{top}" if top >= 0 else f"none for n={n}",
-        )
+from .base import Aggregate, Aggregator, RoundContext, check_f
 
 
 class RowRule(Aggregator):
@@ -171,7 +160,7 @@ class Krum(RowRule):
     """
 
     def validate(self, n: int, f: int) -> None:
-        _check_f("krum", n, f, 2, 3)
+        check_f("krum", n, f, 2, 3)
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n, f = self._checked(U, ctx)
@@ -201,7 +190,7 @@ class MultiKrum(RowRule):
         self.m = m
 
     def validate(self, n: int, f: int) -> None:
-        _check_f("multi-krum", n, f, 2, 3)
+        check_f("multi-krum", n, f, 2, 3)
         if self.m is not None and self.m > n:
             raise ConfigError("defense.m", f"must be <= n = {n} (got {self.m})", f"1..{n}")
 
@@ -296,7 +285,7 @@ class Bulyan(RowRule):
     """
 
     def validate(self, n: int, f: int) -> None:
-        _check_f("bulyan", n, f, 4, 3)
+        check_f("bulyan", n, f, 4, 3)
 
     def aggregate(self, U: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n, f = self._checked(U, ctx)

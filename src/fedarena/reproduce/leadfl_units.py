@@ -57,22 +57,6 @@ def u2_periodic(rounds: int = 80) -> tuple[list[int], bool]:
 
 
 # ------------------------------------------------------------------ hook drivers
-class _Quadratic(nn.Module):
-    """``L(w) = 1/2 sum a w^2`` as a "model" whose per-sample loss is the output."""
-
-    def __init__(self, a: torch.Tensor, w0: torch.Tensor):
-        super().__init__()
-        self.register_buffer("a", a, persistent=False)
-        self.weight = nn.Parameter(w0.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (0.5 * (self.a * self.weight**2).sum()).expand(x.shape[0])
-
-
-def _identity_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return out
-
-
 def _step(hook, names, params, grads, lr, first, regrad=None, bufs=None) -> Any:
     k = params[0].shape[0]
     recipe = TrainRecipe(lr=lr)

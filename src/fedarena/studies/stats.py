@@ -42,9 +42,6 @@ class Interval:
     def half(self) -> float:
         return (self.hi - self.lo) / 2
 
-    def excludes_zero(self) -> bool:
-        return self.lo > 0 or self.hi < 0
-
 
 def _finite(values: Iterable[Optional[float]]) -> np.ndarray:
     x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
